@@ -1,1 +1,53 @@
 """Kafka contracts: topic names and the command, result, event and dead-letter message models."""
+
+from shared.messaging.commands import (
+    COMMAND_TYPES,
+    CommandBase,
+    CreditCommand,
+    DebitCommand,
+    ExchangeCommand,
+    InvalidCommand,
+    LockCommand,
+    ReleaseLockedCommand,
+    SavingsInCommand,
+    SavingsOutCommand,
+    TransferCommand,
+    TransferLockedCommand,
+    UnlockCommand,
+    WalletCommand,
+    encode,
+    parse_command,
+)
+from shared.messaging.outcomes import (
+    BalanceSnapshot,
+    CommandResult,
+    DeadLetter,
+    LedgerTransaction,
+    Posting,
+    ResultStatus,
+)
+
+__all__ = [
+    "COMMAND_TYPES",
+    "BalanceSnapshot",
+    "CommandBase",
+    "CommandResult",
+    "CreditCommand",
+    "DeadLetter",
+    "DebitCommand",
+    "ExchangeCommand",
+    "InvalidCommand",
+    "LedgerTransaction",
+    "LockCommand",
+    "Posting",
+    "ReleaseLockedCommand",
+    "ResultStatus",
+    "SavingsInCommand",
+    "SavingsOutCommand",
+    "TransferCommand",
+    "TransferLockedCommand",
+    "UnlockCommand",
+    "WalletCommand",
+    "encode",
+    "parse_command",
+]

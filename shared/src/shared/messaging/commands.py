@@ -1,0 +1,334 @@
+"""Wallet commands: what other services ask the wallet to do (CONTRACT.md, "A command").
+
+Every amount is a decimal string on the wire and a `Decimal` here. A command that parses is
+well-formed: its currency is registered, every amount is positive and fits the currency's scale.
+Whether it can be applied (enough funds, no idempotency conflict) is the ledger's decision.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shared.money import (
+    Currency,
+    MoneyError,
+    format_amount,
+    get_currency,
+    parse_amount,
+    parse_decimal,
+)
+
+
+def _decimal_from_wire(raw: object) -> Decimal:
+    try:
+        return parse_decimal(raw)
+    except MoneyError as error:
+        raise PydanticCustomError(error.code, error.message) from None
+
+
+def _currency_code(raw: object) -> str:
+    try:
+        return get_currency(raw).code
+    except MoneyError as error:
+        raise PydanticCustomError(error.code, error.message) from None
+
+
+# A decimal that arrives as a string, is finite and in range; serialised back as a plain string.
+WireDecimal = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_from_wire),
+    PlainSerializer(format_amount, return_type=str, when_used="always"),
+]
+CurrencyCode = Annotated[str, BeforeValidator(_currency_code)]
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
+TransactionType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
+
+CommandType = Literal[
+    "credit",
+    "debit",
+    "lock",
+    "unlock",
+    "release_locked",
+    "transfer",
+    "transfer_locked",
+    "exchange",
+    "savings_in",
+    "savings_out",
+]
+COMMAND_TYPES: Final[tuple[str, ...]] = typing.get_args(CommandType)
+
+
+def _check_amount(
+    value: Decimal, currency: Currency, field: str, *, allow_zero: bool = False
+) -> Decimal:
+    try:
+        return parse_amount(value, currency, allow_zero=allow_zero)
+    except MoneyError as error:
+        raise PydanticCustomError(error.code, f"{field}: {error.message}") from None
+
+
+class CommandBase(BaseModel):
+    """Fields every command has. `user_id` is the payer: the user whose money leaves or is locked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    command_id: Identifier = Field(default_factory=lambda: uuid.uuid4().hex)
+    reference_id: Identifier
+    transaction_type: TransactionType
+    user_id: Identifier
+    currency: CurrencyCode
+    amount: WireDecimal
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    issued_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @model_validator(mode="after")
+    def _amount_fits_currency(self) -> Self:
+        currency = get_currency(self.currency)
+        object.__setattr__(self, "amount", _check_amount(self.amount, currency, "amount"))
+        return self
+
+    @property
+    def idempotency_key(self) -> tuple[str, str, str]:
+        """(type, transaction_type, reference_id): the seed reuses one reference for lock and release."""
+        return (self.type, self.transaction_type, self.reference_id)  # type: ignore[attr-defined]
+
+    def fingerprint(self) -> str:
+        """What makes two commands with one idempotency key the same request.
+
+        command_id, issued_at and metadata are left out: a resend is a new message (new id, new
+        time, maybe a new trace in metadata) asking for the same money movement.
+        """
+        payload = self.model_dump(mode="json", exclude={"command_id", "issued_at", "metadata"})
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+class CreditCommand(CommandBase):
+    """External money arrives in the user's available balance (deposit, commission, bonus)."""
+
+    type: Literal["credit"] = "credit"
+
+
+class DebitCommand(CommandBase):
+    """Money leaves the user's available balance to the outside."""
+
+    type: Literal["debit"] = "debit"
+
+
+class LockCommand(CommandBase):
+    """Available → locked (P2P escrow, pending withdrawal)."""
+
+    type: Literal["lock"] = "lock"
+
+
+class UnlockCommand(CommandBase):
+    """Locked → available (cancelled trade, rejected withdrawal)."""
+
+    type: Literal["unlock"] = "unlock"
+
+
+class _WithFee(CommandBase):
+    # The fee is carved out of `amount`: `amount` leaves the payer, `fee` of it goes to platform:fees.
+    fee: WireDecimal | None = None
+
+    @model_validator(mode="after")
+    def _fee_within_amount(self) -> Self:
+        if self.fee is not None:
+            fee = _check_amount(self.fee, get_currency(self.currency), "fee", allow_zero=True)
+            if fee >= self.amount:
+                raise PydanticCustomError("fee_not_below_amount", "fee must be less than amount")
+            object.__setattr__(self, "fee", fee)
+        return self
+
+    @property
+    def fee_amount(self) -> Decimal:
+        return self.fee if self.fee is not None else Decimal(0)
+
+
+class ReleaseLockedCommand(_WithFee):
+    """Locked → outside (approved withdrawal): `amount` leaves locked, `fee` of it to platform:fees."""
+
+    type: Literal["release_locked"] = "release_locked"
+    destination: Identifier = "withdrawals"
+
+
+class TransferCommand(CommandBase):
+    """The payer's available → another user's available, all or nothing."""
+
+    type: Literal["transfer"] = "transfer"
+    to_user: Identifier
+
+
+class TransferLockedCommand(_WithFee):
+    """The seller's locked → the buyer's available, `fee` of it to platform:fees (P2P release)."""
+
+    type: Literal["transfer_locked"] = "transfer_locked"
+    to_user: Identifier
+
+
+class ExchangeCommand(_WithFee):
+    """The user pays `amount` of `currency` (its `fee` to platform:fees, the rest to
+    platform:liquidity) and receives `receive_amount` of `receive_currency` from platform:liquidity:
+    swaps, spot trades and express buy in one atomic transaction."""
+
+    type: Literal["exchange"] = "exchange"
+    receive_currency: CurrencyCode
+    receive_amount: WireDecimal
+
+    @model_validator(mode="after")
+    def _receive_side(self) -> Self:
+        currency = get_currency(self.receive_currency)
+        if currency.code == self.currency:
+            raise PydanticCustomError("same_currency", "an exchange needs two different currencies")
+        received = _check_amount(self.receive_amount, currency, "receive_amount")
+        object.__setattr__(self, "receive_amount", received)
+        return self
+
+
+class SavingsInCommand(CommandBase):
+    """Available → savings."""
+
+    type: Literal["savings_in"] = "savings_in"
+
+
+class SavingsOutCommand(CommandBase):
+    """Savings → available."""
+
+    type: Literal["savings_out"] = "savings_out"
+
+
+WalletCommand = Annotated[
+    CreditCommand
+    | DebitCommand
+    | LockCommand
+    | UnlockCommand
+    | ReleaseLockedCommand
+    | TransferCommand
+    | TransferLockedCommand
+    | ExchangeCommand
+    | SavingsInCommand
+    | SavingsOutCommand,
+    Field(discriminator="type"),
+]
+WALLET_COMMAND: Final[TypeAdapter[WalletCommand]] = TypeAdapter(WalletCommand)
+
+MAX_COMMAND_BYTES: Final = 64 * 1024
+
+
+class InvalidCommand(ValueError):
+    """A message that is not a valid command: it goes to the dead-letter topic with this reason.
+
+    `envelope` keeps whatever identifying fields could be read, so the sender can still be told.
+    """
+
+    def __init__(self, reason: str, detail: str, envelope: dict[str, str] | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.envelope = envelope or {}
+
+
+# Field-level error codes that stand for themselves; anything else is reported by its kind.
+_MONEY_CODES: Final = frozenset(
+    {
+        "unknown_currency",
+        "amount_not_a_string",
+        "amount_malformed",
+        "amount_not_a_number",
+        "amount_infinite",
+        "amount_too_large",
+        "amount_too_long",
+        "amount_too_precise",
+        "amount_not_positive",
+        "fee_not_below_amount",
+        "same_currency",
+    }
+)
+
+
+def reason_for(error: ValidationError) -> tuple[str, str]:
+    """The (reason, detail) of the first validation error: `unknown_currency`, `invalid_amount`,
+    `missing_field`, `unknown_field`, `unknown_type` or `invalid_field`; detail says which and why."""
+    first = error.errors(include_url=False)[0]
+    kind = first["type"]
+    where = ".".join(str(part) for part in first["loc"][1:] or first["loc"]) or "message"
+    detail = f"{where}: {first['msg']}"
+    if kind == "unknown_currency":
+        return "unknown_currency", detail
+    if kind in _MONEY_CODES:
+        return "invalid_amount", f"{kind}: {detail}"
+    if kind == "missing":
+        return "missing_field", detail
+    if kind == "extra_forbidden":
+        return "unknown_field", detail
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        return "unknown_type", detail
+    return "invalid_field", detail
+
+
+def _envelope(document: dict[str, Any]) -> dict[str, str]:
+    keys = ("command_id", "type", "transaction_type", "reference_id", "user_id")
+    return {k: v for k in keys if isinstance(v := document.get(k), str) and 0 < len(v) <= 200}
+
+
+def parse_command(raw: bytes | str) -> WalletCommand:
+    """Decode one Kafka message value into a command, or raise `InvalidCommand` with the reason."""
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise InvalidCommand("message_too_large", f"more than {MAX_COMMAND_BYTES} bytes")
+    try:
+        # parse_float/parse_constant keep JSON numbers from turning into floats or NaN silently.
+        document = json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidCommand("malformed_json", str(error)[:200]) from None
+    if not isinstance(document, dict):
+        raise InvalidCommand("not_an_object", "a command is a JSON object")
+    try:
+        return WALLET_COMMAND.validate_python(_numbers_as_numbers(document))
+    except InvalidCommand as error:
+        error.envelope = _envelope(document)
+        raise
+    except ValidationError as error:
+        reason, detail = reason_for(error)
+        raise InvalidCommand(reason, detail, _envelope(document)) from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _numbers_as_numbers(value: Any) -> Any:
+    # JSON numbers were read as Decimal so that 1e400 cannot become inf unnoticed. Amount fields
+    # refuse every number by type; elsewhere (metadata) a number must be a finite float.
+    if isinstance(value, dict):
+        return {k: _numbers_as_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_numbers(v) for v in value]
+    if isinstance(value, Decimal):
+        as_float = float(value)
+        if as_float in (float("inf"), float("-inf")):
+            raise InvalidCommand("invalid_field", f"number out of range: {str(value)[:40]}")
+        return as_float
+    return value
+
+
+def encode(message: BaseModel) -> bytes:
+    """JSON bytes of a contract message; amounts come out as strings."""
+    return message.model_dump_json().encode()

@@ -1,0 +1,95 @@
+"""What the wallet publishes: results (one per command delivery), ledger events and dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from shared.messaging.commands import CommandType, WireDecimal
+
+ResultStatus = Literal["applied", "duplicate", "rejected"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BalanceSnapshot(_Message):
+    """A user's balances of one currency after a command; total = available + locked (the seed's)."""
+
+    user_id: str
+    currency: str
+    available_balance: WireDecimal
+    locked_balance: WireDecimal
+    savings_balance: WireDecimal
+    total_balance: WireDecimal
+
+
+class CommandResult(_Message):
+    """The outcome of one command delivery on `wallet.results` (key: the command's key)."""
+
+    command_id: str
+    type: CommandType | str
+    transaction_type: str
+    reference_id: str
+    user_id: str
+    status: ResultStatus
+    reason: str | None = None
+    # Extensions of the contract: why exactly (e.g. amount_too_precise), and the ledger transaction.
+    detail: str | None = None
+    transaction_id: str | None = None
+    balances: list[BalanceSnapshot] = Field(default_factory=list)
+    processed_at: AwareDatetime = Field(default_factory=_now)
+
+
+class Posting(_Message):
+    """One leg of a ledger transaction: `amount` (signed) moves into `account`.
+
+    Accounts: `user:<user_id>:available|locked|savings`, `platform:fees`, `platform:liquidity`,
+    `external:<counterparty>` (e.g. external:nowpayments, external:withdrawals).
+    """
+
+    account: str
+    currency: str
+    amount: WireDecimal
+
+
+class LedgerTransaction(_Message):
+    """What happened on `wallet.events` (key: the payer's user id): one balanced set of postings."""
+
+    transaction_id: str
+    command_id: str
+    type: CommandType
+    transaction_type: str
+    reference_id: str
+    user_id: str
+    to_user: str | None = None
+    postings: list[Posting]
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    occurred_at: AwareDatetime = Field(default_factory=_now)
+
+    def is_balanced(self) -> bool:
+        totals: dict[str, Decimal] = {}
+        for posting in self.postings:
+            totals[posting.currency] = totals.get(posting.currency, Decimal(0)) + posting.amount
+        return all(total == 0 for total in totals.values())
+
+
+class DeadLetter(_Message):
+    """A message that is not a valid command, as received, with the reason (`wallet.commands.dlq`)."""
+
+    reason: str
+    detail: str
+    raw_value: str  # the message as text (undecodable bytes escaped), so ops can read and fix it
+    key: str | None = None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    failed_at: AwareDatetime = Field(default_factory=_now)

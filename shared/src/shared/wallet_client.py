@@ -1,0 +1,385 @@
+"""WalletClient: the seed's wallet-service API, as a client that publishes commands over Kafka.
+
+    async with WalletClient(bootstrap_servers) as wallet:
+        result = await wallet.credit(user_id="user123", currency="BTC", amount="0.01",
+                                     transaction_type="deposit_nowpayments",
+                                     reference_id="payment_12345", metadata={"order_id": "..."})
+
+Each call publishes one command to `wallet.commands` (key: the payer) and, unless `wait=False`,
+waits for its outcome on `wallet.results`. A timeout does not mean the command failed: it may still
+be applied, which is safe because the wallet applies each idempotency key once; send it again with
+the same reference_id to learn the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import JsonValue, ValidationError
+
+from shared.messaging import (
+    CommandResult,
+    CreditCommand,
+    DebitCommand,
+    ExchangeCommand,
+    LockCommand,
+    ReleaseLockedCommand,
+    SavingsInCommand,
+    SavingsOutCommand,
+    TransferCommand,
+    TransferLockedCommand,
+    UnlockCommand,
+    WalletCommand,
+    encode,
+)
+from shared.messaging.topics import WALLET_COMMANDS, WALLET_RESULTS
+
+Amount = Decimal | str
+Metadata = dict[str, JsonValue] | None
+
+
+class WalletTimeout(TimeoutError):
+    """No result arrived in time; the command may still be applied (idempotently) later."""
+
+
+class WalletClient:
+    """Publishes wallet commands and, on request, waits for their results.
+
+    The results listener reads every partition of `wallet.results` from the end, without a
+    consumer group: each client sees every result and picks its own by command_id, and starting
+    costs no group join.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, timeout: float = 10.0) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        # acks="all": a command acknowledged to the caller must survive a broker failover.
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers, acks="all")
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False
+        )
+        await self._consumer.start()
+        partitions = await self._producer.partitions_for(WALLET_RESULTS)
+        assigned = [TopicPartition(WALLET_RESULTS, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        await self._consumer.seek_to_end(*assigned)
+        for tp in assigned:
+            # Resolve the end offsets now, so no result published after start() is missed.
+            await self._consumer.position(tp)
+        self._listener = asyncio.create_task(self._listen(), name="wallet-client-results")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._listener = self._consumer = self._producer = None
+
+    async def _listen(self) -> None:
+        assert self._consumer is not None
+        async for record in self._consumer:
+            if not self._waiting or record.value is None:
+                continue
+            try:
+                result = CommandResult.model_validate_json(record.value)
+            except ValidationError:
+                continue  # not ours to judge; the wallet publishes only valid results
+            future = self._waiting.pop(result.command_id, None)
+            if future is not None and not future.done():
+                future.set_result(result)
+
+    async def send(
+        self, command: WalletCommand, *, wait: bool = True, result_timeout: float | None = None
+    ) -> CommandResult | None:
+        """Publish a command; with wait, return its result or raise WalletTimeout."""
+        if self._producer is None:
+            raise RuntimeError("WalletClient is not started")
+        future: asyncio.Future[CommandResult] | None = None
+        if wait:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting[command.command_id] = future
+        try:
+            await self._producer.send_and_wait(
+                WALLET_COMMANDS, encode(command), key=command.user_id.encode()
+            )
+            if future is None:
+                return None
+            try:
+                return await asyncio.wait_for(future, result_timeout or self._timeout)
+            except TimeoutError:
+                raise WalletTimeout(
+                    f"no result for command {command.command_id} "
+                    f"({command.type} {command.reference_id}) within {result_timeout or self._timeout}s"
+                ) from None
+        finally:
+            self._waiting.pop(command.command_id, None)
+
+    # The seed's API (see the refactor report's technical notes), one method per command type.
+
+    async def credit(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        transaction_type: str,
+        reference_id: str,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = CreditCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            transaction_type=transaction_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def debit(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        transaction_type: str,
+        reference_id: str,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = DebitCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            transaction_type=transaction_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def lock_balance(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        lock_type: str,
+        reference_id: str,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = LockCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            transaction_type=lock_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def unlock_balance(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        unlock_type: str,
+        reference_id: str,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = UnlockCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            transaction_type=unlock_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def release_locked_balance(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        release_type: str,
+        reference_id: str,
+        fee: Amount | None = None,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        """`amount` leaves the user's locked balance; `fee` of it goes to platform:fees."""
+        command = ReleaseLockedCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            fee=fee,
+            transaction_type=release_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def transfer(
+        self,
+        *,
+        from_user: str,
+        to_user: str,
+        currency: str,
+        amount: Amount,
+        transfer_type: str,
+        reference_id: str,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = TransferCommand(
+            user_id=from_user,
+            to_user=to_user,
+            currency=currency,
+            amount=amount,
+            transaction_type=transfer_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def transfer_locked(
+        self,
+        *,
+        from_user: str,
+        to_user: str,
+        currency: str,
+        amount: Amount,
+        transfer_type: str,
+        reference_id: str,
+        fee: Amount | None = None,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        """P2P release: `amount` leaves the seller's locked balance, `fee` of it to platform:fees."""
+        command = TransferLockedCommand(
+            user_id=from_user,
+            to_user=to_user,
+            currency=currency,
+            amount=amount,
+            fee=fee,
+            transaction_type=transfer_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def exchange(
+        self,
+        *,
+        user_id: str,
+        pay_currency: str,
+        pay_amount: Amount,
+        receive_currency: str,
+        receive_amount: Amount,
+        exchange_type: str,
+        reference_id: str,
+        fee: Amount | None = None,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        """Swap, spot trade or express buy: pay one currency, receive another, atomically."""
+        command = ExchangeCommand(
+            user_id=user_id,
+            currency=pay_currency,
+            amount=pay_amount,
+            fee=fee,
+            receive_currency=receive_currency,
+            receive_amount=receive_amount,
+            transaction_type=exchange_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def move_to_savings(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        reference_id: str,
+        transaction_type: str = "savings_deposit",
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = SavingsInCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            transaction_type=transaction_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def move_from_savings(
+        self,
+        *,
+        user_id: str,
+        currency: str,
+        amount: Amount,
+        reference_id: str,
+        transaction_type: str = "savings_withdrawal",
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        command = SavingsOutCommand(
+            user_id=user_id,
+            currency=currency,
+            amount=amount,
+            transaction_type=transaction_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
