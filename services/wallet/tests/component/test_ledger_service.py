@@ -306,7 +306,8 @@ async def test_commands_in_a_batch_see_the_effects_of_earlier_ones(
     }
     # Versions count the transactions that touched each wallet.
     assert store.wallets[("bob", "BTC")].version == 3
-    assert len(report.events) == 5 and all(e.is_balanced() for e in report.events)
+    assert len(report.events) == 5
+    assert all(e.is_balanced() for e in report.events)
     assert await verify(store) == []
 
 
