@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
@@ -16,7 +17,6 @@ from shared.logging import get_logger
 from shared.mongo import connect
 from wallet.adapters.kafka_publisher import KafkaOutcomePublisher
 from wallet.adapters.memory_store import InMemoryLedgerStore
-from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.command_intake import CommandIntake
 from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import LedgerStore
@@ -38,8 +38,9 @@ class WalletRuntime:
     registry: CollectorRegistry
 
     async def start(self) -> None:
-        if isinstance(self.store, MongoLedgerStore):
-            await self.store.ensure_indexes()
+        ensure_indexes = getattr(self.store, "ensure_indexes", None)
+        if ensure_indexes is not None:
+            await ensure_indexes()
         await self.broker.start()
         log.info("wallet_started", store=self.settings.store)
 
@@ -62,22 +63,43 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
     if settings.store == "memory":
         store = InMemoryLedgerStore()
     else:
+        from wallet.adapters.mongo_store import MongoLedgerStore  # noqa: PLC0415
+
         mongo = connect(settings.mongodb_url)
-        store = MongoLedgerStore(mongo, mongo[settings.mongodb_database])
+        store = MongoLedgerStore(mongo[settings.mongodb_database])
     broker = KafkaBroker(settings.kafka_bootstrap_servers, acks="all", client_id="wallet")
     registry = CollectorRegistry()
     metrics = WalletMetrics(registry)
-    intake = CommandIntake(LedgerService(store), KafkaOutcomePublisher(broker))
+    intake = CommandIntake(LedgerService(store), KafkaOutcomePublisher(broker, settings.topics))
     tracker = register_command_consumer(
         broker,
         intake,
         metrics,
+        settings.topics,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
     )
     return WalletRuntime(settings, store, mongo, broker, tracker, registry)
+
+
+def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
+    """The HTTP API over a runtime: read routes, /healthz, /metrics, OpenAPI at /docs."""
+    app = FastAPI(
+        title="Wallet service",
+        version="0.1.0",
+        description="Balances and history of the exchange's wallets; the ledger behind them.",
+        **fastapi_options,
+    )
+    install_error_handlers(app)
+    configure_auth(app, runtime.settings.auth_jwt_secret)
+    app.include_router(health_router(runtime.ready))
+    app.include_router(metrics_router(runtime.registry))
+    app.include_router(wallet_router)
+    app.state.store = runtime.store
+    app.state.runtime = runtime
+    return app
 
 
 def create_app(settings: WalletSettings | None = None) -> FastAPI:
@@ -92,17 +114,4 @@ def create_app(settings: WalletSettings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
-        title="Wallet service",
-        version="0.1.0",
-        description="Balances and history of the exchange's wallets; the ledger behind them.",
-        lifespan=lifespan,
-    )
-    install_error_handlers(app)
-    configure_auth(app, runtime.settings.auth_jwt_secret)
-    app.include_router(health_router(runtime.ready))
-    app.include_router(metrics_router(runtime.registry))
-    app.include_router(wallet_router)
-    app.state.store = runtime.store
-    app.state.runtime = runtime
-    return app
+    return build_http_app(runtime, lifespan=lifespan)

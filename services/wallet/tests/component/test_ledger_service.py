@@ -5,6 +5,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+
 from shared.messaging import (
     CommandResult,
     CreditCommand,
@@ -184,7 +185,9 @@ async def test_the_same_command_five_times_applies_once(
     assert statuses == ["applied", "duplicate", "duplicate", "duplicate", "duplicate"]
     # Each redelivery publishes the applied event again, with the same transaction id.
     again = await ledger.handle_batch([command])
-    assert [e.transaction_id for e in again.events] == [store.outcomes[command.idempotency_key].transaction_id]
+    assert [e.transaction_id for e in again.events] == [
+        store.outcomes[command.idempotency_key].transaction_id
+    ]
     assert store.wallets[("alice", "BTC")].balances == Balances(available=D("0.01"))
     assert len(store.outcomes) == 1
     assert len(store.history) == 1

@@ -9,12 +9,13 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from shared.messaging import CommandResult, DeadLetter, LedgerTransaction, encode
-from shared.messaging.topics import WALLET_COMMANDS_DLQ, WALLET_EVENTS, WALLET_RESULTS
+from shared.messaging.topics import Topics
 
 
 class KafkaOutcomePublisher:
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
         self._broker = broker
+        self._topics = topics
 
     async def publish(
         self,
@@ -26,11 +27,13 @@ class KafkaOutcomePublisher:
         # every acknowledgement: offsets are committed only after all of it is on the broker.
         pending: list[Awaitable[Any]] = []
         for key, dead_letter in dead_letters:
-            pending.append(await self._send(WALLET_COMMANDS_DLQ, encode(dead_letter), key))
+            pending.append(await self._send(self._topics.dead_letters, encode(dead_letter), key))
         for user_id, result in results:
-            pending.append(await self._send(WALLET_RESULTS, encode(result), user_id.encode()))
+            pending.append(await self._send(self._topics.results, encode(result), user_id.encode()))
         for event in events:
-            pending.append(await self._send(WALLET_EVENTS, encode(event), event.user_id.encode()))
+            pending.append(
+                await self._send(self._topics.events, encode(event), event.user_id.encode())
+            )
         await asyncio.gather(*pending)
 
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> Awaitable[Any]:

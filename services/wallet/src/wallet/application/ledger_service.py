@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import structlog
+
 from shared.messaging import (
     BalanceSnapshot,
     CommandResult,
@@ -29,7 +30,6 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import LEDGER_CONTEXT
-
 from wallet.application.ports import ConcurrencyConflict, LedgerStore, TransientStoreError
 from wallet.domain.ledger import (
     ZERO,

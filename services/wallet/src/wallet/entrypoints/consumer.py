@@ -10,7 +10,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from shared.logging import get_logger
-from shared.messaging.topics import WALLET_COMMANDS
+from shared.messaging.topics import Topics
 from wallet.application.command_intake import CommandIntake, IncomingRecord
 from wallet.entrypoints.metrics import WalletMetrics
 
@@ -38,6 +38,7 @@ def register_command_consumer(
     broker: KafkaBroker,
     intake: CommandIntake,
     metrics: WalletMetrics,
+    topics: Topics,
     *,
     max_records: int = 500,
     batch_timeout_ms: int = 50,
@@ -52,8 +53,8 @@ def register_command_consumer(
     tracker = AssignmentTracker()
 
     @broker.subscriber(
-        WALLET_COMMANDS,
-        group_id=CONSUMER_GROUP,
+        topics.commands,
+        group_id=topics.prefix + CONSUMER_GROUP,
         batch=True,
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,
@@ -68,9 +69,7 @@ def register_command_consumer(
     async def consume_wallet_commands(body: Any, message: KafkaMessage) -> None:
         raw = message.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
-        incoming = [
-            IncomingRecord(r.value, r.key, r.topic, r.partition, r.offset) for r in records
-        ]
+        incoming = [IncomingRecord(r.value, r.key, r.topic, r.partition, r.offset) for r in records]
         try:
             report = await intake.process(incoming)
         except Exception:

@@ -28,7 +28,9 @@ class WalletMetrics:
             registry=registry,
         )
         self.batch_attempts = Counter(
-            "wallet_batch_retries_total", "Batches decided again after a conflict", registry=registry
+            "wallet_batch_retries_total",
+            "Batches decided again after a conflict",
+            registry=registry,
         )
         self.batch_failures = Counter(
             "wallet_batch_failures_total",
