@@ -63,7 +63,7 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
     if settings.store == "memory":
         store = InMemoryLedgerStore()
     else:
-        from wallet.adapters.mongo_store import MongoLedgerStore  # noqa: PLC0415
+        from wallet.adapters.mongo_store import MongoLedgerStore
 
         mongo = connect(settings.mongodb_url)
         store = MongoLedgerStore(mongo[settings.mongodb_database])
