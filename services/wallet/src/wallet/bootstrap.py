@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
@@ -97,6 +99,17 @@ def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
     app.include_router(health_router(runtime.ready))
     app.include_router(metrics_router(runtime.registry))
     app.include_router(wallet_router)
+    asyncapi = AsyncAPI(
+        runtime.broker,
+        title="Wallet service",
+        description="Consumes wallet.commands; publishes wallet.results, wallet.events and the DLQ.",
+    ).to_specification()
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_document() -> JSONResponse:
+        """The AsyncAPI document of the wallet's Kafka side."""
+        return JSONResponse(asyncapi.to_jsonable())
+
     app.state.store = runtime.store
     app.state.runtime = runtime
     return app

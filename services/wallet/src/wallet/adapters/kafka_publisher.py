@@ -1,4 +1,8 @@
-"""Publishes a batch's outcomes through the FastStream broker, all in flight at once."""
+"""Publishes a batch's outcomes through FastStream publishers, all in flight at once.
+
+The publishers are declared with their message schemas, so the AsyncAPI document of the wallet
+describes what it sends on each topic.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,24 @@ from shared.messaging.topics import Topics
 
 class KafkaOutcomePublisher:
     def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
-        self._broker = broker
-        self._topics = topics
+        self._results = broker.publisher(
+            topics.results,
+            schema=CommandResult,
+            title="wallet-results",
+            description="The outcome of every command delivery: applied, duplicate or rejected.",
+        )
+        self._events = broker.publisher(
+            topics.events,
+            schema=LedgerTransaction,
+            title="wallet-events",
+            description="Applied ledger transactions (at-least-once; dedupe by transaction_id).",
+        )
+        self._dead_letters = broker.publisher(
+            topics.dead_letters,
+            schema=DeadLetter,
+            title="wallet-commands-dlq",
+            description="Messages that are not valid commands, with the reason and source offset.",
+        )
 
     async def publish(
         self,
@@ -27,14 +47,17 @@ class KafkaOutcomePublisher:
         # every acknowledgement: offsets are committed only after all of it is on the broker.
         pending: list[Awaitable[Any]] = []
         for key, dead_letter in dead_letters:
-            pending.append(await self._send(self._topics.dead_letters, encode(dead_letter), key))
+            pending.append(
+                await self._dead_letters.publish(encode(dead_letter), key=key, no_confirm=True)
+            )
         for user_id, result in results:
-            pending.append(await self._send(self._topics.results, encode(result), user_id.encode()))
+            pending.append(
+                await self._results.publish(encode(result), key=user_id.encode(), no_confirm=True)
+            )
         for event in events:
             pending.append(
-                await self._send(self._topics.events, encode(event), event.user_id.encode())
+                await self._events.publish(
+                    encode(event), key=event.user_id.encode(), no_confirm=True
+                )
             )
         await asyncio.gather(*pending)
-
-    async def _send(self, topic: str, value: bytes, key: bytes | None) -> Awaitable[Any]:
-        return await self._broker.publish(value, topic, key=key, no_confirm=True)
