@@ -45,6 +45,8 @@ class KafkaOutcomePublisher:
     ) -> None:
         # Enqueue everything without waiting (the producer batches per partition), then wait for
         # every acknowledgement: offsets are committed only after all of it is on the broker.
+        # Results and events carry their command's id as correlation id: it traces the command
+        # end to end, and spares a random uuid4 per message (a twentieth of a batch's time).
         pending: list[Awaitable[Any]] = []
         for key, dead_letter in dead_letters:
             pending.append(
@@ -52,12 +54,20 @@ class KafkaOutcomePublisher:
             )
         for user_id, result in results:
             pending.append(
-                await self._results.publish(encode(result), key=user_id.encode(), no_confirm=True)
+                await self._results.publish(
+                    encode(result),
+                    key=user_id.encode(),
+                    correlation_id=result.command_id,
+                    no_confirm=True,
+                )
             )
         for event in events:
             pending.append(
                 await self._events.publish(
-                    encode(event), key=event.user_id.encode(), no_confirm=True
+                    encode(event),
+                    key=event.user_id.encode(),
+                    correlation_id=event.command_id,
+                    no_confirm=True,
                 )
             )
         await asyncio.gather(*pending)

@@ -16,7 +16,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -27,6 +27,9 @@ from shared.messaging import (
     CommandResult,
     LedgerTransaction,
     Posting,
+    ResultStatus,
+    TransferCommand,
+    TransferLockedCommand,
     WalletCommand,
 )
 from shared.money import LEDGER_CONTEXT
@@ -87,8 +90,13 @@ class BatchReport:
         return sum(1 for _, result in self.results if result.status == status)
 
 
+# The outgoing messages below are built with model_construct: every value comes from a command that
+# was validated on the way in or from ledger arithmetic on those, and validating it all again was a
+# fifth of the time a batch takes. Serialisation is the same (the serialisers run on dump).
+
+
 def _snapshot(user_id: str, currency: str, balances: Balances) -> BalanceSnapshot:
-    return BalanceSnapshot(
+    return BalanceSnapshot.model_construct(
         user_id=user_id,
         currency=currency,
         available_balance=balances.available,
@@ -100,7 +108,7 @@ def _snapshot(user_id: str, currency: str, balances: Balances) -> BalanceSnapsho
 
 def _result(
     command: WalletCommand,
-    status: str,
+    status: ResultStatus,
     *,
     now: datetime,
     outcome: Outcome | None = None,
@@ -111,7 +119,7 @@ def _result(
         _snapshot(b.user_id, b.currency, b.balances)
         for b in (outcome.balances_after if outcome else ())
     ]
-    result = CommandResult(
+    result = CommandResult.model_construct(
         command_id=command.command_id,
         type=command.type,
         transaction_type=command.transaction_type,
@@ -130,16 +138,21 @@ def _result(
 
 def ledger_event(outcome: Outcome) -> LedgerTransaction:
     command = outcome.command
-    return LedgerTransaction(
+    # isinstance, not getattr with a default: a pydantic model's missing attribute is an
+    # exception built with a message, which cost a tenth of a batch.
+    to_user = (
+        command.to_user if isinstance(command, TransferCommand | TransferLockedCommand) else None
+    )
+    return LedgerTransaction.model_construct(
         transaction_id=outcome.transaction_id,
         command_id=command.command_id,
         type=command.type,
         transaction_type=command.transaction_type,
         reference_id=command.reference_id,
         user_id=command.user_id,
-        to_user=getattr(command, "to_user", None),
+        to_user=to_user,
         postings=[
-            Posting(account=e.account, currency=e.currency, amount=e.amount)
+            Posting.model_construct(account=e.account, currency=e.currency, amount=e.amount)
             for e in outcome.entries
         ],
         metadata=command.metadata,
@@ -166,8 +179,13 @@ class _WorkingState:
 
     def update(self, key: WalletKey, balances: Balances) -> None:
         record = self.record(key)
-        self.current[key] = replace(
-            record, balances=balances, version=record.version + 1, last_updated=self._now
+        self.current[key] = WalletRecord(
+            record.user_id,
+            record.currency,
+            balances,
+            record.version + 1,
+            record.created_at,
+            self._now,
         )
 
     def changed(self) -> tuple[tuple[WalletRecord, int], ...]:
@@ -273,21 +291,23 @@ class LedgerService:
         now: datetime,
         account_deltas: dict[tuple[str, str], Decimal],
     ) -> Outcome:
-        base = Outcome(
-            key=command.idempotency_key,
-            fingerprint=command.fingerprint(),
-            command=command,
-            status="rejected",
-            transaction_id=self._new_id(),
-            recorded_at=now,
-        )
+        idempotency_key, fingerprint = command.idempotency_key, command.fingerprint()
+        transaction_id = self._new_id()
         decision = decide(command, state.balance_of)
         if isinstance(decision, Rejection):
             current = tuple(
                 BalanceAfter(k[0], k[1], state.balance_of(k)) for k in wallet_keys(command)
             )
-            return replace(
-                base, reason=decision.reason, detail=decision.detail, balances_after=current
+            return Outcome(
+                idempotency_key,
+                fingerprint,
+                command,
+                "rejected",
+                transaction_id,
+                now,
+                balances_after=current,
+                reason=decision.reason,
+                detail=decision.detail,
             )
         touched, deltas = apply_entries(state.balance_of, decision)
         for key, balances in touched.items():
@@ -296,4 +316,6 @@ class LedgerService:
             previous = account_deltas.get(key, ZERO)
             account_deltas[key] = LEDGER_CONTEXT.add(previous, delta)
         after = tuple(BalanceAfter(k[0], k[1], b) for k, b in touched.items())
-        return replace(base, status="applied", entries=decision, balances_after=after)
+        return Outcome(
+            idempotency_key, fingerprint, command, "applied", transaction_id, now, decision, after
+        )

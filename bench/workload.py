@@ -1,0 +1,147 @@
+"""The command mix every benchmark runs: deterministic for a seed, with known expected outcomes.
+
+About 60 % credits, 20 % debits, 10 % lock/unlock pairs, 10 % transfers (of the fresh commands),
+then 5 % duplicates (a resend of an earlier command with a new command_id) and 1 % over-debits
+(refused for insufficient funds) on top, in the same sequence.
+
+Every command that is meant to apply does so whatever order Kafka partitions interleave in: the
+amount a user spends is bounded by what that user's own earlier commands left, and those travel on
+the same key (the payer) so they arrive first. Money received by transfer is never counted on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from shared.messaging import WalletCommand, parse_command
+
+CURRENCY: Final = "BTC"
+SATOSHI: Final = Decimal("0.00000001")
+# Far more than any balance the mix builds up, within the currency's range.
+OVER_DEBIT: Final = "1000000"
+
+Command = dict[str, Any]  # the contract's JSON shape, without issued_at (set when sent)
+
+
+def _btc(satoshis: int) -> str:
+    return str((Decimal(satoshis) * SATOSHI).normalize())
+
+
+@dataclass(slots=True)
+class Workload:
+    """The commands in sending order and what the ledger must answer to them."""
+
+    commands: list[Command]
+    expected: Counter[str] = field(default_factory=Counter)  # status → count
+    kinds: Counter[str] = field(default_factory=Counter)  # what the mix holds, for the report
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    def encoded(self, index: int, issued_at: datetime | None = None) -> bytes:
+        """One command as the wire carries it, stamped with its issue time."""
+        stamp = (issued_at or datetime.now(UTC)).isoformat()
+        return json.dumps({**self.commands[index], "issued_at": stamp}).encode()
+
+    def parsed(self) -> list[WalletCommand]:
+        """The commands as the wallet decodes them (for the in-process runs)."""
+        return [parse_command(self.encoded(i)) for i in range(len(self.commands))]
+
+
+def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "b") -> Workload:
+    """`count` commands over `users` users (at least 2); `tag` keeps ids apart between runs."""
+    if count < 1 or users < 2:
+        raise ValueError("a workload needs at least one command and two users")
+    rng = random.Random(seed)
+    duplicates = round(count * 0.05)
+    over_debits = round(count * 0.01)
+    # Extra commands (duplicates, over-debits) land at random points of the fresh sequence.
+    extras = ["duplicate"] * duplicates + ["over_debit"] * over_debits
+    extra_at = sorted(rng.sample(range(count), len(extras)))
+    rng.shuffle(extras)
+    planned = dict(zip(extra_at, extras, strict=True))
+
+    names = [f"{tag}-user-{n:05d}" for n in range(users)]
+    index = {name: n for n, name in enumerate(names)}
+    available = dict.fromkeys(names, 0)  # satoshis a user can spend, by its own commands only
+    funded: list[str] = []
+    commands: list[Command] = []
+    workload = Workload(commands)
+    pending_unlock: Command | None = None
+
+    def add(kind: str, command: Command, status: str = "applied") -> None:
+        command["command_id"] = f"{tag}-{len(commands):07d}"
+        commands.append(command)
+        workload.kinds[kind] += 1
+        workload.expected[status] += 1
+
+    def base(kind: str, user: str, satoshis: int, transaction_type: str) -> Command:
+        return {
+            "type": kind,
+            "reference_id": f"{tag}-ref-{len(commands):07d}",
+            "transaction_type": transaction_type,
+            "user_id": user,
+            "currency": CURRENCY,
+            "amount": _btc(satoshis),
+            "metadata": {},
+        }
+
+    def spender() -> tuple[str, int] | None:
+        while funded:
+            user = rng.choice(funded)
+            if available[user] >= 4:
+                return user, rng.randint(1, available[user] // 4)
+            funded.remove(user)
+        return None
+
+    due: list[str] = []  # extras whose position came while a pair was still open
+    while len(commands) < count:
+        if len(commands) in planned:
+            due.append(planned[len(commands)])
+        if pending_unlock is not None:
+            # The second half of a lock/unlock pair: same reference, the seed's unlock_type.
+            add("unlock", pending_unlock)
+            available[pending_unlock["user_id"]] += int(Decimal(pending_unlock["amount"]) / SATOSHI)
+            pending_unlock = None
+            continue
+        extra = due.pop(0) if due else None
+        if extra == "duplicate" and commands:
+            original = rng.choice(commands)
+            # Same payload, new message: answered "duplicate" whatever the first outcome was.
+            add("duplicate", {k: v for k, v in original.items() if k != "command_id"}, "duplicate")
+            continue
+        if extra == "over_debit":
+            over = {**base("debit", rng.choice(names), 1, "withdrawal"), "amount": OVER_DEBIT}
+            add("over_debit", over, "rejected")
+            continue
+        # Per fresh slot: credit 60, debit 20, lock/unlock pair 5 (ten commands), transfer 10.
+        roll = rng.random() * 95
+        spend = spender() if roll >= 60 else None
+        if spend is None:
+            user = rng.choice(names)
+            satoshis = rng.randint(100_000, 10_000_000)
+            add("credit", base("credit", user, satoshis, "deposit_nowpayments"))
+            if available[user] == 0:
+                funded.append(user)
+            available[user] += satoshis
+            continue
+        user, satoshis = spend
+        available[user] -= satoshis
+        if roll < 80:
+            add("debit", base("debit", user, satoshis, "withdrawal"))
+        elif roll < 85 and len(commands) + 1 < count:
+            lock = base("lock", user, satoshis, "p2p_escrow")
+            add("lock", lock)
+            pending_unlock = {**lock, "type": "unlock", "transaction_type": "p2p_cancelled"}
+        else:
+            receiver = names[(index[user] + rng.randint(1, users - 1)) % users]
+            add(
+                "transfer", {**base("transfer", user, satoshis, "p2p_payment"), "to_user": receiver}
+            )
+    return workload
