@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -176,3 +177,17 @@ def test_stopping_a_managed_process_ends_its_whole_group(tmp_path: Path) -> None
     assert pid_alive(grandchild)
     proc.stop(timeout=2)
     assert wait_until_gone([proc.pid, grandchild], timeout=2) == []
+
+
+def test_topic_provisioning_command_is_idempotent(kafka_bootstrap_servers: str) -> None:
+    command = [sys.executable, "-m", "shared.infra.kafka", "--within", "10"]
+    for _ in range(2):  # the second run finds every topic already there
+        done = subprocess.run(
+            [*command, "--bootstrap-servers", kafka_bootstrap_servers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "topics ready: wallet.commands" in done.stdout

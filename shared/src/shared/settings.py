@@ -28,6 +28,8 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     auth_jwt_secret: SecretStr = SecretStr(f"{DEV_SECRET_PREFIX}-jwt-secret-not-for-production")
+    # Loopback by default; containers set HTTP_HOST=0.0.0.0. Each service adds its port field.
+    http_host: str = "127.0.0.1"
     log_level: str = "INFO"
 
     @model_validator(mode="after")

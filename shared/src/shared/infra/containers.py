@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 from typing import Any, Final
 
-from shared.infra.kafka import kafka_ready
-from shared.infra.mongo import initiate_single_node_replica_set, mongo_ready
-from shared.infra.net import LOOPBACK, free_port, wait_until
+from shared.infra.kafka import wait_for_kafka
+from shared.infra.mongo import initiate_single_node_replica_set, wait_for_mongo
+from shared.infra.net import LOOPBACK, free_port
 
 KAFKA_IMAGE: Final = "apache/kafka:3.9.1"
 MONGO_IMAGE: Final = "mongo:8.0"
@@ -64,11 +64,7 @@ class KafkaContainer:
         self.container = container
         await asyncio.to_thread(container.start)
         self.bootstrap_servers = f"{LOOPBACK}:{port}"
-
-        async def answers() -> bool:
-            return await kafka_ready(self.bootstrap_servers)
-
-        await wait_until("Kafka container", answers, within=within, interval=0.5)
+        await wait_for_kafka(self.bootstrap_servers, within, "Kafka container")
 
     def stop(self) -> None:
         if self.container is not None:
@@ -95,11 +91,7 @@ class MongoReplicaSetContainer:
         port = container.get_exposed_port(27017)
         # directConnection: the member's own name (localhost:27017) is not reachable from here.
         self.url = f"mongodb://{host}:{port}/?directConnection=true"
-
-        async def answers() -> bool:
-            return await mongo_ready(self.url)
-
-        await wait_until("MongoDB container", answers, within=within, interval=0.5)
+        await wait_for_mongo(self.url, within, "MongoDB container")
         await initiate_single_node_replica_set(self.url, "localhost:27017", within)
 
     def stop(self) -> None:

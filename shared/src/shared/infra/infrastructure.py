@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from shared.infra.kafka import EmbeddedKafka, ensure_topics, kafka_ready
-from shared.infra.mongo import EmbeddedMongo, mongo_ready
-from shared.infra.net import LOOPBACK, free_port, wait_until
+from shared.infra.kafka import EmbeddedKafka, ensure_topics, wait_for_kafka
+from shared.infra.mongo import EmbeddedMongo, wait_for_mongo
+from shared.infra.net import LOOPBACK, free_port
 from shared.infra.processes import EmbeddedServer
 from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 
@@ -158,7 +158,7 @@ class Infrastructure:
 
     async def _start_kafka(self) -> None:
         if self._configured_kafka:
-            await _wait_configured("Kafka", kafka_ready, self._configured_kafka, self.timeout)
+            await wait_for_kafka(self._configured_kafka, self.timeout, "configured Kafka")
             self._kafka = Endpoint("kafka", self._configured_kafka, "configured")
             return
         if self._containers_wanted():
@@ -175,7 +175,7 @@ class Infrastructure:
 
     async def _start_mongodb(self) -> None:
         if self._configured_mongodb:
-            await _wait_configured("MongoDB", mongo_ready, self._configured_mongodb, self.timeout)
+            await wait_for_mongo(self._configured_mongodb, self.timeout, "configured MongoDB")
             self._mongodb = Endpoint("mongodb", self._configured_mongodb, "configured")
             return
         if self._containers_wanted():
@@ -220,15 +220,6 @@ class Infrastructure:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-async def _wait_configured(
-    what: str, probe: Callable[[str], Awaitable[bool]], address: str, within: float
-) -> None:
-    async def answers() -> bool:
-        return await probe(address)
-
-    await wait_until(f"configured {what} at {address}", answers, within=within)
 
 
 def _pid(server: EmbeddedServer) -> int | None:

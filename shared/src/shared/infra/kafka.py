@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +36,13 @@ async def kafka_ready(bootstrap_servers: str) -> bool:
         return True
     finally:
         await admin.close()
+
+
+async def wait_for_kafka(bootstrap_servers: str, within: float, what: str = "Kafka") -> None:
+    async def answers() -> bool:
+        return await kafka_ready(bootstrap_servers)
+
+    await wait_until(f"{what} at {bootstrap_servers}", answers, within=within, interval=0.2)
 
 
 async def topic_partitions(bootstrap_servers: str, topics: Iterable[str]) -> dict[str, int]:
@@ -131,3 +141,25 @@ class EmbeddedKafka(EmbeddedServer):
 
     async def ready(self) -> bool:
         return await kafka_ready(self.bootstrap_servers)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m shared.infra.kafka``: create the contract's topics (e.g. as a deploy step)."""
+    parser = argparse.ArgumentParser(description="Create every wallet topic that is missing.")
+    parser.add_argument(
+        "--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
+    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    parser.add_argument("--within", type=float, default=60.0, help="seconds to wait for Kafka")
+    args = parser.parse_args(argv)
+
+    async def provision() -> None:
+        await wait_for_kafka(args.bootstrap_servers, args.within)
+        await ensure_topics(args.bootstrap_servers, ALL_TOPICS, args.partitions)
+
+    asyncio.run(provision())
+    print(f"topics ready: {', '.join(ALL_TOPICS)}")
+
+
+if __name__ == "__main__":
+    main()

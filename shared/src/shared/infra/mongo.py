@@ -30,6 +30,13 @@ async def mongo_ready(url: str) -> bool:
         await client.close()
 
 
+async def wait_for_mongo(url: str, within: float, what: str = "MongoDB") -> None:
+    async def answers() -> bool:
+        return await mongo_ready(url)
+
+    await wait_until(what, answers, within=within, interval=0.2)
+
+
 async def initiate_single_node_replica_set(url: str, member_host: str, within: float) -> None:
     """Turn a fresh ``mongod --replSet rs0`` into a writable one-member replica set."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, serverSelectionTimeoutMS=2000)
