@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import sys
@@ -191,3 +192,32 @@ def test_topic_provisioning_command_is_idempotent(kafka_bootstrap_servers: str) 
         )
         assert done.returncode == 0, done.stderr
         assert "topics ready: wallet.commands" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_children_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> None:
+    pid_file = tmp_path / "children"
+    script = (
+        "import sys, time\n"
+        "from shared.infra import ManagedProcess\n"
+        "argv = [sys.executable, '-c', 'import time; time.sleep(120)']\n"
+        "children = [ManagedProcess(f'sleeper{i}', argv) for i in range(2)]\n"
+        f"open({str(pid_file)!r}, 'w').write(' '.join(str(c.pid) for c in children))\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the parent never started its children"
+            time.sleep(0.02)
+        children = [int(pid) for pid in pid_file.read_text().split()]
+        assert all(pid_alive(pid) for pid in children)
+        parent.send_signal(sig)
+        assert parent.wait(timeout=10) == -sig
+        assert wait_until_gone(children, timeout=5) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()

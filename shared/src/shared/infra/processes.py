@@ -27,7 +27,8 @@ from shared.infra.net import StartupError, port_in_use, wait_until
 
 _PR_SET_PDEATHSIG: Final = 1
 _LIVE: set[ManagedProcess] = set()
-_LIVE_LOCK = threading.Lock()
+# Re-entrant: the signal handler may run while the main thread holds it.
+_LIVE_LOCK = threading.RLock()
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -140,7 +141,12 @@ _hooks_installed = False
 
 
 def _install_exit_hooks() -> None:
-    """Make a plain SIGTERM unwind like Ctrl-C does, so context managers and atexit still run."""
+    """Stop children at interpreter exit, and on SIGTERM / SIGHUP where those would just kill us.
+
+    The signal handler is installed only over the default disposition (a program with its own
+    handler, such as the launcher's event loop, keeps it). It stops the children and then dies
+    by the same signal, so the exit looks as it would have without it.
+    """
     global _hooks_installed
     if _hooks_installed:
         return
@@ -148,12 +154,15 @@ def _install_exit_hooks() -> None:
     atexit.register(stop_all)
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _stop_children_then_die)
 
-        def _terminate(signum: int, frame: FrameType | None) -> None:
-            raise SystemExit(128 + signum)
 
-        signal.signal(signal.SIGTERM, _terminate)
+def _stop_children_then_die(signum: int, frame: FrameType | None) -> None:
+    stop_all(timeout=2.0)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def pid_alive(pid: int) -> bool:
