@@ -107,7 +107,7 @@ async def test_keyed_command_reaches_a_consumer_group(kafka_bootstrap_servers: s
         auto_offset_reset="earliest",
     )
     async def handle(bodies: list[dict[str, str]], message: KafkaMessage) -> None:
-        for record, body in zip(message.raw_message, bodies, strict=True):  # type: ignore[arg-type]
+        for record, body in zip(message.raw_message, bodies, strict=True):
             await received.put((record.key, body))
 
     reference_id = unique_database_name("ref")

@@ -6,12 +6,11 @@ import argparse
 import asyncio
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.infra.net import LOOPBACK, wait_until
+from shared.infra.net import wait_for_address, wait_until
 from shared.infra.processes import EmbeddedServer
 from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 
@@ -39,10 +38,9 @@ async def kafka_ready(bootstrap_servers: str) -> bool:
 
 
 async def wait_for_kafka(bootstrap_servers: str, within: float, what: str = "Kafka") -> None:
-    async def answers() -> bool:
-        return await kafka_ready(bootstrap_servers)
-
-    await wait_until(f"{what} at {bootstrap_servers}", answers, within=within, interval=0.2)
+    await wait_for_address(
+        f"{what} at {bootstrap_servers}", kafka_ready, bootstrap_servers, within=within
+    )
 
 
 async def topic_partitions(bootstrap_servers: str, topics: Iterable[str]) -> dict[str, int]:
@@ -119,12 +117,13 @@ class EmbeddedKafka(EmbeddedServer):
 
     name = "kafka"
 
-    def __init__(self, port: int, *, host: str = LOOPBACK, log_dir: Path | None = None) -> None:
-        super().__init__(port, host=host, log_dir=log_dir)
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.address
 
     def argv(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Final
 
-from shared.infra.net import StartupError, port_in_use, wait_until
+from shared.infra.net import LOOPBACK, StartupError, port_in_use, wait_until
 
 _PR_SET_PDEATHSIG: Final = 1
 _LIVE: set[ManagedProcess] = set()
@@ -198,11 +198,16 @@ class EmbeddedServer(ABC):
 
     name: str
 
-    def __init__(self, port: int, *, host: str, log_dir: Path | None = None) -> None:
+    def __init__(self, port: int, *, host: str = LOOPBACK, log_dir: Path | None = None) -> None:
         self.host = host
         self.port = port
         self.log_dir = log_dir
         self.process: ManagedProcess | None = None
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """What clients connect to."""
 
     @abstractmethod
     def argv(self) -> list[str]:
