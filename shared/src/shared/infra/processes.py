@@ -225,10 +225,16 @@ class EmbeddedServer(ABC):
             )
         log_path = self.log_dir / f"{self.name}.log" if self.log_dir else None
         self.process = proc = ManagedProcess(self.name, self.argv(), log_path=log_path)
+
+        async def answers() -> bool:
+            # A closed port fails at once; the real probe may wait for its own timeout first.
+            return port_in_use(self.host, self.port) and await self.ready()
+
         await wait_until(
             f"embedded {self.name} on {self.host}:{self.port}",
-            self.ready,
+            answers,
             within=within,
+            interval=0.05,
             still_running=lambda: proc.poll() is None,
             diagnostics=proc.log_tail,
         )
