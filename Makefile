@@ -40,14 +40,14 @@ test-slow: sync ## run only the tests marked slow (none yet is fine)
 lint: sync ## ruff and mypy --strict
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
-	@$(UV) run --frozen mypy shared/src services/wallet/src services/ipn-gateway/src
+	@$(UV) run --frozen mypy shared/src services/wallet/src services/ipn-gateway/src bench
 
 fmt: sync ## format and autofix
 	@$(UV) run --frozen ruff format .
 	@$(UV) run --frozen ruff check --fix .
 
-bench: sync ## run the benchmark suite (placeholder until the benchmark issue)
-	@echo "benchmarks: not built yet"
+bench: sync ## run the benchmark suite: prints a table, writes build/bench.json (docs/performance.md)
+	@$(UV) run --frozen python -m bench --out build/bench.json
 
 clean: ## remove build outputs
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -52,7 +52,7 @@ class SeedCollection(Protocol):
     async def insert_one(self, document: Any, *args: Any, **kwargs: Any) -> Any: ...
 
 
-class DecimalCodec(TypeCodec):  # type: ignore[misc]
+class DecimalCodec(TypeCodec):
     """Decimal in Python, Decimal128 in MongoDB: the seed kept floats, the benchmark keeps money exact."""
 
     python_type = Decimal

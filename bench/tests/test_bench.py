@@ -1,0 +1,125 @@
+"""The benchmark code on a tiny input, so it cannot rot: shapes, keys and correctness, never speed."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import table
+from bench.inprocess import modelled_per_s, run_ledger, run_seed
+from bench.seed_wallet import memory_seed_wallet
+from bench.stats import percentile, spread
+from bench.suite import SuiteConfig, run_parts
+from bench.workload import build_workload
+from shared.infra import Infrastructure
+from shared.messaging import CreditCommand, DebitCommand, TransferCommand
+
+TOP_KEYS = {
+    "pipeline_commands_per_s",
+    "mongo_round_trips_per_command",
+    "baseline_mongo_round_trips_per_command",
+    "baseline_commands_per_s",
+    "speedup_vs_baseline",
+    "ipn_answer_p99_ms",
+    "ipn_to_balance_p99_ms",
+}
+
+
+def test_the_mix_has_the_asked_shares_and_known_outcomes() -> None:
+    workload = build_workload(10_000, users=100)
+    share = {kind: count / len(workload) for kind, count in workload.kinds.items()}
+    assert len(workload) == 10_000
+    assert share["credit"] == pytest.approx(0.564, abs=0.02)  # 60 % of the fresh 94 %
+    assert share["debit"] == pytest.approx(0.188, abs=0.02)
+    assert share["lock"] == share["unlock"] == pytest.approx(0.047, abs=0.01)
+    assert share["transfer"] == pytest.approx(0.094, abs=0.02)
+    assert workload.expected == Counter(applied=9_400, duplicate=500, rejected=100)
+    assert len({c["command_id"] for c in workload.commands}) == 10_000
+    assert build_workload(10_000, users=100).commands == workload.commands  # deterministic
+
+
+async def test_ledger_and_seed_agree_on_every_balance() -> None:
+    commands = build_workload(3_000, users=30).parsed()
+    ledger = await run_ledger(commands, 500)
+    seed = await run_seed(commands)
+    assert ledger.balances == seed.balances
+    assert ledger.statuses == Counter(applied=2_820, duplicate=150, rejected=30)
+    assert ledger.round_trips == 3 * 6  # keys, wallets, commit per batch
+    # The seed records no rejection, so a resent over-debit is refused again, not a duplicate.
+    assert seed.statuses["applied"] == 2_820
+    assert seed.round_trips_per_command > 3
+    assert modelled_per_s(0.001, 1, 0.001) == pytest.approx(500)
+
+
+async def test_the_seed_service_moves_money_like_the_seed() -> None:
+    seed, wallets, transactions = memory_seed_wallet()
+    common = {"currency": "BTC", "user_id": "a"}
+    credit = CreditCommand(**common, amount="1", transaction_type="deposit", reference_id="p")
+    assert (await seed.handle(credit)).status == "applied"
+    assert (await seed.handle(credit)).status == "duplicate"
+    too_much = DebitCommand(**common, amount="2", transaction_type="withdrawal", reference_id="w")
+    assert (await seed.handle(too_much)).status == "rejected"
+    pay = TransferCommand(
+        **common, amount="0.4", transaction_type="p2p_payment", reference_id="t", to_user="b"
+    )
+    assert (await seed.handle(pay)).status == "applied"
+    by_user = {d["user_id"]: d for d in wallets.all()}
+    assert by_user["a"]["available_balance"] == Decimal("0.6")
+    assert by_user["b"]["total_balance"] == Decimal("0.4")
+    assert len(transactions.all()) == 3  # the credit, and both sides of the transfer
+    # find + upsert + insert; find; find + guarded update; find + 2 updates + 2 inserts
+    assert wallets.round_trips + transactions.round_trips == 3 + 1 + 2 + 5
+
+
+def test_stats() -> None:
+    assert spread([3.0, 1.0, 2.0]) == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "runs": [3.0, 1.0, 2.0],
+    }
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 0.5) == 50.0
+    assert percentile(samples, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+async def test_the_suite_on_a_tiny_input(infrastructure: Infrastructure, tmp_path: Path) -> None:
+    config = SuiteConfig(
+        runs=3,
+        pipeline={50: 120, 1: 20},
+        users=10,
+        inprocess_commands=300,
+        mongo_commands=60,
+        mongo_batch=25,
+        log_dir=tmp_path,
+    )
+    figures = await run_parts(infrastructure, config)
+
+    assert figures.keys() >= TOP_KEYS
+    json.dumps(figures)  # what build/bench.json gets
+    for batch, count in (("50", 120), ("1", 20)):
+        pipeline = figures["pipeline"][batch]
+        # Every result came back, with the outcome the mix predicts.
+        assert sum(pipeline["statuses"].values()) == count
+        assert len(pipeline["commands_per_s"]["runs"]) == 3
+        assert 0 < pipeline["latency_p50_ms"]["median"] <= pipeline["latency_p99_ms"]["median"]
+    assert (
+        figures["pipeline_commands_per_s"] == figures["pipeline"]["50"]["commands_per_s"]["median"]
+    )
+    assert figures["baseline_mongo_round_trips_per_command"] > 3
+    if figures["mongo_round_trips_per_command"] is not None:
+        assert figures["mongo_round_trips_per_command"] < 1
+        assert figures["mongo"]["ledger"]["statuses"] == figures["mongo"]["baseline"][
+            "statuses"
+        ] | {
+            "duplicate": 3,
+            "rejected": 1,
+        }
+    assert figures["speedup_vs_baseline"] > 0
+    assert figures["ipn_answer_p99_ms"] is None  # pending until the gateway is in the checkout
+    assert "pipeline, batch 50" in table(figures)
