@@ -42,8 +42,10 @@ class CommandResult(_Message):
     user_id: str
     status: ResultStatus
     reason: str | None = None
-    # Extensions of the contract: why exactly (e.g. amount_too_precise), and the ledger transaction.
+    # Extensions of the contract: why exactly (e.g. amount_too_precise), what a duplicate's first
+    # delivery came to (applied or rejected), and the ledger transaction.
     detail: str | None = None
+    original_status: ResultStatus | None = None
     transaction_id: str | None = None
     balances: list[BalanceSnapshot] = Field(default_factory=list)
     processed_at: AwareDatetime = Field(default_factory=_now)

@@ -1,0 +1,1 @@
+"""Adapters to the outside: MongoDB and in-memory stores, the Kafka publisher."""

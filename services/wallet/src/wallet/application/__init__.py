@@ -1,0 +1,1 @@
+"""Use cases of the wallet: the batch handler, queries, replay and verify. Talks to ports only."""

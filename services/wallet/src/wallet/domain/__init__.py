@@ -1,0 +1,1 @@
+"""The ledger's rules: pure functions over balances, no I/O."""

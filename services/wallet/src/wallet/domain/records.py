@@ -1,0 +1,95 @@
+"""What the ledger records: outcomes (the event store) and the read models derived from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import JsonValue
+from shared.messaging import WalletCommand
+
+from wallet.domain.ledger import Balances, Entry, WalletKey
+
+IdempotencyKey = tuple[str, str, str]  # (type, transaction_type, reference_id)
+OutcomeStatus = Literal["applied", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceAfter:
+    user_id: str
+    currency: str
+    balances: Balances
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final answer to one idempotency key: an applied ledger transaction or a rejection.
+
+    Stored once, under a unique key, atomically with the projections it causes. Rejections are
+    recorded too, so that a redelivery gets the same answer instead of being decided again later.
+    """
+
+    key: IdempotencyKey
+    fingerprint: str
+    command: WalletCommand
+    status: OutcomeStatus
+    transaction_id: str
+    recorded_at: datetime
+    entries: tuple[Entry, ...] = ()
+    balances_after: tuple[BalanceAfter, ...] = ()
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRecord:
+    """The `wallets` read model of one (user, currency), with the version that guards its updates.
+
+    version counts the applied transactions that touched this wallet; 0 means not stored yet.
+    """
+
+    user_id: str
+    currency: str
+    balances: Balances
+    version: int
+    created_at: datetime
+    last_updated: datetime
+
+    @property
+    def key(self) -> WalletKey:
+        return (self.user_id, self.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One `wallet_transactions` row: the seed's shape, one row per user and currency touched."""
+
+    transaction_id: str
+    ledger_transaction_id: str
+    user_id: str
+    currency: str
+    amount: Decimal
+    transaction_type: str
+    direction: str  # credit | debit | lock | unlock | release | savings_in | savings_out
+    reference_id: str
+    balance_after: Decimal  # available balance after, as in the seed
+    locked_balance_after: Decimal
+    savings_balance_after: Decimal
+    metadata: dict[str, JsonValue]
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBatch:
+    """Everything one batch writes, committed atomically by the store.
+
+    wallets carry the version they were read at (0 = new); the store refuses the whole batch if
+    any stored version moved since, and the batch is then decided again.
+    """
+
+    outcomes: tuple[Outcome, ...]
+    wallets: tuple[tuple[WalletRecord, int], ...]  # (new record, version it was read at)
+    history: tuple[HistoryRow, ...]
+    account_deltas: dict[tuple[str, str], Decimal] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""How the wallet is driven: Kafka consumer, HTTP API, ops CLI."""
