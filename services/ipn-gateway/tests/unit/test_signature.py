@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, js_canonical, js_number_to_string, parse_json
 from ipn_gateway.domain.signature import sign, signature_matches, verify_ipn

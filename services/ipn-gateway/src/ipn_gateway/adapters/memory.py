@@ -9,9 +9,6 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
-from shared.messaging import CommandResult, WalletCommand
-from shared.money import add
-
 from ipn_gateway.application.ports import (
     CreatedPayment,
     DepositOrder,
@@ -24,6 +21,8 @@ from ipn_gateway.application.ports import (
 from ipn_gateway.domain.errors import Conflict
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import COUNTED_AGAINST_LIMIT, Decision, WithdrawalStatus
+from shared.messaging import CommandResult, WalletCommand
+from shared.money import add
 
 
 def _mark(outbox: tuple[OutboxEntry, ...], command_id: str) -> tuple[OutboxEntry, ...]:

@@ -17,8 +17,6 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
-from shared.messaging import CommandResult, WalletCommand, parse_command
-from shared.money import add
 
 from ipn_gateway.application.ports import (
     CreatedPayment,
@@ -36,6 +34,8 @@ from ipn_gateway.domain.withdrawals import (
     Decision,
     WithdrawalStatus,
 )
+from shared.messaging import CommandResult, WalletCommand, parse_command
+from shared.money import add
 
 type Document = dict[str, Any]
 

@@ -8,10 +8,10 @@ from typing import Any, Final
 
 import httpx
 import structlog
-from shared.money import format_amount
 
 from ipn_gateway.application.ports import CreatedPayment
 from ipn_gateway.domain.errors import UpstreamRefused, UpstreamUnavailable
+from shared.money import format_amount
 
 log = structlog.get_logger(__name__)
 

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.money import MoneyError, format_amount, get_currency, parse_amount
-
 from ipn_gateway.application.ports import DepositOrder, DepositOrders, PaymentProvider
 from ipn_gateway.domain.errors import GatewayError
+from shared.money import MoneyError, format_amount, get_currency, parse_amount
 
 
 def new_order_id() -> str:
@@ -27,7 +26,7 @@ class DepositHandler:
     clock: Callable[[], datetime]
 
     async def create(
-        self, user_id: str, pay_currency: str, price_amount: str, price_currency: str
+        self, user_id: str, pay_currency: str, price_amount: object, price_currency: str
     ) -> dict[str, Any]:
         try:
             coin = get_currency(pay_currency)

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Final
 
 import structlog
-from shared.messaging import CreditCommand
 
 from ipn_gateway.application.ports import (
     CommandPublisher,
@@ -33,6 +32,7 @@ from ipn_gateway.domain.payments import (
     read_ipn,
 )
 from ipn_gateway.domain.signature import verify_ipn
+from shared.messaging import CreditCommand
 
 log = structlog.get_logger(__name__)
 

@@ -15,11 +15,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from shared.messaging import CommandResult, WalletCommand
-from shared.money import format_amount
-
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import Decision, WithdrawalStatus
+from shared.messaging import CommandResult, WalletCommand
+from shared.money import format_amount
 
 
 @dataclass(frozen=True, slots=True)

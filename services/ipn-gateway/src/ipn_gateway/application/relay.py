@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
-from shared.messaging import CommandResult, WalletCommand
 
 from ipn_gateway.application.ports import CommandPublisher, Payments
 from ipn_gateway.application.withdrawals import WithdrawalHandler
+from shared.messaging import CommandResult, WalletCommand
 
 log = structlog.get_logger(__name__)
 

@@ -9,14 +9,6 @@ from datetime import datetime, timedelta
 from typing import Final
 
 import structlog
-from shared.messaging import (
-    CommandResult,
-    LockCommand,
-    ReleaseLockedCommand,
-    UnlockCommand,
-    WalletCommand,
-)
-from shared.money import add
 
 from ipn_gateway.application.ports import CommandPublisher, OutboxEntry, Withdrawal, Withdrawals
 from ipn_gateway.domain.errors import Conflict, Forbidden, NotFound, WithdrawalRefused
@@ -35,6 +27,14 @@ from ipn_gateway.domain.withdrawals import (
     validate_request,
     withdrawal_id_of,
 )
+from shared.messaging import (
+    CommandResult,
+    LockCommand,
+    ReleaseLockedCommand,
+    UnlockCommand,
+    WalletCommand,
+)
+from shared.money import add
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +138,7 @@ class WithdrawalHandler:
         if withdrawal_id is None or result.type not in ("lock", "release_locked", "unlock"):
             return None
         kind: CommandKind = result.type  # type: ignore[assignment]
-        outcome = outcome_of(result.status, result.reason)
+        outcome = outcome_of(result.status, result.reason, result.original_status)
         transition = TRANSITIONS.get((kind, outcome))
         now = self.clock()
         if transition is None:

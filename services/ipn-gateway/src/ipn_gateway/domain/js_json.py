@@ -153,18 +153,29 @@ def _utf16_order(key: str) -> bytes:
 
 
 def _property_order(keys: list[str]) -> list[str]:
-    """The order JavaScript enumerates an object built by inserting `keys` sorted.
+    """The order JavaScript enumerates an object's own keys, given their insertion order.
 
     Integer-like keys come first in ascending numeric order whatever the insertion order; the
-    other keys keep insertion order, which `sortObject` made the UTF-16 sort order.
+    other keys keep insertion order (which `sortObject` makes the UTF-16 sort order).
     """
     indices = sorted((k for k in keys if _is_array_index(k)), key=int)
-    others = sorted((k for k in keys if not _is_array_index(k)), key=_utf16_order)
-    return indices + others
+    return indices + [k for k in keys if not _is_array_index(k)]
 
 
-def js_canonical(value: JsonValue) -> str:
-    """`JSON.stringify(sortObject(value))` as NOWPayments' Node.js code computes it."""
+def sort_object(value: JsonValue) -> JsonValue:
+    """NOWPayments' `sortObject`: keys sorted (UTF-16 order) at every level, arrays included.
+
+    `typeof [] === "object"`, so an array comes out as an object keyed "0", "1", ...
+    """
+    if isinstance(value, list):
+        return sort_object({str(i): item for i, item in enumerate(value)})
+    if isinstance(value, dict):
+        return {k: sort_object(value[k]) for k in sorted(value, key=_utf16_order)}
+    return value
+
+
+def js_stringify(value: JsonValue) -> str:
+    """`JSON.stringify(value)` without indentation, numbers as JavaScript doubles print."""
     if value is None:
         return "null"
     if value is True:
@@ -177,9 +188,12 @@ def js_canonical(value: JsonValue) -> str:
         double = value.to_double()
         # JSON.stringify writes non-finite numbers (1e400 parses to Infinity) as null.
         return js_number_to_string(double) if math.isfinite(double) else "null"
-    # typeof [] === "object": sortObject turns an array into an object keyed by index.
-    members = {str(i): item for i, item in enumerate(value)} if isinstance(value, list) else value
-    body = ",".join(
-        f"{js_quote(k)}:{js_canonical(members[k])}" for k in _property_order(list(members))
-    )
-    return "{" + body + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(js_stringify(item) for item in value) + "]"
+    keys = _property_order(list(value))
+    return "{" + ",".join(f"{js_quote(k)}:{js_stringify(value[k])}" for k in keys) + "}"
+
+
+def js_canonical(value: JsonValue) -> str:
+    """`JSON.stringify(sortObject(value))` as NOWPayments' Node.js code computes it."""
+    return js_stringify(sort_object(value))

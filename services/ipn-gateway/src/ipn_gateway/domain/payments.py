@@ -15,10 +15,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final, Literal
 
-from shared.money import Currency, MoneyError, format_amount, get_currency, parse_amount, subtract
-
 from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue
+from shared.money import Currency, MoneyError, format_amount, get_currency, parse_amount, subtract
 
 DEPOSIT_TRANSACTION_TYPE: Final = "deposit_nowpayments"
 

@@ -18,9 +18,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final, Literal
 
-from shared.money import Currency, MoneyError, add, get_currency, parse_amount
-
 from ipn_gateway.domain.errors import WithdrawalRefused
+from shared.money import Currency, MoneyError, add, get_currency, parse_amount
 
 LOCK_TRANSACTION_TYPE: Final = "withdrawal_lock"
 RELEASE_TRANSACTION_TYPE: Final = "withdrawal_release"
@@ -151,12 +150,14 @@ def check_limits(
         )
 
 
-def outcome_of(status: str, reason: str | None) -> Outcome:
+def outcome_of(status: str, reason: str | None, original_status: str | None = None) -> Outcome:
     """A wallet result as applied or rejected.
 
-    `duplicate` answers a resent command: it carries the first outcome, so a duplicate with a
-    reason repeats a rejection and one without repeats an application.
+    `duplicate` answers a resent command and repeats the first outcome: `original_status` says
+    which; without it, a duplicate with a reason repeats a rejection.
     """
-    if status == "rejected" or (status == "duplicate" and reason):
-        return "rejected"
-    return "applied"
+    if status == "duplicate":
+        if original_status is not None:
+            return "rejected" if original_status == "rejected" else "applied"
+        return "rejected" if reason else "applied"
+    return "rejected" if status == "rejected" else "applied"
