@@ -175,9 +175,9 @@ class WithdrawalHandler:
         )
         if decided is None:
             current = await self._get(withdrawal.withdrawal_id)
-            if current.decision is not None:
-                raise Conflict("already_decided", f"withdrawal was already {current.decision}d")
-            raise Conflict("not_locked", f"withdrawal is {current.status.value}, not locked")
+            if current.status is not WithdrawalStatus.LOCKED:
+                raise Conflict("not_locked", f"withdrawal is {current.status.value}, not locked")
+            raise Conflict("already_decided", f"an admin already chose to {current.decision} it")
         result = await self._publish(withdrawal.withdrawal_id, command, wait=True)
         if result is not None:
             await self.apply_result(result)
