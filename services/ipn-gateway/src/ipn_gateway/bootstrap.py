@@ -62,7 +62,7 @@ class Gateway:
         return True
 
     async def start(self) -> None:
-        await ensure_indexes(self.mongo[self.settings.mongodb_database])
+        await ensure_indexes(self.mongo[self.settings.ipn_gateway_mongodb_database])
         await self.wallet.start()
         await self.results.start()
         # Whatever a previous run recorded but did not publish goes out first.
@@ -94,7 +94,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=5000
     )
-    database = mongo[settings.mongodb_database]
+    database = mongo[settings.ipn_gateway_mongodb_database]
     orders, payments = MongoDepositOrders(database), MongoPayments(database)
     ipn_log, withdrawals = MongoIpnLog(database), MongoWithdrawals(database)
     wallet = WalletClient(settings.kafka_bootstrap_servers)

@@ -41,7 +41,7 @@ AmountsByCurrency = Annotated[dict[str, Decimal], BeforeValidator(_amounts_by_cu
 class GatewaySettings(ServiceSettings):
     ipn_gateway_http_port: int = 8002
     ipn_gateway_host: str = "127.0.0.1"
-    mongodb_database: str = Field("exchange", validation_alias="IPN_GATEWAY_MONGODB_DATABASE")
+    ipn_gateway_mongodb_database: str = "exchange"
 
     nowpayments_ipn_secret: SecretStr = SecretStr("dev-only-ipn-secret")
     nowpayments_api_url: str = "http://127.0.0.1:8010"
