@@ -14,14 +14,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
+
+from ipn_gateway.bootstrap import Gateway, build_gateway, create_gateway_app
+from ipn_gateway.settings import GatewaySettings
+from ipn_gateway.simulator import SimulatorSettings, create_simulator_app
 from shared.http import make_token
 from shared.infra.net import free_port
 from shared.messaging import CreditCommand
-
-from ipn_gateway.bootstrap import Gateway, build_gateway, create_gateway_app
-from ipn_gateway.simulator import SimulatorSettings, create_simulator_app
-from ipn_gateway.settings import GatewaySettings
-
 
 JWT_SECRET = "integration-jwt-secret-of-at-least-32-bytes"
 IPN_SECRET = "integration-ipn-secret"
