@@ -7,6 +7,8 @@ from typing import Final, Self
 from pydantic import SecretBytes, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.messaging.topics import Topics
+
 # Every development default of a secret starts with this, so production mode can refuse all of them.
 DEV_SECRET_PREFIX: Final = "dev-only"  # noqa: S105 - a marker, not a secret
 
@@ -26,6 +28,8 @@ class ServiceSettings(BaseSettings):
 
     is_staging: bool = True
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Empty in production: the contract's topic names. Tests give each module its own namespace.
+    kafka_topic_prefix: str = ""
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     auth_jwt_secret: SecretStr = SecretStr(f"{DEV_SECRET_PREFIX}-jwt-secret-not-for-production")
     log_level: str = "INFO"
@@ -41,6 +45,10 @@ class ServiceSettings(BaseSettings):
                 + ", ".join(offending)
             )
         return self
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka_topic_prefix)
 
     def development_secrets(self) -> list[str]:
         """Names of the secret fields whose value is a development default."""

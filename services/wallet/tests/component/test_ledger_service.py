@@ -5,6 +5,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+
 from shared.messaging import (
     CommandResult,
     CreditCommand,
@@ -182,6 +183,11 @@ async def test_the_same_command_five_times_applies_once(
         resend = command.model_copy(update={"command_id": f"resend-{len(statuses)}"})
         statuses.append((await apply_one(ledger, resend)).status)
     assert statuses == ["applied", "duplicate", "duplicate", "duplicate", "duplicate"]
+    # Each redelivery publishes the applied event again, with the same transaction id.
+    again = await ledger.handle_batch([command])
+    assert [e.transaction_id for e in again.events] == [
+        store.outcomes[command.idempotency_key].transaction_id
+    ]
     assert store.wallets[("alice", "BTC")].balances == Balances(available=D("0.01"))
     assert len(store.outcomes) == 1
     assert len(store.history) == 1

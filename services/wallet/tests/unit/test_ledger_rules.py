@@ -3,6 +3,7 @@
 from decimal import Decimal as D
 
 import pytest
+
 from shared.messaging import (
     CreditCommand,
     DebitCommand,

@@ -19,9 +19,18 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.infra import Infrastructure
+from shared.infra.kafka import ensure_topics
+from shared.messaging.topics import Topics
 
 _INFRA_FIXTURES = frozenset(
-    {"infrastructure", "kafka_bootstrap_servers", "mongodb_url", "mongo_client", "mongo_database"}
+    {
+        "infrastructure",
+        "kafka_bootstrap_servers",
+        "kafka_topics",
+        "mongodb_url",
+        "mongo_client",
+        "mongo_database",
+    }
 )
 # MongoDB database names: at most 63 bytes, none of / \ . " $ space.
 _DB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
@@ -79,3 +88,12 @@ async def mongo_database(
         yield mongo_client[name]
     finally:
         await mongo_client.drop_database(name)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def kafka_topics(request: pytest.FixtureRequest, kafka_bootstrap_servers: str) -> Topics:
+    """The contract's topics under a prefix of this module's own, created before any consumer."""
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    topics = Topics(prefix=f"{_DB_NAME_UNSAFE.sub('_', module)[:40]}.{uuid.uuid4().hex[:8]}.")
+    await ensure_topics(kafka_bootstrap_servers, topics.all)
+    return topics

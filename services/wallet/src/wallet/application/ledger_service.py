@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import structlog
+
 from shared.messaging import (
     BalanceSnapshot,
     CommandResult,
@@ -29,7 +30,6 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import LEDGER_CONTEXT
-
 from wallet.application.ports import ConcurrencyConflict, LedgerStore, TransientStoreError
 from wallet.domain.ledger import (
     ZERO,
@@ -233,6 +233,10 @@ class LedgerService:
             if prior is not None:
                 if prior.fingerprint == command.fingerprint():
                     report.results.append(_result(command, "duplicate", now=now, outcome=prior))
+                    if prior.status == "applied" and key in known:
+                        # A redelivery may follow a crash between the commit and publishing:
+                        # publish the event again (wallet.events is at-least-once, by transaction_id).
+                        report.events.append(ledger_event(prior))
                 else:
                     report.results.append(
                         _result(

@@ -13,7 +13,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from shared.money import LEDGER_CONTEXT
-
 from wallet.application.ports import LedgerStore
 from wallet.domain.ledger import ZERO, Balances, WalletKey, fold, is_balanced
 from wallet.domain.projection import history_rows

@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+
 from shared.money import (
     CURRENCIES,
     MoneyError,
