@@ -31,7 +31,7 @@ from shared.messaging import (
     encode,
     parse_command,
 )
-from shared.messaging.topics import WALLET_COMMANDS, WALLET_RESULTS
+from shared.messaging.topics import Topics
 
 
 @dataclass
@@ -115,8 +115,9 @@ class FakeWallet:
 class KafkaFakeWallet:
     """The fake wallet behind Kafka: every command published from now on gets a result."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, topics: Topics) -> None:
         self.wallet = FakeWallet()
+        self._topics = topics
         self._bootstrap = bootstrap_servers
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -129,8 +130,8 @@ class KafkaFakeWallet:
             bootstrap_servers=self._bootstrap, enable_auto_commit=False
         )
         await self._consumer.start()
-        partitions = await self._producer.partitions_for(WALLET_COMMANDS)
-        assigned = [TopicPartition(WALLET_COMMANDS, p) for p in sorted(partitions)]
+        partitions = await self._producer.partitions_for(self._topics.commands)
+        assigned = [TopicPartition(self._topics.commands, p) for p in sorted(partitions)]
         self._consumer.assign(assigned)
         await self._consumer.seek_to_end(*assigned)
         for tp in assigned:
@@ -146,7 +147,7 @@ class KafkaFakeWallet:
             except InvalidCommand:
                 continue
             result = self.wallet.apply(command)
-            await self._producer.send_and_wait(WALLET_RESULTS, encode(result), key=record.key)
+            await self._producer.send_and_wait(self._topics.results, encode(result), key=record.key)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -165,8 +166,10 @@ def fake_wallet() -> FakeWallet:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def kafka_fake_wallet(kafka_bootstrap_servers: str) -> AsyncIterator[KafkaFakeWallet]:
-    wallet = KafkaFakeWallet(kafka_bootstrap_servers)
+async def kafka_fake_wallet(
+    kafka_bootstrap_servers: str, kafka_topics: Topics
+) -> AsyncIterator[KafkaFakeWallet]:
+    wallet = KafkaFakeWallet(kafka_bootstrap_servers, kafka_topics)
     await wallet.start()
     try:
         yield wallet

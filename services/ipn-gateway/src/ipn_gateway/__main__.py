@@ -15,7 +15,7 @@ def main() -> None:
     app = create_gateway_app(build_gateway(settings))
     uvicorn.run(
         app,
-        host=settings.ipn_gateway_host,
+        host=settings.ipn_gateway_http_host,
         port=settings.ipn_gateway_http_port,
         log_config=None,
         access_log=False,

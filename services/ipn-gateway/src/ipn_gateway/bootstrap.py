@@ -31,6 +31,7 @@ from ipn_gateway.entrypoints.http import Handlers, include_routes
 from ipn_gateway.entrypoints.results import ResultsConsumer
 from ipn_gateway.settings import GatewaySettings
 from shared.http import create_app
+from shared.mongo import connect
 from shared.wallet_client import WalletClient
 
 log = structlog.get_logger(__name__)
@@ -91,13 +92,11 @@ class Gateway:
 
 
 def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc_now) -> Gateway:
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=5000
-    )
+    mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     database = mongo[settings.ipn_gateway_mongodb_database]
     orders, payments = MongoDepositOrders(database), MongoPayments(database)
     ipn_log, withdrawals = MongoIpnLog(database), MongoWithdrawals(database)
-    wallet = WalletClient(settings.kafka_bootstrap_servers)
+    wallet = WalletClient(settings.kafka_bootstrap_servers, topics=settings.topics)
     publisher = WalletCommandPublisher(wallet)
     http = httpx.AsyncClient(
         base_url=settings.nowpayments_api_url,
@@ -141,6 +140,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
         results=ResultsConsumer(
             settings.kafka_bootstrap_servers,
             dispatcher.dispatch,
+            topic=settings.topics.results,
             group_id=settings.results_consumer_group,
             session_timeout_ms=settings.results_session_timeout_ms,
             heartbeat_interval_ms=settings.results_heartbeat_interval_ms,

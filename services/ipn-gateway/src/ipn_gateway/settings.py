@@ -40,7 +40,7 @@ AmountsByCurrency = Annotated[dict[str, Decimal], BeforeValidator(_amounts_by_cu
 
 class GatewaySettings(ServiceSettings):
     ipn_gateway_http_port: int = 8002
-    ipn_gateway_host: str = "127.0.0.1"
+    ipn_gateway_http_host: str = "127.0.0.1"
     ipn_gateway_mongodb_database: str = "exchange"
 
     nowpayments_ipn_secret: SecretStr = SecretStr("dev-only-ipn-secret")

@@ -21,6 +21,7 @@ from ipn_gateway.simulator import SimulatorSettings, create_simulator_app
 from shared.http import make_token
 from shared.infra.net import free_port
 from shared.messaging import CreditCommand
+from shared.messaging.topics import Topics
 
 JWT_SECRET = "integration-jwt-secret-of-at-least-32-bytes"
 IPN_SECRET = "integration-ipn-secret"
@@ -71,6 +72,7 @@ class Stack:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(
     kafka_bootstrap_servers: str,
+    kafka_topics: Topics,
     mongodb_url: str,
     mongo_database: AsyncDatabase[dict[str, Any]],
     kafka_fake_wallet: Any,
@@ -83,6 +85,7 @@ async def stack(
     )
     settings = GatewaySettings(
         kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_topic_prefix=kafka_topics.prefix,
         mongodb_url=mongodb_url,
         ipn_gateway_mongodb_database=mongo_database.name,
         auth_jwt_secret=JWT_SECRET,

@@ -16,7 +16,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
 from shared.messaging import CommandResult
-from shared.messaging.topics import WALLET_RESULTS
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +41,13 @@ class ResultsConsumer:
         bootstrap_servers: str,
         dispatch: Callable[[CommandResult], Awaitable[None]],
         *,
+        topic: str,
         group_id: str,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
     ) -> None:
         self._dispatch = dispatch
+        self._topic = topic
         self._assignment = _Assignment()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -69,7 +70,7 @@ class ResultsConsumer:
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe([WALLET_RESULTS], listener=self._assignment)
+        self._consumer.subscribe([self._topic], listener=self._assignment)
         self._task = asyncio.create_task(self._run(), name="wallet-results-consumer")
 
     async def stop(self) -> None:
