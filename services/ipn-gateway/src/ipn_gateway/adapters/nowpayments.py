@@ -64,6 +64,10 @@ class NowPaymentsClient:
             raise UpstreamUnavailable(
                 "nowpayments_unavailable", f"NOWPayments answered {response.status_code}"
             )
+        if response.status_code in (401, 403):
+            # Our API key is wrong: the platform's fault, not the user's request.
+            log.error("nowpayments.api_key_refused", status=response.status_code)
+            raise UpstreamUnavailable("nowpayments_unavailable", "NOWPayments refused our API key")
         payload = _json_object(response)
         if response.status_code >= 400:
             code = str(payload.get("code") or "nowpayments_refused")[:64]
