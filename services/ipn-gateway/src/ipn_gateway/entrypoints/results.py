@@ -49,16 +49,17 @@ class ResultsConsumer:
         self._dispatch = dispatch
         self._topic = topic
         self._assignment = _Assignment()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
+        self._options = {
+            "bootstrap_servers": bootstrap_servers,
+            "group_id": group_id,
+            "enable_auto_commit": False,
             # A new group starts at the beginning: results published before it first joined
             # (the gateway was down) still move their withdrawals.
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms,
-        )
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+        }
+        self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -69,6 +70,8 @@ class ResultsConsumer:
         await asyncio.wait_for(self._assignment.joined.wait(), within)
 
     async def start(self) -> None:
+        # Made here, not in __init__: aiokafka binds to the running event loop.
+        self._consumer = AIOKafkaConsumer(**self._options)
         await self._consumer.start()
         self._consumer.subscribe([self._topic], listener=self._assignment)
         self._task = asyncio.create_task(self._run(), name="wallet-results-consumer")
@@ -78,9 +81,11 @@ class ResultsConsumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     async def _run(self) -> None:
+        assert self._consumer is not None
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=200)
             for records in batches.values():
