@@ -67,10 +67,18 @@ class GatewaySettings(ServiceSettings):
     withdrawal_max_open_per_user: int = Field(5, ge=1)
     withdrawal_decision_wait_seconds: float = 5.0
 
-    outbox_relay_interval_seconds: float = 5.0
-    results_consumer_group: str = "ipn-gateway"
-    results_session_timeout_ms: int = 6000
-    results_heartbeat_interval_ms: int = 1000
+    outbox_relay_interval_seconds: float = Field(
+        5.0, gt=0, validation_alias="IPN_GATEWAY_OUTBOX_RELAY_INTERVAL_SECONDS"
+    )
+    results_consumer_group: str = Field(
+        "ipn-gateway", validation_alias="IPN_GATEWAY_RESULTS_CONSUMER_GROUP"
+    )
+    results_session_timeout_ms: int = Field(
+        6000, validation_alias="IPN_GATEWAY_RESULTS_SESSION_TIMEOUT_MS"
+    )
+    results_heartbeat_interval_ms: int = Field(
+        1000, validation_alias="IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS"
+    )
 
     @model_validator(mode="after")
     def _policies_are_valid(self) -> Self:

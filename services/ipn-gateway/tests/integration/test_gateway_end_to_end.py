@@ -95,9 +95,9 @@ async def stack(
         nowpayments_api_url=f"http://127.0.0.1:{simulator_port}",
         nowpayments_credit_at={"eth": "confirmed"},
         withdrawal_daily_limit={"BTC": "5"},
-        results_consumer_group=f"ipn-gateway-test-{gateway_port}",
-        results_session_timeout_ms=3000,
-        results_heartbeat_interval_ms=500,
+        IPN_GATEWAY_RESULTS_CONSUMER_GROUP=f"ipn-gateway-test-{gateway_port}",
+        IPN_GATEWAY_RESULTS_SESSION_TIMEOUT_MS=3000,
+        IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS=500,
     )
     gateway = build_gateway(settings)
     assert not await gateway.ready()  # nothing started yet: /healthz must say 503

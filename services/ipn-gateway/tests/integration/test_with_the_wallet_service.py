@@ -137,9 +137,9 @@ async def system(
             nowpayments_ipn_secret=IPN_SECRET,
             nowpayments_api_key=API_KEY,
             nowpayments_api_url=f"http://127.0.0.1:{simulator_port}",
-            results_consumer_group=f"ipn-gateway-e2e-{gateway_port}",
-            results_session_timeout_ms=3000,
-            results_heartbeat_interval_ms=500,
+            IPN_GATEWAY_RESULTS_CONSUMER_GROUP=f"ipn-gateway-e2e-{gateway_port}",
+            IPN_GATEWAY_RESULTS_SESSION_TIMEOUT_MS=3000,
+            IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS=500,
             withdrawal_decision_wait_seconds=15,
         )
     )
