@@ -3,6 +3,7 @@ MongoDB (embedded unless configured), and a fake wallet answering commands over 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -428,3 +429,43 @@ async def test_bad_deposits_and_ipns(stack: Stack) -> None:
     for raw, headers, status, code in ipn_cases:
         response = await stack.http.post(f"{url}/ipn", content=raw, headers=headers)
         assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+
+
+async def test_concurrent_ipns_of_one_payment_credit_once(stack: Stack) -> None:
+    deposit = await stack.deposit("fred")
+    payment_id = deposit["payment_id"]
+    answers = await asyncio.gather(*(stack.fire(payment_id, "finished") for _ in range(8)))
+    verdicts = sorted(a["response"]["status"] for a in answers)
+    assert verdicts == ["credited"] + ["duplicate"] * 7
+
+    async def credited() -> bool:
+        return stack.wallet.wallet.balance("fred", "BTC")[0] == Decimal(deposit["pay_amount"])
+
+    await stack.until(credited)
+    assert len(stack.credits_for(payment_id)) == 1
+
+
+async def test_racing_admin_decisions_take_effect_once(stack: Stack) -> None:
+    stack.wallet.wallet.fund("gina", "BTC", "1")
+    withdrawal_id = (await _request(stack, "gina", "0.2"))["withdrawal_id"]
+    await _until_status(stack, "gina", withdrawal_id, "locked")
+    admin = stack.token("root", "admin")
+    approve = stack.http.post(
+        f"{stack.gateway_url}/api/withdrawals/approve",
+        json={"withdrawal_id": withdrawal_id},
+        headers=admin,
+    )
+    reject = stack.http.post(
+        f"{stack.gateway_url}/api/withdrawals/reject",
+        json={"withdrawal_id": withdrawal_id, "reason": "race"},
+        headers=admin,
+    )
+    responses = await asyncio.gather(approve, reject)
+    assert sorted(r.status_code for r in responses) == [200, 409]
+    final = await _status(stack, "gina", withdrawal_id)
+    assert final["status"] in {"approved", "rejected"}
+    decisions = [
+        c for c in stack.wallet.wallet.commands if c.reference_id == f"withdrawal:{withdrawal_id}"
+    ]
+    # The lock, then exactly one of release or unlock.
+    assert [c.type for c in decisions] in (["lock", "release_locked"], ["lock", "unlock"])
