@@ -22,6 +22,7 @@ def ipn(status: PaymentStatus, outcome: str | None = "0.0015321", currency: str 
     return Ipn(
         payment_id="5077125051",
         payment_status=status,
+        status_text=status.value,
         order_id="dep_1",
         pay_currency=currency,
         outcome_currency=currency,
@@ -174,3 +175,10 @@ def test_refund_after_credit_is_flagged() -> None:
 def test_policy_refuses_crediting_before_confirmation() -> None:
     with pytest.raises(ValueError, match="credited at"):
         ConfirmationPolicy(default_credit_at=S.WAITING)
+
+
+def test_unknown_status_is_reviewed_and_changes_nothing() -> None:
+    strange = Ipn("1", None, "wrong_asset_confirmed", "dep_1", "btc", "btc", "1", "1")
+    decision = decide(PaymentState(payment_id="1"), strange, FINISHED_ONLY)
+    assert (decision.verdict, decision.state, decision.credit) == ("ignored", None, None)
+    assert decision.review_code == "unknown_status"

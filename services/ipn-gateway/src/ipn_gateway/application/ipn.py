@@ -85,7 +85,7 @@ class IpnHandler:
                 trusted=True,
                 verdict=verdict,
                 payment_id=ipn.payment_id,
-                payment_status=ipn.payment_status.value,
+                payment_status=ipn.status_text,
                 order_id=ipn.order_id,
                 review_code=review,
             )
@@ -153,7 +153,7 @@ class IpnHandler:
             metadata={
                 "order_id": ipn.order_id,
                 "payment_id": ipn.payment_id,
-                "payment_status": ipn.payment_status.value,
+                "payment_status": ipn.status_text,
                 "outcome_amount": ipn.outcome_amount,
                 "pay_currency": ipn.pay_currency,
             },

@@ -95,7 +95,9 @@ class Ipn:
     """The fields of a verified IPN that the gateway acts on; amounts keep their exact text."""
 
     payment_id: str
-    payment_status: PaymentStatus
+    # None for a status this code does not know (NOWPayments may add some): never credited.
+    payment_status: PaymentStatus | None
+    status_text: str
     order_id: str
     pay_currency: str
     outcome_currency: str | None
@@ -121,21 +123,23 @@ def _text(body: Mapping[str, JsonValue], name: str) -> str | None:
     raise IpnRejected("invalid_field", f"IPN field {name} must be a string or a number")
 
 
+def _known_status(text: str) -> PaymentStatus | None:
+    try:
+        return PaymentStatus(text)
+    except ValueError:
+        return None
+
+
 def read_ipn(body: Mapping[str, JsonValue]) -> Ipn:
     """The acted-on fields of a verified body; raises IpnRejected for missing or odd ones."""
     payment_id = _required(body, "payment_id")
     status_text = _required(body, "payment_status")
     order_id = _required(body, "order_id")
     pay_currency = _required(body, "pay_currency")
-    try:
-        status = PaymentStatus(status_text)
-    except ValueError:
-        raise IpnRejected(
-            "unknown_status", f"unknown payment_status {status_text[:40]!r}"
-        ) from None
     return Ipn(
         payment_id=payment_id,
-        payment_status=status,
+        payment_status=_known_status(status_text),
+        status_text=status_text,
         order_id=order_id,
         pay_currency=pay_currency,
         outcome_currency=_text(body, "outcome_currency"),
@@ -189,6 +193,9 @@ def credit_reference(payment_id: str, cumulative: Decimal, first: bool) -> str:
 def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decision:
     """What one verified IPN does to a payment."""
     status = ipn.payment_status
+    if status is None:
+        detail = f"unknown payment_status {ipn.status_text[:40]!r}"
+        return Decision("ignored", review_code="unknown_status", review_detail=detail)
     if status.value in state.seen:
         return Decision("duplicate")
     if state.status is not None and STATUS_RANK[status] <= STATUS_RANK[state.status]:

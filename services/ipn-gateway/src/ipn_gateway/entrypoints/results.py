@@ -13,6 +13,7 @@ from typing import Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
 from shared.messaging import CommandResult
@@ -64,7 +65,9 @@ class ResultsConsumer:
 
     @property
     def assigned(self) -> bool:
-        return self._assignment.joined.is_set()
+        """Joined the group and still consuming (a dead loop must fail the health check)."""
+        running = self._task is not None and not self._task.done()
+        return running and self._assignment.joined.is_set()
 
     async def wait_assigned(self, within: float) -> None:
         await asyncio.wait_for(self._assignment.joined.wait(), within)
@@ -94,7 +97,12 @@ class ResultsConsumer:
                     if result is not None:
                         await self._apply(result)
             if batches:
-                await self._consumer.commit()
+                try:
+                    await self._consumer.commit()
+                except CommitFailedError:
+                    # A rebalance took the partitions away; their next owner re-reads these
+                    # results, and applying them again changes nothing.
+                    log.warning("results.commit_failed_after_rebalance")
 
     async def _apply(self, result: CommandResult) -> None:
         # A failure here is the database being away: wait and try again rather than skip a
