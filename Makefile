@@ -10,7 +10,8 @@ export UV_PYTHON_DOWNLOADS := never
 else
 export UV_PYTHON := 3.13
 endif
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv on PATH, else the copy `make uv` installs with pip (run as a module: no PATH change needed).
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
 .PHONY: help uv sync run test test-slow lint fmt typecheck bench clean
 
@@ -18,7 +19,8 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 uv: ## install uv if it is missing
-	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv || pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
 
 sync: uv ## create .venv with every package and tool (one lock file)
 	@$(UV) sync --frozen --all-packages --group dev
@@ -28,6 +30,10 @@ run: sync ## run the whole system with embedded Kafka and MongoDB unless given
 
 test: sync ## run the whole test suite
 	@$(UV) run --frozen pytest
+
+test-slow: sync ## run only the tests marked slow (none yet is fine)
+	@$(UV) run --frozen pytest -m slow; status=$$?; \
+		if [ $$status -eq 5 ]; then echo "no slow tests selected"; exit 0; fi; exit $$status
 
 lint: sync ## ruff and mypy --strict
 	@$(UV) run --frozen ruff check .

@@ -64,7 +64,8 @@ DECIMAL128_DIGITS: Final = 34
 # A longer string is refused before it is parsed: 5,000-digit numbers must cost nothing.
 MAX_AMOUNT_TEXT: Final = 64
 
-_AMOUNT_SYNTAX: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?")
+# ASCII digits only: Decimal() also reads other scripts' digits, which no client means to send.
+_AMOUNT_SYNTAX: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 _SPECIAL_VALUES: Final = re.compile(r"[+-]?(?:s?nan\d*|inf|infinity)", re.IGNORECASE)
 # Enough precision that no amount we accept is ever rounded by arithmetic; Inexact traps anyway.
 LEDGER_CONTEXT: Final = decimal.Context(

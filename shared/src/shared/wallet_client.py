@@ -37,7 +37,7 @@ from shared.messaging import (
     WalletCommand,
     encode,
 )
-from shared.messaging.topics import WALLET_COMMANDS, WALLET_RESULTS
+from shared.messaging.topics import CONTRACT_TOPICS, Topics
 
 Amount = Decimal | str
 Metadata = dict[str, JsonValue] | None
@@ -55,8 +55,11 @@ class WalletClient:
     costs no group join.
     """
 
-    def __init__(self, bootstrap_servers: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, timeout: float = 10.0, topics: Topics = CONTRACT_TOPICS
+    ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._topics = topics
         self._timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -83,8 +86,8 @@ class WalletClient:
             bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False
         )
         await self._consumer.start()
-        partitions = await self._producer.partitions_for(WALLET_RESULTS)
-        assigned = [TopicPartition(WALLET_RESULTS, p) for p in sorted(partitions)]
+        partitions = await self._producer.partitions_for(self._topics.results)
+        assigned = [TopicPartition(self._topics.results, p) for p in sorted(partitions)]
         self._consumer.assign(assigned)
         await self._consumer.seek_to_end(*assigned)
         for tp in assigned:
@@ -131,7 +134,7 @@ class WalletClient:
             self._waiting[command.command_id] = future
         try:
             await self._producer.send_and_wait(
-                WALLET_COMMANDS, encode(command), key=command.user_id.encode()
+                self._topics.commands, encode(command), key=command.user_id.encode()
             )
             if future is None:
                 return None

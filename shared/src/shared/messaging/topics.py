@@ -1,5 +1,6 @@
 """Topic names of the public contract (CONTRACT.md, "Kafka topics")."""
 
+from dataclasses import dataclass
 from typing import Final
 
 WALLET_COMMANDS: Final = "wallet.commands"
@@ -11,3 +12,37 @@ ALL_TOPICS: Final = (WALLET_COMMANDS, WALLET_RESULTS, WALLET_EVENTS, WALLET_COMM
 
 # Per-partition order is per-user order; more partitions let more wallet consumers share the load.
 DEFAULT_PARTITIONS: Final = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The contract's topic names, optionally under a prefix (`KAFKA_TOPIC_PREFIX`).
+
+    Production uses no prefix. A prefix lets several independent deployments, or test modules,
+    share one broker without reading each other's commands.
+    """
+
+    prefix: str = ""
+
+    @property
+    def commands(self) -> str:
+        return self.prefix + WALLET_COMMANDS
+
+    @property
+    def results(self) -> str:
+        return self.prefix + WALLET_RESULTS
+
+    @property
+    def events(self) -> str:
+        return self.prefix + WALLET_EVENTS
+
+    @property
+    def dead_letters(self) -> str:
+        return self.prefix + WALLET_COMMANDS_DLQ
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(self.prefix + topic for topic in ALL_TOPICS)
+
+
+CONTRACT_TOPICS: Final = Topics()

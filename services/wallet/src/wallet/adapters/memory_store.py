@@ -11,7 +11,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from shared.money import LEDGER_CONTEXT
-
 from wallet.application.ports import ConcurrencyConflict
 from wallet.domain.ledger import ZERO, WalletKey
 from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord

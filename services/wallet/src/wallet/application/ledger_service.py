@@ -1,5 +1,9 @@
 """The batch handler: decide a batch of commands in order and commit it in one atomic write.
 
+Applied commands are guarded by the versions of the wallets they change, so a batch decided on
+stale balances is refused and decided again. A rejection changes no wallet and takes effect at the
+moment its balances were read: a consistent point, since everything was read before the commit.
+
 Per batch the store is asked three times whatever the batch size: which idempotency keys already
 have an outcome, which wallets exist, and the commit. Database round trips, not Python, bound a
 ledger, so this is where the speed comes from.
@@ -9,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
+import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import structlog
+
 from shared.messaging import (
     BalanceSnapshot,
     CommandResult,
@@ -24,7 +30,6 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import LEDGER_CONTEXT
-
 from wallet.application.ports import ConcurrencyConflict, LedgerStore, TransientStoreError
 from wallet.domain.ledger import (
     ZERO,
@@ -53,8 +58,21 @@ def utc_now_ms() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def new_transaction_id() -> str:
-    return uuid.uuid4().hex
+class TransactionIds:
+    """Time-ordered ids (48-bit milliseconds, then a counter, then randomness), strictly increasing
+    within a process: history sorts newest-first by (timestamp, transaction_id), so the commands of
+    one batch, which share a timestamp, keep their order."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self) -> str:
+        candidate = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(64)
+        self._last = max(candidate, self._last + (1 << 64))
+        return f"{self._last:032x}"
+
+
+new_transaction_id = TransactionIds()
 
 
 @dataclass(slots=True)
@@ -215,6 +233,10 @@ class LedgerService:
             if prior is not None:
                 if prior.fingerprint == command.fingerprint():
                     report.results.append(_result(command, "duplicate", now=now, outcome=prior))
+                    if prior.status == "applied" and key in known:
+                        # A redelivery may follow a crash between the commit and publishing:
+                        # publish the event again (wallet.events is at-least-once, by transaction_id).
+                        report.events.append(ledger_event(prior))
                 else:
                     report.results.append(
                         _result(

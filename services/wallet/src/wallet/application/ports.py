@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Protocol
 
 from shared.messaging import CommandResult, LedgerTransaction
-
 from wallet.domain.ledger import WalletKey
 from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord
 

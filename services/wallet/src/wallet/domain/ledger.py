@@ -29,7 +29,6 @@ from shared.messaging import (
 # Arithmetic goes through LEDGER_CONTEXT: Python's default context rounds at 28 digits, and an
 # 18-decimal ETH amount can have more.
 from shared.money import LEDGER_CONTEXT, negate, subtract
-
 from wallet.domain.accounts import (
     PLATFORM_FEES,
     PLATFORM_LIQUIDITY,

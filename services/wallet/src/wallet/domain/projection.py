@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from shared.money import LEDGER_CONTEXT, negate
-
 from wallet.domain.accounts import Bucket, parse_user_account
 from wallet.domain.ledger import ZERO, WalletKey
 from wallet.domain.records import HistoryRow, Outcome

@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Literal
 
 from pydantic import JsonValue
-from shared.messaging import WalletCommand
 
+from shared.messaging import WalletCommand
 from wallet.domain.ledger import Balances, Entry, WalletKey
 
 IdempotencyKey = tuple[str, str, str]  # (type, transaction_type, reference_id)

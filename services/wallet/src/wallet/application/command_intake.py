@@ -1,0 +1,130 @@
+"""From Kafka records to outcomes: decode, apply the batch, publish; the caller then commits offsets.
+
+The order is what makes the effect exactly-once: the database commit comes first, publishing
+second, the offset commit last. A crash anywhere before the offset commit redelivers the batch;
+the ledger answers the redelivered commands as duplicates and everything is published again, so
+results and events are at-least-once and the ledger itself exactly-once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from shared.messaging import (
+    CommandResult,
+    DeadLetter,
+    InvalidCommand,
+    LedgerTransaction,
+    WalletCommand,
+    parse_command,
+)
+from wallet.application.ledger_service import BatchReport, LedgerService
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRecord:
+    """One consumed Kafka record, as the intake needs it."""
+
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+class IntakePublisher(Protocol):
+    async def publish(
+        self,
+        results: Sequence[tuple[str, CommandResult]],
+        events: Sequence[LedgerTransaction],
+        dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
+    ) -> None:
+        """Publish everything and return once the broker acknowledged all of it."""
+        ...
+
+
+@dataclass(slots=True)
+class IntakeReport:
+    batch: BatchReport = field(default_factory=BatchReport)
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
+    received: int = 0
+    seconds: float = 0.0
+
+
+def _as_text(value: bytes | None) -> str:
+    # Undecodable bytes are escaped rather than dropped: ops must see exactly what arrived.
+    return "" if value is None else value.decode("utf-8", errors="backslashreplace")
+
+
+def dead_letter_for(record: IncomingRecord, error: InvalidCommand) -> DeadLetter:
+    return DeadLetter(
+        reason=error.reason,
+        detail=error.detail,
+        raw_value=_as_text(record.value)[:65_536],
+        key=None if record.key is None else _as_text(record.key),
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+    )
+
+
+def rejection_for_invalid(error: InvalidCommand) -> tuple[str, CommandResult] | None:
+    """A sender that can be identified is told its command was refused, not left waiting."""
+    envelope = error.envelope
+    if "command_id" not in envelope or "user_id" not in envelope:
+        return None
+    result = CommandResult(
+        command_id=envelope["command_id"],
+        type=envelope.get("type", "unknown"),
+        transaction_type=envelope.get("transaction_type", ""),
+        reference_id=envelope.get("reference_id", ""),
+        user_id=envelope["user_id"],
+        status="rejected",
+        reason=error.reason,
+        detail=error.detail,
+    )
+    return envelope["user_id"], result
+
+
+class CommandIntake:
+    """Turns a batch of consumed records into committed outcomes and published messages."""
+
+    def __init__(self, ledger: LedgerService, publisher: IntakePublisher) -> None:
+        self._ledger = ledger
+        self._publisher = publisher
+
+    async def process(self, records: Sequence[IncomingRecord]) -> IntakeReport:
+        started = time.perf_counter()
+        report = IntakeReport(received=len(records))
+        commands: list[WalletCommand] = []
+        refusals: list[tuple[str, CommandResult]] = []
+        for record in records:
+            try:
+                commands.append(parse_command(record.value or b""))
+            except InvalidCommand as error:
+                log.warning(
+                    "command_dead_lettered",
+                    reason=error.reason,
+                    detail=error.detail,
+                    partition=record.partition,
+                    offset=record.offset,
+                    **error.envelope,
+                )
+                report.dead_letters.append((record.key, dead_letter_for(record, error)))
+                refusal = rejection_for_invalid(error)
+                if refusal is not None:
+                    refusals.append(refusal)
+        report.batch = await self._ledger.handle_batch(commands)
+        await self._publisher.publish(
+            [*report.batch.results, *refusals], report.batch.events, report.dead_letters
+        )
+        report.batch.results.extend(refusals)
+        report.seconds = time.perf_counter() - started
+        return report

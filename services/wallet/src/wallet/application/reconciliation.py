@@ -1,0 +1,165 @@
+"""Replay and verify: the event store is the truth, the projections are derived from it.
+
+`rebuild` folds every recorded outcome into fresh read models; `verify` compares them with the live
+ones and checks that every currency sums to zero across all accounts; `replay` swaps rebuilt
+projections in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+
+from shared.money import LEDGER_CONTEXT
+from wallet.application.ports import LedgerStore
+from wallet.domain.ledger import ZERO, Balances, WalletKey, fold, is_balanced
+from wallet.domain.projection import history_rows
+from wallet.domain.records import HistoryRow, Outcome, WalletRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Projections:
+    wallets: list[WalletRecord]
+    history: list[HistoryRow]
+    accounts: dict[tuple[str, str], Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One way the live state differs from what the events say."""
+
+    subject: str  # e.g. "wallet user123/BTC", "history 3f2a…:0", "currency BTC"
+    field: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.field} expected {self.expected}, found {self.actual}"
+
+
+def rebuild(outcomes: Iterable[Outcome]) -> Projections:
+    """The read models the given outcomes imply, exactly as live projection writes them."""
+    applied = sorted(
+        (o for o in outcomes if o.status == "applied"),
+        key=lambda o: (o.recorded_at, o.transaction_id),
+    )
+    balances, accounts = fold(o.entries for o in applied)
+    touched: dict[WalletKey, list[datetime]] = {}
+    for outcome in applied:
+        for key in dict.fromkeys((b.user_id, b.currency) for b in outcome.balances_after):
+            touched.setdefault(key, []).append(outcome.recorded_at)
+    wallets = [
+        WalletRecord(
+            user_id=key[0],
+            currency=key[1],
+            balances=balances.get(key, Balances()),
+            version=len(times),
+            created_at=min(times),
+            last_updated=max(times),
+        )
+        for key, times in sorted(touched.items())
+    ]
+    history = [row for outcome in applied for row in history_rows(outcome)]
+    return Projections(wallets, history, {k: v for k, v in accounts.items() if v != 0})
+
+
+async def verify(store: LedgerStore) -> list[Difference]:
+    """Every difference between the projections and the fold of the events, and every imbalance."""
+    outcomes = [o async for o in store.all_outcomes()]
+    expected = rebuild(outcomes)
+    differences: list[Difference] = []
+
+    for outcome in outcomes:
+        if outcome.status == "applied" and not is_balanced(outcome.entries):
+            differences.append(
+                Difference(
+                    f"transaction {outcome.transaction_id}", "postings", "sum 0", "unbalanced"
+                )
+            )
+
+    live_wallet_list = [w async for w in store.all_wallets()]
+    live_wallets = {w.key: w for w in live_wallet_list}
+    for wallet in expected.wallets:
+        differences.extend(_compare_wallet(wallet, live_wallets.pop(wallet.key, None)))
+    for key in sorted(live_wallets):
+        differences.append(Difference(_wallet_name(key), "existence", "absent", "present"))
+
+    live_history = {row.transaction_id: row async for row in store.all_history()}
+    for row in expected.history:
+        differences.extend(_compare_row(row, live_history.pop(row.transaction_id, None)))
+    for transaction_id in sorted(live_history):
+        differences.append(
+            Difference(f"history {transaction_id}", "existence", "absent", "present")
+        )
+
+    live_accounts = {k: v for k, v in (await store.account_balances()).items() if v != 0}
+    for key in sorted(set(expected.accounts) | set(live_accounts)):
+        want, have = expected.accounts.get(key, ZERO), live_accounts.get(key, ZERO)
+        if want != have:
+            differences.append(
+                Difference(f"account {key[0]}/{key[1]}", "balance", str(want), str(have))
+            )
+
+    # Conservation is checked on the live read models: what users and ops actually see.
+    differences.extend(_conservation(live_wallets_total(live_wallet_list, live_accounts)))
+    return differences
+
+
+def live_wallets_total(
+    wallets: Iterable[WalletRecord], accounts: dict[tuple[str, str], Decimal]
+) -> dict[str, Decimal]:
+    """Per currency, every user bucket plus every platform and external account."""
+    totals: dict[str, Decimal] = {}
+    for wallet in wallets:
+        b = wallet.balances
+        held = LEDGER_CONTEXT.add(LEDGER_CONTEXT.add(b.available, b.locked), b.savings)
+        totals[wallet.currency] = LEDGER_CONTEXT.add(totals.get(wallet.currency, ZERO), held)
+    for (_, currency), balance in accounts.items():
+        totals[currency] = LEDGER_CONTEXT.add(totals.get(currency, ZERO), balance)
+    return totals
+
+
+def _conservation(totals: dict[str, Decimal]) -> list[Difference]:
+    return [
+        Difference(f"currency {currency}", "sum of all accounts", "0", str(total))
+        for currency, total in sorted(totals.items())
+        if total != 0
+    ]
+
+
+async def replay(store: LedgerStore) -> Projections:
+    """Rebuild the projections from the events and swap them in."""
+    projections = rebuild([o async for o in store.all_outcomes()])
+    await store.replace_projections(projections.wallets, projections.history, projections.accounts)
+    return projections
+
+
+def _wallet_name(key: WalletKey) -> str:
+    return f"wallet {key[0]}/{key[1]}"
+
+
+def _compare_wallet(expected: WalletRecord, actual: WalletRecord | None) -> list[Difference]:
+    name = _wallet_name(expected.key)
+    if actual is None:
+        return [Difference(name, "existence", "present", "absent")]
+    pairs = [
+        ("available_balance", expected.balances.available, actual.balances.available),
+        ("locked_balance", expected.balances.locked, actual.balances.locked),
+        ("savings_balance", expected.balances.savings, actual.balances.savings),
+        ("total_balance", expected.balances.total, actual.balances.total),
+        ("version", expected.version, actual.version),
+    ]
+    return [Difference(name, f, str(want), str(have)) for f, want, have in pairs if want != have]
+
+
+def _compare_row(expected: HistoryRow, actual: HistoryRow | None) -> list[Difference]:
+    name = f"history {expected.transaction_id}"
+    if actual is None:
+        return [Difference(name, "existence", "present", "absent")]
+    return [
+        Difference(name, f.name, str(getattr(expected, f.name)), str(getattr(actual, f.name)))
+        for f in fields(HistoryRow)
+        if getattr(expected, f.name) != getattr(actual, f.name)
+    ]

@@ -1,0 +1,130 @@
+"""Wires the wallet: store, broker, intake, HTTP app. The one place that knows every concrete class."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from shared.http import configure_auth, health_router, install_error_handlers, metrics_router
+from shared.logging import get_logger
+from shared.mongo import connect
+from wallet.adapters.kafka_publisher import KafkaOutcomePublisher
+from wallet.adapters.memory_store import InMemoryLedgerStore
+from wallet.application.command_intake import CommandIntake
+from wallet.application.ledger_service import LedgerService
+from wallet.application.ports import LedgerStore
+from wallet.entrypoints.consumer import AssignmentTracker, register_command_consumer
+from wallet.entrypoints.http import router as wallet_router
+from wallet.entrypoints.metrics import WalletMetrics
+from wallet.settings import WalletSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class WalletRuntime:
+    settings: WalletSettings
+    store: LedgerStore
+    mongo: AsyncMongoClient[dict[str, object]] | None
+    broker: KafkaBroker
+    tracker: AssignmentTracker
+    registry: CollectorRegistry
+
+    async def start(self) -> None:
+        ensure_indexes = getattr(self.store, "ensure_indexes", None)
+        if ensure_indexes is not None:
+            await ensure_indexes()
+        await self.broker.start()
+        log.info("wallet_started", store=self.settings.store)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self.mongo is not None:
+            await self.mongo.close()
+
+    async def ready(self) -> bool:
+        if not self.tracker.joined:
+            return False
+        if self.mongo is not None:
+            await self.mongo.admin.command("ping")
+        return True
+
+
+def build_runtime(settings: WalletSettings) -> WalletRuntime:
+    mongo: AsyncMongoClient[dict[str, object]] | None = None
+    store: LedgerStore
+    if settings.store == "memory":
+        store = InMemoryLedgerStore()
+    else:
+        from wallet.adapters.mongo_store import MongoLedgerStore
+
+        mongo = connect(settings.mongodb_url)
+        store = MongoLedgerStore(mongo[settings.mongodb_database])
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, acks="all", client_id="wallet")
+    registry = CollectorRegistry()
+    metrics = WalletMetrics(registry)
+    intake = CommandIntake(LedgerService(store), KafkaOutcomePublisher(broker, settings.topics))
+    tracker = register_command_consumer(
+        broker,
+        intake,
+        metrics,
+        settings.topics,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+    )
+    return WalletRuntime(settings, store, mongo, broker, tracker, registry)
+
+
+def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
+    """The HTTP API over a runtime: read routes, /healthz, /metrics, OpenAPI at /docs."""
+    app = FastAPI(
+        title="Wallet service",
+        version="0.1.0",
+        description="Balances and history of the exchange's wallets; the ledger behind them.",
+        **fastapi_options,
+    )
+    install_error_handlers(app)
+    configure_auth(app, runtime.settings.auth_jwt_secret)
+    app.include_router(health_router(runtime.ready))
+    app.include_router(metrics_router(runtime.registry))
+    app.include_router(wallet_router)
+    asyncapi = AsyncAPI(
+        runtime.broker,
+        title="Wallet service",
+        description="Consumes wallet.commands; publishes wallet.results, wallet.events and the DLQ.",
+    ).to_specification()
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_document() -> JSONResponse:
+        """The AsyncAPI document of the wallet's Kafka side."""
+        return JSONResponse(asyncapi.to_jsonable())
+
+    app.state.store = runtime.store
+    app.state.runtime = runtime
+    return app
+
+
+def create_app(settings: WalletSettings | None = None) -> FastAPI:
+    """The wallet process: the Kafka consumer runs inside the HTTP app's lifespan."""
+    runtime = build_runtime(settings or WalletSettings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return build_http_app(runtime, lifespan=lifespan)

@@ -1,0 +1,166 @@
+"""The wallet's read API: balances and history for dashboards (CONTRACT.md, "Wallet HTTP")."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime, BaseModel, JsonValue
+
+from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read
+from shared.messaging.commands import WireDecimal
+from shared.money import MoneyError, get_currency
+from wallet.application.ports import LedgerStore
+from wallet.domain.records import HistoryRow, WalletRecord
+
+MAX_PAGE = 200
+
+
+class BalanceView(BaseModel):
+    currency: str
+    available_balance: WireDecimal
+    locked_balance: WireDecimal
+    savings_balance: WireDecimal
+    total_balance: WireDecimal
+    last_updated: AwareDatetime
+
+
+class BalancesView(BaseModel):
+    user_id: str
+    balances: list[BalanceView]
+
+
+class TransactionView(BaseModel):
+    """A `wallet_transactions` document in the seed's shape, amounts as strings."""
+
+    transaction_id: str
+    ledger_transaction_id: str
+    user_id: str
+    currency: str
+    amount: WireDecimal
+    transaction_type: str
+    direction: str
+    reference_id: str
+    balance_after: WireDecimal
+    locked_balance_after: WireDecimal
+    savings_balance_after: WireDecimal
+    metadata: dict[str, JsonValue]
+    timestamp: AwareDatetime
+
+
+class TransactionsPage(BaseModel):
+    items: list[TransactionView]
+    next_cursor: str | None
+
+
+class AccountBalanceView(BaseModel):
+    account: str
+    currency: str
+    balance: WireDecimal
+
+
+class PlatformBalancesView(BaseModel):
+    accounts: list[AccountBalanceView]
+
+
+def _store(request: Request) -> LedgerStore:
+    store: LedgerStore = request.app.state.store
+    return store
+
+
+def _balance_view(wallet: WalletRecord) -> BalanceView:
+    b = wallet.balances
+    return BalanceView(
+        currency=wallet.currency,
+        available_balance=b.available,
+        locked_balance=b.locked,
+        savings_balance=b.savings,
+        total_balance=b.total,
+        last_updated=wallet.last_updated,
+    )
+
+
+def _transaction_view(row: HistoryRow) -> TransactionView:
+    return TransactionView(
+        transaction_id=row.transaction_id,
+        ledger_transaction_id=row.ledger_transaction_id,
+        user_id=row.user_id,
+        currency=row.currency,
+        amount=row.amount,
+        transaction_type=row.transaction_type,
+        direction=row.direction,
+        reference_id=row.reference_id,
+        balance_after=row.balance_after,
+        locked_balance_after=row.locked_balance_after,
+        savings_balance_after=row.savings_balance_after,
+        metadata=row.metadata,
+        timestamp=row.timestamp,
+    )
+
+
+def encode_cursor(row: HistoryRow) -> str:
+    millis = int(row.timestamp.timestamp() * 1000)
+    return base64.urlsafe_b64encode(f"{millis}|{row.transaction_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        millis, transaction_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        timestamp = datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+    if not transaction_id:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    return timestamp, transaction_id
+
+
+router = APIRouter(prefix="/api/wallets", tags=["wallets"])
+
+
+@router.get("/balances/{user_id}", response_model=BalancesView)
+async def get_balances(user_id: str, user: CurrentUser, request: Request) -> BalancesView:
+    """A user's balances in every currency they hold."""
+    ensure_can_read(user, user_id)
+    wallets = await _store(request).wallets_of(user_id)
+    return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in wallets])
+
+
+@router.get("/transactions/{user_id}", response_model=TransactionsPage)
+async def get_transactions(
+    user_id: str,
+    user: CurrentUser,
+    request: Request,
+    currency: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> TransactionsPage:
+    """A user's transaction history, newest first, a page at a time."""
+    ensure_can_read(user, user_id)
+    code = None
+    if currency is not None:
+        try:
+            code = get_currency(currency).code
+        except MoneyError as error:
+            raise ApiError(400, error.code, error.message) from None
+    before = decode_cursor(cursor) if cursor else None
+    rows = await _store(request).history_of(user_id, currency=code, limit=limit + 1, before=before)
+    page, more = rows[:limit], len(rows) > limit
+    return TransactionsPage(
+        items=[_transaction_view(r) for r in page],
+        next_cursor=encode_cursor(page[-1]) if more else None,
+    )
+
+
+@router.get("/platform-balances", response_model=PlatformBalancesView)
+async def get_platform_balances(admin: AdminUser, request: Request) -> PlatformBalancesView:
+    """Balances of platform and external accounts (fees, liquidity, counterparties): admins only."""
+    balances = await _store(request).account_balances()
+    return PlatformBalancesView(
+        accounts=[
+            AccountBalanceView(account=account, currency=currency, balance=balance)
+            for (account, currency), balance in sorted(balances.items())
+        ]
+    )

@@ -1,0 +1,27 @@
+"""Wallet settings, from the environment (CONTRACT.md, "Configuration")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class WalletSettings(ServiceSettings):
+    http_host: str = Field(default="127.0.0.1", validation_alias="WALLET_HTTP_HOST")
+    http_port: int = Field(default=8001, validation_alias="WALLET_HTTP_PORT")
+    mongodb_database: str = Field(default="exchange", validation_alias="WALLET_MONGODB_DATABASE")
+    # "memory" keeps the ledger in the process: for benchmarks and demos, never for real money.
+    store: Literal["mongo", "memory"] = Field(default="mongo", validation_alias="WALLET_STORE")
+    batch_max_records: int = Field(
+        default=500, ge=1, le=5000, validation_alias="WALLET_BATCH_MAX_RECORDS"
+    )
+    batch_timeout_ms: int = Field(default=50, ge=1, validation_alias="WALLET_BATCH_TIMEOUT_MS")
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, validation_alias="WALLET_CONSUMER_SESSION_TIMEOUT_MS"
+    )
+    consumer_heartbeat_interval_ms: int = Field(
+        default=3_000, validation_alias="WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS"
+    )

@@ -1,0 +1,63 @@
+"""HTTP plumbing shared by the services: error bodies, bearer auth, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from shared.http.auth import (
+    ADMIN_ROLE,
+    AdminUser,
+    CurrentUser,
+    User,
+    configure_auth,
+    current_user,
+    decode_token,
+    ensure_can_read,
+    make_token,
+    require_admin,
+)
+from shared.http.errors import ApiError, error_body, error_response, install_error_handlers
+from shared.http.health import Readiness, health_router, metrics_router
+
+__all__ = [
+    "ADMIN_ROLE",
+    "AdminUser",
+    "ApiError",
+    "CurrentUser",
+    "Readiness",
+    "User",
+    "configure_auth",
+    "create_app",
+    "current_user",
+    "decode_token",
+    "ensure_can_read",
+    "error_body",
+    "error_response",
+    "health_router",
+    "install_error_handlers",
+    "make_token",
+    "metrics_router",
+    "require_admin",
+]
+
+
+def create_app(
+    *,
+    title: str,
+    auth_secret: str | SecretStr,
+    ready: Readiness,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    version: str = "0.1.0",
+) -> FastAPI:
+    """A FastAPI app with the error handlers, bearer auth, ``/healthz`` and ``/metrics``."""
+    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    install_error_handlers(app)
+    configure_auth(app, auth_secret)
+    app.include_router(health_router(ready))
+    app.include_router(metrics_router())
+    return app

@@ -1,0 +1,54 @@
+"""The embedded MongoDB: mongoeco's wire-protocol server (in-memory engine) as a process of its own.
+
+Run as ``python -m shared.infra.mongo_server --host 127.0.0.1 --port 27017``. It gets its own
+process (not a task in the caller's event loop) so that it can be stopped by PID and does not
+compete with the code under test for the event loop and the GIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+
+from shared.infra.net import LOOPBACK
+
+# How often the server checks that whoever started it is still there.
+_PARENT_CHECK_SECONDS = 1.0
+
+
+async def serve(host: str, port: int, parent_pid: int | None = None) -> None:
+    from mongoeco.wire import AsyncMongoEcoProxyServer
+
+    server = AsyncMongoEcoProxyServer(host=host, port=port)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"embedded MongoDB listening on {host}:{port}", flush=True)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PARENT_CHECK_SECONDS)
+            # Reparenting means the starter died without stopping us: do not linger as an orphan.
+            if parent_pid is not None and os.getppid() != parent_pid:
+                break
+    finally:
+        await server.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, default=27017)
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this parent dies")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.host, args.port, args.parent_pid))
+
+
+if __name__ == "__main__":
+    main()
