@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from shared.messaging import (
     CreditCommand,
     DebitCommand,
