@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from bson import Decimal128, ObjectId
-from shared.messaging.commands import WALLET_COMMAND, WalletCommand
 
+from shared.messaging.commands import WALLET_COMMAND, WalletCommand
 from wallet.domain.ledger import Balances, Entry, WalletKey
 from wallet.domain.records import BalanceAfter, HistoryRow, IdempotencyKey, Outcome, WalletRecord
 

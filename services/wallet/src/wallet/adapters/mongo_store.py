@@ -214,7 +214,7 @@ class MongoLedgerStore:
             return await cursor.to_list()
 
     async def commit(self, batch: LedgerBatch) -> None:
-        if not batch.outcomes:
+        if not (batch.outcomes or batch.wallets or batch.history or batch.account_deltas):
             return
         with _mapped_errors():
             async with self._transaction() as session:
@@ -222,9 +222,10 @@ class MongoLedgerStore:
 
     async def _write(self, batch: LedgerBatch, session: AsyncClientSession) -> None:
         # Events first: an idempotency key already recorded aborts the batch before anything else.
-        batch_id = ObjectId()
-        events = [outcome_document(o, batch_id, i) for i, o in enumerate(batch.outcomes)]
-        await self._collection(EVENTS).insert_many(events, ordered=True, session=session)
+        if batch.outcomes:
+            batch_id = ObjectId()
+            events = [outcome_document(o, batch_id, i) for i, o in enumerate(batch.outcomes)]
+            await self._collection(EVENTS).insert_many(events, ordered=True, session=session)
 
         if batch.wallets:
             # A new wallet is an insert: the unique (user_id, currency) index makes a racing
