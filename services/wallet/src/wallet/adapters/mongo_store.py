@@ -60,11 +60,35 @@ from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outco
 
 # Another writer got there first: a duplicate key (an idempotency key, a wallet created by two
 # batches, a history row) or a write conflict inside the transaction.
-_CONFLICT_CODES: Final = frozenset({11000, 11001, 112})
+_CONFLICT_CODES: Final = frozenset(
+    {
+        11000,  # DuplicateKey
+        11001,  # DuplicateKey, as older servers report it
+        112,  # WriteConflict
+    }
+)
 # The server cannot answer now (failover, shutdown, timeouts): the same request may work later.
 _TRANSIENT_CODES: Final = frozenset(
-    {6, 7, 50, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        50,  # MaxTimeMSExpired
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        134,  # ReadConcernMajorityNotAvailableYet
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
 )
+# Error text carried into the port's errors (and the service's retry log): enough to tell what
+# clashed, without whole documents.
+_MESSAGE_LIMIT: Final = 300
 # commitTransaction whose result is unknown is retried as is: MongoDB's documented recipe, and safe
 # because a commit is idempotent within its session.
 _COMMIT_ATTEMPTS: Final = 3
@@ -75,6 +99,8 @@ _MAJORITY: Final = WriteConcern("majority")
 _REBUILD_SUFFIX: Final = "_rebuild"
 _PROJECTIONS: Final = (WALLETS, HISTORY, ACCOUNTS)
 
+# Default (key-derived) names: an index the seed's migration already made on the same keys is then
+# recognised as existing instead of clashing under another name.
 INDEXES: Final[dict[str, tuple[IndexModel, ...]]] = {
     EVENTS: (
         IndexModel(
@@ -84,23 +110,14 @@ INDEXES: Final[dict[str, tuple[IndexModel, ...]]] = {
                 ("key.reference_id", ASCENDING),
             ],
             unique=True,
-            name="idempotency_key_unique",
         ),
-        IndexModel(
-            [("recorded_at", ASCENDING), ("batch", ASCENDING), ("position", ASCENDING)],
-            name="commit_order",
-        ),
+        IndexModel([("recorded_at", ASCENDING), ("batch", ASCENDING), ("position", ASCENDING)]),
     ),
-    WALLETS: (
-        IndexModel(
-            [("user_id", ASCENDING), ("currency", ASCENDING)], unique=True, name="user_currency"
-        ),
-    ),
+    WALLETS: (IndexModel([("user_id", ASCENDING), ("currency", ASCENDING)], unique=True),),
     HISTORY: (
-        IndexModel([("transaction_id", ASCENDING)], unique=True, name="transaction_id_unique"),
+        IndexModel([("transaction_id", ASCENDING)], unique=True),
         IndexModel(
-            [("user_id", ASCENDING), ("timestamp", DESCENDING), ("transaction_id", DESCENDING)],
-            name="user_newest_first",
+            [("user_id", ASCENDING), ("timestamp", DESCENDING), ("transaction_id", DESCENDING)]
         ),
         IndexModel(
             [
@@ -108,15 +125,10 @@ INDEXES: Final[dict[str, tuple[IndexModel, ...]]] = {
                 ("currency", ASCENDING),
                 ("timestamp", DESCENDING),
                 ("transaction_id", DESCENDING),
-            ],
-            name="user_currency_newest_first",
+            ]
         ),
     ),
-    ACCOUNTS: (
-        IndexModel(
-            [("account", ASCENDING), ("currency", ASCENDING)], unique=True, name="account_currency"
-        ),
-    ),
+    ACCOUNTS: (IndexModel([("account", ASCENDING), ("currency", ASCENDING)], unique=True),),
 }
 
 
@@ -130,19 +142,27 @@ def _error_codes(error: PyMongoError) -> set[int]:
     return codes
 
 
+def _describe(error: PyMongoError) -> str:
+    if isinstance(error, BulkWriteError) and error.details.get("writeErrors"):
+        text = str(error.details["writeErrors"][0].get("errmsg", error))
+    else:
+        text = str(error)
+    return text[:_MESSAGE_LIMIT]
+
+
 def classify(error: PyMongoError) -> ConcurrencyConflict | TransientStoreError | None:
     """The port's error for a driver error, or None for a bug (a bad query, a bad document)."""
     if isinstance(error, ConnectionFailure) or error.timeout:
-        return TransientStoreError(f"MongoDB unavailable: {error}")
+        return TransientStoreError(f"MongoDB unavailable: {_describe(error)}")
     codes = _error_codes(error)
     if codes & _CONFLICT_CODES or error.has_error_label("TransientTransactionError"):
-        return ConcurrencyConflict(f"conflicting write: {error}")
+        return ConcurrencyConflict(f"conflicting write: {_describe(error)}")
     if (
         codes & _TRANSIENT_CODES
         or error.has_error_label("RetryableWriteError")
         or error.has_error_label("UnknownTransactionCommitResult")
     ):
-        return TransientStoreError(f"MongoDB could not answer: {error}")
+        return TransientStoreError(f"MongoDB could not answer: {_describe(error)}")
     return None
 
 
@@ -282,12 +302,14 @@ class MongoLedgerStore:
                 if error.has_error_label("UnknownTransactionCommitResult"):
                     if attempt < _COMMIT_ATTEMPTS:
                         continue
-                    raise TransientStoreError(f"commit result unknown: {error}") from error
+                    raise TransientStoreError(
+                        f"commit result unknown: {_describe(error)}"
+                    ) from error
                 if classify(error) is not None:
                     raise
                 # Any other refused commit wrote nothing. Retrying the batch is always safe: it is
                 # decided again from fresh reads, so a commit that did land answers "duplicate".
-                raise TransientStoreError(f"commit refused: {error}") from error
+                raise TransientStoreError(f"commit refused: {_describe(error)}") from error
 
     # Read side --------------------------------------------------------------------------------
 
