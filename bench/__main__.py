@@ -69,9 +69,17 @@ def table(figures: dict[str, Any]) -> str:
         rows.append(
             (f"MongoDB round trips per command, {side} ({mongo['mongodb']})", _cell(trips, 4))
         )
+    ipn = figures["ipn"]
+    load = f"{ipn['rate_per_s']:g}/s for {ipn['seconds']:g} s"
     rows += [
-        ("IPN answer p99 ms", _fmt(figures["ipn_answer_p99_ms"], 1)),
-        ("IPN → balance visible p99 ms", _fmt(figures["ipn_to_balance_p99_ms"], 1)),
+        (
+            f"IPN ({load}): gateway answer p50 / p99 ms",
+            f"{_cell(ipn['answer_p50_ms'], 1)} / {_cell(ipn['answer_p99_ms'], 1)}",
+        ),
+        (
+            f"IPN ({load}): IPN → balance visible p50 / p99 ms",
+            f"{_cell(ipn['to_balance_p50_ms'], 1)} / {_cell(ipn['to_balance_p99_ms'], 1)}",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     m = figures["machine"]
@@ -105,6 +113,8 @@ def main() -> None:
             users=50,
             inprocess_commands=2_000,
             mongo_commands=200,
+            ipn_rate=20,
+            ipn_seconds=2,
         )
     started = time.monotonic()
     figures = asyncio.run(run_suite(config))

@@ -7,13 +7,11 @@ only when a real MongoDB was configured (the stand-in is not a database to time)
 
 from __future__ import annotations
 
-import importlib
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.monitoring import (
@@ -27,6 +25,7 @@ from bench.seed_wallet import DECIMAL_CODEC_OPTIONS, SeedWalletService
 from bench.workload import Workload
 from shared.messaging import CommandResult, DeadLetter, LedgerTransaction, encode
 from shared.mongo import connect
+from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.command_intake import CommandIntake, IncomingRecord
 from wallet.application.ledger_service import LedgerService
 
@@ -86,25 +85,13 @@ class MongoRun:
         return self.round_trips / self.commands
 
 
-def mongo_store_class() -> Any | None:
-    """The MongoDB ledger store, if this checkout has it."""
-    try:
-        module = importlib.import_module("wallet.adapters.mongo_store")
-    except ImportError:
-        return None
-    return module.MongoLedgerStore
-
-
 async def run_ledger_on_mongo(url: str, workload: Workload, batch_size: int = 500) -> MongoRun:
     """Records → ledger → (encoded) results through `CommandIntake`, on the MongoDB store."""
-    store_class = mongo_store_class()
-    if store_class is None:
-        raise RuntimeError("wallet.adapters.mongo_store is not in this checkout")
     counter = CommandCounter()
     client = connect(url, event_listeners=[counter])
     name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
     try:
-        store = store_class(client[name])
+        store = MongoLedgerStore(client[name])
         await store.ensure_indexes()
         intake = CommandIntake(LedgerService(store), EncodingPublisher())
         records = [

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,17 @@ async def start_wallet(
         **dict(how.extra_env),
     }
     log_path = how.log_dir / f"wallet-{topics.prefix.strip('.')}.log" if how.log_dir else None
-    process = ManagedProcess("wallet", how.argv, env=env, log_path=log_path)
+    process = await start_service("wallet", how.argv, env, port, log_path, within)
+    if how.pid_file is not None:
+        how.pid_file.write_text(str(process.pid))
+    return process
+
+
+async def start_service(
+    name: str, argv: Sequence[str], env: dict[str, str], port: int, log: Path | None, within: float
+) -> ManagedProcess:
+    """Start a service process and wait until its /healthz answers 200."""
+    process = ManagedProcess(name, argv, env=env, log_path=log)
 
     async def healthy() -> bool:
         async with httpx.AsyncClient(timeout=2) as client:
@@ -80,7 +91,7 @@ async def start_wallet(
 
     try:
         await wait_until(
-            "wallet service",
+            name,
             healthy,
             within=within,
             still_running=lambda: process.poll() is None,
@@ -89,8 +100,6 @@ async def start_wallet(
     except BaseException:
         process.stop()
         raise
-    if how.pid_file is not None:
-        how.pid_file.write_text(str(process.pid))
     return process
 
 

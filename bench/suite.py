@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.inprocess import Handled, modelled_per_s, run_ledger, run_seed
-from bench.mongo_cost import MongoRun, mongo_store_class, run_ledger_on_mongo, run_seed_on_mongo
+from bench.ipn import IpnRun, run_ipn
+from bench.mongo_cost import MongoRun, run_ledger_on_mongo, run_seed_on_mongo
 from bench.pipeline import PipelineRun, WalletProcess, run_pipeline
 from bench.stats import percentile, spread
 from bench.workload import build_workload
 from shared.infra import Infrastructure
 
 log = logging.getLogger("bench")
-
-PENDING_IPN = "pending: the IPN gateway (python -m ipn_gateway) is not in this checkout yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +33,8 @@ class SuiteConfig:
     mongo_runs: int = 1  # the count is exact: one run gives it, more only repeat it
     # What one database round trip is charged in the in-memory comparison (see docs).
     rtt_ms: float = 0.5
+    ipn_rate: float = 100.0
+    ipn_seconds: float = 30.0
     log_dir: Path | None = None
 
 
@@ -87,8 +88,7 @@ async def mongo_part(url: str, origin: str, config: SuiteConfig) -> dict[str, An
         workload = build_workload(
             config.mongo_commands, users=config.users, seed=attempt, tag=f"m{attempt}"
         )
-        if mongo_store_class() is not None:
-            ledger_runs.append(await run_ledger_on_mongo(url, workload, config.mongo_batch))
+        ledger_runs.append(await run_ledger_on_mongo(url, workload, config.mongo_batch))
         seed_runs.append(await run_seed_on_mongo(url, workload))
     timed = origin != "embedded"  # never time the stand-in
 
@@ -104,7 +104,7 @@ async def mongo_part(url: str, origin: str, config: SuiteConfig) -> dict[str, An
     return {
         "mongodb": origin,
         "batch_size": config.mongo_batch,
-        "ledger": summary(ledger_runs) if ledger_runs else {"status": "pending: no MongoDB store"},
+        "ledger": summary(ledger_runs),
         "baseline": summary(seed_runs),
     }
 
@@ -151,6 +151,34 @@ async def inprocess_part(config: SuiteConfig, rtt_by_side: dict[str, float]) -> 
     }
 
 
+async def ipn_part(infra: Infrastructure, config: SuiteConfig) -> dict[str, Any]:
+    runs: list[IpnRun] = []
+    for attempt in range(config.runs):
+        run = await run_ipn(
+            infra.kafka_bootstrap_servers,
+            infra.mongodb_url,
+            rate=config.ipn_rate,
+            seconds=config.ipn_seconds,
+            log_dir=config.log_dir,
+        )
+        if run.answers != {"200 credited": run.sent} or len(run.to_balance_ms) != run.sent:
+            raise AssertionError(f"IPN run {attempt}: {dict(run.answers)}")
+        log.info("ipn run %d: answer p99 %.1f ms", attempt, percentile(run.answers_ms, 0.99))
+        runs.append(run)
+    return {
+        "rate_per_s": config.ipn_rate,
+        "seconds": config.ipn_seconds,
+        "ipns": runs[-1].sent,
+        # The gateway keeps its state in MongoDB: on the embedded stand-in these are its timings.
+        "mongodb": infra.mongodb.origin,
+        "answer_p50_ms": spread([percentile(r.answers_ms, 0.50) for r in runs]),
+        "answer_p99_ms": spread([percentile(r.answers_ms, 0.99) for r in runs]),
+        "to_balance_p50_ms": spread([percentile(r.to_balance_ms, 0.50) for r in runs]),
+        "to_balance_p99_ms": spread([percentile(r.to_balance_ms, 0.99) for r in runs]),
+        "answers": dict(runs[-1].answers),
+    }
+
+
 def _median(figure: dict[str, Any] | None, *path: str) -> float | None:
     node: Any = figure
     for step in path:
@@ -176,7 +204,7 @@ async def run_parts(infra: Infrastructure, config: SuiteConfig) -> dict[str, Any
     }
     inprocess = await inprocess_part(config, rtt_by_side)
     pipeline = await pipeline_part(infra.kafka_bootstrap_servers, config)
-    kafka_origin = infra.kafka.origin
+    ipn = await ipn_part(infra, config)
     largest = str(max(config.pipeline))
     return {
         "pipeline_commands_per_s": _median(pipeline, largest, "commands_per_s"),
@@ -186,13 +214,13 @@ async def run_parts(infra: Infrastructure, config: SuiteConfig) -> dict[str, Any
         ),
         "baseline_commands_per_s": _median(inprocess, "baseline_commands_per_s"),
         "speedup_vs_baseline": _median(inprocess, "speedup"),
-        "ipn_answer_p99_ms": None,
-        "ipn_to_balance_p99_ms": None,
+        "ipn_answer_p99_ms": _median(ipn, "answer_p99_ms"),
+        "ipn_to_balance_p99_ms": _median(ipn, "to_balance_p99_ms"),
         "machine": machine(),
-        "infrastructure": {"kafka": kafka_origin, "mongodb": mongo["mongodb"]},
+        "infrastructure": {"kafka": infra.kafka.origin, "mongodb": infra.mongodb.origin},
         "runs": config.runs,
         "pipeline": pipeline,
         "mongo": mongo,
         "inprocess": inprocess,
-        "ipn": {"status": PENDING_IPN},
+        "ipn": ipn,
     }
