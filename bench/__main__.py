@@ -97,13 +97,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rtt-ms", type=float, default=0.5, help="charge per round trip in memory")
     parser.add_argument("--quick", action="store_true", help="small inputs: a smoke run")
+    parser.add_argument("--ipn-rate", type=float, help="IPNs per second (default: see docs)")
+    parser.add_argument("--ipn-seconds", type=float, help="how long IPNs are fired")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # The clients' own chatter (connection retries while servers come up) is not the report.
     for noisy in ("aiokafka", "kafka", "faststream", "pymongo", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     log_dir = args.out.parent / "bench-logs"
-    config = SuiteConfig(runs=args.runs, rtt_ms=args.rtt_ms, log_dir=log_dir)
+    config = SuiteConfig(
+        runs=args.runs,
+        rtt_ms=args.rtt_ms,
+        log_dir=log_dir,
+        ipn_rate=args.ipn_rate,
+        ipn_seconds=args.ipn_seconds,
+    )
     if args.quick:
         config = SuiteConfig(
             runs=args.runs,
