@@ -43,8 +43,8 @@ async def check_simulation(sim: Simulation) -> None:
 
     # One key's commands are decided in the order they were written (Kafka's per-key order).
     first_offset: dict[str, int] = {}
-    for partition in sim.broker.log:
-        for offset, message in partition:
+    for partition_log in sim.broker.log:
+        for offset, message in partition_log:
             if message.command is not None:
                 first_offset.setdefault(message.command.command_id, offset)
     last: dict[int, int] = {}
@@ -60,13 +60,13 @@ async def check_simulation(sim: Simulation) -> None:
         assert answered[command.command_id] >= 1, f"no result for {command.command_id}"
     by_id = {c.command_id: c for c in commands}
     for kafka_key, result in output.results:
-        command = by_id.get(result.command_id)
-        if command is None:  # the poison message the ledger could still answer
+        answered_command = by_id.get(result.command_id)
+        if answered_command is None:  # the poison message the ledger could still answer
             assert (result.status, result.reason) == ("rejected", "invalid_amount"), result
             continue
-        assert kafka_key == command.user_id
-        outcome = store.outcomes[key_of(command)]
-        if payload_of(command) != payload_of(outcome.command):
+        assert kafka_key == answered_command.user_id
+        outcome = store.outcomes[key_of(answered_command)]
+        if payload_of(answered_command) != payload_of(outcome.command):
             assert (result.status, result.reason) == ("rejected", "idempotency_conflict")
             continue
         assert result.status in (outcome.status, "duplicate"), (result, outcome)
