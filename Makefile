@@ -3,7 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Python 3.13 (mongoeco needs it): prefer a local interpreter (pyenv or PATH); otherwise let uv fetch one.
-PYTHON313 := $(shell PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null || command -v python3.13 2>/dev/null)
+PYTHON313 := $(shell PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null \
+	|| command -v python3.13 2>/dev/null \
+	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
 ifneq ($(strip $(PYTHON313)),)
 export UV_PYTHON := $(PYTHON313)
 export UV_PYTHON_DOWNLOADS := never

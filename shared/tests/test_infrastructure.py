@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -105,7 +107,7 @@ async def test_keyed_command_reaches_a_consumer_group(kafka_bootstrap_servers: s
         auto_offset_reset="earliest",
     )
     async def handle(bodies: list[dict[str, str]], message: KafkaMessage) -> None:
-        for record, body in zip(message.raw_message, bodies, strict=True):  # type: ignore[arg-type]
+        for record, body in zip(message.raw_message, bodies, strict=True):
             await received.put((record.key, body))
 
     reference_id = unique_database_name("ref")
@@ -176,3 +178,46 @@ def test_stopping_a_managed_process_ends_its_whole_group(tmp_path: Path) -> None
     assert pid_alive(grandchild)
     proc.stop(timeout=2)
     assert wait_until_gone([proc.pid, grandchild], timeout=2) == []
+
+
+def test_topic_provisioning_command_is_idempotent(kafka_bootstrap_servers: str) -> None:
+    command = [sys.executable, "-m", "shared.infra.kafka", "--within", "10"]
+    for _ in range(2):  # the second run finds every topic already there
+        done = subprocess.run(
+            [*command, "--bootstrap-servers", kafka_bootstrap_servers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "topics ready: wallet.commands" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_children_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> None:
+    pid_file = tmp_path / "children"
+    script = (
+        "import sys, time\n"
+        "from shared.infra import ManagedProcess\n"
+        "argv = [sys.executable, '-c', 'import time; time.sleep(120)']\n"
+        "children = [ManagedProcess(f'sleeper{i}', argv) for i in range(2)]\n"
+        f"open({str(pid_file)!r}, 'w').write(' '.join(str(c.pid) for c in children))\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the parent never started its children"
+            time.sleep(0.02)
+        children = [int(pid) for pid in pid_file.read_text().split()]
+        assert all(pid_alive(pid) for pid in children)
+        parent.send_signal(sig)
+        assert parent.wait(timeout=10) == -sig
+        assert wait_until_gone(children, timeout=5) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()

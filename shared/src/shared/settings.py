@@ -32,6 +32,8 @@ class ServiceSettings(BaseSettings):
     kafka_topic_prefix: str = ""
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     auth_jwt_secret: SecretStr = SecretStr(f"{DEV_SECRET_PREFIX}-jwt-secret-not-for-production")
+    # Loopback by default; containers set HTTP_HOST=0.0.0.0. Each service adds its port field.
+    http_host: str = "127.0.0.1"
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -10,7 +10,6 @@ from shared.settings import ServiceSettings
 
 
 class WalletSettings(ServiceSettings):
-    http_host: str = Field(default="127.0.0.1", validation_alias="WALLET_HTTP_HOST")
     http_port: int = Field(default=8001, validation_alias="WALLET_HTTP_PORT")
     mongodb_database: str = Field(default="exchange", validation_alias="WALLET_MONGODB_DATABASE")
     # "memory" keeps the ledger in the process: for benchmarks and demos, never for real money.

@@ -7,8 +7,14 @@ from shared.infra.infrastructure import (
     Endpoint,
     Infrastructure,
 )
-from shared.infra.kafka import EmbeddedKafka, ensure_topics, kafka_ready, topic_partitions
-from shared.infra.mongo import EmbeddedMongo, embedded_mongodb_url, mongo_ready
+from shared.infra.kafka import (
+    EmbeddedKafka,
+    ensure_topics,
+    kafka_ready,
+    topic_partitions,
+    wait_for_kafka,
+)
+from shared.infra.mongo import EmbeddedMongo, embedded_mongodb_url, mongo_ready, wait_for_mongo
 from shared.infra.net import LOOPBACK, StartupError, free_port, wait_until
 from shared.infra.processes import ManagedProcess, pid_alive, stop_all, wait_until_gone
 
@@ -31,6 +37,8 @@ __all__ = [
     "pid_alive",
     "stop_all",
     "topic_partitions",
+    "wait_for_kafka",
+    "wait_for_mongo",
     "wait_until",
     "wait_until_gone",
 ]

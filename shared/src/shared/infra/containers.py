@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 from typing import Any, Final
 
-from shared.infra.kafka import kafka_ready
-from shared.infra.mongo import initiate_single_node_replica_set, mongo_ready
-from shared.infra.net import LOOPBACK, free_port, wait_until
+from shared.infra.kafka import wait_for_kafka
+from shared.infra.mongo import initiate_single_node_replica_set, wait_for_mongo
+from shared.infra.net import LOOPBACK, free_port
 
 KAFKA_IMAGE: Final = "apache/kafka:3.9.1"
 MONGO_IMAGE: Final = "mongo:8.0"
@@ -51,7 +51,7 @@ def kraft_environment(advertised_host: str, advertised_port: int) -> dict[str, s
 class KafkaContainer:
     def __init__(self) -> None:
         self.container: Any = None
-        self.bootstrap_servers = ""
+        self.address = ""
 
     async def start(self, within: float) -> None:
         from testcontainers.core.container import DockerContainer
@@ -63,12 +63,8 @@ class KafkaContainer:
             container.with_env(key, value)
         self.container = container
         await asyncio.to_thread(container.start)
-        self.bootstrap_servers = f"{LOOPBACK}:{port}"
-
-        async def answers() -> bool:
-            return await kafka_ready(self.bootstrap_servers)
-
-        await wait_until("Kafka container", answers, within=within, interval=0.5)
+        self.address = f"{LOOPBACK}:{port}"
+        await wait_for_kafka(self.address, within, "Kafka container")
 
     def stop(self) -> None:
         if self.container is not None:
@@ -79,7 +75,7 @@ class KafkaContainer:
 class MongoReplicaSetContainer:
     def __init__(self) -> None:
         self.container: Any = None
-        self.url = ""
+        self.address = ""
 
     async def start(self, within: float) -> None:
         from testcontainers.core.container import DockerContainer
@@ -94,13 +90,9 @@ class MongoReplicaSetContainer:
         host = container.get_container_host_ip()
         port = container.get_exposed_port(27017)
         # directConnection: the member's own name (localhost:27017) is not reachable from here.
-        self.url = f"mongodb://{host}:{port}/?directConnection=true"
-
-        async def answers() -> bool:
-            return await mongo_ready(self.url)
-
-        await wait_until("MongoDB container", answers, within=within, interval=0.5)
-        await initiate_single_node_replica_set(self.url, "localhost:27017", within)
+        self.address = f"mongodb://{host}:{port}/?directConnection=true"
+        await wait_for_mongo(self.address, within, "MongoDB container")
+        await initiate_single_node_replica_set(self.address, "localhost:27017", within)
 
     def stop(self) -> None:
         if self.container is not None:

@@ -11,9 +11,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from shared.infra.kafka import EmbeddedKafka, ensure_topics, kafka_ready
-from shared.infra.mongo import EmbeddedMongo, mongo_ready
-from shared.infra.net import LOOPBACK, free_port, wait_until
+from shared.infra.kafka import EmbeddedKafka, ensure_topics, wait_for_kafka
+from shared.infra.mongo import EmbeddedMongo, wait_for_mongo
+from shared.infra.net import LOOPBACK, free_port
 from shared.infra.processes import EmbeddedServer
 from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 
@@ -24,7 +24,9 @@ MONGODB_ENV = "MONGODB_URL"
 TESTCONTAINERS_ENV = "USE_TESTCONTAINERS"
 
 
-class _Startable(Protocol):
+class _Server(Protocol):
+    @property
+    def address(self) -> str: ...
     async def start(self, within: float) -> None: ...
     def stop(self) -> None: ...
 
@@ -76,7 +78,7 @@ class Infrastructure:
         self.partitions = partitions
         self.log_dir = log_dir
         self.timeout = timeout
-        self._started: list[_Startable] = []
+        self._started: list[_Server] = []
         self._kafka: Endpoint | None = None
         self._mongodb: Endpoint | None = None
 
@@ -157,43 +159,53 @@ class Infrastructure:
         return False
 
     async def _start_kafka(self) -> None:
-        if self._configured_kafka:
-            await _wait_configured("Kafka", kafka_ready, self._configured_kafka, self.timeout)
-            self._kafka = Endpoint("kafka", self._configured_kafka, "configured")
-            return
-        if self._containers_wanted():
+        def container() -> _Server:
             from shared.infra.containers import KafkaContainer
 
-            container = KafkaContainer()
-            self._started.append(container)
-            await container.start(self.timeout)
-            self._kafka = Endpoint("kafka", container.bootstrap_servers, "container")
-            return
-        server = EmbeddedKafka(self.kafka_port or free_port(self.host), host=self.host)
-        await self._start_embedded(server)
-        self._kafka = Endpoint("kafka", server.bootstrap_servers, "embedded", _pid(server))
+            return KafkaContainer()
+
+        port = self.kafka_port or free_port(self.host)
+        self._kafka = await self._provide(
+            "kafka",
+            self._configured_kafka,
+            wait_for_kafka,
+            container,
+            lambda: EmbeddedKafka(port, host=self.host, log_dir=self.log_dir),
+        )
 
     async def _start_mongodb(self) -> None:
-        if self._configured_mongodb:
-            await _wait_configured("MongoDB", mongo_ready, self._configured_mongodb, self.timeout)
-            self._mongodb = Endpoint("mongodb", self._configured_mongodb, "configured")
-            return
-        if self._containers_wanted():
+        def container() -> _Server:
             from shared.infra.containers import MongoReplicaSetContainer
 
-            container = MongoReplicaSetContainer()
-            self._started.append(container)
-            await container.start(self.timeout)
-            self._mongodb = Endpoint("mongodb", container.url, "container")
-            return
-        server = EmbeddedMongo(self.mongodb_port or free_port(self.host), host=self.host)
-        await self._start_embedded(server)
-        self._mongodb = Endpoint("mongodb", server.url, "embedded", _pid(server))
+            return MongoReplicaSetContainer()
 
-    async def _start_embedded(self, server: EmbeddedServer) -> None:
-        server.log_dir = self.log_dir
+        port = self.mongodb_port or free_port(self.host)
+        self._mongodb = await self._provide(
+            "mongodb",
+            self._configured_mongodb,
+            wait_for_mongo,
+            container,
+            lambda: EmbeddedMongo(port, host=self.host, log_dir=self.log_dir),
+        )
+
+    async def _provide(
+        self,
+        name: str,
+        configured: str | None,
+        wait: Callable[[str, float, str], Awaitable[None]],
+        container: Callable[[], _Server],
+        embedded: Callable[[], EmbeddedServer],
+    ) -> Endpoint:
+        if configured:
+            await wait(configured, self.timeout, f"configured {name}")
+            return Endpoint(name, configured, "configured")
+        server, origin = (
+            (container(), "container") if self._containers_wanted() else (embedded(), "embedded")
+        )
         self._started.append(server)
         await server.start(self.timeout)
+        process = server.process if isinstance(server, EmbeddedServer) else None
+        return Endpoint(name, server.address, origin, process.pid if process else None)
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -220,16 +232,3 @@ class Infrastructure:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-async def _wait_configured(
-    what: str, probe: Callable[[str], Awaitable[bool]], address: str, within: float
-) -> None:
-    async def answers() -> bool:
-        return await probe(address)
-
-    await wait_until(f"configured {what} at {address}", answers, within=within)
-
-
-def _pid(server: EmbeddedServer) -> int | None:
-    return server.process.pid if server.process is not None else None

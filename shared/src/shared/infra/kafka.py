@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.infra.net import LOOPBACK, wait_until
+from shared.infra.net import wait_for_address, wait_until
 from shared.infra.processes import EmbeddedServer
 from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS
 
@@ -33,6 +35,12 @@ async def kafka_ready(bootstrap_servers: str) -> bool:
         return True
     finally:
         await admin.close()
+
+
+async def wait_for_kafka(bootstrap_servers: str, within: float, what: str = "Kafka") -> None:
+    await wait_for_address(
+        f"{what} at {bootstrap_servers}", kafka_ready, bootstrap_servers, within=within
+    )
 
 
 async def topic_partitions(bootstrap_servers: str, topics: Iterable[str]) -> dict[str, int]:
@@ -109,12 +117,13 @@ class EmbeddedKafka(EmbeddedServer):
 
     name = "kafka"
 
-    def __init__(self, port: int, *, host: str = LOOPBACK, log_dir: Path | None = None) -> None:
-        super().__init__(port, host=host, log_dir=log_dir)
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.address
 
     def argv(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
@@ -131,3 +140,25 @@ class EmbeddedKafka(EmbeddedServer):
 
     async def ready(self) -> bool:
         return await kafka_ready(self.bootstrap_servers)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m shared.infra.kafka``: create the contract's topics (e.g. as a deploy step)."""
+    parser = argparse.ArgumentParser(description="Create every wallet topic that is missing.")
+    parser.add_argument(
+        "--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
+    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    parser.add_argument("--within", type=float, default=60.0, help="seconds to wait for Kafka")
+    args = parser.parse_args(argv)
+
+    async def provision() -> None:
+        await wait_for_kafka(args.bootstrap_servers, args.within)
+        await ensure_topics(args.bootstrap_servers, ALL_TOPICS, args.partitions)
+
+    asyncio.run(provision())
+    print(f"topics ready: {', '.join(ALL_TOPICS)}")
+
+
+if __name__ == "__main__":
+    main()

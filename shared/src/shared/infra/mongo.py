@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from shared.infra.net import LOOPBACK, wait_until
+from shared.infra.net import wait_for_address, wait_until
 from shared.infra.processes import EmbeddedServer
 
 
@@ -28,6 +27,10 @@ async def mongo_ready(url: str) -> bool:
         return True
     finally:
         await client.close()
+
+
+async def wait_for_mongo(url: str, within: float, what: str = "MongoDB") -> None:
+    await wait_for_address(what, mongo_ready, url, within=within)
 
 
 async def initiate_single_node_replica_set(url: str, member_host: str, within: float) -> None:
@@ -53,12 +56,13 @@ class EmbeddedMongo(EmbeddedServer):
 
     name = "mongodb"
 
-    def __init__(self, port: int, *, host: str = LOOPBACK, log_dir: Path | None = None) -> None:
-        super().__init__(port, host=host, log_dir=log_dir)
+    @property
+    def address(self) -> str:
+        return embedded_mongodb_url(self.host, self.port)
 
     @property
     def url(self) -> str:
-        return embedded_mongodb_url(self.host, self.port)
+        return self.address
 
     def argv(self) -> list[str]:
         return [

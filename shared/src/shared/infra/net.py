@@ -28,6 +28,17 @@ class StartupError(RuntimeError):
     """A piece of infrastructure or a service did not become ready."""
 
 
+async def wait_for_address(
+    what: str, probe: Callable[[str], Awaitable[bool]], address: str, *, within: float
+) -> None:
+    """``wait_until`` for a probe that takes the address it checks."""
+
+    async def answers() -> bool:
+        return await probe(address)
+
+    await wait_until(what, answers, within=within, interval=0.2)
+
+
 async def wait_until(
     what: str,
     probe: Callable[[], Awaitable[bool]],

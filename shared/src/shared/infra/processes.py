@@ -23,11 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Final
 
-from shared.infra.net import StartupError, port_in_use, wait_until
+from shared.infra.net import LOOPBACK, StartupError, port_in_use, wait_until
 
 _PR_SET_PDEATHSIG: Final = 1
 _LIVE: set[ManagedProcess] = set()
-_LIVE_LOCK = threading.Lock()
+# Re-entrant: the signal handler may run while the main thread holds it.
+_LIVE_LOCK = threading.RLock()
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -140,7 +141,12 @@ _hooks_installed = False
 
 
 def _install_exit_hooks() -> None:
-    """Make a plain SIGTERM unwind like Ctrl-C does, so context managers and atexit still run."""
+    """Stop children at interpreter exit, and on SIGTERM / SIGHUP where those would just kill us.
+
+    The signal handler is installed only over the default disposition (a program with its own
+    handler, such as the launcher's event loop, keeps it). It stops the children and then dies
+    by the same signal, so the exit looks as it would have without it.
+    """
     global _hooks_installed
     if _hooks_installed:
         return
@@ -148,12 +154,15 @@ def _install_exit_hooks() -> None:
     atexit.register(stop_all)
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _stop_children_then_die)
 
-        def _terminate(signum: int, frame: FrameType | None) -> None:
-            raise SystemExit(128 + signum)
 
-        signal.signal(signal.SIGTERM, _terminate)
+def _stop_children_then_die(signum: int, frame: FrameType | None) -> None:
+    stop_all(timeout=2.0)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def pid_alive(pid: int) -> bool:
@@ -189,11 +198,16 @@ class EmbeddedServer(ABC):
 
     name: str
 
-    def __init__(self, port: int, *, host: str, log_dir: Path | None = None) -> None:
+    def __init__(self, port: int, *, host: str = LOOPBACK, log_dir: Path | None = None) -> None:
         self.host = host
         self.port = port
         self.log_dir = log_dir
         self.process: ManagedProcess | None = None
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """What clients connect to."""
 
     @abstractmethod
     def argv(self) -> list[str]:
@@ -211,10 +225,16 @@ class EmbeddedServer(ABC):
             )
         log_path = self.log_dir / f"{self.name}.log" if self.log_dir else None
         self.process = proc = ManagedProcess(self.name, self.argv(), log_path=log_path)
+
+        async def answers() -> bool:
+            # A closed port fails at once; the real probe may wait for its own timeout first.
+            return port_in_use(self.host, self.port) and await self.ready()
+
         await wait_until(
             f"embedded {self.name} on {self.host}:{self.port}",
-            self.ready,
+            answers,
             within=within,
+            interval=0.05,
             still_running=lambda: proc.poll() is None,
             diagnostics=proc.log_tail,
         )
