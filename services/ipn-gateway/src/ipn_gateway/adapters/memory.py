@@ -1,0 +1,232 @@
+"""In-memory adapters with the same guarantees as the Mongo ones, for fast tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+
+from ipn_gateway.application.ports import (
+    CreatedPayment,
+    DepositOrder,
+    IpnRecord,
+    OutboxEntry,
+    Payment,
+    ReviewNote,
+    Withdrawal,
+)
+from ipn_gateway.domain.errors import Conflict
+from ipn_gateway.domain.payments import PaymentState
+from ipn_gateway.domain.withdrawals import COUNTED_AGAINST_LIMIT, Decision, WithdrawalStatus
+from shared.messaging import CommandResult, WalletCommand
+from shared.money import add
+
+
+def _mark(outbox: tuple[OutboxEntry, ...], command_id: str) -> tuple[OutboxEntry, ...]:
+    return tuple(replace(e, published=True) if e.command_id == command_id else e for e in outbox)
+
+
+class MemoryDepositOrders:
+    def __init__(self) -> None:
+        self.orders: dict[str, DepositOrder] = {}
+
+    async def add(self, order: DepositOrder) -> None:
+        if order.order_id in self.orders:
+            raise KeyError(order.order_id)
+        self.orders[order.order_id] = order
+
+    async def attach_payment(self, order_id: str, payment: CreatedPayment) -> None:
+        self.orders[order_id] = replace(self.orders[order_id], payment=payment)
+
+    async def get(self, order_id: str) -> DepositOrder | None:
+        return self.orders.get(order_id)
+
+
+class MemoryPayments:
+    def __init__(self) -> None:
+        self.payments: dict[str, Payment] = {}
+        self.results: dict[str, CommandResult] = {}
+
+    async def get(self, payment_id: str) -> Payment | None:
+        return self.payments.get(payment_id)
+
+    async def save(
+        self,
+        state: PaymentState,
+        *,
+        order_id: str,
+        user_id: str,
+        expected_version: int | None,
+        credit: OutboxEntry | None,
+        review: ReviewNote | None,
+        now: datetime,
+    ) -> bool:
+        stored = self.payments.get(state.payment_id)
+        if (stored.version if stored else None) != expected_version:
+            return False
+        self.payments[state.payment_id] = Payment(
+            state=state,
+            order_id=stored.order_id if stored else order_id,
+            user_id=stored.user_id if stored else user_id,
+            version=0 if expected_version is None else expected_version + 1,
+            outbox=(*(stored.outbox if stored else ()), *((credit,) if credit else ())),
+            reviews=(*(stored.reviews if stored else ()), *((review,) if review else ())),
+        )
+        return True
+
+    async def mark_published(self, payment_id: str, command_id: str) -> None:
+        payment = self.payments[payment_id]
+        self.payments[payment_id] = replace(payment, outbox=_mark(payment.outbox, command_id))
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        return [
+            (payment_id, entry.command)
+            for payment_id, payment in self.payments.items()
+            for entry in payment.outbox
+            if not entry.published and entry.created_at < older_than
+        ]
+
+    async def record_result(self, result: CommandResult) -> None:
+        self.results[result.reference_id] = result
+
+
+class MemoryIpnLog:
+    def __init__(self) -> None:
+        self.records: list[IpnRecord] = []
+
+    async def record(self, entry: IpnRecord) -> None:
+        self.records.append(entry)
+
+
+class MemoryWithdrawals:
+    def __init__(self) -> None:
+        self.withdrawals: dict[str, Withdrawal] = {}
+        self._guards: set[str] = set()
+
+    async def insert(self, withdrawal: Withdrawal) -> None:
+        if withdrawal.withdrawal_id in self.withdrawals:
+            raise KeyError(withdrawal.withdrawal_id)
+        self.withdrawals[withdrawal.withdrawal_id] = withdrawal
+
+    async def get(self, withdrawal_id: str) -> Withdrawal | None:
+        return self.withdrawals.get(withdrawal_id)
+
+    async def list(self, user_id: str | None, limit: int) -> Sequence[Withdrawal]:
+        found = [w for w in self.withdrawals.values() if user_id is None or w.user_id == user_id]
+        return sorted(found, key=lambda w: w.created_at, reverse=True)[:limit]
+
+    async def decide(
+        self,
+        withdrawal_id: str,
+        decision: Decision,
+        admin_id: str,
+        reason: str | None,
+        command: WalletCommand,
+        now: datetime,
+    ) -> Withdrawal | None:
+        current = self.withdrawals.get(withdrawal_id)
+        if current is None or current.status is not WithdrawalStatus.LOCKED or current.decision:
+            return None
+        decided = replace(
+            current,
+            decision=decision,
+            decided_by=admin_id,
+            reason=reason if reason is not None else current.reason,
+            updated_at=now,
+            outbox=(*current.outbox, OutboxEntry(command, created_at=now)),
+        )
+        self.withdrawals[withdrawal_id] = decided
+        return decided
+
+    async def transition(
+        self,
+        withdrawal_id: str,
+        from_status: WithdrawalStatus,
+        to_status: WithdrawalStatus,
+        reason: str | None,
+        now: datetime,
+    ) -> Withdrawal | None:
+        current = self.withdrawals.get(withdrawal_id)
+        if current is None or current.status is not from_status:
+            return None
+        moved = replace(
+            current,
+            status=to_status,
+            reason=reason if reason is not None else current.reason,
+            updated_at=now,
+        )
+        self.withdrawals[withdrawal_id] = moved
+        return moved
+
+    async def note(self, withdrawal_id: str, reason: str, now: datetime) -> None:
+        current = self.withdrawals[withdrawal_id]
+        self.withdrawals[withdrawal_id] = replace(current, reason=reason, updated_at=now)
+
+    async def mark_published(self, withdrawal_id: str, command_id: str) -> None:
+        current = self.withdrawals[withdrawal_id]
+        self.withdrawals[withdrawal_id] = replace(current, outbox=_mark(current.outbox, command_id))
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        return [
+            (w.withdrawal_id, e.command)
+            for w in self.withdrawals.values()
+            for e in w.outbox
+            if not e.published and e.created_at < older_than
+        ]
+
+    async def open_count(self, user_id: str) -> int:
+        open_statuses = (WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED)
+        return sum(
+            1
+            for w in self.withdrawals.values()
+            if w.user_id == user_id and w.status in open_statuses
+        )
+
+    async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal:
+        total = Decimal(0)
+        for w in self.withdrawals.values():
+            if (
+                w.user_id == user_id
+                and w.currency == currency
+                and w.created_at >= since
+                and w.status in COUNTED_AGAINST_LIMIT
+            ):
+                total = add(total, w.amount)
+        return total
+
+    @asynccontextmanager
+    async def user_guard(self, user_id: str, now: datetime) -> AsyncIterator[None]:
+        if user_id in self._guards:
+            raise Conflict("withdrawal_in_progress", "another withdrawal request is in progress")
+        self._guards.add(user_id)
+        try:
+            await asyncio.sleep(0)
+            yield
+        finally:
+            self._guards.discard(user_id)
+
+
+class RecordingPublisher:
+    """Publishes nowhere: keeps the commands; `answer` plays the wallet when asked to wait."""
+
+    def __init__(
+        self, answer: Callable[[WalletCommand], CommandResult | None] | None = None
+    ) -> None:
+        self.published: list[WalletCommand] = []
+        self.answer = answer
+        self.fail_next = 0
+
+    async def publish(self, command: WalletCommand) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise ConnectionError("broker unavailable")
+        self.published.append(command)
+
+    async def publish_and_wait(
+        self, command: WalletCommand, wait_seconds: float
+    ) -> CommandResult | None:
+        await self.publish(command)
+        return self.answer(command) if self.answer else None

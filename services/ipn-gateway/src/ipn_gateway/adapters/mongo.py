@@ -1,0 +1,403 @@
+"""MongoDB repositories: single-document atomic writes only (inserts on unique keys, conditional
+updates). Amounts are Decimal128; every datetime is UTC."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from bson import Decimal128
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ipn_gateway.application.ports import (
+    CreatedPayment,
+    DepositOrder,
+    IpnRecord,
+    OutboxEntry,
+    Payment,
+    ReviewNote,
+    Withdrawal,
+)
+from ipn_gateway.domain.errors import Conflict
+from ipn_gateway.domain.payments import PaymentState, PaymentStatus
+from ipn_gateway.domain.withdrawals import (
+    COUNTED_AGAINST_LIMIT,
+    Decision,
+    WithdrawalStatus,
+)
+from shared.messaging import CommandResult, WalletCommand, parse_command
+from shared.money import add
+
+type Document = dict[str, Any]
+
+ORDERS: Final = "nowpayments_deposit_orders"
+PAYMENTS: Final = "nowpayments_payments"
+IPNS: Final = "nowpayments_ipns"
+WITHDRAWALS: Final = "withdrawals"
+WITHDRAWAL_GUARDS: Final = "withdrawal_request_guards"
+# Long enough for one request's reads and insert; a crashed request frees the user after it.
+GUARD_LEASE: Final = timedelta(seconds=10)
+OPEN_STATUSES: Final = [WithdrawalStatus.PENDING.value, WithdrawalStatus.LOCKED.value]
+
+
+def _utc(value: datetime) -> datetime:
+    # Drivers hand back naive datetimes unless the client was made tz-aware; all are UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _decimal(value: Any) -> Decimal:
+    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
+
+
+def _outbox_document(entry: OutboxEntry) -> Document:
+    return {
+        "command_id": entry.command_id,
+        "reference_id": entry.command.reference_id,
+        "command": entry.command.model_dump(mode="json"),
+        "published": entry.published,
+        "created_at": entry.created_at,
+        "result": None,
+    }
+
+
+def _command(document: Document) -> WalletCommand:
+    return parse_command(json.dumps(document["command"]))
+
+
+def _outbox(documents: list[Document]) -> tuple[OutboxEntry, ...]:
+    return tuple(
+        OutboxEntry(_command(d), created_at=_utc(d["created_at"]), published=d["published"])
+        for d in documents
+    )
+
+
+async def _unpublished(
+    collection: AsyncCollection[Document], older_than: datetime
+) -> list[tuple[str, WalletCommand]]:
+    pending: list[tuple[str, WalletCommand]] = []
+    query = {"outbox": {"$elemMatch": {"published": False, "created_at": {"$lt": older_than}}}}
+    async for document in collection.find(query, {"outbox": 1}).limit(500):
+        for entry in document["outbox"]:
+            if not entry["published"] and _utc(entry["created_at"]) < older_than:
+                pending.append((document["_id"], _command(entry)))
+    return pending
+
+
+async def _mark_published(
+    collection: AsyncCollection[Document], owner_id: str, command_id: str
+) -> None:
+    await collection.update_one(
+        {"_id": owner_id, "outbox.command_id": command_id},
+        {"$set": {"outbox.$.published": True}},
+    )
+
+
+class MongoDepositOrders:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._orders = database[ORDERS]
+
+    async def add(self, order: DepositOrder) -> None:
+        document = asdict(order)
+        document["_id"] = order.order_id
+        await self._orders.insert_one(document)
+
+    async def attach_payment(self, order_id: str, payment: CreatedPayment) -> None:
+        await self._orders.update_one({"_id": order_id}, {"$set": {"payment": asdict(payment)}})
+
+    async def get(self, order_id: str) -> DepositOrder | None:
+        document = await self._orders.find_one({"_id": order_id})
+        if document is None:
+            return None
+        payment = document.get("payment")
+        return DepositOrder(
+            order_id=document["order_id"],
+            user_id=document["user_id"],
+            pay_currency=document["pay_currency"],
+            price_amount=document["price_amount"],
+            price_currency=document["price_currency"],
+            created_at=_utc(document["created_at"]),
+            payment=CreatedPayment(**payment) if payment else None,
+        )
+
+
+class MongoPayments:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._payments = database[PAYMENTS]
+
+    async def get(self, payment_id: str) -> Payment | None:
+        document = await self._payments.find_one({"_id": payment_id})
+        if document is None:
+            return None
+        state = PaymentState(
+            payment_id=payment_id,
+            status=PaymentStatus(document["status"]) if document.get("status") else None,
+            seen=frozenset(document["seen"]),
+            credited=_decimal(document["credited"]),
+            credit_currency=document.get("credit_currency"),
+            credits=document["credits"],
+        )
+        reviews = tuple(
+            ReviewNote(r["code"], r["detail"], _utc(r["at"])) for r in document.get("reviews", [])
+        )
+        return Payment(
+            state=state,
+            order_id=document["order_id"],
+            user_id=document["user_id"],
+            version=document["version"],
+            outbox=_outbox(document.get("outbox", [])),
+            reviews=reviews,
+        )
+
+    async def save(
+        self,
+        state: PaymentState,
+        *,
+        order_id: str,
+        user_id: str,
+        expected_version: int | None,
+        credit: OutboxEntry | None,
+        review: ReviewNote | None,
+        now: datetime,
+    ) -> bool:
+        fields: Document = {
+            "status": state.status.value if state.status else None,
+            "seen": sorted(state.seen),
+            "credited": Decimal128(state.credited),
+            "credit_currency": state.credit_currency,
+            "credits": state.credits,
+            "updated_at": now,
+        }
+        new_entries = [_outbox_document(credit)] if credit else []
+        new_reviews = [asdict(review)] if review else []
+        if expected_version is None:
+            document = {
+                "_id": state.payment_id,
+                "payment_id": state.payment_id,
+                "order_id": order_id,
+                "user_id": user_id,
+                "version": 0,
+                "created_at": now,
+                "outbox": new_entries,
+                "reviews": new_reviews,
+                **fields,
+            }
+            try:
+                await self._payments.insert_one(document)
+            except DuplicateKeyError:
+                return False
+            return True
+        # $push, not a replacement: published flags and results set meanwhile must survive.
+        updated = await self._payments.update_one(
+            {"_id": state.payment_id, "version": expected_version},
+            {
+                "$set": {**fields, "version": expected_version + 1},
+                "$push": {"outbox": {"$each": new_entries}, "reviews": {"$each": new_reviews}},
+            },
+        )
+        return updated.matched_count == 1
+
+    async def mark_published(self, payment_id: str, command_id: str) -> None:
+        await _mark_published(self._payments, payment_id, command_id)
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        return await _unpublished(self._payments, older_than)
+
+    async def record_result(self, result: CommandResult) -> None:
+        """Keep the wallet's answer beside the credit; a refused credit is flagged for review."""
+        parts = result.reference_id.split(":")
+        if len(parts) < 2:
+            return
+        update: Document = {
+            "$set": {
+                "outbox.$.result": {
+                    "status": result.status,
+                    "reason": result.reason,
+                    "at": result.processed_at,
+                }
+            }
+        }
+        if result.status == "rejected":
+            note = {
+                "code": "credit_rejected",
+                "detail": f"{result.reference_id}: {result.reason}",
+                "at": result.processed_at,
+            }
+            update["$push"] = {"reviews": note}
+        await self._payments.update_one(
+            {"_id": parts[1], "outbox.reference_id": result.reference_id}, update
+        )
+
+
+class MongoIpnLog:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._ipns = database[IPNS]
+
+    async def record(self, entry: IpnRecord) -> None:
+        document = asdict(entry)
+        document["headers"] = dict(entry.headers)
+        await self._ipns.insert_one(document)
+
+    async def find(self, query: Document | None = None) -> list[Document]:
+        return await self._ipns.find(query or {}).sort("received_at", ASCENDING).to_list()
+
+
+def _withdrawal(document: Document) -> Withdrawal:
+    return Withdrawal(
+        withdrawal_id=document["_id"],
+        user_id=document["user_id"],
+        currency=document["currency"],
+        amount=_decimal(document["amount"]),
+        fee=_decimal(document["fee"]),
+        address=document["address"],
+        status=WithdrawalStatus(document["status"]),
+        created_at=_utc(document["created_at"]),
+        updated_at=_utc(document["updated_at"]),
+        reason=document.get("reason"),
+        decision=document.get("decision"),
+        decided_by=document.get("decided_by"),
+        outbox=_outbox(document.get("outbox", [])),
+    )
+
+
+class MongoWithdrawals:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._withdrawals = database[WITHDRAWALS]
+        self._guards = database[WITHDRAWAL_GUARDS]
+
+    async def insert(self, withdrawal: Withdrawal) -> None:
+        await self._withdrawals.insert_one(
+            {
+                "_id": withdrawal.withdrawal_id,
+                "withdrawal_id": withdrawal.withdrawal_id,
+                "user_id": withdrawal.user_id,
+                "currency": withdrawal.currency,
+                "amount": Decimal128(withdrawal.amount),
+                "fee": Decimal128(withdrawal.fee),
+                "address": withdrawal.address,
+                "status": withdrawal.status.value,
+                "reason": withdrawal.reason,
+                "decision": withdrawal.decision,
+                "decided_by": withdrawal.decided_by,
+                "created_at": withdrawal.created_at,
+                "updated_at": withdrawal.updated_at,
+                "outbox": [_outbox_document(e) for e in withdrawal.outbox],
+            }
+        )
+
+    async def get(self, withdrawal_id: str) -> Withdrawal | None:
+        document = await self._withdrawals.find_one({"_id": withdrawal_id})
+        return _withdrawal(document) if document else None
+
+    async def list(self, user_id: str | None, limit: int) -> Sequence[Withdrawal]:
+        query = {} if user_id is None else {"user_id": user_id}
+        cursor = self._withdrawals.find(query).sort("created_at", DESCENDING).limit(limit)
+        return [_withdrawal(d) async for d in cursor]
+
+    async def decide(
+        self,
+        withdrawal_id: str,
+        decision: Decision,
+        admin_id: str,
+        reason: str | None,
+        command: WalletCommand,
+        now: datetime,
+    ) -> Withdrawal | None:
+        changes: Document = {"decision": decision, "decided_by": admin_id, "decided_at": now}
+        if reason is not None:
+            changes["reason"] = reason
+        document = await self._withdrawals.find_one_and_update(
+            {"_id": withdrawal_id, "status": WithdrawalStatus.LOCKED.value, "decision": None},
+            {
+                "$set": {**changes, "updated_at": now},
+                "$push": {"outbox": _outbox_document(OutboxEntry(command, created_at=now))},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return _withdrawal(document) if document else None
+
+    async def transition(
+        self,
+        withdrawal_id: str,
+        from_status: WithdrawalStatus,
+        to_status: WithdrawalStatus,
+        reason: str | None,
+        now: datetime,
+    ) -> Withdrawal | None:
+        changes: Document = {"status": to_status.value, "updated_at": now}
+        if reason is not None:
+            changes["reason"] = reason
+        document = await self._withdrawals.find_one_and_update(
+            {"_id": withdrawal_id, "status": from_status.value},
+            {"$set": changes},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _withdrawal(document) if document else None
+
+    async def note(self, withdrawal_id: str, reason: str, now: datetime) -> None:
+        await self._withdrawals.update_one(
+            {"_id": withdrawal_id}, {"$set": {"reason": reason, "updated_at": now}}
+        )
+
+    async def mark_published(self, withdrawal_id: str, command_id: str) -> None:
+        await _mark_published(self._withdrawals, withdrawal_id, command_id)
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        return await _unpublished(self._withdrawals, older_than)
+
+    async def open_count(self, user_id: str) -> int:
+        return await self._withdrawals.count_documents(
+            {"user_id": user_id, "status": {"$in": OPEN_STATUSES}}
+        )
+
+    async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal:
+        total = Decimal(0)
+        query = {
+            "user_id": user_id,
+            "currency": currency,
+            "created_at": {"$gte": since},
+            "status": {"$in": [s.value for s in COUNTED_AGAINST_LIMIT]},
+        }
+        async for document in self._withdrawals.find(query, {"amount": 1}):
+            total = add(total, _decimal(document["amount"]))
+        return total
+
+    @asynccontextmanager
+    async def user_guard(self, user_id: str, now: datetime) -> AsyncIterator[None]:
+        token = secrets.token_hex(8)
+        try:
+            # Matches only an expired lease; a live one makes the upsert collide on _id.
+            await self._guards.find_one_and_update(
+                {"_id": user_id, "until": {"$lt": now}},
+                {"$set": {"until": now + GUARD_LEASE, "token": token}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            raise Conflict(
+                "withdrawal_in_progress", "another withdrawal request of yours is in progress"
+            ) from None
+        try:
+            yield
+        finally:
+            await self._guards.update_one(
+                {"_id": user_id, "token": token},
+                {"$set": {"until": datetime(1970, 1, 1, tzinfo=UTC)}},
+            )
+
+
+async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
+    await database[ORDERS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+    await database[PAYMENTS].create_index([("order_id", ASCENDING)])
+    await database[PAYMENTS].create_index([("outbox.published", ASCENDING)])
+    await database[IPNS].create_index([("payment_id", ASCENDING), ("payment_status", ASCENDING)])
+    await database[IPNS].create_index([("received_at", DESCENDING)])
+    await database[WITHDRAWALS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+    await database[WITHDRAWALS].create_index([("outbox.published", ASCENDING)])

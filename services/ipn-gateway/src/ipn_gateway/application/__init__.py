@@ -1,0 +1,1 @@
+"""Handlers: what the gateway does, talking to ports rather than drivers."""

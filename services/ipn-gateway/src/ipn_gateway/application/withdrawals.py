@@ -1,0 +1,200 @@
+"""Withdrawal requests and admin decisions; their status follows the wallet's results."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+import structlog
+
+from ipn_gateway.application.ports import CommandPublisher, OutboxEntry, Withdrawal, Withdrawals
+from ipn_gateway.domain.errors import Conflict, Forbidden, NotFound, WithdrawalRefused
+from ipn_gateway.domain.withdrawals import (
+    LOCK_TRANSACTION_TYPE,
+    RELEASE_TRANSACTION_TYPE,
+    TRANSITIONS,
+    UNLOCK_TRANSACTION_TYPE,
+    CommandKind,
+    Decision,
+    WithdrawalPolicy,
+    WithdrawalStatus,
+    check_limits,
+    outcome_of,
+    reference_id,
+    validate_request,
+    withdrawal_id_of,
+)
+from shared.messaging import (
+    CommandResult,
+    LockCommand,
+    ReleaseLockedCommand,
+    UnlockCommand,
+    WalletCommand,
+)
+from shared.money import add
+
+log = structlog.get_logger(__name__)
+
+MAX_REASON_LENGTH: Final = 500
+LIST_LIMIT: Final = 200
+
+
+@dataclass
+class WithdrawalHandler:
+    withdrawals: Withdrawals
+    publisher: CommandPublisher
+    policy: WithdrawalPolicy
+    clock: Callable[[], datetime]
+    # How long approve/reject wait for the wallet before answering with the withdrawal as it is.
+    decision_wait_seconds: float = 5.0
+
+    async def request(
+        self, user_id: str, currency: object, amount: object, address: object
+    ) -> Withdrawal:
+        valid = validate_request(currency, amount, address, self.policy)
+        now = self.clock()
+        withdrawal_id = f"wd_{secrets.token_hex(12)}"
+        command = LockCommand(
+            user_id=user_id,
+            currency=valid.currency,
+            amount=valid.locked_amount,
+            transaction_type=LOCK_TRANSACTION_TYPE,
+            reference_id=reference_id(withdrawal_id),
+            metadata={"withdrawal_id": withdrawal_id, "fee": str(valid.fee)},
+            issued_at=now,
+        )
+        withdrawal = Withdrawal(
+            withdrawal_id=withdrawal_id,
+            user_id=user_id,
+            currency=valid.currency,
+            amount=valid.amount,
+            fee=valid.fee,
+            address=valid.address,
+            status=WithdrawalStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            outbox=(OutboxEntry(command, created_at=now),),
+        )
+        async with self.withdrawals.user_guard(user_id, now):
+            open_count = await self.withdrawals.open_count(user_id)
+            total = await self.withdrawals.total_since(
+                user_id, valid.currency, now - timedelta(hours=24)
+            )
+            check_limits(valid, open_count, total, self.policy)
+            await self.withdrawals.insert(withdrawal)
+        await self._publish(withdrawal_id, command)
+        return withdrawal
+
+    async def approve(self, admin_id: str, withdrawal_id: str) -> Withdrawal:
+        withdrawal = await self._get(withdrawal_id)
+        if withdrawal.user_id == admin_id:
+            raise Forbidden(
+                "self_approval_forbidden", "an admin cannot approve their own withdrawal"
+            )
+        command = ReleaseLockedCommand(
+            user_id=withdrawal.user_id,
+            currency=withdrawal.currency,
+            amount=add(withdrawal.amount, withdrawal.fee),
+            fee=withdrawal.fee,
+            destination="withdrawals",
+            transaction_type=RELEASE_TRANSACTION_TYPE,
+            reference_id=reference_id(withdrawal_id),
+            metadata={
+                "withdrawal_id": withdrawal_id,
+                "address": withdrawal.address,
+                "approved_by": admin_id,
+            },
+            issued_at=self.clock(),
+        )
+        return await self._decide(withdrawal, "approve", admin_id, None, command)
+
+    async def reject(self, admin_id: str, withdrawal_id: str, reason: str) -> Withdrawal:
+        reason = reason.strip()
+        if not reason or len(reason) > MAX_REASON_LENGTH:
+            raise WithdrawalRefused(
+                "invalid_reason", f"a reason of 1 to {MAX_REASON_LENGTH} characters is required"
+            )
+        withdrawal = await self._get(withdrawal_id)
+        command = UnlockCommand(
+            user_id=withdrawal.user_id,
+            currency=withdrawal.currency,
+            amount=add(withdrawal.amount, withdrawal.fee),
+            transaction_type=UNLOCK_TRANSACTION_TYPE,
+            reference_id=reference_id(withdrawal_id),
+            metadata={"withdrawal_id": withdrawal_id, "rejected_by": admin_id, "reason": reason},
+            issued_at=self.clock(),
+        )
+        return await self._decide(withdrawal, "reject", admin_id, reason, command)
+
+    async def list(self, user_id: str, is_admin: bool) -> Sequence[Withdrawal]:
+        return await self.withdrawals.list(None if is_admin else user_id, LIST_LIMIT)
+
+    async def apply_result(self, result: CommandResult) -> Withdrawal | None:
+        """Move a withdrawal as the wallet's result says; a redelivered result changes nothing."""
+        withdrawal_id = withdrawal_id_of(result.reference_id)
+        if withdrawal_id is None or result.type not in ("lock", "release_locked", "unlock"):
+            return None
+        kind: CommandKind = result.type  # type: ignore[assignment]
+        outcome = outcome_of(result.status, result.reason, result.original_status)
+        transition = TRANSITIONS.get((kind, outcome))
+        now = self.clock()
+        if transition is None:
+            # A release or unlock the wallet refused: the money is still locked; ops must look.
+            note = f"{kind}_rejected: {result.reason or 'unknown'}"
+            log.error("withdrawal.decision_refused", withdrawal_id=withdrawal_id, reason=note)
+            await self.withdrawals.note(withdrawal_id, note, now)
+            return await self.withdrawals.get(withdrawal_id)
+        from_status, to_status = transition
+        reason = result.reason if to_status is WithdrawalStatus.FAILED else None
+        moved = await self.withdrawals.transition(
+            withdrawal_id, from_status, to_status, reason, now
+        )
+        if moved is not None:
+            log.info("withdrawal.moved", withdrawal_id=withdrawal_id, status=to_status.value)
+        return moved
+
+    async def _get(self, withdrawal_id: str) -> Withdrawal:
+        withdrawal = await self.withdrawals.get(withdrawal_id)
+        if withdrawal is None:
+            raise NotFound("withdrawal_not_found", f"no withdrawal {withdrawal_id[:64]!r}")
+        return withdrawal
+
+    async def _decide(
+        self,
+        withdrawal: Withdrawal,
+        decision: Decision,
+        admin_id: str,
+        reason: str | None,
+        command: WalletCommand,
+    ) -> Withdrawal:
+        decided = await self.withdrawals.decide(
+            withdrawal.withdrawal_id, decision, admin_id, reason, command, self.clock()
+        )
+        if decided is None:
+            current = await self._get(withdrawal.withdrawal_id)
+            if current.status is not WithdrawalStatus.LOCKED:
+                raise Conflict("not_locked", f"withdrawal is {current.status.value}, not locked")
+            raise Conflict("already_decided", f"an admin already chose to {current.decision} it")
+        result = await self._publish(withdrawal.withdrawal_id, command, wait=True)
+        if result is not None:
+            await self.apply_result(result)
+        return await self._get(withdrawal.withdrawal_id)
+
+    async def _publish(
+        self, withdrawal_id: str, command: WalletCommand, *, wait: bool = False
+    ) -> CommandResult | None:
+        # The command is already durable in the withdrawal; on failure the relay publishes it.
+        try:
+            result = None
+            if wait:
+                result = await self.publisher.publish_and_wait(command, self.decision_wait_seconds)
+            else:
+                await self.publisher.publish(command)
+            await self.withdrawals.mark_published(withdrawal_id, command.command_id)
+            return result
+        except Exception:
+            log.exception("withdrawal.publish_deferred", withdrawal_id=withdrawal_id)
+            return None

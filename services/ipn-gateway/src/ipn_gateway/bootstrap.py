@@ -1,0 +1,169 @@
+"""Wiring: settings → adapters → handlers → the FastAPI app with its background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from ipn_gateway.adapters.mongo import (
+    MongoDepositOrders,
+    MongoIpnLog,
+    MongoPayments,
+    MongoWithdrawals,
+    ensure_indexes,
+)
+from ipn_gateway.adapters.nowpayments import NowPaymentsClient
+from ipn_gateway.adapters.wallet import WalletCommandPublisher
+from ipn_gateway.application.deposits import DepositHandler
+from ipn_gateway.application.ipn import IpnHandler
+from ipn_gateway.application.relay import OutboxRelay, ResultsDispatcher
+from ipn_gateway.application.withdrawals import WithdrawalHandler
+from ipn_gateway.entrypoints.http import Handlers, include_routes
+from ipn_gateway.entrypoints.results import ResultsConsumer
+from ipn_gateway.settings import GatewaySettings
+from shared.http import create_app
+from shared.mongo import connect
+from shared.wallet_client import WalletClient
+
+log = structlog.get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Gateway:
+    """The running parts of one gateway process (exposed for tests and health checks)."""
+
+    settings: GatewaySettings
+    mongo: AsyncMongoClient[dict[str, Any]]
+    wallet: WalletClient
+    http: httpx.AsyncClient
+    handlers: Handlers
+    relay: OutboxRelay
+    results: ResultsConsumer
+    ipn_log: MongoIpnLog
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    started: bool = False
+
+    async def ready(self) -> bool:
+        if not (self.started and self.results.assigned):
+            return False
+        await self.mongo.admin.command("ping")
+        return True
+
+    async def start(self) -> None:
+        await ensure_indexes(self.mongo[self.settings.ipn_gateway_mongodb_database])
+        await self.wallet.start()
+        await self.results.start()
+        # Whatever a previous run recorded but did not publish goes out first.
+        await self.relay.run_once(grace=timedelta(0))
+        self.background.append(asyncio.create_task(self._relay_loop(), name="outbox-relay"))
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+        for task in self.background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.results.stop()
+        await self.wallet.stop()
+        await self.http.aclose()
+        await self.mongo.close()
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.outbox_relay_interval_seconds)
+            try:
+                await self.relay.run_once()
+            except Exception:
+                log.exception("outbox.relay_failed")
+
+
+def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc_now) -> Gateway:
+    mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+    database = mongo[settings.ipn_gateway_mongodb_database]
+    orders, payments = MongoDepositOrders(database), MongoPayments(database)
+    ipn_log, withdrawals = MongoIpnLog(database), MongoWithdrawals(database)
+    wallet = WalletClient(settings.kafka_bootstrap_servers, topics=settings.topics)
+    publisher = WalletCommandPublisher(wallet)
+    http = httpx.AsyncClient(
+        base_url=settings.nowpayments_api_url,
+        timeout=httpx.Timeout(settings.nowpayments_timeout_seconds, connect=3.0),
+    )
+    withdrawal_handler = WithdrawalHandler(
+        withdrawals=withdrawals,
+        publisher=publisher,
+        policy=settings.withdrawal_policy(),
+        clock=clock,
+        decision_wait_seconds=settings.withdrawal_decision_wait_seconds,
+    )
+    handlers = Handlers(
+        ipn=IpnHandler(
+            secret=settings.nowpayments_ipn_secret.get_secret_value(),
+            policy=settings.confirmation_policy(),
+            orders=orders,
+            payments=payments,
+            ipn_log=ipn_log,
+            publisher=publisher,
+            clock=clock,
+            allowed_networks=settings.allowed_networks(),
+        ),
+        deposits=DepositHandler(
+            orders=orders,
+            provider=NowPaymentsClient(http, settings.nowpayments_api_key.get_secret_value()),
+            ipn_callback_url=settings.ipn_callback_url,
+            clock=clock,
+        ),
+        withdrawals=withdrawal_handler,
+        trust_forwarded_for=settings.nowpayments_ipn_trust_forwarded_for,
+    )
+    dispatcher = ResultsDispatcher(withdrawals=withdrawal_handler, payments=payments)
+    return Gateway(
+        settings=settings,
+        mongo=mongo,
+        wallet=wallet,
+        http=http,
+        handlers=handlers,
+        relay=OutboxRelay([payments, withdrawals], publisher, clock),
+        results=ResultsConsumer(
+            settings.kafka_bootstrap_servers,
+            dispatcher.dispatch,
+            topic=settings.topics.results,
+            group_id=settings.results_consumer_group,
+            session_timeout_ms=settings.results_session_timeout_ms,
+            heartbeat_interval_ms=settings.results_heartbeat_interval_ms,
+        ),
+        ipn_log=ipn_log,
+    )
+
+
+def create_gateway_app(gateway: Gateway) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = create_app(
+        title="ipn-gateway",
+        auth_secret=gateway.settings.auth_jwt_secret,
+        ready=gateway.ready,
+        lifespan=lifespan,
+    )
+    include_routes(app, gateway.handlers)
+    app.state.gateway = gateway
+    return app

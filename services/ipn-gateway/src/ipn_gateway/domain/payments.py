@@ -1,0 +1,273 @@
+"""NOWPayments payments: the IPN status machine and the crediting decision.
+
+A payment's status only moves forward along waiting → confirming → confirmed → sending →
+(partially_paid →) finished; failed, refunded and expired end it. An IPN with an older status, or
+one already seen, changes nothing. Crediting follows a per-coin policy (default: at `finished`),
+and a payment is credited at most its latest reported outcome in total: a later, larger outcome
+credits only the difference, under a reference of its own so the wallet applies it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final, Literal
+
+from ipn_gateway.domain.errors import IpnRejected
+from ipn_gateway.domain.js_json import JsonNumber, JsonValue
+from shared.money import Currency, MoneyError, format_amount, get_currency, parse_amount, subtract
+
+DEPOSIT_TRANSACTION_TYPE: Final = "deposit_nowpayments"
+
+
+class PaymentStatus(StrEnum):
+    WAITING = "waiting"
+    CONFIRMING = "confirming"
+    CONFIRMED = "confirmed"
+    SENDING = "sending"
+    PARTIALLY_PAID = "partially_paid"
+    FINISHED = "finished"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    EXPIRED = "expired"
+
+
+# How far along a status is; a payment never goes back to a lower rank. partially_paid sits
+# before finished because the payer may still send the rest, and NOWPayments then reports finished.
+STATUS_RANK: Final[Mapping[PaymentStatus, int]] = {
+    PaymentStatus.WAITING: 0,
+    PaymentStatus.CONFIRMING: 1,
+    PaymentStatus.CONFIRMED: 2,
+    PaymentStatus.SENDING: 3,
+    PaymentStatus.PARTIALLY_PAID: 4,
+    PaymentStatus.FINISHED: 5,
+    PaymentStatus.FAILED: 6,
+    PaymentStatus.REFUNDED: 6,
+    PaymentStatus.EXPIRED: 6,
+}
+NEVER_CREDITED: Final = frozenset(
+    {PaymentStatus.FAILED, PaymentStatus.REFUNDED, PaymentStatus.EXPIRED}
+)
+# Statuses of the main chain at or after which a coin may be credited.
+CREDITABLE_FROM: Final = (PaymentStatus.CONFIRMED, PaymentStatus.SENDING, PaymentStatus.FINISHED)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationPolicy:
+    """When a deposit is credited.
+
+    `credit_at` maps a coin (registry code or NOWPayments ticker, any case) to the first status
+    that credits it; others credit at `default_credit_at`. `credit_partially_paid` credits what
+    actually arrived when a payment ends partially paid; otherwise it waits for manual review.
+    """
+
+    default_credit_at: PaymentStatus = PaymentStatus.FINISHED
+    credit_at: Mapping[str, PaymentStatus] = field(default_factory=dict)
+    credit_partially_paid: bool = False
+
+    def __post_init__(self) -> None:
+        for status in (self.default_credit_at, *self.credit_at.values()):
+            if status not in CREDITABLE_FROM:
+                raise ValueError(f"a deposit can be credited at {CREDITABLE_FROM}, not {status}")
+
+    def first_crediting_status(self, coin: str) -> PaymentStatus:
+        lowered = {k.lower(): v for k, v in self.credit_at.items()}
+        if coin.lower() in lowered:
+            return lowered[coin.lower()]
+        try:
+            code = get_currency(coin).code.lower()
+        except MoneyError:
+            return self.default_credit_at
+        return lowered.get(code, self.default_credit_at)
+
+    def credits(self, status: PaymentStatus, coin: str) -> bool:
+        if status is PaymentStatus.PARTIALLY_PAID:
+            return self.credit_partially_paid
+        if status in NEVER_CREDITED:
+            return False
+        return STATUS_RANK[status] >= STATUS_RANK[self.first_crediting_status(coin)]
+
+
+@dataclass(frozen=True, slots=True)
+class Ipn:
+    """The fields of a verified IPN that the gateway acts on; amounts keep their exact text."""
+
+    payment_id: str
+    # None for a status this code does not know (NOWPayments may add some): never credited.
+    payment_status: PaymentStatus | None
+    status_text: str
+    order_id: str
+    pay_currency: str
+    outcome_currency: str | None
+    outcome_amount: str | None
+    actually_paid: str | None
+
+
+def _required(body: Mapping[str, JsonValue], name: str) -> str:
+    value = _text(body, name)
+    if value is None:
+        raise IpnRejected("missing_field", f"IPN field {name} is missing")
+    return value
+
+
+def _text(body: Mapping[str, JsonValue], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, str) and 0 < len(value) <= 200:
+        return value
+    raise IpnRejected("invalid_field", f"IPN field {name} must be a string or a number")
+
+
+def _known_status(text: str) -> PaymentStatus | None:
+    try:
+        return PaymentStatus(text)
+    except ValueError:
+        return None
+
+
+def read_ipn(body: Mapping[str, JsonValue]) -> Ipn:
+    """The acted-on fields of a verified body; raises IpnRejected for missing or odd ones."""
+    payment_id = _required(body, "payment_id")
+    status_text = _required(body, "payment_status")
+    order_id = _required(body, "order_id")
+    pay_currency = _required(body, "pay_currency")
+    return Ipn(
+        payment_id=payment_id,
+        payment_status=_known_status(status_text),
+        status_text=status_text,
+        order_id=order_id,
+        pay_currency=pay_currency,
+        outcome_currency=_text(body, "outcome_currency"),
+        outcome_amount=_text(body, "outcome_amount"),
+        actually_paid=_text(body, "actually_paid"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentState:
+    """What the gateway knows of one payment: highest status, statuses seen, credited so far."""
+
+    payment_id: str
+    status: PaymentStatus | None = None
+    seen: frozenset[str] = frozenset()
+    credited: Decimal = Decimal(0)
+    credit_currency: str | None = None
+    credits: int = 0
+
+
+Verdict = Literal["credited", "pending", "duplicate", "ignored", "unmatched"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Money to credit for a payment: `amount` now, bringing the total credited to `cumulative`."""
+
+    currency: str
+    amount: Decimal
+    cumulative: Decimal
+    reference_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one IPN: the answer, the new state (None: unchanged), a credit, a review note."""
+
+    verdict: Verdict
+    state: PaymentState | None = None
+    credit: Credit | None = None
+    review_code: str | None = None
+    review_detail: str | None = None
+
+
+def credit_reference(payment_id: str, cumulative: Decimal, first: bool) -> str:
+    """`nowpayments:<id>` for the first credit, `...:topup:<cumulative>` for each later one."""
+    base = f"nowpayments:{payment_id}"
+    return base if first else f"{base}:topup:{format_amount(cumulative)}"
+
+
+def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decision:
+    """What one verified IPN does to a payment."""
+    status = ipn.payment_status
+    if status is None:
+        detail = f"unknown payment_status {ipn.status_text[:40]!r}"
+        return Decision("ignored", review_code="unknown_status", review_detail=detail)
+    if status.value in state.seen:
+        return Decision("duplicate")
+    if state.status is not None and STATUS_RANK[status] <= STATUS_RANK[state.status]:
+        # An older status arriving late (or a rival terminal one) changes nothing.
+        return Decision("ignored")
+    moved = PaymentState(
+        payment_id=state.payment_id,
+        status=status,
+        seen=state.seen | {status.value},
+        credited=state.credited,
+        credit_currency=state.credit_currency,
+        credits=state.credits,
+    )
+    if status in NEVER_CREDITED:
+        if state.credited > 0:
+            return Decision(
+                "ignored",
+                moved,
+                review_code="status_after_credit",
+                review_detail=f"{status} after {format_amount(state.credited)} was credited",
+            )
+        return Decision("ignored", moved)
+    coin = ipn.outcome_currency or ipn.pay_currency
+    if not policy.credits(status, coin):
+        if status is PaymentStatus.PARTIALLY_PAID:
+            return Decision(
+                "ignored",
+                moved,
+                review_code="partially_paid_not_credited",
+                review_detail=f"actually_paid {ipn.actually_paid} of {ipn.pay_currency}",
+            )
+        return Decision("pending", moved)
+    return _credit(state, moved, ipn)
+
+
+def _credit(state: PaymentState, moved: PaymentState, ipn: Ipn) -> Decision:
+    if ipn.outcome_amount is None or ipn.outcome_currency is None:
+        return Decision(
+            "ignored", moved, review_code="missing_outcome", review_detail="no outcome_amount"
+        )
+    try:
+        currency: Currency = get_currency(ipn.outcome_currency)
+        cumulative = parse_amount(ipn.outcome_amount, currency)
+    except MoneyError as error:
+        # e.g. amount_too_precise: more decimals than the ledger keeps. Never rounded: reviewed.
+        return Decision("ignored", moved, review_code=error.code, review_detail=error.message)
+    if state.credit_currency is not None and state.credit_currency != currency.code:
+        return Decision(
+            "ignored",
+            moved,
+            review_code="outcome_currency_changed",
+            review_detail=f"credited in {state.credit_currency}, now {currency.code}",
+        )
+    if cumulative <= state.credited:
+        code = "outcome_decreased" if cumulative < state.credited else None
+        detail = f"outcome {format_amount(cumulative)} < credited {format_amount(state.credited)}"
+        return Decision(
+            "duplicate", moved, review_code=code, review_detail=detail if code else None
+        )
+    amount = subtract(cumulative, state.credited)
+    credit = Credit(
+        currency=currency.code,
+        amount=amount,
+        cumulative=cumulative,
+        reference_id=credit_reference(ipn.payment_id, cumulative, first=state.credits == 0),
+    )
+    credited_state = PaymentState(
+        payment_id=moved.payment_id,
+        status=moved.status,
+        seen=moved.seen,
+        credited=cumulative,
+        credit_currency=currency.code,
+        credits=state.credits + 1,
+    )
+    return Decision("credited", credited_state, credit=credit)

@@ -1,0 +1,120 @@
+"""Configuration of the gateway (environment variables; JSON for the maps and lists)."""
+
+from __future__ import annotations
+
+import ipaddress
+from decimal import Decimal
+from typing import Annotated, Final, Self
+
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+
+from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentStatus
+from ipn_gateway.domain.withdrawals import WithdrawalPolicy
+from shared.money import get_currency, parse_amount
+from shared.settings import ServiceSettings
+
+DEFAULT_WITHDRAWAL_FEES: Final = {
+    "BTC": "0.0001",
+    "ETH": "0.001",
+    "USDT": "1",
+    "USDC": "1",
+    "LTC": "0.001",
+    "TRX": "1",
+    "SOL": "0.01",
+}
+
+
+def _amounts_by_currency(raw: object) -> dict[str, Decimal]:
+    # Amounts in settings are strings like everywhere else ("0.0001"), checked against the scale.
+    if not isinstance(raw, dict):
+        raise ValueError("expected a JSON object of currency → amount")
+    result: dict[str, Decimal] = {}
+    for code, amount in raw.items():
+        currency = get_currency(code)
+        result[currency.code] = parse_amount(amount, currency, allow_zero=True)
+    return result
+
+
+AmountsByCurrency = Annotated[dict[str, Decimal], BeforeValidator(_amounts_by_currency)]
+
+
+class GatewaySettings(ServiceSettings):
+    ipn_gateway_http_port: int = 8002
+    ipn_gateway_http_host: str = "127.0.0.1"
+    ipn_gateway_mongodb_database: str = "exchange"
+
+    nowpayments_ipn_secret: SecretStr = SecretStr("dev-only-ipn-secret")
+    nowpayments_api_url: str = "http://127.0.0.1:8010"
+    nowpayments_api_key: SecretStr = SecretStr("dev-only-api-key")
+    nowpayments_timeout_seconds: float = 10.0
+    # Where NOWPayments sends IPNs for payments we create; unset: this gateway on loopback.
+    nowpayments_ipn_callback_url: str | None = None
+    # Sender addresses or networks allowed to post IPNs; empty list: any sender (the signature
+    # is what is trusted). X-Forwarded-For is believed only when a trusted proxy sets it.
+    nowpayments_ipn_allowed_ips: list[str] = Field(default_factory=list)
+    nowpayments_ipn_trust_forwarded_for: bool = False
+
+    # Confirmation policy: the status at which a coin is credited (confirmed, sending or finished).
+    nowpayments_default_credit_at: PaymentStatus = PaymentStatus.FINISHED
+    nowpayments_credit_at: dict[str, PaymentStatus] = Field(default_factory=dict)
+    nowpayments_credit_partially_paid: bool = False
+
+    withdrawal_fees: AmountsByCurrency = Field(
+        default_factory=lambda: _amounts_by_currency(DEFAULT_WITHDRAWAL_FEES)
+    )
+    withdrawal_max_per_request: AmountsByCurrency = Field(default_factory=dict)
+    withdrawal_daily_limit: AmountsByCurrency = Field(default_factory=dict)
+    withdrawal_max_open_per_user: int = Field(5, ge=1)
+    withdrawal_decision_wait_seconds: float = 5.0
+
+    outbox_relay_interval_seconds: float = Field(
+        5.0, gt=0, validation_alias="IPN_GATEWAY_OUTBOX_RELAY_INTERVAL_SECONDS"
+    )
+    results_consumer_group: str = Field(
+        "ipn-gateway", validation_alias="IPN_GATEWAY_RESULTS_CONSUMER_GROUP"
+    )
+    results_session_timeout_ms: int = Field(
+        6000, validation_alias="IPN_GATEWAY_RESULTS_SESSION_TIMEOUT_MS"
+    )
+    results_heartbeat_interval_ms: int = Field(
+        1000, validation_alias="IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS"
+    )
+
+    @model_validator(mode="after")
+    def _policies_are_valid(self) -> Self:
+        self.confirmation_policy()  # refuses e.g. crediting at "waiting"
+        return self
+
+    @field_validator("nowpayments_ipn_allowed_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @property
+    def ipn_callback_url(self) -> str:
+        return (
+            self.nowpayments_ipn_callback_url
+            or f"http://127.0.0.1:{self.ipn_gateway_http_port}/api/nowpayments/ipn"
+        )
+
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(e, strict=False) for e in self.nowpayments_ipn_allowed_ips
+        )
+
+    def confirmation_policy(self) -> ConfirmationPolicy:
+        return ConfirmationPolicy(
+            default_credit_at=self.nowpayments_default_credit_at,
+            credit_at=dict(self.nowpayments_credit_at),
+            credit_partially_paid=self.nowpayments_credit_partially_paid,
+        )
+
+    def withdrawal_policy(self) -> WithdrawalPolicy:
+        return WithdrawalPolicy(
+            fees=dict(self.withdrawal_fees),
+            max_per_request=dict(self.withdrawal_max_per_request),
+            daily_limit=dict(self.withdrawal_daily_limit),
+            max_open_per_user=self.withdrawal_max_open_per_user,
+        )

@@ -1,0 +1,237 @@
+"""The IPN handler over in-memory adapters: verdicts, credits, audit and the outbox."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from ipn_gateway.adapters.memory import (
+    MemoryDepositOrders,
+    MemoryIpnLog,
+    MemoryPayments,
+    RecordingPublisher,
+)
+from ipn_gateway.application.ipn import MAX_IPN_BYTES, IpnHandler, IpnRequest
+from ipn_gateway.application.ports import DepositOrder
+from ipn_gateway.application.relay import OutboxRelay
+from ipn_gateway.domain.errors import Forbidden, IpnRejected
+from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
+from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentStatus
+from ipn_gateway.domain.signature import sign
+from shared.messaging import CreditCommand
+
+SECRET = "component-ipn-secret"
+NOW = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class World:
+    def __init__(
+        self, policy: ConfirmationPolicy | None = None, allowed: tuple[str, ...] = ()
+    ) -> None:
+        self.clock = Clock()
+        self.orders = MemoryDepositOrders()
+        self.payments = MemoryPayments()
+        self.ipn_log = MemoryIpnLog()
+        self.publisher = RecordingPublisher()
+        self.handler = IpnHandler(
+            secret=SECRET,
+            policy=policy or ConfirmationPolicy(),
+            orders=self.orders,
+            payments=self.payments,
+            ipn_log=self.ipn_log,
+            publisher=self.publisher,
+            clock=self.clock,
+            allowed_networks=tuple(ipaddress.ip_network(a) for a in allowed),
+        )
+        self.orders.orders["dep_alice_1"] = DepositOrder(
+            order_id="dep_alice_1",
+            user_id="alice",
+            pay_currency="btc",
+            price_amount="100",
+            price_currency="usd",
+            created_at=NOW,
+        )
+
+    @property
+    def credits(self) -> list[CreditCommand]:
+        return [c for c in self.publisher.published if isinstance(c, CreditCommand)]
+
+
+def body(
+    status: str,
+    outcome: str = "0.0015321",
+    payment_id: int = 5077125051,
+    order_id: str = "dep_alice_1",
+) -> dict[str, JsonValue]:
+    return {
+        "payment_id": JsonNumber(str(payment_id)),
+        "payment_status": status,
+        "pay_address": "bc1qexampleaddress",
+        "price_amount": JsonNumber("100"),
+        "price_currency": "usd",
+        "pay_amount": JsonNumber("0.00155"),
+        "actually_paid": JsonNumber(outcome),
+        "pay_currency": "btc",
+        "order_id": order_id,
+        "outcome_amount": JsonNumber(outcome),
+        "outcome_currency": "btc",
+        "fee": {"currency": "btc", "depositFee": JsonNumber("0.0000095")},
+    }
+
+
+def signed(content: dict[str, JsonValue], secret: str = SECRET, ip: str = "10.0.0.1") -> IpnRequest:
+    raw = js_stringify(content).encode()
+    signature = sign(content, secret)
+    return IpnRequest(
+        raw_body=raw, signature=signature, headers={"x-nowpayments-sig": signature}, client_ip=ip
+    )
+
+
+async def test_life_of_a_payment_credits_exactly_once_and_is_audited() -> None:
+    world = World()
+    verdicts = [
+        await world.handler.handle(signed(body(s))) for s in ("waiting", "confirming", "finished")
+    ]
+    assert verdicts == ["pending", "pending", "credited"]
+    [credit] = world.credits
+    assert credit.user_id == "alice"
+    assert credit.currency == "BTC"
+    assert credit.amount == Decimal("0.0015321")
+    assert credit.transaction_type == "deposit_nowpayments"
+    assert credit.reference_id == "nowpayments:5077125051"
+    assert credit.metadata["order_id"] == "dep_alice_1"
+    assert credit.metadata["payment_id"] == "5077125051"
+    payment = world.payments.payments["5077125051"]
+    assert [e.published for e in payment.outbox] == [True]
+    assert [r.verdict for r in world.ipn_log.records] == ["pending", "pending", "credited"]
+    assert all(r.trusted for r in world.ipn_log.records)
+    assert world.ipn_log.records[0].raw_body == js_stringify(body("waiting"))
+
+
+async def test_replays_ten_times_and_reverse_order_change_nothing() -> None:
+    world = World()
+    life = [body(s) for s in ("waiting", "confirming", "finished")]
+    for content in life:
+        await world.handler.handle(signed(content))
+    replies = [await world.handler.handle(signed(c)) for c in life * 10 + life[::-1]]
+    assert set(replies) == {"duplicate"}
+    assert len(world.credits) == 1
+    assert len(world.ipn_log.records) == 3 + 33
+
+
+async def test_tampered_ipn_is_refused_recorded_untrusted_and_credits_nothing() -> None:
+    world = World()
+    request = signed(body("finished"))
+    tampered = IpnRequest(
+        raw_body=request.raw_body.replace(b"0.0015321", b"0.1015321"),
+        signature=request.signature,
+        headers=request.headers,
+        client_ip="10.0.0.1",
+    )
+    for bad in (tampered, signed(body("finished"), secret="not-the-secret")):
+        with pytest.raises(IpnRejected) as refused:
+            await world.handler.handle(bad)
+        assert refused.value.code == "invalid_signature"
+    assert world.publisher.published == []
+    assert world.payments.payments == {}
+    assert [(r.verdict, r.trusted) for r in world.ipn_log.records] == [
+        ("invalid_signature", False)
+    ] * 2
+
+
+async def test_unmatched_order_credits_nothing_and_is_kept_for_review() -> None:
+    world = World()
+    verdict = await world.handler.handle(signed(body("finished", order_id="dep_nobody")))
+    assert verdict == "unmatched"
+    assert world.publisher.published == []
+    [record] = world.ipn_log.records
+    assert (record.verdict, record.review_code, record.order_id) == (
+        "unmatched",
+        "unknown_order",
+        "dep_nobody",
+    )
+
+
+@pytest.mark.parametrize(("credit_partial", "expected"), [(False, []), (True, [Decimal("0.001")])])
+async def test_partially_paid_follows_policy(credit_partial: bool, expected: list[Decimal]) -> None:
+    world = World(ConfirmationPolicy(credit_partially_paid=credit_partial))
+    await world.handler.handle(signed(body("partially_paid", outcome="0.001")))
+    assert [c.amount for c in world.credits] == expected
+
+
+async def test_larger_later_outcome_credits_only_the_difference_once() -> None:
+    world = World(ConfirmationPolicy(credit_at={"btc": PaymentStatus.CONFIRMED}))
+    await world.handler.handle(signed(body("confirmed", outcome="0.001")))
+    for _ in range(3):
+        await world.handler.handle(signed(body("finished", outcome="0.0015")))
+    assert [(c.reference_id, c.amount) for c in world.credits] == [
+        ("nowpayments:5077125051", Decimal("0.001")),
+        ("nowpayments:5077125051:topup:0.0015", Decimal("0.0005")),
+    ]
+
+
+async def test_over_precise_outcome_is_recorded_for_review_not_credited() -> None:
+    world = World()
+    assert await world.handler.handle(signed(body("finished", outcome="1.234e-7"))) == "ignored"
+    assert world.credits == []
+    assert [n.code for n in world.payments.payments["5077125051"].reviews] == ["amount_too_precise"]
+    assert world.ipn_log.records[-1].review_code == "amount_too_precise"
+
+
+async def test_credit_survives_a_broker_failure_through_the_outbox_relay() -> None:
+    world = World()
+    world.publisher.fail_next = 1
+    assert await world.handler.handle(signed(body("finished"))) == "credited"
+    assert world.credits == []  # not published yet, but recorded
+    relay = OutboxRelay([world.payments], world.publisher, world.clock, grace=timedelta(seconds=10))
+    assert await relay.run_once() == 0  # too young: the request may still be publishing it
+    world.clock.now += timedelta(seconds=11)
+    assert await relay.run_once() == 1
+    assert await relay.run_once() == 0
+    [credit] = world.credits
+    assert credit.reference_id == "nowpayments:5077125051"
+
+
+@pytest.mark.parametrize(
+    ("raw", "signature", "code"),
+    [
+        (b"not json", "0" * 128, "invalid_json"),
+        (b"[]", "0" * 128, "invalid_json"),
+        (b"{}", None, "invalid_signature"),
+        (b"x" * (MAX_IPN_BYTES + 1), "0" * 128, "body_too_large"),
+    ],
+)
+async def test_refused_bodies_are_recorded(raw: bytes, signature: str | None, code: str) -> None:
+    world = World()
+    with pytest.raises(IpnRejected) as refused:
+        await world.handler.handle(IpnRequest(raw, signature, {}, "10.0.0.1"))
+    assert refused.value.code == code
+    assert [r.verdict for r in world.ipn_log.records] == [code]
+
+
+async def test_missing_fields_of_a_signed_body_are_refused() -> None:
+    world = World()
+    content = body("finished")
+    del content["order_id"]
+    with pytest.raises(IpnRejected) as refused:
+        await world.handler.handle(signed(content))
+    assert refused.value.code == "missing_field"
+
+
+async def test_sender_allow_list() -> None:
+    world = World(allowed=("192.0.2.0/24",))
+    assert await world.handler.handle(signed(body("waiting"), ip="192.0.2.7")) == "pending"
+    with pytest.raises(Forbidden):
+        await world.handler.handle(signed(body("finished"), ip="198.51.100.1"))
+    assert world.credits == []

@@ -1,0 +1,169 @@
+"""Withdrawals over in-memory adapters, with a fake wallet answering the commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from ipn_gateway.adapters.memory import MemoryWithdrawals, RecordingPublisher
+from ipn_gateway.application.withdrawals import WithdrawalHandler
+from ipn_gateway.domain.errors import Conflict, Forbidden, NotFound, WithdrawalRefused
+from ipn_gateway.domain.withdrawals import WithdrawalPolicy, WithdrawalStatus
+from shared.messaging import LockCommand, ReleaseLockedCommand, UnlockCommand
+
+BTC_ADDRESS = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+NOW = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
+POLICY = WithdrawalPolicy(
+    fees={"BTC": Decimal("0.0001"), "USDT": Decimal("1")},
+    max_per_request={"BTC": Decimal("2")},
+    daily_limit={"BTC": Decimal("3")},
+    max_open_per_user=3,
+)
+
+
+@pytest.fixture
+def setup(fake_wallet: Any) -> tuple[WithdrawalHandler, RecordingPublisher, Any]:
+    publisher = RecordingPublisher(answer=fake_wallet.apply)
+    handler = WithdrawalHandler(MemoryWithdrawals(), publisher, POLICY, clock=lambda: NOW)
+    fake_wallet.fund("alice", "BTC", "1")
+    return handler, publisher, fake_wallet
+
+
+async def settle(handler: WithdrawalHandler, publisher: RecordingPublisher, wallet: Any) -> None:
+    """Deliver the wallet's results of what was published with wait=False (as the consumer would)."""
+    for command in publisher.published:
+        await handler.apply_result(wallet.apply(command))
+
+
+async def test_request_locks_amount_plus_fee(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "btc", "0.004", BTC_ADDRESS)
+    assert withdrawal.status is WithdrawalStatus.PENDING
+    assert (withdrawal.amount, withdrawal.fee) == (Decimal("0.004"), Decimal("0.0001"))
+    [lock] = publisher.published
+    assert isinstance(lock, LockCommand)
+    assert (lock.amount, lock.reference_id, lock.transaction_type) == (
+        Decimal("0.0041"),
+        f"withdrawal:{withdrawal.withdrawal_id}",
+        "withdrawal_lock",
+    )
+    await settle(handler, publisher, wallet)
+    await settle(handler, publisher, wallet)  # redelivered results change nothing
+    assert (await handler._get(withdrawal.withdrawal_id)).status is WithdrawalStatus.LOCKED
+    assert wallet.balance("alice", "BTC") == (Decimal("0.9959"), Decimal("0.0041"))
+
+
+async def test_approve_releases_with_fee_and_reject_unlocks(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    first = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    second = await handler.request("alice", "BTC", "0.5", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    approved = await handler.approve("admin", first.withdrawal_id)
+    assert (approved.status, approved.decision, approved.decided_by) == (
+        WithdrawalStatus.APPROVED,
+        "approve",
+        "admin",
+    )
+    release = publisher.published[-1]
+    assert isinstance(release, ReleaseLockedCommand)
+    assert (release.amount, release.fee, release.transaction_type) == (
+        Decimal("0.0041"),
+        Decimal("0.0001"),
+        "withdrawal_release",
+    )
+    rejected = await handler.reject("admin", second.withdrawal_id, "address on a sanctions list")
+    assert (rejected.status, rejected.reason) == (
+        WithdrawalStatus.REJECTED,
+        "address on a sanctions list",
+    )
+    assert isinstance(publisher.published[-1], UnlockCommand)
+    assert publisher.published[-1].amount == Decimal("0.5001")
+    assert wallet.balance("alice", "BTC") == (Decimal("0.9959"), Decimal(0))
+    with pytest.raises(Conflict) as again:
+        await handler.reject("admin", first.withdrawal_id, "too late")
+    assert again.value.code == "not_locked"
+
+
+async def test_admin_cannot_approve_own_withdrawal(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    wallet.fund("boss", "BTC", "1")
+    mine = await handler.request("boss", "BTC", "0.1", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    with pytest.raises(Forbidden) as refused:
+        await handler.approve("boss", mine.withdrawal_id)
+    assert refused.value.code == "self_approval_forbidden"
+
+
+async def test_insufficient_funds_fails_with_the_reason(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "BTC", "1", BTC_ADDRESS)  # 1 + fee > 1
+    await settle(handler, publisher, wallet)
+    failed = await handler._get(withdrawal.withdrawal_id)
+    assert (failed.status, failed.reason) == (WithdrawalStatus.FAILED, "insufficient_funds")
+    with pytest.raises(Conflict):
+        await handler.approve("admin", withdrawal.withdrawal_id)
+
+
+async def test_one_decision_only_when_admins_race(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    publisher.answer = None  # the wallet is slow: both decisions arrive while it is locked
+    await handler.approve("admin1", withdrawal.withdrawal_id)
+    with pytest.raises(Conflict) as second:
+        await handler.reject("admin2", withdrawal.withdrawal_id, "no")
+    assert second.value.code == "already_decided"
+    assert [type(c).__name__ for c in publisher.published] == [
+        "LockCommand",
+        "ReleaseLockedCommand",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "address", "code"),
+    [
+        ("BTC", "0", BTC_ADDRESS, "amount_not_positive"),
+        ("BTC", "-1", BTC_ADDRESS, "amount_not_positive"),
+        ("BTC", "0.000000001", BTC_ADDRESS, "amount_too_precise"),
+        ("BTC", "NaN", BTC_ADDRESS, "amount_not_a_number"),
+        ("BTC", "Infinity", BTC_ADDRESS, "amount_infinite"),
+        ("BTC", "1e400", BTC_ADDRESS, "amount_too_large"),
+        ("BTC", 0.1, BTC_ADDRESS, "amount_not_a_string"),
+        ("BTC", "3", BTC_ADDRESS, "amount_above_limit"),
+        ("DOGE", "1", BTC_ADDRESS, "unknown_currency"),
+        ("GBP", "1", BTC_ADDRESS, "currency_not_withdrawable"),
+        ("BTC", "0.1", "not an address", "invalid_address"),
+        ("BTC", "0.1", BTC_ADDRESS + "\n", "invalid_address"),
+        ("USDT", "5", BTC_ADDRESS, "invalid_address"),
+    ],
+)
+async def test_bad_requests_are_refused_with_a_code(
+    setup: Any, currency: str, amount: object, address: str, code: str
+) -> None:
+    handler, publisher, _ = setup
+    with pytest.raises(WithdrawalRefused) as refused:
+        await handler.request("alice", currency, amount, address)
+    assert refused.value.code == code
+    assert publisher.published == []
+
+
+async def test_per_user_limits(setup: Any) -> None:
+    handler, _, _ = setup
+    for _ in range(3):
+        await handler.request("alice", "BTC", "0.9", BTC_ADDRESS)
+    with pytest.raises(WithdrawalRefused) as too_many:
+        await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
+    assert too_many.value.code == "too_many_open_withdrawals"
+    await handler.request("bob", "BTC", "2", BTC_ADDRESS)
+    with pytest.raises(WithdrawalRefused) as daily:
+        await handler.request("bob", "BTC", "1.5", BTC_ADDRESS)
+    assert daily.value.code == "daily_limit_exceeded"
+
+
+async def test_unknown_withdrawal(setup: Any) -> None:
+    handler, _, _ = setup
+    with pytest.raises(NotFound):
+        await handler.approve("admin", "wd_missing")

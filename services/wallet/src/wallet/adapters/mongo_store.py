@@ -1,0 +1,428 @@
+"""The ledger store on MongoDB: the event store and its read models, one transaction per batch.
+
+Collections:
+- `wallet_events`: one document per outcome (`_id` = transaction_id), unique on the idempotency key.
+- `wallets`: the seed's shape plus `savings_balance` and `version`, unique on (user_id, currency).
+- `wallet_transactions`: the seed's shape plus the ledger transaction and the other balances after.
+- `ledger_accounts`: platform and external balances, kept by `$inc` (commutative: no version guard).
+
+A batch costs two reads and one transaction of at most five writes plus commitTransaction,
+whatever its size: round trips, not Python, bound a ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final
+
+from bson import ObjectId
+from bson.codec_options import CodecOptions
+from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.write_concern import WriteConcern
+
+from wallet.adapters.mongo_documents import (
+    ACCOUNTS,
+    EVENTS,
+    HISTORY,
+    WALLETS,
+    Document,
+    account_document,
+    account_filter,
+    from_d128,
+    history_document,
+    history_filter,
+    history_of,
+    key_filter,
+    key_of,
+    outcome_document,
+    outcome_of,
+    to_d128,
+    wallet_balances,
+    wallet_document,
+    wallet_filter,
+    wallet_of,
+)
+from wallet.application.ports import ConcurrencyConflict, TransientStoreError
+from wallet.domain.ledger import WalletKey
+from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord
+
+# Another writer got there first: a duplicate key (an idempotency key, a wallet created by two
+# batches, a history row) or a write conflict inside the transaction.
+_CONFLICT_CODES: Final = frozenset(
+    {
+        11000,  # DuplicateKey
+        11001,  # DuplicateKey, as older servers report it
+        112,  # WriteConflict
+    }
+)
+# The server cannot answer now (failover, shutdown, timeouts): the same request may work later.
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        50,  # MaxTimeMSExpired
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        134,  # ReadConcernMajorityNotAvailableYet
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+# Error text carried into the port's errors (and the service's retry log): enough to tell what
+# clashed, without whole documents.
+_MESSAGE_LIMIT: Final = 300
+# commitTransaction whose result is unknown is retried as is: MongoDB's documented recipe, and safe
+# because a commit is idempotent within its session.
+_COMMIT_ATTEMPTS: Final = 3
+# Reads of the whole store (replay) come in batches of this many documents.
+_SCAN_BATCH: Final = 1000
+_MAJORITY: Final = WriteConcern("majority")
+
+_REBUILD_SUFFIX: Final = "_rebuild"
+_PROJECTIONS: Final = (WALLETS, HISTORY, ACCOUNTS)
+
+# Default (key-derived) names: an index the seed's migration already made on the same keys is then
+# recognised as existing instead of clashing under another name.
+INDEXES: Final[dict[str, tuple[IndexModel, ...]]] = {
+    EVENTS: (
+        IndexModel(
+            [
+                ("key.type", ASCENDING),
+                ("key.transaction_type", ASCENDING),
+                ("key.reference_id", ASCENDING),
+            ],
+            unique=True,
+        ),
+        IndexModel([("recorded_at", ASCENDING), ("batch", ASCENDING), ("position", ASCENDING)]),
+    ),
+    WALLETS: (IndexModel([("user_id", ASCENDING), ("currency", ASCENDING)], unique=True),),
+    HISTORY: (
+        IndexModel([("transaction_id", ASCENDING)], unique=True),
+        IndexModel(
+            [("user_id", ASCENDING), ("timestamp", DESCENDING), ("transaction_id", DESCENDING)]
+        ),
+        IndexModel(
+            [
+                ("user_id", ASCENDING),
+                ("currency", ASCENDING),
+                ("timestamp", DESCENDING),
+                ("transaction_id", DESCENDING),
+            ]
+        ),
+    ),
+    ACCOUNTS: (IndexModel([("account", ASCENDING), ("currency", ASCENDING)], unique=True),),
+}
+
+
+def _error_codes(error: PyMongoError) -> set[int]:
+    codes: set[int] = set()
+    if isinstance(error, OperationFailure) and error.code is not None:
+        codes.add(error.code)
+    if isinstance(error, BulkWriteError):
+        codes.update(e.get("code", 0) for e in error.details.get("writeErrors", ()))
+        codes.update(e.get("code", 0) for e in error.details.get("writeConcernErrors", ()))
+    return codes
+
+
+def _describe(error: PyMongoError) -> str:
+    if isinstance(error, BulkWriteError) and error.details.get("writeErrors"):
+        text = str(error.details["writeErrors"][0].get("errmsg", error))
+    else:
+        text = str(error)
+    return text[:_MESSAGE_LIMIT]
+
+
+def classify(error: PyMongoError) -> ConcurrencyConflict | TransientStoreError | None:
+    """The port's error for a driver error, or None for a bug (a bad query, a bad document)."""
+    if isinstance(error, ConnectionFailure) or error.timeout:
+        return TransientStoreError(f"MongoDB unavailable: {_describe(error)}")
+    codes = _error_codes(error)
+    if codes & _CONFLICT_CODES or error.has_error_label("TransientTransactionError"):
+        return ConcurrencyConflict(f"conflicting write: {_describe(error)}")
+    if (
+        codes & _TRANSIENT_CODES
+        or error.has_error_label("RetryableWriteError")
+        or error.has_error_label("UnknownTransactionCommitResult")
+    ):
+        return TransientStoreError(f"MongoDB could not answer: {_describe(error)}")
+    return None
+
+
+@contextlib.contextmanager
+def _mapped_errors() -> Iterator[None]:
+    try:
+        yield
+    except PyMongoError as error:
+        mapped = classify(error)
+        if mapped is None:
+            raise
+        raise mapped from error
+
+
+class MongoLedgerStore:
+    """LedgerStore on MongoDB (a replica set: multi-document transactions need one)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        # Datetimes come back aware, in UTC; MongoDB keeps milliseconds, as the domain clock does.
+        self._db: AsyncDatabase[Document] = db.with_options(
+            codec_options=CodecOptions(tz_aware=True, tzinfo=UTC)
+        )
+        self._client = db.client
+        self._rename_supported: bool | None = None
+
+    @property
+    def database(self) -> AsyncDatabase[Document]:
+        return self._db
+
+    @property
+    def replace_strategy(self) -> str | None:
+        """How replace_projections swaps collections here: "rename" or "transaction" (None until
+        first asked)."""
+        if self._rename_supported is None:
+            return None
+        return "rename" if self._rename_supported else "transaction"
+
+    def _collection(self, name: str) -> AsyncCollection[Document]:
+        return self._db[name]
+
+    async def ensure_indexes(self) -> None:
+        """Create every index (idempotent: an existing index with the same spec is left alone)."""
+        with _mapped_errors():
+            for name, models in INDEXES.items():
+                await self._collection(name).create_indexes(list(models))
+
+    # Write side -------------------------------------------------------------------------------
+
+    async def find_outcomes(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, Outcome]:
+        if not keys:
+            return {}
+        query = {"$or": [key_filter(key) for key in keys]}
+        documents = await self._find_all(EVENTS, query, len(keys))
+        return {key_of(d): outcome_of(d) for d in documents}
+
+    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
+        if not keys:
+            return {}
+        query = {"$or": [wallet_filter(key) for key in keys]}
+        documents = await self._find_all(WALLETS, query, len(keys))
+        records = (wallet_of(d) for d in documents)
+        return {record.key: record for record in records}
+
+    async def _find_all(self, name: str, query: Document, at_most: int) -> list[Document]:
+        # A unique index bounds the answer by the number of keys; one more than that lets the
+        # server close the cursor in its first reply instead of waiting for a getMore.
+        with _mapped_errors():
+            cursor = self._collection(name).find(query, batch_size=at_most + 1)
+            return await cursor.to_list()
+
+    async def commit(self, batch: LedgerBatch) -> None:
+        if not (batch.outcomes or batch.wallets or batch.history or batch.account_deltas):
+            return
+        with _mapped_errors():
+            async with self._transaction() as session:
+                await self._write(batch, session)
+
+    async def _write(self, batch: LedgerBatch, session: AsyncClientSession) -> None:
+        # Events first: an idempotency key already recorded aborts the batch before anything else.
+        if batch.outcomes:
+            batch_id = ObjectId()
+            events = [outcome_document(o, batch_id, i) for i, o in enumerate(batch.outcomes)]
+            await self._collection(EVENTS).insert_many(events, ordered=True, session=session)
+
+        if batch.wallets:
+            # A new wallet is an insert: the unique (user_id, currency) index makes a racing
+            # creator fail. Inserts go before updates so that the bulk write is two commands.
+            creates: list[InsertOne[Document] | UpdateOne] = [
+                InsertOne(wallet_document(record)) for record, read in batch.wallets if read == 0
+            ]
+            updates = [
+                UpdateOne(
+                    {**wallet_filter(record.key), "version": read},
+                    {"$set": wallet_balances(record)},
+                )
+                for record, read in batch.wallets
+                if read != 0
+            ]
+            result = await self._collection(WALLETS).bulk_write(
+                [*creates, *updates], ordered=True, session=session
+            )
+            if result.matched_count != len(updates):
+                # Raising inside the transaction aborts it: nothing of the batch is written.
+                raise ConcurrencyConflict(
+                    f"{len(updates) - result.matched_count} wallet(s) changed since they were read"
+                )
+
+        if batch.history:
+            rows = [history_document(row) for row in batch.history]
+            await self._collection(HISTORY).insert_many(rows, ordered=True, session=session)
+
+        if batch.account_deltas:
+            increments = [
+                UpdateOne(account_filter(key), {"$inc": {"balance": to_d128(delta)}}, upsert=True)
+                for key, delta in batch.account_deltas.items()
+            ]
+            await self._collection(ACCOUNTS).bulk_write(increments, ordered=True, session=session)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """A session in a transaction, committed when the block ends without an error and aborted
+        (nothing written) when it raises."""
+        async with (
+            self._client.start_session() as session,
+            await session.start_transaction(write_concern=_MAJORITY),
+        ):
+            yield session
+            await self._commit_transaction(session)
+
+    @staticmethod
+    async def _commit_transaction(session: AsyncClientSession) -> None:
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                await session.commit_transaction()
+                return
+            except PyMongoError as error:
+                if error.has_error_label("UnknownTransactionCommitResult"):
+                    if attempt < _COMMIT_ATTEMPTS:
+                        continue
+                    raise TransientStoreError(
+                        f"commit result unknown: {_describe(error)}"
+                    ) from error
+                if classify(error) is not None:
+                    raise
+                # Any other refused commit wrote nothing. Retrying the batch is always safe: it is
+                # decided again from fresh reads, so a commit that did land answers "duplicate".
+                raise TransientStoreError(f"commit refused: {_describe(error)}") from error
+
+    # Read side --------------------------------------------------------------------------------
+
+    async def wallets_of(self, user_id: str) -> list[WalletRecord]:
+        with _mapped_errors():
+            cursor = self._collection(WALLETS).find({"user_id": user_id}).sort("currency", 1)
+            return [wallet_of(d) for d in await cursor.to_list()]
+
+    async def history_of(
+        self,
+        user_id: str,
+        *,
+        currency: str | None,
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> list[HistoryRow]:
+        if limit <= 0:
+            return []  # MongoDB reads limit 0 as "no limit"
+        query = history_filter(user_id, currency, before)
+        order = [("timestamp", DESCENDING), ("transaction_id", DESCENDING)]
+        with _mapped_errors():
+            cursor = self._collection(HISTORY).find(query, sort=order, limit=limit)
+            return [history_of(d) for d in await cursor.batch_size(limit).to_list()]
+
+    async def account_balances(self) -> dict[tuple[str, str], Decimal]:
+        with _mapped_errors():
+            documents = await self._collection(ACCOUNTS).find({}).to_list()
+        return {(d["account"], d["currency"]): from_d128(d["balance"]) for d in documents}
+
+    # Ops --------------------------------------------------------------------------------------
+
+    async def all_outcomes(self) -> AsyncIterator[Outcome]:
+        order = [("recorded_at", ASCENDING), ("batch", ASCENDING), ("position", ASCENDING)]
+        async for document in self._scan(EVENTS, order):
+            yield outcome_of(document)
+
+    async def all_wallets(self) -> AsyncIterator[WalletRecord]:
+        async for document in self._scan(WALLETS, [("_id", ASCENDING)]):
+            yield wallet_of(document)
+
+    async def all_history(self) -> AsyncIterator[HistoryRow]:
+        # Client-made ObjectIds of one process increase: _id order is insertion order.
+        async for document in self._scan(HISTORY, [("_id", ASCENDING)]):
+            yield history_of(document)
+
+    async def _scan(self, name: str, order: list[tuple[str, int]]) -> AsyncIterator[Document]:
+        with _mapped_errors():
+            cursor = self._collection(name).find({}, sort=order, batch_size=_SCAN_BATCH)
+            async for document in cursor:
+                yield document
+
+    async def replace_projections(
+        self,
+        wallets: Sequence[WalletRecord],
+        history: Sequence[HistoryRow],
+        accounts: dict[tuple[str, str], Decimal],
+    ) -> None:
+        """Swap in freshly built read models. Run it with the consumers stopped: a batch committed
+        during the swap would be lost from the projections (never from the events)."""
+        documents = {
+            WALLETS: [wallet_document(w) for w in wallets],
+            HISTORY: [history_document(row) for row in history],
+            ACCOUNTS: [account_document(key, balance) for key, balance in accounts.items()],
+        }
+        with _mapped_errors():
+            if await self._supports_rename():
+                await self._replace_by_rename(documents)
+            else:
+                await self._replace_in_transaction(documents)
+
+    async def _supports_rename(self) -> bool:
+        """Whether renameCollection (run on admin, as MongoDB requires) works here: it does on
+        MongoDB; a stand-in server may lack it."""
+        if self._rename_supported is None:
+            probe, target = "_rename_probe", "_rename_probe_target"
+            await self._db.drop_collection(probe)
+            await self._db.create_collection(probe)
+            try:
+                await self._rename(probe, target)
+                self._rename_supported = True
+            except OperationFailure:
+                self._rename_supported = False
+            finally:
+                await self._db.drop_collection(probe)
+                await self._db.drop_collection(target)
+        return self._rename_supported
+
+    async def _rename(self, source: str, target: str) -> None:
+        db = self._db.name
+        await self._client.admin.command(
+            "renameCollection", f"{db}.{source}", to=f"{db}.{target}", dropTarget=True
+        )
+
+    async def _replace_by_rename(self, documents: dict[str, list[Document]]) -> None:
+        """Fill `<name>_rebuild` collections (indexes first: they also create empty collections),
+        then rename each over its live one. Each rename is atomic; readers never see a half-filled
+        collection. No transaction, so no limit on size or duration: what real MongoDB runs."""
+        for name in _PROJECTIONS:
+            rebuild = name + _REBUILD_SUFFIX
+            await self._db.drop_collection(rebuild)
+            await self._collection(rebuild).create_indexes(list(INDEXES[name]))
+            if documents[name]:
+                await self._collection(rebuild).insert_many(documents[name], ordered=False)
+        for name in _PROJECTIONS:
+            await self._rename(name + _REBUILD_SUFFIX, name)
+
+    async def _replace_in_transaction(self, documents: dict[str, list[Document]]) -> None:
+        """Empty and refill the live collections in one transaction (indexes stay in place). All
+        three swap at once, but a transaction is bounded in size and time (60 s by default), so
+        this is only for small stores and servers without renameCollection."""
+        async with self._transaction() as session:
+            for name in _PROJECTIONS:
+                collection = self._collection(name)
+                await collection.delete_many({}, session=session)
+                if documents[name]:
+                    await collection.insert_many(documents[name], session=session)
