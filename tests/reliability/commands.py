@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
-from shared.messaging import COMMAND_TYPES, WalletCommand
+from shared.messaging import COMMAND_TYPES, CreditCommand, DebitCommand, WalletCommand
 from shared.messaging.commands import WALLET_COMMAND
 
 USERS: Final = ("alice", "bob", "carol")
@@ -121,3 +121,27 @@ def resend(command: WalletCommand, **changes: Any) -> WalletCommand:
 def conflicting(command: WalletCommand) -> WalletCommand:
     """Another request under the same idempotency key: a different amount."""
     return resend(command, amount=str(command.amount + Decimal("0.25")))
+
+
+def deposit(user: str, currency: str, amount: str, reference: str) -> CreditCommand:
+    return CreditCommand(
+        user_id=user,
+        currency=currency,
+        amount=amount,
+        transaction_type="deposit_nowpayments",
+        reference_id=reference,
+    )
+
+
+def withdrawals(user: str, amount: str, count: int) -> list[DebitCommand]:
+    """`count` debits of `amount` BTC, each its own request."""
+    return [
+        DebitCommand(
+            user_id=user,
+            currency="BTC",
+            amount=amount,
+            transaction_type="withdrawal",
+            reference_id=f"w{i}",
+        )
+        for i in range(count)
+    ]

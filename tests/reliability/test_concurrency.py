@@ -16,8 +16,9 @@ from typing import cast
 
 import pytest
 
-from shared.messaging import CommandResult, CreditCommand, DebitCommand, TransferCommand
+from shared.messaging import CommandResult, CreditCommand, TransferCommand
 from tests.reliability.checks import check_applied_once, check_ledger
+from tests.reliability.commands import deposit, withdrawals
 from tests.reliability.model import ExactlyOnceModel, Key
 from tests.reliability.profiles import PROFILE, seeds
 from tests.reliability.racing import InterleavingStore, RecordingStore, YieldingStore
@@ -30,29 +31,14 @@ CURRENCIES = ("BTC", "USD")
 
 
 def opening(user: str, currency: str, amount: str) -> CreditCommand:
-    return CreditCommand(
-        user_id=user,
-        currency=currency,
-        amount=amount,
-        transaction_type="deposit_nowpayments",
-        reference_id=f"open-{user}-{currency}",
-    )
+    return deposit(user, currency, amount, f"open-{user}-{currency}")
 
 
 async def test_fifty_concurrent_debits_of_ten_against_one_hundred() -> None:
     store = YieldingStore()
     ledger = LedgerService(store, backoff_seconds=0.001)
     await ledger.handle_batch([opening("alice", "BTC", "100")])
-    debits = [
-        DebitCommand(
-            user_id="alice",
-            currency="BTC",
-            amount="10",
-            transaction_type="withdrawal",
-            reference_id=f"w{i}",
-        )
-        for i in range(50)
-    ]
+    debits = withdrawals("alice", "10", 50)
     reports = await asyncio.gather(*(ledger.handle_batch([d]) for d in debits))
 
     statuses = Counter(r.results[0][1].status for r in reports)
