@@ -98,6 +98,8 @@ def test_undecodable_messages_have_a_reason(raw: bytes, reason: str) -> None:
         ({"reference_id": ""}, "invalid_field", None),
         ({"user_id": None}, "invalid_field", None),
         ({"available_balance": "100"}, "unknown_field", None),
+        ({"metadata": {"n": 2**64}}, "invalid_field", None),
+        ({"metadata": {"blob": "x" * 9000}}, "invalid_field", None),
     ],
 )
 def test_invalid_commands_have_a_reason_and_keep_their_envelope(

@@ -119,8 +119,6 @@ async def system(
             WALLET_MONGODB_DATABASE=wallet_database,
             WALLET_CONSUMER_SESSION_TIMEOUT_MS=3000,
             WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS=500,
-            # The wallet's Mongo ledger store is not on main yet; its in-process store is.
-            WALLET_STORE="memory",
         )
     )
     simulator = create_simulator_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -69,7 +70,14 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
 
         mongo = connect(settings.mongodb_url)
         store = MongoLedgerStore(mongo[settings.mongodb_database])
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, acks="all", client_id="wallet")
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        acks="all",
+        client_id="wallet",
+        # FastStream logs every message it handles at this level: per-batch metrics say the same
+        # without a log line per batch on the hot path.
+        log_level=logging.DEBUG,
+    )
     registry = CollectorRegistry()
     metrics = WalletMetrics(registry)
     intake = CommandIntake(LedgerService(store), KafkaOutcomePublisher(broker, settings.topics))

@@ -45,7 +45,6 @@ async def wallet_runtime(
         kafka_topics,
         mongodb_url=mongodb_url,
         WALLET_MONGODB_DATABASE=mongo_database.name,
-        WALLET_STORE="memory",
     )
     runtime = await started(build_runtime(settings))
     try:

@@ -39,8 +39,10 @@ def command_stream() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, D]]:
     expected: dict[str, D] = {f"crash-user-{u}": D(0) for u in range(USERS)}
     for i in range(DISTINCT):
         user = f"crash-user-{i % USERS}"
-        debit = i % 5 == 4
-        amount = D("0.3") if debit else D("0.1")
+        round_ = i // USERS
+        debit = round_ % 5 == 4
+        # Every fifth round debits; in rounds 4, 14, ... the debit over-draws and is rejected.
+        amount = (D("0.5") if round_ % 10 == 4 else D("0.35")) if debit else D("0.1")
         command = {
             "command_id": f"cmd-{i}",
             "type": "debit" if debit else "credit",
@@ -91,7 +93,7 @@ async def results_so_far(bootstrap: str, topic: str) -> list[CommandResult]:
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)
         results: list[CommandResult] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in assigned):
+        while any([await consumer.position(tp) < ends[tp] for tp in assigned]):
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 results.extend(

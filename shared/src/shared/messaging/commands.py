@@ -8,6 +8,7 @@ Whether it can be applied (enough funds, no idempotency conflict) is the ledger'
 from __future__ import annotations
 
 import json
+import math
 import typing
 import uuid
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -86,6 +88,30 @@ def _check_amount(
         raise PydanticCustomError(error.code, f"{field}: {error.message}") from None
 
 
+MAX_METADATA_BYTES: Final = 8 * 1024
+_MAX_METADATA_DEPTH: Final = 8
+_INT64: Final = 2**63
+
+
+def _check_storable(value: JsonValue, depth: int) -> None:
+    if depth > _MAX_METADATA_DEPTH:
+        raise PydanticCustomError("metadata_too_deep", "metadata nests too deeply")
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise PydanticCustomError(
+            "metadata_number_out_of_range", "metadata integers must fit 64 bits"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("metadata_number_out_of_range", "metadata numbers must be finite")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+
+
 class CommandBase(BaseModel):
     """Fields every command has. `user_id` is the payer: the user whose money leaves or is locked."""
 
@@ -99,6 +125,17 @@ class CommandBase(BaseModel):
     amount: WireDecimal
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     issued_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_storable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # Metadata is stored with the event; what MongoDB cannot store would block the partition.
+        if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+            raise PydanticCustomError(
+                "metadata_too_large", f"metadata over {MAX_METADATA_BYTES} bytes"
+            )
+        _check_storable(value, depth=0)
+        return value
 
     @model_validator(mode="after")
     def _amount_fits_currency(self) -> Self:
