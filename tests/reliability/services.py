@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+import httpx
 from fastapi import FastAPI
 
-from shared.http import make_token
+from ipn_gateway.adapters.memory import (
+    MemoryDepositOrders,
+    MemoryIpnLog,
+    MemoryPayments,
+    MemoryWithdrawals,
+    RecordingPublisher,
+)
+from ipn_gateway.adapters.nowpayments import NowPaymentsClient
+from ipn_gateway.application.deposits import DepositHandler
+from ipn_gateway.application.ipn import IpnHandler
+from ipn_gateway.application.withdrawals import WithdrawalHandler
+from ipn_gateway.bootstrap import utc_now
+from ipn_gateway.entrypoints.http import Handlers, include_routes
+from ipn_gateway.settings import GatewaySettings
+from ipn_gateway.simulator import SimulatorSettings, create_simulator_app
+from shared.http import create_app, make_token
 from shared.messaging import CreditCommand, LockCommand
 from wallet.application.ledger_service import LedgerService
 from wallet.bootstrap import build_http_app, build_runtime
@@ -19,14 +35,19 @@ OTHER: Final = "bob"
 ADMIN: Final = "ops"
 
 
+Body = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
     app: FastAPI
     secret: str
     owned: tuple[str, ...]  # GET paths with {user_id}: a user reads only their own
-    admin_only: tuple[str, ...]  # GET paths only admins may call
+    admin_only: tuple[tuple[str, str, Body | None], ...]  # (method, path, body): admins only
     read_only: tuple[str, ...]  # paths no client may write to
+    # (path, a valid body): routes that take an amount from the caller's own token
+    amount_routes: tuple[tuple[str, Body], ...] = ()
 
     def token(self, user: str, *roles: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {make_token(self.secret, user, roles)}"}
@@ -58,7 +79,7 @@ def wallet_service() -> Service:
         app=build_http_app(runtime),
         secret=runtime.settings.auth_jwt_secret.get_secret_value(),
         owned=("/api/wallets/balances/{user_id}", "/api/wallets/transactions/{user_id}"),
-        admin_only=("/api/wallets/platform-balances",),
+        admin_only=(("GET", "/api/wallets/platform-balances", None),),
         read_only=(
             "/api/wallets/balances/alice",
             "/api/wallets/transactions/alice",
@@ -67,5 +88,68 @@ def wallet_service() -> Service:
     )
 
 
-# The ipn-gateway joins this list once it exists on main.
-SERVICES: Final = (wallet_service(),)
+def gateway_service() -> Service:
+    """The gateway's HTTP side over in-memory adapters; the NOWPayments simulator answers its API
+    calls in-process, and a recording publisher stands in for Kafka."""
+    settings = GatewaySettings()
+    simulator = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_simulator_app(SimulatorSettings())),
+        base_url="http://nowpayments",
+    )
+    orders, payments = MemoryDepositOrders(), MemoryPayments()
+    publisher = RecordingPublisher()
+    handlers = Handlers(
+        ipn=IpnHandler(
+            secret=settings.nowpayments_ipn_secret.get_secret_value(),
+            policy=settings.confirmation_policy(),
+            orders=orders,
+            payments=payments,
+            ipn_log=MemoryIpnLog(),
+            publisher=publisher,
+            clock=utc_now,
+        ),
+        deposits=DepositHandler(
+            orders=orders,
+            provider=NowPaymentsClient(simulator, settings.nowpayments_api_key.get_secret_value()),
+            ipn_callback_url=settings.ipn_callback_url,
+            clock=utc_now,
+        ),
+        withdrawals=WithdrawalHandler(
+            MemoryWithdrawals(),
+            publisher,
+            settings.withdrawal_policy(),
+            clock=utc_now,
+            decision_wait_seconds=0,
+        ),
+    )
+
+    async def ready() -> bool:
+        return True
+
+    app = create_app(title="ipn-gateway", auth_secret=settings.auth_jwt_secret, ready=ready)
+    include_routes(app, handlers)
+    return Service(
+        name="ipn-gateway",
+        app=app,
+        secret=settings.auth_jwt_secret.get_secret_value(),
+        owned=(),
+        admin_only=(
+            ("POST", "/api/withdrawals/approve", {"withdrawal_id": "wd_unknown"}),
+            ("POST", "/api/withdrawals/reject", {"withdrawal_id": "wd_unknown", "reason": "no"}),
+        ),
+        read_only=("/api/withdrawals",),
+        amount_routes=(
+            (
+                "/api/withdrawals/request",
+                {"currency": "BTC", "amount": "0.004", "address": BTC_ADDRESS},
+            ),
+            (
+                "/api/nowpayments/create-deposit",
+                {"currency": "btc", "amount": "100", "price_currency": "usd"},
+            ),
+        ),
+    )
+
+
+BTC_ADDRESS: Final = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+SERVICES: Final = (wallet_service(), gateway_service())

@@ -119,8 +119,10 @@ async def test_admin_routes_refuse_everyone_else(
     service: tuple[Service, httpx.AsyncClient],
 ) -> None:
     svc, http = service
-    for path in svc.admin_only:
-        assert (await http.get(path, headers=svc.token(ADMIN, "admin"))).status_code == 200
+    for method, path, body in svc.admin_only:
+        as_admin = await http.request(method, path, json=body, headers=svc.token(ADMIN, "admin"))
+        assert as_admin.status_code < 500, (path, as_admin.text)
+        assert as_admin.status_code not in {401, 403}, (path, as_admin.text)
         for headers, status, code in [
             (svc.token(OWNER), 403, "forbidden"),
             (svc.token(OWNER, "user", "administrator"), 403, "forbidden"),
@@ -131,7 +133,7 @@ async def test_admin_routes_refuse_everyone_else(
                 "unauthorized",
             ),
         ]:
-            response = await http.get(path, headers=headers)
+            response = await http.request(method, path, json=body, headers=headers)
             assert (response.status_code, code_of(response)) == (status, code), path
 
 
@@ -153,6 +155,71 @@ async def test_read_models_cannot_be_written(service: tuple[Service, httpx.Async
             assert (response.status_code, code_of(response)) == (405, "method_not_allowed")
     after = (await http.get(svc.read_only[0], headers=svc.token(ADMIN, "admin"))).json()
     assert after == before
+
+
+EXTRA_FIELDS: Final[list[dict[str, Any]]] = [
+    {"user_id": OTHER},
+    {"status": "approved"},
+    {"fee": "0"},
+    {"available_balance": "1000000"},
+    {"withdrawal_id": "wd_chosen_by_client"},
+]
+
+
+async def test_bodies_with_extra_fields_are_refused(
+    service: tuple[Service, httpx.AsyncClient],
+) -> None:
+    """Mass assignment: a field the route does not take is an error, never silently applied."""
+    svc, http = service
+    for path, valid in svc.amount_routes:
+        for extra in EXTRA_FIELDS:
+            response = await http.post(path, json={**valid, **extra}, headers=svc.token(OWNER))
+            assert (response.status_code, code_of(response)) == (422, "validation_error"), (
+                path,
+                extra,
+                response.text,
+            )
+
+
+@pytest.mark.parametrize(("amount", "code"), AMOUNTS, ids=[str(a)[:20] for a, _ in AMOUNTS])
+async def test_absurd_amounts_over_http_get_a_4xx_with_their_code(
+    service: tuple[Service, httpx.AsyncClient], amount: Any, code: str
+) -> None:
+    svc, http = service
+    for path, valid in svc.amount_routes:
+        response = await http.post(path, json={**valid, "amount": amount}, headers=svc.token(OWNER))
+        assert 400 <= response.status_code < 500, (path, amount, response.text[:300])
+        assert code_of(response) == code, (path, amount, response.text[:300])
+
+
+async def test_users_list_only_their_own_withdrawals(
+    service: tuple[Service, httpx.AsyncClient],
+) -> None:
+    svc, http = service
+    if svc.name != "ipn-gateway":
+        pytest.skip("the gateway's withdrawal list")
+    path, valid = svc.amount_routes[0]
+    created = await http.post(path, json=valid, headers=svc.token(OWNER))
+    assert created.status_code == 202, created.text
+    mine = created.json()["withdrawal_id"]
+
+    def ids(response: httpx.Response) -> set[str]:
+        assert response.status_code == 200, response.text
+        return {item["withdrawal_id"] for item in response.json()["items"]}
+
+    assert mine in ids(await http.get("/api/withdrawals", headers=svc.token(OWNER)))
+    assert mine not in ids(await http.get("/api/withdrawals", headers=svc.token(OTHER)))
+    assert mine in ids(await http.get("/api/withdrawals", headers=svc.token(ADMIN, "admin")))
+    # Nobody else may decide it, and its owner may not approve it even as an admin.
+    for who in (svc.token(OTHER), svc.token(OWNER)):
+        refused = await http.post(
+            "/api/withdrawals/approve", json={"withdrawal_id": mine}, headers=who
+        )
+        assert refused.status_code == 403, refused.text
+    own = await http.post(
+        "/api/withdrawals/approve", json={"withdrawal_id": mine}, headers=svc.token(OWNER, "admin")
+    )
+    assert (own.status_code, code_of(own)) == (403, "self_approval_forbidden")
 
 
 @pytest.mark.parametrize(
@@ -245,9 +312,11 @@ async def test_every_operation_documents_its_errors(
     spec = (await http.get("/openapi.json")).json()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            for status in ("401", "422"):
-                schema = operation["responses"][status]["content"]["application/json"]["schema"]
-                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+            errors = {k: v for k, v in operation["responses"].items() if k.startswith(("4", "5"))}
+            assert "401" in errors, (method, path)
+            for status, answer in errors.items():
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 
@@ -262,9 +331,16 @@ def fuzz(svc: Service, case: schemathesis.Case[Any]) -> None:
 
 
 WALLET: Final = next(s for s in SERVICES if s.name == "wallet")
+GATEWAY: Final = next(s for s in SERVICES if s.name == "ipn-gateway")
 
 
 @schemathesis.openapi.from_asgi("/openapi.json", WALLET.app).parametrize()
 @FUZZ_SETTINGS
 def test_wallet_openapi_fuzz(case: schemathesis.Case[Any]) -> None:
     fuzz(WALLET, case)
+
+
+@schemathesis.openapi.from_asgi("/openapi.json", GATEWAY.app).parametrize()
+@FUZZ_SETTINGS
+def test_gateway_openapi_fuzz(case: schemathesis.Case[Any]) -> None:
+    fuzz(GATEWAY, case)
