@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,8 +28,8 @@ from shared.http import make_token
 from shared.infra.net import free_port
 from shared.messaging import CommandResult, WalletCommand
 from shared.messaging.topics import Topics
+from tests.reliability.runtime import started_wallet, until
 from wallet.application.reconciliation import verify
-from wallet.bootstrap import WalletRuntime, build_runtime
 from wallet.settings import WalletSettings
 
 pytestmark = pytest.mark.slow
@@ -75,19 +75,6 @@ async def served(app: FastAPI, port: int) -> AsyncIterator[uvicorn.Server]:
         # Also the kill: open requests are not waited for.
         server.should_exit = server.force_exit = True
         await task
-
-
-async def until(probe: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while not await probe():
-            await asyncio.sleep(0.1)
-
-
-async def started_wallet(settings: WalletSettings) -> WalletRuntime:
-    runtime = build_runtime(settings)
-    await runtime.start()
-    await until(runtime.ready)
-    return runtime
 
 
 async def test_a_credit_interrupted_by_a_crash_is_applied_exactly_once(
