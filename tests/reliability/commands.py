@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Final
 
 from hypothesis import strategies as st
 
-from shared.messaging import COMMAND_TYPES, CreditCommand, DebitCommand, WalletCommand
+from shared.messaging import (
+    COMMAND_TYPES,
+    CreditCommand,
+    DebitCommand,
+    TransferCommand,
+    WalletCommand,
+)
 from shared.messaging.commands import WALLET_COMMAND
 
 USERS: Final = ("alice", "bob", "carol")
@@ -145,3 +152,23 @@ def withdrawals(user: str, amount: str, count: int) -> list[DebitCommand]:
         )
         for i in range(count)
     ]
+
+
+def transfer_stream(
+    rng: random.Random, count: int, users: Sequence[str], currencies: Sequence[str], most: int
+) -> list[TransferCommand]:
+    """Transfers between overlapping users of up to `most` quarters, some more than the payer has."""
+    stream = []
+    for index in range(count):
+        payer, payee = rng.sample(list(users), 2)
+        stream.append(
+            TransferCommand(
+                user_id=payer,
+                to_user=payee,
+                currency=rng.choice(list(currencies)),
+                amount=str(Decimal(rng.randint(1, most)) / 4),
+                transaction_type="internal_transfer",
+                reference_id=f"t{index}",
+            )
+        )
+    return stream

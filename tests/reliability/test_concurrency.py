@@ -11,14 +11,13 @@ import asyncio
 import functools
 import random
 from collections import Counter
-from decimal import Decimal
 from typing import cast
 
 import pytest
 
 from shared.messaging import CommandResult, CreditCommand, TransferCommand
 from tests.reliability.checks import check_applied_once, check_ledger
-from tests.reliability.commands import deposit, withdrawals
+from tests.reliability.commands import deposit, transfer_stream, withdrawals
 from tests.reliability.model import ExactlyOnceModel, Key
 from tests.reliability.profiles import PROFILE, seeds
 from tests.reliability.racing import InterleavingStore, RecordingStore, YieldingStore
@@ -55,24 +54,6 @@ async def test_fifty_concurrent_debits_of_ten_against_one_hundred() -> None:
     await check_ledger(store)
 
 
-def transfer_stream(rng: random.Random, count: int) -> list[TransferCommand]:
-    """Transfers between overlapping users, some larger than what the payer has."""
-    stream = []
-    for index in range(count):
-        payer, payee = rng.sample(USERS, 2)
-        stream.append(
-            TransferCommand(
-                user_id=payer,
-                to_user=payee,
-                currency=rng.choice(CURRENCIES),
-                amount=str(Decimal(rng.randint(1, 240)) / 4),
-                transaction_type="internal_transfer",
-                reference_id=f"t{index}",
-            )
-        )
-    return stream
-
-
 async def race(
     seed: int,
 ) -> tuple[RecordingStore, list[tuple[Key, CommandResult]], list[BatchReport]]:
@@ -92,7 +73,7 @@ async def race(
     async def run_b(commands: list[TransferCommand]) -> None:
         reports.append(await ledger_b.handle_batch(commands))
 
-    stream = transfer_stream(rng, 40)
+    stream = transfer_stream(rng, 40, USERS, CURRENCIES, most=240)
     batches_a: list[list[TransferCommand]] = []
     while stream:
         size = rng.randint(1, 6)

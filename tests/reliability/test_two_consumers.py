@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from decimal import Decimal
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.infra.containers import docker_available
-from shared.messaging import CommandResult, TransferCommand, WalletCommand
+from shared.messaging import CommandResult, WalletCommand
 from shared.messaging.topics import Topics
 from shared.wallet_client import WalletClient
 from tests.reliability.checks import check_applied_once, check_ledger
-from tests.reliability.commands import deposit, resend
+from tests.reliability.commands import deposit, resend, transfer_stream
 from tests.reliability.model import key_of
 from tests.reliability.runtime import started_wallet
 from wallet.adapters.mongo_store import MongoLedgerStore
@@ -70,18 +69,8 @@ async def test_two_consumers_conserve_every_currency(
     running = [await started_wallet(settings), await started_wallet(settings)]
     rng = random.Random(6)
     commands: list[WalletCommand] = []
-    for index in range(TRANSFERS):
-        payer, payee = rng.sample(USERS, 2)
-        commands.append(
-            TransferCommand(
-                user_id=payer,
-                to_user=payee,
-                currency=rng.choice(("BTC", "USD")),
-                amount=str(Decimal(rng.randint(1, 200)) / 4),
-                transaction_type="internal_transfer",
-                reference_id=f"t{index}",
-            )
-        )
+    for transfer in transfer_stream(rng, TRANSFERS, USERS, ("BTC", "USD"), most=200):
+        commands.append(transfer)
         if rng.random() < 0.1:  # a producer's resend, as a new message
             commands.append(resend(rng.choice(commands)))
     results: list[CommandResult] = []
