@@ -308,3 +308,16 @@ async def test_bad_messages_are_dead_lettered_and_move_no_money(
         ]
     )
     assert await verify(wallet_runtime.store) == []
+
+
+async def test_metrics_count_what_the_consumer_did(http: httpx.AsyncClient) -> None:
+    text = (await http.get("/metrics")).text
+    counts = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("wallet_commands_total{")
+    }
+    # The tests above applied, repeated, refused and dead-lettered commands.
+    for status in ("applied", "duplicate", "rejected", "dead_lettered"):
+        assert counts[f'wallet_commands_total{{status="{status}"}}'] > 0, status
+    assert "wallet_batch_seconds_count" in text
