@@ -5,6 +5,7 @@ code or a success; never a 5xx, never someone else's data."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -25,6 +26,8 @@ from wallet.application.command_intake import CommandIntake, IncomingRecord
 from wallet.application.ledger_service import LedgerService
 
 SERVICE_IDS: Final = [s.name for s in SERVICES]
+WALLET: Final = next(s for s in SERVICES if s.name == "wallet")
+GATEWAY: Final = next(s for s in SERVICES if s.name == "ipn-gateway")
 # Absurd numbers, as text and as JSON numbers, with the refusal each must get.
 AMOUNTS: Final[list[tuple[Any, str]]] = [
     ("NaN", "amount_not_a_number"),
@@ -52,14 +55,19 @@ AMOUNTS: Final[list[tuple[Any, str]]] = [
 ]
 
 
+@contextlib.asynccontextmanager
+async def client_of(svc: Service) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=svc.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://{svc.name}") as client:
+        yield client
+
+
 @pytest_asyncio.fixture(params=SERVICES, ids=SERVICE_IDS, loop_scope="session")
 async def service(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
-    svc: Service = request.param
-    transport = httpx.ASGITransport(app=svc.app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://{svc.name}") as client:
-        yield svc, client
+    async with client_of(request.param) as client:
+        yield request.param, client
 
 
 def code_of(response: httpx.Response) -> str:
@@ -192,12 +200,12 @@ async def test_absurd_amounts_over_http_get_a_4xx_with_their_code(
         assert code_of(response) == code, (path, amount, response.text[:300])
 
 
-async def test_users_list_only_their_own_withdrawals(
-    service: tuple[Service, httpx.AsyncClient],
-) -> None:
-    svc, http = service
-    if svc.name != "ipn-gateway":
-        pytest.skip("the gateway's withdrawal list")
+async def test_users_list_only_their_own_withdrawals() -> None:
+    async with client_of(GATEWAY) as http:
+        await own_withdrawals_only(GATEWAY, http)
+
+
+async def own_withdrawals_only(svc: Service, http: httpx.AsyncClient) -> None:
     path, valid = svc.amount_routes[0]
     created = await http.post(path, json=valid, headers=svc.token(OWNER))
     assert created.status_code == 202, created.text
@@ -244,15 +252,11 @@ async def test_users_list_only_their_own_withdrawals(
         "cursor=MTAwMDAwMDAwMDAwMDAwMDAwMDAwfHg=",  # a timestamp far beyond datetime's range
     ],
 )
-async def test_absurd_query_values_get_a_4xx_with_a_code(
-    service: tuple[Service, httpx.AsyncClient], query: str
-) -> None:
-    svc, http = service
-    if svc.name != "wallet":
-        pytest.skip("the wallet's history query")
-    response = await http.get(
-        f"/api/wallets/transactions/{OWNER}?{query}", headers=svc.token(OWNER)
-    )
+async def test_absurd_query_values_get_a_4xx_with_a_code(query: str) -> None:
+    async with client_of(WALLET) as http:
+        response = await http.get(
+            f"/api/wallets/transactions/{OWNER}?{query}", headers=WALLET.token(OWNER)
+        )
     assert 400 <= response.status_code < 500, (query, response.status_code, response.text[:200])
     code_of(response)
 
@@ -328,10 +332,6 @@ FUZZ_SETTINGS: Final = settings(
 def fuzz(svc: Service, case: schemathesis.Case[Any]) -> None:
     for headers in (svc.token(ADMIN, "admin"), svc.token(OWNER)):
         case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
-
-
-WALLET: Final = next(s for s in SERVICES if s.name == "wallet")
-GATEWAY: Final = next(s for s in SERVICES if s.name == "ipn-gateway")
 
 
 @schemathesis.openapi.from_asgi("/openapi.json", WALLET.app).parametrize()
