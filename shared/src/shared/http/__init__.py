@@ -21,7 +21,14 @@ from shared.http.auth import (
     make_token,
     require_admin,
 )
-from shared.http.errors import ApiError, error_body, error_response, install_error_handlers
+from shared.http.errors import (
+    ApiError,
+    ErrorBody,
+    error_body,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from shared.http.health import Readiness, health_router, metrics_router
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "AdminUser",
     "ApiError",
     "CurrentUser",
+    "ErrorBody",
     "Readiness",
     "User",
     "configure_auth",
@@ -38,6 +46,7 @@ __all__ = [
     "ensure_can_read",
     "error_body",
     "error_response",
+    "error_responses",
     "health_router",
     "install_error_handlers",
     "make_token",

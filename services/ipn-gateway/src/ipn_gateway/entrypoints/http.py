@@ -21,7 +21,7 @@ from ipn_gateway.domain.errors import (
     UpstreamRefused,
     UpstreamUnavailable,
 )
-from shared.http import AdminUser, CurrentUser, error_response
+from shared.http import AdminUser, CurrentUser, error_response, error_responses
 
 # Refusal codes whose HTTP status is not the default of their kind.
 _STATUS_BY_CODE: Final = {
@@ -110,9 +110,12 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
 
 
 def nowpayments_router(handlers: Handlers) -> APIRouter:
-    router = APIRouter(prefix="/api/nowpayments", tags=["nowpayments"])
+    # Documented so that clients and schema-driven tests know every answer and its error body.
+    router = APIRouter(
+        prefix="/api/nowpayments", tags=["nowpayments"], responses=error_responses(400, 401)
+    )
 
-    @router.post("/ipn")
+    @router.post("/ipn", responses=error_responses(403, 413, 503))
     async def ipn(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length", "")
         too_large = declared.isdigit() and int(declared) > MAX_IPN_BYTES
@@ -127,7 +130,7 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
         verdict = await handlers.ipn.handle(ipn_request)
         return JSONResponse({"status": verdict})
 
-    @router.post("/create-deposit")
+    @router.post("/create-deposit", responses=error_responses(422, 502))
     async def create_deposit(body: CreateDepositBody, user: CurrentUser) -> dict[str, Any]:
         return await handlers.deposits.create(
             user.user_id, body.currency, body.amount, body.price_currency
@@ -137,9 +140,12 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
 
 
 def withdrawals_router(handlers: Handlers) -> APIRouter:
-    router = APIRouter(prefix="/api/withdrawals", tags=["withdrawals"])
+    router = APIRouter(
+        prefix="/api/withdrawals", tags=["withdrawals"], responses=error_responses(401)
+    )
+    decisions = error_responses(400, 403, 404, 409, 422, 502)
 
-    @router.post("/request", status_code=202)
+    @router.post("/request", status_code=202, responses=error_responses(400, 409, 422, 502))
     async def request_withdrawal(body: WithdrawalRequestBody, user: CurrentUser) -> dict[str, Any]:
         withdrawal = await handlers.withdrawals.request(
             user.user_id, body.currency, body.amount, body.address
@@ -147,12 +153,12 @@ def withdrawals_router(handlers: Handlers) -> APIRouter:
         public = withdrawal.public()
         return {k: public[k] for k in ("withdrawal_id", "status", "amount", "fee", "currency")}
 
-    @router.post("/approve")
+    @router.post("/approve", responses=decisions)
     async def approve(body: ApproveBody, admin: AdminUser) -> dict[str, Any]:
         withdrawal = await handlers.withdrawals.approve(admin.user_id, body.withdrawal_id)
         return withdrawal.public()
 
-    @router.post("/reject")
+    @router.post("/reject", responses=decisions)
     async def reject(body: RejectBody, admin: AdminUser) -> dict[str, Any]:
         withdrawal = await handlers.withdrawals.reject(
             admin.user_id, body.withdrawal_id, body.reason

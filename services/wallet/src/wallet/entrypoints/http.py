@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, JsonValue
 
-from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read
+from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read, error_responses
 from shared.messaging.commands import WireDecimal
 from shared.money import MoneyError, get_currency
 from wallet.application.ports import LedgerStore
@@ -117,7 +117,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return timestamp, transaction_id
 
 
-router = APIRouter(prefix="/api/wallets", tags=["wallets"])
+# Every route answers 401 without a valid token, 403 for someone else's data and 422 for a
+# malformed query; documented so that clients and schema-driven tests know the error body.
+router = APIRouter(
+    prefix="/api/wallets", tags=["wallets"], responses=error_responses(401, 403, 422)
+)
 
 
 @router.get("/balances/{user_id}", response_model=BalancesView)
@@ -128,7 +132,11 @@ async def get_balances(user_id: str, user: CurrentUser, request: Request) -> Bal
     return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in wallets])
 
 
-@router.get("/transactions/{user_id}", response_model=TransactionsPage)
+@router.get(
+    "/transactions/{user_id}",
+    response_model=TransactionsPage,
+    responses=error_responses(400),  # unknown currency, a cursor this API did not issue
+)
 async def get_transactions(
     user_id: str,
     user: CurrentUser,
