@@ -49,8 +49,11 @@ CRASH_POINTS: Final = (
 )
 
 
-class Crash(Exception):
-    """The consumer process dies here; nothing in its memory survives."""
+class Crash(BaseException):
+    """The consumer process dies here; nothing in its memory survives.
+
+    A BaseException, like a kill: no `except Exception` in the code under test may survive it.
+    """
 
 
 @dataclass(frozen=True)

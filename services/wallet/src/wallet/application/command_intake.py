@@ -24,6 +24,7 @@ from shared.messaging import (
     parse_command,
 )
 from wallet.application.ledger_service import BatchReport, LedgerService
+from wallet.application.ports import ConcurrencyConflict, TransientStoreError
 
 log = structlog.get_logger(__name__)
 
@@ -103,28 +104,82 @@ class CommandIntake:
     async def process(self, records: Sequence[IncomingRecord]) -> IntakeReport:
         started = time.perf_counter()
         report = IntakeReport(received=len(records))
-        commands: list[WalletCommand] = []
+        commands: list[tuple[IncomingRecord, WalletCommand]] = []
         refusals: list[tuple[str, CommandResult]] = []
         for record in records:
             try:
-                commands.append(parse_command(record.value or b""))
+                commands.append((record, parse_command(record.value or b"")))
             except InvalidCommand as error:
-                log.warning(
-                    "command_dead_lettered",
-                    reason=error.reason,
-                    detail=error.detail,
-                    partition=record.partition,
-                    offset=record.offset,
-                    **error.envelope,
-                )
-                report.dead_letters.append((record.key, dead_letter_for(record, error)))
-                refusal = rejection_for_invalid(error)
-                if refusal is not None:
-                    refusals.append(refusal)
-        report.batch = await self._ledger.handle_batch(commands)
+                self._dead_letter(report, refusals, record, error)
+        try:
+            report.batch = await self._ledger.handle_batch([c for _, c in commands])
+        except (ConcurrencyConflict, TransientStoreError):
+            raise  # the store: the whole batch comes again, nothing is lost or skipped
+        except Exception:
+            # A command the ledger cannot process (a bug, a document the store refuses) would
+            # otherwise fail its batch on every redelivery and stop the partition.
+            log.exception("command_batch_failed_isolating", size=len(commands))
+            report.batch = await self._isolate_failures(commands, report, refusals)
         await self._publisher.publish(
             [*report.batch.results, *refusals], report.batch.events, report.dead_letters
         )
         report.batch.results.extend(refusals)
         report.seconds = time.perf_counter() - started
         return report
+
+    async def _isolate_failures(
+        self,
+        commands: Sequence[tuple[IncomingRecord, WalletCommand]],
+        report: IntakeReport,
+        refusals: list[tuple[str, CommandResult]],
+    ) -> BatchReport:
+        """Apply the commands one at a time; dead-letter each one that fails on its own.
+
+        Slow (a round trip or three per command), but only taken after a batch failed for a
+        reason that is not the store's: each command is still applied at most once, by key.
+        """
+        combined = BatchReport()
+        for record, command in commands:
+            try:
+                single = await self._ledger.handle_batch([command])
+            except (ConcurrencyConflict, TransientStoreError):
+                raise
+            except Exception as error:
+                log.exception("command_dead_lettered", reason="processing_failed")
+                failure = InvalidCommand(
+                    "processing_failed",
+                    f"{type(error).__name__}: {str(error)[:300]}",
+                    {
+                        "command_id": command.command_id,
+                        "type": command.type,
+                        "transaction_type": command.transaction_type,
+                        "reference_id": command.reference_id,
+                        "user_id": command.user_id,
+                    },
+                )
+                self._dead_letter(report, refusals, record, failure)
+                continue
+            combined.results.extend(single.results)
+            combined.events.extend(single.events)
+            combined.attempts = max(combined.attempts, single.attempts)
+        return combined
+
+    @staticmethod
+    def _dead_letter(
+        report: IntakeReport,
+        refusals: list[tuple[str, CommandResult]],
+        record: IncomingRecord,
+        error: InvalidCommand,
+    ) -> None:
+        log.warning(
+            "command_dead_lettered",
+            reason=error.reason,
+            detail=error.detail,
+            partition=record.partition,
+            offset=record.offset,
+            **error.envelope,
+        )
+        report.dead_letters.append((record.key, dead_letter_for(record, error)))
+        refusal = rejection_for_invalid(error)
+        if refusal is not None:
+            refusals.append(refusal)

@@ -1,0 +1,92 @@
+"""The intake: records in, outcomes out; poison never stops the partition, the store's errors do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from shared.messaging import CommandResult, CreditCommand, DeadLetter, LedgerTransaction, encode
+from wallet.adapters.memory_store import InMemoryLedgerStore
+from wallet.application.command_intake import CommandIntake, IncomingRecord
+from wallet.application.ledger_service import LedgerService
+from wallet.application.ports import TransientStoreError
+from wallet.domain.records import LedgerBatch
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.results: list[CommandResult] = []
+        self.events: list[LedgerTransaction] = []
+        self.dead_letters: list[DeadLetter] = []
+
+    async def publish(
+        self,
+        results: Sequence[tuple[str, CommandResult]],
+        events: Sequence[LedgerTransaction],
+        dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
+    ) -> None:
+        self.results.extend(r for _, r in results)
+        self.events.extend(events)
+        self.dead_letters.extend(d for _, d in dead_letters)
+
+
+class StoreRefusingOneCommand(InMemoryLedgerStore):
+    """Refuses any batch that holds reference `poison`, as MongoDB refuses a document it cannot
+    store: not a conflict, not transient, the same every time."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def commit(self, batch: LedgerBatch) -> None:
+        if any(o.command.reference_id == "poison" for o in batch.outcomes):
+            raise self.error
+        await super().commit(batch)
+
+
+def record(reference: str, offset: int) -> IncomingRecord:
+    command = CreditCommand(
+        command_id=f"c-{reference}",
+        user_id="alice",
+        currency="BTC",
+        amount="0.1",
+        transaction_type="deposit_nowpayments",
+        reference_id=reference,
+    )
+    return IncomingRecord(encode(command), b"alice", "wallet.commands", 2, offset)
+
+
+async def test_a_command_the_store_refuses_is_dead_lettered_and_the_rest_applied() -> None:
+    store = StoreRefusingOneCommand(ValueError("BSON document too large"))
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(store, backoff_seconds=0), publisher)
+    records = [record("p1", 10), record("poison", 11), record("p2", 12)]
+    report = await intake.process(records)
+
+    assert [(r.reference_id, r.status, r.reason) for r in publisher.results] == [
+        ("p1", "applied", None),
+        ("p2", "applied", None),
+        ("poison", "rejected", "processing_failed"),
+    ]
+    (letter,) = publisher.dead_letters
+    assert (letter.reason, letter.source_partition, letter.source_offset) == (
+        "processing_failed",
+        2,
+        11,
+    )
+    assert letter.detail == "ValueError: BSON document too large"
+    assert letter.raw_value == (records[1].value or b"").decode()
+    assert len(publisher.events) == 2
+    assert str(store.wallets[("alice", "BTC")].balances.available.normalize()) == "0.2"
+    assert report.received == 3
+
+
+async def test_store_outages_fail_the_batch_so_that_it_comes_again() -> None:
+    store = StoreRefusingOneCommand(TransientStoreError("primary stepped down"))
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(store, backoff_seconds=0, max_attempts=2), publisher)
+    with pytest.raises(TransientStoreError):
+        await intake.process([record("p1", 10), record("poison", 11)])
+    # Nothing was published and nothing applied: the offsets stay where they were.
+    assert (publisher.results, publisher.dead_letters, store.outcomes) == ([], [], {})
