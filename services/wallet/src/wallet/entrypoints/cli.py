@@ -69,9 +69,17 @@ def verify() -> None:
 def replay(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Rebuild wallets and wallet_transactions from wallet_events and swap them in."""
+    """Rebuild wallets and wallet_transactions from wallet_events and swap them in.
+
+    Stop the wallet service first: a batch committed during the swap would be missing from the
+    rebuilt projections (never from the events; a second replay brings it back).
+    """
     if not yes:
-        typer.confirm("Replace the live projections with ones rebuilt from the events?", abort=True)
+        typer.confirm(
+            "Replace the live projections with ones rebuilt from the events?"
+            " (the wallet service must be stopped)",
+            abort=True,
+        )
 
     async def action(store: LedgerStore) -> int:
         projections = await replay_projections(store)
