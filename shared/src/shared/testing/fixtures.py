@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.infra import Infrastructure
 from shared.infra.kafka import ensure_topics
 from shared.messaging.topics import Topics
+from shared.mongo import connect
 
 _INFRA_FIXTURES = frozenset(
     {
@@ -71,7 +72,7 @@ def mongodb_url(infrastructure: Infrastructure) -> str:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def mongo_client(mongodb_url: str) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
+    client = connect(mongodb_url)  # as the services connect: aware UTC datetimes
     try:
         yield client
     finally:
