@@ -324,8 +324,9 @@ async def test_every_operation_documents_its_errors(
     assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 
+# derandomize: the same examples on every run, so CI never turns green or red by chance.
 FUZZ_SETTINGS: Final = settings(
-    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
 )
 
 

@@ -191,3 +191,12 @@ async def test_openapi_and_asyncapi_documents(http: httpx.AsyncClient) -> None:
         "wallet.events",
         "wallet.commands.dlq",
     } <= addresses
+
+
+async def test_unknown_query_parameters_are_refused(
+    http: httpx.AsyncClient, runtime: WalletRuntime
+) -> None:
+    response = await http.get(
+        "/api/wallets/transactions/alice?limt=5", headers=auth(runtime, "alice")
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read, error_responses
 from shared.messaging.commands import WireDecimal
@@ -49,6 +49,16 @@ class TransactionView(BaseModel):
     savings_balance_after: WireDecimal
     metadata: dict[str, JsonValue]
     timestamp: AwareDatetime
+
+
+class TransactionsQuery(BaseModel):
+    """The history's query parameters; an unknown one is refused (422), not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str | None = Field(default=None, max_length=20)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(default=None, max_length=200)
 
 
 class TransactionsPage(BaseModel):
@@ -141,19 +151,18 @@ async def get_transactions(
     user_id: str,
     user: CurrentUser,
     request: Request,
-    currency: Annotated[str | None, Query(max_length=20)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    query: Annotated[TransactionsQuery, Query()],
 ) -> TransactionsPage:
     """A user's transaction history, newest first, a page at a time."""
     ensure_can_read(user, user_id)
     code = None
-    if currency is not None:
+    if query.currency is not None:
         try:
-            code = get_currency(currency).code
+            code = get_currency(query.currency).code
         except MoneyError as error:
             raise ApiError(400, error.code, error.message) from None
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(query.cursor) if query.cursor else None
+    limit = query.limit
     rows = await _store(request).history_of(user_id, currency=code, limit=limit + 1, before=before)
     page, more = rows[:limit], len(rows) > limit
     return TransactionsPage(
