@@ -70,6 +70,8 @@ class ExactlyOnceModel:
     wallets: dict[WalletId, list[Decimal]] = field(default_factory=dict)
     accounts: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     decided: dict[Key, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    # Locked money per (user, currency, reference): only a lock's own reference may spend it.
+    holds: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
 
     # -- state ---------------------------------------------------------------------------------
     def _wallet(self, user: str, currency: str) -> list[Decimal]:
@@ -124,6 +126,13 @@ class ExactlyOnceModel:
         paid_from = _PAID_FROM[c.type]
         if paid_from is not None and payer[paid_from] < amount:
             return refuse("insufficient_funds")
+        hold = (user, cur, c.reference_id)
+        if paid_from == LOCKED and self.holds.get(hold, ZERO) < amount:
+            return refuse("insufficient_funds")
+        if paid_from == LOCKED:
+            self.holds[hold] -= amount
+        elif c.type == "lock":
+            self.holds[hold] = self.holds.get(hold, ZERO) + amount
 
         touched: list[WalletId] = [(user, cur)]
         outside = "external:" + c.transaction_type.removeprefix("deposit_")

@@ -147,10 +147,12 @@ async def test_documents_keep_the_seed_shapes_with_exact_decimal128(
         "locked_balance",
         "total_balance",
         "savings_balance",
+        "holds",
         "version",
         "created_at",
         "last_updated",
     }
+    assert wallet["holds"] == []  # nothing locked
     assert wallet["available_balance"] == Decimal128("1.75000000")
     assert wallet["total_balance"] == Decimal128("1.75000000")
     assert wallet["locked_balance"].to_decimal() == 0

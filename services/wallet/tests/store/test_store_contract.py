@@ -32,6 +32,7 @@ from shared.messaging import (
 from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.ledger_service import BatchReport, LedgerService
 from wallet.application.ports import ConcurrencyConflict, LedgerStore
+from wallet.application.reconciliation import replay, verify
 from wallet.domain.accounts import user_account
 from wallet.domain.ledger import Balances, Entry, counterparty_of
 from wallet.domain.projection import history_rows
@@ -530,3 +531,35 @@ async def test_replace_projections_swaps_in_new_read_models(
     assert [w async for w in store.all_wallets()] == []
     assert [h async for h in store.all_history()] == []
     assert await store.account_balances() == {}
+
+
+async def test_holds_are_stored_per_reference_and_survive_replay(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    def lock(reference: str, amount: str) -> LockCommand:
+        return LockCommand(reference_id=reference, transaction_type="p2p_escrow", user_id="seller",
+                           currency="BTC", amount=D(amount))  # fmt: skip
+
+    await service.handle_batch(
+        [credit("seller", "BTC", "1", "dep-h"), lock("trade.a$1", "0.3"), lock("trade-b", "0.2")]
+    )
+    report = await service.handle_batch(
+        [
+            # Trade b's cancel may not unlock trade a's escrow.
+            UnlockCommand(reference_id="trade-b", transaction_type="p2p_cancelled",
+                          user_id="seller", currency="BTC", amount=D("0.25")),
+            UnlockCommand(reference_id="trade-b", transaction_type="p2p_cancelled_once",
+                          user_id="seller", currency="BTC", amount=D("0.2")),
+        ]
+    )  # fmt: skip
+    assert [(r.status, r.reason) for _, r in report.results] == [
+        ("rejected", "insufficient_funds"),
+        ("applied", None),
+    ]
+    (wallet,) = await store.wallets_of("seller")
+    assert wallet.holds == (("trade.a$1", D("0.3")),)
+    assert wallet.balances.locked == D("0.3")
+    await replay(store)
+    (rebuilt,) = await store.wallets_of("seller")
+    assert rebuilt.holds == (("trade.a$1", D("0.3")),)
+    assert await verify(store) == []

@@ -26,7 +26,9 @@ from wallet.domain.ledger import (
     apply_entries,
     decide,
     fold,
+    hold_change,
     is_balanced,
+    with_hold,
 )
 
 ALICE = Balances(available=D("1.5"), locked=D("0.5"), savings=D("0.25"))
@@ -37,8 +39,17 @@ def balances(key: WalletKey) -> Balances:
     return ALICE if key == ("alice", "BTC") else Balances()
 
 
+def holds(key: WalletKey, reference_id: str) -> D:
+    # All of alice's locked BTC is held for ref-1.
+    return ALICE.locked if (key, reference_id) == (("alice", "BTC"), "ref-1") else D(0)
+
+
+def no_holds(key: WalletKey, reference_id: str) -> D:
+    return D(0)
+
+
 def entries_of(command: WalletCommand) -> tuple[Entry, ...]:
-    decision = decide(command, balances)
+    decision = decide(command, balances, holds)
     assert not isinstance(decision, Rejection), decision
     assert is_balanced(decision)
     return decision
@@ -150,7 +161,7 @@ def test_exchange_is_balanced_in_each_currency() -> None:
 def test_insufficient_funds_is_a_rejection_that_names_the_bucket(
     command: WalletCommand, bucket: str
 ) -> None:
-    decision = decide(command, balances)
+    decision = decide(command, balances, holds)
     assert isinstance(decision, Rejection)
     assert decision.reason == "insufficient_funds"
     assert decision.detail.startswith(bucket)
@@ -167,7 +178,7 @@ def test_transfers_to_oneself_are_rejected(
     command_type: type[TransferCommand] | type[TransferLockedCommand],
 ) -> None:
     decision = decide(
-        command_type(user_id="alice", to_user="alice", amount="0.1", **COMMON), balances
+        command_type(user_id="alice", to_user="alice", amount="0.1", **COMMON), balances, holds
     )
     assert decision == Rejection("same_account", "a transfer needs two different users")
 
@@ -185,10 +196,16 @@ def test_fold_totals_every_account_and_conserves_money() -> None:
         TransferLockedCommand(user_id="b", to_user="a", amount="0.2", fee="0.01", **COMMON),
     ]
     wallets: dict[WalletKey, Balances] = {}
+    held: dict[tuple[WalletKey, str], D] = {}
     transactions = []
     for command in commands:
-        decision = decide(command, lambda k: wallets.get(k, Balances()))
+        decision = decide(
+            command, lambda k: wallets.get(k, Balances()), lambda k, r: held.get((k, r), D(0))
+        )
         assert not isinstance(decision, Rejection)
+        change = hold_change(command)
+        if change is not None:
+            held[change[0], change[1]] = held.get((change[0], change[1]), D(0)) + change[2]
         touched, _ = apply_entries(lambda k: wallets.get(k, Balances()), decision)
         wallets.update(touched)
         transactions.append(decision)
@@ -206,3 +223,46 @@ def test_user_accounts_may_contain_colons() -> None:
     assert parse_user_account("platform:fees") is None
     with pytest.raises(ValueError, match="not a user account"):
         parse_user_account("user:alice:wallet")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        UnlockCommand(user_id="alice", amount="0.1", **{**COMMON, "reference_id": "other-trade"}),
+        ReleaseLockedCommand(user_id="alice", amount="0.1", **{**COMMON, "reference_id": "wd-9"}),
+        TransferLockedCommand(
+            user_id="alice", to_user="bob", amount="0.1", **{**COMMON, "reference_id": "t-2"}
+        ),
+    ],
+)
+def test_locked_money_is_spent_only_under_the_reference_that_locked_it(
+    command: WalletCommand,
+) -> None:
+    # alice has 0.5 BTC locked, all of it for ref-1: another trade cannot take any of it.
+    decision = decide(command, balances, holds)
+    assert isinstance(decision, Rejection)
+    assert decision.reason == "insufficient_funds"
+    assert f"under {command.reference_id} is 0" in decision.detail
+
+
+def test_a_hold_cannot_be_overspent_even_when_more_is_locked() -> None:
+    def partly_held(key: WalletKey, reference_id: str) -> D:
+        return D("0.2") if reference_id == "ref-1" else D("0.3")
+
+    over = UnlockCommand(user_id="alice", amount="0.25", **COMMON)
+    assert isinstance(decide(over, balances, partly_held), Rejection)
+    exact = UnlockCommand(user_id="alice", amount="0.2", **COMMON)
+    assert not isinstance(decide(exact, balances, partly_held), Rejection)
+
+
+def test_holds_change_with_lock_and_spend_and_vanish_at_zero() -> None:
+    lock = LockCommand(user_id="alice", amount="0.3", **COMMON)
+    unlock = UnlockCommand(user_id="alice", amount="0.1", **COMMON)
+    assert hold_change(lock) == (("alice", "BTC"), "ref-1", D("0.3"))
+    assert hold_change(unlock) == (("alice", "BTC"), "ref-1", D("-0.1"))
+    assert hold_change(CreditCommand(user_id="alice", amount="1", **COMMON)) is None
+    holds_now = with_hold((("b-ref", D("1")),), "a-ref", D("0.3"))
+    assert holds_now == (("a-ref", D("0.3")), ("b-ref", D("1")))
+    assert with_hold(holds_now, "a-ref", D("-0.3")) == (("b-ref", D("1")),)
+    with pytest.raises(ValueError, match="negative"):
+        with_hold(holds_now, "b-ref", D("-1.1"))

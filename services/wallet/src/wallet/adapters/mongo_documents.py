@@ -141,13 +141,16 @@ def wallet_filter(key: WalletKey) -> Document:
 
 
 def wallet_balances(record: WalletRecord) -> Document:
-    """What an update sets: the seed's balance fields (total = available + locked), savings, version."""
+    """What an update sets: the seed's balance fields (total = available + locked), savings, the
+    holds that make up the locked balance, version."""
     balances = record.balances
     return {
         "available_balance": to_d128(balances.available),
         "locked_balance": to_d128(balances.locked),
         "total_balance": to_d128(balances.total),
         "savings_balance": to_d128(balances.savings),
+        # An array, not a subdocument keyed by reference: a reference may hold '.' or '$'.
+        "holds": [{"reference_id": r, "amount": to_d128(a)} for r, a in record.holds],
         "version": record.version,
         "last_updated": record.last_updated,
     }
@@ -165,6 +168,7 @@ def wallet_of(document: Document) -> WalletRecord:
         version=document["version"],
         created_at=document["created_at"],
         last_updated=document["last_updated"],
+        holds=tuple((h["reference_id"], from_d128(h["amount"])) for h in document.get("holds", ())),
     )
 
 

@@ -41,7 +41,9 @@ from wallet.domain.ledger import (
     WalletKey,
     apply_entries,
     decide,
+    hold_change,
     wallet_keys,
+    with_hold,
 )
 from wallet.domain.projection import history_rows
 from wallet.domain.records import (
@@ -177,7 +179,10 @@ class _WorkingState:
     def balance_of(self, key: WalletKey) -> Balances:
         return self.record(key).balances
 
-    def update(self, key: WalletKey, balances: Balances) -> None:
+    def hold_of(self, key: WalletKey, reference_id: str) -> Decimal:
+        return dict(self.record(key).holds).get(reference_id, ZERO)
+
+    def update(self, key: WalletKey, balances: Balances, hold: tuple[str, Decimal] | None) -> None:
         record = self.record(key)
         self.current[key] = WalletRecord(
             record.user_id,
@@ -186,6 +191,7 @@ class _WorkingState:
             record.version + 1,
             record.created_at,
             self._now,
+            record.holds if hold is None else with_hold(record.holds, *hold),
         )
 
     def changed(self) -> tuple[tuple[WalletRecord, int], ...]:
@@ -293,7 +299,7 @@ class LedgerService:
     ) -> Outcome:
         idempotency_key, fingerprint = command.idempotency_key, command.fingerprint()
         transaction_id = self._new_id()
-        decision = decide(command, state.balance_of)
+        decision = decide(command, state.balance_of, state.hold_of)
         if isinstance(decision, Rejection):
             current = tuple(
                 BalanceAfter(k[0], k[1], state.balance_of(k)) for k in wallet_keys(command)
@@ -310,8 +316,10 @@ class LedgerService:
                 detail=decision.detail,
             )
         touched, deltas = apply_entries(state.balance_of, decision)
+        change = hold_change(command)
         for key, balances in touched.items():
-            state.update(key, balances)
+            hold = (change[1], change[2]) if change is not None and change[0] == key else None
+            state.update(key, balances, hold)
         for key, delta in deltas.items():
             previous = account_deltas.get(key, ZERO)
             account_deltas[key] = LEDGER_CONTEXT.add(previous, delta)

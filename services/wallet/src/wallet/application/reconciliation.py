@@ -14,7 +14,16 @@ from decimal import Decimal
 
 from shared.money import LEDGER_CONTEXT
 from wallet.application.ports import LedgerStore
-from wallet.domain.ledger import ZERO, Balances, WalletKey, fold, is_balanced
+from wallet.domain.ledger import (
+    ZERO,
+    Balances,
+    Holds,
+    WalletKey,
+    fold,
+    hold_change,
+    is_balanced,
+    with_hold,
+)
 from wallet.domain.projection import history_rows
 from wallet.domain.records import HistoryRow, Outcome, WalletRecord
 
@@ -47,9 +56,14 @@ def rebuild(outcomes: Iterable[Outcome]) -> Projections:
     )
     balances, accounts = fold(o.entries for o in applied)
     touched: dict[WalletKey, list[datetime]] = {}
+    holds: dict[WalletKey, Holds] = {}
     for outcome in applied:
         for key in dict.fromkeys((b.user_id, b.currency) for b in outcome.balances_after):
             touched.setdefault(key, []).append(outcome.recorded_at)
+        change = hold_change(outcome.command)
+        if change is not None:
+            key, reference_id, delta = change
+            holds[key] = with_hold(holds.get(key, ()), reference_id, delta)
     wallets = [
         WalletRecord(
             user_id=key[0],
@@ -58,6 +72,7 @@ def rebuild(outcomes: Iterable[Outcome]) -> Projections:
             version=len(times),
             created_at=min(times),
             last_updated=max(times),
+            holds=holds.get(key, ()),
         )
         for key, times in sorted(touched.items())
     ]
@@ -150,8 +165,13 @@ def _compare_wallet(expected: WalletRecord, actual: WalletRecord | None) -> list
         ("savings_balance", expected.balances.savings, actual.balances.savings),
         ("total_balance", expected.balances.total, actual.balances.total),
         ("version", expected.version, actual.version),
+        ("holds", _holds_text(expected.holds), _holds_text(actual.holds)),
     ]
     return [Difference(name, f, str(want), str(have)) for f, want, have in pairs if want != have]
+
+
+def _holds_text(holds: Holds) -> str:
+    return ", ".join(f"{reference}={amount.normalize()}" for reference, amount in holds) or "none"
 
 
 def _compare_row(expected: HistoryRow, actual: HistoryRow | None) -> list[Difference]:

@@ -84,6 +84,9 @@ class Rejection:
 
 Decision = tuple[Entry, ...] | Rejection
 BalanceLookup = Callable[[WalletKey], Balances]
+# How much of a wallet's locked balance is held under a reference (a trade, a withdrawal).
+HoldLookup = Callable[[WalletKey, str], Decimal]
+Holds = tuple[tuple[str, Decimal], ...]  # (reference_id, amount), sorted, no zero amounts
 
 
 def counterparty_of(transaction_type: str) -> str:
@@ -115,14 +118,28 @@ def _short(bucket: Bucket, user_id: str, currency: str, need: Decimal, have: Dec
     )
 
 
-def decide(command: WalletCommand, balance_of: BalanceLookup) -> Decision:
-    """The entries a command produces against current balances, or why it cannot be applied."""
+def decide(command: WalletCommand, balance_of: BalanceLookup, hold_of: HoldLookup) -> Decision:
+    """The entries a command produces against current balances, or why it cannot be applied.
+
+    Locked money is held per reference: an unlock, a release or a locked transfer spends only
+    what a lock under the same reference_id put there, never another trade's escrow.
+    """
     user, currency, amount = command.user_id, command.currency, command.amount
     key = (user, currency)
 
     def require(bucket: Bucket, need: Decimal) -> Rejection | None:
         have = balance_of(key).of(bucket)
-        return None if have >= need else _short(bucket, user, currency, need, have)
+        if have < need:
+            return _short(bucket, user, currency, need, have)
+        if bucket == "locked":
+            held = hold_of(key, command.reference_id)
+            if held < need:
+                return Rejection(
+                    "insufficient_funds",
+                    f"locked {currency} of {user} under {command.reference_id} is {held},"
+                    f" {need} needed",
+                )
+        return None
 
     match command:
         case CreditCommand():
@@ -199,6 +216,30 @@ def decide(command: WalletCommand, balance_of: BalanceLookup) -> Decision:
                 user_account(user, "savings"), user_account(user, "available"), currency, amount
             )
     raise AssertionError(f"unhandled command type {command.type}")  # pragma: no cover
+
+
+def hold_change(command: WalletCommand) -> tuple[WalletKey, str, Decimal] | None:
+    """How an applied command changes the payer's holds: a lock adds to the hold under its
+    reference; unlock, release and locked transfer take from it."""
+    key = (command.user_id, command.currency)
+    if isinstance(command, LockCommand):
+        return key, command.reference_id, command.amount
+    if isinstance(command, UnlockCommand | ReleaseLockedCommand | TransferLockedCommand):
+        return key, command.reference_id, negate(command.amount)
+    return None
+
+
+def with_hold(holds: Holds, reference_id: str, delta: Decimal) -> Holds:
+    """`holds` with `delta` added under `reference_id`; a hold that reaches zero is gone."""
+    current = dict(holds)
+    amount = LEDGER_CONTEXT.add(current.get(reference_id, ZERO), delta)
+    if amount < 0:
+        raise ValueError(f"hold {reference_id} would go negative")
+    if amount:
+        current[reference_id] = amount
+    else:
+        current.pop(reference_id, None)
+    return tuple(sorted(current.items()))
 
 
 def wallet_keys(command: WalletCommand) -> tuple[WalletKey, ...]:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import JsonValue
 
 from shared.messaging import WalletCommand
-from wallet.domain.ledger import Balances, Entry, WalletKey
+from wallet.domain.ledger import Balances, Entry, Holds, WalletKey
 
 IdempotencyKey = tuple[str, str, str]  # (type, transaction_type, reference_id)
 OutcomeStatus = Literal["applied", "rejected"]
@@ -48,6 +48,7 @@ class WalletRecord:
     """The `wallets` read model of one (user, currency), with the version that guards its updates.
 
     version counts the applied transactions that touched this wallet; 0 means not stored yet.
+    holds splits the locked balance by the reference that locked it; they always sum to it.
     """
 
     user_id: str
@@ -56,6 +57,7 @@ class WalletRecord:
     version: int
     created_at: datetime
     last_updated: datetime
+    holds: Holds = ()
 
     @property
     def key(self) -> WalletKey:
