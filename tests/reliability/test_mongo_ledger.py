@@ -112,10 +112,15 @@ async def test_verify_names_a_corrupted_wallet_and_replay_repairs_it(
         "ok: projections match the events and every currency sums to zero\n",
     )
 
-    # Someone edits bob's balance by hand.
+    # Someone edits bob's balance by hand, total included (verify reads the stored total).
     await mongo_database["wallets"].update_one(
         {"user_id": "bob", "currency": "BTC"},
-        {"$set": {"available_balance": Decimal128("1000.75")}},
+        {
+            "$set": {
+                "available_balance": Decimal128("1000.75"),
+                "total_balance": Decimal128("1000.75"),
+            }
+        },
     )
     code, output = await asyncio.to_thread(cli, "verify", env=env)
     assert code == 1

@@ -19,6 +19,7 @@ from shared.testing.fixtures import unique_database_name
 from wallet.adapters.mongo_documents import ACCOUNTS, EVENTS, HISTORY, WALLETS
 from wallet.adapters.mongo_store import INDEXES, MongoLedgerStore
 from wallet.application.ledger_service import LedgerService
+from wallet.application.reconciliation import verify
 
 pytestmark = pytest.mark.integration
 
@@ -234,3 +235,17 @@ async def test_swapped_in_projections_have_their_indexes(
     with pytest.raises(DuplicateKeyError):
         await store.database[WALLETS].insert_one(duplicate)
     assert await store.wallets_of("alice") == wallets
+
+
+async def test_verify_catches_a_stored_total_that_drifted_from_its_parts(
+    monitored: tuple[MongoLedgerStore, CommandLog],
+) -> None:
+    # Pages read total_balance straight from the document: it must not drift unnoticed.
+    store, _ = monitored
+    await LedgerService(store).handle_batch([credit("reader", "BTC", "1.5", "dep-total")])
+    await store.database[WALLETS].update_one(
+        {"user_id": "reader"}, {"$set": {"total_balance": Decimal128("2.5")}}
+    )
+    assert [str(d) for d in await verify(store)] == [
+        "wallet reader/BTC: total_balance expected 1.50000000, found 2.5"
+    ]

@@ -169,6 +169,7 @@ def wallet_of(document: Document) -> WalletRecord:
         created_at=document["created_at"],
         last_updated=document["last_updated"],
         holds=tuple((h["reference_id"], from_d128(h["amount"])) for h in document.get("holds", ())),
+        stored_total=from_d128(document["total_balance"]),
     )
 
 

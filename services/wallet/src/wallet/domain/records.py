@@ -58,6 +58,9 @@ class WalletRecord:
     created_at: datetime
     last_updated: datetime
     holds: Holds = ()
+    # The total as a read model stores it (MongoDB keeps the seed's total_balance field), so that
+    # verify can catch it drifting from available + locked; None where nothing is stored.
+    stored_total: Decimal | None = field(default=None, compare=False)
 
     @property
     def key(self) -> WalletKey:
