@@ -27,7 +27,7 @@ class WalletMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
-        self.batch_attempts = Counter(
+        self.batch_retries = Counter(
             "wallet_batch_retries_total",
             "Batches decided again after a conflict",
             registry=registry,
@@ -44,4 +44,4 @@ class WalletMetrics:
         self.commands.labels("dead_lettered").inc(len(report.dead_letters))
         self.batch_size.observe(report.received)
         self.batch_seconds.observe(report.seconds)
-        self.batch_attempts.inc(report.batch.attempts - 1)
+        self.batch_retries.inc(report.batch.attempts - 1)
