@@ -40,7 +40,7 @@ test-slow: sync ## run only the tests marked slow (none yet is fine)
 lint: sync ## ruff and mypy --strict
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
-	@$(UV) run --frozen mypy shared/src services/wallet/src services/ipn-gateway/src bench
+	@$(UV) run --frozen mypy shared/src services/wallet/src services/ipn-gateway/src services/p2p/src services/trading/src bench
 
 fmt: sync ## format and autofix
 	@$(UV) run --frozen ruff format .

@@ -31,6 +31,15 @@ EXTRA_FIELDS: dict[str, dict[str, Any]] = {
     "transfer": {"to_user": "user456"},
     "transfer_locked": {"to_user": "user456", "fee": "0.0001"},
     "exchange": {"fee": "0.0001", "receive_currency": "ETH", "receive_amount": "0.3"},
+    "settle_trade": {
+        "to_user": "user456",
+        "hold_id": "order-b",
+        "counter_hold_id": "order-s",
+        "fee": "0.0001",
+        "receive_currency": "ETH",
+        "receive_amount": "0.3",
+        "receive_fee": "0.0003",
+    },
 }
 
 

@@ -31,6 +31,7 @@ from shared.messaging import (
     ReleaseLockedCommand,
     SavingsInCommand,
     SavingsOutCommand,
+    SettleTradeCommand,
     TransferCommand,
     TransferLockedCommand,
     UnlockCommand,
@@ -202,6 +203,7 @@ class WalletClient:
         amount: Amount,
         lock_type: str,
         reference_id: str,
+        hold_id: str | None = None,
         metadata: Metadata = None,
         wait: bool = True,
         result_timeout: float | None = None,
@@ -212,6 +214,7 @@ class WalletClient:
             amount=amount,
             transaction_type=lock_type,
             reference_id=reference_id,
+            hold_id=hold_id,
             metadata=metadata or {},
         )
         return await self.send(command, wait=wait, result_timeout=result_timeout)
@@ -224,6 +227,7 @@ class WalletClient:
         amount: Amount,
         unlock_type: str,
         reference_id: str,
+        hold_id: str | None = None,
         metadata: Metadata = None,
         wait: bool = True,
         result_timeout: float | None = None,
@@ -234,6 +238,7 @@ class WalletClient:
             amount=amount,
             transaction_type=unlock_type,
             reference_id=reference_id,
+            hold_id=hold_id,
             metadata=metadata or {},
         )
         return await self.send(command, wait=wait, result_timeout=result_timeout)
@@ -247,6 +252,7 @@ class WalletClient:
         release_type: str,
         reference_id: str,
         fee: Amount | None = None,
+        hold_id: str | None = None,
         metadata: Metadata = None,
         wait: bool = True,
         result_timeout: float | None = None,
@@ -259,6 +265,7 @@ class WalletClient:
             fee=fee,
             transaction_type=release_type,
             reference_id=reference_id,
+            hold_id=hold_id,
             metadata=metadata or {},
         )
         return await self.send(command, wait=wait, result_timeout=result_timeout)
@@ -297,6 +304,7 @@ class WalletClient:
         transfer_type: str,
         reference_id: str,
         fee: Amount | None = None,
+        hold_id: str | None = None,
         metadata: Metadata = None,
         wait: bool = True,
         result_timeout: float | None = None,
@@ -310,6 +318,7 @@ class WalletClient:
             fee=fee,
             transaction_type=transfer_type,
             reference_id=reference_id,
+            hold_id=hold_id,
             metadata=metadata or {},
         )
         return await self.send(command, wait=wait, result_timeout=result_timeout)
@@ -381,6 +390,44 @@ class WalletClient:
             user_id=user_id,
             currency=currency,
             amount=amount,
+            transaction_type=transaction_type,
+            reference_id=reference_id,
+            metadata=metadata or {},
+        )
+        return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+    async def settle_trade(
+        self,
+        *,
+        buyer_id: str,
+        seller_id: str,
+        quote_currency: str,
+        quote_amount: Amount,
+        buyer_hold_id: str,
+        base_currency: str,
+        base_amount: Amount,
+        seller_hold_id: str,
+        reference_id: str,
+        transaction_type: str = "spot_trade",
+        seller_fee: Amount | None = None,
+        buyer_fee: Amount | None = None,
+        metadata: Metadata = None,
+        wait: bool = True,
+        result_timeout: float | None = None,
+    ) -> CommandResult | None:
+        """One spot fill: the buyer's held quote for the seller's held base, each side's fee taken
+        from what it receives (seller_fee in quote, buyer_fee in base), all or nothing."""
+        command = SettleTradeCommand(
+            user_id=buyer_id,
+            to_user=seller_id,
+            currency=quote_currency,
+            amount=quote_amount,
+            hold_id=buyer_hold_id,
+            fee=seller_fee,
+            receive_currency=base_currency,
+            receive_amount=base_amount,
+            counter_hold_id=seller_hold_id,
+            receive_fee=buyer_fee,
             transaction_type=transaction_type,
             reference_id=reference_id,
             metadata=metadata or {},

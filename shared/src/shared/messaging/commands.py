@@ -75,6 +75,7 @@ CommandType = Literal[
     "exchange",
     "savings_in",
     "savings_out",
+    "settle_trade",
 ]
 COMMAND_TYPES: Final[tuple[str, ...]] = typing.get_args(CommandType)
 
@@ -170,14 +171,25 @@ class DebitCommand(CommandBase):
     type: Literal["debit"] = "debit"
 
 
-class LockCommand(CommandBase):
-    """Available → locked (P2P escrow, pending withdrawal)."""
+class _WithHold(CommandBase):
+    # Locked money is held per hold. Without `hold_id` the hold is the command's reference_id (the
+    # seed's one reference per trade); a service that spends one hold in several idempotent steps
+    # (an order's fills, refunds and cancel) names it explicitly and gives each step its own reference.
+    hold_id: Identifier | None = None
+
+    @property
+    def hold(self) -> str:
+        return self.hold_id if self.hold_id is not None else self.reference_id
+
+
+class LockCommand(_WithHold):
+    """Available → locked under `hold` (P2P escrow, pending withdrawal, an open order)."""
 
     type: Literal["lock"] = "lock"
 
 
-class UnlockCommand(CommandBase):
-    """Locked → available (cancelled trade, rejected withdrawal)."""
+class UnlockCommand(_WithHold):
+    """Locked → available, from `hold` only (cancelled trade, rejected withdrawal, order refund)."""
 
     type: Literal["unlock"] = "unlock"
 
@@ -200,7 +212,7 @@ class _WithFee(CommandBase):
         return self.fee if self.fee is not None else Decimal(0)
 
 
-class ReleaseLockedCommand(_WithFee):
+class ReleaseLockedCommand(_WithFee, _WithHold):
     """Locked → outside (approved withdrawal): `amount` leaves locked, `fee` of it to platform:fees."""
 
     type: Literal["release_locked"] = "release_locked"
@@ -214,7 +226,7 @@ class TransferCommand(CommandBase):
     to_user: Identifier
 
 
-class TransferLockedCommand(_WithFee):
+class TransferLockedCommand(_WithFee, _WithHold):
     """The seller's locked → the buyer's available, `fee` of it to platform:fees (P2P release)."""
 
     type: Literal["transfer_locked"] = "transfer_locked"
@@ -252,6 +264,44 @@ class SavingsOutCommand(CommandBase):
     type: Literal["savings_out"] = "savings_out"
 
 
+class SettleTradeCommand(_WithFee, _WithHold):
+    """One spot fill, all or nothing, between two users in two currencies (key: the buyer).
+
+    The buyer (`user_id`) pays `amount` of `currency` (the quote) from their hold `hold_id` (the buy
+    order); the seller (`to_user`) delivers `receive_amount` of `receive_currency` (the base) from
+    their hold `counter_hold_id` (the sell order). Each side's fee is carved out of what it
+    receives: the seller gets `amount - fee` of the quote, the buyer `receive_amount - receive_fee`
+    of the base; both fees go to platform:fees.
+    """
+
+    type: Literal["settle_trade"] = "settle_trade"
+    to_user: Identifier
+    counter_hold_id: Identifier
+    receive_currency: CurrencyCode
+    receive_amount: WireDecimal
+    receive_fee: WireDecimal | None = None
+
+    @model_validator(mode="after")
+    def _counter_side(self) -> Self:
+        currency = get_currency(self.receive_currency)
+        if currency.code == self.currency:
+            raise PydanticCustomError("same_currency", "a trade needs two different currencies")
+        received = _check_amount(self.receive_amount, currency, "receive_amount")
+        object.__setattr__(self, "receive_amount", received)
+        if self.receive_fee is not None:
+            fee = _check_amount(self.receive_fee, currency, "receive_fee", allow_zero=True)
+            if fee >= received:
+                raise PydanticCustomError(
+                    "fee_not_below_amount", "receive_fee must be less than receive_amount"
+                )
+            object.__setattr__(self, "receive_fee", fee)
+        return self
+
+    @property
+    def receive_fee_amount(self) -> Decimal:
+        return self.receive_fee if self.receive_fee is not None else Decimal(0)
+
+
 WalletCommand = Annotated[
     CreditCommand
     | DebitCommand
@@ -262,7 +312,8 @@ WalletCommand = Annotated[
     | TransferLockedCommand
     | ExchangeCommand
     | SavingsInCommand
-    | SavingsOutCommand,
+    | SavingsOutCommand
+    | SettleTradeCommand,
     Field(discriminator="type"),
 ]
 WALLET_COMMAND: Final[TypeAdapter[WalletCommand]] = TypeAdapter(WalletCommand)

@@ -7,8 +7,18 @@ WALLET_COMMANDS: Final = "wallet.commands"
 WALLET_RESULTS: Final = "wallet.results"
 WALLET_EVENTS: Final = "wallet.events"
 WALLET_COMMANDS_DLQ: Final = "wallet.commands.dlq"
+# Wave 2: prices from the trading service (key = currency) and spot orders (key = market).
+MARKET_PRICES: Final = "market.prices"
+TRADING_ORDERS: Final = "trading.orders"
 
-ALL_TOPICS: Final = (WALLET_COMMANDS, WALLET_RESULTS, WALLET_EVENTS, WALLET_COMMANDS_DLQ)
+ALL_TOPICS: Final = (
+    WALLET_COMMANDS,
+    WALLET_RESULTS,
+    WALLET_EVENTS,
+    WALLET_COMMANDS_DLQ,
+    MARKET_PRICES,
+    TRADING_ORDERS,
+)
 
 # Per-partition order is per-user order; more partitions let more wallet consumers share the load.
 DEFAULT_PARTITIONS: Final = 6
@@ -39,6 +49,14 @@ class Topics:
     @property
     def dead_letters(self) -> str:
         return self.prefix + WALLET_COMMANDS_DLQ
+
+    @property
+    def prices(self) -> str:
+        return self.prefix + MARKET_PRICES
+
+    @property
+    def orders(self) -> str:
+        return self.prefix + TRADING_ORDERS
 
     @property
     def all(self) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""The trading service: prices, swaps, express buy, spot order book, savings and referral commissions."""
