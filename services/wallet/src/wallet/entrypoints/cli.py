@@ -69,7 +69,7 @@ def verify() -> None:
 def replay(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Rebuild wallets and wallet_transactions from wallet_events and swap them in.
+    """Rebuild wallets and wallet_transactions from the outcomes (ledger_outcomes) and swap them in.
 
     Stop the wallet service first: a batch committed during the swap would be missing from the
     rebuilt projections (never from the events; a second replay brings it back).
