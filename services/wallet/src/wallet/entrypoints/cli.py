@@ -50,7 +50,8 @@ def _run(action: Callable[[LedgerStore], Awaitable[int]]) -> None:
 
 @app.command()
 def verify() -> None:
-    """Fold the events and compare with the projections; check every currency sums to zero."""
+    """Fold the events (each wallet in the order its versions were committed, not by clock) and
+    compare with the projections; check every currency sums to zero."""
 
     async def action(store: LedgerStore) -> int:
         differences = await verify_projections(store)
