@@ -355,7 +355,7 @@ def wallet_keys(command: WalletCommand) -> tuple[WalletKey, ...]:
             (command.to_user, command.currency),
             (command.user_id, command.receive_currency),
         ]
-    return tuple(keys)
+    return tuple(dict.fromkeys(keys))
 
 
 def floored_accounts(command: WalletCommand) -> tuple[AccountKey, ...]:
