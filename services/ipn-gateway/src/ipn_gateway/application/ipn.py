@@ -6,9 +6,10 @@ The missed-webhook poller hands NOWPayments' answers to `apply`, the same rules 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
@@ -27,6 +28,7 @@ from ipn_gateway.application.records import (
     DepositOrder,
     IpnRecord,
     OutboxEntry,
+    Payment,
     ReviewItem,
     ReviewNote,
 )
@@ -92,6 +94,50 @@ def credit_command(
         reference_id=credit.reference_id,
         metadata={"order_id": order_id, "payment_id": payment_id, **metadata},
     )
+
+
+async def save_payment(
+    payments: Payments,
+    publisher: CommandPublisher,
+    stored: Payment | None,
+    state: PaymentState,
+    *,
+    order: tuple[str, str],
+    credit: OutboxEntry | None,
+    review: ReviewNote | None,
+    now: datetime,
+) -> bool:
+    """Save the payment's new state over the version read (`stored`), with its credit in the
+    outbox, then publish the credit. False when another writer was faster (read and decide again).
+
+    `order` is (order_id, user_id) for a payment not stored yet; a stored one keeps its own.
+    """
+    saved = await payments.save(
+        state,
+        order_id=stored.order_id if stored else order[0],
+        user_id=stored.user_id if stored else order[1],
+        expected_version=stored.version if stored else None,
+        credit=credit,
+        review=review,
+        now=now,
+    )
+    if saved and credit is not None:
+        await publish_recorded(
+            publisher, credit, functools.partial(payments.mark_published, state.payment_id)
+        )
+    return saved
+
+
+async def publish_recorded(
+    publisher: CommandPublisher, entry: OutboxEntry, mark: Callable[[str], Awaitable[None]]
+) -> None:
+    """Publish a command already durable in an outbox, then mark it (by command id) published.
+    A failure only delays it until the outbox relay publishes it again."""
+    try:
+        await publisher.publish(entry.command)
+        await mark(entry.command_id)
+    except Exception:
+        log.exception("outbox.publish_deferred", command=entry.command_id)
 
 
 @dataclass
@@ -192,18 +238,17 @@ class IpnHandler:
                 entry = OutboxEntry(
                     command.model_copy(update={"issued_at": self.clock()}), self.clock()
                 )
-            saved = await self.payments.save(
+            saved = await save_payment(
+                self.payments,
+                self.publisher,
+                stored,
                 decision.state,
-                order_id=stored.order_id if stored else ipn.order_id,
-                user_id=stored.user_id if stored else order.user_id,
-                expected_version=stored.version if stored else None,
+                order=(ipn.order_id, order.user_id),
                 credit=entry,
                 review=review,
                 now=self.clock(),
             )
             if saved:
-                if entry is not None:
-                    await self._publish(ipn.payment_id, entry)
                 if decision.review_code:
                     log.warning("ipn.review", payment_id=ipn.payment_id, code=decision.review_code)
                 return decision.verdict, decision.review_code
@@ -237,15 +282,6 @@ class IpnHandler:
         except ValueError:
             return False
         return any(address in network for network in self.allowed_networks)
-
-    async def _publish(self, payment_id: str, entry: OutboxEntry) -> None:
-        # The credit is already durable in the payment document: a failure here only delays it
-        # until the outbox relay publishes it again.
-        try:
-            await self.publisher.publish(entry.command)
-            await self.payments.mark_published(payment_id, entry.command_id)
-        except Exception:
-            log.exception("ipn.publish_deferred", payment_id=payment_id, command=entry.command_id)
 
 
 def _untrusted(record: IpnRecord) -> IpnRecord:

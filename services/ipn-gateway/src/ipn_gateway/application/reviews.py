@@ -10,14 +10,19 @@ under `nowpayments:<payment_id>`, so the wallet takes at most one credit for tha
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 import structlog
 
-from ipn_gateway.application.ipn import MAX_SAVE_ATTEMPTS, credit_command
+from ipn_gateway.application.ipn import (
+    MAX_SAVE_ATTEMPTS,
+    credit_command,
+    publish_recorded,
+    save_payment,
+)
 from ipn_gateway.application.ports import CommandPublisher, Payments, Reviews
 from ipn_gateway.application.records import OutboxEntry, ReviewItem, ReviewStatus
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
@@ -62,9 +67,8 @@ class ReviewHandler:
         if closed is None:
             raise Conflict("review_closed", "another admin closed this item meanwhile")
         if entry is not None:
-            await self._publish(
-                lambda: self.reviews.mark_published(review_id, entry.command_id), entry
-            )
+            mark = functools.partial(self.reviews.mark_published, review_id)
+            await publish_recorded(self.publisher, entry, mark)
         log.info("review.approved", review_id=review_id, admin=admin_id)
         return closed
 
@@ -106,23 +110,17 @@ class ReviewHandler:
                     f"the payment was credited in {state.credit_currency}, not {item.currency}",
                 )
             entry = self._entry(item, decision.credit) if decision.credit else None
-            saved = await self.payments.save(
+            saved = await save_payment(
+                self.payments,
+                self.publisher,
+                stored,
                 decision.state,
-                order_id=stored.order_id if stored else item.order_id,
-                user_id=stored.user_id if stored else item.user_id,
-                expected_version=stored.version if stored else None,
+                order=(item.order_id, item.user_id),
                 credit=entry,
                 review=None,
                 now=self.clock(),
             )
             if saved:
-                if entry is not None:
-                    await self._publish(
-                        functools.partial(
-                            self.payments.mark_published, item.payment_id, entry.command_id
-                        ),
-                        entry,
-                    )
                 return
         raise Conflict("busy", "the payment is being updated; try again")
 
@@ -132,11 +130,3 @@ class ReviewHandler:
         command = credit_command(credit, item.user_id, item.order_id, item.payment_id, metadata)
         now = self.clock()
         return OutboxEntry(command.model_copy(update={"issued_at": now}), created_at=now)
-
-    async def _publish(self, mark: Callable[[], Awaitable[None]], entry: OutboxEntry) -> None:
-        # Durable already: a failure here only delays the credit until the outbox relay sends it.
-        try:
-            await self.publisher.publish(entry.command)
-            await mark()
-        except Exception:
-            log.exception("review.publish_deferred", command=entry.command_id)
