@@ -40,6 +40,11 @@ class MissedIpnPoller:
         for order in due:
             assert order.payment is not None
             payment_id = order.payment.payment_id
+            known = await self.ipn.payments.get(payment_id)
+            if known is not None and known.state.status not in (None, *OPEN_STATUSES):
+                # Its IPNs already ended it: nothing to ask NOWPayments.
+                await self.orders.mark_polled(order.order_id, now, closed=True)
+                continue
             try:
                 body = await self.provider.payment_status(payment_id)
                 require_canonical_numbers(body)

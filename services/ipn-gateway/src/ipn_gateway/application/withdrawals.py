@@ -40,7 +40,8 @@ from shared.money import add
 log = structlog.get_logger(__name__)
 
 MAX_REASON_LENGTH: Final = 500
-DEFAULT_PAGE_SIZE: Final = 50
+# As many as the list returned before it was paged, so existing clients see no change.
+DEFAULT_PAGE_SIZE: Final = 200
 MAX_PAGE_SIZE: Final = 200
 
 
