@@ -310,6 +310,8 @@ async def test_withdrawal_decisions_once_and_reopened_only_for_the_refused_one(
     reopened = await withdrawals.reopen("wd_1", reference_id("wd_1", 1), "unlock_rejected", NOW)
     assert reopened is not None
     assert (reopened.decision, reopened.reason, reopened.attempt) == (None, "unlock_rejected", 1)
+    # A decision made from a read before the reopen (for attempt 1) is stale: refused.
+    assert await withdrawals.decide("wd_1", "reject", "ops", "no", unlock("wd_1", 1), NOW) is None
     again = await withdrawals.decide("wd_1", "reject", "ops", "no", unlock("wd_1", 2), NOW)
     assert again is not None
     assert again.attempt == 2

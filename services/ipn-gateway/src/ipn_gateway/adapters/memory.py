@@ -256,7 +256,12 @@ class MemoryWithdrawals:
         now: datetime,
     ) -> Withdrawal | None:
         current = self.withdrawals.get(withdrawal_id)
-        if current is None or current.status is not WithdrawalStatus.LOCKED or current.decision:
+        if (
+            current is None
+            or current.status is not WithdrawalStatus.LOCKED
+            or current.decision
+            or current.attempt != attempt_of(command.reference_id) - 1
+        ):
             return None
         decided = replace(
             current,

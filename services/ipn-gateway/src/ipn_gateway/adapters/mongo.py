@@ -481,7 +481,13 @@ class MongoWithdrawals:
         if reason is not None:
             changes["reason"] = reason
         document = await self._withdrawals.find_one_and_update(
-            {"_id": withdrawal_id, "status": WithdrawalStatus.LOCKED.value, "decision": None},
+            {
+                "_id": withdrawal_id,
+                "status": WithdrawalStatus.LOCKED.value,
+                "decision": None,
+                # The command was made for this attempt: a decision read before a reopen is stale.
+                "attempt": attempt_of(command.reference_id) - 1,
+            },
             {
                 "$set": {**changes, "updated_at": now},
                 "$inc": {"attempt": 1},

@@ -135,8 +135,8 @@ class Withdrawals(Protocol):
         command: WalletCommand,
         now: datetime,
     ) -> Withdrawal | None:
-        """Record an admin's decision and its command if the withdrawal is locked and undecided
-        (its `attempt` becomes one more than it was)."""
+        """Record an admin's decision and its command if the withdrawal is locked, undecided, and
+        its `attempt` is still the one before the command's (it becomes the command's)."""
         ...
 
     async def reopen(

@@ -210,6 +210,8 @@ class WithdrawalHandler:
             current = await self._get(withdrawal.withdrawal_id)
             if current.status is not WithdrawalStatus.LOCKED:
                 raise Conflict("not_locked", f"withdrawal is {current.status.value}, not locked")
+            if current.decision is None:
+                raise Conflict("withdrawal_changed", "the withdrawal changed meanwhile; try again")
             raise Conflict("already_decided", f"an admin already chose to {current.decision} it")
         result = await self._publish(withdrawal.withdrawal_id, command, wait=True)
         if result is not None:
