@@ -4,6 +4,7 @@ MongoDB (embedded unless configured), and a fake wallet answering commands over 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -572,3 +573,18 @@ async def test_withdrawals_are_read_one_by_one_and_paged(stack: Stack) -> None:
         headers=stack.token("pia"),
     )
     assert (mistyped.status_code, mistyped.json()["error"]["code"]) == (400, "invalid_address")
+
+
+async def test_healthz_reports_a_stuck_results_consumer(stack: Stack) -> None:
+    results = stack.gateway.results
+    # One result has been failing (the database away) for longer than allowed.
+    results._failing_since = (
+        time.monotonic() - stack.gateway.settings.results_stuck_after_seconds - 1
+    )
+    try:
+        stuck = await stack.http.get(f"{stack.gateway_url}/healthz")
+        assert stuck.status_code == 503
+    finally:
+        results._failing_since = None
+    healthy = await stack.http.get(f"{stack.gateway_url}/healthz")
+    assert healthy.status_code == 200
