@@ -14,6 +14,8 @@ How a feature plugs in
    - ``start`` / ``stop``: async hooks for indexes and background tasks (started in list order
      before the results consumer joins, stopped in reverse order);
    - ``ready``: its part of ``/healthz`` (e.g. its own consumer assigned).
+   Refusals: raise `trading.errors` (Invalid 422, NotFound 404, Conflict 409, Unavailable 503)
+   with a stable code anywhere; they answer with the contract's error body.
 2. Add the factory to `FEATURES` below: one line.
 
 Tests build a service with their own settings, clock and feature list:
@@ -29,12 +31,14 @@ from datetime import timedelta
 from typing import Any, Final
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 
-from shared.http import create_app
+from shared.http import create_app, error_response
 from shared.mongo import connect
 from shared.wallet_client import WalletClient
+from trading.errors import TradingError
 from trading.feature import Clock, Feature, FeatureFactory, TradingContext, utc_now
 from trading.messaging import EventPublisher, ResultsConsumer, ResultsDispatcher
 from trading.prices.domain import PriceBook
@@ -124,6 +128,11 @@ def build_service(
     return TradingService(settings, mongo, context, built, results)
 
 
+async def _trading_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TradingError)
+    return error_response(exc.http_status, exc.code, exc.message)
+
+
 def create_trading_app(service: TradingService) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -139,6 +148,7 @@ def create_trading_app(service: TradingService) -> FastAPI:
         ready=service.ready,
         lifespan=lifespan,
     )
+    app.add_exception_handler(TradingError, _trading_error)
     for feature in service.features:
         for router in feature.routers:
             app.include_router(router)

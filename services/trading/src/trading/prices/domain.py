@@ -10,16 +10,18 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
+from trading.errors import Unavailable
+
 VALUATION_CURRENCY: Final = "GBP"
 # The valuation currency's own price, always 1; never published, never stale.
 UNIT_SOURCE: Final = "fixed"
 
 
-class PriceUnavailable(Exception):
+class PriceUnavailable(Unavailable):
     """No fresh price for a currency: it is never quoted."""
 
     def __init__(self, currency: str, reason: str) -> None:
-        super().__init__(f"no current price for {currency}: {reason}")
+        super().__init__("price_unavailable", f"no current price for {currency}: {reason}")
         self.currency = currency
         self.reason = reason
 
