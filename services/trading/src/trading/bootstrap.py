@@ -38,6 +38,7 @@ from pymongo import AsyncMongoClient
 from shared.http import create_app, error_response
 from shared.mongo import connect
 from shared.wallet_client import WalletClient
+from trading.conversions.entrypoints import build_conversions_feature
 from trading.errors import TradingError
 from trading.feature import Clock, Feature, FeatureFactory, TradingContext, utc_now
 from trading.messaging import EventPublisher, ResultsConsumer, ResultsDispatcher
@@ -48,7 +49,10 @@ from trading.settings import TradingSettings
 log = structlog.get_logger(__name__)
 
 # Every feature of the service, in start order (prices first: quoting features read them).
-FEATURES: Final[tuple[FeatureFactory, ...]] = (build_prices_feature,)
+FEATURES: Final[tuple[FeatureFactory, ...]] = (
+    build_prices_feature,
+    build_conversions_feature,
+)
 
 
 @dataclass
