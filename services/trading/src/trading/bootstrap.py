@@ -137,6 +137,11 @@ async def _trading_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.http_status, exc.code, exc.message)
 
 
+def install_trading_errors(app: FastAPI) -> None:
+    """Answer every `TradingError` with its status and the contract's error body."""
+    app.add_exception_handler(TradingError, _trading_error)
+
+
 def create_trading_app(service: TradingService) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -152,7 +157,7 @@ def create_trading_app(service: TradingService) -> FastAPI:
         ready=service.ready,
         lifespan=lifespan,
     )
-    app.add_exception_handler(TradingError, _trading_error)
+    install_trading_errors(app)
     for feature in service.features:
         for router in feature.routers:
             app.include_router(router)
