@@ -108,7 +108,7 @@ class System:
 
         async def settled() -> bool:
             final.update((await self.http.get(url, headers=self.auth(user))).json())
-            return final["status"] != "pending"
+            return bool(final["status"] != "pending")
 
         await self.until(settled, within=30)
         again = await self.http.post(
