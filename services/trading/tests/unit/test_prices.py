@@ -10,6 +10,7 @@ import pytest
 
 from shared.money import CURRENCIES
 from trading.prices.adapters.kafka import PriceMessageError, decode_price, encode_price
+from trading.prices.application import PriceFeed
 from trading.prices.domain import (
     STARTING_PRICES,
     Price,
@@ -18,6 +19,7 @@ from trading.prices.domain import (
     RandomWalk,
     round_price,
 )
+from trading.testing import FakeClock
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
@@ -85,3 +87,73 @@ def test_a_price_message_round_trips_and_foreign_ones_are_refused() -> None:
     ):
         with pytest.raises(PriceMessageError, match="not a price message"):
             decode_price(bad)
+
+
+class _Pins:
+    def __init__(self) -> None:
+        self.pins: dict[str, Decimal] = {}
+
+    async def all(self) -> dict[str, Decimal]:
+        return dict(self.pins)
+
+    async def pin(self, currency: str, price: Decimal, by: str, at: datetime) -> None:
+        self.pins[currency] = price
+
+    async def unpin(self, currency: str) -> bool:
+        return self.pins.pop(currency, None) is not None
+
+
+class _Published:
+    def __init__(self) -> None:
+        self.prices: list[Price] = []
+
+    async def publish(self, price: Price) -> None:
+        self.prices.append(price)
+
+
+class _Source:
+    name = "test"
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.value = Decimal("52000")
+
+    async def fetch(self) -> list[Price]:
+        if self.fail:
+            raise ConnectionError("market data away")
+        return [Price("BTC", self.value, NOW, "test"), Price("ETH", Decimal("2800"), NOW, "test")]
+
+
+async def test_the_feed_publishes_pins_instead_of_the_source_and_survives_a_failing_source() -> (
+    None
+):
+    clock = FakeClock(NOW)
+    source, published, pins = _Source(), _Published(), _Pins()
+    book = PriceBook(max_age=timedelta(seconds=60))
+    feed = PriceFeed(source, published, pins, book, clock)
+
+    assert [(p.currency, p.price) for p in await feed.tick()] == [
+        ("BTC", Decimal("52000")),
+        ("ETH", Decimal("2800")),
+    ]
+    clock.advance(1)
+    pinned = await feed.pin("BTC", Decimal("50000"), by="ops")
+    assert (pinned.source, pinned.as_of) == ("pinned", clock())
+    assert book.current("BTC", clock()).price == Decimal("50000")  # this process at once
+
+    source.fail = True
+    clock.advance(1)
+    assert [(p.currency, p.price, p.source) for p in await feed.tick()] == [
+        ("BTC", Decimal("50000"), "pinned")
+    ]
+    source.fail, source.value = False, Decimal("51000")
+    clock.advance(1)
+    ticked = {p.currency: p for p in await feed.tick()}
+    assert ticked["BTC"].source == "pinned"  # the source's 51000 is not published while pinned
+
+    clock.advance(1)
+    restored = await feed.unpin("BTC")
+    assert restored is not None
+    assert (restored.price, restored.source, restored.as_of) == (Decimal("51000"), "test", clock())
+    assert book.current("BTC", clock()).price == Decimal("51000")
+    assert published.prices[-1] == restored
