@@ -94,6 +94,8 @@ async def test_a_fresh_service_has_a_gbp_price_for_every_crypto_at_once(running:
     assert by_currency["GBP"]["price"] == "1"
     assert all(Decimal(p["price"]) > 0 for p in listed["prices"])
     assert by_currency["BTC"]["source"] == "builtin"
+    market = [p["as_of"] for p in listed["prices"] if p["currency"] != "GBP"]
+    assert listed["as_of"] == max(market)  # not GBP's "now"
 
 
 async def test_a_pin_reaches_another_process_within_two_seconds_and_unpin_restores_the_feed(

@@ -43,7 +43,7 @@ class PriceView(BaseModel):
 
 class PriceList(BaseModel):
     valuation_currency: str = VALUATION_CURRENCY
-    as_of: datetime = Field(description="the newest price's as_of")
+    as_of: datetime = Field(description="the newest market price's as_of")
     prices: list[PriceView]
 
 
@@ -75,9 +75,12 @@ def price_routes(book: PriceBook, clock: Callable[[], datetime]) -> APIRouter:
     @router.get("/api/prices", response_model=PriceList)
     async def list_prices() -> PriceList:
         """The latest fresh price of every priced currency in GBP (stale ones are left out)."""
-        prices = book.current_prices(clock())
+        now = clock()
+        prices = book.current_prices(now)
+        # The newest market price; GBP's own "1" is as of now and would hide an idle feed.
+        market = [p.as_of for p in prices if p.currency != VALUATION_CURRENCY]
         return PriceList(
-            as_of=max(p.as_of for p in prices),
+            as_of=max(market, default=now),
             prices=[PriceView.of(p) for p in prices],
         )
 
