@@ -1,0 +1,13 @@
+"""Refusals of the savings rules, each with a stable machine-readable code (mapped to HTTP 4xx)."""
+
+from __future__ import annotations
+
+
+class SavingsRefused(Exception):
+    """A savings request that is not allowed; `code` is stable, `message` is for people."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
