@@ -90,7 +90,7 @@ def _tx(
     return LedgerTransaction(
         transaction_id=tx_id,
         command_id="c1",
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         transaction_type=tx_type,
         reference_id="r1",
         user_id=user,
