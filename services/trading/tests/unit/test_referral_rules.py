@@ -33,7 +33,7 @@ def test_a_user_binds_to_someone_else() -> None:
 def test_binding_to_oneself_is_refused() -> None:
     with pytest.raises(ReferralRefused) as refused:
         check_binding("alice", "alice")
-    assert (refused.value.code, refused.value.status) == ("self_referral", 400)
+    assert (refused.value.code, refused.value.http_status) == ("self_referral", 400)
 
 
 @pytest.mark.parametrize("referrer", ["", " ", "a b", "x" * 201, None, 42, "tab\there"])
@@ -45,7 +45,7 @@ def test_a_referrer_id_that_is_not_a_user_id_is_refused(referrer: object) -> Non
 
 def test_a_second_binding_is_a_conflict() -> None:
     refused = already_bound(Binding("alice", "bob", BOUND_AT))
-    assert (refused.code, refused.status) == ("already_bound", 409)
+    assert (refused.code, refused.http_status) == ("already_bound", 409)
 
 
 def test_the_commission_is_the_share_rounded_down() -> None:

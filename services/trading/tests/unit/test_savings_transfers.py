@@ -47,7 +47,7 @@ def test_bad_requests_are_refused_with_a_code(
     with pytest.raises(SavingsRefused) as refused:
         validate_transfer(currency, amount, direction, APRS)
     assert refused.value.code == code
-    assert refused.value.status == 400
+    assert refused.value.http_status == 400
 
 
 def test_savings_can_leave_a_currency_without_a_product() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from trading.referrals.domain.errors import ReferralRefused
+from trading.referrals.domain.errors import AlreadyBound, ReferralRefused
 
 # The same shape as a wallet command's user id: what can be bound can be paid.
 _USER_ID: Final = re.compile(r"[^\s\x00-\x1f]{1,200}")
@@ -35,7 +35,5 @@ def check_binding(invitee_id: str, referrer_id: object) -> str:
     return referrer_id
 
 
-def already_bound(binding: Binding) -> ReferralRefused:
-    return ReferralRefused(
-        "already_bound", f"already bound to referrer {binding.referrer_id}", status=409
-    )
+def already_bound(binding: Binding) -> AlreadyBound:
+    return AlreadyBound("already_bound", f"already bound to referrer {binding.referrer_id}")

@@ -1,13 +1,18 @@
-"""Refusals of the referral rules, each with a stable machine-readable code (mapped to HTTP 4xx)."""
+"""Refusals of the referral rules, each with a stable code; the service's one error handler
+answers them with the contract's error body and the status of their kind."""
 
 from __future__ import annotations
 
+from trading.errors import TradingError
 
-class ReferralRefused(Exception):
-    """A referral request that is not allowed; `code` is stable, `message` is for people."""
 
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
+class ReferralRefused(TradingError):
+    """A bad referral request (self_referral, a referrer id that is no user id): 400."""
+
+    http_status = 400
+
+
+class AlreadyBound(ReferralRefused):
+    """The invitee is bound already (409 already_bound): a binding is once and for good."""
+
+    http_status = 409

@@ -12,8 +12,14 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.messaging import LedgerTransaction
 from shared.money import add
-from trading.savings.domain.accrual import INTEREST_TRANSACTION_TYPE, AccrualDue, SavingsMovement
+from trading.savings.domain.accrual import (
+    INTEREST_TRANSACTION_TYPE,
+    AccrualDue,
+    SavingsMovement,
+    savings_movements,
+)
 from trading.savings.domain.transfers import TransferStatus
 
 type Document = dict[str, Any]
@@ -103,6 +109,11 @@ class MongoSavingsHistory:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._collection = database[MOVEMENTS]
 
+    async def record_transaction(self, transaction: LedgerTransaction) -> None:
+        """What a ledger transaction did to savings accounts (a handler of wallet.events)."""
+        for movement in savings_movements(transaction):
+            await self.record_event(movement)
+
     async def record_event(self, movement: SavingsMovement) -> None:
         await self._collection.update_one(
             {"_id": movement.key},
@@ -183,7 +194,9 @@ class MongoAccruals:
             return _accrual(existing)
         return _accrual(document)
 
-    async def settle(self, reference_id: str, status: str, reason: str | None, at: datetime) -> None:
+    async def settle(
+        self, reference_id: str, status: str, reason: str | None, at: datetime
+    ) -> None:
         await self._collection.update_one(
             {"_id": reference_id, "status": "pending"},
             {"$set": {"status": status, "reason": reason, "updated_at": at}},

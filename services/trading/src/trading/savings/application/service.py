@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import structlog
 
-from shared.messaging import CommandResult, LedgerTransaction
+from shared.messaging import CommandResult
 from shared.money import add, format_amount
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.adapters.mongo import MongoAccruals, MongoSavingsHistory, MongoTransfers
@@ -24,9 +24,8 @@ from trading.savings.domain.accrual import (
     SavingsMovement,
     accrual_cutoff,
     accruals_due,
-    savings_movements,
 )
-from trading.savings.domain.errors import SavingsRefused
+from trading.savings.domain.errors import SavingsNotFound, SavingsUnavailable
 from trading.savings.domain.products import SavingsProduct, products_from
 from trading.savings.domain.transfers import (
     TransferStatus,
@@ -137,7 +136,7 @@ class SavingsService:
     async def transfer(self, transfer_id: str, user_id: str, *, is_admin: bool) -> Document:
         found = await self._transfers.get(transfer_id)
         if found is None or (found["user_id"] != user_id and not is_admin):
-            raise SavingsRefused("transfer_not_found", "no such savings transfer", status=404)
+            raise SavingsNotFound("transfer_not_found", "no such savings transfer")
         return found
 
     async def positions(self, user_id: str) -> list[dict[str, str]]:
@@ -179,12 +178,6 @@ class SavingsService:
             at=self._clock(),
         )
 
-    # The savings history (wallet.events)
-
-    async def on_ledger_transaction(self, transaction: LedgerTransaction) -> None:
-        for movement in savings_movements(transaction):
-            await self._history.record_event(movement)
-
     # The daily accrual
 
     async def accrue(self, day: date) -> Document:
@@ -192,10 +185,9 @@ class SavingsService:
         now = self._clock()
         cutoff = accrual_cutoff(day, now)
         if not await self._history_caught_up():
-            raise SavingsRefused(
+            raise SavingsUnavailable(
                 "ledger_history_behind",
                 "the savings history has not yet read every ledger event; try again shortly",
-                status=503,
             )
         limit = asyncio.Semaphore(ACCRUAL_CONCURRENCY)
 
@@ -237,10 +229,13 @@ class SavingsService:
             log.warning("savings.interest_result_timeout", reference=due.reference_id)
             return AccrualOutcome(due.reference_id, due.currency, amount, "pending", True)
         assert result is not None
-        status = await self.on_interest_result(result)
+        status = await self.settle_interest(result)
         return AccrualOutcome(due.reference_id, due.currency, amount, status or "pending", True)
 
-    async def on_interest_result(self, result: CommandResult) -> str | None:
+    async def on_interest_result(self, result: CommandResult) -> None:
+        await self.settle_interest(result)
+
+    async def settle_interest(self, result: CommandResult) -> str | None:
         """Settles the accrual record (and the history) from the wallet's answer to a payment."""
         if not result.reference_id.startswith(INTEREST_REFERENCE_PREFIX):
             return None
