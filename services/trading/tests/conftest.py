@@ -5,29 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import uvicorn
 
 from shared.http import make_token
+from trading.testing import FakeClock
 
 JWT_SECRET = "trading-tests-jwt-secret-of-at-least-32-bytes"
-
-
-@dataclass
-class FakeClock:
-    """Time that moves only when a test says so."""
-
-    now: datetime = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ def main() -> None:
     app = create_trading_app(build_service(settings))
     uvicorn.run(
         app,
-        host=settings.trading_http_host,
+        host=settings.http_host,
         port=settings.trading_http_port,
         log_config=None,
         access_log=False,

@@ -38,6 +38,7 @@ from pymongo import AsyncMongoClient
 from shared.http import create_app, error_response
 from shared.mongo import connect
 from shared.wallet_client import WalletClient
+from trading.conversions.entrypoints import build_conversions_feature
 from trading.errors import TradingError
 from trading.feature import Clock, Feature, FeatureFactory, TradingContext, utc_now
 from trading.messaging import EventPublisher, ResultsConsumer, ResultsDispatcher
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 # Every feature of the service, in start order (prices first: quoting features read them).
 FEATURES: Final[tuple[FeatureFactory, ...]] = (
     build_prices_feature,
+    build_conversions_feature,
     build_savings_feature,
     build_referrals_feature,
 )
@@ -139,6 +141,11 @@ async def _trading_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.http_status, exc.code, exc.message)
 
 
+def install_trading_errors(app: FastAPI) -> None:
+    """Answer every `TradingError` with its status and the contract's error body."""
+    app.add_exception_handler(TradingError, _trading_error)
+
+
 def create_trading_app(service: TradingService) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -154,7 +161,7 @@ def create_trading_app(service: TradingService) -> FastAPI:
         ready=service.ready,
         lifespan=lifespan,
     )
-    app.add_exception_handler(TradingError, _trading_error)
+    install_trading_errors(app)
     for feature in service.features:
         for router in feature.routers:
             app.include_router(router)

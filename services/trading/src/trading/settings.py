@@ -14,12 +14,13 @@ from shared.settings import ServiceSettings
 
 class TradingSettings(ServiceSettings):
     trading_http_port: int = 8004
-    trading_http_host: str = "127.0.0.1"
     trading_mongodb_database: str = "trading"
 
     # How long a wallet command may take before a caller that waits for it gives up (it may
     # still be applied later, idempotently).
-    wallet_result_timeout_seconds: float = Field(10.0, gt=0)
+    wallet_result_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias="TRADING_WALLET_RESULT_TIMEOUT_SECONDS"
+    )
 
     results_consumer_group: str = Field(
         "trading", validation_alias="TRADING_RESULTS_CONSUMER_GROUP"

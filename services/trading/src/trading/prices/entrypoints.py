@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from trading.prices.adapters.kafka import KafkaPricePublisher, PriceBookUpdater
 from trading.prices.adapters.market_data import BinancePriceSource, CoinGeckoPriceSource
 from trading.prices.adapters.mongo import MongoPins
 from trading.prices.application import PriceFeed, PriceSource
-from trading.prices.domain import VALUATION_CURRENCY, Price, RandomWalk
+from trading.prices.domain import VALUATION_CURRENCY, Price, PriceBook, RandomWalk
 from trading.prices.settings import PriceSettings
 
 
@@ -42,7 +43,7 @@ class PriceView(BaseModel):
 
 class PriceList(BaseModel):
     valuation_currency: str = VALUATION_CURRENCY
-    as_of: datetime = Field(description="the newest price's as_of")
+    as_of: datetime = Field(description="the newest market price's as_of")
     prices: list[PriceView]
 
 
@@ -68,16 +69,18 @@ def _pinnable(raw: str) -> str:
     return code
 
 
-def price_routes(context: TradingContext) -> APIRouter:
+def price_routes(book: PriceBook, clock: Callable[[], datetime]) -> APIRouter:
     router = APIRouter(tags=["prices"])
 
     @router.get("/api/prices", response_model=PriceList)
     async def list_prices() -> PriceList:
         """The latest fresh price of every priced currency in GBP (stale ones are left out)."""
-        now = context.clock()
-        prices = context.prices.current_prices(now)
+        now = clock()
+        prices = book.current_prices(now)
+        # The newest market price; GBP's own "1" is as of now and would hide an idle feed.
+        market = [p.as_of for p in prices if p.currency != VALUATION_CURRENCY]
         return PriceList(
-            as_of=max(p.as_of for p in prices),
+            as_of=max(market, default=now),
             prices=[PriceView.of(p) for p in prices],
         )
 
@@ -174,7 +177,7 @@ def build_prices_feature(context: TradingContext, settings: PriceSettings | None
     async def ready() -> bool:
         return reader.running and all(not t.done() for t in tasks)
 
-    routers = [price_routes(context)]
+    routers = [price_routes(context.prices, context.clock)]
     if context.settings.is_staging:
         routers.append(pin_routes(feed))
     return Feature(name="prices", routers=routers, start=start, stop=stop, ready=ready)

@@ -13,11 +13,15 @@ from datetime import datetime
 
 import structlog
 
-from shared.money import MoneyError, format_amount, get_currency, parse_decimal
+from shared.money import format_amount, get_currency, parse_decimal
 from trading.messaging import EventPublisher
 from trading.prices.domain import VALUATION_CURRENCY, Price, PriceBook
 
 log = structlog.get_logger(__name__)
+
+
+class PriceMessageError(ValueError):
+    """A message on market.prices that is not a usable GBP price."""
 
 
 def encode_price(price: Price) -> bytes:
@@ -45,8 +49,8 @@ def decode_price(raw: bytes) -> Price:
             as_of=datetime.fromisoformat(document["as_of"]),
             source=str(document["source"]),
         )
-    except (KeyError, TypeError, AttributeError, MoneyError) as error:
-        raise ValueError(f"not a price message: {error}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as error:  # MoneyError included
+        raise PriceMessageError(f"not a price message: {error}") from None
 
 
 class KafkaPricePublisher:
@@ -67,7 +71,7 @@ class PriceBookUpdater:
     async def __call__(self, value: bytes, key: bytes | None) -> None:
         try:
             price = decode_price(value)
-        except ValueError as error:
+        except PriceMessageError as error:
             log.warning("prices.unreadable_message", error=str(error), value=value[:200])
             return
         self._book.update(price)
