@@ -134,7 +134,7 @@ def savings_routes(service: SavingsService) -> APIRouter:
     @router.get(
         "/api/savings/transfers/{transfer_id}",
         response_model=Transfer,
-        responses=error_responses(401, 404),
+        responses=error_responses(401, 404, 422),
     )
     async def get_transfer(
         transfer_id: Annotated[str, Path(min_length=1, max_length=64)], user: CurrentUser
