@@ -4,7 +4,7 @@ two requests race) and commissions keyed by their wallet reference (so each is p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -14,6 +14,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.money import add
+from trading.mongo_values import decimal_of, utc
+from trading.payouts import PayoutRecords
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
 
@@ -21,14 +23,6 @@ type Document = dict[str, Any]
 
 BINDINGS: Final = "referral_bindings"
 COMMISSIONS: Final = "referral_commissions"
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _decimal(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
 
 
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
@@ -40,7 +34,7 @@ def _binding(document: Document) -> Binding:
     return Binding(
         invitee_id=document["_id"],
         referrer_id=document["referrer_id"],
-        bound_at=_utc(document["bound_at"]),
+        bound_at=utc(document["bound_at"]),
     )
 
 
@@ -79,14 +73,13 @@ class MongoBindings:
         return await self._collection.count_documents({"referrer_id": referrer_id})
 
 
-class MongoCommissions:
+class MongoCommissions(PayoutRecords):
     def __init__(self, database: AsyncDatabase[Document]) -> None:
-        self._collection = database[COMMISSIONS]
+        super().__init__(database[COMMISSIONS], decimal_fields=("amount", "fee", "rate"))
 
     async def claim(self, due: CommissionDue, at: datetime) -> Document:
         """The record of `due`'s reference: new (pending) or the one stored the first time."""
-        document = {
-            "_id": due.reference_id,
+        fields = {
             "referrer_id": due.referrer_id,
             "referred_user_id": due.referred_user_id,
             "currency": due.currency,
@@ -96,43 +89,13 @@ class MongoCommissions:
             "source_transaction_id": due.source_transaction_id,
             "source_transaction_type": due.source_transaction_type,
             "source_occurred_at": due.source_occurred_at,
-            "status": "pending",
-            "reason": None,
-            "created_at": at,
-            "updated_at": at,
         }
-        try:
-            await self._collection.insert_one(document)
-        except DuplicateKeyError:
-            existing = await self._collection.find_one({"_id": due.reference_id})
-            assert existing is not None  # records are never deleted
-            return _commission(existing)
-        return _commission(document)
-
-    async def get(self, reference_id: str) -> Document | None:
-        found = await self._collection.find_one({"_id": reference_id})
-        return _commission(found) if found else None
-
-    async def settle(
-        self, reference_id: str, status: str, reason: str | None, at: datetime
-    ) -> None:
-        await self._collection.update_one(
-            {"_id": reference_id, "status": "pending"},
-            {"$set": {"status": status, "reason": reason, "updated_at": at}},
-        )
+        return await self._claim(due.reference_id, fields, at)
 
     async def earned_by(self, referrer_id: str) -> dict[str, Decimal]:
         """What the referrer has been paid, per currency (commissions the wallet applied)."""
         earned: dict[str, Decimal] = {}
         async for row in self._collection.find({"referrer_id": referrer_id, "status": "paid"}):
             currency = row["currency"]
-            earned[currency] = add(earned.get(currency, Decimal(0)), _decimal(row["amount"]))
+            earned[currency] = add(earned.get(currency, Decimal(0)), decimal_of(row["amount"]))
         return earned
-
-
-def _commission(document: Document) -> Document:
-    commission = dict(document)
-    commission["reference_id"] = commission.pop("_id")
-    for field in ("amount", "fee", "rate"):
-        commission[field] = _decimal(document[field])
-    return commission

@@ -25,8 +25,9 @@ from typing import Final
 from pydantic import JsonValue
 
 from shared.messaging import LedgerTransaction
-from shared.money import LEDGER_CONTEXT, Currency, add, format_amount, get_currency
+from shared.money import Currency, add, format_amount, get_currency
 from trading.referrals.domain.bindings import Binding
+from trading.rounding import floor_to_scale
 
 FEES_ACCOUNT: Final = "platform:fees"
 COMMISSION_TRANSACTION_TYPE: Final = "referral_commission"
@@ -38,9 +39,7 @@ def commission_amount(fee: Decimal, rate: Decimal, currency: Currency) -> Decima
     """floor(fee × rate) to the currency's scale (what the referrer receives is rounded down)."""
     if fee <= 0 or rate <= 0:
         return ZERO
-    exact = Fraction(fee) * Fraction(rate)
-    units = exact.numerator * 10**currency.scale // exact.denominator
-    return Decimal(units).scaleb(-currency.scale, LEDGER_CONTEXT)
+    return floor_to_scale(Fraction(fee) * Fraction(rate), currency)
 
 
 def commission_reference(source_transaction_id: str, currency: str) -> str:

@@ -3,17 +3,18 @@ updates), amounts as Decimal128, datetimes in UTC."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from bson import Decimal128
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from shared.messaging import LedgerTransaction
 from shared.money import add
+from trading.mongo_values import decimal_of, utc
+from trading.payouts import PayoutRecords
 from trading.savings.domain.accrual import (
     INTEREST_TRANSACTION_TYPE,
     AccrualDue,
@@ -28,14 +29,6 @@ TRANSFERS: Final = "savings_transfers"
 MOVEMENTS: Final = "savings_movements"
 ACCRUALS: Final = "savings_accruals"
 ZERO: Final = Decimal(0)
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _decimal(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
 
 
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
@@ -92,9 +85,9 @@ class MongoTransfers:
 def _transfer(document: Document) -> Document:
     transfer = dict(document)
     transfer["transfer_id"] = transfer.pop("_id")
-    transfer["amount"] = _decimal(document["amount"])
+    transfer["amount"] = decimal_of(document["amount"])
     for field in ("created_at", "updated_at"):
-        transfer[field] = _utc(document[field])
+        transfer[field] = utc(document[field])
     return transfer
 
 
@@ -137,7 +130,7 @@ class MongoSavingsHistory:
         )
         async for row in cursor:
             user = row["user_id"]
-            balances[user] = add(balances.get(user, ZERO), _decimal(row["amount"]))
+            balances[user] = add(balances.get(user, ZERO), decimal_of(row["amount"]))
         return balances
 
     async def positions(self, user_id: str) -> list[tuple[str, Decimal, Decimal]]:
@@ -145,7 +138,7 @@ class MongoSavingsHistory:
         totals: dict[str, tuple[Decimal, Decimal]] = {}
         async for row in self._collection.find({"user_id": user_id}):
             balance, interest = totals.get(row["currency"], (ZERO, ZERO))
-            amount = _decimal(row["amount"])
+            amount = decimal_of(row["amount"])
             balance = add(balance, amount)
             if row["transaction_type"] == INTEREST_TRANSACTION_TYPE:
                 interest = add(interest, amount)
@@ -164,55 +157,20 @@ def _movement(movement: SavingsMovement) -> Document:
     }
 
 
-class MongoAccruals:
-    """One record per (currency, day, user): claimed before the payment is sent, so the amount
-    sent under a key is decided once, and a rerun resends that same amount or nothing."""
+class MongoAccruals(PayoutRecords):
+    """One record per (currency, day, user): the amount sent under a key is decided once."""
 
     def __init__(self, database: AsyncDatabase[Document]) -> None:
-        self._collection = database[ACCRUALS]
+        super().__init__(database[ACCRUALS], decimal_fields=("balance", "apr", "amount"))
 
     async def claim(self, due: AccrualDue, at: datetime) -> Document:
         """The record for `due`'s key: new (status pending) or the one an earlier run stored."""
-        document = {
-            "_id": due.reference_id,
+        fields = {
             "user_id": due.user_id,
             "currency": due.currency,
             "date": due.day.isoformat(),
             "balance": Decimal128(due.balance),
             "apr": Decimal128(due.apr),
             "amount": Decimal128(due.amount),
-            "status": "pending",
-            "reason": None,
-            "created_at": at,
-            "updated_at": at,
         }
-        try:
-            await self._collection.insert_one(document)
-        except DuplicateKeyError:
-            existing = await self._collection.find_one({"_id": due.reference_id})
-            assert existing is not None  # records are never deleted
-            return _accrual(existing)
-        return _accrual(document)
-
-    async def settle(
-        self, reference_id: str, status: str, reason: str | None, at: datetime
-    ) -> None:
-        await self._collection.update_one(
-            {"_id": reference_id, "status": "pending"},
-            {"$set": {"status": status, "reason": reason, "updated_at": at}},
-        )
-
-    async def get(self, reference_id: str) -> Document | None:
-        found = await self._collection.find_one({"_id": reference_id})
-        return _accrual(found) if found else None
-
-    async def of_day(self, day: date) -> list[Document]:
-        return [_accrual(d) async for d in self._collection.find({"date": day.isoformat()})]
-
-
-def _accrual(document: Document) -> Document:
-    accrual = dict(document)
-    accrual["reference_id"] = accrual.pop("_id")
-    for field in ("balance", "apr", "amount"):
-        accrual[field] = _decimal(document[field])
-    return accrual
+        return await self._claim(due.reference_id, fields, at)

@@ -19,7 +19,8 @@ from fractions import Fraction
 from typing import Final
 
 from shared.messaging import LedgerTransaction
-from shared.money import LEDGER_CONTEXT, Currency, add, get_currency
+from shared.money import Currency, add, get_currency
+from trading.rounding import floor_to_scale
 from trading.savings.domain.errors import SavingsRefused
 
 DAYS_PER_YEAR: Final = 365
@@ -31,16 +32,10 @@ ZERO: Final = Decimal(0)
 
 
 def daily_interest(balance: Decimal, apr: Decimal, currency: Currency) -> Decimal:
-    """floor(balance × apr ÷ 365) to the currency's scale, computed exactly (no rounding on the way).
-
-    Fractions keep the division exact: a Decimal quotient rounded to its precision first could
-    land on a quantum boundary from below and be floored one unit too high.
-    """
+    """floor(balance × apr ÷ 365) to the currency's scale, computed exactly (no rounding on the way)."""
     if balance <= 0 or apr <= 0:
         return ZERO
-    exact = Fraction(balance) * Fraction(apr) / DAYS_PER_YEAR
-    units = exact.numerator * 10**currency.scale // exact.denominator
-    return Decimal(units).scaleb(-currency.scale, LEDGER_CONTEXT)
+    return floor_to_scale(Fraction(balance) * Fraction(apr) / DAYS_PER_YEAR, currency)
 
 
 def accrual_reference(currency: str, day: date, user_id: str) -> str:
