@@ -8,6 +8,7 @@ been handled (by whichever member of the group owns each partition).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -21,24 +22,9 @@ TransactionHandler = Callable[[LedgerTransaction], Awaitable[None]]
 
 
 class LedgerEventsConsumer(GroupConsumer[LedgerTransaction]):
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        handle: TransactionHandler,
-        *,
-        topic: str,
-        group_id: str,
-        session_timeout_ms: int = 6000,
-        heartbeat_interval_ms: int = 1000,
-    ) -> None:
+    def __init__(self, bootstrap_servers: str, handle: TransactionHandler, **options: Any) -> None:
         # A new group reads the ledger's whole published history: that IS the derivation.
-        super().__init__(
-            bootstrap_servers,
-            topic=topic,
-            group_id=group_id,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms,
-        )
+        super().__init__(bootstrap_servers, **options)
         self._handler = handle
 
     def _read(self, value: bytes | None) -> LedgerTransaction | None:
