@@ -449,3 +449,71 @@ async def _caught_up(system: System, group: str) -> None:
         await system.until(done, within=60)
     finally:
         await consumer.stop()
+
+
+async def test_each_side_of_a_spot_fill_pays_its_own_referrer(system: System) -> None:
+    bind = f"{system.trading}/api/referrals/bind"
+    for invitee, referrer in (("bea", "rhea"), ("sid", "roy")):
+        bound = await system.http.post(
+            bind, json={"referrer_id": referrer}, headers=system.auth(invitee)
+        )
+        assert bound.status_code == 200, bound.text
+    funded = await system.wallet.credit(
+        user_id="bea",
+        currency="GBP",
+        amount="1000",
+        transaction_type="deposit_bank_transfer",
+        reference_id="bank-bea-1",
+    )
+    assert funded is not None
+    assert funded.status == "applied", funded
+    await system.deposit("sid", "BTC", "0.1")
+    for user, currency, amount, hold in (
+        ("bea", "GBP", "520", "order-b"),
+        ("sid", "BTC", "0.01", "order-s"),
+    ):
+        locked = await system.wallet.lock_balance(
+            user_id=user,
+            currency=currency,
+            amount=amount,
+            lock_type="spot_order",
+            reference_id=f"{hold}:lock",
+            hold_id=hold,
+        )
+        assert locked is not None
+        assert locked.status == "applied", locked
+    fill = await system.wallet.settle_trade(
+        buyer_id="bea",
+        seller_id="sid",
+        quote_currency="GBP",
+        quote_amount="520",
+        buyer_hold_id="order-b",
+        base_currency="BTC",
+        base_amount="0.01",
+        seller_hold_id="order-s",
+        reference_id="fill-1",
+        seller_fee="1.04",
+        buyer_fee="0.00002",
+    )
+    assert fill is not None
+    assert fill.status == "applied", fill
+
+    # The seller paid the GBP fee (0.2 × 1.04 = 0.208 → 0.20), the buyer the BTC one.
+    async def both_paid() -> bool:
+        return await system.earned("roy") == [{"currency": "GBP", "amount": "0.2"}] and (
+            await system.earned("rhea") == [{"currency": "BTC", "amount": "0.000004"}]
+        )
+
+    await system.until(both_paid, within=30)
+    [to_roy] = await system.transactions("roy", "referral_commission")
+    assert to_roy["reference_id"] == f"referral:{fill.transaction_id}:GBP"
+    assert to_roy["metadata"] == {
+        "referred_user_id": "sid",
+        "source_transaction_id": fill.transaction_id,
+        "source_transaction_type": "spot_trade",
+        "fee": "1.04",
+        "rate": "0.2",
+    }
+    [to_rhea] = await system.transactions("rhea", "referral_commission")
+    assert to_rhea["metadata"]["referred_user_id"] == "bea"
+    assert to_rhea["reference_id"] == f"referral:{fill.transaction_id}:BTC"
