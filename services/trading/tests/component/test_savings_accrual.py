@@ -14,8 +14,6 @@ import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.messaging import CommandResult, WalletCommand
-from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.adapters.mongo import (
     ACCRUALS,
     MOVEMENTS,
@@ -26,38 +24,15 @@ from trading.savings.adapters.mongo import (
 from trading.savings.application.service import SavingsService
 from trading.savings.domain.accrual import SavingsMovement
 from trading.savings.domain.errors import SavingsUnavailable
-from trading.testing import FakeClock, result_of
+from trading.testing import AnsweringWallet, FakeClock
 
 DAY = date(2026, 11, 29)
-
-
-class FakeWallet(WalletClient):
-    """Answers every command itself: applied, unless a test queued another answer."""
-
-    def __init__(self) -> None:
-        super().__init__("unused:9092")
-        self.sent: list[WalletCommand] = []
-        self.answers: list[str] = []
-
-    async def send(
-        self, command: WalletCommand, *, wait: bool = True, result_timeout: float | None = None
-    ) -> CommandResult | None:
-        self.sent.append(command)
-        answer = self.answers.pop(0) if self.answers else "applied"
-        if answer == "timeout":
-            raise WalletTimeout("no result")
-        extra: dict[str, Any] = {"transaction_id": uuid.uuid4().hex}
-        if answer == "rejected":
-            extra["reason"] = "insufficient_platform_funds"
-        if answer == "duplicate":
-            extra["original_status"] = "applied"
-        return result_of(command, answer, **extra)
 
 
 @dataclass
 class Rig:
     service: SavingsService
-    wallet: FakeWallet
+    wallet: AnsweringWallet
     history: MongoSavingsHistory
     clock: FakeClock
     caught_up: list[bool] = field(default_factory=lambda: [True])
@@ -78,7 +53,7 @@ async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Ri
     for collection in (MOVEMENTS, ACCRUALS):
         await mongo_database[collection].delete_many({})
     clock = FakeClock(datetime(2026, 11, 30, 0, 0, 5, tzinfo=UTC))
-    wallet = FakeWallet()
+    wallet = AnsweringWallet()
     history = MongoSavingsHistory(mongo_database)
     caught_up = [True]
 
