@@ -44,6 +44,8 @@ from trading.feature import Clock, Feature, FeatureFactory, TradingContext, utc_
 from trading.messaging import EventPublisher, ResultsConsumer, ResultsDispatcher
 from trading.prices.domain import PriceBook
 from trading.prices.entrypoints import build_prices_feature
+from trading.referrals.entrypoints import build_referrals_feature
+from trading.savings.entrypoints import build_savings_feature
 from trading.settings import TradingSettings
 
 log = structlog.get_logger(__name__)
@@ -52,6 +54,8 @@ log = structlog.get_logger(__name__)
 FEATURES: Final[tuple[FeatureFactory, ...]] = (
     build_prices_feature,
     build_conversions_feature,
+    build_savings_feature,
+    build_referrals_feature,
 )
 
 

@@ -3,6 +3,7 @@ the registry, and batches the store keeps timing out on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal as D
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from shared.messaging import (
     CreditCommand,
+    DebitCommand,
     ExchangeCommand,
     LockCommand,
     SettleTradeCommand,
@@ -241,3 +243,22 @@ async def test_a_batch_the_database_keeps_timing_out_on_is_committed_in_smaller_
     assert max(store.commits) <= 40
     assert sum(store.commits) == 300
     assert await verify(store) == []
+
+
+async def test_verify_folds_each_wallet_in_the_order_of_its_committed_versions(
+    store: InMemoryLedgerStore, ledger: LedgerService
+) -> None:
+    await ledger.handle_batch([credit("alice", "BTC", "1", "d1")])
+    debit = DebitCommand(user_id="alice", currency="BTC", amount="1", transaction_type="withdrawal",
+                         reference_id="w1")  # fmt: skip
+    await ledger.handle_batch([debit])
+    assert await verify(store) == []
+    # Swap the versions the two outcomes committed: folded in that order, the debit comes first
+    # and takes the wallet below zero, whatever the timestamps say.
+    for outcome in list(store.outcomes.values()):
+        (after,) = outcome.balances_after
+        swapped = replace(after, version=3 - (after.version or 0))
+        store.outcomes[outcome.key] = replace(outcome, balances_after=(swapped,))
+    (difference,) = await verify(store)
+    assert (difference.subject, difference.field) == ("events", "fold")
+    assert "user:alice:available BTC would go negative" in difference.actual
