@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal, Inexact, Rounded
 from enum import StrEnum
 from typing import Final
 
@@ -30,6 +30,11 @@ DEFAULT_PAYMENT_WINDOW_MINUTES: Final = 15
 MAX_PRICE_DECIMALS: Final = 8
 MAX_PAYMENT_METHODS: Final = 10
 _PAYMENT_METHOD: Final = re.compile(r"[a-z0-9_]{1,64}")
+# Products are exact (the ledger's context traps any rounding); only the rounding to a scale that
+# the contract asks for may be inexact, with the rounding mode it names.
+_ROUNDING: Final = LEDGER_CONTEXT.copy()
+_ROUNDING.traps[Inexact] = False
+_ROUNDING.traps[Rounded] = False
 
 
 class OfferStatus(StrEnum):
@@ -136,13 +141,13 @@ def check_fee_rate(rate: Decimal) -> Decimal:
 def trade_fee(amount: Decimal, rate: Decimal, currency: Currency) -> Decimal:
     """amount × rate rounded up to the coin's scale."""
     exact = LEDGER_CONTEXT.multiply(amount, rate)
-    return exact.quantize(currency.quantum, rounding=ROUND_UP, context=LEDGER_CONTEXT)
+    return exact.quantize(currency.quantum, rounding=ROUND_UP, context=_ROUNDING)
 
 
 def fiat_amount(amount: Decimal, price: Decimal, fiat: Currency) -> Decimal:
     """amount × price rounded half-up to the fiat's scale."""
     exact = LEDGER_CONTEXT.multiply(amount, price)
-    return exact.quantize(fiat.quantum, rounding=ROUND_HALF_UP, context=LEDGER_CONTEXT)
+    return exact.quantize(fiat.quantum, rounding=ROUND_HALF_UP, context=_ROUNDING)
 
 
 def trade_amounts(terms: OfferTerms, amount_text: object, fee_rate: Decimal) -> TradeAmounts:
