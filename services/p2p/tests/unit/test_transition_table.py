@@ -155,8 +155,7 @@ def test_release_and_cancel_never_both_leave_one_status() -> None:
     # and each leads to a status from which the other is refused.
     for status in TradeStatus:
         paying = [
-            decide(status, a, r)
-            for a, r in ((A.RELEASE, R.SELLER), (A.RESOLVE_BUYER, R.ADMIN))
+            decide(status, a, r) for a, r in ((A.RELEASE, R.SELLER), (A.RESOLVE_BUYER, R.ADMIN))
         ]
         refunding = [
             decide(status, a, r)
