@@ -31,7 +31,6 @@ from p2p.application.trades import Caller
 from p2p.domain.errors import P2pError
 from p2p.domain.trades import (
     Action,
-    Actor,
     Move,
     Refusal,
     TradeStatus,
@@ -138,9 +137,12 @@ class TradeMachine(RuleBasedStateMachine):
         if action in (Action.RESOLVE_BUYER, Action.RESOLVE_SELLER) and not caller.is_admin:
             verdict = Refusal("forbidden", "admin_required")
         late = action is Action.MARK_PAID and self.p2p.clock() >= before.payment_deadline
+        refused: P2pError | None = None
         try:
             after = self.run(self.p2p.trades.act(caller, trade_id, action, "because"))
-        except P2pError as refused:
+        except P2pError as error:
+            refused = error
+        if refused is not None:
             if isinstance(verdict, Move) and late:
                 assert refused.code == "payment_deadline_passed"
             else:
@@ -195,16 +197,20 @@ class TradeMachine(RuleBasedStateMachine):
             applied = {c.type for c in wallet.applied if c.reference_id == trade.trade_id}
             match trade.status:
                 case S.PENDING_ESCROW | S.FAILED:
-                    assert hold == 0 and not applied
+                    assert hold == 0
+                    assert not applied
                 case S.ESCROWED | S.PAID | S.DISPUTED | S.RELEASING:
-                    assert hold == escrowed and applied == {"lock"}
+                    assert hold == escrowed
+                    assert applied == {"lock"}
                 case S.CANCELLING:
                     assert hold == (escrowed if trade.escrow_locked else ZERO)
                     assert applied == ({"lock"} if trade.escrow_locked else set())
                 case S.COMPLETED:
-                    assert hold == 0 and applied == {"lock", "transfer_locked"}
+                    assert hold == 0
+                    assert applied == {"lock", "transfer_locked"}
                 case S.CANCELLED:
-                    assert hold == 0 and applied == {"lock", "unlock"}
+                    assert hold == 0
+                    assert applied == {"lock", "unlock"}
 
     @invariant()
     def money_is_conserved(self) -> None:
