@@ -17,7 +17,15 @@ from typing import Any, Protocol
 from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import TradeStatus
 from shared.messaging import CommandResult, WalletCommand
-from shared.money import format_amount
+from shared.money import LEDGER_CONTEXT, decimal_places, format_amount, get_currency
+
+
+def fiat_text(value: Decimal, currency: str) -> str:
+    """A fiat figure with at least its currency's decimals ("520.00"), as money is shown."""
+    scale = get_currency(currency).scale
+    if decimal_places(value) >= scale:
+        return format_amount(value)
+    return format(value.quantize(get_currency(currency).quantum, context=LEDGER_CONTEXT), "f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,7 @@ class Offer:
             "status": self.status.value,
             "currency": terms.currency,
             "fiat_currency": terms.fiat_currency,
-            "price": format_amount(terms.price),
+            "price": fiat_text(terms.price, terms.fiat_currency),
             "min_amount": format_amount(terms.min_amount),
             "max_amount": format_amount(terms.max_amount),
             "payment_methods": list(terms.payment_methods),
@@ -99,10 +107,10 @@ class Trade:
             "buyer_id": self.buyer_id,
             "currency": self.currency,
             "fiat_currency": self.fiat_currency,
-            "price": format_amount(self.price),
+            "price": fiat_text(self.price, self.fiat_currency),
             "amount": format_amount(self.amount),
             "fee": format_amount(self.fee),
-            "fiat_amount": format_amount(self.fiat_amount),
+            "fiat_amount": fiat_text(self.fiat_amount, self.fiat_currency),
             "payment_methods": list(self.payment_methods),
             "payment_window_minutes": self.payment_window_minutes,
             "payment_deadline": self.payment_deadline.isoformat(),
