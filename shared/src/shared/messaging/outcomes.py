@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from shared.messaging.commands import CommandType, WireDecimal
+from shared.money import LEDGER_CONTEXT
 
 ResultStatus = Literal["applied", "duplicate", "rejected"]
 
@@ -80,7 +81,10 @@ class LedgerTransaction(_Message):
     def is_balanced(self) -> bool:
         totals: dict[str, Decimal] = {}
         for posting in self.postings:
-            totals[posting.currency] = totals.get(posting.currency, Decimal(0)) + posting.amount
+            # The ledger's 60-digit context: the default 28 digits would round a large ETH sum.
+            totals[posting.currency] = LEDGER_CONTEXT.add(
+                totals.get(posting.currency, Decimal(0)), posting.amount
+            )
         return all(total == 0 for total in totals.values())
 
 

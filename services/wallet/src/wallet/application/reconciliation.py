@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 
-from shared.money import LEDGER_CONTEXT
+from shared.money import LEDGER_CONTEXT, format_amount
 from wallet.application.ports import LedgerStore
 from wallet.domain.ledger import (
     ZERO,
@@ -175,7 +175,9 @@ def _total_of(wallet: WalletRecord) -> Decimal:
 
 
 def _holds_text(holds: Holds) -> str:
-    return ", ".join(f"{reference}={amount.normalize()}" for reference, amount in holds) or "none"
+    return (
+        ", ".join(f"{reference}={format_amount(amount)}" for reference, amount in holds) or "none"
+    )
 
 
 def _compare_row(expected: HistoryRow, actual: HistoryRow | None) -> list[Difference]:
