@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
@@ -94,7 +95,7 @@ class PlatformBalancesView(BaseModel):
     accounts: list[AccountBalanceView]
 
 
-def _store(request: Request) -> LedgerStore:
+def store_of(request: Request) -> LedgerStore:
     store: LedgerStore = request.app.state.store
     return store
 
@@ -126,6 +127,33 @@ def _transaction_view(row: HistoryRow) -> TransactionView:
         savings_balance_after=row.savings_balance_after,
         metadata=row.metadata,
         timestamp=row.timestamp,
+    )
+
+
+def balances_view(
+    user_id: str, wallets: Sequence[WalletRecord] | Sequence[BalancesAsOf]
+) -> BalancesView:
+    return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in wallets])
+
+
+async def transactions_page(
+    store: LedgerStore,
+    user_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    currency: str | None = None,
+    reference_id: str | None = None,
+) -> TransactionsPage:
+    """One page of history, newest first (the API's and the pages' one way to read it)."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = await store.history_of(
+        user_id, currency=currency, limit=limit + 1, before=before, reference_id=reference_id
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return TransactionsPage(
+        items=[_transaction_view(r) for r in page],
+        next_cursor=encode_cursor(page[-1]) if more else None,
     )
 
 
@@ -164,10 +192,8 @@ async def get_balances(
     `at`, as they were at that instant of the wallet's commit clock."""
     ensure_can_read(user, user_id)
     if query.at is not None:
-        past = await balances_at(_store(request), user_id, query.at)
-        return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in past])
-    wallets = await _store(request).wallets_of(user_id)
-    return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in wallets])
+        return balances_view(user_id, await balances_at(store_of(request), user_id, query.at))
+    return balances_view(user_id, await store_of(request).wallets_of(user_id))
 
 
 @router.get(
@@ -189,22 +215,20 @@ async def get_transactions(
             code = get_currency(query.currency).code
         except MoneyError as error:
             raise ApiError(400, error.code, error.message) from None
-    before = decode_cursor(query.cursor) if query.cursor else None
-    limit = query.limit
-    rows = await _store(request).history_of(
-        user_id, currency=code, limit=limit + 1, before=before, reference_id=query.reference_id
-    )
-    page, more = rows[:limit], len(rows) > limit
-    return TransactionsPage(
-        items=[_transaction_view(r) for r in page],
-        next_cursor=encode_cursor(page[-1]) if more else None,
+    return await transactions_page(
+        store_of(request),
+        user_id,
+        limit=query.limit,
+        cursor=query.cursor,
+        currency=code,
+        reference_id=query.reference_id,
     )
 
 
 @router.get("/platform-balances", response_model=PlatformBalancesView)
 async def get_platform_balances(admin: AdminUser, request: Request) -> PlatformBalancesView:
     """Balances of platform and external accounts (fees, liquidity, counterparties): admins only."""
-    balances = await _store(request).account_balances()
+    balances = await store_of(request).account_balances()
     return PlatformBalancesView(
         accounts=[
             AccountBalanceView(account=account, currency=currency, balance=balance)
