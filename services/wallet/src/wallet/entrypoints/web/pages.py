@@ -23,6 +23,8 @@ from fastapi.templating import Jinja2Templates
 from shared.http import ApiError
 from shared.http.auth import User, decode_token
 from shared.logging import get_logger
+from wallet.application.ports import LedgerStore
+from wallet.application.prices import PriceBook
 from wallet.entrypoints.http import (
     BalancesView,
     TransactionsPage,
@@ -217,6 +219,22 @@ async def part(request: Request, name: str, cursor: str | None = None) -> Respon
     return _html(await render_part(request, name, caller.user, {"cursor": cursor or ""}))
 
 
+async def _wallet_versions(store: LedgerStore, user_id: str) -> object | None:
+    try:
+        return tuple((w.currency, w.version) for w in await store.wallets_of(user_id))
+    except Exception:
+        log.warning("page_events_wallets_unreadable", exc_info=True)
+        return None  # unknown this time: no event, the next poll tries again
+
+
+def _prices_version(prices: PriceBook) -> object | None:
+    try:
+        return prices.snapshot()  # a new object per change
+    except Exception:
+        log.warning("page_events_prices_unreadable", exc_info=True)
+        return None
+
+
 @router.get("/events", response_class=EventSourceResponse)
 async def events(request: Request) -> AsyncIterator[ServerSentEvent]:
     """`wallet-changed` when the caller's wallets change, `prices-changed` when a price does."""
@@ -226,24 +244,21 @@ async def events(request: Request) -> AsyncIterator[ServerSentEvent]:
         return
     store, prices = store_of(request), price_book_of(request)
     user_id = caller.user.user_id
-    seen_wallets: object = None
-    seen_prices: object = prices.snapshot()
+    seen = {"wallet-changed": await _wallet_versions(store, user_id)}
+    seen["prices-changed"] = _prices_version(prices)
     yield ServerSentEvent(event="ready", data="live", retry=2_000)
     while not await request.is_disconnected():
-        try:
-            wallets = await store.wallets_of(user_id)
-        except Exception:
-            log.warning("page_events_read_failed", exc_info=True)
-        else:
-            versions = tuple((w.currency, w.version) for w in wallets)
-            if seen_wallets is not None and versions != seen_wallets:
-                yield ServerSentEvent(event="wallet-changed", data=len(versions))
-            seen_wallets = versions
-        snapshot = prices.snapshot()
-        if snapshot is not seen_prices:
-            seen_prices = snapshot
-            yield ServerSentEvent(event="prices-changed", data=len(snapshot.quotes))
         await asyncio.sleep(POLL_SECONDS)
+        now = {
+            "wallet-changed": await _wallet_versions(store, user_id),
+            "prices-changed": _prices_version(prices),
+        }
+        for event, version in now.items():
+            if version is None:
+                continue
+            if version != seen[event]:
+                yield ServerSentEvent(event=event, data="changed")
+            seen[event] = version
 
 
 @router.get("/")
