@@ -13,17 +13,9 @@ import pytest_asyncio
 from shared.http import make_token
 from shared.messaging import CreditCommand
 from wallet.application.ledger_service import LedgerService
-from wallet.bootstrap import WalletRuntime, build_http_app, build_runtime
-from wallet.settings import WalletSettings
+from wallet.bootstrap import WalletRuntime, build_http_app
 
 PAGES = ["/wallet", "/portfolio", "/savings", "/allocations", "/transactions"]
-
-
-@pytest.fixture(scope="module")
-def runtime() -> WalletRuntime:
-    return build_runtime(
-        WalletSettings(WALLET_STORE="memory", kafka_bootstrap_servers="127.0.0.1:1")
-    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -14,17 +14,9 @@ from shared.http import make_token
 from shared.messaging import CreditCommand, LockCommand, SavingsInCommand
 from wallet.application.ledger_service import LedgerService
 from wallet.application.prices import Quote
-from wallet.bootstrap import WalletRuntime, build_http_app, build_runtime
-from wallet.settings import WalletSettings
+from wallet.bootstrap import WalletRuntime, build_http_app
 
 T = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def runtime() -> WalletRuntime:
-    return build_runtime(
-        WalletSettings(WALLET_STORE="memory", kafka_bootstrap_servers="127.0.0.1:1")
-    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -14,10 +14,9 @@ import pytest_asyncio
 from shared.http import make_token
 from shared.messaging import CreditCommand, DebitCommand, LockCommand, WalletCommand
 from wallet.application.ledger_service import LedgerService
-from wallet.bootstrap import WalletRuntime, build_http_app, build_runtime
+from wallet.bootstrap import WalletRuntime, build_http_app
 from wallet.domain.records import HistoryRow
 from wallet.entrypoints.http import decode_cursor, encode_cursor
-from wallet.settings import WalletSettings
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
@@ -40,13 +39,6 @@ class SteppingClock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def runtime() -> WalletRuntime:
-    return build_runtime(
-        WalletSettings(WALLET_STORE="memory", kafka_bootstrap_servers="127.0.0.1:1")
-    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
