@@ -150,7 +150,16 @@ async def test_balances_at_show_when_each_wallet_last_changed(
 
 
 @pytest.mark.parametrize(
-    "query", ["?at=yesterday", "?at=2026-11-30T12:00:00", "?at=", "?when=2026-11-30T12:00:00Z"]
+    "query",
+    [
+        "?at=yesterday",
+        "?at=2026-11-30T12:00:00",
+        "?at=2026-11-30",
+        "?at=",
+        "?at=0.5",
+        "?at=1764504000",
+        "?when=2026-11-30T12:00:00Z",
+    ],
 )
 async def test_a_bad_instant_is_a_422_with_the_error_body(
     http: httpx.AsyncClient, runtime: WalletRuntime, query: str

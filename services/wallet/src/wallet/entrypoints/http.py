@@ -10,7 +10,16 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read, error_responses
 from shared.money import MoneyError, format_amount, get_currency
@@ -71,10 +80,23 @@ class TransactionsQuery(BaseModel):
     reference_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+def _iso_instant(raw: object) -> object:
+    # ISO 8601 text only: pydantic would also read "0.5" as seconds since the epoch.
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError:
+            raise PydanticCustomError("iso_instant", "an ISO 8601 instant with offset") from None
+    return raw
+
+
+IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_instant)]
+
+
 class BalancesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: AwareDatetime | None = Field(
+    at: IsoInstant | None = Field(
         default=None,
         description="An instant with its offset: the balances as the wallet had committed them then.",
     )
