@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from shared.http import ApiError
-from shared.http.auth import User, decode_token
+from shared.http.auth import User, user_of_token
 from shared.logging import get_logger
 from wallet.application.ports import LedgerStore
 from wallet.application.prices import PriceBook
@@ -82,7 +82,7 @@ def caller_of(request: Request) -> Caller:
     if not token:
         return Caller(None, "Sign in to see your wallet.")
     try:
-        return Caller(decode_token(token, request.app.state.auth_jwt_secret))
+        return Caller(user_of_token(request, token))
     except ApiError as error:
         if error.message == "token expired":
             return Caller(None, "Your session has ended. Sign in again to see your wallet.")
