@@ -7,11 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from .conftest import SCREENSHOTS, PageServer, deposit
+from wallet.application.prices import Quote
+
+from .conftest import PRICES_AS_OF, SCREENSHOTS, PageServer, deposit
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 860}
@@ -246,3 +250,30 @@ async def test_a_part_that_cannot_load_says_so_in_place_and_the_rest_shows(
         assert notice == "Estimated value could not be loaded just now. Retrying shortly."
         assert await open_page.page.locator("table[data-testid='balances'] tbody tr").count() > 0
         assert "failed to load" not in (await open_page.page.content()).lower()
+
+
+async def test_a_price_change_revalues_the_open_allocation_page(
+    browser: Any, server: PageServer
+) -> None:
+    async with opened(browser, server, "/allocations", "alice", DESKTOP) as open_page:
+        btc = "table[data-testid='allocation'] tr[data-label='BTC'] td[data-field='value'] .figure"
+        before = await open_page.figure(btc)
+        server.runtime.prices.update(
+            Quote("BTC", Decimal("60000"), PRICES_AS_OF + timedelta(minutes=1), "builtin")
+        )
+        allocation = (await server.api("/api/wallets/portfolio/alice", "alice"))["allocation"]
+        expected = next(s["value"] for s in allocation if s["label"] == "BTC")
+        assert expected != before
+        await open_page.page.wait_for_function(
+            """([selector, expected]) => {
+                const cell = document.querySelector(selector);
+                return cell !== null && cell.textContent.trim() === expected;
+            }""",
+            arg=[btc, expected],
+            timeout=2_000,
+        )
+        charts = await open_page.page.evaluate(
+            "() => Object.values(Chart.instances).map(c => c.data.labels.length)"
+        )
+        assert charts == [len(allocation)]  # the old chart was let go with its canvas
+        assert open_page.errors == []

@@ -8,6 +8,10 @@
 
   function drawCharts(root) {
     if (!window.Chart) return;
+    // A part swapped out by htmx took its canvas with it: let go of that chart too.
+    Object.values(window.Chart.instances).forEach(function (chart) {
+      if (!chart.canvas || !chart.canvas.isConnected) chart.destroy();
+    });
     root.querySelectorAll("canvas[data-chart='doughnut']").forEach(function (canvas) {
       var existing = window.Chart.getChart(canvas);
       if (existing) existing.destroy();
