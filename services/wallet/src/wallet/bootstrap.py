@@ -37,13 +37,14 @@ log = get_logger(__name__)
 
 @dataclass
 class WalletRuntime:
+    # The prices read model (market.prices), fed by its own subscriber on this runtime's broker.
+    prices: PriceBook = field(init=False, default_factory=PriceBook)
     settings: WalletSettings
     store: LedgerStore
     mongo: AsyncMongoClient[dict[str, object]] | None
     broker: KafkaBroker
     tracker: AssignmentTracker
     registry: CollectorRegistry
-    prices: PriceBook = field(default_factory=PriceBook)
 
     async def start(self) -> None:
         ensure_indexes = getattr(self.store, "ensure_indexes", None)
@@ -63,6 +64,9 @@ class WalletRuntime:
         if self.mongo is not None:
             await self.mongo.admin.command("ping")
         return True
+
+    def __post_init__(self) -> None:
+        register_prices_consumer(self.broker, self.prices, self.settings.topics)
 
 
 def build_runtime(settings: WalletSettings) -> WalletRuntime:
@@ -96,9 +100,7 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
         session_timeout_ms=settings.consumer_session_timeout_ms,
         heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
     )
-    prices = PriceBook()
-    register_prices_consumer(broker, prices, settings.topics)
-    return WalletRuntime(settings, store, mongo, broker, tracker, registry, prices)
+    return WalletRuntime(settings, store, mongo, broker, tracker, registry)
 
 
 def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
