@@ -128,3 +128,12 @@ async def test_a_bad_cursor_is_a_notice_in_place(
 async def test_the_home_page_is_the_wallet(http: httpx.AsyncClient) -> None:
     response = await http.get("/")
     assert (response.status_code, response.headers["location"]) == (307, "/wallet")
+
+
+async def test_what_a_token_says_is_escaped_on_the_page(
+    http: httpx.AsyncClient, runtime: WalletRuntime
+) -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    response = await http.get("/wallet", headers=cookie(token(runtime, hostile)))
+    assert hostile not in response.text
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in response.text
