@@ -87,6 +87,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // On a narrow screen the tab bar scrolls: keep the current page's tab in view.
+    var current = document.querySelector(".tabs [aria-current='page']");
+    if (current) current.scrollIntoView({ block: "nearest", inline: "center" });
     drawCharts(document);
     connect();
   });
