@@ -89,11 +89,16 @@ def wallet_service() -> Service:
         name="wallet",
         app=build_http_app(runtime),
         secret=runtime.settings.auth_jwt_secret.get_secret_value(),
-        owned=("/api/wallets/balances/{user_id}", "/api/wallets/transactions/{user_id}"),
+        owned=(
+            "/api/wallets/balances/{user_id}",
+            "/api/wallets/transactions/{user_id}",
+            "/api/wallets/portfolio/{user_id}",
+        ),
         admin_only=(("GET", "/api/wallets/platform-balances", None),),
         read_only=(
             "/api/wallets/balances/alice",
             "/api/wallets/transactions/alice",
+            "/api/wallets/portfolio/alice",
             "/api/wallets/platform-balances",
         ),
     )
