@@ -30,6 +30,7 @@ from pymongo.errors import (
     ConnectionFailure,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 from pymongo.write_concern import WriteConcern
 
@@ -56,7 +57,7 @@ from wallet.adapters.mongo_documents import (
     wallet_filter,
     wallet_of,
 )
-from wallet.application.ports import ConcurrencyConflict, TransientStoreError
+from wallet.application.ports import ConcurrencyConflict, StoreTimeout, TransientStoreError
 from wallet.domain.ledger import ZERO, AccountKey, WalletKey
 from wallet.domain.records import (
     HistoryRow,
@@ -81,18 +82,23 @@ _TRANSIENT_CODES: Final = frozenset(
     {
         6,  # HostUnreachable
         7,  # HostNotFound
-        50,  # MaxTimeMSExpired
         89,  # NetworkTimeout
         91,  # ShutdownInProgress
         134,  # ReadConcernMajorityNotAvailableYet
         189,  # PrimarySteppedDown
-        262,  # ExceededTimeLimit
         9001,  # SocketException
         10107,  # NotWritablePrimary
         11600,  # InterruptedAtShutdown
         11602,  # InterruptedDueToReplStateChange
         13435,  # NotPrimaryNoSecondaryOk
         13436,  # NotPrimaryOrSecondary
+    }
+)
+# The server gave up on the request's time limit: a smaller batch may fit where this one did not.
+_TIME_LIMIT_CODES: Final = frozenset(
+    {
+        50,  # MaxTimeMSExpired
+        262,  # ExceededTimeLimit
     }
 )
 # Error text carried into the port's errors (and the service's retry log): enough to tell what
@@ -161,9 +167,13 @@ def _describe(error: PyMongoError) -> str:
 
 def classify(error: PyMongoError) -> ConcurrencyConflict | TransientStoreError | None:
     """The port's error for a driver error, or None for a bug (a bad query, a bad document)."""
-    if isinstance(error, ConnectionFailure) or error.timeout:
-        return TransientStoreError(f"MongoDB unavailable: {_describe(error)}")
     codes = _error_codes(error)
+    # No server to ask is not a request that took too long: a smaller one would not help.
+    timed_out = error.timeout and not isinstance(error, ServerSelectionTimeoutError)
+    if timed_out or codes & _TIME_LIMIT_CODES:
+        return StoreTimeout(f"MongoDB ran out of time: {_describe(error)}")
+    if isinstance(error, ConnectionFailure):
+        return TransientStoreError(f"MongoDB unavailable: {_describe(error)}")
     if codes & _CONFLICT_CODES or error.has_error_label("TransientTransactionError"):
         return ConcurrencyConflict(f"conflicting write: {_describe(error)}")
     if (
