@@ -8,6 +8,8 @@ from typing import Any
 from bson.decimal128 import Decimal128
 from pymongo.asynchronous.database import AsyncDatabase
 
+from wallet.adapters.mongo_documents import is_ledger_wallet
+
 
 def _plain(value: Any) -> Any:
     # Decimal128 becomes the exact Decimal it stores; embedded documents are read the same way.
@@ -28,4 +30,6 @@ class MongoLegacySource:
     async def documents(self, collection: str) -> AsyncIterator[Mapping[str, Any]]:
         # Sorted by _id so a report lists rows in the same order on every run.
         async for document in self._database[collection].find({}).sort("_id", 1):
+            if is_ledger_wallet(document) and "holds" in document:
+                continue  # the ledger's own wallet (migrating the `wallets` collection in place)
             yield {key: _plain(value) for key, value in document.items()}

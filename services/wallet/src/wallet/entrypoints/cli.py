@@ -20,6 +20,7 @@ from shared.mongo import connect
 from wallet.application.migration import WalletCommandSender
 from wallet.application.migration import migrate as run_migration
 from wallet.application.ports import LedgerStore
+from wallet.application.reconciliation import ReplayRefused
 from wallet.application.reconciliation import replay as replay_projections
 from wallet.application.reconciliation import verify as verify_projections
 from wallet.domain.migration import LEGACY_UNLOCK_TRANSACTION_TYPE, MappingError, parse_mapping
@@ -91,7 +92,11 @@ def replay(
         )
 
     async def action(store: LedgerStore) -> int:
-        projections = await replay_projections(store)
+        try:
+            projections = await replay_projections(store)
+        except ReplayRefused as refused:
+            typer.echo(f"refused: {refused}", err=True)
+            return 1
         typer.echo(
             f"replayed: {len(projections.wallets)} wallets, {len(projections.history)} history rows,"
             f" {len(projections.accounts)} platform accounts"
