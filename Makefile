@@ -15,7 +15,7 @@ endif
 # uv on PATH, else the copy `make uv` installs with pip (run as a module: no PATH change needed).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help uv sync run test test-slow lint fmt typecheck bench clean
+.PHONY: help uv sync run test test-slow lint fmt typecheck bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ test-slow: sync ## run only the tests marked slow (none yet is fine)
 lint: sync ## ruff and mypy --strict
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
-	@$(UV) run --frozen mypy shared/src services/wallet/src services/ipn-gateway/src services/p2p/src services/trading/src bench
+	@$(UV) run --frozen mypy shared/src services/wallet/src services/ipn-gateway/src services/p2p/src services/trading/src bench demo
 
 fmt: sync ## format and autofix
 	@$(UV) run --frozen ruff format .
@@ -48,6 +48,9 @@ fmt: sync ## format and autofix
 
 bench: sync ## run the benchmark suite: prints a table, writes build/bench.json (docs/performance.md)
 	@$(UV) run --frozen python -m bench --out build/bench.json
+
+demo: sync ## against a running `make run`: the seed's phase-4 checklist as fresh users (✓/✗ per check)
+	@$(UV) run --frozen python -m demo
 
 clean: ## remove build outputs
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

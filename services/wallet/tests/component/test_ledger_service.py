@@ -444,3 +444,34 @@ async def test_replay_rebuilds_projections_identical_to_the_live_ones(
     live = (dict(store.wallets), dict(store.history), dict(store.accounts))
     await replay(store)
     assert (store.wallets, store.history, store.accounts) == live
+
+
+@pytest.mark.parametrize(
+    ("transaction_type", "bucket"),
+    [
+        ("deposit_nowpayments", "available"),
+        ("savings_interest", "savings"),
+        ("legacy_migration_savings", "savings"),
+        ("legacy_migration_locked", "locked"),
+    ],
+)
+async def test_a_credit_into_any_bucket_is_a_credit_of_what_arrived_in_the_history(
+    store: InMemoryLedgerStore, ledger: LedgerService, transaction_type: str, bucket: str
+) -> None:
+    command = CreditCommand(
+        user_id="u",
+        currency="BTC",
+        amount="0.25",
+        transaction_type=transaction_type,
+        reference_id=f"ref-{transaction_type}",
+    )
+    result = await apply_one(ledger, command)
+    assert result.status == "applied", result.reason
+    [row] = await store.history_of("u", currency=None, limit=10, before=None)
+    assert (row.direction, row.amount) == ("credit", D("0.25"))
+    after = {
+        "available": row.balance_after,
+        "locked": row.locked_balance_after,
+        "savings": row.savings_balance_after,
+    }
+    assert after == {b: D("0.25") if b == bucket else D(0) for b in after}

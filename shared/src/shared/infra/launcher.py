@@ -26,10 +26,13 @@ import httpx
 
 from shared.infra.infrastructure import KAFKA_ENV, MONGODB_ENV, Infrastructure
 from shared.infra.net import LOOPBACK, StartupError, wait_until
-from shared.infra.processes import ManagedProcess
+from shared.infra.processes import ManagedProcess, stop_together
 
 CONTRACT_KAFKA_PORT = 9092
 CONTRACT_MONGODB_PORT = 27017
+# How long services get to finish their own shutdown before SIGKILL: together with the embedded
+# servers' stop, a whole run ends well within the 10 s that supervisors commonly allow.
+SERVICE_STOP_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ class Launcher:
         while not stop.is_set():
             for service, process in self.running:
                 code = process.poll()
-                if code is not None:
+                if code is not None and not stop.is_set():
                     self.say(f"{service.spec.name} exited with code {code}: stopping everything")
                     return 1
             with contextlib.suppress(TimeoutError):
@@ -182,10 +185,10 @@ class Launcher:
         return 0
 
     def stop(self) -> None:
-        """Services first (newest first), then the infrastructure."""
-        while self.running:
-            _, process = self.running.pop()
-            process.stop()
+        """Every service at once (one shared grace period), then the infrastructure."""
+        processes = [process for _, process in reversed(self.running)]
+        self.running.clear()
+        stop_together(processes, timeout=SERVICE_STOP_GRACE_SECONDS)
         self.infrastructure.stop()
 
 

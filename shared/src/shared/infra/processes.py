@@ -129,6 +129,23 @@ class ManagedProcess:
         return f"ManagedProcess({self.name!r}, pid={self.pid})"
 
 
+def stop_together(processes: Sequence[ManagedProcess], timeout: float = 5.0) -> None:
+    """Stop several process groups at once: SIGTERM to all, one shared wait, then SIGKILL.
+
+    Stopping one after the other costs each one's shutdown time in turn; a stop that must finish
+    within a supervisor's grace period (docker stop, systemd) cannot afford that.
+    """
+    for process in processes:
+        if process.poll() is None:
+            process._signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        process.stop(timeout=timeout)  # SIGKILL for what is left, and forget it
+
+
 def stop_all(timeout: float = 5.0) -> None:
     """Stop every child still running, newest first."""
     with _LIVE_LOCK:

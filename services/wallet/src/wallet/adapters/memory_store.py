@@ -17,6 +17,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
+    LegacyWallet,
     Outcome,
     StoredBalances,
     WalletRecord,
@@ -106,6 +107,9 @@ class InMemoryLedgerStore:
     async def all_wallets(self) -> AsyncIterator[WalletRecord]:
         for record in list(self.wallets.values()):
             yield record
+
+    async def legacy_wallets(self) -> list[LegacyWallet]:
+        return []  # only a database that held the seed's wallets has them
 
     async def all_history(self) -> AsyncIterator[HistoryRow]:
         for row in list(self.history.values()):

@@ -15,7 +15,14 @@ from bson import Decimal128, ObjectId
 
 from shared.messaging.commands import WALLET_COMMAND, WalletCommand
 from wallet.domain.ledger import Balances, Entry, WalletKey
-from wallet.domain.records import BalanceAfter, HistoryRow, IdempotencyKey, Outcome, WalletRecord
+from wallet.domain.records import (
+    BalanceAfter,
+    HistoryRow,
+    IdempotencyKey,
+    LegacyWallet,
+    Outcome,
+    WalletRecord,
+)
 
 Document = dict[str, Any]
 
@@ -165,6 +172,29 @@ def wallet_balances(record: WalletRecord) -> Document:
 
 def wallet_document(record: WalletRecord) -> Document:
     return {**wallet_filter(record.key), **wallet_balances(record), "created_at": record.created_at}
+
+
+# Wallets the ledger writes carry a version; a document in the seed's old shape (float balances, no
+# ledger fields) does not. Queries keep the two apart so a legacy document never breaks a read.
+LEDGER_WALLET: Final[Document] = {"version": {"$exists": True}}
+LEGACY_WALLET: Final[Document] = {"version": {"$exists": False}}
+
+
+def is_ledger_wallet(document: Document) -> bool:
+    return isinstance(document.get("version"), int)
+
+
+def legacy_wallet_of(document: Document) -> LegacyWallet:
+    """What a legacy document says, as text: never decoded as ledger state."""
+    return LegacyWallet(
+        user_id=str(document.get("user_id")),
+        currency=str(document.get("currency")),
+        fields={
+            name: str(document.get(name))
+            for name in ("available_balance", "locked_balance", "total_balance")
+            if name in document
+        },
+    )
 
 
 def wallet_of(document: Document) -> WalletRecord:

@@ -21,7 +21,7 @@ from typing import Final
 
 from bson import ObjectId
 from bson.codec_options import CodecOptions
-from pymongo import ASCENDING, DESCENDING, IndexModel, InsertOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -37,7 +37,9 @@ from pymongo.write_concern import WriteConcern
 from wallet.adapters.mongo_documents import (
     ACCOUNTS,
     HISTORY,
+    LEDGER_WALLET,
     LEGACY_OUTCOMES,
+    LEGACY_WALLET,
     OUTCOMES,
     WALLETS,
     Document,
@@ -47,8 +49,10 @@ from wallet.adapters.mongo_documents import (
     history_document,
     history_filter,
     history_of,
+    is_ledger_wallet,
     key_filter,
     key_of,
+    legacy_wallet_of,
     outcome_document,
     outcome_of,
     to_d128,
@@ -63,6 +67,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
+    LegacyWallet,
     Outcome,
     StoredBalances,
     WalletRecord,
@@ -281,9 +286,10 @@ class MongoLedgerStore:
                 found.accounts[(document["account"], document["currency"])] = from_d128(
                     document["balance"]
                 )
-            else:
+            elif is_ledger_wallet(document):
                 record = wallet_of(document)
                 found.wallets[record.key] = record
+            # A legacy document counts as no wallet: the first command replaces it.
         return found
 
     async def _wallets_and_accounts(
@@ -325,10 +331,18 @@ class MongoLedgerStore:
             await self._collection(OUTCOMES).insert_many(events, ordered=True, session=session)
 
         if batch.wallets:
-            # A new wallet is an insert: the unique (user_id, currency) index makes a racing
-            # creator fail. Inserts go before updates so that the bulk write is two commands.
-            creates: list[InsertOne[Document] | UpdateOne] = [
-                InsertOne(wallet_document(record)) for record, read in batch.wallets if read == 0
+            # A new wallet is an upsert that may only replace a legacy document (the seed's shape,
+            # no version): a racing creator's ledger wallet does not match, the upsert then hits
+            # the unique (user_id, currency) index and the batch fails as a conflict. Creates go
+            # before updates so that the bulk write is two commands.
+            creates: list[ReplaceOne[Document] | UpdateOne] = [
+                ReplaceOne(
+                    {**wallet_filter(record.key), **LEGACY_WALLET},
+                    wallet_document(record),
+                    upsert=True,
+                )
+                for record, read in batch.wallets
+                if read == 0
             ]
             updates = [
                 UpdateOne(
@@ -341,10 +355,13 @@ class MongoLedgerStore:
             result = await self._collection(WALLETS).bulk_write(
                 [*creates, *updates], ordered=True, session=session
             )
-            if result.matched_count != len(updates):
+            # A create matches only when it replaces a legacy document; the rest are updates.
+            legacy_replaced = len(creates) - result.upserted_count
+            if result.matched_count - legacy_replaced != len(updates):
                 # Raising inside the transaction aborts it: nothing of the batch is written.
                 raise ConcurrencyConflict(
-                    f"{len(updates) - result.matched_count} wallet(s) changed since they were read"
+                    f"{len(updates) + legacy_replaced - result.matched_count} wallet(s) changed"
+                    " since they were read"
                 )
 
         if batch.history:
@@ -405,7 +422,8 @@ class MongoLedgerStore:
 
     async def wallets_of(self, user_id: str) -> list[WalletRecord]:
         with _mapped_errors():
-            cursor = self._collection(WALLETS).find({"user_id": user_id}).sort("currency", 1)
+            query = {"user_id": user_id, **LEDGER_WALLET}
+            cursor = self._collection(WALLETS).find(query).sort("currency", 1)
             return [wallet_of(d) for d in await cursor.to_list()]
 
     async def history_of(
@@ -439,7 +457,13 @@ class MongoLedgerStore:
 
     async def all_wallets(self) -> AsyncIterator[WalletRecord]:
         async for document in self._scan(WALLETS, [("_id", ASCENDING)]):
-            yield wallet_of(document)
+            if is_ledger_wallet(document):
+                yield wallet_of(document)
+
+    async def legacy_wallets(self) -> list[LegacyWallet]:
+        with _mapped_errors():
+            cursor = self._collection(WALLETS).find(LEGACY_WALLET).sort("_id", 1)
+            return [legacy_wallet_of(document) for document in await cursor.to_list()]
 
     async def all_history(self) -> AsyncIterator[HistoryRow]:
         # Client-made ObjectIds of one process increase: _id order is insertion order.

@@ -13,6 +13,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
+    LegacyWallet,
     Outcome,
     StoredBalances,
     WalletRecord,
@@ -81,6 +82,11 @@ class LedgerStore(Protocol):
     def all_wallets(self) -> AsyncIterator[WalletRecord]: ...
 
     def all_history(self) -> AsyncIterator[HistoryRow]: ...
+
+    async def legacy_wallets(self) -> list[LegacyWallet]:
+        """`wallets` documents in the seed's old shape (no ledger fields): skipped by every read
+        above, listed by verify, replaced by the first ledger write of their wallet."""
+        ...
 
     async def replace_projections(
         self,

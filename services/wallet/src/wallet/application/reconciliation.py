@@ -140,6 +140,17 @@ async def verify(store: LedgerStore) -> list[Difference]:
                 )
             )
 
+    for legacy in await store.legacy_wallets():
+        stored = ", ".join(f"{k} {v}" for k, v in sorted(legacy.fields.items()))
+        differences.append(
+            Difference(
+                _wallet_name((legacy.user_id, legacy.currency)),
+                "shape",
+                "a ledger wallet (run wallet migrate)",
+                f"a legacy document ({stored or 'no balances'})",
+            )
+        )
+
     live_wallet_list = [w async for w in store.all_wallets()]
     live_wallets = {w.key: w for w in live_wallet_list}
     for wallet in expected.wallets:
@@ -196,11 +207,44 @@ def _conservation(totals: dict[str, Decimal]) -> list[Difference]:
     ]
 
 
+class ReplayRefused(Exception):
+    """Replay would drop balances that no event stands behind (written some other way)."""
+
+    def __init__(self, wallets: list[str]) -> None:
+        super().__init__(
+            f"{len(wallets)} wallet(s) have no events behind them and would be dropped: "
+            + ", ".join(wallets[:20])
+            + (" …" if len(wallets) > 20 else "")
+        )
+        self.wallets = wallets
+
+
 async def replay(store: LedgerStore) -> Projections:
-    """Rebuild the projections from the events and swap them in."""
+    """Rebuild the projections from the events and swap them in.
+
+    Refused when a live wallet holds money that no event explains (a legacy document, or a
+    balance written around the ledger): replacing the projections would erase it. `wallet
+    migrate` turns such balances into events first.
+    """
     projections = rebuild([o async for o in store.all_outcomes()])
+    rebuilt = {wallet.key for wallet in projections.wallets}
+    orphans = [
+        _wallet_name(wallet.key)
+        async for wallet in store.all_wallets()
+        if wallet.key not in rebuilt and _holds_money(wallet.balances)
+    ]
+    orphans += [
+        f"{_wallet_name((legacy.user_id, legacy.currency))} (legacy document)"
+        for legacy in await store.legacy_wallets()
+    ]
+    if orphans:
+        raise ReplayRefused(orphans)
     await store.replace_projections(projections.wallets, projections.history, projections.accounts)
     return projections
+
+
+def _holds_money(balances: Balances) -> bool:
+    return any((balances.available, balances.locked, balances.savings))
 
 
 def _wallet_name(key: WalletKey) -> str:

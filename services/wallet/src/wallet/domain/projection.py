@@ -31,8 +31,12 @@ def _direction(command_type: str, buckets: dict[Bucket, Decimal]) -> tuple[str, 
     locked = buckets.get("locked", ZERO)
     if locked < 0:
         return "release", negate(locked)
-    available = buckets.get("available", ZERO)
-    return ("credit", available) if available > 0 else ("debit", negate(available))
+    # Whatever bucket it lands in (a deposit in available, interest in savings, a migrated
+    # locked balance in locked), money that arrives is a credit of what arrived.
+    net = ZERO
+    for delta in buckets.values():
+        net = LEDGER_CONTEXT.add(net, delta)
+    return ("credit", net) if net > 0 else ("debit", negate(net))
 
 
 def history_rows(outcome: Outcome) -> tuple[HistoryRow, ...]:

@@ -49,6 +49,17 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class LegacyWallet:
+    """A `wallets` document in the seed's old shape: not written by the ledger, no events behind
+    it. Verify lists it and `wallet migrate` brings its balances in (replacing it); its fields are
+    kept as the text they were stored as."""
+
+    user_id: str
+    currency: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class WalletRecord:
     """The `wallets` read model of one (user, currency), with the version that guards its updates.
 

@@ -1,20 +1,29 @@
 """`wallet …`: the ops CLI. replay rebuilds projections from the events, verify checks them, balances
-prints a user's balances. Reads MONGODB_URL and WALLET_MONGODB_DATABASE like the service."""
+prints a user's balances, migrate brings legacy balances in and release-legacy-hold frees a
+migrated locked balance. Reads MONGODB_URL, WALLET_MONGODB_DATABASE and (for the commands that send
+wallet commands) KAFKA_BOOTSTRAP_SERVERS like the service."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from shared.money import format_amount
 from shared.mongo import connect
+from wallet.application.migration import WalletCommandSender
+from wallet.application.migration import migrate as run_migration
 from wallet.application.ports import LedgerStore
+from wallet.application.reconciliation import ReplayRefused
 from wallet.application.reconciliation import replay as replay_projections
 from wallet.application.reconciliation import verify as verify_projections
+from wallet.domain.migration import LEGACY_UNLOCK_TRANSACTION_TYPE, MappingError, parse_mapping
 from wallet.settings import WalletSettings
 
 app = typer.Typer(
@@ -83,7 +92,11 @@ def replay(
         )
 
     async def action(store: LedgerStore) -> int:
-        projections = await replay_projections(store)
+        try:
+            projections = await replay_projections(store)
+        except ReplayRefused as refused:
+            typer.echo(f"refused: {refused}", err=True)
+            return 1
         typer.echo(
             f"replayed: {len(projections.wallets)} wallets, {len(projections.history)} history rows,"
             f" {len(projections.accounts)} platform accounts"
@@ -116,3 +129,125 @@ def balances(
         return 0
 
     _run(action)
+
+
+@app.command()
+def migrate(
+    source_url: Annotated[
+        str, typer.Option("--source-url", help="MongoDB URL of the legacy data.")
+    ],
+    source_db: Annotated[str, typer.Option("--source-db", help="Database of the legacy data.")],
+    mapping: Annotated[
+        Path, typer.Option("--mapping", help="TOML file: one [[collection]] per legacy collection.")
+    ],
+    report: Annotated[Path, typer.Option("--report", help="Where to write the JSON report.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and plan only; send nothing.")
+    ] = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid", help="Migrate the valid rows and list the invalid as skipped."
+        ),
+    ] = False,
+) -> None:
+    """Consolidate legacy balance collections into the ledger as opening transactions.
+
+    The legacy collections are only read. Opening transactions go through wallet.commands to the
+    running wallet service; running migrate again changes nothing.
+    """
+    try:
+        mappings = parse_mapping(tomllib.loads(mapping.read_text()))
+    except (OSError, tomllib.TOMLDecodeError, MappingError) as error:
+        typer.echo(f"mapping {mapping}: {error}", err=True)
+        raise typer.Exit(2) from None
+
+    async def main() -> int:
+        from shared.wallet_client import WalletClient
+        from wallet.adapters.legacy_source import MongoLegacySource
+
+        settings = WalletSettings()
+        legacy_client = connect(source_url)
+        try:
+            source = MongoLegacySource(legacy_client[source_db])
+            existing = set(await source.collection_names())
+            missing = sorted(m.name for m in mappings if m.name not in existing)
+            if missing:
+                typer.echo(f"not in {source_db}: {', '.join(missing)}", err=True)
+                return 2
+            async with open_store() as store:
+                if dry_run:
+                    result = await run_migration(
+                        mappings, source, store, None, dry_run=True, skip_invalid=skip_invalid
+                    )
+                else:
+                    async with WalletClient(
+                        settings.kafka_bootstrap_servers,
+                        topics=settings.topics,
+                        timeout=60.0,
+                    ) as wallet:
+                        result = await run_migration(
+                            mappings,
+                            source,
+                            store,
+                            WalletCommandSender(wallet),
+                            skip_invalid=skip_invalid,
+                        )
+        finally:
+            await legacy_client.close()
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        typer.echo(result.tables())
+        typer.echo(f"report: {report}")
+        return result.exit_code
+
+    code = asyncio.run(main())
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("release-legacy-hold")
+def release_legacy_hold(
+    user_id: Annotated[str, typer.Argument(help="The user whose migrated locked balance to free.")],
+    currency: Annotated[str, typer.Argument(help="Its currency.")],
+    hold: Annotated[str, typer.Argument(help="The hold, legacy:<collection>:<_id>.")],
+) -> None:
+    """Unlock a legacy locked balance that migrate brought in (its whole hold, once)."""
+    if not hold.startswith("legacy:"):
+        typer.echo("only legacy holds (legacy:<collection>:<_id>) are released here", err=True)
+        raise typer.Exit(2)
+
+    async def main() -> int:
+        from shared.wallet_client import WalletClient
+
+        settings = WalletSettings()
+        async with open_store() as store:
+            wallets = {w.currency: w for w in await store.wallets_of(user_id)}
+        wallet = wallets.get(currency.upper())
+        amount = dict(wallet.holds).get(hold) if wallet is not None else None
+        if not amount:
+            typer.echo(f"{user_id} has no {currency.upper()} held under {hold}", err=True)
+            return 1
+        async with WalletClient(settings.kafka_bootstrap_servers, topics=settings.topics) as client:
+            result = await client.unlock_balance(
+                user_id=user_id,
+                currency=currency.upper(),
+                amount=amount,
+                unlock_type=LEGACY_UNLOCK_TRANSACTION_TYPE,
+                reference_id=hold,
+                metadata={"released_by": "ops"},
+            )
+        assert result is not None
+        typer.echo(
+            f"{result.status}: {format_amount(amount)} {currency.upper()} of {user_id} under {hold}"
+            + (f" ({result.reason})" if result.reason else "")
+        )
+        return 0 if result.status != "rejected" else 1
+
+    code = asyncio.run(main())
+    if code:
+        raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

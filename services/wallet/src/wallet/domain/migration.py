@@ -1,0 +1,395 @@
+"""Migration of legacy balances: pure rules from legacy documents to opening transactions.
+
+A legacy collection maps a document to a user, a currency and up to three buckets (available,
+locked, savings). Each (collection, document, bucket) with a non-zero amount becomes one opening
+credit from `external:legacy_migration` whose reference is `legacy:<collection>:<_id>`: the same
+document always gives the same commands, so running the migration again changes nothing. A locked
+amount is credited into the locked bucket under the hold of that same name.
+
+Amounts are read exactly: a float as the shortest decimal that round-trips (what a person sees),
+strings and Decimal128 as written. More decimals than the currency holds are rounded half-even to
+its scale and listed, never dropped silently. A row that cannot be read is invalid: it blocks the
+migration unless the operator chooses to skip it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, Inexact, InvalidOperation
+from typing import Any, Final, Literal
+
+from shared.money import (
+    LEDGER_CONTEXT,
+    Currency,
+    MoneyError,
+    add,
+    format_amount,
+    get_currency,
+    max_integer_digits,
+    subtract,
+)
+
+MigrationBucket = Literal["available", "locked", "savings"]
+MIGRATION_BUCKETS: Final[tuple[MigrationBucket, ...]] = ("available", "locked", "savings")
+ZERO: Final = Decimal(0)
+
+# The registered transaction types of opening balances, one per bucket (the wallet's registry).
+OPENING_TRANSACTION_TYPES: Final[dict[MigrationBucket, str]] = {
+    "available": "legacy_migration",
+    "locked": "legacy_migration_locked",
+    "savings": "legacy_migration_savings",
+}
+LEGACY_UNLOCK_TRANSACTION_TYPE: Final = "legacy_unlock"
+REFERENCE_PREFIX: Final = "legacy:"
+# The ledger's context traps Inexact; here rounding to the scale is the listed, intended step.
+_ROUNDING_CONTEXT: Final = LEDGER_CONTEXT.copy()
+_ROUNDING_CONTEXT.traps[Inexact] = False
+_MAX_IDENTIFIER: Final = 200
+
+
+class MappingError(ValueError):
+    """The mapping file does not say how to read a collection."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionMapping:
+    """How one legacy collection names its fields (the TOML's `[[collection]]`)."""
+
+    name: str
+    user_field: str
+    currency_field: str
+    available_field: str | None = None
+    locked_field: str | None = None
+    savings_field: str | None = None
+
+    def field_of(self, bucket: MigrationBucket) -> str | None:
+        return {
+            "available": self.available_field,
+            "locked": self.locked_field,
+            "savings": self.savings_field,
+        }[bucket]
+
+
+def parse_mapping(document: Mapping[str, Any]) -> tuple[CollectionMapping, ...]:
+    """The collections of a parsed TOML mapping, checked: names unique, every field a string."""
+    entries = document.get("collection")
+    if not isinstance(entries, list) or not entries:
+        raise MappingError("the mapping lists no [[collection]]")
+    known = {
+        "name",
+        "user_field",
+        "currency_field",
+        "available_field",
+        "locked_field",
+        "savings_field",
+    }
+    mappings: list[CollectionMapping] = []
+    for index, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise MappingError(f"collection #{index} is not a table")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise MappingError(f"collection #{index}: unknown keys {', '.join(unknown)}")
+        for key, value in entry.items():
+            if not isinstance(value, str) or not value:
+                raise MappingError(f"collection #{index}: {key} must be a non-empty string")
+        for required in ("name", "user_field", "currency_field"):
+            if required not in entry:
+                raise MappingError(f"collection #{index}: {required} is missing")
+        mapping = CollectionMapping(**entry)
+        if not any(mapping.field_of(b) for b in MIGRATION_BUCKETS):
+            raise MappingError(
+                f"collection {mapping.name}: give at least one of available_field, locked_field,"
+                " savings_field"
+            )
+        mappings.append(mapping)
+    names = [m.name for m in mappings]
+    if len(set(names)) != len(names):
+        raise MappingError("a collection is listed twice")
+    return tuple(mappings)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRow:
+    collection: str
+    document_id: str
+    user_id: str | None
+    currency: str | None
+    field: str
+    original: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoundedAmount:
+    collection: str
+    document_id: str
+    user_id: str
+    currency: str
+    field: str
+    original: str
+    migrated: Decimal
+
+    @property
+    def difference(self) -> Decimal:
+        # What the migration added to (or, when negative, took from) the legacy value.
+        return subtract(self.migrated, Decimal(self.original))
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningLine:
+    """One opening transaction: `amount` of `currency` credited to one bucket of `user_id`."""
+
+    collection: str
+    document_id: str
+    user_id: str
+    currency: str
+    bucket: MigrationBucket
+    amount: Decimal
+
+    @property
+    def reference_id(self) -> str:
+        return opening_reference(self.collection, self.document_id)
+
+    @property
+    def transaction_type(self) -> str:
+        return OPENING_TRANSACTION_TYPES[self.bucket]
+
+
+def opening_reference(collection: str, document_id: str) -> str:
+    """`legacy:<collection>:<_id>`: the credit's reference and, for a locked amount, its hold."""
+    return f"{REFERENCE_PREFIX}{collection}:{document_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDocument:
+    """What one legacy document comes to: lines to credit, or why it cannot be migrated."""
+
+    lines: tuple[OpeningLine, ...] = ()
+    rounded: tuple[RoundedAmount, ...] = ()
+    invalid: tuple[InvalidRow, ...] = ()
+
+
+def original_text(value: object) -> str | None:
+    """The stored value as text: a float as its shortest round-trip form, None for a missing one."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def read_amount(value: object) -> Decimal | None:
+    """The exact decimal a stored value means, or None when it cannot be read as an amount.
+
+    A float is read as the shortest decimal that round-trips (0.1 is 0.1, not
+    0.1000000000000000055…); bools are refused (they are ints to Python, never money).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 64:
+            return None
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            return None
+    else:
+        return None
+    if not number.is_finite():
+        return None
+    return number
+
+
+def document_id_text(raw: object) -> str | None:
+    """The document's `_id` as a stable identifier (an ObjectId as its hex), None if unusable."""
+    text = str(raw) if raw is not None else ""
+    if not text or len(text) > _MAX_IDENTIFIER or any(c.isspace() or ord(c) < 32 for c in text):
+        return None
+    return text
+
+
+def _user_text(raw: object) -> str | None:
+    if isinstance(raw, bool) or raw is None:
+        return None
+    if isinstance(raw, str | int):
+        text = str(raw)
+        if text and len(text) <= _MAX_IDENTIFIER and not any(c.isspace() for c in text):
+            return text
+    return None
+
+
+def field_value(document: Mapping[str, Any], path: str) -> object:
+    """A field by name, or by dotted path into embedded documents (`balances.available`)."""
+    if path in document:
+        return document[path]
+    value: object = document
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> ReadDocument:
+    """The opening lines of one legacy document, with its roundings or why it is invalid."""
+    document_id = document_id_text(document.get("_id"))
+    invalid: list[InvalidRow] = []
+    raw_user = field_value(document, mapping.user_field)
+    user_id = _user_text(raw_user)
+    raw_currency = field_value(document, mapping.currency_field)
+    currency: Currency | None = None
+    try:
+        currency = get_currency(raw_currency)
+    except MoneyError:
+        currency = None
+
+    def refuse(field_name: str, original: object, reason: str) -> None:
+        invalid.append(
+            InvalidRow(
+                mapping.name,
+                document_id or original_text(document.get("_id")) or "",
+                user_id,
+                currency.code if currency else original_text(raw_currency),
+                field_name,
+                original_text(original),
+                reason,
+            )
+        )
+
+    if document_id is None:
+        refuse("_id", document.get("_id"), "unusable_document_id")
+    if user_id is None:
+        refuse(mapping.user_field, raw_user, "missing_user_id")
+    if currency is None:
+        refuse(mapping.currency_field, raw_currency, "unknown_currency")
+
+    amounts: list[tuple[MigrationBucket, str, object, Decimal]] = []
+    for bucket in MIGRATION_BUCKETS:
+        field_name = mapping.field_of(bucket)
+        if field_name is None:
+            continue
+        raw = field_value(document, field_name)
+        if raw is None:
+            continue  # a missing field or null counts as 0
+        amount = read_amount(raw)
+        if amount is None:
+            refuse(field_name, raw, "unreadable_amount")
+        elif amount < 0 or amount.is_signed():
+            if amount != 0:
+                refuse(field_name, raw, "negative_amount")
+        elif amount != 0:
+            amounts.append((bucket, field_name, raw, amount))
+
+    if invalid or currency is None or user_id is None or document_id is None:
+        return ReadDocument(invalid=tuple(invalid))
+
+    lines: list[OpeningLine] = []
+    rounded: list[RoundedAmount] = []
+    for bucket, field_name, raw, amount in amounts:
+        limit = max_integer_digits(currency)
+        if amount.adjusted() >= limit:
+            refuse(field_name, raw, "amount_too_large")
+            continue
+        migrated = amount.quantize(
+            currency.quantum, rounding=ROUND_HALF_EVEN, context=_ROUNDING_CONTEXT
+        )
+        if migrated.adjusted() >= limit:
+            refuse(field_name, raw, "amount_too_large")
+            continue
+        if migrated != amount:
+            text = original_text(raw)
+            assert text is not None
+            rounded.append(
+                RoundedAmount(
+                    mapping.name, document_id, user_id, currency.code, field_name, text, migrated
+                )
+            )
+        if migrated != 0:
+            lines.append(
+                OpeningLine(mapping.name, document_id, user_id, currency.code, bucket, migrated)
+            )
+    if invalid:
+        return ReadDocument(invalid=tuple(invalid))
+    return ReadDocument(tuple(lines), tuple(rounded))
+
+
+BucketTotals = dict[MigrationBucket, Decimal]
+
+
+def _empty_totals() -> BucketTotals:
+    return dict.fromkeys(MIGRATION_BUCKETS, ZERO)
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything a migration would write, and what it found on the way."""
+
+    records: dict[str, int] = field(default_factory=dict)  # valid documents per collection
+    lines: list[OpeningLine] = field(default_factory=list)
+    rounded: list[RoundedAmount] = field(default_factory=list)
+    invalid: list[InvalidRow] = field(default_factory=list)
+
+    def add(self, collection: str, read: ReadDocument) -> None:
+        self.records.setdefault(collection, 0)
+        if read.invalid:
+            self.invalid.extend(read.invalid)
+            return
+        self.records[collection] += 1
+        self.lines.extend(read.lines)
+        self.rounded.extend(read.rounded)
+
+    @property
+    def users(self) -> set[str]:
+        return {line.user_id for line in self.lines}
+
+    def expected(self) -> dict[tuple[str, str], BucketTotals]:
+        """Per (user, currency) the balances the migration must produce."""
+        expected: dict[tuple[str, str], BucketTotals] = {}
+        for line in self.lines:
+            totals = expected.setdefault((line.user_id, line.currency), _empty_totals())
+            totals[line.bucket] = add(totals[line.bucket], line.amount)
+        return expected
+
+    def totals(self) -> dict[str, BucketTotals]:
+        return totals_by_currency(self.expected())
+
+
+def totals_by_currency(
+    balances: Mapping[tuple[str, str], Mapping[MigrationBucket, Decimal]],
+) -> dict[str, BucketTotals]:
+    totals: dict[str, BucketTotals] = {}
+    for (_, currency), buckets in sorted(balances.items()):
+        sums = totals.setdefault(currency, _empty_totals())
+        for bucket in MIGRATION_BUCKETS:
+            sums[bucket] = add(sums[bucket], buckets.get(bucket, ZERO))
+    return totals
+
+
+def mismatches(
+    expected: Mapping[tuple[str, str], Mapping[MigrationBucket, Decimal]],
+    actual: Mapping[tuple[str, str], Mapping[MigrationBucket, Decimal]],
+) -> list[str]:
+    """Every (user, currency, bucket) whose ledger balance is not what the legacy rows add up to."""
+    found: list[str] = []
+    for key in sorted(expected):
+        for bucket in MIGRATION_BUCKETS:
+            want = expected[key].get(bucket, ZERO)
+            have = actual.get(key, {}).get(bucket, ZERO)
+            if want != have:
+                found.append(
+                    f"{key[0]} {key[1]} {bucket}: legacy {format_amount(want)},"
+                    f" ledger {format_amount(have)}"
+                )
+    return found

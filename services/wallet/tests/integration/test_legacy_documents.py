@@ -1,0 +1,145 @@
+"""Documents in the seed's old `wallets` shape (float balances, no ledger fields) never break the
+wallet: reads answer, commands apply (never a dead letter), verify lists them, replay refuses to
+drop them, and `wallet migrate` over the `wallets` collection itself brings them into the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.http import make_token
+from shared.wallet_client import WalletClient
+from wallet.adapters.legacy_source import MongoLegacySource
+from wallet.application.migration import WalletCommandSender, migrate
+from wallet.application.reconciliation import ReplayRefused, replay, verify
+from wallet.bootstrap import WalletRuntime, build_http_app
+from wallet.domain.migration import CollectionMapping
+
+ALICE_DOCUMENT = ObjectId("65f0000000000000000000a1")
+SEED_TIME = datetime(2025, 11, 26, 15, 45, tzinfo=UTC)
+
+
+def seed_wallet(user_id: str, currency: str, available: float, locked: float) -> dict[str, Any]:
+    """A wallets document as the seed's wallet_service wrote it."""
+    return {
+        "user_id": user_id,
+        "currency": currency,
+        "available_balance": available,
+        "locked_balance": locked,
+        "total_balance": available + locked,
+        "created_at": SEED_TIME,
+        "last_updated": SEED_TIME,
+    }
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def legacy_wallets(mongo_database: AsyncDatabase[dict[str, Any]]) -> list[str]:
+    await mongo_database["wallets"].insert_many(
+        [
+            {"_id": ALICE_DOCUMENT, **seed_wallet("old-alice", "BTC", 1.5, 0.5)},
+            seed_wallet("old-bob", "ETH", 0.25, 0.0),
+        ]
+    )
+    return ["old-alice", "old-bob"]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def http(wallet_runtime: WalletRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_http_app(wallet_runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://wallet") as client:
+        yield client
+
+
+def auth(runtime: WalletRuntime, user: str, *roles: str) -> dict[str, str]:
+    token = make_token(runtime.settings.auth_jwt_secret, user, roles)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_reads_answer_with_legacy_documents_present(
+    legacy_wallets: list[str], wallet_runtime: WalletRuntime, http: httpx.AsyncClient
+) -> None:
+    for user in legacy_wallets:
+        response = await http.get(
+            f"/api/wallets/balances/{user}", headers=auth(wallet_runtime, user)
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"user_id": user, "balances": []}
+    portfolio = await http.get(
+        "/api/wallets/portfolio/old-alice", headers=auth(wallet_runtime, "old-alice")
+    )
+    assert portfolio.status_code == 200, portfolio.text
+    accounts = await http.get(
+        "/api/wallets/platform-balances", headers=auth(wallet_runtime, "ops", "admin")
+    )
+    assert accounts.status_code == 200, accounts.text
+
+
+async def test_verify_lists_them_and_replay_refuses_to_drop_them(
+    legacy_wallets: list[str],
+    wallet_runtime: WalletRuntime,
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    differences = [str(d) for d in await verify(wallet_runtime.store)]
+    assert differences == [
+        "wallet old-alice/BTC: shape expected a ledger wallet (run wallet migrate), found a legacy"
+        " document (available_balance 1.5, locked_balance 0.5, total_balance 2.0)",
+        "wallet old-bob/ETH: shape expected a ledger wallet (run wallet migrate), found a legacy"
+        " document (available_balance 0.25, locked_balance 0.0, total_balance 0.25)",
+    ]
+    with pytest.raises(ReplayRefused, match="old-alice/BTC"):
+        await replay(wallet_runtime.store)
+    assert await mongo_database["wallets"].count_documents({}) == 2
+
+
+async def test_a_command_to_a_legacy_wallet_applies_and_replaces_the_document(
+    legacy_wallets: list[str], wallet_runtime: WalletRuntime, wallet_client: WalletClient
+) -> None:
+    result = await wallet_client.credit(
+        user_id="old-bob",
+        currency="ETH",
+        amount="0.1",
+        transaction_type="deposit_nowpayments",
+        reference_id="payment-old-bob",
+    )
+    assert result is not None
+    assert (result.status, result.reason) == ("applied", None)
+    [wallet] = await wallet_runtime.store.wallets_of("old-bob")
+    assert wallet.balances.available == Decimal("0.1")
+    assert [w.user_id for w in await wallet_runtime.store.legacy_wallets()] == ["old-alice"]
+
+
+async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
+    legacy_wallets: list[str],
+    wallet_runtime: WalletRuntime,
+    wallet_client: WalletClient,
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    mapping = CollectionMapping(
+        "wallets",
+        "user_id",
+        "currency",
+        available_field="available_balance",
+        locked_field="locked_balance",
+    )
+    source = MongoLegacySource(mongo_database)
+    sender = WalletCommandSender(wallet_client)
+    report = await migrate([mapping], source, wallet_runtime.store, sender)
+    assert report.match is True, report.to_json()
+    assert report.to_json()["pre"]["collections"] == {
+        "wallets": {"records": 1}
+    }  # bob's is ledger's
+    [alice] = await wallet_runtime.store.wallets_of("old-alice")
+    assert (alice.balances.available, alice.balances.locked) == (Decimal("1.5"), Decimal("0.5"))
+    assert dict(alice.holds) == {f"legacy:wallets:{ALICE_DOCUMENT}": Decimal("0.5")}
+    assert await wallet_runtime.store.legacy_wallets() == []
+    assert await verify(wallet_runtime.store) == []
+    await replay(wallet_runtime.store)  # every balance now has events behind it
+    assert await verify(wallet_runtime.store) == []

@@ -1,0 +1,170 @@
+"""Pure migration rules: how each legacy value is read, rounded, refused and turned into lines."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from wallet.domain.migration import (
+    CollectionMapping,
+    MappingError,
+    Plan,
+    mismatches,
+    opening_reference,
+    parse_mapping,
+    read_amount,
+    read_document,
+)
+
+CRYPTO = CollectionMapping(
+    "crypto_balances", "user_id", "coin", available_field="balance", locked_field="locked"
+)
+SAVINGS = CollectionMapping("savings_balances", "uid", "asset", savings_field="amount")
+
+
+def doc(**fields: Any) -> dict[str, Any]:
+    return {"_id": "d1", "user_id": "alice", "coin": "btc", **fields}
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (0.1, Decimal("0.1")),  # the float a person typed, not 0.1000000000000000055…
+        (0.1 + 0.2, Decimal("0.30000000000000004")),  # float noise is read as it round-trips
+        (1e-8, Decimal("1E-8")),
+        ("0.00155", Decimal("0.00155")),
+        (" 12 ", Decimal("12")),
+        (3, Decimal(3)),
+        (Decimal("1.234567890123456789"), Decimal("1.234567890123456789")),
+    ],
+)
+def test_amounts_are_read_exactly(stored: object, expected: Decimal) -> None:
+    assert read_amount(stored) == expected
+
+
+@pytest.mark.parametrize(
+    "stored", [True, False, float("nan"), float("inf"), "abc", "", "1e", [1], {"v": 1}, "NaN"]
+)
+def test_unreadable_amounts(stored: object) -> None:
+    assert read_amount(stored) is None
+
+
+def test_a_document_becomes_one_line_per_non_zero_bucket() -> None:
+    read = read_document(CRYPTO, doc(balance=1.5, locked="0.25"))
+    assert not read.invalid
+    assert not read.rounded
+    assert [(line.bucket, line.amount) for line in read.lines] == [
+        ("available", Decimal("1.5")),
+        ("locked", Decimal("0.25")),
+    ]
+    assert {line.reference_id for line in read.lines} == {"legacy:crypto_balances:d1"}
+    assert [line.transaction_type for line in read.lines] == [
+        "legacy_migration",
+        "legacy_migration_locked",
+    ]
+    assert read.lines[0].currency == "BTC"  # case-insensitive codes
+
+
+def test_missing_null_and_zero_amounts_make_no_line() -> None:
+    assert read_document(CRYPTO, doc(balance=0, locked=None)).lines == ()
+    assert read_document(CRYPTO, doc()).lines == ()
+    assert read_document(CRYPTO, doc(balance=-0.0)).invalid == ()
+
+
+def test_more_decimals_than_the_currency_holds_are_rounded_half_even_and_listed() -> None:
+    read = read_document(CRYPTO, doc(balance=0.123456785, locked="0.000000015"))
+    assert [line.amount for line in read.lines] == [Decimal("0.12345678"), Decimal("0.00000002")]
+    [first, second] = read.rounded
+    assert (first.field, first.original, first.migrated) == (
+        "balance",
+        "0.123456785",
+        Decimal("0.12345678"),
+    )
+    assert first.difference == Decimal("-0.000000005")
+    assert second.difference == Decimal("0.000000005")
+
+
+def test_nowpayments_tickers_map_to_the_asset() -> None:
+    mapping = CollectionMapping("c", "user_id", "coin", available_field="balance")
+    [line] = read_document(mapping, doc(coin="usdttrc20", balance="5")).lines
+    assert line.currency == "USDT"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"coin": "DOGE", "balance": 1}, "coin", "unknown_currency"),
+        ({"coin": None, "balance": 1}, "coin", "unknown_currency"),
+        ({"user_id": None, "balance": 1}, "user_id", "missing_user_id"),
+        ({"user_id": "", "balance": 1}, "user_id", "missing_user_id"),
+        ({"balance": -1.5}, "balance", "negative_amount"),
+        ({"balance": "12abc"}, "balance", "unreadable_amount"),
+        ({"balance": True}, "balance", "unreadable_amount"),
+        ({"balance": 1e30}, "balance", "amount_too_large"),
+    ],
+)
+def test_invalid_rows_are_listed_with_why_and_make_no_line(
+    fields: dict[str, Any], field: str, reason: str
+) -> None:
+    read = read_document(CRYPTO, doc(**fields))
+    assert read.lines == ()
+    assert [(row.field, row.reason) for row in read.invalid] == [(field, reason)]
+    assert read.invalid[0].collection == "crypto_balances"
+    assert read.invalid[0].document_id == "d1"
+
+
+def test_one_invalid_bucket_keeps_the_whole_document_out() -> None:
+    read = read_document(CRYPTO, doc(balance=1, locked=-2))
+    assert read.lines == ()
+    assert [row.reason for row in read.invalid] == ["negative_amount"]
+
+
+def test_custom_and_dotted_field_names() -> None:
+    mapping = CollectionMapping(
+        "trader_balances", "owner.id", "ccy", available_field="bal.free", locked_field="bal.held"
+    )
+    document = {"_id": 7, "owner": {"id": 42}, "ccy": "Eth", "bal": {"free": "1", "held": 2}}
+    read = read_document(mapping, document)
+    assert [(line.user_id, line.currency, line.bucket, line.amount) for line in read.lines] == [
+        ("42", "ETH", "available", Decimal(1)),
+        ("42", "ETH", "locked", Decimal(2)),
+    ]
+    assert read.lines[0].reference_id == opening_reference("trader_balances", "7")
+
+
+def test_plan_counts_valid_records_and_sums_per_user_and_currency() -> None:
+    plan = Plan()
+    plan.add("crypto_balances", read_document(CRYPTO, doc(balance=1)))
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=2), "_id": "d2"}))
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=-1), "_id": "d3"}))
+    plan.add(
+        "savings_balances",
+        read_document(SAVINGS, {"_id": "s1", "uid": "bob", "asset": "USDT", "amount": "10"}),
+    )
+    assert plan.records == {"crypto_balances": 2, "savings_balances": 1}
+    assert plan.users == {"alice", "bob"}
+    assert plan.totals()["BTC"]["available"] == Decimal(3)
+    assert plan.totals()["USDT"]["savings"] == Decimal(10)
+    assert len(plan.invalid) == 1
+    expected = plan.expected()
+    assert mismatches(expected, expected) == []
+    actual = {key: dict(value) for key, value in expected.items()}
+    actual[("alice", "BTC")]["available"] = Decimal("2.99999999")
+    assert mismatches(expected, actual) == ["alice BTC available: legacy 3, ledger 2.99999999"]
+
+
+def test_the_mapping_file_is_checked() -> None:
+    good = {
+        "collection": [{"name": "c", "user_field": "u", "currency_field": "k", "locked_field": "l"}]
+    }
+    assert parse_mapping(good)[0].locked_field == "l"
+    with pytest.raises(MappingError, match="no"):
+        parse_mapping({})
+    with pytest.raises(MappingError, match="at least one"):
+        parse_mapping({"collection": [{"name": "c", "user_field": "u", "currency_field": "k"}]})
+    with pytest.raises(MappingError, match="unknown keys"):
+        parse_mapping({"collection": [{**good["collection"][0], "balance": "x"}]})
+    with pytest.raises(MappingError, match="twice"):
+        parse_mapping({"collection": good["collection"] * 2})
