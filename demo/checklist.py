@@ -362,8 +362,8 @@ class Demo:
             f" ETH +{format_amount(eth_after - eth_before)}",
         )
 
-    async def express_buy_flow(self, carol: str) -> Decimal:
-        print("5. Express buy", flush=True)
+    async def express_buy_flow(self, carol: str, heading: str = "5. Express buy") -> Decimal:
+        print(heading, flush=True)
         await self.deposit_gbp(carol, "500.00")
         await self.fund_liquidity("BTC", "1")
         liquidity_gbp = await self.platform("platform:liquidity", "GBP")
@@ -405,7 +405,7 @@ class Demo:
         await self.call(
             "POST", f"{self.at.trading}/api/referrals/bind", invitee, {"referrer_id": referrer}
         )
-        fee = await self.express_buy_flow(invitee)
+        fee = await self.express_buy_flow(invitee, heading="   the invitee's express buy:")
         commission = (fee * D("0.20")).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
         await self.available_becomes(referrer, "GBP", commission)
         history = await self.call(
