@@ -635,6 +635,10 @@ async def test_racing_requests_with_one_idempotency_key_lock_once(stack: Stack) 
     )
     statuses = sorted(a.status_code for a in answers)
     assert statuses in ([202, 202], [202, 409]), [a.text for a in answers]
+    # Not the per-user guard's withdrawal_in_progress: the key was claimed before any work.
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 409} <= {
+        "idempotency_key_in_use"
+    }
     [withdrawal] = await _withdrawals_of(stack, "ray")
     await _until_status(stack, "ray", withdrawal["withdrawal_id"], "locked")
     assert stack.wallet.wallet.balance("ray", "BTC") == (Decimal("0.9979"), Decimal("0.0021"))
