@@ -58,7 +58,9 @@ async def test_ledger_and_seed_agree_on_every_balance() -> None:
 async def test_the_seed_service_moves_money_like_the_seed() -> None:
     seed, wallets, transactions = memory_seed_wallet()
     common = {"currency": "BTC", "user_id": "a"}
-    credit = CreditCommand(**common, amount="1", transaction_type="deposit", reference_id="p")
+    credit = CreditCommand(
+        **common, amount="1", transaction_type="deposit_nowpayments", reference_id="p"
+    )
     assert (await seed.handle(credit)).status == "applied"
     assert (await seed.handle(credit)).status == "duplicate"
     too_much = DebitCommand(**common, amount="2", transaction_type="withdrawal", reference_id="w")

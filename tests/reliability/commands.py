@@ -167,7 +167,7 @@ def transfer_stream(
                 to_user=payee,
                 currency=rng.choice(list(currencies)),
                 amount=str(Decimal(rng.randint(1, most)) / 4),
-                transaction_type="internal_transfer",
+                transaction_type="p2p_payment",
                 reference_id=f"t{index}",
             )
         )

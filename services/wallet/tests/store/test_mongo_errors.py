@@ -119,7 +119,7 @@ async def test_an_unreachable_server_is_transient_on_reads_and_commits(
     unreachable_store: MongoLedgerStore,
 ) -> None:
     with pytest.raises(TransientStoreError):
-        await unreachable_store.find_wallets([("alice", "BTC")])
+        await unreachable_store.read_balances([("alice", "BTC")], [])
     with pytest.raises(TransientStoreError):
         await unreachable_store.find_outcomes([("credit", "deposit", "r1")])
     now = datetime(2026, 11, 26, tzinfo=UTC)

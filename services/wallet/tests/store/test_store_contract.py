@@ -34,7 +34,7 @@ from wallet.application.ledger_service import BatchReport, LedgerService
 from wallet.application.ports import ConcurrencyConflict, LedgerStore
 from wallet.application.reconciliation import replay, verify
 from wallet.domain.accounts import user_account
-from wallet.domain.ledger import Balances, Entry, counterparty_of
+from wallet.domain.ledger import Balances, Entry
 from wallet.domain.projection import history_rows
 from wallet.domain.records import (
     BalanceAfter,
@@ -46,7 +46,7 @@ from wallet.domain.records import (
 
 D = Decimal
 DEPOSIT = "deposit_nowpayments"
-NOWPAYMENTS = counterparty_of(DEPOSIT)
+NOWPAYMENTS = "external:nowpayments"
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 
 
@@ -114,13 +114,15 @@ async def test_every_command_type_moves_money_exactly(
             credit(a, "ETH", "10", "dep-a-eth"),
             credit(a, "BTC", "2", "dep-a-btc"),
             credit(b, "BTC", "1", "dep-b-btc"),
+            CreditCommand(reference_id="fund-eth", transaction_type="liquidity_funding",
+                          user_id="admin", currency="ETH", amount=D("10")),
         ],
         [
-            LockCommand(reference_id="wd1", transaction_type="withdrawal", user_id=a,
+            LockCommand(reference_id="wd1", transaction_type="withdrawal_lock", user_id=a,
                         currency="BTC", amount=D("0.5")),
-            UnlockCommand(reference_id="wd1", transaction_type="withdrawal_partial", user_id=a,
+            UnlockCommand(reference_id="wd1", transaction_type="withdrawal_unlock", user_id=a,
                           currency="BTC", amount=D("0.1")),
-            ReleaseLockedCommand(reference_id="wd1", transaction_type="withdrawal", user_id=a,
+            ReleaseLockedCommand(reference_id="wd1", transaction_type="withdrawal_release", user_id=a,
                                  currency="BTC", amount=D("0.2"), fee=D("0.0001")),
             TransferCommand(reference_id="gift1", transaction_type="p2p_payment", user_id=a,
                             to_user=b, currency="BTC", amount=D("0.3")),
@@ -134,9 +136,9 @@ async def test_every_command_type_moves_money_exactly(
             ExchangeCommand(reference_id="swap1", transaction_type="swap", user_id=a,
                             currency="BTC", amount=D("0.5"), fee=D("0.001"),
                             receive_currency="ETH", receive_amount=D("7.25")),
-            SavingsInCommand(reference_id="sv1", transaction_type="savings", user_id=a,
+            SavingsInCommand(reference_id="sv1", transaction_type="savings_deposit", user_id=a,
                              currency="ETH", amount=D("5")),
-            SavingsOutCommand(reference_id="sv2", transaction_type="savings", user_id=a,
+            SavingsOutCommand(reference_id="sv2", transaction_type="savings_withdrawal", user_id=a,
                               currency="ETH", amount=D("1.5")),
             DebitCommand(reference_id="wd2", transaction_type="withdrawal", user_id=b,
                          currency="BTC", amount=D("0.2")),
@@ -159,11 +161,11 @@ async def test_every_command_type_moves_money_exactly(
     assert await store.account_balances() == {
         (NOWPAYMENTS, "BTC"): D("-3"),
         (NOWPAYMENTS, "ETH"): D("-10"),
-        ("external:withdrawals", "BTC"): D("0.1999"),
-        ("external:withdrawal", "BTC"): D("0.2"),
+        ("external:withdrawals", "BTC"): D("0.3999"),
+        ("external:treasury", "ETH"): D("-10"),
         ("platform:fees", "BTC"): D("0.0021"),
         ("platform:liquidity", "BTC"): D("0.499"),
-        ("platform:liquidity", "ETH"): D("-7.25"),
+        ("platform:liquidity", "ETH"): D("2.75"),
     }
 
 
@@ -177,7 +179,7 @@ async def test_eth_with_15_integer_digits_and_18_decimals_stays_exact(
         [
             DebitCommand(reference_id="wd-wei", transaction_type="withdrawal", user_id="whale",
                          currency="ETH", amount=one_wei),
-            SavingsInCommand(reference_id="sv-wei", transaction_type="savings", user_id="whale",
+            SavingsInCommand(reference_id="sv-wei", transaction_type="savings_deposit", user_id="whale",
                              currency="ETH", amount=one_wei),
         ]
     )  # fmt: skip
@@ -189,9 +191,9 @@ async def test_eth_with_15_integer_digits_and_18_decimals_stays_exact(
     newest = await store.history_of("whale", currency="ETH", limit=1, before=None)
     assert newest[0].balance_after == left
     assert newest[0].savings_balance_after == one_wei
-    found = await store.find_outcomes([("savings_in", "savings", "sv-wei")])
+    found = await store.find_outcomes([("savings_in", "savings_deposit", "sv-wei")])
     (outcome,) = found.values()
-    assert outcome.balances_after == (BalanceAfter("whale", "ETH", expected),)
+    assert outcome.balances_after == (BalanceAfter("whale", "ETH", expected, version=3),)
     assert outcome.command.amount == one_wei
 
 
@@ -239,7 +241,9 @@ async def test_outcomes_are_found_by_key_and_repeats_get_the_first_answer(
         Entry(NOWPAYMENTS, "BTC", D("-1")),
         Entry(user_account("alice", "available"), "BTC", D("1")),
     )
-    assert applied.balances_after == (BalanceAfter("alice", "BTC", Balances(available=D("1"))),)
+    assert applied.balances_after == (
+        BalanceAfter("alice", "BTC", Balances(available=D("1")), version=1),
+    )
     rejected = found[too_much.idempotency_key]
     assert (rejected.status, rejected.reason) == ("rejected", "insufficient_funds")
     assert rejected.detail == "available BTC of alice is 1.00000000, 5.00000000 needed"
@@ -280,7 +284,7 @@ def credit_batch(
             Entry(NOWPAYMENTS, wallet.currency, -amount),
             Entry(user_account(wallet.user_id, "available"), wallet.currency, amount),
         ),
-        balances_after=(BalanceAfter(wallet.user_id, wallet.currency, after),),
+        balances_after=(BalanceAfter(wallet.user_id, wallet.currency, after, read_version + 1),),
     )
     record = replace(wallet, balances=after, version=read_version + 1, last_updated=now)
     return LedgerBatch(
@@ -415,7 +419,7 @@ async def test_history_pages_newest_first_with_a_cursor_and_a_currency_filter(
         [
             TransferCommand(reference_id="t1", transaction_type="p2p_payment", user_id=a,
                             to_user="bob", currency="BTC", amount=D("0.05")),
-            SavingsInCommand(reference_id="s1", transaction_type="savings", user_id=a,
+            SavingsInCommand(reference_id="s1", transaction_type="savings_deposit", user_id=a,
                              currency="ETH", amount=D("0.5")),
         ]
     )  # fmt: skip
@@ -548,8 +552,10 @@ async def test_holds_are_stored_per_reference_and_survive_replay(
             # Trade b's cancel may not unlock trade a's escrow.
             UnlockCommand(reference_id="trade-b", transaction_type="p2p_cancelled",
                           user_id="seller", currency="BTC", amount=D("0.25")),
-            UnlockCommand(reference_id="trade-b", transaction_type="p2p_cancelled_once",
-                          user_id="seller", currency="BTC", amount=D("0.2")),
+            # A step of its own (own reference) spending the named hold trade-b.
+                UnlockCommand(reference_id="trade-b-cancel", hold_id="trade-b",
+                              transaction_type="p2p_cancelled", user_id="seller", currency="BTC",
+                              amount=D("0.2")),
         ]
     )  # fmt: skip
     assert [(r.status, r.reason) for _, r in report.results] == [

@@ -74,13 +74,16 @@ def command_of(document: Document) -> WalletCommand:
 
 
 def _balances_document(after: BalanceAfter) -> Document:
-    return {
+    document = {
         "user_id": after.user_id,
         "currency": after.currency,
         "available_balance": to_d128(after.balances.available),
         "locked_balance": to_d128(after.balances.locked),
         "savings_balance": to_d128(after.balances.savings),
     }
+    if after.version is not None:
+        document["version"] = after.version
+    return document
 
 
 def _balances_of(document: Document) -> Balances:
@@ -125,7 +128,7 @@ def outcome_of(document: Document) -> Outcome:
             Entry(e["account"], e["currency"], from_d128(e["amount"])) for e in document["entries"]
         ),
         balances_after=tuple(
-            BalanceAfter(b["user_id"], b["currency"], _balances_of(b))
+            BalanceAfter(b["user_id"], b["currency"], _balances_of(b), b.get("version"))
             for b in document["balances_after"]
         ),
         reason=document.get("reason"),

@@ -55,8 +55,15 @@ from wallet.adapters.mongo_documents import (
     wallet_of,
 )
 from wallet.application.ports import ConcurrencyConflict, TransientStoreError
-from wallet.domain.ledger import WalletKey
-from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord
+from wallet.domain.ledger import ZERO, AccountKey, WalletKey
+from wallet.domain.records import (
+    HistoryRow,
+    IdempotencyKey,
+    LedgerBatch,
+    Outcome,
+    StoredBalances,
+    WalletRecord,
+)
 
 # Another writer got there first: a duplicate key (an idempotency key, a wallet created by two
 # batches, a history row) or a write conflict inside the transaction.
@@ -218,13 +225,43 @@ class MongoLedgerStore:
         documents = await self._find_all(EVENTS, query, len(keys))
         return {key_of(d): outcome_of(d) for d in documents}
 
-    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
-        if not keys:
-            return {}
-        query = {"$or": [wallet_filter(key) for key in keys]}
-        documents = await self._find_all(WALLETS, query, len(keys))
-        records = (wallet_of(d) for d in documents)
-        return {record.key: record for record in records}
+    async def read_balances(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> StoredBalances:
+        if not (wallets or accounts):
+            return StoredBalances()
+        if not accounts:
+            query = {"$or": [wallet_filter(key) for key in wallets]}
+            documents = await self._find_all(WALLETS, query, len(wallets))
+        else:
+            documents = await self._wallets_and_accounts(wallets, accounts)
+        found = StoredBalances(accounts=dict.fromkeys(accounts, ZERO))
+        for document in documents:
+            if "account" in document:
+                found.accounts[(document["account"], document["currency"])] = from_d128(
+                    document["balance"]
+                )
+            else:
+                record = wallet_of(document)
+                found.wallets[record.key] = record
+        return found
+
+    async def _wallets_and_accounts(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> list[Document]:
+        # One aggregation reads both collections ($unionWith): the platform accounts a batch
+        # spends cost no extra round trip.
+        match = {"$or": [wallet_filter(key) for key in wallets]} if wallets else {"_id": None}
+        union = {
+            "coll": ACCOUNTS,
+            "pipeline": [{"$match": {"$or": [account_filter(key) for key in accounts]}}],
+        }
+        with _mapped_errors():
+            cursor = await self._collection(WALLETS).aggregate(
+                [{"$match": match}, {"$unionWith": union}],
+                batchSize=len(wallets) + len(accounts) + 1,
+            )
+            return await cursor.to_list()
 
     async def _find_all(self, name: str, query: Document, at_most: int) -> list[Document]:
         # A unique index bounds the answer by the number of keys; one more than that lets the
@@ -275,11 +312,24 @@ class MongoLedgerStore:
             await self._collection(HISTORY).insert_many(rows, ordered=True, session=session)
 
         if batch.account_deltas:
+            # A floored account the batch spends from is updated only if it still holds what the
+            # batch relied on (no upsert: it exists, or the decision could not have spent it).
+            floors = batch.account_floors
             increments = [
-                UpdateOne(account_filter(key), {"$inc": {"balance": to_d128(delta)}}, upsert=True)
+                UpdateOne(
+                    {**account_filter(key), "balance": {"$gte": to_d128(floors[key])}}
+                    if key in floors
+                    else account_filter(key),
+                    {"$inc": {"balance": to_d128(delta)}},
+                    upsert=key not in floors,
+                )
                 for key, delta in batch.account_deltas.items()
             ]
-            await self._collection(ACCOUNTS).bulk_write(increments, ordered=True, session=session)
+            result = await self._collection(ACCOUNTS).bulk_write(
+                increments, ordered=True, session=session
+            )
+            if result.matched_count + result.upserted_count != len(increments):
+                raise ConcurrencyConflict("a platform account holds less than the batch spends")
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncClientSession]:

@@ -1,0 +1,1 @@
+"""MongoDB stores of quotes and fundings, and the wallet command sender."""

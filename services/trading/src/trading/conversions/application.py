@@ -1,0 +1,265 @@
+"""Quote, execute, follow the wallet: the conversion use cases over their ports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+import structlog
+
+from shared.messaging import CommandResult, CreditCommand, ExchangeCommand, WalletCommand
+from shared.money import Currency, MoneyError, get_currency, parse_amount
+from trading.conversions.domain import (
+    ConversionKind,
+    Quote,
+    Status,
+    Terms,
+    make_quote,
+    outcome_of,
+    refusal_to_execute,
+)
+from trading.errors import Conflict, Invalid, NotFound
+from trading.prices.domain import PriceBook
+
+log = structlog.get_logger(__name__)
+
+LIQUIDITY_FUNDING = "liquidity_funding"
+
+
+class Quotes(Protocol):
+    """Quotes and, once executed, the conversions they became (one document each)."""
+
+    async def add(self, quote: Quote) -> None: ...
+    async def get(self, quote_id: str) -> Quote | None: ...
+    async def by_execution(self, kind: ConversionKind, execution_id: str) -> Quote | None: ...
+
+    async def claim(
+        self, quote_id: str, kind: ConversionKind, user_id: str, execution_id: str, now: datetime
+    ) -> Quote | None:
+        """quoted → pending, only if it is this user's quote of this kind and unexpired at `now`
+        (one conditional update: of two racing executions exactly one gets the quote)."""
+        ...
+
+    async def mark_published(self, quote_id: str, at: datetime) -> None: ...
+    async def unpublished(self, older_than: datetime) -> Sequence[Quote]: ...
+
+    async def settle(
+        self,
+        kind: ConversionKind,
+        execution_id: str,
+        status: Status,
+        reason: str | None,
+        at: datetime,
+    ) -> bool:
+        """pending → completed | failed (a replayed result changes nothing)."""
+        ...
+
+
+class CommandSender(Protocol):
+    async def send(self, command: WalletCommand) -> None: ...
+
+
+def _currency(code: str, field_name: str) -> Currency:
+    try:
+        return get_currency(code)
+    except MoneyError as error:
+        raise Invalid(error.code, f"{field_name}: {error.message}") from None
+
+
+def _amount(raw: str, currency: Currency, field_name: str) -> Decimal:
+    try:
+        return parse_amount(raw, currency)
+    except MoneyError as error:
+        raise Invalid(error.code, f"{field_name}: {error.message}") from None
+
+
+@dataclass
+class Conversions:
+    """Swaps and express buys: quote, execute once, follow the wallet's result."""
+
+    quotes: Quotes
+    wallet: CommandSender
+    prices: PriceBook
+    terms: dict[ConversionKind, Terms]
+    clock: Callable[[], datetime]
+    new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+
+    async def quote_swap(
+        self, user_id: str, from_code: str, to_code: str, raw_amount: str
+    ) -> Quote:
+        pay = _currency(from_code, "from_currency")
+        receive = _currency(to_code, "to_currency")
+        if pay.kind != "crypto" or receive.kind != "crypto":
+            raise Invalid("not_crypto", "a swap exchanges one crypto currency for another")
+        amount = _amount(raw_amount, pay, "from_amount")
+        return await self._quote(ConversionKind.SWAP, user_id, pay, amount, receive)
+
+    async def quote_express_buy(
+        self, user_id: str, fiat_code: str, raw_amount: str, crypto_code: str
+    ) -> Quote:
+        fiat = _currency(fiat_code, "fiat_currency")
+        crypto = _currency(crypto_code, "crypto_currency")
+        if fiat.kind != "fiat":
+            raise Invalid("not_fiat", f"{fiat.code} is not a fiat currency")
+        if crypto.kind != "crypto":
+            raise Invalid("not_crypto", f"{crypto.code} is not a crypto currency")
+        amount = _amount(raw_amount, fiat, "fiat_amount")
+        return await self._quote(ConversionKind.EXPRESS_BUY, user_id, fiat, amount, crypto)
+
+    async def _quote(
+        self, kind: ConversionKind, user_id: str, pay: Currency, amount: Decimal, receive: Currency
+    ) -> Quote:
+        # MongoDB keeps milliseconds: the expiry it compares is the one the client is shown.
+        now = self.clock()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        quote = make_quote(
+            quote_id=self.new_id(),
+            kind=kind,
+            user_id=user_id,
+            pay=pay,
+            pay_amount=amount,
+            receive=receive,
+            pay_price=self.prices.current(pay.code, now),
+            receive_price=self.prices.current(receive.code, now),
+            terms=self.terms[kind],
+            now=now,
+        )
+        await self.quotes.add(quote)
+        return quote
+
+    async def execute(self, kind: ConversionKind, user_id: str, quote_id: str) -> Quote:
+        """Claim the quote (once), then send its one wallet command; state follows the result."""
+        now = self.clock()
+        claimed = await self.quotes.claim(quote_id, kind, user_id, self.new_id(), now)
+        if claimed is None:
+            raise refusal_to_execute(await self.quotes.get(quote_id), kind, user_id, now)
+        await self._send(claimed)
+        return claimed
+
+    async def _send(self, quote: Quote) -> None:
+        command = exchange_command(quote)
+        await self.wallet.send(command)
+        await self.quotes.mark_published(quote.quote_id, self.clock())
+        log.info("conversion.sent", kind=quote.kind.value, reference=command.reference_id)
+
+    async def get(
+        self, kind: ConversionKind, execution_id: str, user_id: str, *, admin: bool
+    ) -> Quote:
+        quote = await self.quotes.by_execution(kind, execution_id)
+        if quote is None or (quote.user_id != user_id and not admin):
+            raise NotFound(f"{kind.value}_not_found", f"no such {kind.value.replace('_', ' ')}")
+        return quote
+
+    async def apply_result(self, result: CommandResult) -> None:
+        kind = ConversionKind(result.transaction_type)
+        prefix = f"{kind.value}:"
+        if result.type != "exchange" or not result.reference_id.startswith(prefix):
+            return
+        status, reason = outcome_of(result.status, result.original_status, result.reason)
+        if status is Status.PENDING:
+            return
+        execution_id = result.reference_id.removeprefix(prefix)
+        if await self.quotes.settle(kind, execution_id, status, reason, self.clock()):
+            log.info("conversion.settled", reference=result.reference_id, status=status.value)
+
+    async def resend_unpublished(self, grace: timedelta) -> int:
+        """Send again what was claimed but never confirmed published (the process stopped, the
+        broker was away). Safe: the wallet applies each reference once."""
+        stale = await self.quotes.unpublished(self.clock() - grace)
+        for quote in stale:
+            await self._send(quote)
+        return len(stale)
+
+
+def exchange_command(quote: Quote) -> ExchangeCommand:
+    """The one wallet command of an executed quote (same reference on every resend)."""
+    return ExchangeCommand(
+        user_id=quote.user_id,
+        currency=quote.pay_currency,
+        amount=quote.pay_amount,
+        fee=quote.fee,
+        receive_currency=quote.receive_currency,
+        receive_amount=quote.receive_amount,
+        transaction_type=quote.kind.value,
+        reference_id=quote.wallet_reference,
+        metadata={"quote_id": quote.quote_id, "rate": str(quote.rate)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    reference_id: str
+    currency: str
+    amount: Decimal
+    admin_id: str
+    status: Status
+    reason: str | None
+    created_at: datetime
+
+
+class Fundings(Protocol):
+    async def add(self, funding: Funding) -> Funding | None:
+        """Insert; None when the reference_id exists already (then `get` it)."""
+        ...
+
+    async def get(self, reference_id: str) -> Funding | None: ...
+    async def settle(
+        self, reference_id: str, status: Status, reason: str | None, at: datetime
+    ) -> bool: ...
+
+
+@dataclass
+class Liquidity:
+    """Admin funding of platform:liquidity from external:treasury, idempotent by reference_id."""
+
+    fundings: Fundings
+    wallet: CommandSender
+    clock: Callable[[], datetime]
+
+    async def fund(self, admin_id: str, code: str, raw_amount: str, reference_id: str) -> Funding:
+        currency = _currency(code, "currency")
+        amount = _amount(raw_amount, currency, "amount")
+        funding = Funding(
+            reference_id, currency.code, amount, admin_id, Status.PENDING, None, self.clock()
+        )
+        if await self.fundings.add(funding) is None:
+            existing = await self.fundings.get(reference_id)
+            if existing is None:  # removed in between: nothing to compare with
+                raise Conflict("idempotency_conflict", "reference_id is being reused")
+            if (existing.currency, existing.amount) != (funding.currency, funding.amount):
+                raise Conflict(
+                    "idempotency_conflict",
+                    "this reference_id already funded a different currency or amount",
+                )
+            funding = existing
+        # Sent again on a repeat too: if the first send was lost this one counts, otherwise the
+        # wallet answers duplicate and nothing moves twice.
+        await self.wallet.send(funding_command(funding))
+        return funding
+
+    async def get(self, reference_id: str) -> Funding:
+        funding = await self.fundings.get(reference_id)
+        if funding is None:
+            raise NotFound("funding_not_found", "no liquidity funding with this reference_id")
+        return funding
+
+    async def apply_result(self, result: CommandResult) -> None:
+        if result.type != "credit":
+            return
+        status, reason = outcome_of(result.status, result.original_status, result.reason)
+        if status is not Status.PENDING:
+            await self.fundings.settle(result.reference_id, status, reason, self.clock())
+
+
+def funding_command(funding: Funding) -> CreditCommand:
+    return CreditCommand(
+        user_id=funding.admin_id,
+        currency=funding.currency,
+        amount=funding.amount,
+        transaction_type=LIQUIDITY_FUNDING,
+        reference_id=funding.reference_id,
+    )

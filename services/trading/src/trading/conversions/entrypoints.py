@@ -1,0 +1,305 @@
+"""HTTP routes of swaps, express buy and liquidity funding, and the feature factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Path, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.http import AdminUser, CurrentUser, error_responses
+from shared.money import format_amount
+from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
+from trading.conversions.adapters.wallet import WalletCommandSender
+from trading.conversions.application import LIQUIDITY_FUNDING, Conversions, Funding, Liquidity
+from trading.conversions.domain import ConversionKind, Quote
+from trading.conversions.settings import ConversionSettings
+from trading.feature import Feature, TradingContext
+
+log = structlog.get_logger(__name__)
+
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
+AmountText = Annotated[str, Field(description="decimal string", examples=["0.01"])]
+
+
+class _Body(BaseModel):
+    # Unknown fields (status, user_id, rate, …) are refused: no mass assignment.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SwapQuoteRequest(_Body):
+    from_currency: str = Field(examples=["BTC"])
+    to_currency: str = Field(examples=["ETH"])
+    from_amount: AmountText
+
+
+class ExpressBuyQuoteRequest(_Body):
+    fiat_currency: str = Field(examples=["GBP"])
+    fiat_amount: AmountText = Field(examples=["100.00"])
+    crypto_currency: str = Field(examples=["BTC"])
+
+
+class ExecuteRequest(_Body):
+    quote_id: Id
+
+
+class LiquidityRequest(_Body):
+    currency: str = Field(examples=["ETH"])
+    amount: AmountText = Field(examples=["100"])
+    reference_id: Id
+
+
+class SwapQuoteView(BaseModel):
+    quote_id: str
+    from_currency: str
+    to_currency: str
+    from_amount: str
+    fee: str = Field(description="from_amount × SWAP_FEE_RATE, rounded up")
+    fee_currency: str
+    rate: str = Field(description="to per 1 from, after the spread; rounded down to 18 decimals")
+    to_amount: str = Field(description="(from_amount − fee) × rate, rounded down")
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, q: Quote) -> SwapQuoteView:
+        return cls(
+            quote_id=q.quote_id,
+            from_currency=q.pay_currency,
+            to_currency=q.receive_currency,
+            from_amount=format_amount(q.pay_amount),
+            fee=format_amount(q.fee),
+            fee_currency=q.pay_currency,
+            rate=format_amount(q.rate),
+            to_amount=format_amount(q.receive_amount),
+            expires_at=q.expires_at,
+        )
+
+
+class SwapView(SwapQuoteView):
+    swap_id: str
+    status: str = Field(description="pending | completed | failed")
+    reason: str | None = Field(None, description="why it failed, e.g. insufficient_funds")
+    executed_at: datetime | None
+
+    @classmethod
+    def of(cls, q: Quote) -> SwapView:
+        assert q.execution_id is not None
+        return cls(
+            **SwapQuoteView.of(q).model_dump(),
+            swap_id=q.execution_id,
+            status=q.status.value,
+            reason=q.reason,
+            executed_at=q.executed_at,
+        )
+
+
+class ExpressBuyQuoteView(BaseModel):
+    quote_id: str
+    fiat_currency: str
+    fiat_amount: str
+    fee: str = Field(description="fiat, = fiat_amount × EXPRESS_BUY_FEE_RATE, rounded up")
+    fee_currency: str
+    rate: str = Field(description="crypto per 1 unit of fiat; rounded down to 18 decimals")
+    crypto_currency: str
+    crypto_amount: str = Field(description="(fiat_amount − fee) × rate, rounded down")
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, q: Quote) -> ExpressBuyQuoteView:
+        return cls(
+            quote_id=q.quote_id,
+            fiat_currency=q.pay_currency,
+            fiat_amount=format_amount(q.pay_amount),
+            fee=format_amount(q.fee),
+            fee_currency=q.pay_currency,
+            rate=format_amount(q.rate),
+            crypto_currency=q.receive_currency,
+            crypto_amount=format_amount(q.receive_amount),
+            expires_at=q.expires_at,
+        )
+
+
+class ExpressBuyView(ExpressBuyQuoteView):
+    order_id: str
+    status: str = Field(description="pending | completed | failed")
+    reason: str | None = Field(None, description="why it failed, e.g. insufficient_funds")
+    executed_at: datetime | None
+
+    @classmethod
+    def of(cls, q: Quote) -> ExpressBuyView:
+        assert q.execution_id is not None
+        return cls(
+            **ExpressBuyQuoteView.of(q).model_dump(),
+            order_id=q.execution_id,
+            status=q.status.value,
+            reason=q.reason,
+            executed_at=q.executed_at,
+        )
+
+
+class FundingView(BaseModel):
+    status: str = Field(description="pending (202 answers always); then completed | failed")
+    reference_id: str
+    currency: str
+    amount: str
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, f: Funding, *, accepted: bool = False) -> FundingView:
+        return cls(
+            # A POST reports the request accepted and its command in flight (also on a repeat,
+            # which resends it idempotently); GET reports where it is.
+            status="pending" if accepted else f.status.value,
+            reference_id=f.reference_id,
+            currency=f.currency,
+            amount=format_amount(f.amount),
+            reason=None if accepted else f.reason,
+        )
+
+
+def conversion_routes(conversions: Conversions) -> APIRouter:
+    router = APIRouter(tags=["swap and express buy"])
+    swap, express = ConversionKind.SWAP, ConversionKind.EXPRESS_BUY
+
+    @router.post(
+        "/api/swap/quote", response_model=SwapQuoteView, responses=error_responses(401, 422, 503)
+    )
+    async def swap_quote(body: SwapQuoteRequest, user: CurrentUser) -> SwapQuoteView:
+        """A firm quote for SWAP_QUOTE_TTL_SECONDS; 503 price_unavailable without fresh prices."""
+        quote = await conversions.quote_swap(
+            user.user_id, body.from_currency, body.to_currency, body.from_amount
+        )
+        return SwapQuoteView.of(quote)
+
+    @router.post(
+        "/api/swap/execute",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=SwapView,
+        responses=error_responses(401, 404, 409, 422),
+    )
+    async def swap_execute(body: ExecuteRequest, user: CurrentUser) -> SwapView:
+        """Execute once: 409 quote_used / quote_expired; 404 for someone else's quote."""
+        return SwapView.of(await conversions.execute(swap, user.user_id, body.quote_id))
+
+    @router.get(
+        "/api/swap/{swap_id}", response_model=SwapView, responses=error_responses(401, 404, 422)
+    )
+    async def swap_get(swap_id: Annotated[str, Path()], user: CurrentUser) -> SwapView:
+        return SwapView.of(await conversions.get(swap, swap_id, user.user_id, admin=user.is_admin))
+
+    @router.post(
+        "/api/express-buy/quote",
+        response_model=ExpressBuyQuoteView,
+        responses=error_responses(401, 422, 503),
+    )
+    async def express_quote(body: ExpressBuyQuoteRequest, user: CurrentUser) -> ExpressBuyQuoteView:
+        """A firm quote for EXPRESS_BUY_QUOTE_TTL_SECONDS; paid from the user's fiat balance."""
+        quote = await conversions.quote_express_buy(
+            user.user_id, body.fiat_currency, body.fiat_amount, body.crypto_currency
+        )
+        return ExpressBuyQuoteView.of(quote)
+
+    @router.post(
+        "/api/express-buy/execute",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=ExpressBuyView,
+        responses=error_responses(401, 404, 409, 422),
+    )
+    async def express_execute(body: ExecuteRequest, user: CurrentUser) -> ExpressBuyView:
+        return ExpressBuyView.of(await conversions.execute(express, user.user_id, body.quote_id))
+
+    @router.get(
+        "/api/express-buy/{order_id}",
+        response_model=ExpressBuyView,
+        responses=error_responses(401, 404, 422),
+    )
+    async def express_get(order_id: Annotated[str, Path()], user: CurrentUser) -> ExpressBuyView:
+        quote = await conversions.get(express, order_id, user.user_id, admin=user.is_admin)
+        return ExpressBuyView.of(quote)
+
+    return router
+
+
+def liquidity_routes(liquidity: Liquidity) -> APIRouter:
+    router = APIRouter(tags=["liquidity (admin)"])
+
+    @router.post(
+        "/api/admin/liquidity",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=FundingView,
+        responses=error_responses(401, 403, 409, 422),
+    )
+    async def fund(body: LiquidityRequest, admin: AdminUser) -> FundingView:
+        """Move `amount` from external:treasury into platform:liquidity, once per reference_id
+        (a repeat with other figures: 409 idempotency_conflict)."""
+        funding = await liquidity.fund(admin.user_id, body.currency, body.amount, body.reference_id)
+        return FundingView.of(funding, accepted=True)
+
+    @router.get(
+        "/api/admin/liquidity/{reference_id}",
+        response_model=FundingView,
+        responses=error_responses(401, 403, 404),
+    )
+    async def funding_status(reference_id: str, admin: AdminUser) -> FundingView:
+        return FundingView.of(await liquidity.get(reference_id))
+
+    return router
+
+
+def build_conversions_feature(
+    context: TradingContext, settings: ConversionSettings | None = None
+) -> Feature:
+    settings = settings or ConversionSettings()
+    quotes = MongoQuotes(context.database)
+    sender = WalletCommandSender(context.wallet)
+    conversions = Conversions(
+        quotes=quotes,
+        wallet=sender,
+        prices=context.prices,
+        terms=settings.terms(),
+        clock=context.clock,
+    )
+    liquidity = Liquidity(
+        fundings=MongoFundings(context.database), wallet=sender, clock=context.clock
+    )
+    interval = context.settings.outbox_relay_interval_seconds
+    tasks: list[asyncio.Task[None]] = []
+
+    async def relay() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await conversions.resend_unpublished(grace=timedelta(seconds=interval))
+            except Exception:
+                log.exception("conversions.relay_failed")
+
+    async def start() -> None:
+        await quotes.ensure_indexes()
+        await conversions.resend_unpublished(grace=timedelta(0))
+        tasks.append(asyncio.create_task(relay(), name="conversions-relay"))
+
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def ready() -> bool:
+        return all(not t.done() for t in tasks)
+
+    return Feature(
+        name="conversions",
+        routers=[conversion_routes(conversions), liquidity_routes(liquidity)],
+        result_handlers={
+            ConversionKind.SWAP.value: conversions.apply_result,
+            ConversionKind.EXPRESS_BUY.value: conversions.apply_result,
+            LIQUIDITY_FUNDING: liquidity.apply_result,
+        },
+        start=start,
+        stop=stop,
+        ready=ready,
+    )

@@ -1,0 +1,132 @@
+"""Prices in the valuation currency (GBP) and the book of the latest one per currency."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Final
+
+from trading.errors import Unavailable
+
+VALUATION_CURRENCY: Final = "GBP"
+# The valuation currency's own price, always 1; never published, never stale.
+UNIT_SOURCE: Final = "fixed"
+
+
+class PriceUnavailable(Unavailable):
+    """No fresh price for a currency: it is never quoted."""
+
+    def __init__(self, currency: str, reason: str) -> None:
+        super().__init__("price_unavailable", f"no current price for {currency}: {reason}")
+        self.currency = currency
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """One currency's price in GBP at an instant, and where it came from."""
+
+    currency: str
+    price: Decimal
+    as_of: datetime
+    source: str
+
+    def __post_init__(self) -> None:
+        if not self.price.is_finite() or self.price <= 0:
+            raise ValueError(f"a price must be positive and finite, got {self.price}")
+        if self.as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+
+
+class PriceBook:
+    """The latest price per currency. Older messages (a redelivery, a lagging instance) never
+    replace a newer price; a price older than `max_age` is stale and is never quoted."""
+
+    def __init__(self, max_age: timedelta) -> None:
+        self.max_age = max_age
+        self._latest: dict[str, Price] = {}
+
+    def update(self, price: Price) -> bool:
+        current = self._latest.get(price.currency)
+        if current is not None and current.as_of > price.as_of:
+            return False
+        self._latest[price.currency] = price
+        return True
+
+    def latest(self, currency: str) -> Price | None:
+        return self._latest.get(currency)
+
+    def current(self, currency: str, now: datetime) -> Price:
+        """The fresh price of `currency` (GBP is always 1), or PriceUnavailable."""
+        if currency == VALUATION_CURRENCY:
+            return Price(currency, Decimal(1), now, UNIT_SOURCE)
+        price = self._latest.get(currency)
+        if price is None:
+            raise PriceUnavailable(currency, "no price received yet")
+        if now - price.as_of > self.max_age:
+            raise PriceUnavailable(currency, f"the latest price is from {price.as_of.isoformat()}")
+        return price
+
+    def current_prices(self, now: datetime) -> list[Price]:
+        """Every fresh price, GBP first, then by currency code."""
+        fresh = [p for code, p in sorted(self._latest.items()) if now - p.as_of <= self.max_age]
+        return [self.current(VALUATION_CURRENCY, now), *fresh]
+
+
+# Where the built-in feed starts (GBP); it wanders around these and is pulled back towards them.
+STARTING_PRICES: Final[dict[str, Decimal]] = {
+    "BTC": Decimal("52000"),
+    "ETH": Decimal("2800"),
+    "USDT": Decimal("0.79"),
+    "USDC": Decimal("0.79"),
+    "LTC": Decimal("65"),
+    "TRX": Decimal("0.095"),
+    "SOL": Decimal("110"),
+}
+# A price is a rate, not an amount: kept to this many significant digits (and at least 2 decimals).
+PRICE_SIGNIFICANT_DIGITS: Final = 8
+
+
+def round_price(value: Decimal) -> Decimal:
+    """A price to PRICE_SIGNIFICANT_DIGITS significant digits, never fewer than 2 decimals."""
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"not a price: {value}")
+    places = max(2, PRICE_SIGNIFICANT_DIGITS - 1 - value.adjusted())
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+
+
+class RandomWalk:
+    """A deterministic, mean-reverting random walk per currency: the same seed gives the same
+    sequence of prices, so demos and tests are repeatable, and prices never drift far away."""
+
+    def __init__(
+        self,
+        seed: int,
+        starting_prices: Mapping[str, Decimal] = STARTING_PRICES,
+        *,
+        volatility: float = 0.002,
+        reversion: float = 0.05,
+    ) -> None:
+        self._random = random.Random(seed)  # noqa: S311 - a demo feed, not cryptography
+        self._start = dict(starting_prices)
+        self._log_offsets = dict.fromkeys(starting_prices, 0.0)
+        self._volatility = volatility
+        self._reversion = reversion
+
+    @property
+    def currencies(self) -> list[str]:
+        return sorted(self._start)
+
+    def step(self) -> dict[str, Decimal]:
+        prices: dict[str, Decimal] = {}
+        for code in sorted(self._start):
+            offset = self._log_offsets[code]
+            offset += self._random.gauss(0.0, self._volatility) - self._reversion * offset
+            self._log_offsets[code] = offset
+            factor = Decimal(repr(math.exp(offset)))
+            prices[code] = round_price(self._start[code] * factor)
+        return prices

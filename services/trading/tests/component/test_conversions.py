@@ -1,0 +1,458 @@
+"""Swaps, express buy and liquidity funding over the real MongoDB store with a fake clock and a
+recording wallet sender: the quote lifecycle (firm for its TTL, single use also when executed
+concurrently, owned by the asker, settled by wallet results exactly once) and the HTTP answers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.http import create_app
+from shared.messaging import CreditCommand, ExchangeCommand
+from trading.bootstrap import install_trading_errors
+from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
+from trading.conversions.application import Conversions, Liquidity
+from trading.conversions.domain import ConversionKind, Status
+from trading.conversions.entrypoints import conversion_routes, liquidity_routes
+from trading.conversions.settings import ConversionSettings
+from trading.errors import Conflict, Invalid, NotFound, TradingError
+from trading.prices.domain import Price, PriceBook
+from trading.testing import FakeClock, RecordingSender, result_of
+
+pytestmark = pytest.mark.integration
+
+SWAP, EXPRESS = ConversionKind.SWAP, ConversionKind.EXPRESS_BUY
+_rigs = itertools.count(1)
+
+
+class Rig:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]], clock: FakeClock) -> None:
+        self.clock = clock
+        self.book = PriceBook(max_age=timedelta(seconds=60))
+        self.sender = RecordingSender()
+        rig, ids = next(_rigs), itertools.count(1)
+        self.quotes = MongoQuotes(database)
+        self.conversions = Conversions(
+            quotes=self.quotes,
+            wallet=self.sender,
+            prices=self.book,
+            terms=ConversionSettings().terms(),
+            clock=clock,
+            new_id=lambda: f"r{rig}-{next(ids)}",
+        )
+        self.liquidity = Liquidity(MongoFundings(database), self.sender, clock)
+        self.set_price("BTC", "52000")
+        self.set_price("ETH", "2800")
+
+    def set_price(self, currency: str, value: str) -> None:
+        self.book.update(Price(currency, Decimal(value), self.clock(), "test"))
+
+
+@pytest.fixture
+def rig(mongo_database: AsyncDatabase[dict[str, Any]], clock: FakeClock) -> Rig:
+    return Rig(mongo_database, clock)
+
+
+async def refused(call: Any) -> TradingError:
+    with pytest.raises(TradingError) as caught:
+        await call
+    return caught.value
+
+
+async def test_a_swap_quote_executes_once_into_one_exchange_command(rig: Rig) -> None:
+    quote = await rig.conversions.quote_swap("amy", "btc", "ETH", "0.01")
+    assert (quote.fee, quote.rate, quote.receive_amount) == (
+        Decimal("0.00001"),
+        Decimal("18.478571428571428571"),
+        Decimal("0.184600928571428571"),
+    )
+    stored = await rig.quotes.get(quote.quote_id)
+    assert stored is not None
+    assert stored.pay_price.price == Decimal("52000")
+    assert stored.terms.spread == Decimal("0.005")
+
+    rig.clock.advance(9.9)
+    swap = await rig.conversions.execute(SWAP, "amy", quote.quote_id)
+    assert swap.status is Status.PENDING
+    assert swap.execution_id is not None
+    [command] = rig.sender.sent
+    assert isinstance(command, ExchangeCommand)
+    assert command.model_dump(
+        include={
+            "user_id",
+            "currency",
+            "amount",
+            "fee",
+            "receive_currency",
+            "receive_amount",
+            "transaction_type",
+            "reference_id",
+        }
+    ) == {
+        "user_id": "amy",
+        "currency": "BTC",
+        "amount": "0.01",
+        "fee": "0.00001",
+        "receive_currency": "ETH",
+        "receive_amount": "0.184600928571428571",
+        "transaction_type": "swap",
+        "reference_id": f"swap:{swap.execution_id}",
+    }
+
+    again = await refused(rig.conversions.execute(SWAP, "amy", quote.quote_id))
+    assert isinstance(again, Conflict)
+    assert again.code == "quote_used"
+    assert len(rig.sender.sent) == 1
+
+    await rig.conversions.apply_result(result_of(command, "applied"))
+    await rig.conversions.apply_result(result_of(command, "rejected", reason="late"))  # replay
+    done = await rig.conversions.get(SWAP, swap.execution_id, "amy", admin=False)
+    assert (done.status, done.reason) == (Status.COMPLETED, None)
+
+
+async def test_concurrent_executions_of_one_quote_complete_once(rig: Rig) -> None:
+    quote = await rig.conversions.quote_swap("amy", "ETH", "BTC", "1.123456789012345678")
+    outcomes = await asyncio.gather(
+        *(rig.conversions.execute(SWAP, "amy", quote.quote_id) for _ in range(6)),
+        return_exceptions=True,
+    )
+    succeeded = [o for o in outcomes if not isinstance(o, BaseException)]
+    refusals = [o for o in outcomes if isinstance(o, Conflict)]
+    assert len(succeeded) == 1
+    assert len(refusals) == 5
+    assert {r.code for r in refusals} == {"quote_used"}
+    assert len(rig.sender.sent) == 1
+
+
+async def test_an_expired_quote_is_refused_at_its_ttl(rig: Rig) -> None:
+    quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.5")
+    rig.clock.advance(10)
+    error = await refused(rig.conversions.execute(SWAP, "amy", quote.quote_id))
+    assert isinstance(error, Conflict)
+    assert error.code == "quote_expired"
+
+    express = await rig.conversions.quote_express_buy("amy", "GBP", "100.00", "BTC")
+    rig.clock.advance(29.999)
+    assert (
+        await rig.conversions.execute(EXPRESS, "amy", express.quote_id)
+    ).status is Status.PENDING
+    assert rig.sender.sent[-1].transaction_type == "express_buy"
+
+
+async def test_another_users_quote_or_swap_is_not_found(rig: Rig) -> None:
+    quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    error = await refused(rig.conversions.execute(SWAP, "bob", quote.quote_id))
+    assert isinstance(error, NotFound)
+    assert error.code == "quote_not_found"
+    wrong_kind = await refused(rig.conversions.execute(EXPRESS, "amy", quote.quote_id))
+    assert isinstance(wrong_kind, NotFound)
+    swap = await rig.conversions.execute(SWAP, "amy", quote.quote_id)
+    assert swap.execution_id is not None
+    with pytest.raises(NotFound):
+        await rig.conversions.get(SWAP, swap.execution_id, "bob", admin=False)
+    seen_by_admin = await rig.conversions.get(SWAP, swap.execution_id, "ops", admin=True)
+    assert seen_by_admin.user_id == "amy"
+
+
+async def test_a_stale_price_is_never_quoted(rig: Rig) -> None:
+    rig.clock.advance(61)
+    error = await refused(rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01"))
+    assert error.code == "price_unavailable"
+    rig.set_price("BTC", "52000")  # fresh BTC, ETH still stale
+    assert (await refused(rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01"))).code == (
+        "price_unavailable"
+    )
+    # GBP needs no price: an express buy quotes with BTC alone.
+    assert (await rig.conversions.quote_express_buy("amy", "GBP", "10", "BTC")).rate > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("BTC", "ETH", "0.000000001"), "amount_too_precise"),
+        (("BTC", "ETH", "-1"), "amount_not_positive"),
+        (("BTC", "ETH", "NaN"), "amount_not_a_number"),
+        (("BTC", "DOGE", "1"), "unknown_currency"),
+        (("BTC", "GBP", "1"), "not_crypto"),
+        (("BTC", "BTC", "1"), "same_currency"),
+        (("BTC", "ETH", "0.00000001"), "amount_too_small"),
+    ],
+)
+async def test_bad_swap_input_is_refused_and_nothing_is_stored(
+    rig: Rig, args: tuple[str, str, str], code: str
+) -> None:
+    error = await refused(rig.conversions.quote_swap("amy", *args))
+    assert isinstance(error, Invalid)
+    assert error.code == code
+
+
+async def test_a_failed_swap_keeps_the_wallets_reason(rig: Rig) -> None:
+    quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    swap = await rig.conversions.execute(SWAP, "amy", quote.quote_id)
+    command = rig.sender.sent[-1]
+    await rig.conversions.apply_result(
+        result_of(command, "duplicate", original_status="rejected", reason="insufficient_liquidity")
+    )
+    assert swap.execution_id is not None
+    failed = await rig.conversions.get(SWAP, swap.execution_id, "amy", admin=False)
+    assert (failed.status, failed.reason) == (Status.FAILED, "insufficient_liquidity")
+
+
+async def test_a_command_whose_send_failed_is_sent_again_with_the_same_reference(rig: Rig) -> None:
+    quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    rig.sender.fail_next = True
+    with pytest.raises(ConnectionError):
+        await rig.conversions.execute(SWAP, "amy", quote.quote_id)
+    # The quote is claimed (a retry by the user is quote_used), its command still owed.
+    assert (
+        await refused(rig.conversions.execute(SWAP, "amy", quote.quote_id))
+    ).code == "quote_used"
+    assert await rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 0  # too young
+    rig.clock.advance(6)
+    assert await rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 1
+    [command] = rig.sender.sent
+    claimed = await rig.quotes.get(quote.quote_id)
+    assert claimed is not None
+    assert command.reference_id == claimed.wallet_reference
+    assert await rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 0  # published
+
+
+async def test_liquidity_funding_is_idempotent_by_reference(rig: Rig) -> None:
+    reference = f"fund-{id(rig)}"
+    first = await rig.liquidity.fund("ops", "eth", "100", reference)
+    again = await rig.liquidity.fund("ops2", "ETH", "100.0", reference)
+    assert (again.admin_id, again.amount) == ("ops", Decimal("100"))
+    one, two = rig.sender.sent
+    assert isinstance(one, CreditCommand)
+    assert one.fingerprint() == two.fingerprint()
+    assert (one.user_id, one.transaction_type, one.reference_id) == (
+        "ops",
+        "liquidity_funding",
+        reference,
+    )
+    conflict = await refused(rig.liquidity.fund("ops", "ETH", "101", reference))
+    assert isinstance(conflict, Conflict)
+    assert conflict.code == "idempotency_conflict"
+    await rig.liquidity.apply_result(result_of(one, "applied"))
+    assert (await rig.liquidity.get(reference)).status is Status.COMPLETED
+    assert first.status is Status.PENDING
+
+
+def app_for(rig: Rig, jwt_secret: str) -> FastAPI:
+    async def ready() -> bool:
+        return True
+
+    app = create_app(title="trading-test", auth_secret=jwt_secret, ready=ready)
+    install_trading_errors(app)
+    app.include_router(conversion_routes(rig.conversions))
+    app.include_router(liquidity_routes(rig.liquidity))
+    return app
+
+
+@pytest.fixture
+async def http(rig: Rig, jwt_secret: str) -> Any:
+    transport = httpx.ASGITransport(app=app_for(rig, jwt_secret))
+    async with httpx.AsyncClient(transport=transport, base_url="http://trading") as client:
+        yield client
+
+
+async def test_swap_over_http(rig: Rig, http: httpx.AsyncClient, auth_headers: Any) -> None:
+    amy = auth_headers("amy")
+    quoted = await http.post(
+        "/api/swap/quote",
+        json={"from_currency": "BTC", "to_currency": "ETH", "from_amount": "0.01"},
+        headers=amy,
+    )
+    assert quoted.status_code == 200, quoted.text
+    body = quoted.json()
+    assert {k: v for k, v in body.items() if k not in {"quote_id", "expires_at"}} == {
+        "from_currency": "BTC",
+        "to_currency": "ETH",
+        "from_amount": "0.01",
+        "fee": "0.00001",
+        "fee_currency": "BTC",
+        "rate": "18.478571428571428571",
+        "to_amount": "0.184600928571428571",
+    }
+    assert body["expires_at"].startswith("2026-11-30T12:00:10")
+
+    other = await http.post(
+        "/api/swap/execute", json={"quote_id": body["quote_id"]}, headers=auth_headers("bob")
+    )
+    assert (other.status_code, other.json()["error"]["code"]) == (404, "quote_not_found")
+
+    executed = await http.post(
+        "/api/swap/execute", json={"quote_id": body["quote_id"]}, headers=amy
+    )
+    assert executed.status_code == 202, executed.text
+    swap = executed.json()
+    assert swap["status"] == "pending"
+    assert (swap["from_amount"], swap["fee"], swap["to_amount"]) == (
+        "0.01",
+        "0.00001",
+        "0.184600928571428571",
+    )
+    twice = await http.post("/api/swap/execute", json={"quote_id": body["quote_id"]}, headers=amy)
+    assert (twice.status_code, twice.json()["error"]["code"]) == (409, "quote_used")
+
+    await rig.conversions.apply_result(
+        result_of(rig.sender.sent[-1], "rejected", reason="insufficient_funds")
+    )
+    read = await http.get(f"/api/swap/{swap['swap_id']}", headers=amy)
+    assert (read.json()["status"], read.json()["reason"]) == ("failed", "insufficient_funds")
+    hidden = await http.get(f"/api/swap/{swap['swap_id']}", headers=auth_headers("bob"))
+    assert (hidden.status_code, hidden.json()["error"]["code"]) == (404, "swap_not_found")
+
+
+async def test_express_buy_over_http(rig: Rig, http: httpx.AsyncClient, auth_headers: Any) -> None:
+    amy = auth_headers("amy")
+    quoted = await http.post(
+        "/api/express-buy/quote",
+        json={"fiat_currency": "GBP", "fiat_amount": "100.00", "crypto_currency": "BTC"},
+        headers=amy,
+    )
+    assert quoted.status_code == 200, quoted.text
+    body = quoted.json()
+    assert (body["fiat_amount"], body["fee"], body["rate"], body["crypto_amount"]) == (
+        "100",
+        "1.5",
+        "0.000019038461538461",
+        "0.00187528",
+    )
+    rig.clock.advance(30)
+    expired = await http.post(
+        "/api/express-buy/execute", json={"quote_id": body["quote_id"]}, headers=amy
+    )
+    assert (expired.status_code, expired.json()["error"]["code"]) == (409, "quote_expired")
+
+    rig.set_price("BTC", "52000")
+    fresh = await http.post(
+        "/api/express-buy/quote",
+        json={"fiat_currency": "GBP", "fiat_amount": "100.00", "crypto_currency": "BTC"},
+        headers=amy,
+    )
+    executed = await http.post(
+        "/api/express-buy/execute", json={"quote_id": fresh.json()["quote_id"]}, headers=amy
+    )
+    assert executed.status_code == 202, executed.text
+    order = executed.json()
+    await rig.conversions.apply_result(result_of(rig.sender.sent[-1], "applied"))
+    read = await http.get(f"/api/express-buy/{order['order_id']}", headers=amy)
+    assert read.json()["status"] == "completed"
+    assert read.json()["crypto_amount"] == "0.00187528"
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "code"),
+    [
+        (
+            "/api/swap/quote",
+            {"from_currency": "BTC", "to_currency": "ETH", "from_amount": 0.01},
+            422,
+            "validation_error",
+        ),
+        (
+            "/api/swap/quote",
+            {"from_currency": "BTC", "to_currency": "ETH", "from_amount": "0.01", "rate": "99"},
+            422,
+            "validation_error",
+        ),
+        (
+            "/api/swap/quote",
+            {"from_currency": "BTC", "to_currency": "ETH", "from_amount": "1e400"},
+            422,
+            "amount_too_large",
+        ),
+        (
+            "/api/swap/quote",
+            {"from_currency": "BTC", "to_currency": "SOL", "from_amount": "1"},
+            503,
+            "price_unavailable",
+        ),
+        (
+            "/api/express-buy/quote",
+            {"fiat_currency": "BTC", "fiat_amount": "1", "crypto_currency": "ETH"},
+            422,
+            "not_fiat",
+        ),
+        (
+            "/api/express-buy/quote",
+            {"fiat_currency": "EUR", "fiat_amount": "1", "crypto_currency": "ETH"},
+            503,
+            "price_unavailable",
+        ),
+        (
+            "/api/express-buy/quote",
+            {"fiat_currency": "GBP", "fiat_amount": "1.001", "crypto_currency": "ETH"},
+            422,
+            "amount_too_precise",
+        ),
+        ("/api/swap/execute", {"quote_id": "nope"}, 404, "quote_not_found"),
+        ("/api/swap/execute", {"quote_id": ""}, 422, "validation_error"),
+    ],
+)
+async def test_bad_requests_answer_the_contracts_error_body(
+    http: httpx.AsyncClient,
+    auth_headers: Any,
+    path: str,
+    payload: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    response = await http.post(path, json=payload, headers=auth_headers("amy"))
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+async def test_no_token_is_401_and_liquidity_is_for_admins(
+    rig: Rig, http: httpx.AsyncClient, auth_headers: Any
+) -> None:
+    for path in (
+        "/api/swap/quote",
+        "/api/swap/execute",
+        "/api/express-buy/quote",
+        "/api/admin/liquidity",
+    ):
+        assert (await http.post(path, json={})).status_code == 401
+    assert (await http.get("/api/swap/x")).status_code == 401
+    funding = {"currency": "ETH", "amount": "100", "reference_id": "treasury-1"}
+    forbidden = await http.post("/api/admin/liquidity", json=funding, headers=auth_headers("amy"))
+    assert (forbidden.status_code, forbidden.json()["error"]["code"]) == (403, "forbidden")
+    assert rig.sender.sent == []
+    accepted = await http.post(
+        "/api/admin/liquidity", json=funding, headers=auth_headers("ops", "admin")
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "pending"
+    conflict = await http.post(
+        "/api/admin/liquidity",
+        json={**funding, "amount": "5"},
+        headers=auth_headers("ops", "admin"),
+    )
+    assert (conflict.status_code, conflict.json()["error"]["code"]) == (409, "idempotency_conflict")
+
+
+def test_openapi_documents_every_error_answer(rig: Rig, jwt_secret: str) -> None:
+    paths = app_for(rig, jwt_secret).openapi()["paths"]
+    expected = {
+        ("/api/swap/quote", "post"): {"401", "422", "503"},
+        ("/api/swap/execute", "post"): {"401", "404", "409", "422"},
+        ("/api/swap/{swap_id}", "get"): {"401", "404"},
+        ("/api/express-buy/quote", "post"): {"401", "422", "503"},
+        ("/api/express-buy/execute", "post"): {"401", "404", "409", "422"},
+        ("/api/admin/liquidity", "post"): {"401", "403", "409", "422"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (path, set(responses))
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema["$ref"].endswith("/ErrorBody")
