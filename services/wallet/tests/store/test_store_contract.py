@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from shared.messaging import (
     TransferLockedCommand,
     UnlockCommand,
     WalletCommand,
+    parse_command,
 )
 from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.ledger_service import BatchReport, LedgerService
@@ -62,11 +65,14 @@ class TickingClock:
         return current
 
 
-def make_service(store: LedgerStore) -> LedgerService:
+def make_service(store: LedgerStore, prefix: str = "tx") -> LedgerService:
     ids = itertools.count(1)
     # Zero-padded ids sort in the order they were made: tests can tell commit order from them.
     return LedgerService(
-        store, clock=TickingClock(), new_id=lambda: f"tx{next(ids):05d}", backoff_seconds=0.001
+        store,
+        clock=TickingClock(),
+        new_id=lambda: f"{prefix}{next(ids):05d}",
+        backoff_seconds=0.001,
     )
 
 
@@ -569,3 +575,187 @@ async def test_holds_are_stored_per_reference_and_survive_replay(
     (rebuilt,) = await store.wallets_of("seller")
     assert rebuilt.holds == (("trade.a$1", D("0.3")),)
     assert await verify(store) == []
+
+
+# Platform accounts a batch spends: read with the wallets, guarded at commit ----------------------
+
+
+def funding(currency: str, amount: str, ref: str) -> CreditCommand:
+    return CreditCommand(reference_id=ref, transaction_type="liquidity_funding", user_id="admin",
+                         currency=currency, amount=amount)  # fmt: skip
+
+
+def swap(user: str, receive_amount: str, ref: str) -> ExchangeCommand:
+    return ExchangeCommand(reference_id=ref, transaction_type="swap", user_id=user,
+                           currency="BTC", amount=D("0.1"), receive_currency="ETH",
+                           receive_amount=D(receive_amount))  # fmt: skip
+
+
+async def test_read_balances_returns_wallets_and_platform_accounts_together(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch([credit("alice", "BTC", "1", "d1"), funding("ETH", "4", "f1")])
+    found = await store.read_balances(
+        [("alice", "BTC"), ("nobody", "BTC")],
+        [("platform:liquidity", "ETH"), ("platform:liquidity", "SOL")],
+    )
+    assert set(found.wallets) == {("alice", "BTC")}
+    assert found.wallets[("alice", "BTC")].balances == Balances(available=D("1"))
+    # An account never stored reads as zero.
+    assert found.accounts == {
+        ("platform:liquidity", "ETH"): D("4"),
+        ("platform:liquidity", "SOL"): 0,
+    }
+    only_accounts = await store.read_balances([], [("platform:liquidity", "ETH")])
+    assert (only_accounts.wallets, only_accounts.accounts) == (
+        {},
+        {("platform:liquidity", "ETH"): 4},
+    )
+
+
+async def test_a_commit_spending_more_liquidity_than_is_left_is_refused_whole(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch([credit("alice", "BTC", "1", "d1"), funding("ETH", "4", "f1")])
+    before = await snapshot(store)
+    (wallet,) = await store.wallets_of("alice")
+    spent = credit_batch(wallet, wallet.version, "d2", D("0.5"), "tx-spend")
+    # As a batch that relied on 5 ETH of liquidity (another writer has since spent some).
+    greedy = replace(
+        spent,
+        account_deltas={**spent.account_deltas, ("platform:liquidity", "ETH"): D("-5")},
+        account_floors={("platform:liquidity", "ETH"): D("5")},
+    )
+    with pytest.raises(ConcurrencyConflict):
+        await store.commit(greedy)
+    assert await snapshot(store) == before
+    liquidity = ("platform:liquidity", "ETH")
+    exact = replace(
+        greedy,
+        account_floors={liquidity: D("4")},
+        account_deltas={**spent.account_deltas, liquidity: D("-4")},
+    )
+    await store.commit(exact)
+    assert (await store.account_balances())[("platform:liquidity", "ETH")] == 0
+
+
+class RivalBeforeCommit:
+    """The store as one writer sees it: before its first commit, a rival writer runs."""
+
+    def __init__(self, store: LedgerStore, rival: Any) -> None:
+        self._store = store
+        self._rival = rival
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit(self, batch: LedgerBatch) -> None:
+        if self._rival is not None:
+            rival, self._rival = self._rival, None
+            await rival()
+        await self._store.commit(batch)
+
+
+async def test_two_writers_cannot_both_spend_the_same_liquidity(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch(
+        [
+            credit("alice", "BTC", "1", "da"),
+            credit("bob", "BTC", "1", "db"),
+            funding("ETH", "5", "f"),
+        ]
+    )
+    other = make_service(store, "rival")
+
+    async def rival() -> None:
+        assert statuses(await other.handle_batch([swap("bob", "4", "s-bob")])) == ["applied"]
+
+    # alice's batch read 5 ETH of liquidity; bob's swap takes 4 before alice's commit. Different
+    # wallets, so only the guard on the platform account can catch it: decided again, refused.
+    racing = make_service(RivalBeforeCommit(store, rival), "racing")  # type: ignore[arg-type]
+    report = await racing.handle_batch([swap("alice", "3", "s-alice")])
+    assert [(r.status, r.reason) for _, r in report.results] == [
+        ("rejected", "insufficient_liquidity")
+    ]
+    assert report.attempts == 2
+    assert (await store.account_balances())[("platform:liquidity", "ETH")] == 1
+    assert await verify(store) == []
+
+
+# Order without clocks --------------------------------------------------------------------------
+
+
+class FixedClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+async def test_verify_and_replay_follow_commit_order_when_clocks_disagree(
+    store: LedgerStore,
+) -> None:
+    ids = itertools.count(1)
+    ahead = LedgerService(store, clock=FixedClock(T0 + timedelta(hours=1)),
+                          new_id=lambda: f"a{next(ids):05d}")  # fmt: skip
+    behind = LedgerService(store, clock=FixedClock(T0), new_id=lambda: f"b{next(ids):05d}")
+    # Committed in this order; recorded_at says the opposite (the second process is an hour behind).
+    await ahead.handle_batch([credit("alice", "BTC", "1", "d1")])
+    await behind.handle_batch(
+        [
+            LockCommand(reference_id="t1", transaction_type="p2p_escrow", user_id="alice",
+                        currency="BTC", amount=D("0.6")),
+            TransferLockedCommand(reference_id="t1", transaction_type="p2p_completed",
+                                  user_id="alice", to_user="bob", currency="BTC", amount=D("0.6")),
+        ]
+    )  # fmt: skip
+    await ahead.handle_batch([DebitCommand(reference_id="w1", transaction_type="withdrawal",
+                                           user_id="alice", currency="BTC", amount=D("0.4"))])  # fmt: skip
+    await behind.handle_batch([DebitCommand(reference_id="w2", transaction_type="withdrawal",
+                                            user_id="bob", currency="BTC", amount=D("0.6"))])  # fmt: skip
+    assert await verify(store) == []
+    projections = await replay(store)
+    assert {(w.key, w.version) for w in projections.wallets} == {
+        (("alice", "BTC"), 4),
+        (("bob", "BTC"), 2),
+    }
+    assert await verify(store) == []
+    assert await balances(store, "alice") == {"BTC": Balances()}
+
+
+# Idempotency across versions: recorded outcomes of earlier fingerprint formats ------------------
+
+RECORDED = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "recorded_commands.json").read_text()
+)
+
+
+@pytest.mark.parametrize("case", RECORDED["cases"], ids=lambda case: case["name"])
+async def test_a_resend_matches_an_outcome_stored_by_an_earlier_version(
+    store: LedgerStore, service: LedgerService, case: dict[str, Any]
+) -> None:
+    command = parse_command(json.dumps(case["stored_command"]))
+    stored = Outcome(
+        key=command.idempotency_key,
+        fingerprint=case["stored_fingerprint"],
+        command=command,
+        status="rejected",
+        transaction_id="recorded-1",
+        recorded_at=T0,
+        reason="insufficient_funds",
+        detail="recorded before the upgrade",
+    )
+    await store.commit(LedgerBatch(outcomes=(stored,), wallets=(), history=()))
+    resend = parse_command(json.dumps(case["resend"]))
+    (_, result), = (await service.handle_batch([resend])).results  # fmt: skip
+    if case["expected"] == "duplicate":
+        assert (result.status, result.original_status, result.reason) == (
+            "duplicate",
+            "rejected",
+            "insufficient_funds",
+        )
+    else:
+        assert (result.status, result.reason) == ("rejected", case["expected"])
