@@ -45,6 +45,7 @@ from trading.messaging import EventPublisher, ResultsConsumer, ResultsDispatcher
 from trading.prices.domain import PriceBook
 from trading.prices.entrypoints import build_prices_feature
 from trading.settings import TradingSettings
+from trading.spot.feature import build_spot_feature
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 FEATURES: Final[tuple[FeatureFactory, ...]] = (
     build_prices_feature,
     build_conversions_feature,
+    build_spot_feature,
 )
 
 

@@ -110,7 +110,11 @@ class ReferenceBook:
             if maker.user_id == taker.user_id:
                 stop = "self_trade"
                 break
-            amount = maker.remaining if taker.remaining is None else min(taker.remaining, maker.remaining)
+            amount = (
+                maker.remaining
+                if taker.remaining is None
+                else min(taker.remaining, maker.remaining)
+            )
             budget_bound = False
             if taker.side == "buy" and taker.type == "market":
                 affordable = Decimal(0)

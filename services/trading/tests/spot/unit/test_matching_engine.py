@@ -52,7 +52,9 @@ class Cancel:
     index: int
 
 
-def operations(ticks: tuple[int, int], steps: tuple[int, int]) -> st.SearchStrategy[list[Place | Cancel]]:
+def operations(
+    ticks: tuple[int, int], steps: tuple[int, int]
+) -> st.SearchStrategy[list[Place | Cancel]]:
     place = st.builds(
         Place,
         st.sampled_from(USERS),
@@ -71,7 +73,9 @@ class Harness:
 
     def __init__(self, market: Market) -> None:
         self.market = market
-        self.book = OrderBook(market, Fees(*(Fees.of(MAKER, TAKER).maker, Fees.of(MAKER, TAKER).taker)))
+        self.book = OrderBook(
+            market, Fees(*(Fees.of(MAKER, TAKER).maker, Fees.of(MAKER, TAKER).taker))
+        )
         self.reference = ReferenceBook(market, MAKER, TAKER)
         self.available: dict[tuple[str, str], int] = defaultdict(int)
         self.holds: dict[str, int] = {}
@@ -119,7 +123,16 @@ class Harness:
         ref_fills = self.reference.submit(ref)
         self.apply(fills, changes)
         assert [self.as_reference(f) for f in fills] == [
-            (f.trade_id, f.price, f.amount, f.quote, f.buy_order_id, f.sell_order_id, f.buyer_fee, f.seller_fee)
+            (
+                f.trade_id,
+                f.price,
+                f.amount,
+                f.quote,
+                f.buy_order_id,
+                f.sell_order_id,
+                f.buyer_fee,
+                f.seller_fee,
+            )
             for f in ref_fills
         ]
 
@@ -169,7 +182,9 @@ class Harness:
                 assert change.released > 0
                 self.holds[change.order_id] -= change.released
                 assert self.holds[change.order_id] >= 0
-                self.available[change.user_id, self.lock_currency[change.order_id]] += change.released
+                self.available[change.user_id, self.lock_currency[change.order_id]] += (
+                    change.released
+                )
             if change.order_id in self.book and change.order_id not in self.maker_price:
                 price = self.orders[change.order_id].price
                 assert price is not None
@@ -184,7 +199,10 @@ class Harness:
         assert [p for p, _ in asks] == sorted(p for p, _ in asks)
         for order_id, order in self.orders.items():
             ref = self.ref_orders[order_id]
-            assert (order.status.value, order.filled) == (ref.status, market.steps(ref.filled) if ref.filled else 0)
+            assert (order.status.value, order.filled) == (
+                ref.status,
+                market.steps(ref.filled) if ref.filled else 0,
+            )
             resting = order_id in book
             assert resting == (ref in self.reference.resting)
             # what the wallet holds under the order is what the engine says it holds
@@ -257,7 +275,9 @@ def test_fees_are_rounded_up_per_fill() -> None:
     fills, _ = book.submit(limit("b1", "buyer", Side.BUY, "52000.01", "0.00001"))
     # 0.00001 × 52000.01 = 0.5200001 GBP: the seller receives 0.52 (rounded down), its maker fee
     # 0.00052 rounds up to 0.01; the buyer's taker fee on 0.00001 BTC is 0.00000002 BTC exactly.
-    assert [(f.quote_units, f.seller_fee, f.base_units, f.buyer_fee) for f in fills] == [(52, 1, 1000, 2)]
+    assert [(f.quote_units, f.seller_fee, f.base_units, f.buyer_fee) for f in fills] == [
+        (52, 1, 1000, 2)
+    ]
 
 
 def test_self_trade_cancels_the_takers_remainder_and_leaves_the_maker() -> None:
@@ -274,10 +294,16 @@ def test_a_market_order_on_an_empty_side_fails_with_no_liquidity() -> None:
     book = fresh_book()
     book.submit(limit("b0", "someone", Side.BUY, "100.00", "0.001"))
     market = MARKETS["BTC-GBP"]
-    order = Order("m1", "me", Side.BUY, OrderType.MARKET, None, None, market.quote_units_of(Decimal(50)))
+    order = Order(
+        "m1", "me", Side.BUY, OrderType.MARKET, None, None, market.quote_units_of(Decimal(50))
+    )
     fills, changes = book.submit(order)
     assert fills == []
-    assert (changes[-1].status, changes[-1].reason, changes[-1].released) == (Status.FAILED, NO_LIQUIDITY, 5000)
+    assert (changes[-1].status, changes[-1].reason, changes[-1].released) == (
+        Status.FAILED,
+        NO_LIQUIDITY,
+        5000,
+    )
 
 
 def test_a_market_order_takes_what_the_book_has_and_cancels_the_rest() -> None:

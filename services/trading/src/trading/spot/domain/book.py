@@ -189,6 +189,12 @@ class OrderBook:
             del side[key]
         return self._close(order, Status.CANCELLED, reason)
 
+    def withdraw(self, order: Order, reason: str = USER_CANCELLED) -> OrderChange:
+        """Close an order that never entered the book (cancelled while its lock was in flight)."""
+        self.sequence += 1
+        order.sequence = self.sequence
+        return self._close(order, Status.CANCELLED, reason)
+
     def submit(self, taker: Order) -> Decision:
         """Match a new order (its lock applied) against the book; rest what a limit order has left."""
         self.sequence += 1
