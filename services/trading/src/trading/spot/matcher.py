@@ -105,7 +105,10 @@ class MarketMatcher:
         book = self.book
         locked = [m.order_id for m in messages if m.kind == "locked"]
         orders = await retrying("read orders", lambda: self._store.many(locked)) if locked else {}
-        first = book.sequence + 1
+        # every batch takes a sequence number of its own: its id, and the guard that keeps a
+        # projection from going back (a batch of cancels alone decides no other number)
+        book.sequence += 1
+        first = book.sequence
         fills: list[Fill] = []
         changes: list[OrderChange] = []
         entered: set[str] = set()

@@ -68,6 +68,8 @@ class Trading:
 
     async def stop(self, how: signal.Signals) -> int:
         assert self.process is not None
+        if self.process.returncode is not None:
+            return self.process.returncode
         self.process.send_signal(how)
         try:
             return await asyncio.wait_for(self.process.wait(), 30)
@@ -325,7 +327,8 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     ]
     partly = await system.settled("bob", rest["order_id"], "partially_filled")
     assert partly["filled_amount"] == "0.001"
-    assert await system.trading.stop(signal.SIGTERM) == 0
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert await system.trading.stop(signal.SIGTERM) == -signal.SIGTERM
     await system.trading.start(system.http)
     assert await system.book() == {"bids": [["51000", "0.001"]], "asks": [["52100", "0.015"]]}
     # 0.001 × 51000 = 51.00: alice gets 51.00 − 0.11 (taker fee 0.102 up); bob 0.001 − 0.000001
