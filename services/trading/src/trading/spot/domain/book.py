@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from sortedcontainers import SortedDict
 
@@ -68,8 +68,7 @@ class Order:
     status: Status = Status.OPEN
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(NamedTuple):  # a NamedTuple: built hundreds of thousands of times a second
     trade_id: str
     sequence: int
     price: int  # ticks: the maker's price
@@ -85,8 +84,7 @@ class Fill:
     seller_fee: int  # quote units, taken from what the seller receives
 
 
-@dataclass(frozen=True, slots=True)
-class OrderChange:
+class OrderChange(NamedTuple):
     """An order's state after a decision, and what it released (to be unlocked) by it."""
 
     order_id: str
@@ -135,6 +133,8 @@ class OrderBook:
         self._bids: SortedDict[int, _Level] = SortedDict()  # key: -price
         self._asks: SortedDict[int, _Level] = SortedDict()  # key: price
         self._resting: dict[str, Order] = {}
+        self._highest_fee = fees.highest
+        self._per_step = market.base_units_per_step
 
     # queries
 
@@ -322,9 +322,12 @@ class OrderBook:
     def _viable(self, price: int, steps: int) -> bool:
         """Whether `steps` at `price` can trade at all: a quote amount, and fees below receipts."""
         quote = self.market.quote_floor(price, steps)
-        rate = self.fees.highest
-        base = steps * self.market.base_units_per_step
-        return quote > 0 and rate.of(quote) < quote and rate.of(base) < base
+        rate = self._highest_fee
+        return (
+            quote > 0
+            and rate.of(quote) < quote
+            and rate.of(steps * self._per_step) < steps * self._per_step
+        )
 
     def _rest(self, order: Order) -> None:
         assert order.price is not None
