@@ -25,6 +25,6 @@ def test_rows_show_the_spot_figures() -> None:
             }
         }
     )
-    assert [name for name, _ in rows][0] == "spot matcher in process, one core: orders/s"
+    assert rows[0][0] == "spot matcher in process, one core: orders/s"
     assert rows[1][1] == "1.0 (1.0–2.0)"
     assert spot_rows({}) == []
