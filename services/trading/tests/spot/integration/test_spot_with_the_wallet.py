@@ -268,6 +268,18 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     failed = await system.settled("bob", empty["order_id"], "failed")
     assert (failed["reason"], failed["filled_amount"], failed["fills"]) == ("no_liquidity", "0", [])
     await system.expect_balances("bob", {"GBP": ("10000", "0")})
+    by_amount = await system.place("bob", pair="BTC-GBP", side="buy", type="market", amount="0.01")
+    assert (by_amount["status"], by_amount["reason"]) == (
+        "failed",
+        "no_liquidity",
+    )  # nothing to price
+
+    # a lock the wallet refuses ends the order failed, with the wallet's reason
+    broke = await system.place(
+        "carol", pair="BTC-GBP", side="buy", type="limit", amount="0.01", price="100.00"
+    )
+    refused_lock = await system.settled("carol", broke["order_id"], "failed")
+    assert refused_lock["reason"] == "insufficient_funds"
 
     # two asks rest; a bid takes the first and part of the second at the makers' prices
     ask1 = await system.place(
