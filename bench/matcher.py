@@ -207,37 +207,38 @@ async def _drive(
         body: dict[str, Any] = response.json()
         return body
 
-    async def reaches(user: str, order_id: str, status: str) -> dict[str, Any]:
-        deadline = time.time() + 120
-        while True:
-            order = await status_of(user, order_id)
-            if order["status"] == status:
-                return order
-            if time.time() > deadline:
-                raise AssertionError(f"order {order_id} is {order['status']}, not {status}")
-            await asyncio.sleep(0.2)
+    async def resting_asks() -> Decimal:
+        response = await http.get("/api/trading/orderbook/BTC-GBP")
+        return sum((Decimal(a) for _, a in response.json()["asks"]), Decimal(0))
 
-    makers = await asyncio.gather(*(place(sellers[n % 20], "sell") for n in range(takers)))
-    for n, (order_id, _) in enumerate(makers):
-        await reaches(sellers[n % 20], order_id, "open")
+    # makers rest first (untimed): the book's asks show all of them
+    await asyncio.gather(*(place(sellers[n % 20], "sell") for n in range(takers)))
+    deadline = time.time() + 120
+    while await resting_asks() != amount * takers:
+        if time.time() > deadline:
+            raise AssertionError("the makers did not all rest")
+        await asyncio.sleep(0.2)
     settled: dict[str, float] = {}
     reader = await _settle_reader(bootstrap, topics)
     listening = asyncio.create_task(_collect(reader, settled))
     try:
         started = time.time()
         placed = await asyncio.gather(*(place(buyers[n % 20], "buy") for n in range(takers)))
-        trades: dict[str, str] = {}
-        for n, (order_id, _) in enumerate(placed):
-            order = await reaches(buyers[n % 20], order_id, "filled")
-            trades[order_id] = order["fills"][0]["trade_id"]
-        deadline = time.time() + 120
-        while not set(trades.values()) <= settled.keys():
+        # timed until the wallet settled a trade per taker (nothing else polls meanwhile)
+        deadline = time.time() + 300
+        while len(settled) < takers:
             if time.time() > deadline:
-                raise AssertionError("settle results missing")
-            await asyncio.sleep(0.1)
+                raise AssertionError(f"{len(settled)} of {takers} trades settled")
+            await asyncio.sleep(0.05)
     finally:
         listening.cancel()
         await reader.stop()
+    trades: dict[str, str] = {}
+    for n, (order_id, _) in enumerate(placed):
+        order = await status_of(buyers[n % 20], order_id)
+        if order["status"] != "filled":
+            raise AssertionError(f"taker {order_id} is {order['status']}")
+        trades[order_id] = order["fills"][0]["trade_id"]
     ends = [settled[trades[order_id]] for order_id, _ in placed]
     latencies = [(settled[trades[o]] - at) * 1000 for o, at in placed]
     return SpotRun(takers, max(ends) - started, latencies)

@@ -246,8 +246,14 @@ class MatcherConsumer:
             for pair, messages in by_market.items():
                 matcher = self.matchers.get(pair)
                 if matcher is None:
-                    log.warning("spot.message_for_unowned_market", pair=pair, count=len(messages))
-                    continue
+                    market = self._markets.get(pair)
+                    if market is None:
+                        log.warning("spot.unknown_market", pair=pair, count=len(messages))
+                        continue
+                    # it came on a partition this instance owns: this instance is its writer
+                    matcher = self._make_matcher(market)
+                    await retrying(f"recover {pair}", matcher.recover)
+                    self.matchers[pair] = matcher
                 await matcher.apply(messages)
             try:
                 await self._consumer.commit()
