@@ -34,6 +34,13 @@ class ExecuteRequest(BaseModel):
         description="market buy only, instead of amount: the quote to spend",
         examples=["100.00"],
     )
+    client_order_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="optional: placing again with the same one returns the same order",
+    )
 
 
 class FillView(BaseModel):
@@ -60,6 +67,7 @@ class OrderView(BaseModel):
     reason: str | None = Field(
         description="insufficient_funds, no_liquidity, self_trade, user_cancelled, dust, slippage, …"
     )
+    client_order_id: str | None
     locked_amount: str = Field(description="what its lock was (lock_currency)")
     lock_currency: str
     fills: list[FillView]
@@ -79,6 +87,7 @@ class OrderView(BaseModel):
             filled_amount=format_amount(order.filled_amount),
             status=order.status.value,
             reason=order.reason,
+            client_order_id=order.client_order_id,
             locked_amount=format_amount(order.lock_amount),
             lock_currency=order.lock_currency,
             fills=[FillView.model_validate(f.as_json()) for f in order.fills],
@@ -121,13 +130,14 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
         "/api/trading/execute",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderView,
-        responses=error_responses(401, 422),
+        responses=error_responses(401, 409, 422),
     )
     async def execute(body: ExecuteRequest, user: CurrentUser) -> OrderView:
         """Place an order: `pending` until its funds are locked, then matched by the market's
         matcher. 422: unknown_market, price_required, price_not_allowed, price_off_tick,
         amount_required, amount_off_step, amount_below_minimum, amount_or_quote_amount,
-        quote_amount_not_allowed, order_too_small, amount_malformed, amount_not_positive, …"""
+        quote_amount_not_allowed, order_too_small, amount_malformed, amount_not_positive, …
+        409 idempotency_conflict: client_order_id already named a different order."""
         order = await orders.place(
             user.user_id,
             pair=body.pair,
@@ -136,6 +146,7 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
             amount=body.amount,
             price=body.price,
             quote_amount=body.quote_amount,
+            client_order_id=body.client_order_id,
         )
         return OrderView.of(order)
 

@@ -74,6 +74,12 @@ class SpotOrder:
     fills: list[OrderFill] = field(default_factory=list)
     cancel_requested: bool = False
     updated_at: datetime | None = None
+    client_order_id: str | None = None
+
+    def same_request(self, other: SpotOrder) -> bool:
+        """Whether two placements asked for the same order (a retry, not a new order)."""
+        fields = ("user_id", "pair", "side", "type", "price", "amount", "quote_amount")
+        return all(getattr(self, f) == getattr(other, f) for f in fields)
 
     @property
     def closed(self) -> bool:

@@ -45,6 +45,16 @@ def _amount(raw: str | None, field: str) -> Decimal | None:
     return value
 
 
+# client_order_id → order id: the same user and client id name the same order
+_CLIENT_ORDER_IDS = uuid.UUID("5b0e4c1a-3f38-4c55-9a47-2f1d6a7c9e10")
+
+
+def _order_id(user_id: str, client_order_id: str | None) -> str:
+    if client_order_id is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_CLIENT_ORDER_IDS, f"{user_id}\x00{client_order_id}").hex
+
+
 def _fits(market: Market, fees: Fees, ticks: int, steps: int) -> bool:
     """Whether an order of `steps` at `ticks` can trade at all (a quote amount, fees below it)."""
     quote = market.quote_floor(ticks, steps)
@@ -85,7 +95,9 @@ class SpotOrders:
         amount: str | None,
         price: str | None,
         quote_amount: str | None,
+        client_order_id: str | None = None,
     ) -> SpotOrder:
+        """A new order, or with a client_order_id seen before, the order it placed then."""
         try:
             market = get_market(pair)
         except MarketError as exc:
@@ -94,7 +106,8 @@ class SpotOrders:
         limit_price = _amount(price, "price")
         spend = _amount(quote_amount, "quote_amount")
         order = SpotOrder(
-            order_id=uuid.uuid4().hex,
+            order_id=_order_id(user_id, client_order_id),
+            client_order_id=client_order_id,
             user_id=user_id,
             pair=market.pair,
             side=side,
@@ -110,7 +123,13 @@ class SpotOrders:
             await self._size(order, market)
         except MarketError as exc:
             raise Invalid(exc.code, exc.message) from None
-        await self._store.add(order)
+        if await self._store.add(order) is None:
+            earlier = await self._store.get(order.order_id)
+            if earlier is None or not earlier.same_request(order):
+                raise Conflict(
+                    "idempotency_conflict", "client_order_id was used for a different order"
+                )
+            return earlier
         if order.status is Status.PENDING:
             try:
                 await self._wallet.lock(order)

@@ -102,7 +102,7 @@ async def test_markets_are_listed_without_a_token(http: httpx.AsyncClient) -> No
 def test_openapi_documents_every_error_answer(jwt_secret: str) -> None:
     paths = app(jwt_secret).openapi()["paths"]
     expected = {
-        ("/api/trading/execute", "post"): {"401", "422"},
+        ("/api/trading/execute", "post"): {"401", "409", "422"},
         ("/api/trading/orders", "get"): {"401", "422"},
         ("/api/trading/orders/{order_id}", "get"): {"401", "404", "422"},
         ("/api/trading/orders/{order_id}", "delete"): {"401", "404", "409", "422"},

@@ -323,9 +323,19 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     await system.expect_balances("alice", {"GBP": ("779.71", "0"), "BTC": ("0.97", "0.015")})
 
     # orders resting across a SIGKILL and a SIGTERM of the trading process
-    rest = await system.place(
-        "bob", pair="BTC-GBP", side="buy", type="limit", amount="0.002", price="51000.00"
+    bid_request = {"pair": "BTC-GBP", "side": "buy", "type": "limit", "amount": "0.002"}
+    rest = await system.place("bob", **bid_request, price="51000.00", client_order_id="bob-1")
+    # the same request again (a double click, a retry): the same order, locked once
+    again_placed = await system.place(
+        "bob", **bid_request, price="51000.00", client_order_id="bob-1"
     )
+    assert again_placed["order_id"] == rest["order_id"]
+    other = await system.http.post(
+        f"{system.trading.url}/api/trading/execute",
+        json={**bid_request, "price": "51000.01", "client_order_id": "bob-1"},
+        headers=system.auth("bob"),
+    )
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "idempotency_conflict")
     await system.settled("bob", rest["order_id"], "open")
     before = await system.book()
     assert before == {"bids": [["51000", "0.002"]], "asks": [["52100", "0.015"]]}

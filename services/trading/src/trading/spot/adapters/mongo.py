@@ -61,6 +61,7 @@ def order_document(order: SpotOrder) -> Document:
         "book_sequence": order.book_sequence,
         "fills": [f.as_json() for f in order.fills],
         "cancel_requested": order.cancel_requested,
+        "client_order_id": order.client_order_id,
         "version": 0,  # the last batch projected onto it
         "created_at": order.created_at,
         "updated_at": order.updated_at or order.created_at,
@@ -99,6 +100,7 @@ def order_from(doc: Document) -> SpotOrder:
         ],
         cancel_requested=doc["cancel_requested"],
         updated_at=doc["updated_at"],
+        client_order_id=doc.get("client_order_id"),
     )
 
 
@@ -146,8 +148,13 @@ class MongoSpotStore:
 
     # orders (the API's side)
 
-    async def add(self, order: SpotOrder) -> None:
-        await self._orders.insert_one(order_document(order))
+    async def add(self, order: SpotOrder) -> SpotOrder | None:
+        """Store a new order; None when its id exists (the same client_order_id again)."""
+        try:
+            await self._orders.insert_one(order_document(order))
+        except DuplicateKeyError:
+            return None
+        return order
 
     async def get(self, order_id: str) -> SpotOrder | None:
         doc = await self._orders.find_one({"_id": order_id})
