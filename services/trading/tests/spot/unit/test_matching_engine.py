@@ -330,3 +330,59 @@ def test_fifo_within_a_level_and_best_price_first() -> None:
     fills, _ = book.submit(limit("b1", "d", Side.BUY, "101.00", "0.0025"))
     assert [f.sell_order_id for f in fills] == ["s2", "s3", "s1"]
     assert book.depth() == ([], [(10100, 50)])
+
+
+def _copy(order: Order) -> Order:
+    return Order(
+        order.order_id,
+        order.user_id,
+        order.side,
+        order.type,
+        order.price,
+        order.remaining,
+        order.hold,
+        order.filled,
+        order.sequence,
+        order.status,
+    )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    before=operations((5_200_000, 5_200_010), (1, 500)),
+    after=operations((5_200_000, 5_200_010), (1, 500)),
+)
+def test_a_book_rebuilt_from_its_resting_orders_decides_as_the_original(
+    before: list[Place | Cancel], after: list[Place | Cancel]
+) -> None:
+    """What a restart does: a new book from the stored resting orders (in time priority) and the
+    last sequence number decides every later order exactly as the book that never stopped."""
+    original = Harness(MARKETS["BTC-GBP"])
+    original.run(before)
+    rebuilt = OrderBook(original.market, original.book.fees, sequence=original.book.sequence)
+    for order in original.book.resting():
+        rebuilt.restore(_copy(order))
+    assert rebuilt.depth() == original.book.depth()
+    assert rebuilt.sequence == original.book.sequence
+    market = original.market
+    for number, op in enumerate(after):
+        if isinstance(op, Cancel):
+            resting = original.book.resting()
+            if resting:
+                order_id = resting[op.index % len(resting)].order_id
+                assert original.book.cancel(order_id) == rebuilt.cancel(order_id)
+            continue
+        steps = op.steps
+        hold = (
+            market.base_units(steps) if op.side is Side.SELL else market.quote_ceil(op.price, steps)
+        )
+        price = op.price if op.type is OrderType.LIMIT else None
+        order_id = f"after{number}"
+        decided = original.book.submit(
+            Order(order_id, op.user, op.side, op.type, price, steps, hold)
+        )
+        assert (
+            rebuilt.submit(Order(order_id, op.user, op.side, op.type, price, steps, hold))
+            == decided
+        )
+    assert rebuilt.depth() == original.book.depth()
