@@ -81,7 +81,7 @@ class OrderView(BaseModel):
             pair=order.pair,
             side=order.side,
             type=order.type,
-            price=None if order.price is None else format_amount(order.price),
+            price=None if order.price is None else format(order.price, "f"),
             amount=None if order.amount is None else format_amount(order.amount),
             quote_amount=None if order.quote_amount is None else format_amount(order.quote_amount),
             filled_amount=format_amount(order.filled_amount),

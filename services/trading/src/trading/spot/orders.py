@@ -44,7 +44,7 @@ class OrderFill:
     def as_json(self) -> dict[str, str]:
         return {
             "trade_id": self.trade_id,
-            "price": format_amount(self.price),
+            "price": format(self.price, "f"),  # with the tick's decimals, as the market's prices
             "amount": format_amount(self.amount),
             "fee": format_amount(self.fee),
             "fee_currency": self.fee_currency,

@@ -163,6 +163,8 @@ class SpotOrders:
             order.remaining = steps
         ticks = None if order.price is None else market.ticks(order.price)
         if ticks is not None:
+            order.price = market.price(ticks)  # shown with the tick's decimals from now on
+        if ticks is not None:
             assert order.remaining is not None
             if not _fits(market, self._fees, ticks, order.remaining):
                 raise Invalid("order_too_small", "amount × price is too small to trade")

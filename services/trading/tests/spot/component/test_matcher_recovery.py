@@ -118,7 +118,7 @@ async def test_a_crash_after_storing_decisions_loses_nothing(
     # paid 1.00 + 0.50 (0.005 × 101 = 0.505, down): 0.03 GBP is unlocked
     assert len(second.batches) == 1
     assert second.released == [("bid-1", 3)]
-    assert (await store.market_state(MARKET.pair) or {})["asks"] == [["101", "0.005"]]
+    assert (await store.market_state(MARKET.pair) or {})["asks"] == [["101.00", "0.005"]]
 
     # the messages are delivered again (offsets were never committed): nothing changes
     assert await restarted.apply([locked("ask-1"), locked("ask-2"), locked("bid-1")]) is None

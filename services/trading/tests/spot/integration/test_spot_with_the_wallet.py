@@ -290,7 +290,7 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     )
     await system.settled("alice", ask1["order_id"], "open")
     await system.settled("alice", ask2["order_id"], "open")
-    assert await system.book() == {"bids": [], "asks": [["52000", "0.01"], ["52100", "0.02"]]}
+    assert await system.book() == {"bids": [], "asks": [["52000.00", "0.01"], ["52100.00", "0.02"]]}
     bid = await system.place(
         "bob", pair="BTC-GBP", side="buy", type="limit", amount="0.015", price="52100.00"
     )
@@ -299,8 +299,8 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
         (f["price"], f["amount"], f["fee"], f["fee_currency"], f["liquidity"])
         for f in filled["fills"]
     ] == [
-        ("52000", "0.01", "0.00002", "BTC", "taker"),
-        ("52100", "0.005", "0.00001", "BTC", "taker"),
+        ("52000.00", "0.01", "0.00002", "BTC", "taker"),
+        ("52100.00", "0.005", "0.00001", "BTC", "taker"),
     ]
     first = await system.settled("alice", ask1["order_id"], "filled")
     assert [(f["fee"], f["fee_currency"], f["liquidity"]) for f in first["fills"]] == [
@@ -308,7 +308,7 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     ]
     second = await system.settled("alice", ask2["order_id"], "partially_filled")
     assert (second["filled_amount"], second["fills"][0]["fee"]) == ("0.005", "0.27")  # 0.2605 up
-    assert await system.book() == {"bids": [], "asks": [["52100", "0.015"]]}
+    assert await system.book() == {"bids": [], "asks": [["52100.00", "0.015"]]}
     # bob locked 781.50, paid 520.00 + 260.50: the 1.00 he saved below his limit is unlocked
     await system.expect_balances("bob", {"GBP": ("9219.5", "0"), "BTC": ("0.01497", "0")})
     await system.expect_balances("alice", {"GBP": ("779.71", "0"), "BTC": ("0.97", "0.015")})
@@ -338,21 +338,21 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     assert (other.status_code, other.json()["error"]["code"]) == (409, "idempotency_conflict")
     await system.settled("bob", rest["order_id"], "open")
     before = await system.book()
-    assert before == {"bids": [["51000", "0.002"]], "asks": [["52100", "0.015"]]}
+    assert before == {"bids": [["51000.00", "0.002"]], "asks": [["52100.00", "0.015"]]}
     assert await system.trading.stop(signal.SIGKILL) == -signal.SIGKILL
     await system.trading.start(system.http)
     assert await system.book() == before
     taker = await system.place("alice", pair="BTC-GBP", side="sell", type="market", amount="0.001")
     sold = await system.settled("alice", taker["order_id"], "filled")
     assert [(f["price"], f["amount"], f["fee"]) for f in sold["fills"]] == [
-        ("51000", "0.001", "0.11")
+        ("51000.00", "0.001", "0.11")
     ]
     partly = await system.settled("bob", rest["order_id"], "partially_filled")
     assert partly["filled_amount"] == "0.001"
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert await system.trading.stop(signal.SIGTERM) == -signal.SIGTERM
     await system.trading.start(system.http)
-    assert await system.book() == {"bids": [["51000", "0.001"]], "asks": [["52100", "0.015"]]}
+    assert await system.book() == {"bids": [["51000.00", "0.001"]], "asks": [["52100.00", "0.015"]]}
     # 0.001 × 51000 = 51.00: alice gets 51.00 − 0.11 (taker fee 0.102 up); bob 0.001 − 0.000001
     await system.expect_balances("alice", {"GBP": ("830.6", "0"), "BTC": ("0.969", "0.015")})
     await system.expect_balances("bob", {"GBP": ("9117.5", "51"), "BTC": ("0.015969", "0")})
@@ -377,7 +377,7 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     )
     assert (done.status_code, done.json()["error"]["code"]) == (409, "order_not_open")
     await system.expect_balances("alice", {"GBP": ("830.6", "0"), "BTC": ("0.984", "0")})
-    assert await system.book() == {"bids": [["51000", "0.001"]], "asks": []}
+    assert await system.book() == {"bids": [["51000.00", "0.001"]], "asks": []}
     for user in ("alice", "bob"):
         await system.locks_match_open_orders(user)
     assert await system.fees() == {"GBP": D("0.9"), "BTC": D("0.000031")}

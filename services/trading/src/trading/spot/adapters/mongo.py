@@ -48,7 +48,7 @@ def order_document(order: SpotOrder) -> Document:
         "pair": order.pair,
         "side": order.side.value,
         "type": order.type.value,
-        "price": _text(order.price),
+        "price": None if order.price is None else format(order.price, "f"),  # tick's decimals
         "amount": _text(order.amount),
         "quote_amount": _text(order.quote_amount),
         "lock_currency": order.lock_currency,
@@ -264,12 +264,10 @@ class MongoSpotStore:
         snapshot = {
             "sequence": batch.last,
             "bids": [
-                [format_amount(market.price(p)), format_amount(market.amount(s))]
-                for p, s in batch.bids
+                [market.price_text(p), format_amount(market.amount(s))] for p, s in batch.bids
             ],
             "asks": [
-                [format_amount(market.price(p)), format_amount(market.amount(s))]
-                for p, s in batch.asks
+                [market.price_text(p), format_amount(market.amount(s))] for p, s in batch.asks
             ],
             "updated_at": at,
         }

@@ -127,6 +127,10 @@ class Market:
     def price(self, ticks: int) -> Decimal:
         return LEDGER_CONTEXT.multiply(Decimal(ticks), self.price_tick)
 
+    def price_text(self, ticks: int) -> str:
+        """A price as shown: with the tick's decimals ("52000.00"), as prices are given."""
+        return format(self.price(ticks), "f")
+
     def amount(self, steps: int) -> Decimal:
         return LEDGER_CONTEXT.multiply(Decimal(steps), self.amount_step)
 
