@@ -137,7 +137,12 @@ class Conversions:
         claimed = await self.quotes.claim(quote_id, kind, user_id, self.new_id(), now)
         if claimed is None:
             raise refusal_to_execute(await self.quotes.get(quote_id), kind, user_id, now)
-        await self._send(claimed)
+        try:
+            await self._send(claimed)
+        except Exception:
+            # Claimed and recorded: the relay sends it (same reference) once the broker is back,
+            # so the answer is still "pending" with the id the client follows.
+            log.exception("conversion.send_failed", quote=quote_id)
         return claimed
 
     async def _send(self, quote: Quote) -> None:

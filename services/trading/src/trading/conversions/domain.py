@@ -17,7 +17,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Final
 
-from shared.money import Currency, format_amount
+from shared.money import Currency, format_amount, max_integer_digits
 from trading.errors import Conflict, Invalid, NotFound
 from trading.prices.domain import Price
 
@@ -150,6 +150,8 @@ def make_quote(
             f"{format_amount(pay_amount)} {pay.code} buys less than the smallest unit of "
             f"{receive.code} after the fee",
         )
+    if receive_amount.adjusted() >= max_integer_digits(receive):
+        raise Invalid("amount_too_large", f"that would be more {receive.code} than exists")
     return Quote(
         quote_id=quote_id,
         kind=kind,
