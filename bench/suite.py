@@ -15,7 +15,7 @@ from bench.matcher import spot_part
 from bench.mongo_cost import MongoRun, run_ledger_on_mongo, run_seed_on_mongo
 from bench.pipeline import PipelineRun, WalletProcess, run_pipeline
 from bench.stats import percentile, spread
-from bench.workload import build_workload
+from bench.workload import Workload, build_workload
 from shared.infra import Infrastructure
 
 log = logging.getLogger("bench")
@@ -70,7 +70,9 @@ async def pipeline_part(bootstrap: str, config: SuiteConfig) -> dict[str, Any]:
     for batch_size, count in config.pipeline.items():
         runs: list[PipelineRun] = []
         for attempt in range(config.runs):
-            workload = build_workload(count, users=config.users, seed=attempt, tag=f"p{attempt}")
+            workload = build_workload(
+                count, users=config.users, seed=attempt, tag=f"p{attempt}", wave2=True
+            )
             run = await run_pipeline(bootstrap, workload, batch_size, how=how)
             if run.statuses != workload.expected:
                 raise AssertionError(f"batch {batch_size}: {run.statuses} != {workload.expected}")
@@ -91,11 +93,19 @@ async def mongo_part(url: str, origin: str, config: SuiteConfig) -> dict[str, An
     ledger_runs: list[MongoRun] = []
     seed_runs: list[MongoRun] = []
     for attempt in range(config.mongo_runs):
-        workload = build_workload(
-            config.mongo_commands, users=config.users, seed=attempt, tag=f"m{attempt}"
-        )
-        ledger_runs.append(await run_ledger_on_mongo(url, workload, config.mongo_batch))
-        seed_runs.append(await run_seed_on_mongo(url, workload))
+        # The ledger runs its own mix (the seed's, plus swaps and named-hold orders, which the
+        # seed cannot run); the seed runs the common one.
+        def mix(wave2: bool, attempt: int = attempt) -> Workload:
+            return build_workload(
+                config.mongo_commands,
+                users=config.users,
+                seed=attempt,
+                tag=f"m{attempt}",
+                wave2=wave2,
+            )
+
+        ledger_runs.append(await run_ledger_on_mongo(url, mix(True), config.mongo_batch))
+        seed_runs.append(await run_seed_on_mongo(url, mix(False)))
     timed = origin != "embedded"  # never time the stand-in
 
     def summary(runs: list[MongoRun]) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 About 60 % credits, 20 % debits, 10 % lock/unlock pairs, 10 % transfers (of the fresh commands),
 then 5 % duplicates (a resend of an earlier command with a new command_id) and 1 % over-debits
-(refused for insufficient funds) on top, in the same sequence.
+(refused for insufficient funds) on top, in the same sequence. The ledger-only mix (`wave2=True`,
+which the seed cannot run) adds swaps against platform:liquidity (each after a liquidity_funding
+on the same key) and orders spent from a named hold in two steps.
 
 Every command that is meant to apply does so whatever order Kafka partitions interleave in: the
 amount a user spends is bounded by what that user's own earlier commands left, and those travel on
-the same key (the payer) so they arrive first. Money received by transfer is never counted on.
+the same key (the payer) so they arrive first. Money received by transfer is never counted on, and
+every swap's liquidity is funded by a command on the swapper's own key before it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Final
 from shared.messaging import WalletCommand, parse_command
 
 CURRENCY: Final = "BTC"
+SWAP_CURRENCY: Final = "ETH"  # what swaps receive from platform:liquidity
 SATOSHI: Final = Decimal("0.00000001")
 # Far more than any balance the mix builds up, within the currency's range.
 OVER_DEBIT: Final = "1000000"
@@ -54,8 +58,11 @@ class Workload:
         return [parse_command(self.encoded(i)) for i in range(len(self.commands))]
 
 
-def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "b") -> Workload:
-    """`count` commands over `users` users (at least 2); `tag` keeps ids apart between runs."""
+def build_workload(
+    count: int, *, users: int = 1000, seed: int = 5, tag: str = "b", wave2: bool = False
+) -> Workload:
+    """`count` commands over `users` users (at least 2); `tag` keeps ids apart between runs;
+    `wave2` adds swaps and named-hold orders (the ledger's mix, not the seed's)."""
     if count < 1 or users < 2:
         raise ValueError("a workload needs at least one command and two users")
     rng = random.Random(seed)
@@ -73,7 +80,7 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
     funded: list[str] = []
     commands: list[Command] = []
     workload = Workload(commands)
-    pending_unlock: Command | None = None
+    pending: list[tuple[str, Command]] = []  # the rest of a pair or an order, same key
 
     def add(kind: str, command: Command, status: str = "applied") -> None:
         command["command_id"] = f"{tag}-{len(commands):07d}"
@@ -92,6 +99,26 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
             "metadata": {},
         }
 
+    def add_wave2(roll: float, user: str, satoshis: int) -> None:
+        if roll < 100:
+            # Liquidity for the swap first, on the swapper's key, so that it is always there.
+            funding = base("credit", user, satoshis, "liquidity_funding")
+            add("liquidity_funding", {**funding, "currency": SWAP_CURRENCY})
+            swap = base("exchange", user, satoshis, "swap")
+            swap.update(receive_currency=SWAP_CURRENCY, receive_amount=_btc(satoshis))
+            pending.append(("exchange", swap))
+            return
+        # An order: its hold named by the order, each step its own reference.
+        whole = satoshis - satoshis % 2
+        available[user] += satoshis - whole
+        order = f"{tag}-order-{len(commands):07d}"
+        lock = {**base("lock", user, whole, "spot_order"), "hold_id": order}
+        add("order_lock", lock)
+        for step in (1, 2):
+            part = {**base("unlock", user, whole // 2, "spot_order"), "hold_id": order}
+            part["reference_id"] = f"{order}-refund-{step}"
+            pending.append(("unlock", part))
+
     def spender() -> tuple[str, int] | None:
         while funded:
             user = rng.choice(funded)
@@ -104,11 +131,13 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
     while len(commands) < count:
         if len(commands) in planned:
             due.append(planned[len(commands)])
-        if pending_unlock is not None:
-            # The second half of a lock/unlock pair: same reference, the seed's unlock_type.
-            add("unlock", pending_unlock)
-            available[pending_unlock["user_id"]] += int(Decimal(pending_unlock["amount"]) / SATOSHI)
-            pending_unlock = None
+        if pending:
+            # The rest of a lock/unlock pair (same reference, the seed's unlock_type), of a swap,
+            # or of an order's steps.
+            kind, follow = pending.pop(0)
+            add(kind, follow)
+            if kind == "unlock":
+                available[follow["user_id"]] += int(Decimal(follow["amount"]) / SATOSHI)
             continue
         extra = due.pop(0) if due else None
         if extra == "duplicate" and commands:
@@ -120,8 +149,9 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
             over = {**base("debit", rng.choice(names), 1, "withdrawal"), "amount": OVER_DEBIT}
             add("over_debit", over, "rejected")
             continue
-        # Per fresh slot: credit 60, debit 20, lock/unlock pair 5 (ten commands), transfer 10.
-        roll = rng.random() * 95
+        # Per fresh slot: credit 60, debit 20, lock/unlock pair 5 (ten commands), transfer 10;
+        # with wave2 also swap 5 (funding + exchange) and order 3 (lock + two partial unlocks).
+        roll = rng.random() * (103 if wave2 else 95)
         spend = spender() if roll >= 60 else None
         if spend is None:
             user = rng.choice(names)
@@ -138,7 +168,11 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
         elif roll < 85 and len(commands) + 1 < count:
             lock = base("lock", user, satoshis, "p2p_escrow")
             add("lock", lock)
-            pending_unlock = {**lock, "type": "unlock", "transaction_type": "p2p_cancelled"}
+            pending.append(
+                ("unlock", {**lock, "type": "unlock", "transaction_type": "p2p_cancelled"})
+            )
+        elif roll >= 95 and len(commands) + 2 < count:
+            add_wave2(roll, user, satoshis)
         else:
             receiver = names[(index[user] + rng.randint(1, users - 1)) % users]
             add(

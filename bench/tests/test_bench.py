@@ -42,6 +42,16 @@ def test_the_mix_has_the_asked_shares_and_known_outcomes() -> None:
     assert build_workload(10_000, users=100).commands == workload.commands  # deterministic
 
 
+async def test_the_ledger_mix_adds_swaps_and_orders_that_all_apply() -> None:
+    workload = build_workload(4_000, users=40, wave2=True)
+    assert workload.kinds["exchange"] == workload.kinds["liquidity_funding"] > 100
+    assert workload.kinds["order_lock"] > 50
+    ledger = await run_ledger(workload.parsed(), 500)
+    assert ledger.statuses == workload.expected
+    assert workload.expected == Counter(applied=3_760, duplicate=200, rejected=40)
+    assert ledger.round_trips == 3 * 8  # swaps read liquidity with the wallets: no extra trip
+
+
 async def test_ledger_and_seed_agree_on_every_balance() -> None:
     commands = build_workload(3_000, users=30).parsed()
     ledger = await run_ledger(commands, 500)

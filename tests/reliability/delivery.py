@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from shared.messaging import CommandResult, DeadLetter, LedgerTransaction, WalletCommand, encode
+from shared.messaging import (
+    MONEY_FIELDS,
+    CommandResult,
+    CreditCommand,
+    DeadLetter,
+    LedgerTransaction,
+    WalletCommand,
+    encode,
+)
 from tests.reliability.commands import (
     CURRENCIES,
     USERS,
@@ -186,16 +194,8 @@ def command_stream(seed: int, distinct: int) -> tuple[list[Message], Counter[str
             spec = random_spec(rng, f"open-{user}-{currency}")
             spec.update(type="credit", user_id=user, currency=currency, amount="40")
             spec.update(transaction_type="deposit_nowpayments")
-            spec.pop("to_user", None)
-            for field_name in (
-                "fee",
-                "destination",
-                "receive_currency",
-                "receive_amount",
-                "receive_fee",
-                "hold_id",
-                "counter_hold_id",
-            ):
+            # What other command types carry and a credit does not.
+            for field_name in set(MONEY_FIELDS) - set(CreditCommand.model_fields):
                 spec.pop(field_name, None)
             requests.append(as_message(command_from(spec)))
     for index in range(distinct):

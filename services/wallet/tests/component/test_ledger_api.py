@@ -3,6 +3,7 @@ the registry, and batches the store keeps timing out on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal as D
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from shared.messaging import (
     CreditCommand,
+    DebitCommand,
     ExchangeCommand,
     LockCommand,
     SettleTradeCommand,
@@ -18,7 +20,7 @@ from shared.messaging import (
 )
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.ledger_service import BatchReport, LedgerService
-from wallet.application.ports import TransientStoreError
+from wallet.application.ports import StoreTimeout, TransientStoreError
 from wallet.application.reconciliation import verify
 from wallet.domain.ledger import Balances
 from wallet.domain.records import LedgerBatch
@@ -213,23 +215,36 @@ async def test_an_unregistered_type_is_a_recorded_rejection_final_for_its_key(
     )
 
 
-class TimesOutAboveN(InMemoryLedgerStore):
-    """A slow database: a commit of more than `limit` outcomes overruns its time limit."""
+class SlowStore(InMemoryLedgerStore):
+    """A slow database: a commit of more than `limit` outcomes fails with `error`."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, error: TransientStoreError) -> None:
         super().__init__()
-        self.limit = limit
+        self.limit, self.error = limit, error
         self.commits: list[int] = []
+        self.refused: list[int] = []
 
     async def commit(self, batch: LedgerBatch) -> None:
         if len(batch.outcomes) > self.limit:
-            raise TransientStoreError("operation exceeded time limit")
+            self.refused.append(len(batch.outcomes))
+            raise self.error
         self.commits.append(len(batch.outcomes))
         await super().commit(batch)
 
 
-async def test_a_batch_the_database_keeps_timing_out_on_is_committed_in_smaller_parts() -> None:
-    store = TimesOutAboveN(limit=40)
+@pytest.mark.parametrize(
+    ("error", "tries_per_size"),
+    [
+        # Out of time: the same request would be again, so it is split at once.
+        (StoreTimeout("operation exceeded time limit"), 1),
+        # Unavailable (a failover): tried again as is first, split only if it persists.
+        (TransientStoreError("operation cancelled"), 2),
+    ],
+)
+async def test_a_batch_the_database_keeps_failing_on_is_committed_in_smaller_parts(
+    error: TransientStoreError, tries_per_size: int
+) -> None:
+    store = SlowStore(limit=40, error=error)
     ledger = LedgerService(store, backoff_seconds=0)
     commands = [credit(f"u{i % 7}", "BTC", "0.001", f"p{i}") for i in range(300)]
     commands.insert(150, commands[10].model_copy(update={"command_id": "resent"}))
@@ -237,7 +252,28 @@ async def test_a_batch_the_database_keeps_timing_out_on_is_committed_in_smaller_
     assert [r.reference_id for _, r in report.results] == [c.reference_id for c in commands]
     assert report.count("applied") == 300
     assert report.count("duplicate") == 1
-    assert report.splits > 0
+    # 301 → 150 + 151 → four of ~75 → eight of ~38: seven splits, each size refused that often.
+    assert report.splits == 7
+    assert len(store.refused) == 7 * tries_per_size
     assert max(store.commits) <= 40
     assert sum(store.commits) == 300
     assert await verify(store) == []
+
+
+async def test_verify_folds_each_wallet_in_the_order_of_its_committed_versions(
+    store: InMemoryLedgerStore, ledger: LedgerService
+) -> None:
+    await ledger.handle_batch([credit("alice", "BTC", "1", "d1")])
+    debit = DebitCommand(user_id="alice", currency="BTC", amount="1", transaction_type="withdrawal",
+                         reference_id="w1")  # fmt: skip
+    await ledger.handle_batch([debit])
+    assert await verify(store) == []
+    # Swap the versions the two outcomes committed: folded in that order, the debit comes first
+    # and takes the wallet below zero, whatever the timestamps say.
+    for outcome in list(store.outcomes.values()):
+        (after,) = outcome.balances_after
+        swapped = replace(after, version=3 - (after.version or 0))
+        store.outcomes[outcome.key] = replace(outcome, balances_after=(swapped,))
+    (difference,) = await verify(store)
+    assert (difference.subject, difference.field) == ("events", "fold")
+    assert "user:alice:available BTC would go negative" in difference.actual

@@ -30,7 +30,6 @@ from wallet.domain.ledger import (
     apply_entries,
     decide,
     floored_accounts,
-    fold,
     hold_changes,
     is_balanced,
     wallet_keys,
@@ -261,7 +260,7 @@ def test_apply_entries_refuses_to_take_a_user_bucket_negative() -> None:
         apply_entries(alice_view().balance_of, [Entry(user_account("bob", "locked"), "BTC", D(-1))])
 
 
-def test_fold_totals_every_account_and_conserves_money() -> None:
+def test_applied_decisions_conserve_money_in_every_account() -> None:
     commands: list[WalletCommand] = [
         make(CreditCommand, user_id="a", amount="2"),
         make(TransferCommand, user_id="a", to_user="b", amount="0.5"),
@@ -269,18 +268,16 @@ def test_fold_totals_every_account_and_conserves_money() -> None:
         make(TransferLockedCommand, user_id="b", to_user="a", amount="0.2", fee="0.01"),
     ]
     view = View()
-    transactions = []
     for command in commands:
-        decision = view.apply(command)
-        assert not isinstance(decision, Rejection)
-        transactions.append(decision)
-    folded, others = fold(transactions)
-    assert folded == view.wallets
-    assert folded[("a", "BTC")] == Balances(available=D("1.69"))
-    assert folded[("b", "BTC")] == Balances(available=D("0.3"))
-    assert others == {("external:nowpayments", "BTC"): D(-2), ("platform:fees", "BTC"): D("0.01")}
-    total = sum((b.available + b.locked + b.savings for b in folded.values()), D(0))
-    assert total + sum(others.values(), D(0)) == 0
+        assert not isinstance(view.apply(command), Rejection)
+    assert view.wallets[("a", "BTC")] == Balances(available=D("1.69"))
+    assert view.wallets[("b", "BTC")] == Balances(available=D("0.3"))
+    assert view.accounts == {
+        ("external:nowpayments", "BTC"): D(-2),
+        ("platform:fees", "BTC"): D("0.01"),
+    }
+    total = sum((b.available + b.locked + b.savings for b in view.wallets.values()), D(0))
+    assert total + sum(view.accounts.values(), D(0)) == 0
 
 
 def test_user_accounts_may_contain_colons() -> None:

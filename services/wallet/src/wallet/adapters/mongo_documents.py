@@ -19,7 +19,11 @@ from wallet.domain.records import BalanceAfter, HistoryRow, IdempotencyKey, Outc
 
 Document = dict[str, Any]
 
-EVENTS: Final = "wallet_events"
+# Outcomes, rejections included: the event store. Named apart from the `wallet.events` topic,
+# which carries applied transactions only; stores created before were named LEGACY_OUTCOMES and
+# are renamed on start (MongoLedgerStore.ensure_indexes).
+OUTCOMES: Final = "ledger_outcomes"
+LEGACY_OUTCOMES: Final = "wallet_events"
 WALLETS: Final = "wallets"
 HISTORY: Final = "wallet_transactions"
 ACCOUNTS: Final = "ledger_accounts"
@@ -70,7 +74,7 @@ def command_of(document: Document) -> WalletCommand:
     return WALLET_COMMAND.validate_python(fields)
 
 
-# Outcomes (wallet_events) --------------------------------------------------------------------
+# Outcomes (ledger_outcomes) ------------------------------------------------------------------
 
 
 def _balances_document(after: BalanceAfter) -> Document:

@@ -23,7 +23,12 @@ import structlog
 from shared.messaging import CommandResult, LedgerTransaction, WalletCommand, canonical_fingerprint
 from wallet.application.ids import new_transaction_id, utc_now_ms
 from wallet.application.messages import command_result, ledger_event
-from wallet.application.ports import ConcurrencyConflict, LedgerStore, TransientStoreError
+from wallet.application.ports import (
+    ConcurrencyConflict,
+    LedgerStore,
+    StoreTimeout,
+    TransientStoreError,
+)
 from wallet.application.working_state import WorkingState
 from wallet.domain.ledger import (
     AccountKey,
@@ -99,14 +104,15 @@ class LedgerService:
         split in halves, each handled in order as a batch of its own: a slow database makes the
         wallet commit smaller transactions, it does not stop it.
         """
-        timeouts = 0
+        failures = 0
         for attempt in range(1, self._max_attempts + 1):
             try:
                 report = await self._decide_and_commit(commands)
             except (ConcurrencyConflict, TransientStoreError) as error:
                 if isinstance(error, TransientStoreError):
-                    timeouts += 1
-                    if timeouts >= self._split_after and len(commands) > 1:
+                    # Out of time: split at once. Otherwise (a failover) only if it persists.
+                    failures += self._split_after if isinstance(error, StoreTimeout) else 1
+                    if failures >= self._split_after and len(commands) > 1:
                         return await self._split(commands, error)
                 if attempt == self._max_attempts:
                     raise

@@ -30,6 +30,11 @@ class TransientStoreError(Exception):
     """The store could not answer now (failover, timeout); the batch can be retried as is."""
 
 
+class StoreTimeout(TransientStoreError):
+    """The store ran out of time on this request: the same request may time out again, a smaller
+    one may fit (the service splits the batch)."""
+
+
 class LedgerStore(Protocol):
     """The event store and its projections, behind one port (MongoDB, or in memory for tests)."""
 

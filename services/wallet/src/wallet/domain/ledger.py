@@ -1,13 +1,14 @@
 """Ledger rules: each command decides to one balanced set of entries, or to a rejection.
 
-`decide` is pure: it reads balances through a function and returns what should happen; nothing is
-changed until the caller applies the entries with `apply_entries`. Per currency the entries of one
-decision always sum to zero, so the whole ledger does too.
+`decide` is pure: it reads balances through a `LedgerView` and returns what should happen; nothing
+is changed until the caller applies the entries with `apply_entries`. Per currency the entries of
+one decision always sum to zero, so the whole ledger does too. Which transaction types exist, and
+where their money comes from, is the registry's (`wallet.domain.registry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Protocol
@@ -354,7 +355,7 @@ def wallet_keys(command: WalletCommand) -> tuple[WalletKey, ...]:
             (command.to_user, command.currency),
             (command.user_id, command.receive_currency),
         ]
-    return tuple(keys)
+    return tuple(dict.fromkeys(keys))
 
 
 def floored_accounts(command: WalletCommand) -> tuple[AccountKey, ...]:
@@ -399,21 +400,3 @@ def is_balanced(entries: Iterable[Entry]) -> bool:
     for entry in entries:
         totals[entry.currency] = LEDGER_CONTEXT.add(totals.get(entry.currency, ZERO), entry.amount)
     return all(total == 0 for total in totals.values())
-
-
-def fold(
-    transactions: Iterable[Iterable[Entry]],
-) -> tuple[Mapping[WalletKey, Balances], Mapping[tuple[str, str], Decimal]]:
-    """Balances after applying every transaction in order: what the projections must equal."""
-    wallets: dict[WalletKey, Balances] = {}
-    others: dict[tuple[str, str], Decimal] = {}
-
-    def balance_of(key: WalletKey) -> Balances:
-        return wallets.get(key, Balances())
-
-    for entries in transactions:
-        touched, deltas = apply_entries(balance_of, entries)
-        wallets.update(touched)
-        for key, delta in deltas.items():
-            others[key] = LEDGER_CONTEXT.add(others.get(key, ZERO), delta)
-    return wallets, others
