@@ -19,6 +19,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -212,11 +213,14 @@ async def _drive(
         return sum((Decimal(a) for _, a in response.json()["asks"]), Decimal(0))
 
     # makers rest first (untimed): the book's asks show all of them
-    await asyncio.gather(*(place(sellers[n % 20], "sell") for n in range(takers)))
+    makers = await asyncio.gather(*(place(sellers[n % 20], "sell") for n in range(takers)))
     deadline = time.time() + 120
-    while await resting_asks() != amount * takers:
+    while (resting := await resting_asks()) != amount * takers:
         if time.time() > deadline:
-            raise AssertionError("the makers did not all rest")
+            statuses: Counter[str] = Counter()
+            for n, (order_id, _) in enumerate(makers):
+                statuses[(await status_of(sellers[n % 20], order_id))["status"]] += 1
+            raise AssertionError(f"the makers did not all rest: {resting} in the book, {statuses}")
         await asyncio.sleep(0.2)
     settled: dict[str, float] = {}
     reader = await _settle_reader(bootstrap, topics)
@@ -228,7 +232,10 @@ async def _drive(
         deadline = time.time() + 300
         while len(settled) < takers:
             if time.time() > deadline:
-                raise AssertionError(f"{len(settled)} of {takers} trades settled")
+                statuses = Counter()
+                for n, (order_id, _) in enumerate(placed):
+                    statuses[(await status_of(buyers[n % 20], order_id))["status"]] += 1
+                raise AssertionError(f"{len(settled)} of {takers} trades settled; {statuses}")
             await asyncio.sleep(0.05)
     finally:
         listening.cancel()

@@ -41,6 +41,12 @@ class ExecuteRequest(BaseModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="optional: placing again with the same one returns the same order",
     )
+    expires_in_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=90 * 24 * 3600,
+        description="limit only: cancelled (reason expired) and unlocked if still open then",
+    )
 
 
 class FillView(BaseModel):
@@ -68,6 +74,7 @@ class OrderView(BaseModel):
         description="insufficient_funds, no_liquidity, self_trade, user_cancelled, dust, slippage, …"
     )
     client_order_id: str | None
+    expires_at: str | None
     locked_amount: str = Field(description="what its lock was (lock_currency)")
     lock_currency: str
     fills: list[FillView]
@@ -88,6 +95,7 @@ class OrderView(BaseModel):
             status=order.status.value,
             reason=order.reason,
             client_order_id=order.client_order_id,
+            expires_at=None if order.expires_at is None else order.expires_at.isoformat(),
             locked_amount=format_amount(order.lock_amount),
             lock_currency=order.lock_currency,
             fills=[FillView.model_validate(f.as_json()) for f in order.fills],
@@ -136,7 +144,8 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
         """Place an order: `pending` until its funds are locked, then matched by the market's
         matcher. 422: unknown_market, price_required, price_not_allowed, price_off_tick,
         amount_required, amount_off_step, amount_below_minimum, amount_or_quote_amount,
-        quote_amount_not_allowed, order_too_small, amount_malformed, amount_not_positive, …
+        quote_amount_not_allowed, order_too_small, expiry_not_allowed, amount_malformed,
+        amount_not_positive, …
         409 idempotency_conflict: client_order_id already named a different order."""
         order = await orders.place(
             user.user_id,
@@ -147,6 +156,7 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
             price=body.price,
             quote_amount=body.quote_amount,
             client_order_id=body.client_order_id,
+            expires_in_seconds=body.expires_in_seconds,
         )
         return OrderView.of(order)
 

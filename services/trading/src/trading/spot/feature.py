@@ -61,6 +61,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
             await asyncio.sleep(interval)
             try:
                 await orders.resend_locks(grace=timedelta(seconds=interval))
+                await orders.expire()
             except Exception:
                 log.exception("spot.relay_failed")
 

@@ -28,7 +28,7 @@ from pymongo.errors import PyMongoError
 
 from trading.feature import Clock
 from trading.spot.adapters.mongo import MongoSpotStore
-from trading.spot.domain.book import Fill, Order, OrderBook, OrderChange, Status
+from trading.spot.domain.book import EXPIRED, Fill, Order, OrderBook, OrderChange, Status
 from trading.spot.domain.markets import MARKETS, Fees, Market
 from trading.spot.messages import OrderMessage, decode
 from trading.spot.orders import SpotBatch, SpotOrder
@@ -114,7 +114,7 @@ class MarketMatcher:
         entered: set[str] = set()
         for message in messages:
             if message.kind == "cancel":
-                change = book.cancel(message.order_id)
+                change = book.cancel(message.order_id, message.reason)
                 if change is not None:
                     changes.append(change)
                 continue
@@ -130,6 +130,9 @@ class MarketMatcher:
             taker = engine_order(order, self.market)
             if order.cancel_requested:
                 changes.append(book.withdraw(taker))
+                continue
+            if order.expires_at is not None and order.expires_at <= self._clock():
+                changes.append(book.withdraw(taker, EXPIRED))
                 continue
             decided_fills, decided_changes = book.submit(taker)
             fills += decided_fills

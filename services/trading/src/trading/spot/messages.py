@@ -15,6 +15,8 @@ class OrderMessage(BaseModel):
     kind: Literal["locked", "cancel"]
     order_id: str = Field(min_length=1, max_length=200)
     pair: str = Field(min_length=1, max_length=20)
+    # why a cancel: the owner asked (user_cancelled) or its time ran out (expired)
+    reason: Literal["user_cancelled", "expired"] = "user_cancelled"
 
 
 def encode(message: OrderMessage) -> bytes:

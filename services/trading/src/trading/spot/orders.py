@@ -75,6 +75,7 @@ class SpotOrder:
     cancel_requested: bool = False
     updated_at: datetime | None = None
     client_order_id: str | None = None
+    expires_at: datetime | None = None  # cancelled (reason expired) when still open then
 
     def same_request(self, other: SpotOrder) -> bool:
         """Whether two placements asked for the same order (a retry, not a new order)."""

@@ -96,6 +96,7 @@ class SpotOrders:
         price: str | None,
         quote_amount: str | None,
         client_order_id: str | None = None,
+        expires_in_seconds: int | None = None,
     ) -> SpotOrder:
         """A new order, or with a client_order_id seen before, the order it placed then."""
         try:
@@ -119,6 +120,10 @@ class SpotOrders:
             lock_amount=Decimal(0),
             created_at=self._clock(),
         )
+        if expires_in_seconds is not None:
+            if type is not OrderType.LIMIT:
+                raise Invalid("expiry_not_allowed", "only a limit order rests, and can expire")
+            order.expires_at = order.created_at + timedelta(seconds=expires_in_seconds)
         try:
             await self._size(order, market)
         except MarketError as exc:
@@ -268,6 +273,17 @@ class SpotOrders:
                 order.pair,
                 encode(OrderMessage(kind="locked", order_id=order_id, pair=order.pair)),
             )
+
+    async def expire(self) -> int:
+        """Ask the matchers to cancel the open orders whose time ran out (again on every sweep
+        until they are closed: a cancel of an order no longer resting changes nothing)."""
+        expired = await self._store.expired(self._clock())
+        for order in expired:
+            message = OrderMessage(
+                kind="cancel", order_id=order.order_id, pair=order.pair, reason="expired"
+            )
+            await self._publisher.publish(self._topic, order.pair, encode(message))
+        return len(expired)
 
     async def resend_locks(self, grace: timedelta) -> int:
         """Locks of orders still pending after `grace` (lost sends, lost results) go again."""

@@ -130,3 +130,18 @@ async def test_a_crash_after_storing_decisions_loses_nothing(
     ]
     assert (await store.market_state(MARKET.pair) or {})["asks"] == []
     assert await restarted.apply([cancel]) is None
+
+
+async def test_only_orders_past_their_expiry_are_due(
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    store = MongoSpotStore(mongo_database)
+    forever = limit("gtc", "carol", Side.SELL, "100.00", "0.01")
+    brief = limit("gtt", "carol", Side.SELL, "100.00", "0.01")
+    brief.expires_at = now()
+    later = limit("later", "carol", Side.SELL, "100.00", "0.01")
+    later.expires_at = datetime(2026, 12, 1, tzinfo=UTC)
+    for order in (forever, brief, later):
+        order.status = Status.OPEN
+        await store.add(order)
+    assert [o.order_id for o in await store.expired(now())] == ["gtt"]

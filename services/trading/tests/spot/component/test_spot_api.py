@@ -55,6 +55,8 @@ LIMIT = {"pair": "BTC-GBP", "side": "buy", "type": "limit", "amount": "0.01", "p
             {"type": "market", "price": None, "amount": None, "quote_amount": "0.001"},
             "amount_too_precise",
         ),
+        ({"type": "market", "price": None, "expires_in_seconds": 60}, "expiry_not_allowed"),
+        ({"expires_in_seconds": 0}, "validation_error"),
     ],
 )
 async def test_bad_orders_are_refused_with_a_stable_code(

@@ -378,6 +378,20 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     assert (done.status_code, done.json()["error"]["code"]) == (409, "order_not_open")
     await system.expect_balances("alice", {"GBP": ("830.6", "0"), "BTC": ("0.984", "0")})
     assert await system.book() == {"bids": [["51000.00", "0.001"]], "asks": []}
+    # an order that expires: cancelled by the service itself and unlocked
+    brief = await system.place(
+        "alice",
+        pair="BTC-GBP",
+        side="sell",
+        type="limit",
+        amount="0.001",
+        price="60000.00",
+        expires_in_seconds=1,  # type: ignore[arg-type]
+    )
+    assert brief["expires_at"] is not None
+    expired = await system.settled("alice", brief["order_id"], "cancelled")
+    assert (expired["reason"], expired["filled_amount"]) == ("expired", "0")
+    await system.expect_balances("alice", {"GBP": ("830.6", "0"), "BTC": ("0.984", "0")})
     for user in ("alice", "bob"):
         await system.locks_match_open_orders(user)
     assert await system.fees() == {"GBP": D("0.9"), "BTC": D("0.000031")}
@@ -391,4 +405,5 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
         ask2["order_id"],
         own["order_id"],
         taker["order_id"],
+        brief["order_id"],
     }

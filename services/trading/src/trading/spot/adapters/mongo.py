@@ -62,6 +62,7 @@ def order_document(order: SpotOrder) -> Document:
         "fills": [f.as_json() for f in order.fills],
         "cancel_requested": order.cancel_requested,
         "client_order_id": order.client_order_id,
+        "expires_at": order.expires_at,
         "version": 0,  # the last batch projected onto it
         "created_at": order.created_at,
         "updated_at": order.updated_at or order.created_at,
@@ -101,6 +102,7 @@ def order_from(doc: Document) -> SpotOrder:
         cancel_requested=doc["cancel_requested"],
         updated_at=doc["updated_at"],
         client_order_id=doc.get("client_order_id"),
+        expires_at=doc.get("expires_at"),
     )
 
 
@@ -142,6 +144,7 @@ class MongoSpotStore:
         await self._orders.create_index(
             [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
         )
+        await self._orders.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
         await self._batches.create_index(
             [("pair", ASCENDING), ("dispatched", ASCENDING), ("last", ASCENDING)]
         )
@@ -199,6 +202,13 @@ class MongoSpotStore:
         cursor = self._orders.find(
             {"status": Status.PENDING.value, "created_at": {"$lt": before}}
         ).limit(limit)
+        return [order_from(doc) async for doc in cursor]
+
+    async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
+        """Open orders whose time ran out (the matcher cancels them; pending ones on locking)."""
+        # "$ne": None spelled out: an order without expiry must never match the date comparison
+        due = {"status": {"$in": RESTING}, "expires_at": {"$ne": None, "$lte": now}}
+        cursor = self._orders.find(due).limit(limit)
         return [order_from(doc) async for doc in cursor]
 
     async def resting(self, pair: str) -> list[SpotOrder]:

@@ -47,6 +47,8 @@ CLOSED_STATUSES: Final = frozenset({Status.FILLED, Status.CANCELLED, Status.FAIL
 NO_LIQUIDITY: Final = "no_liquidity"
 SELF_TRADE: Final = "self_trade"
 USER_CANCELLED: Final = "user_cancelled"
+# Its `expires_in_seconds` ran out while it was open.
+EXPIRED: Final = "expired"
 # What is left cannot trade at its price: its quote amount rounds to nothing or its fee would
 # take all of what it receives (a tiny remainder after partial fills).
 DUST: Final = "dust"
