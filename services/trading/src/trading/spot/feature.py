@@ -54,13 +54,14 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         heartbeat_interval_ms=settings.spot_matcher_heartbeat_interval_ms,
     )
     interval = context.settings.outbox_relay_interval_seconds
+    resend_after = timedelta(seconds=settings.spot_lock_resend_after_seconds)
     tasks: list[asyncio.Task[None]] = []
 
     async def relay() -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                await orders.resend_locks(grace=timedelta(seconds=interval))
+                await orders.resend_locks(grace=resend_after)
                 await orders.expire()
             except Exception:
                 log.exception("spot.relay_failed")

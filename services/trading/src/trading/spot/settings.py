@@ -26,6 +26,9 @@ class SpotSettings(BaseSettings):
     # A cancel answers 200 with the cancelled order when the matcher confirms within this time,
     # else 202 with the order as it is (the cancel is on its way).
     spot_cancel_wait_seconds: float = Field(2.0, ge=0)
+    # An order still pending this long gets its lock sent again (a send lost in a crash); well
+    # above the wallet's usual answer time, so a busy wallet is not sent every lock twice.
+    spot_lock_resend_after_seconds: float = Field(30.0, gt=0)
 
     def fees(self) -> Fees:
         return Fees(FeeRate(self.spot_maker_fee_rate), FeeRate(self.spot_taker_fee_rate))
