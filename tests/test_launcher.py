@@ -176,3 +176,17 @@ def test_a_service_exists_only_with_a_main_module(fake_service: Path) -> None:
         assert not ServiceSpec("pkg", "shared", 1, "X").exists()  # a package without __main__
     finally:
         sys.path.remove(str(fake_service))
+
+
+@pytest.mark.parametrize("staging", ["false", "False", "0", "no"])
+def test_production_never_starts_the_simulator(staging: str) -> None:
+    """Even with NOWPAYMENTS_API_URL unset: the gateway then refuses to start, which is the point
+    (a production gateway must not quietly talk to the development simulator)."""
+    env = {"IS_STAGING": staging}
+    plan = plan_services(SERVICES, env, exists=lambda spec: True)
+    names = [p.spec.name for p in plan]
+    assert "nowpayments-simulator" not in names
+    assert "ipn-gateway" in names
+    assert all("NOWPAYMENTS_API_URL" not in p.env for p in plan)
+    staging_plan = plan_services(SERVICES, {"IS_STAGING": "true"}, exists=lambda spec: True)
+    assert "nowpayments-simulator" in [p.spec.name for p in staging_plan]

@@ -13,12 +13,14 @@ from ipn_gateway.adapters.memory import (
     MemoryDepositOrders,
     MemoryIpnLog,
     MemoryPayments,
+    MemoryReviews,
     MemoryWithdrawals,
     RecordingPublisher,
 )
 from ipn_gateway.adapters.nowpayments import NowPaymentsClient
 from ipn_gateway.application.deposits import DepositHandler
 from ipn_gateway.application.ipn import IpnHandler
+from ipn_gateway.application.reviews import ReviewHandler
 from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.bootstrap import utc_now
 from ipn_gateway.entrypoints.http import Handlers, include_routes
@@ -43,11 +45,16 @@ class Service:
     name: str
     app: FastAPI
     secret: str
-    owned: tuple[str, ...]  # GET paths with {user_id}: a user reads only their own
+    # GET paths of the owner's things ({user_id}, or {id} = `owned_id`): only they read them
+    owned: tuple[str, ...]
     admin_only: tuple[tuple[str, str, Body | None], ...]  # (method, path, body): admins only
     read_only: tuple[str, ...]  # paths no client may write to
     # (path, a valid body): routes that take an amount from the caller's own token
     amount_routes: tuple[tuple[str, Body], ...] = ()
+    # The id of an object OWNER owns, for `owned` paths with {id}.
+    owned_id: str = ""
+    # How another user is refused an owned object: 403, or 404 where ids are not confirmed.
+    foreign_status: int = 403
 
     def token(self, user: str, *roles: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {make_token(self.secret, user, roles)}"}
@@ -82,11 +89,16 @@ def wallet_service() -> Service:
         name="wallet",
         app=build_http_app(runtime),
         secret=runtime.settings.auth_jwt_secret.get_secret_value(),
-        owned=("/api/wallets/balances/{user_id}", "/api/wallets/transactions/{user_id}"),
+        owned=(
+            "/api/wallets/balances/{user_id}",
+            "/api/wallets/transactions/{user_id}",
+            "/api/wallets/portfolio/{user_id}",
+        ),
         admin_only=(("GET", "/api/wallets/platform-balances", None),),
         read_only=(
             "/api/wallets/balances/alice",
             "/api/wallets/transactions/alice",
+            "/api/wallets/portfolio/alice",
             "/api/wallets/platform-balances",
         ),
     )
@@ -100,8 +112,16 @@ def gateway_service() -> Service:
         transport=httpx.ASGITransport(app=create_simulator_app(SimulatorSettings())),
         base_url="http://nowpayments",
     )
-    orders, payments = MemoryDepositOrders(), MemoryPayments()
+    orders, payments, reviews = MemoryDepositOrders(), MemoryPayments(), MemoryReviews()
     publisher = RecordingPublisher()
+    withdrawals = WithdrawalHandler(
+        MemoryWithdrawals(),
+        publisher,
+        settings.withdrawal_policy(),
+        clock=utc_now,
+        decision_wait_seconds=0,
+    )
+    owners = asyncio.run(withdrawals.request(OWNER, "BTC", "0.004", BTC_ADDRESS))
     handlers = Handlers(
         ipn=IpnHandler(
             secret=settings.nowpayments_ipn_secret.get_secret_value(),
@@ -111,6 +131,7 @@ def gateway_service() -> Service:
             ipn_log=MemoryIpnLog(),
             publisher=publisher,
             clock=utc_now,
+            reviews=reviews,
         ),
         deposits=DepositHandler(
             orders=orders,
@@ -118,13 +139,8 @@ def gateway_service() -> Service:
             ipn_callback_url=settings.ipn_callback_url,
             clock=utc_now,
         ),
-        withdrawals=WithdrawalHandler(
-            MemoryWithdrawals(),
-            publisher,
-            settings.withdrawal_policy(),
-            clock=utc_now,
-            decision_wait_seconds=0,
-        ),
+        withdrawals=withdrawals,
+        reviews=ReviewHandler(reviews, payments, publisher, utc_now),
     )
 
     async def ready() -> bool:
@@ -136,12 +152,17 @@ def gateway_service() -> Service:
         name="ipn-gateway",
         app=app,
         secret=settings.auth_jwt_secret.get_secret_value(),
-        owned=(),
+        owned=("/api/withdrawals/{id}",),
+        owned_id=owners.withdrawal_id,
+        foreign_status=404,
         admin_only=(
             ("POST", "/api/withdrawals/approve", {"withdrawal_id": "wd_unknown"}),
             ("POST", "/api/withdrawals/reject", {"withdrawal_id": "wd_unknown", "reason": "no"}),
+            ("GET", "/api/nowpayments/reviews", None),
+            ("POST", "/api/nowpayments/reviews/rv_unknown/approve", None),
+            ("POST", "/api/nowpayments/reviews/rv_unknown/dismiss", {"reason": "no"}),
         ),
-        read_only=("/api/withdrawals",),
+        read_only=("/api/withdrawals", f"/api/withdrawals/{owners.withdrawal_id}"),
         amount_routes=(
             (
                 "/api/withdrawals/request",

@@ -2,16 +2,22 @@
 restart, and NOWPayments' resend of the IPN, the user is credited exactly once.
 
 Real Kafka and MongoDB (embedded here), the real wallet with its MongoDB store, the NOWPayments
-simulator and the gateway on loopback ports. The crash is made exact, not timed: the gateway's
-publisher hangs on the credit, and the gateway is killed while it hangs.
+simulator, and the gateway as a process of its own on a loopback port. The crash is made exact,
+not timed: the gateway's publisher hangs on the credit, and the process is SIGKILLed while it
+hangs (nothing of it survives: no relay, no consumer). The restart is `python -m ipn_gateway`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,13 +26,10 @@ import uvicorn
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ipn_gateway.application.ports import CommandPublisher
-from ipn_gateway.bootstrap import Gateway, build_gateway, create_gateway_app
-from ipn_gateway.settings import GatewaySettings
+from ipn_gateway.adapters.mongo import MongoPayments
 from ipn_gateway.simulator import SimulatorSettings, create_simulator_app
 from shared.http import make_token
 from shared.infra.net import free_port
-from shared.messaging import CommandResult, WalletCommand
 from shared.messaging.topics import Topics
 from tests.reliability.runtime import started_wallet, until
 from wallet.application.reconciliation import verify
@@ -37,25 +40,36 @@ pytestmark = pytest.mark.slow
 JWT_SECRET = "reliability-jwt-secret-of-at-least-32-bytes"
 IPN_SECRET = "reliability-ipn-secret"
 API_KEY = "reliability-api-key"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-class HangingPublisher:
-    """Publishes everything but a credit, on which it hangs until the process is killed."""
+@contextlib.contextmanager
+def gateway_process(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A gateway in its own process (its relay, consumer and publisher die with it)."""
+    process = subprocess.Popen(
+        [sys.executable, *args], env={**os.environ, **env}, cwd=ROOT, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
-    def __init__(self, inner: CommandPublisher) -> None:
-        self._inner = inner
-        self.hanging = asyncio.Event()
 
-    async def publish(self, command: WalletCommand) -> None:
-        if command.type == "credit":
-            self.hanging.set()
-            await asyncio.Event().wait()  # never returns: the process dies here
-        await self._inner.publish(command)
+async def healthy(http: httpx.AsyncClient, url: str, process: subprocess.Popen[bytes]) -> None:
+    async def answers() -> bool:
+        assert process.poll() is None, "the gateway process exited"
+        try:
+            return (await http.get(f"{url}/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
 
-    async def publish_and_wait(
-        self, command: WalletCommand, wait_seconds: float
-    ) -> CommandResult | None:
-        return await self._inner.publish_and_wait(command, wait_seconds)
+    await until(answers, within=90)
 
 
 @contextlib.asynccontextmanager
@@ -82,6 +96,7 @@ async def test_a_credit_interrupted_by_a_crash_is_applied_exactly_once(
     kafka_topics: Topics,
     mongodb_url: str,
     mongo_database: AsyncDatabase[dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     wallet_db = f"{mongo_database.name[:50]}_wallet"
     wallet = await started_wallet(
@@ -95,26 +110,31 @@ async def test_a_credit_interrupted_by_a_crash_is_applied_exactly_once(
         )
     )
     gateway_port, simulator_port = free_port(), free_port()
-    settings = GatewaySettings(
-        kafka_bootstrap_servers=kafka_bootstrap_servers,
-        kafka_topic_prefix=kafka_topics.prefix,
-        mongodb_url=mongodb_url,
-        ipn_gateway_mongodb_database=mongo_database.name,
-        auth_jwt_secret=JWT_SECRET,
-        ipn_gateway_http_port=gateway_port,
-        nowpayments_ipn_secret=IPN_SECRET,
-        nowpayments_api_key=API_KEY,
-        nowpayments_api_url=f"http://127.0.0.1:{simulator_port}",
-        IPN_GATEWAY_RESULTS_CONSUMER_GROUP=f"reliability-gateway-{gateway_port}",
-        IPN_GATEWAY_RESULTS_SESSION_TIMEOUT_MS=3000,
-        IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS=500,
-    )
+    marker = tmp_path / "hanging"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka_topics.prefix,
+        "MONGODB_URL": mongodb_url,
+        "IPN_GATEWAY_MONGODB_DATABASE": mongo_database.name,
+        "AUTH_JWT_SECRET": JWT_SECRET,
+        "IPN_GATEWAY_HTTP_PORT": str(gateway_port),
+        "NOWPAYMENTS_IPN_SECRET": IPN_SECRET,
+        "NOWPAYMENTS_API_KEY": API_KEY,
+        "NOWPAYMENTS_API_URL": f"http://127.0.0.1:{simulator_port}",
+        "IPN_GATEWAY_RESULTS_CONSUMER_GROUP": f"reliability-gateway-{gateway_port}",
+        "IPN_GATEWAY_RESULTS_SESSION_TIMEOUT_MS": "3000",
+        "IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS": "500",
+        "IPN_GATEWAY_OUTBOX_RELAY_INTERVAL_SECONDS": "1",
+        "GATEWAY_HANG_MARKER": str(marker),
+        "LOG_LEVEL": "WARNING",
+    }
     simulator = create_simulator_app(
         SimulatorSettings(nowpayments_ipn_secret=IPN_SECRET, nowpayments_api_key=API_KEY)
     )
     user = {"Authorization": f"Bearer {make_token(JWT_SECRET, 'dora')}"}
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     simulator_url = f"http://127.0.0.1:{simulator_port}"
+    payments = MongoPayments(mongo_database)
 
     async def credited() -> Decimal:
         wallets = await wallet.store.wallets_of("dora")
@@ -123,10 +143,9 @@ async def test_a_credit_interrupted_by_a_crash_is_applied_exactly_once(
     try:
         async with served(simulator, simulator_port), httpx.AsyncClient(timeout=30) as http:
             # The first gateway process: it will die with the credit in flight.
-            first: Gateway = build_gateway(settings)
-            hanging = HangingPublisher(first.handlers.ipn.publisher)
-            first.handlers.ipn.publisher = hanging
-            async with served(create_gateway_app(first), gateway_port):
+            script = str(Path(__file__).with_name("gateway_process.py"))
+            with gateway_process(env, script) as first:
+                await healthy(http, gateway_url, first)
                 created = await http.post(
                     f"{gateway_url}/api/nowpayments/create-deposit",
                     json={"currency": "btc", "amount": "100", "price_currency": "usd"},
@@ -140,22 +159,27 @@ async def test_a_credit_interrupted_by_a_crash_is_applied_exactly_once(
                         json={"status": "finished", "outcome_amount": "0.01"},
                     )
                 )
-                async with asyncio.timeout(30):
-                    await hanging.hanging.wait()
+
+                async def hanging() -> bool:
+                    return marker.exists()
+
+                await until(hanging, within=30)
                 # Stored before publishing: the credit waits in the payment's outbox.
-                stored = await first.handlers.ipn.payments.get(payment_id)
+                stored = await payments.get(payment_id)
                 assert stored is not None
                 assert stored.state.credits == 1
                 assert [e.published for e in stored.outbox] == [False]
+                os.killpg(first.pid, signal.SIGKILL)
+                assert first.wait(timeout=10) == -signal.SIGKILL
             # Killed. NOWPayments saw its IPN fail, and will send it again.
             delivery = await ipn
             assert delivery.status_code == 502, delivery.text  # the simulator: delivery failed
-            await asyncio.sleep(1)
-            assert await credited() == 0
+            await asyncio.sleep(2)
+            assert await credited() == 0  # nothing of the dead process published it
 
             # The restarted gateway publishes what it had recorded, then the resend arrives.
-            second = build_gateway(settings)
-            async with served(create_gateway_app(second), gateway_port):
+            with gateway_process(env, "-m", "ipn_gateway") as second:
+                await healthy(http, gateway_url, second)
 
                 async def credited_once() -> bool:
                     return await credited() == Decimal("0.01")

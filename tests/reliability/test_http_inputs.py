@@ -109,17 +109,24 @@ async def test_bola_matrix(service: tuple[Service, httpx.AsyncClient]) -> None:
         ("no expiry", forged(svc.secret, {"sub": OWNER}), 401),
         ("empty subject", forged(svc.secret, {"sub": "", "exp": far_future}), 401),
     ]
+    assert svc.owned, f"{svc.name} has no owned routes: the matrix would assert nothing"
     for template in svc.owned:
-        path = template.format(user_id=OWNER)
+        path = template.format(user_id=OWNER, id=svc.owned_id)
         for who, headers, status in callers:
+            expected = svc.foreign_status if status == 403 else status
             response = await http.get(path, headers=headers)
-            assert response.status_code == status, (path, who, response.text)
-            if status != 200:
-                assert code_of(response) in {"unauthorized", "forbidden"}
+            assert response.status_code == expected, (path, who, response.text)
+            if status == 200:
+                assert OWNER in response.text, (path, who)
+            else:
+                assert code_of(response) in {"unauthorized", "forbidden", "withdrawal_not_found"}
                 assert OWNER not in response.text.replace(f"/{OWNER}", "")
         # Ids that only look like the owner's never reach the owner's data.
-        for disguised in (f"{OWNER}%2F..%2F{OTHER}", f"{OTHER}%00", f"{OTHER}%20", f"..%2F{OTHER}"):
-            response = await http.get(template.format(user_id=disguised), headers=svc.token(OWNER))
+        mine = svc.owned_id or OWNER
+        for disguised in (f"{mine}%2F..%2F{OTHER}", f"{OTHER}%00", f"{mine}%20", f"..%2F{mine}"):
+            response = await http.get(
+                template.format(user_id=disguised, id=disguised), headers=svc.token(OTHER)
+            )
             assert response.status_code in {403, 404}, (disguised, response.text)
 
 
@@ -298,10 +305,24 @@ async def test_absurd_amounts_in_commands_are_refused_with_a_code(amount: Any, c
 
 async def test_json_numbers_never_become_floats_or_infinity() -> None:
     # A bare 1e400 would be float('inf') to a careless parser; NaN is not JSON at all.
-    for raw in (b'{"amount": 1e400}', b'{"amount": NaN}', b'{"amount": -Infinity}'):
-        with pytest.raises(InvalidCommand):
-            parse_command(raw)
-    assert Decimal("1e400") > 0  # the value itself is fine: the refusal is about its range
+    # Each is a complete, well-formed credit but for its amount, so the refusal can only be that.
+    well_formed = (
+        '{"command_id": "c1", "type": "credit", "reference_id": "r1", '
+        '"transaction_type": "deposit_nowpayments", "user_id": "alice", "currency": "BTC", '
+        '"amount": %s}'
+    )
+    assert parse_command((well_formed % '"0.5"').encode()).amount == Decimal("0.5")
+    for amount, reason, detail in [
+        ("1e400", "invalid_field", "number out of range: 1E+400"),  # refused while parsing
+        ('"1e400"', "invalid_amount", "amount_too_large"),
+        ("1e-400", "invalid_amount", "amount_not_a_string"),
+        ("NaN", "malformed_json", "NaN is not valid JSON"),
+        ("-Infinity", "malformed_json", "-Infinity is not valid JSON"),
+    ]:
+        with pytest.raises(InvalidCommand) as refused:
+            parse_command((well_formed % amount).encode())
+        assert refused.value.reason == reason, (amount, refused.value.detail)
+        assert refused.value.detail.startswith(detail), (amount, refused.value.detail)
 
 
 # Schema-driven fuzzing, in process: each operation of each service's OpenAPI, as an admin (every

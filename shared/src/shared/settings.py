@@ -43,7 +43,7 @@ class ServiceSettings(BaseSettings):
         offending = sorted(self._env_name(name) for name in self.development_secrets())
         if offending:
             raise DevelopmentSecretError(
-                "IS_STAGING=false but these secrets still hold their development defaults: "
+                "IS_STAGING=false but these secrets are empty or hold development defaults: "
                 + ", ".join(offending)
             )
         return self
@@ -53,13 +53,13 @@ class ServiceSettings(BaseSettings):
         return Topics(self.kafka_topic_prefix)
 
     def development_secrets(self) -> list[str]:
-        """Names of the secret fields whose value is a development default."""
+        """Names of the secret fields whose value is a development default (or empty)."""
         found = []
         for name, value in self:
             if isinstance(value, SecretStr | SecretBytes):
                 secret = value.get_secret_value()
                 text = secret.decode(errors="replace") if isinstance(secret, bytes) else secret
-                if text.startswith(DEV_SECRET_PREFIX):
+                if not text.strip() or text.startswith(DEV_SECRET_PREFIX):
                     found.append(name)
         return found
 

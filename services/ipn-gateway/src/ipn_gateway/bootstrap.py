@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from ipn_gateway.adapters.mongo import (
+    MongoDeadLetters,
     MongoDepositOrders,
     MongoIpnLog,
     MongoPayments,
+    MongoReviews,
     MongoWithdrawals,
     ensure_indexes,
 )
@@ -25,7 +27,10 @@ from ipn_gateway.adapters.nowpayments import NowPaymentsClient
 from ipn_gateway.adapters.wallet import WalletCommandPublisher
 from ipn_gateway.application.deposits import DepositHandler
 from ipn_gateway.application.ipn import IpnHandler
+from ipn_gateway.application.poller import MissedIpnPoller
+from ipn_gateway.application.rate_limit import RateLimiter
 from ipn_gateway.application.relay import OutboxRelay, ResultsDispatcher
+from ipn_gateway.application.reviews import ReviewHandler
 from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.entrypoints.http import Handlers, include_routes
 from ipn_gateway.entrypoints.results import ResultsConsumer
@@ -53,11 +58,15 @@ class Gateway:
     relay: OutboxRelay
     results: ResultsConsumer
     ipn_log: MongoIpnLog
+    poller: MissedIpnPoller | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
 
     async def ready(self) -> bool:
         if not (self.started and self.results.assigned):
+            return False
+        if self.results.stuck:
+            log.error("results.stuck")
             return False
         await self.mongo.admin.command("ping")
         return True
@@ -69,6 +78,8 @@ class Gateway:
         # Whatever a previous run recorded but did not publish goes out first.
         await self.relay.run_once(grace=timedelta(0))
         self.background.append(asyncio.create_task(self._relay_loop(), name="outbox-relay"))
+        if self.poller is not None:
+            self.background.append(asyncio.create_task(self._poll_loop(), name="missed-ipn-poller"))
         self.started = True
 
     async def stop(self) -> None:
@@ -90,12 +101,22 @@ class Gateway:
             except Exception:
                 log.exception("outbox.relay_failed")
 
+    async def _poll_loop(self) -> None:
+        assert self.poller is not None
+        while True:
+            try:
+                await self.poller.run_once()
+            except Exception:
+                log.exception("poll.failed")
+            await asyncio.sleep(min(self.settings.nowpayments_poll_interval_seconds, 60.0))
+
 
 def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc_now) -> Gateway:
     mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     database = mongo[settings.ipn_gateway_mongodb_database]
     orders, payments = MongoDepositOrders(database), MongoPayments(database)
     ipn_log, withdrawals = MongoIpnLog(database), MongoWithdrawals(database)
+    reviews = MongoReviews(database)
     wallet = WalletClient(settings.kafka_bootstrap_servers, topics=settings.topics)
     publisher = WalletCommandPublisher(wallet)
     http = httpx.AsyncClient(
@@ -109,26 +130,46 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
         clock=clock,
         decision_wait_seconds=settings.withdrawal_decision_wait_seconds,
     )
-    handlers = Handlers(
-        ipn=IpnHandler(
-            secret=settings.nowpayments_ipn_secret.get_secret_value(),
-            policy=settings.confirmation_policy(),
-            orders=orders,
-            payments=payments,
-            ipn_log=ipn_log,
-            publisher=publisher,
+    ipn_handler = IpnHandler(
+        secret=settings.nowpayments_ipn_secret.get_secret_value(),
+        policy=settings.confirmation_policy(),
+        orders=orders,
+        payments=payments,
+        ipn_log=ipn_log,
+        publisher=publisher,
+        clock=clock,
+        reviews=reviews,
+        allowed_networks=settings.allowed_networks(),
+        untrusted_limit=RateLimiter(
+            per_sender=settings.nowpayments_ipn_untrusted_per_sender_per_minute,
+            overall=settings.nowpayments_ipn_untrusted_per_minute,
+            window=timedelta(minutes=1),
             clock=clock,
-            allowed_networks=settings.allowed_networks(),
         ),
+    )
+    provider = NowPaymentsClient(http, settings.nowpayments_api_key.get_secret_value())
+    handlers = Handlers(
+        ipn=ipn_handler,
         deposits=DepositHandler(
             orders=orders,
-            provider=NowPaymentsClient(http, settings.nowpayments_api_key.get_secret_value()),
+            provider=provider,
             ipn_callback_url=settings.ipn_callback_url,
             clock=clock,
         ),
         withdrawals=withdrawal_handler,
-        trust_forwarded_for=settings.nowpayments_ipn_trust_forwarded_for,
+        reviews=ReviewHandler(reviews, payments, publisher, clock),
+        trusted_proxies=settings.trusted_proxies(),
     )
+    poller = None
+    if settings.nowpayments_poll_after_seconds > 0:
+        poller = MissedIpnPoller(
+            orders=orders,
+            provider=provider,
+            ipn=ipn_handler,
+            clock=clock,
+            older_than=timedelta(seconds=settings.nowpayments_poll_after_seconds),
+            every=timedelta(seconds=settings.nowpayments_poll_interval_seconds),
+        )
     dispatcher = ResultsDispatcher(withdrawals=withdrawal_handler, payments=payments)
     return Gateway(
         settings=settings,
@@ -136,16 +177,20 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
         wallet=wallet,
         http=http,
         handlers=handlers,
-        relay=OutboxRelay([payments, withdrawals], publisher, clock),
+        relay=OutboxRelay([payments, withdrawals, reviews], publisher, clock),
         results=ResultsConsumer(
             settings.kafka_bootstrap_servers,
             dispatcher.dispatch,
             topic=settings.topics.results,
             group_id=settings.results_consumer_group,
+            dead_letters=MongoDeadLetters(database),
             session_timeout_ms=settings.results_session_timeout_ms,
             heartbeat_interval_ms=settings.results_heartbeat_interval_ms,
+            max_attempts=settings.results_max_attempts,
+            stuck_after_seconds=settings.results_stuck_after_seconds,
         ),
         ipn_log=ipn_log,
+        poller=poller,
     )
 
 

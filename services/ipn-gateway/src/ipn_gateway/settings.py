@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from decimal import Decimal
 from typing import Annotated, Final, Self
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
@@ -13,6 +14,25 @@ from ipn_gateway.domain.withdrawals import WithdrawalPolicy
 from shared.money import get_currency, parse_amount
 from shared.settings import ServiceSettings
 
+# On by default: a stolen session cannot empty an account in one go. Amounts include the fee.
+DEFAULT_WITHDRAWAL_MAX_PER_REQUEST: Final = {
+    "BTC": "2",
+    "ETH": "30",
+    "USDT": "100000",
+    "USDC": "100000",
+    "LTC": "1000",
+    "TRX": "500000",
+    "SOL": "500",
+}
+DEFAULT_WITHDRAWAL_DAILY_LIMIT: Final = {
+    "BTC": "5",
+    "ETH": "75",
+    "USDT": "250000",
+    "USDC": "250000",
+    "LTC": "2500",
+    "TRX": "1250000",
+    "SOL": "1250",
+}
 DEFAULT_WITHDRAWAL_FEES: Final = {
     "BTC": "0.0001",
     "ETH": "0.001",
@@ -38,6 +58,18 @@ def _amounts_by_currency(raw: object) -> dict[str, Decimal]:
 AmountsByCurrency = Annotated[dict[str, Decimal], BeforeValidator(_amounts_by_currency)]
 
 
+def _is_local(url: str) -> bool:
+    """Loopback, unspecified or a name that means this machine."""
+    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    if host in ("", "localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
 class GatewaySettings(ServiceSettings):
     ipn_gateway_http_port: int = 8002
     ipn_gateway_http_host: str = "127.0.0.1"
@@ -50,9 +82,19 @@ class GatewaySettings(ServiceSettings):
     # Where NOWPayments sends IPNs for payments we create; unset: this gateway on loopback.
     nowpayments_ipn_callback_url: str | None = None
     # Sender addresses or networks allowed to post IPNs; empty list: any sender (the signature
-    # is what is trusted). X-Forwarded-For is believed only when a trusted proxy sets it.
+    # is what is trusted).
     nowpayments_ipn_allowed_ips: list[str] = Field(default_factory=list)
-    nowpayments_ipn_trust_forwarded_for: bool = False
+    # The reverse proxies in front of the gateway (addresses or networks). The client is the
+    # right-most X-Forwarded-For hop that is not one of them; empty: the header is ignored.
+    ipn_gateway_trusted_proxies: list[str] = Field(default_factory=list)
+    # Posts whose signature does not match, per sender and overall, per minute: beyond these
+    # they are answered 429 and not stored.
+    nowpayments_ipn_untrusted_per_sender_per_minute: int = Field(30, ge=1)
+    nowpayments_ipn_untrusted_per_minute: int = Field(600, ge=1)
+    # Missed webhooks: deposits still open after this many seconds are polled at NOWPayments
+    # (GET /v1/payment/{id}) every `interval`; 0 turns the poller off.
+    nowpayments_poll_after_seconds: float = Field(1800.0, ge=0)
+    nowpayments_poll_interval_seconds: float = Field(600.0, gt=0)
 
     # Confirmation policy: the status at which a coin is credited (confirmed, sending or finished).
     nowpayments_default_credit_at: PaymentStatus = PaymentStatus.FINISHED
@@ -62,8 +104,12 @@ class GatewaySettings(ServiceSettings):
     withdrawal_fees: AmountsByCurrency = Field(
         default_factory=lambda: _amounts_by_currency(DEFAULT_WITHDRAWAL_FEES)
     )
-    withdrawal_max_per_request: AmountsByCurrency = Field(default_factory=dict)
-    withdrawal_daily_limit: AmountsByCurrency = Field(default_factory=dict)
+    withdrawal_max_per_request: AmountsByCurrency = Field(
+        default_factory=lambda: _amounts_by_currency(DEFAULT_WITHDRAWAL_MAX_PER_REQUEST)
+    )
+    withdrawal_daily_limit: AmountsByCurrency = Field(
+        default_factory=lambda: _amounts_by_currency(DEFAULT_WITHDRAWAL_DAILY_LIMIT)
+    )
     withdrawal_max_open_per_user: int = Field(5, ge=1)
     withdrawal_decision_wait_seconds: float = 5.0
 
@@ -79,13 +125,33 @@ class GatewaySettings(ServiceSettings):
     results_heartbeat_interval_ms: int = Field(
         1000, validation_alias="IPN_GATEWAY_RESULTS_HEARTBEAT_INTERVAL_MS"
     )
+    # A result that fails this many times (the database being away aside) is dead-lettered.
+    results_max_attempts: int = Field(5, ge=1, validation_alias="IPN_GATEWAY_RESULTS_MAX_ATTEMPTS")
+    # /healthz answers 503 while one result has been failing for longer than this.
+    results_stuck_after_seconds: float = Field(
+        60.0, gt=0, validation_alias="IPN_GATEWAY_RESULTS_STUCK_AFTER_SECONDS"
+    )
 
     @model_validator(mode="after")
     def _policies_are_valid(self) -> Self:
         self.confirmation_policy()  # refuses e.g. crediting at "waiting"
         return self
 
-    @field_validator("nowpayments_ipn_allowed_ips")
+    @model_validator(mode="after")
+    def _production_talks_to_the_real_nowpayments(self) -> Self:
+        """With IS_STAGING=false: the API and the callback are set, and not on loopback (the
+        development simulator and a gateway NOWPayments cannot reach)."""
+        if self.is_staging:
+            return self
+        for name, url in (
+            ("NOWPAYMENTS_API_URL", self.nowpayments_api_url),
+            ("NOWPAYMENTS_IPN_CALLBACK_URL", self.nowpayments_ipn_callback_url),
+        ):
+            if not url or _is_local(url):
+                raise ValueError(f"IS_STAGING=false needs {name} set to a non-loopback address")
+        return self
+
+    @field_validator("nowpayments_ipn_allowed_ips", "ipn_gateway_trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for entry in value:
@@ -102,6 +168,11 @@ class GatewaySettings(ServiceSettings):
     def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(
             ipaddress.ip_network(e, strict=False) for e in self.nowpayments_ipn_allowed_ips
+        )
+
+    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(e, strict=False) for e in self.ipn_gateway_trusted_proxies
         )
 
     def confirmation_policy(self) -> ConfirmationPolicy:

@@ -12,10 +12,12 @@ from ipn_gateway.adapters.memory import (
     MemoryDepositOrders,
     MemoryIpnLog,
     MemoryPayments,
+    MemoryReviews,
     RecordingPublisher,
 )
 from ipn_gateway.application.ipn import MAX_IPN_BYTES, IpnHandler, IpnRequest
-from ipn_gateway.application.ports import DepositOrder
+from ipn_gateway.application.rate_limit import RateLimiter
+from ipn_gateway.application.records import CreatedPayment, DepositOrder
 from ipn_gateway.application.relay import OutboxRelay
 from ipn_gateway.domain.errors import Forbidden, IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
@@ -44,6 +46,7 @@ class World:
         self.payments = MemoryPayments()
         self.ipn_log = MemoryIpnLog()
         self.publisher = RecordingPublisher()
+        self.reviews = MemoryReviews()
         self.handler = IpnHandler(
             secret=SECRET,
             policy=policy or ConfirmationPolicy(),
@@ -52,6 +55,7 @@ class World:
             ipn_log=self.ipn_log,
             publisher=self.publisher,
             clock=self.clock,
+            reviews=self.reviews,
             allowed_networks=tuple(ipaddress.ip_network(a) for a in allowed),
         )
         self.orders.orders["dep_alice_1"] = DepositOrder(
@@ -61,6 +65,14 @@ class World:
             price_amount="100",
             price_currency="usd",
             created_at=NOW,
+            payment=CreatedPayment(
+                payment_id="5077125051",
+                pay_address="bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+                pay_currency="btc",
+                pay_amount="0.00155",
+                price_amount="100",
+                price_currency="usd",
+            ),
         )
 
     @property
@@ -77,7 +89,7 @@ def body(
     return {
         "payment_id": JsonNumber(str(payment_id)),
         "payment_status": status,
-        "pay_address": "bc1qexampleaddress",
+        "pay_address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
         "price_amount": JsonNumber("100"),
         "price_currency": "usd",
         "pay_amount": JsonNumber("0.00155"),
@@ -187,6 +199,15 @@ async def test_over_precise_outcome_is_recorded_for_review_not_credited() -> Non
     assert world.credits == []
     assert [n.code for n in world.payments.payments["5077125051"].reviews] == ["amount_too_precise"]
     assert world.ipn_log.records[-1].review_code == "amount_too_precise"
+    [item] = world.reviews.items.values()
+    assert (item.reason, item.status, item.bound) == ("amount_too_precise", "open", True)
+    # The same IPN again queues nothing new; NOWPayments' corrected resend of that status is
+    # decided again (not `duplicate` forever) and credits once.
+    assert await world.handler.handle(signed(body("finished", outcome="1.234e-7"))) == "ignored"
+    assert len(world.reviews.items) == 1
+    assert await world.handler.handle(signed(body("finished", outcome="0.0000012"))) == "credited"
+    assert await world.handler.handle(signed(body("finished", outcome="0.0000012"))) == "duplicate"
+    assert [c.amount for c in world.credits] == [Decimal("0.0000012")]
 
 
 async def test_credit_survives_a_broker_failure_through_the_outbox_relay() -> None:
@@ -209,7 +230,6 @@ async def test_credit_survives_a_broker_failure_through_the_outbox_relay() -> No
         (b"not json", "0" * 128, "invalid_json"),
         (b"[]", "0" * 128, "invalid_json"),
         (b"{}", None, "invalid_signature"),
-        (b"x" * (MAX_IPN_BYTES + 1), "0" * 128, "body_too_large"),
     ],
 )
 async def test_refused_bodies_are_recorded(raw: bytes, signature: str | None, code: str) -> None:
@@ -218,6 +238,36 @@ async def test_refused_bodies_are_recorded(raw: bytes, signature: str | None, co
         await world.handler.handle(IpnRequest(raw, signature, {}, "10.0.0.1"))
     assert refused.value.code == code
     assert [r.verdict for r in world.ipn_log.records] == [code]
+
+
+async def test_unauthenticated_posts_are_capped_in_size_and_rate_before_being_stored() -> None:
+    world = World()
+    world.handler.untrusted_limit = RateLimiter(
+        per_sender=3, overall=5, window=timedelta(minutes=1), clock=world.clock
+    )
+    with pytest.raises(IpnRejected) as too_large:
+        await world.handler.handle(
+            IpnRequest(b"x" * (MAX_IPN_BYTES + 1), "0" * 128, {}, "10.0.0.9")
+        )
+    assert too_large.value.code == "body_too_large"
+    assert world.ipn_log.records == []  # never stored
+    junk = b'{"junk": "' + b"y" * 8000 + b'"}'
+    codes = []
+    for sender in ["10.0.0.1"] * 4 + ["10.0.0.2"] * 2 + ["10.0.0.3"]:
+        with pytest.raises(IpnRejected) as refused:
+            await world.handler.handle(IpnRequest(junk, "0" * 128, {}, sender))
+        codes.append(refused.value.code)
+    assert codes == ["invalid_signature"] * 3 + ["rate_limited"] + ["invalid_signature"] * 2 + [
+        "rate_limited"  # everyone together: 5 a minute
+    ]
+    assert len(world.ipn_log.records) == 5
+    assert all(r.truncated and len(r.raw_body) <= 2048 for r in world.ipn_log.records)
+    # A correctly signed IPN is never rate limited, and a new window lets senders in again.
+    assert await world.handler.handle(signed(body("waiting"))) == "pending"
+    world.clock.now += timedelta(minutes=1)
+    with pytest.raises(IpnRejected) as later:
+        await world.handler.handle(IpnRequest(junk, "0" * 128, {}, "10.0.0.1"))
+    assert later.value.code == "invalid_signature"
 
 
 async def test_missing_fields_of_a_signed_body_are_refused() -> None:

@@ -157,10 +157,102 @@ async def test_per_user_limits(setup: Any) -> None:
     with pytest.raises(WithdrawalRefused) as too_many:
         await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
     assert too_many.value.code == "too_many_open_withdrawals"
-    await handler.request("bob", "BTC", "2", BTC_ADDRESS)
+    with pytest.raises(WithdrawalRefused) as per_request:
+        await handler.request("bob", "BTC", "2", BTC_ADDRESS)  # 2.0001 with the fee
+    assert per_request.value.code == "amount_above_limit"
+    await handler.request("bob", "BTC", "1.9999", BTC_ADDRESS)  # 2 with the fee
+    # The fees count: 2 + 1 + 0.0001 is over the daily 3; 2 + 0.9999 + 0.0001 is not.
     with pytest.raises(WithdrawalRefused) as daily:
-        await handler.request("bob", "BTC", "1.5", BTC_ADDRESS)
+        await handler.request("bob", "BTC", "1", BTC_ADDRESS)
     assert daily.value.code == "daily_limit_exceeded"
+    await handler.request("bob", "BTC", "0.9999", BTC_ADDRESS)
+
+
+@pytest.mark.parametrize(
+    ("currency", "good", "mistyped"),
+    [
+        # one character changed: the pattern still fits, the checksum does not
+        ("BTC", BTC_ADDRESS, BTC_ADDRESS[:-1] + "p"),
+        ("BTC", "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2", "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN3"),
+        (
+            "BTC",
+            "bc1p5d7rjq7g6rdk2yhzks9smlaqtedr4dekq08ge8ztwac72sfr9rusxg3297",
+            "bc1p5d7rjq7g6rdk2yhzks9smlaqtedr4dekq08ge8ztwac72sfr9rusxg3296",
+        ),
+        ("USDT", "TJRabPrwbZy45sbavfcjinPJC18kjpRTv8", "TJRabPrwbZy45sbavfcjinPJC18kjpRTv9"),
+        (
+            "USDT",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+        ),
+    ],
+)
+async def test_a_mistyped_address_is_refused_before_anything_is_locked(
+    setup: Any, currency: str, good: str, mistyped: str
+) -> None:
+    handler, publisher, wallet = setup
+    wallet.fund("alice", "USDT", "100")
+    with pytest.raises(WithdrawalRefused) as refused:
+        await handler.request("alice", currency, "0.1", mistyped)
+    assert refused.value.code == "invalid_address"
+    assert publisher.published == []
+    accepted = await handler.request("alice", currency, "0.1", good)
+    assert accepted.address == good
+
+
+async def test_a_release_the_wallet_refuses_leaves_the_withdrawal_actionable(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    # The wallet refuses the release once (its hold was emptied behind our back, say).
+    real_apply = wallet.apply
+    publisher.answer = lambda command: (
+        wallet._result(command, "rejected", "insufficient_locked_funds")
+        if isinstance(command, ReleaseLockedCommand)
+        else real_apply(command)
+    )
+    refused = await handler.approve("admin", withdrawal.withdrawal_id)
+    assert (refused.status, refused.decision) == (WithdrawalStatus.LOCKED, None)
+    assert refused.reason == "release_locked_rejected: insufficient_locked_funds"
+    # An admin can act on it again: a new decision, under a reference of its own, on the same hold.
+    publisher.answer = real_apply
+    rejected = await handler.reject("admin", withdrawal.withdrawal_id, "address under review")
+    assert rejected.status is WithdrawalStatus.REJECTED
+    release, unlock = publisher.published[-2:]
+    assert isinstance(unlock, UnlockCommand)
+    assert (release.reference_id, unlock.reference_id, unlock.hold_id) == (
+        f"withdrawal:{withdrawal.withdrawal_id}",
+        f"withdrawal:{withdrawal.withdrawal_id}:attempt:2",
+        f"withdrawal:{withdrawal.withdrawal_id}",
+    )
+    assert wallet.balance("alice", "BTC") == (Decimal("1"), Decimal("0"))
+    # The refused release's result redelivered late reopens nothing.
+    stale = wallet._result(release, "rejected", "insufficient_locked_funds")
+    assert (await handler.apply_result(stale)).status is WithdrawalStatus.REJECTED  # type: ignore[union-attr]
+
+
+async def test_admins_page_through_withdrawals_by_status(setup: Any) -> None:
+    handler, publisher, wallet = setup
+    wallet.fund("bob", "BTC", "1")
+    made = []
+    for user in ("alice", "bob", "alice"):
+        made.append(await handler.request(user, "BTC", "0.01", BTC_ADDRESS))
+    await settle(handler, publisher, wallet)
+    await handler.reject("admin", made[1].withdrawal_id, "no")
+    first = await handler.page("admin", True, status="locked", limit=1)
+    second = await handler.page("admin", True, status="locked", limit=1, cursor=first.next_cursor)
+    assert second.next_cursor is None
+    assert {w.withdrawal_id for w in (*first.items, *second.items)} == {
+        made[0].withdrawal_id,
+        made[2].withdrawal_id,
+    }
+    rejected = await handler.page("admin", True, status="rejected")
+    assert [w.withdrawal_id for w in rejected.items] == [made[1].withdrawal_id]
+    own = await handler.page("bob", False)
+    assert [w.user_id for w in own.items] == ["bob"]
+    for bad in ({"status": "nope"}, {"cursor": "not-a-cursor"}, {"limit": 0}):
+        with pytest.raises(WithdrawalRefused):
+            await handler.page("admin", True, **bad)  # type: ignore[arg-type]
 
 
 async def test_unknown_withdrawal(setup: Any) -> None:

@@ -4,6 +4,7 @@ MongoDB (embedded unless configured), and a fake wallet answering commands over 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -469,3 +470,121 @@ async def test_racing_admin_decisions_take_effect_once(stack: Stack) -> None:
     ]
     # The lock, then exactly one of release or unlock.
     assert [c.type for c in decisions] in (["lock", "release_locked"], ["lock", "unlock"])
+
+
+async def test_a_missed_webhook_is_found_by_polling_nowpayments(stack: Stack) -> None:
+    deposit = await stack.deposit("mia")
+    payment_id = str(deposit["payment_id"])
+    lost = await stack.fire(payment_id, "finished", outcome_amount="0.0021", deliver=False)
+    assert lost["delivered"] is False
+    poller = stack.gateway.poller
+    assert poller is not None
+    poller.older_than = timedelta(0)  # the deposit counts as "open too long" right away
+    assert await poller.run_once() >= 1
+
+    async def credited() -> bool:
+        return stack.wallet.wallet.balance("mia", "BTC")[0] == Decimal("0.0021")
+
+    await stack.until(credited)
+    assert [c.reference_id for c in stack.credits_for(payment_id)] == [f"nowpayments:{payment_id}"]
+    # Closed: the next round does not ask about it again; the late IPN is a duplicate.
+    assert payment_id not in {
+        o.payment.payment_id
+        for o in await poller.orders.open_older_than(
+            stack.gateway.handlers.ipn.clock(), stack.gateway.handlers.ipn.clock(), 500
+        )
+        if o.payment
+    }
+    late = await stack.fire(payment_id, "finished", outcome_amount="0.0021")
+    assert late["response"] == {"status": "duplicate"}
+    assert len(stack.credits_for(payment_id)) == 1
+
+
+async def test_admins_work_the_review_queue_over_http(stack: Stack) -> None:
+    deposit = await stack.deposit("noa")
+    payment_id = str(deposit["payment_id"])
+    held = await stack.fire(payment_id, "partially_paid", actually_paid="0.0007")
+    assert held["response"] == {"status": "ignored"}
+    url = f"{stack.gateway_url}/api/nowpayments/reviews"
+    refused = await stack.http.get(url, headers=stack.token("noa"))
+    assert refused.status_code == 403
+    listed = await stack.http.get(f"{url}?status=open", headers=stack.token("ops", "admin"))
+    assert listed.status_code == 200, listed.text
+    [item] = [i for i in listed.json()["items"] if i["payment_id"] == payment_id]
+    assert (item["reason"], item["amount"], item["user_id"]) == (
+        "partially_paid_not_credited",
+        "0.0007",
+        "noa",
+    )
+    approve = f"{url}/{item['review_id']}/approve"
+    approved = await stack.http.post(approve, headers=stack.token("ops", "admin"))
+    assert (approved.status_code, approved.json()["status"]) == (200, "approved")
+    again = await stack.http.post(approve, headers=stack.token("ops2", "admin"))
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "review_closed")
+
+    async def credited() -> bool:
+        return stack.wallet.wallet.balance("noa", "BTC")[0] == Decimal("0.0007")
+
+    await stack.until(credited)
+    missing = await stack.http.post(
+        f"{url}/rv_missing/dismiss", json={"reason": "x"}, headers=stack.token("ops", "admin")
+    )
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "review_not_found")
+
+
+async def test_withdrawals_are_read_one_by_one_and_paged(stack: Stack) -> None:
+    stack.wallet.wallet.fund("pia", "BTC", "1")
+    ids = []
+    for amount in ("0.001", "0.002", "0.003"):
+        response = await stack.http.post(
+            f"{stack.gateway_url}/api/withdrawals/request",
+            json={"currency": "BTC", "amount": amount, "address": BTC_ADDRESS},
+            headers=stack.token("pia"),
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["withdrawal_id"])
+    one = await stack.http.get(
+        f"{stack.gateway_url}/api/withdrawals/{ids[0]}", headers=stack.token("pia")
+    )
+    assert (one.status_code, one.json()["amount"]) == (200, "0.001")
+    other = await stack.http.get(
+        f"{stack.gateway_url}/api/withdrawals/{ids[0]}", headers=stack.token("quin")
+    )
+    assert (other.status_code, other.json()["error"]["code"]) == (404, "withdrawal_not_found")
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(5):
+        page = await stack.http.get(
+            f"{stack.gateway_url}/api/withdrawals?limit=2{cursor}", headers=stack.token("pia")
+        )
+        assert page.status_code == 200, page.text
+        seen.extend(w["withdrawal_id"] for w in page.json()["items"])
+        if page.json()["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page.json()['next_cursor']}"
+    assert seen == ids[::-1]
+    bad = await stack.http.get(
+        f"{stack.gateway_url}/api/withdrawals?cursor=nope", headers=stack.token("pia")
+    )
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_cursor")
+    mistyped = await stack.http.post(
+        f"{stack.gateway_url}/api/withdrawals/request",
+        json={"currency": "BTC", "amount": "0.001", "address": BTC_ADDRESS[:-1] + "p"},
+        headers=stack.token("pia"),
+    )
+    assert (mistyped.status_code, mistyped.json()["error"]["code"]) == (400, "invalid_address")
+
+
+async def test_healthz_reports_a_stuck_results_consumer(stack: Stack) -> None:
+    results = stack.gateway.results
+    # One result has been failing (the database away) for longer than allowed.
+    results._failing_since = (
+        time.monotonic() - stack.gateway.settings.results_stuck_after_seconds - 1
+    )
+    try:
+        stuck = await stack.http.get(f"{stack.gateway_url}/healthz")
+        assert stuck.status_code == 503
+    finally:
+        results._failing_since = None
+    healthy = await stack.http.get(f"{stack.gateway_url}/healthz")
+    assert healthy.status_code == 200

@@ -168,7 +168,7 @@ async def test_deposit_then_withdrawals_through_the_real_ledger(system: System) 
     deposits = [
         t for t in history.json()["items"] if t["transaction_type"] == "deposit_nowpayments"
     ]
-    assert len(deposits) == 1  # five IPNs, two of them "finished": one credit
+    assert len(deposits) == 1, history.text  # five IPNs, two of them "finished": one credit
 
     approved_id = await system.request_withdrawal("amy", "0.004")
     await system.withdrawal_becomes("amy", approved_id, "locked")

@@ -58,7 +58,49 @@ def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("IS_STAGING", "false")
     monkeypatch.setenv("AUTH_JWT_SECRET", "a-real-jwt-secret-from-the-vault-0123456789")
     monkeypatch.setenv("NOWPAYMENTS_API_KEY", "real-key")
+    monkeypatch.setenv("NOWPAYMENTS_API_URL", "https://api.nowpayments.io")
+    monkeypatch.setenv(
+        "NOWPAYMENTS_IPN_CALLBACK_URL", "https://pay.example.com/api/nowpayments/ipn"
+    )
     with pytest.raises(ValidationError, match="NOWPAYMENTS_IPN_SECRET"):
         GatewaySettings()
+    for empty in ("", "   "):
+        monkeypatch.setenv("NOWPAYMENTS_IPN_SECRET", empty)
+        with pytest.raises(ValidationError, match="NOWPAYMENTS_IPN_SECRET"):
+            GatewaySettings()
     monkeypatch.setenv("NOWPAYMENTS_IPN_SECRET", "real-ipn-secret")
     assert not GatewaySettings().is_staging
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NOWPAYMENTS_API_URL", "http://127.0.0.1:8010"),
+        ("NOWPAYMENTS_API_URL", "http://localhost:8010"),
+        ("NOWPAYMENTS_API_URL", "http://[::1]:8010"),
+        ("NOWPAYMENTS_API_URL", "http://0.0.0.0:8010"),
+        ("NOWPAYMENTS_IPN_CALLBACK_URL", ""),
+        ("NOWPAYMENTS_IPN_CALLBACK_URL", "http://127.0.0.2:8002/api/nowpayments/ipn"),
+    ],
+)
+def test_production_refuses_loopback_nowpayments_addresses(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("IS_STAGING", "false")
+    monkeypatch.setenv("AUTH_JWT_SECRET", "a-real-jwt-secret-from-the-vault-0123456789")
+    monkeypatch.setenv("NOWPAYMENTS_API_KEY", "real-key")
+    monkeypatch.setenv("NOWPAYMENTS_IPN_SECRET", "real-ipn-secret")
+    monkeypatch.setenv("NOWPAYMENTS_API_URL", "https://api.nowpayments.io")
+    monkeypatch.setenv(
+        "NOWPAYMENTS_IPN_CALLBACK_URL", "https://pay.example.com/api/nowpayments/ipn"
+    )
+    assert GatewaySettings().nowpayments_api_url == "https://api.nowpayments.io"
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name):
+        GatewaySettings()
+
+
+def test_withdrawal_limits_are_on_by_default() -> None:
+    policy = GatewaySettings().withdrawal_policy()
+    assert set(policy.max_per_request) == set(policy.fees) == set(policy.daily_limit)
+    assert all(policy.daily_limit[c] >= policy.max_per_request[c] for c in policy.fees)

@@ -44,6 +44,8 @@ from trading.feature import Clock, Feature, FeatureFactory, TradingContext, utc_
 from trading.messaging import EventPublisher, ResultsConsumer, ResultsDispatcher
 from trading.prices.domain import PriceBook
 from trading.prices.entrypoints import build_prices_feature
+from trading.referrals.entrypoints import build_referrals_feature
+from trading.savings.entrypoints import build_savings_feature
 from trading.settings import TradingSettings
 from trading.spot.feature import build_spot_feature
 
@@ -54,6 +56,8 @@ FEATURES: Final[tuple[FeatureFactory, ...]] = (
     build_prices_feature,
     build_conversions_feature,
     build_spot_feature,
+    build_savings_feature,
+    build_referrals_feature,
 )
 
 

@@ -3,11 +3,13 @@ sender that records commands and answers them with the results a test chooses.""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.messaging import CommandResult, WalletCommand
+from shared.wallet_client import WalletClient, WalletTimeout
 
 
 @dataclass
@@ -50,3 +52,28 @@ def result_of(command: WalletCommand, status: str, **extra: Any) -> CommandResul
             **extra,
         }
     )
+
+
+class AnsweringWallet(WalletClient):
+    """A WalletClient that answers every command itself, without Kafka: `applied` unless a test
+    queued another answer in `answers` (`rejected`, `duplicate` of an applied one, `timeout`)."""
+
+    def __init__(self) -> None:
+        super().__init__("unused:9092")
+        self.sent: list[WalletCommand] = []
+        self.answers: list[str] = []
+
+    async def send(
+        self, command: WalletCommand, *, wait: bool = True, result_timeout: float | None = None
+    ) -> CommandResult | None:
+        self.sent.append(command)
+        answer = self.answers.pop(0) if self.answers else "applied"
+        if answer == "timeout":
+            raise WalletTimeout("no result")
+        extra: dict[str, Any] = {"transaction_id": uuid.uuid4().hex}
+        if answer == "rejected":
+            extra["reason"] = "insufficient_platform_funds"
+        if answer == "duplicate":
+            extra["original_status"] = "applied"
+        result = result_of(command, answer, **extra)
+        return result if wait else None

@@ -8,6 +8,8 @@ from shared.logging import configure_logging
 from wallet.bootstrap import create_app
 from wallet.settings import WalletSettings
 
+SHUTDOWN_GRACE_SECONDS = 3
+
 
 def main() -> None:
     settings = WalletSettings()
@@ -18,6 +20,9 @@ def main() -> None:
         port=settings.http_port,
         log_config=None,
         access_log=False,
+        # An open page holds its event stream open: without a bound, a stop would wait for every
+        # browser to go away. Requests are reads; the consumer stops after them, in the lifespan.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 

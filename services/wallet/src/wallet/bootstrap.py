@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,9 +23,13 @@ from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.command_intake import CommandIntake
 from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import LedgerStore
+from wallet.application.prices import PriceBook
 from wallet.entrypoints.consumer import AssignmentTracker, register_command_consumer
 from wallet.entrypoints.http import router as wallet_router
 from wallet.entrypoints.metrics import WalletMetrics
+from wallet.entrypoints.portfolio_api import router as portfolio_router
+from wallet.entrypoints.prices_consumer import register_prices_consumer
+from wallet.entrypoints.web import install_pages
 from wallet.settings import WalletSettings
 
 log = get_logger(__name__)
@@ -33,6 +37,8 @@ log = get_logger(__name__)
 
 @dataclass
 class WalletRuntime:
+    # The prices read model (market.prices), fed by its own subscriber on this runtime's broker.
+    prices: PriceBook = field(init=False, default_factory=PriceBook)
     settings: WalletSettings
     store: LedgerStore
     mongo: AsyncMongoClient[dict[str, object]] | None
@@ -58,6 +64,9 @@ class WalletRuntime:
         if self.mongo is not None:
             await self.mongo.admin.command("ping")
         return True
+
+    def __post_init__(self) -> None:
+        register_prices_consumer(self.broker, self.prices, self.settings.topics)
 
 
 def build_runtime(settings: WalletSettings) -> WalletRuntime:
@@ -107,6 +116,8 @@ def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
     app.include_router(health_router(runtime.ready))
     app.include_router(metrics_router(runtime.registry))
     app.include_router(wallet_router)
+    app.include_router(portfolio_router)
+    install_pages(app)
     asyncapi = AsyncAPI(
         runtime.broker,
         title="Wallet service",
@@ -119,6 +130,7 @@ def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
         return JSONResponse(asyncapi.to_jsonable())
 
     app.state.store = runtime.store
+    app.state.prices = runtime.prices
     app.state.runtime = runtime
     return app
 

@@ -277,3 +277,22 @@ async def test_verify_folds_each_wallet_in_the_order_of_its_committed_versions(
     (difference,) = await verify(store)
     assert (difference.subject, difference.field) == ("events", "fold")
     assert "user:alice:available BTC would go negative" in difference.actual
+
+
+async def test_later_batches_are_cut_to_the_size_that_went_through_which_grows_back() -> None:
+    store = SlowStore(limit=40, error=StoreTimeout("operation exceeded time limit"))
+    ledger = LedgerService(store, backoff_seconds=0, grow_after=3)
+    await ledger.handle_batch([credit("u", "BTC", "0.001", f"a{i}") for i in range(100)])
+    assert ledger.commit_limit == 25  # 100 → 50 → 25, which fit
+    refused = len(store.refused)
+
+    # The next batch goes in parts of the size that went through: nothing is refused.
+    report = await ledger.handle_batch([credit("u", "BTC", "0.001", f"b{i}") for i in range(100)])
+    assert (report.count("applied"), report.splits) == (100, 0)
+    assert len(store.refused) == refused
+    # Three commits of the full limit in a row: it doubles (the database has become fast).
+    assert ledger.commit_limit == 50
+    store.limit = 1_000
+    await ledger.handle_batch([credit("u", "BTC", "0.001", f"c{i}") for i in range(300)])
+    assert store.commits[-6:] == [50] * 6
+    assert ledger.commit_limit == 100

@@ -84,6 +84,15 @@ async def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+def user_of_token(request: Request, token: str) -> User:
+    """The caller behind a token found elsewhere than the Authorization header (a page's cookie),
+    verified with the app's key exactly as ``CurrentUser`` does; ApiError 401 if it is not valid."""
+    secret = getattr(request.app.state, _SECRET_STATE, None)
+    if secret is None:
+        raise RuntimeError("configure_auth(app, secret) was not called")
+    return decode_token(token, secret)
+
+
 async def require_admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise ApiError(403, "forbidden", "admin role required")

@@ -44,6 +44,8 @@ class ServiceSpec:
     unless_env: str | None = None
     # Set to this service's base URL for the services started after it.
     provides_env: str | None = None
+    # A development stand-in: never started with IS_STAGING=false.
+    staging_only: bool = False
 
     def exists(self) -> bool:
         try:
@@ -60,6 +62,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "NOWPAYMENTS_SIMULATOR_PORT",
         unless_env="NOWPAYMENTS_API_URL",
         provides_env="NOWPAYMENTS_API_URL",
+        staging_only=True,
     ),
     ServiceSpec("wallet", "wallet", 8001, "WALLET_HTTP_PORT"),
     ServiceSpec("ipn-gateway", "ipn_gateway", 8002, "IPN_GATEWAY_HTTP_PORT"),
@@ -79,6 +82,11 @@ class PlannedService:
         return f"http://{LOOPBACK}:{self.port}"
 
 
+def is_production(env: Mapping[str, str]) -> bool:
+    """IS_STAGING set to a false value, spelled as the services' settings read it."""
+    return env.get("IS_STAGING", "").strip().lower() in {"false", "0", "no", "off", "f", "n"}
+
+
 def plan_services(
     specs: Sequence[ServiceSpec],
     env: Mapping[str, str],
@@ -86,7 +94,14 @@ def plan_services(
     exists: Callable[[ServiceSpec], bool] = ServiceSpec.exists,
 ) -> list[PlannedService]:
     """Which services to start, on which port, with which environment (in start order)."""
-    chosen = [s for s in specs if not (s.unless_env and env.get(s.unless_env)) and exists(s)]
+    production = is_production(env)
+    chosen = [
+        s
+        for s in specs
+        if not (s.unless_env and env.get(s.unless_env))
+        and not (s.staging_only and production)
+        and exists(s)
+    ]
     ports = {s.name: int(env.get(s.port_env) or s.port) for s in chosen}
     common = dict(env)
     for spec in chosen:

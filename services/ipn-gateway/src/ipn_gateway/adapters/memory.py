@@ -9,18 +9,28 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
-from ipn_gateway.application.ports import (
+from ipn_gateway.application.paging import decode_cursor, encode_cursor
+from ipn_gateway.application.records import (
     CreatedPayment,
     DepositOrder,
     IpnRecord,
     OutboxEntry,
     Payment,
+    ReviewItem,
     ReviewNote,
+    ReviewStatus,
     Withdrawal,
+    WithdrawalPage,
 )
 from ipn_gateway.domain.errors import Conflict
 from ipn_gateway.domain.payments import PaymentState
-from ipn_gateway.domain.withdrawals import COUNTED_AGAINST_LIMIT, Decision, WithdrawalStatus
+from ipn_gateway.domain.withdrawals import (
+    COUNTED_AGAINST_LIMIT,
+    OPEN_STATUSES,
+    Decision,
+    WithdrawalStatus,
+    attempt_of,
+)
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
 
@@ -44,11 +54,27 @@ class MemoryDepositOrders:
     async def get(self, order_id: str) -> DepositOrder | None:
         return self.orders.get(order_id)
 
+    async def open_older_than(
+        self, created_before: datetime, polled_before: datetime, limit: int
+    ) -> Sequence[DepositOrder]:
+        due = [
+            o
+            for o in self.orders.values()
+            if o.payment is not None
+            and not o.closed
+            and o.created_at < created_before
+            and (o.polled_at is None or o.polled_at < polled_before)
+        ]
+        return sorted(due, key=lambda o: o.created_at)[:limit]
+
+    async def mark_polled(self, order_id: str, now: datetime, *, closed: bool) -> None:
+        order = self.orders[order_id]
+        self.orders[order_id] = replace(order, polled_at=now, closed=order.closed or closed)
+
 
 class MemoryPayments:
     def __init__(self) -> None:
         self.payments: dict[str, Payment] = {}
-        self.results: dict[str, CommandResult] = {}
 
     async def get(self, payment_id: str) -> Payment | None:
         return self.payments.get(payment_id)
@@ -90,7 +116,88 @@ class MemoryPayments:
         ]
 
     async def record_result(self, result: CommandResult) -> None:
-        self.results[result.reference_id] = result
+        for payment_id, payment in self.payments.items():
+            if not any(e.command.reference_id == result.reference_id for e in payment.outbox):
+                continue
+            outbox = tuple(
+                replace(e, result_status=result.status, result_reason=result.reason)
+                if e.command.reference_id == result.reference_id
+                else e
+                for e in payment.outbox
+            )
+            reviews = payment.reviews
+            if result.status == "rejected":
+                detail = f"{result.reference_id}: {result.reason}"
+                reviews = (*reviews, ReviewNote("credit_rejected", detail, result.processed_at))
+            self.payments[payment_id] = replace(payment, outbox=outbox, reviews=reviews)
+
+    async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:
+        payment = self.payments.get(payment_id)
+        for entry in payment.outbox if payment else ():
+            if entry.command.reference_id == reference_id and entry.result_status is not None:
+                return entry.result_status, entry.result_reason
+        return None
+
+
+class MemoryReviews:
+    def __init__(self) -> None:
+        self.items: dict[str, ReviewItem] = {}
+
+    async def add(self, item: ReviewItem) -> bool:
+        if item.review_id in self.items:
+            return False
+        self.items[item.review_id] = item
+        return True
+
+    async def get(self, review_id: str) -> ReviewItem | None:
+        return self.items.get(review_id)
+
+    async def list(self, status: ReviewStatus | None, limit: int) -> Sequence[ReviewItem]:
+        found = [i for i in self.items.values() if status is None or i.status == status]
+        return sorted(found, key=lambda i: (i.created_at, i.review_id), reverse=True)[:limit]
+
+    async def close(
+        self,
+        review_id: str,
+        status: ReviewStatus,
+        admin_id: str,
+        note: str | None,
+        credit: OutboxEntry | None,
+        now: datetime,
+    ) -> ReviewItem | None:
+        item = self.items.get(review_id)
+        if item is None or item.status != "open":
+            return None
+        closed = replace(
+            item,
+            status=status,
+            decided_by=admin_id,
+            decided_at=now,
+            note=note,
+            outbox=(*item.outbox, *((credit,) if credit else ())),
+        )
+        self.items[review_id] = closed
+        return closed
+
+    async def mark_published(self, review_id: str, command_id: str) -> None:
+        item = self.items[review_id]
+        self.items[review_id] = replace(item, outbox=_mark(item.outbox, command_id))
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        return [
+            (i.review_id, e.command)
+            for i in self.items.values()
+            for e in i.outbox
+            if not e.published and e.created_at < older_than
+        ]
+
+
+class MemoryDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[tuple[bytes, str, datetime]] = []
+
+    async def add(self, raw: bytes, reason: str, now: datetime) -> None:
+        self.letters.append((raw, reason, now))
 
 
 class MemoryIpnLog:
@@ -114,9 +221,30 @@ class MemoryWithdrawals:
     async def get(self, withdrawal_id: str) -> Withdrawal | None:
         return self.withdrawals.get(withdrawal_id)
 
-    async def list(self, user_id: str | None, limit: int) -> Sequence[Withdrawal]:
-        found = [w for w in self.withdrawals.values() if user_id is None or w.user_id == user_id]
-        return sorted(found, key=lambda w: w.created_at, reverse=True)[:limit]
+    async def page(
+        self,
+        user_id: str | None,
+        status: WithdrawalStatus | None,
+        limit: int,
+        cursor: str | None,
+    ) -> WithdrawalPage:
+        after = decode_cursor(cursor) if cursor else None
+        found = sorted(
+            (
+                w
+                for w in self.withdrawals.values()
+                if (user_id is None or w.user_id == user_id)
+                and (status is None or w.status is status)
+                and (after is None or (w.created_at, w.withdrawal_id) < after)
+            ),
+            key=lambda w: (w.created_at, w.withdrawal_id),
+            reverse=True,
+        )
+        items = tuple(found[:limit])
+        more = len(found) > limit
+        last = items[-1] if items else None
+        next_cursor = encode_cursor(last.created_at, last.withdrawal_id) if more and last else None
+        return WithdrawalPage(items, next_cursor)
 
     async def decide(
         self,
@@ -128,7 +256,12 @@ class MemoryWithdrawals:
         now: datetime,
     ) -> Withdrawal | None:
         current = self.withdrawals.get(withdrawal_id)
-        if current is None or current.status is not WithdrawalStatus.LOCKED or current.decision:
+        if (
+            current is None
+            or current.status is not WithdrawalStatus.LOCKED
+            or current.decision
+            or current.attempt != attempt_of(command.reference_id) - 1
+        ):
             return None
         decided = replace(
             current,
@@ -136,10 +269,26 @@ class MemoryWithdrawals:
             decided_by=admin_id,
             reason=reason if reason is not None else current.reason,
             updated_at=now,
+            attempt=current.attempt + 1,
             outbox=(*current.outbox, OutboxEntry(command, created_at=now)),
         )
         self.withdrawals[withdrawal_id] = decided
         return decided
+
+    async def reopen(
+        self, withdrawal_id: str, reference_id: str, reason: str, now: datetime
+    ) -> Withdrawal | None:
+        current = self.withdrawals.get(withdrawal_id)
+        if (
+            current is None
+            or current.status is not WithdrawalStatus.LOCKED
+            or current.decision is None
+            or current.attempt != attempt_of(reference_id)
+        ):
+            return None
+        reopened = replace(current, decision=None, decided_by=None, reason=reason, updated_at=now)
+        self.withdrawals[withdrawal_id] = reopened
+        return reopened
 
     async def transition(
         self,
@@ -161,10 +310,6 @@ class MemoryWithdrawals:
         self.withdrawals[withdrawal_id] = moved
         return moved
 
-    async def note(self, withdrawal_id: str, reason: str, now: datetime) -> None:
-        current = self.withdrawals[withdrawal_id]
-        self.withdrawals[withdrawal_id] = replace(current, reason=reason, updated_at=now)
-
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None:
         current = self.withdrawals[withdrawal_id]
         self.withdrawals[withdrawal_id] = replace(current, outbox=_mark(current.outbox, command_id))
@@ -178,11 +323,10 @@ class MemoryWithdrawals:
         ]
 
     async def open_count(self, user_id: str) -> int:
-        open_statuses = (WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED)
         return sum(
             1
             for w in self.withdrawals.values()
-            if w.user_id == user_id and w.status in open_statuses
+            if w.user_id == user_id and w.status in OPEN_STATUSES
         )
 
     async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal:
@@ -194,7 +338,7 @@ class MemoryWithdrawals:
                 and w.created_at >= since
                 and w.status in COUNTED_AGAINST_LIMIT
             ):
-                total = add(total, w.amount)
+                total = add(total, add(w.amount, w.fee))
         return total
 
     @asynccontextmanager

@@ -18,21 +18,27 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from ipn_gateway.application.ports import (
+from ipn_gateway.application.paging import decode_cursor, encode_cursor
+from ipn_gateway.application.records import (
     CreatedPayment,
     DepositOrder,
     IpnRecord,
     OutboxEntry,
     Payment,
+    ReviewItem,
     ReviewNote,
+    ReviewStatus,
     Withdrawal,
+    WithdrawalPage,
 )
 from ipn_gateway.domain.errors import Conflict
 from ipn_gateway.domain.payments import PaymentState, PaymentStatus
 from ipn_gateway.domain.withdrawals import (
     COUNTED_AGAINST_LIMIT,
+    OPEN_STATUSES,
     Decision,
     WithdrawalStatus,
+    attempt_of,
 )
 from shared.messaging import CommandResult, WalletCommand, parse_command
 from shared.money import add
@@ -42,11 +48,12 @@ type Document = dict[str, Any]
 ORDERS: Final = "nowpayments_deposit_orders"
 PAYMENTS: Final = "nowpayments_payments"
 IPNS: Final = "nowpayments_ipns"
+REVIEWS: Final = "nowpayments_reviews"
+DEAD_LETTERS: Final = "ipn_gateway_dead_letters"
 WITHDRAWALS: Final = "withdrawals"
 WITHDRAWAL_GUARDS: Final = "withdrawal_request_guards"
 # Long enough for one request's reads and insert; a crashed request frees the user after it.
 GUARD_LEASE: Final = timedelta(seconds=10)
-OPEN_STATUSES: Final = [WithdrawalStatus.PENDING.value, WithdrawalStatus.LOCKED.value]
 
 
 def _utc(value: datetime) -> datetime:
@@ -75,7 +82,13 @@ def _command(document: Document) -> WalletCommand:
 
 def _outbox(documents: list[Document]) -> tuple[OutboxEntry, ...]:
     return tuple(
-        OutboxEntry(_command(d), created_at=_utc(d["created_at"]), published=d["published"])
+        OutboxEntry(
+            _command(d),
+            created_at=_utc(d["created_at"]),
+            published=d["published"],
+            result_status=(d.get("result") or {}).get("status"),
+            result_reason=(d.get("result") or {}).get("reason"),
+        )
         for d in documents
     )
 
@@ -117,16 +130,41 @@ class MongoDepositOrders:
         document = await self._orders.find_one({"_id": order_id})
         if document is None:
             return None
-        payment = document.get("payment")
-        return DepositOrder(
-            order_id=document["order_id"],
-            user_id=document["user_id"],
-            pay_currency=document["pay_currency"],
-            price_amount=document["price_amount"],
-            price_currency=document["price_currency"],
-            created_at=_utc(document["created_at"]),
-            payment=CreatedPayment(**payment) if payment else None,
-        )
+        return _order(document)
+
+    async def open_older_than(
+        self, created_before: datetime, polled_before: datetime, limit: int
+    ) -> Sequence[DepositOrder]:
+        query = {
+            "payment": {"$ne": None},
+            "closed": {"$ne": True},
+            "created_at": {"$lt": created_before},
+            "$or": [{"polled_at": None}, {"polled_at": {"$lt": polled_before}}],
+        }
+        cursor = self._orders.find(query).sort("created_at", ASCENDING).limit(limit)
+        return [_order(d) async for d in cursor]
+
+    async def mark_polled(self, order_id: str, now: datetime, *, closed: bool) -> None:
+        changes: Document = {"polled_at": now}
+        if closed:
+            changes["closed"] = True
+        await self._orders.update_one({"_id": order_id}, {"$set": changes})
+
+
+def _order(document: Document) -> DepositOrder:
+    payment = document.get("payment")
+    polled_at = document.get("polled_at")
+    return DepositOrder(
+        order_id=document["order_id"],
+        user_id=document["user_id"],
+        pay_currency=document["pay_currency"],
+        price_amount=document["price_amount"],
+        price_currency=document["price_currency"],
+        created_at=_utc(document["created_at"]),
+        payment=CreatedPayment(**payment) if payment else None,
+        polled_at=_utc(polled_at) if polled_at else None,
+        closed=bool(document.get("closed", False)),
+    )
 
 
 class MongoPayments:
@@ -144,6 +182,7 @@ class MongoPayments:
             credited=_decimal(document["credited"]),
             credit_currency=document.get("credit_currency"),
             credits=document["credits"],
+            approved_reviews=frozenset(document.get("approved_reviews", [])),
         )
         reviews = tuple(
             ReviewNote(r["code"], r["detail"], _utc(r["at"])) for r in document.get("reviews", [])
@@ -174,6 +213,7 @@ class MongoPayments:
             "credited": Decimal128(state.credited),
             "credit_currency": state.credit_currency,
             "credits": state.credits,
+            "approved_reviews": sorted(state.approved_reviews),
             "updated_at": now,
         }
         new_entries = [_outbox_document(credit)] if credit else []
@@ -213,9 +253,6 @@ class MongoPayments:
 
     async def record_result(self, result: CommandResult) -> None:
         """Keep the wallet's answer beside the credit; a refused credit is flagged for review."""
-        parts = result.reference_id.split(":")
-        if len(parts) < 2:
-            return
         update: Document = {
             "$set": {
                 "outbox.$.result": {
@@ -232,9 +269,113 @@ class MongoPayments:
                 "at": result.processed_at,
             }
             update["$push"] = {"reviews": note}
-        await self._payments.update_one(
-            {"_id": parts[1], "outbox.reference_id": result.reference_id}, update
+        await self._payments.update_one({"outbox.reference_id": result.reference_id}, update)
+
+    async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:
+        document = await self._payments.find_one({"_id": payment_id}, {"outbox": 1})
+        for entry in document.get("outbox", []) if document else []:
+            answer = entry.get("result")
+            if entry["reference_id"] == reference_id and answer:
+                return answer["status"], answer.get("reason")
+        return None
+
+
+def _review(document: Document) -> ReviewItem:
+    cumulative = document.get("cumulative")
+    decided_at = document.get("decided_at")
+    return ReviewItem(
+        review_id=document["_id"],
+        reason=document["reason"],
+        detail=document["detail"],
+        order_id=document["order_id"],
+        payment_id=document["payment_id"],
+        payment_status=document["payment_status"],
+        user_id=document.get("user_id"),
+        bound=document["bound"],
+        currency=document.get("currency"),
+        cumulative=_decimal(cumulative) if cumulative is not None else None,
+        created_at=_utc(document["created_at"]),
+        status=document["status"],
+        decided_by=document.get("decided_by"),
+        decided_at=_utc(decided_at) if decided_at else None,
+        note=document.get("note"),
+        outbox=_outbox(document.get("outbox", [])),
+    )
+
+
+class MongoReviews:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._reviews = database[REVIEWS]
+
+    async def add(self, item: ReviewItem) -> bool:
+        document = {
+            "_id": item.review_id,
+            "reason": item.reason,
+            "detail": item.detail,
+            "order_id": item.order_id,
+            "payment_id": item.payment_id,
+            "payment_status": item.payment_status,
+            "user_id": item.user_id,
+            "bound": item.bound,
+            "currency": item.currency,
+            "cumulative": Decimal128(item.cumulative) if item.cumulative is not None else None,
+            "created_at": item.created_at,
+            "status": item.status,
+            "decided_by": None,
+            "decided_at": None,
+            "note": None,
+            "outbox": [_outbox_document(e) for e in item.outbox],
+        }
+        try:
+            await self._reviews.insert_one(document)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get(self, review_id: str) -> ReviewItem | None:
+        document = await self._reviews.find_one({"_id": review_id})
+        return _review(document) if document else None
+
+    async def list(self, status: ReviewStatus | None, limit: int) -> Sequence[ReviewItem]:
+        query = {} if status is None else {"status": status}
+        cursor = self._reviews.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        return [_review(d) async for d in cursor.limit(limit)]
+
+    async def close(
+        self,
+        review_id: str,
+        status: ReviewStatus,
+        admin_id: str,
+        note: str | None,
+        credit: OutboxEntry | None,
+        now: datetime,
+    ) -> ReviewItem | None:
+        update: Document = {
+            "$set": {"status": status, "decided_by": admin_id, "decided_at": now, "note": note}
+        }
+        if credit is not None:
+            update["$push"] = {"outbox": _outbox_document(credit)}
+        document = await self._reviews.find_one_and_update(
+            {"_id": review_id, "status": "open"}, update, return_document=ReturnDocument.AFTER
         )
+        return _review(document) if document else None
+
+    async def mark_published(self, review_id: str, command_id: str) -> None:
+        await _mark_published(self._reviews, review_id, command_id)
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        return await _unpublished(self._reviews, older_than)
+
+
+class MongoDeadLetters:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._letters = database[DEAD_LETTERS]
+
+    async def add(self, raw: bytes, reason: str, now: datetime) -> None:
+        await self._letters.insert_one({"raw": raw, "reason": reason, "at": now})
+
+    async def all(self) -> list[Document]:
+        return await self._letters.find({}).sort("at", ASCENDING).to_list()
 
 
 class MongoIpnLog:
@@ -264,6 +405,7 @@ def _withdrawal(document: Document) -> Withdrawal:
         reason=document.get("reason"),
         decision=document.get("decision"),
         decided_by=document.get("decided_by"),
+        attempt=document.get("attempt", 0),
         outbox=_outbox(document.get("outbox", [])),
     )
 
@@ -287,6 +429,7 @@ class MongoWithdrawals:
                 "reason": withdrawal.reason,
                 "decision": withdrawal.decision,
                 "decided_by": withdrawal.decided_by,
+                "attempt": withdrawal.attempt,
                 "created_at": withdrawal.created_at,
                 "updated_at": withdrawal.updated_at,
                 "outbox": [_outbox_document(e) for e in withdrawal.outbox],
@@ -297,10 +440,33 @@ class MongoWithdrawals:
         document = await self._withdrawals.find_one({"_id": withdrawal_id})
         return _withdrawal(document) if document else None
 
-    async def list(self, user_id: str | None, limit: int) -> Sequence[Withdrawal]:
-        query = {} if user_id is None else {"user_id": user_id}
-        cursor = self._withdrawals.find(query).sort("created_at", DESCENDING).limit(limit)
-        return [_withdrawal(d) async for d in cursor]
+    async def page(
+        self,
+        user_id: str | None,
+        status: WithdrawalStatus | None,
+        limit: int,
+        cursor: str | None,
+    ) -> WithdrawalPage:
+        query: Document = {}
+        if user_id is not None:
+            query["user_id"] = user_id
+        if status is not None:
+            query["status"] = status.value
+        if cursor:
+            created_at, last_id = decode_cursor(cursor)
+            query["$or"] = [
+                {"created_at": {"$lt": created_at}},
+                {"created_at": created_at, "_id": {"$lt": last_id}},
+            ]
+        found = self._withdrawals.find(query).sort(
+            [("created_at", DESCENDING), ("_id", DESCENDING)]
+        )
+        documents = await found.limit(limit + 1).to_list()
+        items = tuple(_withdrawal(d) for d in documents[:limit])
+        last = items[-1] if items else None
+        more = len(documents) > limit
+        next_cursor = encode_cursor(last.created_at, last.withdrawal_id) if more and last else None
+        return WithdrawalPage(items, next_cursor)
 
     async def decide(
         self,
@@ -315,11 +481,33 @@ class MongoWithdrawals:
         if reason is not None:
             changes["reason"] = reason
         document = await self._withdrawals.find_one_and_update(
-            {"_id": withdrawal_id, "status": WithdrawalStatus.LOCKED.value, "decision": None},
+            {
+                "_id": withdrawal_id,
+                "status": WithdrawalStatus.LOCKED.value,
+                "decision": None,
+                # The command was made for this attempt: a decision read before a reopen is stale.
+                "attempt": attempt_of(command.reference_id) - 1,
+            },
             {
                 "$set": {**changes, "updated_at": now},
+                "$inc": {"attempt": 1},
                 "$push": {"outbox": _outbox_document(OutboxEntry(command, created_at=now))},
             },
+            return_document=ReturnDocument.AFTER,
+        )
+        return _withdrawal(document) if document else None
+
+    async def reopen(
+        self, withdrawal_id: str, reference_id: str, reason: str, now: datetime
+    ) -> Withdrawal | None:
+        document = await self._withdrawals.find_one_and_update(
+            {
+                "_id": withdrawal_id,
+                "status": WithdrawalStatus.LOCKED.value,
+                "decision": {"$ne": None},
+                "attempt": attempt_of(reference_id),
+            },
+            {"$set": {"decision": None, "decided_by": None, "reason": reason, "updated_at": now}},
             return_document=ReturnDocument.AFTER,
         )
         return _withdrawal(document) if document else None
@@ -342,11 +530,6 @@ class MongoWithdrawals:
         )
         return _withdrawal(document) if document else None
 
-    async def note(self, withdrawal_id: str, reason: str, now: datetime) -> None:
-        await self._withdrawals.update_one(
-            {"_id": withdrawal_id}, {"$set": {"reason": reason, "updated_at": now}}
-        )
-
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None:
         await _mark_published(self._withdrawals, withdrawal_id, command_id)
 
@@ -355,7 +538,7 @@ class MongoWithdrawals:
 
     async def open_count(self, user_id: str) -> int:
         return await self._withdrawals.count_documents(
-            {"user_id": user_id, "status": {"$in": OPEN_STATUSES}}
+            {"user_id": user_id, "status": {"$in": [s.value for s in OPEN_STATUSES]}}
         )
 
     async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal:
@@ -366,8 +549,8 @@ class MongoWithdrawals:
             "created_at": {"$gte": since},
             "status": {"$in": [s.value for s in COUNTED_AGAINST_LIMIT]},
         }
-        async for document in self._withdrawals.find(query, {"amount": 1}):
-            total = add(total, _decimal(document["amount"]))
+        async for document in self._withdrawals.find(query, {"amount": 1, "fee": 1}):
+            total = add(total, add(_decimal(document["amount"]), _decimal(document["fee"])))
         return total
 
     @asynccontextmanager
@@ -401,3 +584,8 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[IPNS].create_index([("received_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("outbox.published", ASCENDING)])
+    await database[WITHDRAWALS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+    await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
+    await database[PAYMENTS].create_index([("outbox.reference_id", ASCENDING)])
+    await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+    await database[REVIEWS].create_index([("outbox.published", ASCENDING)])

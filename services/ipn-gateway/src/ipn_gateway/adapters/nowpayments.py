@@ -9,8 +9,9 @@ from typing import Any, Final
 import httpx
 import structlog
 
-from ipn_gateway.application.ports import CreatedPayment
-from ipn_gateway.domain.errors import UpstreamRefused, UpstreamUnavailable
+from ipn_gateway.application.records import CreatedPayment
+from ipn_gateway.domain.errors import GatewayError, UpstreamRefused, UpstreamUnavailable
+from ipn_gateway.domain.js_json import JsonValue, parse_json
 from shared.money import format_amount
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,35 @@ class NowPaymentsClient:
             raise UpstreamUnavailable(
                 "nowpayments_unavailable", f"NOWPayments answer lacks {missing}"
             ) from None
+
+    async def payment_status(self, payment_id: str) -> dict[str, JsonValue]:
+        """`GET /v1/payment/{id}`: the payment as NOWPayments sees it, numbers as written."""
+        if not payment_id.isdigit():
+            raise UpstreamRefused("nowpayments_invalid_payment_id", "a payment id is digits")
+        try:
+            response = await self._http.get(
+                f"/v1/payment/{payment_id}", headers={"x-api-key": self._api_key}
+            )
+        except httpx.HTTPError as error:
+            log.warning("nowpayments.unreachable", error=repr(error))
+            raise UpstreamUnavailable(
+                "nowpayments_unavailable", "NOWPayments did not answer"
+            ) from None
+        if response.status_code >= 500 or response.status_code in (401, 403):
+            raise UpstreamUnavailable(
+                "nowpayments_unavailable", f"NOWPayments answered {response.status_code}"
+            )
+        if response.status_code >= 400:
+            raise UpstreamRefused(
+                "nowpayments_payment_not_found", f"NOWPayments answered {response.status_code}"
+            )
+        try:
+            body = parse_json(response.content)
+        except GatewayError:
+            body = None
+        if not isinstance(body, dict):
+            raise UpstreamUnavailable("nowpayments_unavailable", "NOWPayments answer is not JSON")
+        return body
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

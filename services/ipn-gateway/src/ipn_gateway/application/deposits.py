@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ipn_gateway.application.ports import DepositOrder, DepositOrders, PaymentProvider
+from ipn_gateway.application.ports import DepositOrders, PaymentProvider
+from ipn_gateway.application.records import DepositOrder
 from ipn_gateway.domain.errors import GatewayError
 from shared.money import MoneyError, format_amount, get_currency, parse_amount
 

@@ -1,10 +1,15 @@
-"""Handling one NOWPayments IPN: verify, record, decide, credit exactly once."""
+"""Handling one NOWPayments IPN: verify, bind to its order's payment, decide, credit exactly once.
+
+The missed-webhook poller hands NOWPayments' answers to `apply`, the same rules as a posted IPN.
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
@@ -15,12 +20,20 @@ from ipn_gateway.application.ports import (
     CommandPublisher,
     DepositOrders,
     IpnLog,
+    Payments,
+    Reviews,
+)
+from ipn_gateway.application.rate_limit import RateLimiter
+from ipn_gateway.application.records import (
+    DepositOrder,
     IpnRecord,
     OutboxEntry,
-    Payments,
+    Payment,
+    ReviewItem,
     ReviewNote,
 )
 from ipn_gateway.domain.errors import Forbidden, GatewayError, IpnRejected
+from ipn_gateway.domain.js_json import require_canonical_numbers
 from ipn_gateway.domain.payments import (
     DEPOSIT_TRANSACTION_TYPE,
     ConfirmationPolicy,
@@ -28,8 +41,10 @@ from ipn_gateway.domain.payments import (
     Ipn,
     PaymentState,
     Verdict,
+    binding_problem,
     decide,
     read_ipn,
+    review_target,
 )
 from ipn_gateway.domain.signature import verify_ipn
 from shared.messaging import CreditCommand
@@ -37,6 +52,8 @@ from shared.messaging import CreditCommand
 log = structlog.get_logger(__name__)
 
 MAX_IPN_BYTES: Final = 64 * 1024
+# What is kept of a body whose signature did not match.
+MAX_UNTRUSTED_STORED_BYTES: Final = 2 * 1024
 # Two IPNs of one payment racing each other: the loser re-reads and decides again.
 MAX_SAVE_ATTEMPTS: Final = 8
 AUDITED_HEADERS: Final = (
@@ -60,6 +77,69 @@ class IpnRequest:
     too_large: bool = False  # the body was cut at MAX_IPN_BYTES + 1 while reading
 
 
+def review_id_of(ipn: Ipn, code: str, detail: str) -> str:
+    """The same IPN sent again queues no second item; a corrected one queues its own."""
+    seen = "\x1f".join((ipn.order_id, ipn.payment_id, ipn.status_text, code, detail))
+    return "rv_" + hashlib.sha256(seen.encode()).hexdigest()[:24]
+
+
+def credit_command(
+    credit: Credit, user_id: str, order_id: str, payment_id: str, metadata: Mapping[str, str | None]
+) -> CreditCommand:
+    return CreditCommand(
+        user_id=user_id,
+        currency=credit.currency,
+        amount=credit.amount,
+        transaction_type=DEPOSIT_TRANSACTION_TYPE,
+        reference_id=credit.reference_id,
+        metadata={"order_id": order_id, "payment_id": payment_id, **metadata},
+    )
+
+
+async def save_payment(
+    payments: Payments,
+    publisher: CommandPublisher,
+    stored: Payment | None,
+    state: PaymentState,
+    *,
+    order: tuple[str, str],
+    credit: OutboxEntry | None,
+    review: ReviewNote | None,
+    now: datetime,
+) -> bool:
+    """Save the payment's new state over the version read (`stored`), with its credit in the
+    outbox, then publish the credit. False when another writer was faster (read and decide again).
+
+    `order` is (order_id, user_id) for a payment not stored yet; a stored one keeps its own.
+    """
+    saved = await payments.save(
+        state,
+        order_id=stored.order_id if stored else order[0],
+        user_id=stored.user_id if stored else order[1],
+        expected_version=stored.version if stored else None,
+        credit=credit,
+        review=review,
+        now=now,
+    )
+    if saved and credit is not None:
+        await publish_recorded(
+            publisher, credit, functools.partial(payments.mark_published, state.payment_id)
+        )
+    return saved
+
+
+async def publish_recorded(
+    publisher: CommandPublisher, entry: OutboxEntry, mark: Callable[[str], Awaitable[None]]
+) -> None:
+    """Publish a command already durable in an outbox, then mark it (by command id) published.
+    A failure only delays it until the outbox relay publishes it again."""
+    try:
+        await publisher.publish(entry.command)
+        await mark(entry.command_id)
+    except Exception:
+        log.exception("outbox.publish_deferred", command=entry.command_id)
+
+
 @dataclass
 class IpnHandler:
     secret: str
@@ -69,15 +149,31 @@ class IpnHandler:
     ipn_log: IpnLog
     publisher: CommandPublisher
     clock: Callable[[], datetime]
+    reviews: Reviews
     allowed_networks: tuple[IpNetwork, ...] = ()  # empty: any sender
+    # Unauthenticated posts beyond this are answered 429 and not stored (None: no limit).
+    untrusted_limit: RateLimiter | None = None
 
     async def handle(self, request: IpnRequest) -> Verdict:
         """The verdict for a valid IPN; raises GatewayError (recorded first) for a refused one."""
         audit = _audit_base(request, self.clock())
         try:
-            verdict, ipn, review = await self._process(request)
+            ipn = self._verified(request)
         except GatewayError as error:
-            await self.ipn_log.record(replace(audit, verdict=error.code))
+            if error.code == "body_too_large":
+                log.warning("ipn.too_large", client_ip=request.client_ip, size=audit.body_size)
+                raise
+            if self.untrusted_limit is not None and not self.untrusted_limit.allow(
+                request.client_ip
+            ):
+                log.warning("ipn.rate_limited", client_ip=request.client_ip, code=error.code)
+                raise IpnRejected("rate_limited", "too many refused IPNs; slow down") from None
+            await self.ipn_log.record(_untrusted(replace(audit, verdict=error.code)))
+            raise
+        try:
+            verdict, review = await self.apply(ipn)
+        except GatewayError as error:
+            await self.ipn_log.record(replace(audit, trusted=True, verdict=error.code))
             raise
         await self.ipn_log.record(
             replace(
@@ -92,45 +188,91 @@ class IpnHandler:
         )
         return verdict
 
-    async def _process(self, request: IpnRequest) -> tuple[Verdict, Ipn, str | None]:
-        if not self._sender_allowed(request.client_ip):
-            raise Forbidden("ip_not_allowed", "IPN sender address is not on the allow-list")
+    def _verified(self, request: IpnRequest) -> Ipn:
         if request.too_large or len(request.raw_body) > MAX_IPN_BYTES:
             raise IpnRejected("body_too_large", f"an IPN body is at most {MAX_IPN_BYTES} bytes")
+        if not self._sender_allowed(request.client_ip):
+            raise Forbidden("ip_not_allowed", "IPN sender address is not on the allow-list")
         body = verify_ipn(request.raw_body, request.signature, self.secret)
-        ipn = read_ipn(body)
+        require_canonical_numbers(body)
+        return read_ipn(body)
+
+    async def apply(self, ipn: Ipn) -> tuple[Verdict, str | None]:
+        """What a verified IPN (or a polled status) does: the verdict and any review code."""
         order = await self.orders.get(ipn.order_id)
         if order is None:
             log.warning("ipn.unmatched", order_id=ipn.order_id, payment_id=ipn.payment_id)
-            return "unmatched", ipn, "unknown_order"
+            return "unmatched", "unknown_order"
+        order_payment = order.payment.payment_id if order.payment else None
+        problem = binding_problem(ipn, order_payment, order.pay_currency)
+        if problem is not None:
+            code, detail = problem
+            await self._queue(ipn, order, code, detail, bound=False)
+            log.warning(
+                "ipn.not_bound", order_id=ipn.order_id, payment_id=ipn.payment_id, code=code
+            )
+            return "unmatched", code
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(ipn.payment_id)
             state = stored.state if stored else PaymentState(payment_id=ipn.payment_id)
             decision = decide(state, ipn, self.policy)
-            if decision.state is None:
-                return decision.verdict, ipn, decision.review_code
-            entry = self._credit_entry(decision.credit, order.user_id, ipn)
             review = None
             if decision.review_code:
-                review = ReviewNote(
-                    decision.review_code, decision.review_detail or "", self.clock()
+                detail = decision.review_detail or ""
+                review = ReviewNote(decision.review_code, detail, self.clock())
+                # Queued before the state is saved: a crash in between leaves the item, and the
+                # resend finds the same item instead of queueing another.
+                await self._queue(ipn, order, decision.review_code, detail, bound=True)
+            if decision.state is None:
+                return decision.verdict, decision.review_code
+            entry = None
+            if decision.credit is not None:
+                metadata = {
+                    "payment_status": ipn.status_text,
+                    "outcome_amount": ipn.outcome_amount,
+                    "pay_currency": ipn.pay_currency,
+                }
+                command = credit_command(
+                    decision.credit, order.user_id, order.order_id, ipn.payment_id, metadata
                 )
-            saved = await self.payments.save(
+                entry = OutboxEntry(
+                    command.model_copy(update={"issued_at": self.clock()}), self.clock()
+                )
+            saved = await save_payment(
+                self.payments,
+                self.publisher,
+                stored,
                 decision.state,
-                order_id=stored.order_id if stored else ipn.order_id,
-                user_id=stored.user_id if stored else order.user_id,
-                expected_version=stored.version if stored else None,
+                order=(ipn.order_id, order.user_id),
                 credit=entry,
                 review=review,
                 now=self.clock(),
             )
             if saved:
-                if entry is not None:
-                    await self._publish(ipn.payment_id, entry)
                 if decision.review_code:
                     log.warning("ipn.review", payment_id=ipn.payment_id, code=decision.review_code)
-                return decision.verdict, ipn, decision.review_code
+                return decision.verdict, decision.review_code
         raise IpnRejected("busy", f"payment {ipn.payment_id} is being updated; send it again")
+
+    async def _queue(
+        self, ipn: Ipn, order: DepositOrder, code: str, detail: str, *, bound: bool
+    ) -> None:
+        target = review_target(ipn)
+        await self.reviews.add(
+            ReviewItem(
+                review_id=review_id_of(ipn, code, detail),
+                reason=code,
+                detail=detail,
+                order_id=order.order_id,
+                payment_id=ipn.payment_id,
+                payment_status=ipn.status_text[:40],
+                user_id=order.user_id,
+                bound=bound,
+                currency=target[0] if target else None,
+                cumulative=target[1] if target else None,
+                created_at=self.clock(),
+            )
+        )
 
     def _sender_allowed(self, client_ip: str | None) -> bool:
         if not self.allowed_networks:
@@ -141,34 +283,11 @@ class IpnHandler:
             return False
         return any(address in network for network in self.allowed_networks)
 
-    def _credit_entry(self, credit: Credit | None, user_id: str, ipn: Ipn) -> OutboxEntry | None:
-        if credit is None:
-            return None
-        command = CreditCommand(
-            user_id=user_id,
-            currency=credit.currency,
-            amount=credit.amount,
-            transaction_type=DEPOSIT_TRANSACTION_TYPE,
-            reference_id=credit.reference_id,
-            metadata={
-                "order_id": ipn.order_id,
-                "payment_id": ipn.payment_id,
-                "payment_status": ipn.status_text,
-                "outcome_amount": ipn.outcome_amount,
-                "pay_currency": ipn.pay_currency,
-            },
-            issued_at=self.clock(),
-        )
-        return OutboxEntry(command=command, created_at=self.clock())
 
-    async def _publish(self, payment_id: str, entry: OutboxEntry) -> None:
-        # The credit is already durable in the payment document: a failure here only delays it
-        # until the outbox relay publishes it again.
-        try:
-            await self.publisher.publish(entry.command)
-            await self.payments.mark_published(payment_id, entry.command_id)
-        except Exception:
-            log.exception("ipn.publish_deferred", payment_id=payment_id, command=entry.command_id)
+def _untrusted(record: IpnRecord) -> IpnRecord:
+    if len(record.raw_body) <= MAX_UNTRUSTED_STORED_BYTES:
+        return record
+    return replace(record, raw_body=record.raw_body[:MAX_UNTRUSTED_STORED_BYTES], truncated=True)
 
 
 def _audit_base(request: IpnRequest, now: datetime) -> IpnRecord:

@@ -1,4 +1,4 @@
-"""What the handlers need from the outside world, and the records they keep.
+"""What the handlers need from the outside world (the records themselves: records.py).
 
 Every write a handler relies on for correctness is a single-document atomic operation: an insert
 on a unique key or a conditional update. A command to the wallet is stored inside the document
@@ -8,135 +8,43 @@ published; anything left unmarked by a crash is published again (the wallet dedu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
+from ipn_gateway.application.records import (
+    CreatedPayment,
+    DepositOrder,
+    IpnRecord,
+    OutboxEntry,
+    Payment,
+    ReviewItem,
+    ReviewNote,
+    ReviewStatus,
+    Withdrawal,
+    WithdrawalPage,
+)
+from ipn_gateway.domain.js_json import JsonValue
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import Decision, WithdrawalStatus
 from shared.messaging import CommandResult, WalletCommand
-from shared.money import format_amount
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A wallet command recorded before it is published; `published` once the broker has it."""
-
-    command: WalletCommand
-    created_at: datetime
-    published: bool = False
-
-    @property
-    def command_id(self) -> str:
-        return self.command.command_id
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedPayment:
-    """What NOWPayments answered to a payment creation."""
-
-    payment_id: str
-    pay_address: str
-    pay_currency: str
-    pay_amount: str
-    price_amount: str
-    price_currency: str
-
-
-@dataclass(frozen=True, slots=True)
-class DepositOrder:
-    """Whose deposit an order id is. Stored before NOWPayments is asked, so that an IPN can be
-    matched even if the gateway stops before it records the payment."""
-
-    order_id: str
-    user_id: str
-    pay_currency: str
-    price_amount: str
-    price_currency: str
-    created_at: datetime
-    payment: CreatedPayment | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewNote:
-    """Something a person must look at: an IPN that could not be credited as it stands."""
-
-    code: str
-    detail: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Payment:
-    """A payment as stored: its state, the user it credits, and its credit commands."""
-
-    state: PaymentState
-    order_id: str
-    user_id: str
-    version: int = 0
-    outbox: tuple[OutboxEntry, ...] = ()
-    reviews: tuple[ReviewNote, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class IpnRecord:
-    """One IPN as received, whatever became of it (the audit trail)."""
-
-    received_at: datetime
-    raw_body: str  # UTF-8 text, or base64 when it was not UTF-8 (raw_body_base64)
-    raw_body_base64: bool
-    body_size: int
-    headers: Mapping[str, str]
-    client_ip: str | None
-    trusted: bool  # the signature matched
-    verdict: str  # the answer (credited, pending, ...) or the refusal code (invalid_signature, ...)
-    payment_id: str | None = None
-    payment_status: str | None = None
-    order_id: str | None = None
-    review_code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Withdrawal:
-    withdrawal_id: str
-    user_id: str
-    currency: str
-    amount: Decimal
-    fee: Decimal
-    address: str
-    status: WithdrawalStatus
-    created_at: datetime
-    updated_at: datetime
-    reason: str | None = None
-    decision: Decision | None = None
-    decided_by: str | None = None
-    outbox: tuple[OutboxEntry, ...] = field(default=())
-
-    def public(self) -> dict[str, Any]:
-        """The contract's shape of a withdrawal (amounts as strings)."""
-        return {
-            "withdrawal_id": self.withdrawal_id,
-            "user_id": self.user_id,
-            "currency": self.currency,
-            "amount": format_amount(self.amount),
-            "fee": format_amount(self.fee),
-            "address": self.address,
-            "status": self.status.value,
-            "reason": self.reason,
-            "decision": self.decision,
-            "decided_by": self.decided_by,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
 
 
 class DepositOrders(Protocol):
     async def add(self, order: DepositOrder) -> None: ...
     async def get(self, order_id: str) -> DepositOrder | None: ...
     async def attach_payment(self, order_id: str, payment: CreatedPayment) -> None: ...
+
+    async def open_older_than(
+        self, created_before: datetime, polled_before: datetime, limit: int
+    ) -> Sequence[DepositOrder]:
+        """Orders with a payment, not closed, created before `created_before` and not polled
+        since `polled_before`, oldest first."""
+        ...
+
+    async def mark_polled(self, order_id: str, now: datetime, *, closed: bool) -> None: ...
 
 
 class Payments(Protocol):
@@ -159,17 +67,64 @@ class Payments(Protocol):
 
     async def mark_published(self, payment_id: str, command_id: str) -> None: ...
     async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
-    async def record_result(self, result: CommandResult) -> None: ...
+
+    async def record_result(self, result: CommandResult) -> None:
+        """Keep the wallet's answer beside the credit it answers (found by reference_id)."""
+        ...
+
+    async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:
+        """The wallet's (status, reason) for a credit of the payment, if it came."""
+        ...
+
+
+class Reviews(Protocol):
+    async def add(self, item: ReviewItem) -> bool:
+        """Queue the item; False (and nothing changes) when one with its id is queued already."""
+        ...
+
+    async def get(self, review_id: str) -> ReviewItem | None: ...
+    async def list(self, status: ReviewStatus | None, limit: int) -> Sequence[ReviewItem]: ...
+
+    async def close(
+        self,
+        review_id: str,
+        status: ReviewStatus,
+        admin_id: str,
+        note: str | None,
+        credit: OutboxEntry | None,
+        now: datetime,
+    ) -> ReviewItem | None:
+        """Move an open item to `status` (with its credit, if any); None if it is not open."""
+        ...
+
+    async def mark_published(self, review_id: str, command_id: str) -> None: ...
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
 
 
 class IpnLog(Protocol):
     async def record(self, entry: IpnRecord) -> None: ...
 
 
+class DeadLetters(Protocol):
+    async def add(self, raw: bytes, reason: str, now: datetime) -> None:
+        """Keep a wallet result the gateway could not apply, for a person to look at."""
+        ...
+
+
 class Withdrawals(Protocol):
     async def insert(self, withdrawal: Withdrawal) -> None: ...
     async def get(self, withdrawal_id: str) -> Withdrawal | None: ...
-    async def list(self, user_id: str | None, limit: int) -> Sequence[Withdrawal]: ...
+
+    async def page(
+        self,
+        user_id: str | None,
+        status: WithdrawalStatus | None,
+        limit: int,
+        cursor: str | None,
+    ) -> WithdrawalPage:
+        """Newest first; `cursor` is the `next_cursor` of the previous page (opaque to callers).
+        Raises ValueError for a cursor this store did not make."""
+        ...
 
     async def decide(
         self,
@@ -180,7 +135,15 @@ class Withdrawals(Protocol):
         command: WalletCommand,
         now: datetime,
     ) -> Withdrawal | None:
-        """Record an admin's decision and its command if the withdrawal is locked and undecided."""
+        """Record an admin's decision and its command if the withdrawal is locked, undecided, and
+        its `attempt` is still the one before the command's (it becomes the command's)."""
+        ...
+
+    async def reopen(
+        self, withdrawal_id: str, reference_id: str, reason: str, now: datetime
+    ) -> Withdrawal | None:
+        """Undo the decision whose command (`reference_id`) the wallet refused, so an admin can
+        decide again; None if that decision is no longer the current one."""
         ...
 
     async def transition(
@@ -194,11 +157,13 @@ class Withdrawals(Protocol):
         """Move from `from_status` to `to_status`; None when it is not in `from_status`."""
         ...
 
-    async def note(self, withdrawal_id: str, reason: str, now: datetime) -> None: ...
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None: ...
     async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
     async def open_count(self, user_id: str) -> int: ...
-    async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal: ...
+
+    async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal:
+        """Amounts plus fees of the user's withdrawals that count against the daily limit."""
+        ...
 
     def user_guard(self, user_id: str, now: datetime) -> AbstractAsyncContextManager[None]:
         """Serialise one user's requests (a lease); raises Conflict when one is in progress."""
@@ -228,3 +193,7 @@ class PaymentProvider(Protocol):
         order_description: str,
         ipn_callback_url: str,
     ) -> CreatedPayment: ...
+
+    async def payment_status(self, payment_id: str) -> dict[str, JsonValue]:
+        """NOWPayments' `GET /v1/payment/{id}`, numbers kept as written (JsonNumber)."""
+        ...

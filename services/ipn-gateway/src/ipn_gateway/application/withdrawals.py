@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 import structlog
 
-from ipn_gateway.application.ports import CommandPublisher, OutboxEntry, Withdrawal, Withdrawals
+from ipn_gateway.application.ports import CommandPublisher, Withdrawals
+from ipn_gateway.application.records import OutboxEntry, Withdrawal, WithdrawalPage
 from ipn_gateway.domain.errors import Conflict, Forbidden, NotFound, WithdrawalRefused
 from ipn_gateway.domain.withdrawals import (
     LOCK_TRANSACTION_TYPE,
@@ -39,7 +40,9 @@ from shared.money import add
 log = structlog.get_logger(__name__)
 
 MAX_REASON_LENGTH: Final = 500
-LIST_LIMIT: Final = 200
+# As many as the list returned before it was paged, so existing clients see no change.
+DEFAULT_PAGE_SIZE: Final = 200
+MAX_PAGE_SIZE: Final = 200
 
 
 @dataclass
@@ -101,7 +104,8 @@ class WithdrawalHandler:
             fee=withdrawal.fee,
             destination="withdrawals",
             transaction_type=RELEASE_TRANSACTION_TYPE,
-            reference_id=reference_id(withdrawal_id),
+            reference_id=reference_id(withdrawal_id, withdrawal.attempt + 1),
+            hold_id=reference_id(withdrawal_id),
             metadata={
                 "withdrawal_id": withdrawal_id,
                 "address": withdrawal.address,
@@ -123,14 +127,42 @@ class WithdrawalHandler:
             currency=withdrawal.currency,
             amount=add(withdrawal.amount, withdrawal.fee),
             transaction_type=UNLOCK_TRANSACTION_TYPE,
-            reference_id=reference_id(withdrawal_id),
+            reference_id=reference_id(withdrawal_id, withdrawal.attempt + 1),
+            hold_id=reference_id(withdrawal_id),
             metadata={"withdrawal_id": withdrawal_id, "rejected_by": admin_id, "reason": reason},
             issued_at=self.clock(),
         )
         return await self._decide(withdrawal, "reject", admin_id, reason, command)
 
-    async def list(self, user_id: str, is_admin: bool) -> Sequence[Withdrawal]:
-        return await self.withdrawals.list(None if is_admin else user_id, LIST_LIMIT)
+    async def get(self, user_id: str, is_admin: bool, withdrawal_id: str) -> Withdrawal:
+        withdrawal = await self.withdrawals.get(withdrawal_id)
+        if withdrawal is None or (withdrawal.user_id != user_id and not is_admin):
+            # Someone else's withdrawal is answered like a missing one: ids are not confirmed.
+            raise NotFound("withdrawal_not_found", f"no withdrawal {withdrawal_id[:64]!r}")
+        return withdrawal
+
+    async def page(
+        self,
+        user_id: str,
+        is_admin: bool,
+        *,
+        status: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> WithdrawalPage:
+        """A user's own withdrawals, or everyone's for an admin; newest first, a page at a time."""
+        try:
+            wanted = WithdrawalStatus(status) if status is not None else None
+        except ValueError:
+            raise WithdrawalRefused(
+                "invalid_status", f"unknown status {str(status)[:40]!r}"
+            ) from None
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise WithdrawalRefused("invalid_limit", f"limit is 1 to {MAX_PAGE_SIZE}")
+        try:
+            return await self.withdrawals.page(None if is_admin else user_id, wanted, limit, cursor)
+        except ValueError:
+            raise WithdrawalRefused("invalid_cursor", "cursor is not one this API gave") from None
 
     async def apply_result(self, result: CommandResult) -> Withdrawal | None:
         """Move a withdrawal as the wallet's result says; a redelivered result changes nothing."""
@@ -142,11 +174,12 @@ class WithdrawalHandler:
         transition = TRANSITIONS.get((kind, outcome))
         now = self.clock()
         if transition is None:
-            # A release or unlock the wallet refused: the money is still locked; ops must look.
+            # A release or unlock the wallet refused: the money is still locked. The decision is
+            # undone so that an admin can decide again (approve once more, or reject).
             note = f"{kind}_rejected: {result.reason or 'unknown'}"
             log.error("withdrawal.decision_refused", withdrawal_id=withdrawal_id, reason=note)
-            await self.withdrawals.note(withdrawal_id, note, now)
-            return await self.withdrawals.get(withdrawal_id)
+            reopened = await self.withdrawals.reopen(withdrawal_id, result.reference_id, note, now)
+            return reopened or await self.withdrawals.get(withdrawal_id)
         from_status, to_status = transition
         reason = result.reason if to_status is WithdrawalStatus.FAILED else None
         moved = await self.withdrawals.transition(
@@ -177,6 +210,8 @@ class WithdrawalHandler:
             current = await self._get(withdrawal.withdrawal_id)
             if current.status is not WithdrawalStatus.LOCKED:
                 raise Conflict("not_locked", f"withdrawal is {current.status.value}, not locked")
+            if current.decision is None:
+                raise Conflict("withdrawal_changed", "the withdrawal changed meanwhile; try again")
             raise Conflict("already_decided", f"an admin already chose to {current.decision} it")
         result = await self._publish(withdrawal.withdrawal_id, command, wait=True)
         if result is not None:

@@ -197,3 +197,25 @@ def js_stringify(value: JsonValue) -> str:
 def js_canonical(value: JsonValue) -> str:
     """`JSON.stringify(sortObject(value))` as NOWPayments' Node.js code computes it."""
     return js_stringify(sort_object(value))
+
+
+def require_canonical_numbers(value: JsonValue) -> None:
+    """Refuse any number not written as JavaScript writes it (IpnRejected "non_canonical_number").
+
+    The signature covers the parsed numbers, not their text: `5077125051`, `5077125051.0` and
+    `50771250510e-1` sign alike. NOWPayments' Node.js code only ever writes the first, so any
+    other spelling is a replay dressed up as a new IPN.
+    """
+    stack: list[JsonValue] = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, JsonNumber):
+            if js_stringify(current) != current.text:
+                raise IpnRejected(
+                    "non_canonical_number",
+                    f"number {current.text[:40]!r} is not written as JavaScript writes it",
+                )
+        elif isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)

@@ -9,8 +9,9 @@ credits only the difference, under a reference of its own so the wallet applies 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Final, Literal
@@ -50,6 +51,16 @@ STATUS_RANK: Final[Mapping[PaymentStatus, int]] = {
 NEVER_CREDITED: Final = frozenset(
     {PaymentStatus.FAILED, PaymentStatus.REFUNDED, PaymentStatus.EXPIRED}
 )
+# A payment in one of these may still change: the missed-webhook poller keeps asking about it.
+OPEN_STATUSES: Final = frozenset(
+    {
+        PaymentStatus.WAITING,
+        PaymentStatus.CONFIRMING,
+        PaymentStatus.CONFIRMED,
+        PaymentStatus.SENDING,
+        PaymentStatus.PARTIALLY_PAID,
+    }
+)
 # Statuses of the main chain at or after which a coin may be credited.
 CREDITABLE_FROM: Final = (PaymentStatus.CONFIRMED, PaymentStatus.SENDING, PaymentStatus.FINISHED)
 
@@ -58,8 +69,9 @@ CREDITABLE_FROM: Final = (PaymentStatus.CONFIRMED, PaymentStatus.SENDING, Paymen
 class ConfirmationPolicy:
     """When a deposit is credited.
 
-    `credit_at` maps a coin (registry code or NOWPayments ticker, any case) to the first status
-    that credits it; others credit at `default_credit_at`. `credit_partially_paid` credits what
+    `credit_at` maps the coin that was paid (`pay_currency`: its chain carries the reorg risk;
+    registry code or NOWPayments ticker, any case) to the first status that credits it; others
+    credit at `default_credit_at`. `credit_partially_paid` credits what
     actually arrived when a payment ends partially paid; otherwise it waits for manual review.
     """
 
@@ -103,6 +115,8 @@ class Ipn:
     outcome_currency: str | None
     outcome_amount: str | None
     actually_paid: str | None
+    # A re-deposit NOWPayments links to the payment create-deposit made (its documented field).
+    parent_payment_id: str | None = None
 
 
 def _required(body: Mapping[str, JsonValue], name: str) -> str:
@@ -123,6 +137,17 @@ def _text(body: Mapping[str, JsonValue], name: str) -> str | None:
     raise IpnRejected("invalid_field", f"IPN field {name} must be a string or a number")
 
 
+_PAYMENT_ID: Final = re.compile(r"[1-9][0-9]{0,19}")
+
+
+def _payment_id(body: Mapping[str, JsonValue], name: str) -> str | None:
+    # NOWPayments' ids are integers; one spelling only, so that one payment is one key.
+    value = _text(body, name)
+    if value is not None and not _PAYMENT_ID.fullmatch(value):
+        raise IpnRejected("invalid_field", f"IPN field {name} is not a payment id")
+    return value
+
+
 def _known_status(text: str) -> PaymentStatus | None:
     try:
         return PaymentStatus(text)
@@ -132,12 +157,15 @@ def _known_status(text: str) -> PaymentStatus | None:
 
 def read_ipn(body: Mapping[str, JsonValue]) -> Ipn:
     """The acted-on fields of a verified body; raises IpnRejected for missing or odd ones."""
-    payment_id = _required(body, "payment_id")
+    payment_id = _payment_id(body, "payment_id")
+    if payment_id is None:
+        raise IpnRejected("missing_field", "IPN field payment_id is missing")
     status_text = _required(body, "payment_status")
     order_id = _required(body, "order_id")
     pay_currency = _required(body, "pay_currency")
     return Ipn(
         payment_id=payment_id,
+        parent_payment_id=_payment_id(body, "parent_payment_id"),
         payment_status=_known_status(status_text),
         status_text=status_text,
         order_id=order_id,
@@ -158,6 +186,8 @@ class PaymentState:
     credited: Decimal = Decimal(0)
     credit_currency: str | None = None
     credits: int = 0
+    # Review items whose approval raised `credited` (each counts once).
+    approved_reviews: frozenset[str] = frozenset()
 
 
 Verdict = Literal["credited", "pending", "duplicate", "ignored", "unmatched"]
@@ -190,25 +220,49 @@ def credit_reference(payment_id: str, cumulative: Decimal, first: bool) -> str:
     return base if first else f"{base}:topup:{format_amount(cumulative)}"
 
 
+def binding_problem(
+    ipn: Ipn, order_payment_id: str | None, order_pay_currency: str
+) -> tuple[str, str] | None:
+    """Why an IPN may not act on the order it names (a review code and detail), or None.
+
+    The payment must be the one create-deposit stored for the order, or a re-deposit that
+    NOWPayments links to it by `parent_payment_id`; and it must be paid in the order's coin.
+    """
+    if order_payment_id is None:
+        return "payment_not_recorded", f"order has no payment; the IPN names {ipn.payment_id}"
+    if order_payment_id not in (ipn.payment_id, ipn.parent_payment_id):
+        return (
+            "payment_id_mismatch",
+            f"order's payment is {order_payment_id}, the IPN names {ipn.payment_id}",
+        )
+    if ipn.pay_currency.strip().lower() != order_pay_currency.strip().lower():
+        return (
+            "pay_currency_mismatch",
+            f"order is paid in {order_pay_currency}, the IPN says {ipn.pay_currency[:40]}",
+        )
+    return None
+
+
 def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decision:
-    """What one verified IPN does to a payment."""
+    """What one verified IPN does to a payment.
+
+    A status whose IPN went to review (nothing credited) is not added to `seen`: a corrected
+    resend of that same status is decided again rather than answered `duplicate` forever.
+    """
     status = ipn.payment_status
     if status is None:
         detail = f"unknown payment_status {ipn.status_text[:40]!r}"
         return Decision("ignored", review_code="unknown_status", review_detail=detail)
     if status.value in state.seen:
         return Decision("duplicate")
-    if state.status is not None and STATUS_RANK[status] <= STATUS_RANK[state.status]:
+    if state.status is not None and (
+        STATUS_RANK[status] < STATUS_RANK[state.status]
+        or (STATUS_RANK[status] == STATUS_RANK[state.status] and status is not state.status)
+    ):
         # An older status arriving late (or a rival terminal one) changes nothing.
         return Decision("ignored")
-    moved = PaymentState(
-        payment_id=state.payment_id,
-        status=status,
-        seen=state.seen | {status.value},
-        credited=state.credited,
-        credit_currency=state.credit_currency,
-        credits=state.credits,
-    )
+    moved = replace(state, status=status, seen=state.seen | {status.value})
+    unresolved = replace(state, status=status)
     if status in NEVER_CREDITED:
         if state.credited > 0:
             return Decision(
@@ -218,34 +272,35 @@ def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decisio
                 review_detail=f"{status} after {format_amount(state.credited)} was credited",
             )
         return Decision("ignored", moved)
-    coin = ipn.outcome_currency or ipn.pay_currency
-    if not policy.credits(status, coin):
+    if not policy.credits(status, ipn.pay_currency):
         if status is PaymentStatus.PARTIALLY_PAID:
             return Decision(
                 "ignored",
-                moved,
+                unresolved,
                 review_code="partially_paid_not_credited",
                 review_detail=f"actually_paid {ipn.actually_paid} of {ipn.pay_currency}",
             )
         return Decision("pending", moved)
-    return _credit(state, moved, ipn)
+    return _credit(state, moved, unresolved, ipn)
 
 
-def _credit(state: PaymentState, moved: PaymentState, ipn: Ipn) -> Decision:
+def _credit(
+    state: PaymentState, moved: PaymentState, unresolved: PaymentState, ipn: Ipn
+) -> Decision:
     if ipn.outcome_amount is None or ipn.outcome_currency is None:
         return Decision(
-            "ignored", moved, review_code="missing_outcome", review_detail="no outcome_amount"
+            "ignored", unresolved, review_code="missing_outcome", review_detail="no outcome_amount"
         )
     try:
         currency: Currency = get_currency(ipn.outcome_currency)
         cumulative = parse_amount(ipn.outcome_amount, currency)
     except MoneyError as error:
         # e.g. amount_too_precise: more decimals than the ledger keeps. Never rounded: reviewed.
-        return Decision("ignored", moved, review_code=error.code, review_detail=error.message)
+        return Decision("ignored", unresolved, review_code=error.code, review_detail=error.message)
     if state.credit_currency is not None and state.credit_currency != currency.code:
         return Decision(
             "ignored",
-            moved,
+            unresolved,
             review_code="outcome_currency_changed",
             review_detail=f"credited in {state.credit_currency}, now {currency.code}",
         )
@@ -262,12 +317,45 @@ def _credit(state: PaymentState, moved: PaymentState, ipn: Ipn) -> Decision:
         cumulative=cumulative,
         reference_id=credit_reference(ipn.payment_id, cumulative, first=state.credits == 0),
     )
-    credited_state = PaymentState(
-        payment_id=moved.payment_id,
-        status=moved.status,
-        seen=moved.seen,
-        credited=cumulative,
-        credit_currency=currency.code,
-        credits=state.credits + 1,
+    credited_state = replace(
+        moved, credited=cumulative, credit_currency=currency.code, credits=state.credits + 1
     )
     return Decision("credited", credited_state, credit=credit)
+
+
+def review_target(ipn: Ipn) -> tuple[str, Decimal] | None:
+    """What approving a review of this IPN would bring the payment's credited total to: its
+    outcome, when that is an amount the ledger can hold (else an admin has nothing to approve)."""
+    if ipn.outcome_amount is None or ipn.outcome_currency is None:
+        return None
+    try:
+        currency = get_currency(ipn.outcome_currency)
+        return currency.code, parse_amount(ipn.outcome_amount, currency)
+    except MoneyError:
+        return None
+
+
+def approve_review(
+    state: PaymentState, review_id: str, currency: str, cumulative: Decimal
+) -> Decision:
+    """An admin approved a review of this payment: credit what brings it up to `cumulative`.
+
+    Approving twice, or after later IPNs already credited that much, credits nothing more.
+    """
+    if review_id in state.approved_reviews:
+        return Decision("duplicate")
+    approved = replace(state, approved_reviews=state.approved_reviews | {review_id})
+    if state.credit_currency is not None and state.credit_currency != currency:
+        return Decision("ignored", approved)
+    if cumulative <= state.credited:
+        return Decision("duplicate", approved)
+    credit = Credit(
+        currency=currency,
+        amount=subtract(cumulative, state.credited),
+        cumulative=cumulative,
+        reference_id=f"nowpayments:{state.payment_id}:review:{review_id}",
+    )
+    credited = replace(
+        approved, credited=cumulative, credit_currency=currency, credits=state.credits + 1
+    )
+    return Decision("credited", credited, credit=credit)

@@ -11,13 +11,13 @@ cannot both send a command. The status then follows the wallet's result.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Final, Literal
 
+from ipn_gateway.domain.addresses import ADDRESS_CHECKS, valid_address
 from ipn_gateway.domain.errors import WithdrawalRefused
 from shared.money import Currency, MoneyError, add, get_currency, parse_amount
 
@@ -48,37 +48,32 @@ TRANSITIONS: Final[
     ("release_locked", "applied"): (WithdrawalStatus.LOCKED, WithdrawalStatus.APPROVED),
     ("unlock", "applied"): (WithdrawalStatus.LOCKED, WithdrawalStatus.REJECTED),
 }
-# Statuses in which the amount counts against the user's daily limit.
+# Waiting for the wallet or for an admin: counted against the user's open-withdrawals limit.
+OPEN_STATUSES: Final = frozenset({WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED})
+# Statuses in which the amount (fee included) counts against the user's daily limit.
 COUNTED_AGAINST_LIMIT: Final = frozenset(
     {WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED, WithdrawalStatus.APPROVED}
 )
 
 
-def reference_id(withdrawal_id: str) -> str:
-    return f"{REFERENCE_PREFIX}{withdrawal_id}"
+def reference_id(withdrawal_id: str, attempt: int = 1) -> str:
+    """`withdrawal:<id>` (the lock's reference and hold, and the first decision's reference);
+    a decision taken again after the wallet refused one is `withdrawal:<id>:attempt:<n>`, so the
+    wallet does not answer it with the refused one's outcome."""
+    base = f"{REFERENCE_PREFIX}{withdrawal_id}"
+    return base if attempt <= 1 else f"{base}:attempt:{attempt}"
+
+
+def attempt_of(reference: str) -> int:
+    """Which decision of its withdrawal a reference names (the lock's and the first are 1)."""
+    _, marker, attempt = reference.rpartition(":attempt:")
+    return int(attempt) if marker and attempt.isdigit() else 1
 
 
 def withdrawal_id_of(reference: str) -> str | None:
-    return (
-        reference.removeprefix(REFERENCE_PREFIX) if reference.startswith(REFERENCE_PREFIX) else None
-    )
-
-
-_BASE58: Final = "[1-9A-HJ-NP-Za-km-z]"
-_BECH32: Final = "[02-9ac-hj-np-z]"
-_EVM: Final = r"0x[0-9a-fA-F]{40}"
-_TRON: Final = rf"T{_BASE58}{{33}}"
-# Shape checks only (a checksum failure is caught by the payout provider); they stop typos,
-# pasted whitespace and injection attempts before money is locked.
-ADDRESS_PATTERNS: Final[Mapping[str, re.Pattern[str]]] = {
-    "BTC": re.compile(rf"bc1{_BECH32}{{11,71}}|[13]{_BASE58}{{25,34}}"),
-    "LTC": re.compile(rf"ltc1{_BECH32}{{11,71}}|[LM3]{_BASE58}{{26,33}}"),
-    "ETH": re.compile(_EVM),
-    "USDC": re.compile(rf"{_EVM}|{_BASE58}{{32,44}}"),
-    "USDT": re.compile(rf"{_EVM}|{_TRON}"),
-    "TRX": re.compile(_TRON),
-    "SOL": re.compile(rf"{_BASE58}{{32,44}}"),
-}
+    if not reference.startswith(REFERENCE_PREFIX):
+        return None
+    return reference.removeprefix(REFERENCE_PREFIX).split(":", 1)[0] or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,25 +110,28 @@ def validate_request(
     except MoneyError as error:
         raise WithdrawalRefused(error.code, error.message) from None
     fee = policy.fees.get(currency.code)
-    pattern = ADDRESS_PATTERNS.get(currency.code)
-    if fee is None or pattern is None:
+    if fee is None or currency.code not in ADDRESS_CHECKS:
         raise WithdrawalRefused(
             "currency_not_withdrawable", f"{currency.code} cannot be withdrawn here"
         )
     maximum = policy.max_per_request.get(currency.code)
-    if maximum is not None and amount > maximum:
+    if maximum is not None and add(amount, fee) > maximum:
         raise WithdrawalRefused(
-            "amount_above_limit", f"at most {maximum} {currency.code} per withdrawal"
+            "amount_above_limit",
+            f"at most {maximum} {currency.code} per withdrawal, the fee of {fee} included",
         )
-    if not isinstance(address, str) or not pattern.fullmatch(address):
-        raise WithdrawalRefused("invalid_address", f"not a {currency.code} address")
+    if not valid_address(currency.code, address):
+        raise WithdrawalRefused(
+            "invalid_address", f"not a {currency.code} address (or its checksum is wrong)"
+        )
+    assert isinstance(address, str)
     return WithdrawalRequest(currency=currency.code, amount=amount, fee=fee, address=address)
 
 
 def check_limits(
     request: WithdrawalRequest, open_count: int, counted_today: Decimal, policy: WithdrawalPolicy
 ) -> None:
-    """Per-user limits: open withdrawals, and the rolling 24 h total of the currency.
+    """Per-user limits: open withdrawals, and the rolling 24 h total (fees included) of the currency.
 
     The caller holds the user's request guard while counting and inserting, so two concurrent
     requests cannot both fit under a limit that only one of them fits under.
@@ -144,9 +142,10 @@ def check_limits(
             f"at most {policy.max_open_per_user} withdrawals may wait for a decision",
         )
     limit = policy.daily_limit.get(request.currency)
-    if limit is not None and add(counted_today, request.amount) > limit:
+    if limit is not None and add(counted_today, request.locked_amount) > limit:
         raise WithdrawalRefused(
-            "daily_limit_exceeded", f"at most {limit} {request.currency} per 24 hours"
+            "daily_limit_exceeded",
+            f"at most {limit} {request.currency} per 24 hours, fees included",
         )
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from ipn_gateway.application.deposits import DepositHandler
-from ipn_gateway.application.ipn import MAX_IPN_BYTES, IpnHandler, IpnRequest
-from ipn_gateway.application.withdrawals import WithdrawalHandler
+from ipn_gateway.application.ipn import MAX_IPN_BYTES, IpNetwork, IpnHandler, IpnRequest
+from ipn_gateway.application.reviews import ReviewHandler
+from ipn_gateway.application.withdrawals import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    WithdrawalHandler,
+)
 from ipn_gateway.domain.errors import (
     Conflict,
     Forbidden,
@@ -21,6 +27,7 @@ from ipn_gateway.domain.errors import (
     UpstreamRefused,
     UpstreamUnavailable,
 )
+from ipn_gateway.entrypoints.shapes import review_view, withdrawal_view
 from shared.http import AdminUser, CurrentUser, error_response, error_responses
 
 # Refusal codes whose HTTP status is not the default of their kind.
@@ -28,6 +35,7 @@ _STATUS_BY_CODE: Final = {
     "invalid_signature": 401,
     "body_too_large": 413,
     "busy": 503,
+    "rate_limited": 429,
     "withdrawal_in_progress": 409,
 }
 _STATUS_BY_KIND: Final[tuple[tuple[type[GatewayError], int], ...]] = (
@@ -80,21 +88,38 @@ class RejectBody(_Body):
     reason: str
 
 
+class DismissBody(_Body):
+    reason: str
+
+
 @dataclass
 class Handlers:
     ipn: IpnHandler
     deposits: DepositHandler
     withdrawals: WithdrawalHandler
-    trust_forwarded_for: bool = False
+    reviews: ReviewHandler
+    # The reverse proxies in front of the gateway: only they may say who the client is.
+    trusted_proxies: tuple[IpNetwork, ...] = ()
 
 
-def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
-    return request.client.host if request.client else None
+def _trusted(address: str, proxies: tuple[IpNetwork, ...]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in proxies)
+
+
+def client_ip(peer: str | None, forwarded_for: str, proxies: tuple[IpNetwork, ...]) -> str | None:
+    """The right-most address not one of our proxies, walking back from the connection's peer
+    through X-Forwarded-For. Hops left of it were written by the client and prove nothing."""
+    if peer is None or not _trusted(peer, proxies):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            return hop
+    return hops[0] if hops else peer
 
 
 async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
@@ -115,7 +140,7 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
         prefix="/api/nowpayments", tags=["nowpayments"], responses=error_responses(400, 401)
     )
 
-    @router.post("/ipn", responses=error_responses(403, 413, 503))
+    @router.post("/ipn", responses=error_responses(403, 413, 429, 503))
     async def ipn(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length", "")
         too_large = declared.isdigit() and int(declared) > MAX_IPN_BYTES
@@ -124,7 +149,11 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
             raw_body=raw,
             signature=request.headers.get("x-nowpayments-sig"),
             headers=dict(request.headers),
-            client_ip=_client_ip(request, handlers.trust_forwarded_for),
+            client_ip=client_ip(
+                request.client.host if request.client else None,
+                request.headers.get("x-forwarded-for", ""),
+                handlers.trusted_proxies,
+            ),
             too_large=cut,
         )
         verdict = await handlers.ipn.handle(ipn_request)
@@ -135,6 +164,28 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
         return await handlers.deposits.create(
             user.user_id, body.currency, body.amount, body.price_currency
         )
+
+    decisions = error_responses(403, 404, 409, 422)
+
+    @router.get("/reviews", responses=error_responses(403, 422))
+    async def list_reviews(
+        admin: AdminUser,
+        status: Literal["open", "approved", "dismissed"] | None = None,
+    ) -> dict[str, Any]:
+        items = await handlers.reviews.list(status)
+        return {"items": [review_view(i) for i in items]}
+
+    @router.post("/reviews/{review_id}/approve", responses=decisions)
+    async def approve_review(
+        review_id: Annotated[str, Path(max_length=64)], admin: AdminUser
+    ) -> dict[str, Any]:
+        return review_view(await handlers.reviews.approve(admin.user_id, review_id))
+
+    @router.post("/reviews/{review_id}/dismiss", responses=decisions)
+    async def dismiss_review(
+        review_id: Annotated[str, Path(max_length=64)], body: DismissBody, admin: AdminUser
+    ) -> dict[str, Any]:
+        return review_view(await handlers.reviews.dismiss(admin.user_id, review_id, body.reason))
 
     return router
 
@@ -150,25 +201,40 @@ def withdrawals_router(handlers: Handlers) -> APIRouter:
         withdrawal = await handlers.withdrawals.request(
             user.user_id, body.currency, body.amount, body.address
         )
-        public = withdrawal.public()
+        public = withdrawal_view(withdrawal)
         return {k: public[k] for k in ("withdrawal_id", "status", "amount", "fee", "currency")}
 
     @router.post("/approve", responses=decisions)
     async def approve(body: ApproveBody, admin: AdminUser) -> dict[str, Any]:
         withdrawal = await handlers.withdrawals.approve(admin.user_id, body.withdrawal_id)
-        return withdrawal.public()
+        return withdrawal_view(withdrawal)
 
     @router.post("/reject", responses=decisions)
     async def reject(body: RejectBody, admin: AdminUser) -> dict[str, Any]:
         withdrawal = await handlers.withdrawals.reject(
             admin.user_id, body.withdrawal_id, body.reason
         )
-        return withdrawal.public()
+        return withdrawal_view(withdrawal)
 
-    @router.get("")
-    async def list_withdrawals(user: CurrentUser) -> dict[str, Any]:
-        items = await handlers.withdrawals.list(user.user_id, user.is_admin)
-        return {"items": [w.public() for w in items]}
+    @router.get("", responses=error_responses(400, 422))
+    async def list_withdrawals(
+        user: CurrentUser,
+        status: str | None = Query(None, max_length=20),
+        limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+        cursor: str | None = Query(None, max_length=200),
+    ) -> dict[str, Any]:
+        """A user's own withdrawals, everyone's for an admin; newest first, `next_cursor` pages."""
+        page = await handlers.withdrawals.page(
+            user.user_id, user.is_admin, status=status, limit=limit, cursor=cursor
+        )
+        return {"items": [withdrawal_view(w) for w in page.items], "next_cursor": page.next_cursor}
+
+    @router.get("/{withdrawal_id}", responses=error_responses(404, 422))
+    async def get_withdrawal(
+        withdrawal_id: Annotated[str, Path(max_length=64)], user: CurrentUser
+    ) -> dict[str, Any]:
+        found = await handlers.withdrawals.get(user.user_id, user.is_admin, withdrawal_id)
+        return withdrawal_view(found)
 
     return router
 

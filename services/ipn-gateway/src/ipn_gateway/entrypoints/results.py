@@ -1,21 +1,28 @@
 """The consumer of `wallet.results` (group `ipn-gateway`): withdrawal states follow the wallet.
 
 Offsets are committed only after the results of a batch are applied, so a crash replays them;
-applying a result is a conditional update, so a replay changes nothing.
+applying a result is a conditional update, so a replay changes nothing. A result that keeps
+failing for another reason than the database being away is dead-lettered (kept for a person)
+after a few attempts instead of blocking every result behind it; while one result is retried
+for longer than `stuck_after_seconds` the consumer reports itself stuck (/healthz answers 503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
+from pymongo.errors import ConnectionFailure
 
+from ipn_gateway.application.ports import DeadLetters
 from shared.messaging import CommandResult
 
 log = structlog.get_logger(__name__)
@@ -44,10 +51,21 @@ class ResultsConsumer:
         *,
         topic: str,
         group_id: str,
+        dead_letters: DeadLetters,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
+        max_attempts: int = 5,
+        retry_delay_seconds: float = RETRY_DELAY_SECONDS,
+        stuck_after_seconds: float = 60.0,
     ) -> None:
         self._dispatch = dispatch
+        self._dead_letters = dead_letters
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay_seconds
+        self._stuck_after = stuck_after_seconds
+        # When the result now being applied first failed (monotonic seconds); None: not failing.
+        self._failing_since: float | None = None
+        self.dead_lettered = 0
         self._topic = topic
         self._assignment = _Assignment()
         self._options = {
@@ -68,6 +86,12 @@ class ResultsConsumer:
         """Joined the group and still consuming (a dead loop must fail the health check)."""
         running = self._task is not None and not self._task.done()
         return running and self._assignment.joined.is_set()
+
+    @property
+    def stuck(self) -> bool:
+        """One result has been failing for longer than `stuck_after_seconds`."""
+        since = self._failing_since
+        return since is not None and time.monotonic() - since > self._stuck_after
 
     async def wait_assigned(self, within: float) -> None:
         await asyncio.wait_for(self._assignment.joined.wait(), within)
@@ -95,7 +119,7 @@ class ResultsConsumer:
                 for record in records:
                     result = _ours(record.value)
                     if result is not None:
-                        await self._apply(result)
+                        await self.apply(result, record.value or b"")
             if batches:
                 try:
                     await self._consumer.commit()
@@ -104,16 +128,42 @@ class ResultsConsumer:
                     # results, and applying them again changes nothing.
                     log.warning("results.commit_failed_after_rebalance")
 
-    async def _apply(self, result: CommandResult) -> None:
-        # A failure here is the database being away: wait and try again rather than skip a
-        # result (the withdrawal would never move) or crash the consumer.
-        while True:
-            try:
-                await self._dispatch(result)
-                return
-            except Exception:
-                log.exception("results.apply_failed", reference=result.reference_id)
-                await asyncio.sleep(RETRY_DELAY_SECONDS)
+    async def apply(self, result: CommandResult, raw: bytes) -> None:
+        """Apply one result: retried while the database is away, dead-lettered after
+        `max_attempts` failures of any other kind."""
+        attempts = 0
+        try:
+            while True:
+                try:
+                    await self._dispatch(result)
+                    return
+                except Exception as error:
+                    attempts += 1
+                    if self._failing_since is None:
+                        self._failing_since = time.monotonic()
+                    log.exception(
+                        "results.apply_failed", reference=result.reference_id, attempt=attempts
+                    )
+                    poison = not isinstance(error, ConnectionFailure)
+                    if (
+                        poison
+                        and attempts >= self._max_attempts
+                        and await self._dead_letter(raw, f"{type(error).__name__}: {error}")
+                    ):
+                        return
+                    await asyncio.sleep(self._retry_delay)
+        finally:
+            self._failing_since = None
+
+    async def _dead_letter(self, raw: bytes, reason: str) -> bool:
+        try:
+            await self._dead_letters.add(raw, reason[:500], datetime.now(UTC))
+        except Exception:
+            log.exception("results.dead_letter_failed")
+            return False
+        self.dead_lettered += 1
+        log.error("results.dead_lettered", reason=reason[:200], value=raw[:200])
+        return True
 
 
 def _ours(value: bytes | None) -> CommandResult | None:

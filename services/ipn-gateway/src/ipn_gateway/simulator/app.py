@@ -1,9 +1,10 @@
 """A NOWPayments stand-in for development and tests.
 
-It answers the API calls the gateway makes (`POST /v1/payment`, `GET /v1/payment/{id}`, both
-checking `x-api-key`) and never sends an IPN by itself: `POST /simulator/payments/{id}/ipn`
-fires one, built and signed the way NOWPayments' Node.js code does it (amounts as JSON numbers
-printed by JavaScript, signature over the sorted body), and returns the gateway's answer.
+It answers the API calls the gateway makes (`POST /v1/payment`, `GET /v1/payment/{id}` with the
+payment's latest status and amounts, both checking `x-api-key`) and never sends an IPN by itself:
+`POST /simulator/payments/{id}/ipn` fires one (or, with `"deliver": false`, loses it on the
+way), built and signed the way NOWPayments' Node.js code does it (amounts as JSON numbers printed
+by JavaScript, signature over the sorted body), and returns the gateway's answer.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class SimulatedPayment:
     created_at: datetime
     status: str = PaymentStatus.WAITING.value
     actually_paid: str = "0"
+    outcome_amount: str | None = None
+    outcome_currency: str | None = None
     ipns: list[dict[str, Any]] = field(default_factory=list)
 
     def api_view(self) -> dict[str, JsonValue]:
@@ -78,6 +81,8 @@ class SimulatedPayment:
             "order_description": self.order_description,
             "ipn_callback_url": self.ipn_callback_url,
             "created_at": self.created_at.isoformat(),
+            "outcome_amount": _number(self.outcome_amount or "0"),
+            "outcome_currency": self.outcome_currency or self.pay_currency,
         }
 
 
@@ -122,6 +127,9 @@ class FireIpnBody(BaseModel):
     outcome_currency: str | None = None
     # Deliberately wrong signature, to test the gateway's refusal.
     tamper: bool = False
+    # False: the status changes but the IPN is lost on its way (a missed webhook), so only
+    # `GET /v1/payment/{id}` tells the gateway.
+    deliver: bool = True
 
 
 def create_simulator_app(settings: SimulatorSettings | None = None) -> FastAPI:
@@ -190,6 +198,9 @@ def create_simulator_app(settings: SimulatorSettings | None = None) -> FastAPI:
             return _error(404, "PAYMENT_NOT_FOUND", "Payment not found")
         body = ipn_body(payment, fire)
         raw = js_stringify(body).encode("utf-8")
+        if not fire.deliver:
+            payment.status = fire.status.value
+            return JSONResponse({"delivered": False, "ipn": raw.decode()})
         signature = sign(body, config.nowpayments_ipn_secret.get_secret_value())
         if fire.tamper:
             signature = ("0" if signature[0] != "0" else "1") + signature[1:]
@@ -223,6 +234,8 @@ def ipn_body(payment: SimulatedPayment, fire: FireIpnBody) -> dict[str, JsonValu
     outcome_amount = fire.outcome_amount or actually_paid
     coin = get_currency(payment.pay_currency)
     payment.actually_paid = actually_paid
+    payment.outcome_amount = outcome_amount
+    payment.outcome_currency = fire.outcome_currency or payment.pay_currency
     return {
         "payment_id": JsonNumber(str(payment.payment_id)),
         "invoice_id": None,

@@ -83,12 +83,14 @@ class InMemoryLedgerStore:
         currency: str | None,
         limit: int,
         before: tuple[datetime, str] | None,
+        reference_id: str | None = None,
     ) -> list[HistoryRow]:
         rows = [
             row
             for row in self.history.values()
             if row.user_id == user_id
             and (currency is None or row.currency == currency)
+            and (reference_id is None or row.reference_id == reference_id)
             and (before is None or (row.timestamp, row.transaction_id) < before)
         ]
         rows.sort(key=lambda row: (row.timestamp, row.transaction_id), reverse=True)

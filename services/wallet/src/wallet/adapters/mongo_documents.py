@@ -220,12 +220,18 @@ def history_of(document: Document) -> HistoryRow:
 
 
 def history_filter(
-    user_id: str, currency: str | None, before: tuple[datetime, str] | None
+    user_id: str,
+    currency: str | None,
+    before: tuple[datetime, str] | None,
+    reference_id: str | None = None,
 ) -> Document:
-    """Rows of a user (and currency) strictly older than the cursor in (timestamp, transaction_id)."""
+    """Rows of a user (and currency, and reference) strictly older than the cursor in
+    (timestamp, transaction_id)."""
     query: Document = {"user_id": user_id}
     if currency is not None:
         query["currency"] = currency
+    if reference_id is not None:
+        query["reference_id"] = reference_id
     if before is not None:
         timestamp, transaction_id = before
         query["$or"] = [

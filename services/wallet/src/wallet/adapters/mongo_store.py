@@ -415,10 +415,11 @@ class MongoLedgerStore:
         currency: str | None,
         limit: int,
         before: tuple[datetime, str] | None,
+        reference_id: str | None = None,
     ) -> list[HistoryRow]:
         if limit <= 0:
             return []  # MongoDB reads limit 0 as "no limit"
-        query = history_filter(user_id, currency, before)
+        query = history_filter(user_id, currency, before, reference_id)
         order = [("timestamp", DESCENDING), ("transaction_id", DESCENDING)]
         with _mapped_errors():
             cursor = self._collection(HISTORY).find(query, sort=order, limit=limit)

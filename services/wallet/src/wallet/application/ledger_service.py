@@ -89,6 +89,7 @@ class LedgerService:
         max_attempts: int = 8,
         backoff_seconds: float = 0.02,
         split_after: int = 2,
+        grow_after: int = 20,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -96,14 +97,29 @@ class LedgerService:
         self._max_attempts = max_attempts
         self._backoff_seconds = backoff_seconds
         self._split_after = split_after
+        self._grow_after = grow_after
+        # The most commands one commit may carry, learnt from splits (None: no limit). It doubles
+        # again after `grow_after` commits in a row of that size went through.
+        self.commit_limit: int | None = None
+        self._fitting = 0
 
     async def handle_batch(self, commands: Sequence[WalletCommand]) -> BatchReport:
         """Decide and commit; on a conflict with another writer, decide the whole batch again.
 
-        A batch the store keeps failing on (a transaction over the database's time limit) is
-        split in halves, each handled in order as a batch of its own: a slow database makes the
-        wallet commit smaller transactions, it does not stop it.
+        A batch the store runs out of time on (a transaction over the database's time limit), or
+        keeps failing on, is split in halves, each handled in order as a batch of its own; later
+        batches are cut to the size that went through, which grows back while commits succeed. A
+        slow database makes the wallet commit smaller transactions, it does not stop it.
         """
+        limit = self.commit_limit
+        if limit is None or len(commands) <= limit:
+            return await self._handle(commands)
+        report = BatchReport(attempts=0)
+        for first in range(0, len(commands), limit):
+            report = report.then(await self._handle(commands[first : first + limit]))
+        return report
+
+    async def _handle(self, commands: Sequence[WalletCommand]) -> BatchReport:
         failures = 0
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -121,6 +137,7 @@ class LedgerService:
                 await asyncio.sleep(delay)
                 continue
             report.attempts = attempt
+            self._went_through(len(commands))
             return report
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -129,11 +146,22 @@ class LedgerService:
     ) -> BatchReport:
         # In order: the first half commits before the second is decided, as one batch would.
         half = len(commands) // 2
+        self.commit_limit = min(self.commit_limit or half, half)
+        self._fitting = 0
         log.warning("ledger_batch_split", size=len(commands), error=str(error))
-        first = await self.handle_batch(commands[:half])
-        report = first.then(await self.handle_batch(commands[half:]))
+        first = await self._handle(commands[:half])
+        report = first.then(await self._handle(commands[half:]))
         report.splits += 1
         return report
+
+    def _went_through(self, size: int) -> None:
+        if self.commit_limit is None or size < self.commit_limit:
+            return
+        self._fitting += 1
+        if self._fitting >= self._grow_after:
+            self.commit_limit *= 2
+            self._fitting = 0
+            log.info("ledger_commit_limit_grows", limit=self.commit_limit)
 
     async def _decide_and_commit(self, commands: Sequence[WalletCommand]) -> BatchReport:
         now = self._clock()

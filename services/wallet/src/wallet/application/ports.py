@@ -65,8 +65,10 @@ class LedgerStore(Protocol):
         currency: str | None,
         limit: int,
         before: tuple[datetime, str] | None,
+        reference_id: str | None = None,
     ) -> list[HistoryRow]:
-        """Newest first; `before` is the (timestamp, transaction_id) of the last row already seen."""
+        """Newest first; `before` is the (timestamp, transaction_id) of the last row already seen;
+        `reference_id` keeps only that reference's rows."""
         ...
 
     async def account_balances(self) -> dict[tuple[str, str], Decimal]:

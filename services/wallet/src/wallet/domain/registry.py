@@ -26,9 +26,9 @@ from wallet.domain.accounts import (
 class TransactionTypeSpec:
     """One registered transaction type.
 
-    counterparty: the account a credit takes its money from, or a debit / release pays into;
-    None where money only moves between users and their own buckets (or platform:liquidity for an
-    exchange, which every exchange names itself).
+    counterparty: the account a credit takes its money from, a debit / release pays into, or an
+    exchange trades against (platform:liquidity); None where money only moves between users and
+    their own buckets.
     credit_bucket: the user bucket a credit lands in; None for a credit that changes no user
     wallet (credit_account then names the platform account that receives it).
     """

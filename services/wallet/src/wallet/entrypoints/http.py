@@ -4,27 +4,45 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read, error_responses
-from shared.messaging.commands import WireDecimal
-from shared.money import MoneyError, get_currency
+from shared.money import MoneyError, format_amount, get_currency
+from wallet.application.balance_queries import BalancesAsOf, balances_at
 from wallet.application.ports import LedgerStore
 from wallet.domain.records import HistoryRow, WalletRecord
 
 MAX_PAGE = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+# What the ledger stored, written out as a decimal string. Output only: the input limits
+# (WireDecimal's range check) are for what clients send; a balance summed from many accepted
+# amounts may exceed them and must still be served, never turned into a 500.
+StoredDecimal = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
 
 
 class BalanceView(BaseModel):
     currency: str
-    available_balance: WireDecimal
-    locked_balance: WireDecimal
-    savings_balance: WireDecimal
-    total_balance: WireDecimal
+    available_balance: StoredDecimal
+    locked_balance: StoredDecimal
+    savings_balance: StoredDecimal
+    total_balance: StoredDecimal
     last_updated: AwareDatetime
 
 
@@ -40,13 +58,13 @@ class TransactionView(BaseModel):
     ledger_transaction_id: str
     user_id: str
     currency: str
-    amount: WireDecimal
+    amount: StoredDecimal
     transaction_type: str
     direction: str
     reference_id: str
-    balance_after: WireDecimal
-    locked_balance_after: WireDecimal
-    savings_balance_after: WireDecimal
+    balance_after: StoredDecimal
+    locked_balance_after: StoredDecimal
+    savings_balance_after: StoredDecimal
     metadata: dict[str, JsonValue]
     timestamp: AwareDatetime
 
@@ -59,6 +77,29 @@ class TransactionsQuery(BaseModel):
     currency: str | None = Field(default=None, max_length=20)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(default=None, max_length=200)
+    reference_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+def _iso_instant(raw: object) -> object:
+    # ISO 8601 text only: pydantic would also read "0.5" as seconds since the epoch.
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError:
+            raise PydanticCustomError("iso_instant", "an ISO 8601 instant with offset") from None
+    return raw
+
+
+IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_instant)]
+
+
+class BalancesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: IsoInstant | None = Field(
+        default=None,
+        description="An instant with its offset: the balances as the wallet had committed them then.",
+    )
 
 
 class TransactionsPage(BaseModel):
@@ -69,19 +110,19 @@ class TransactionsPage(BaseModel):
 class AccountBalanceView(BaseModel):
     account: str
     currency: str
-    balance: WireDecimal
+    balance: StoredDecimal
 
 
 class PlatformBalancesView(BaseModel):
     accounts: list[AccountBalanceView]
 
 
-def _store(request: Request) -> LedgerStore:
+def store_of(request: Request) -> LedgerStore:
     store: LedgerStore = request.app.state.store
     return store
 
 
-def _balance_view(wallet: WalletRecord) -> BalanceView:
+def _balance_view(wallet: WalletRecord | BalancesAsOf) -> BalanceView:
     b = wallet.balances
     return BalanceView(
         currency=wallet.currency,
@@ -111,15 +152,43 @@ def _transaction_view(row: HistoryRow) -> TransactionView:
     )
 
 
+def balances_view(
+    user_id: str, wallets: Sequence[WalletRecord] | Sequence[BalancesAsOf]
+) -> BalancesView:
+    return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in wallets])
+
+
+async def transactions_page(
+    store: LedgerStore,
+    user_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    currency: str | None = None,
+    reference_id: str | None = None,
+) -> TransactionsPage:
+    """One page of history, newest first (the API's and the pages' one way to read it)."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = await store.history_of(
+        user_id, currency=currency, limit=limit + 1, before=before, reference_id=reference_id
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return TransactionsPage(
+        items=[_transaction_view(r) for r in page],
+        next_cursor=encode_cursor(page[-1]) if more else None,
+    )
+
+
 def encode_cursor(row: HistoryRow) -> str:
-    millis = int(row.timestamp.timestamp() * 1000)
+    # Integer arithmetic: a float of seconds times 1000 loses the last millisecond for some instants.
+    millis = (row.timestamp - _EPOCH) // _MILLISECOND
     return base64.urlsafe_b64encode(f"{millis}|{row.transaction_id}".encode()).decode()
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         millis, transaction_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        timestamp = datetime.fromtimestamp(int(millis) / 1000, UTC)
+        timestamp = _EPOCH + int(millis) * _MILLISECOND
     except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
     if not transaction_id:
@@ -135,11 +204,18 @@ router = APIRouter(
 
 
 @router.get("/balances/{user_id}", response_model=BalancesView)
-async def get_balances(user_id: str, user: CurrentUser, request: Request) -> BalancesView:
-    """A user's balances in every currency they hold."""
+async def get_balances(
+    user_id: str,
+    user: CurrentUser,
+    request: Request,
+    query: Annotated[BalancesQuery, Query()],
+) -> BalancesView:
+    """A user's balances in every currency they hold (an empty list for a user with none); with
+    `at`, as they were at that instant of the wallet's commit clock."""
     ensure_can_read(user, user_id)
-    wallets = await _store(request).wallets_of(user_id)
-    return BalancesView(user_id=user_id, balances=[_balance_view(w) for w in wallets])
+    if query.at is not None:
+        return balances_view(user_id, await balances_at(store_of(request), user_id, query.at))
+    return balances_view(user_id, await store_of(request).wallets_of(user_id))
 
 
 @router.get(
@@ -161,20 +237,20 @@ async def get_transactions(
             code = get_currency(query.currency).code
         except MoneyError as error:
             raise ApiError(400, error.code, error.message) from None
-    before = decode_cursor(query.cursor) if query.cursor else None
-    limit = query.limit
-    rows = await _store(request).history_of(user_id, currency=code, limit=limit + 1, before=before)
-    page, more = rows[:limit], len(rows) > limit
-    return TransactionsPage(
-        items=[_transaction_view(r) for r in page],
-        next_cursor=encode_cursor(page[-1]) if more else None,
+    return await transactions_page(
+        store_of(request),
+        user_id,
+        limit=query.limit,
+        cursor=query.cursor,
+        currency=code,
+        reference_id=query.reference_id,
     )
 
 
 @router.get("/platform-balances", response_model=PlatformBalancesView)
 async def get_platform_balances(admin: AdminUser, request: Request) -> PlatformBalancesView:
     """Balances of platform and external accounts (fees, liquidity, counterparties): admins only."""
-    balances = await _store(request).account_balances()
+    balances = await store_of(request).account_balances()
     return PlatformBalancesView(
         accounts=[
             AccountBalanceView(account=account, currency=currency, balance=balance)

@@ -1,0 +1,105 @@
+"""The missed-webhook poller: deposits open too long are asked about, and the answer goes through
+the same rules as an IPN (bound to the order's payment, canonical numbers, credited once)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from ipn_gateway.adapters.memory import (
+    MemoryDepositOrders,
+    MemoryIpnLog,
+    MemoryPayments,
+    MemoryReviews,
+    RecordingPublisher,
+)
+from ipn_gateway.application.ipn import IpnHandler
+from ipn_gateway.application.poller import MissedIpnPoller
+from ipn_gateway.application.records import CreatedPayment, DepositOrder
+from ipn_gateway.domain.errors import UpstreamUnavailable
+from ipn_gateway.domain.js_json import JsonNumber, JsonValue
+from ipn_gateway.domain.payments import ConfirmationPolicy
+from shared.messaging import CreditCommand
+
+NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+
+
+class FakeNowPayments:
+    def __init__(self) -> None:
+        self.status: dict[str, dict[str, JsonValue]] = {}
+        self.asked: list[str] = []
+        self.down = False
+
+    async def payment_status(self, payment_id: str) -> dict[str, JsonValue]:
+        self.asked.append(payment_id)
+        if self.down:
+            raise UpstreamUnavailable("nowpayments_unavailable", "down")
+        return self.status[payment_id]
+
+    async def create_payment(self, **_: str) -> CreatedPayment:
+        raise NotImplementedError
+
+
+def answer(payment_id: str, status: str, outcome: str, order_id: str) -> dict[str, JsonValue]:
+    return {
+        "payment_id": payment_id,  # the API answers it as a string
+        "payment_status": status,
+        "pay_currency": "btc",
+        "order_id": order_id,
+        "actually_paid": JsonNumber(outcome),
+        "outcome_amount": JsonNumber(outcome),
+        "outcome_currency": "btc",
+    }
+
+
+async def test_open_deposits_are_polled_credited_once_and_then_left_alone() -> None:
+    clock = {"now": NOW}
+    orders, payments, publisher = MemoryDepositOrders(), MemoryPayments(), RecordingPublisher()
+    ipn_log = MemoryIpnLog()
+    handler = IpnHandler(
+        secret="s",
+        policy=ConfirmationPolicy(),
+        orders=orders,
+        payments=payments,
+        ipn_log=ipn_log,
+        publisher=publisher,
+        clock=lambda: clock["now"],
+        reviews=MemoryReviews(),
+    )
+    provider = FakeNowPayments()
+    poller = MissedIpnPoller(
+        orders,
+        provider,
+        handler,
+        lambda: clock["now"],
+        older_than=timedelta(minutes=30),
+        every=timedelta(minutes=10),
+    )
+    for order_id, payment_id, age in (("dep_old", "601", 60), ("dep_new", "602", 5)):
+        created = CreatedPayment(payment_id, "addr", "btc", "0.002", "100", "usd")
+        orders.orders[order_id] = DepositOrder(
+            order_id, "alice", "btc", "100", "usd", NOW - timedelta(minutes=age), created
+        )
+    # Still confirming: nothing to credit yet.
+    provider.status["601"] = answer("601", "confirming", "0.002", "dep_old")
+    assert await poller.run_once() == 1
+    assert provider.asked == ["601"]  # the young deposit is left to its IPNs
+    assert publisher.published == []
+    clock["now"] += timedelta(minutes=5)
+    assert await poller.run_once() == 0  # polled 5 minutes ago
+    provider.down = True
+    clock["now"] += timedelta(minutes=6)
+    assert await poller.run_once() == 0  # NOWPayments away: tried again next round
+    provider.down = False
+    provider.status["601"] = answer("601", "finished", "0.002", "dep_old")
+    clock["now"] += timedelta(minutes=11)
+    assert await poller.run_once() == 1
+    credits = [c for c in publisher.published if isinstance(c, CreditCommand)]
+    assert [(c.reference_id, c.amount) for c in credits] == [("nowpayments:601", Decimal("0.002"))]
+    assert [r.source for r in ipn_log.records] == ["poll", "poll"]
+    clock["now"] += timedelta(hours=1)
+    provider.asked.clear()
+    provider.status["602"] = answer("602", "waiting", "0", "dep_new")
+    await poller.run_once()
+    assert provider.asked == ["602"]  # 601 finished: closed; 602 is old enough now
+    assert len(publisher.published) == 1

@@ -1,0 +1,362 @@
+"""One contract for the gateway's stores, run against the in-memory adapters and MongoDB.
+
+Every guarantee a handler relies on is checked on both: conditional saves, outboxes, the wallet's
+answers kept beside the credit they answer, review items queued once and closed once, withdrawal
+decisions taken once and undone only for the decision the wallet refused, paging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ipn_gateway.adapters.memory import (
+    MemoryDepositOrders,
+    MemoryPayments,
+    MemoryReviews,
+    MemoryWithdrawals,
+)
+from ipn_gateway.adapters.mongo import (
+    MongoDepositOrders,
+    MongoPayments,
+    MongoReviews,
+    MongoWithdrawals,
+    ensure_indexes,
+)
+from ipn_gateway.application.ports import DepositOrders, Payments, Reviews, Withdrawals
+from ipn_gateway.application.records import (
+    CreatedPayment,
+    DepositOrder,
+    OutboxEntry,
+    ReviewItem,
+    ReviewNote,
+    Withdrawal,
+)
+from ipn_gateway.domain.errors import Conflict
+from ipn_gateway.domain.payments import PaymentState, PaymentStatus
+from ipn_gateway.domain.withdrawals import WithdrawalStatus, reference_id
+from shared.messaging import CommandResult, CreditCommand, UnlockCommand
+from shared.testing.fixtures import unique_database_name
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Stores:
+    orders: DepositOrders
+    payments: Payments
+    reviews: Reviews
+    withdrawals: Withdrawals
+
+
+@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
+def database(request: pytest.FixtureRequest) -> AsyncDatabase[dict[str, Any]] | None:
+    """None for the in-memory stores. Sync on purpose: MongoDB is pulled only by its variant."""
+    if request.param == "memory":
+        return None
+    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
+    return client[unique_database_name(f"gw_{request.node.originalname}")]
+
+
+@pytest_asyncio.fixture
+async def stores(database: AsyncDatabase[dict[str, Any]] | None) -> AsyncIterator[Stores]:
+    if database is None:
+        yield Stores(MemoryDepositOrders(), MemoryPayments(), MemoryReviews(), MemoryWithdrawals())
+        return
+    await ensure_indexes(database)
+    try:
+        yield Stores(
+            MongoDepositOrders(database),
+            MongoPayments(database),
+            MongoReviews(database),
+            MongoWithdrawals(database),
+        )
+    finally:
+        await database.client.drop_database(database.name)
+
+
+def credit(reference: str, amount: str = "0.01") -> CreditCommand:
+    return CreditCommand(
+        user_id="alice",
+        currency="BTC",
+        amount=amount,
+        transaction_type="deposit_nowpayments",
+        reference_id=reference,
+        issued_at=NOW,
+    )
+
+
+def result(reference: str, status: str, reason: str | None = None) -> CommandResult:
+    return CommandResult(
+        command_id="c",
+        type="credit",
+        transaction_type="deposit_nowpayments",
+        reference_id=reference,
+        user_id="alice",
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        processed_at=NOW,
+    )
+
+
+async def test_payments_save_only_over_the_expected_version(stores: Stores) -> None:
+    payments = stores.payments
+    state = PaymentState(
+        payment_id="501", status=PaymentStatus.WAITING, seen=frozenset({"waiting"})
+    )
+    saved = await payments.save(
+        state,
+        order_id="dep_1",
+        user_id="alice",
+        expected_version=None,
+        credit=None,
+        review=None,
+        now=NOW,
+    )
+    assert saved
+    again = await payments.save(
+        state,
+        order_id="dep_1",
+        user_id="alice",
+        expected_version=None,
+        credit=None,
+        review=None,
+        now=NOW,
+    )
+    assert not again  # stored already
+    finished = PaymentState(
+        payment_id="501",
+        status=PaymentStatus.FINISHED,
+        seen=frozenset({"waiting", "finished"}),
+        credited=Decimal("0.01"),
+        credit_currency="BTC",
+        credits=1,
+        approved_reviews=frozenset({"rv_1"}),
+    )
+    entry = OutboxEntry(credit("nowpayments:501"), created_at=NOW)
+    note = ReviewNote("something", "to look at", NOW)
+    kwargs: dict[str, Any] = {"order_id": "x", "user_id": "mallory", "review": note, "now": NOW}
+    assert await payments.save(finished, expected_version=0, credit=entry, **kwargs)
+    assert not await payments.save(finished, expected_version=0, credit=None, **kwargs)
+    stored = await payments.get("501")
+    assert stored is not None
+    assert stored.state == finished
+    assert (stored.order_id, stored.user_id, stored.version) == ("dep_1", "alice", 1)
+    assert [e.command.reference_id for e in stored.outbox] == ["nowpayments:501"]
+    assert [n.code for n in stored.reviews] == ["something"]
+
+
+async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
+    payments = stores.payments
+    first = OutboxEntry(credit("nowpayments:502"), created_at=NOW)
+    state = PaymentState(payment_id="502", status=PaymentStatus.FINISHED)
+    await payments.save(
+        state,
+        order_id="dep_2",
+        user_id="alice",
+        expected_version=None,
+        credit=first,
+        review=None,
+        now=NOW,
+    )
+    assert await payments.unpublished(NOW) == []  # too young
+    [(owner, command)] = await payments.unpublished(NOW + timedelta(seconds=1))
+    assert (owner, command.reference_id) == ("502", "nowpayments:502")
+    await payments.mark_published("502", first.command_id)
+    assert await payments.unpublished(NOW + timedelta(seconds=1)) == []
+
+    assert await payments.result_of("502", "nowpayments:502") is None
+    await payments.record_result(result("nowpayments:502", "rejected", "unknown_currency"))
+    await payments.record_result(result("nowpayments:999", "applied"))  # not ours: no effect
+    assert await payments.result_of("502", "nowpayments:502") == ("rejected", "unknown_currency")
+    stored = await payments.get("502")
+    assert stored is not None
+    assert [(n.code, n.detail) for n in stored.reviews] == [
+        ("credit_rejected", "nowpayments:502: unknown_currency")
+    ]
+    assert stored.outbox[0].published
+
+
+async def test_orders_attach_a_payment_and_are_polled_until_closed(stores: Stores) -> None:
+    orders = stores.orders
+    old = DepositOrder("dep_old", "alice", "btc", "100", "usd", NOW - timedelta(hours=2))
+    young = DepositOrder("dep_young", "alice", "btc", "100", "usd", NOW)
+    unpaid = DepositOrder("dep_unpaid", "bob", "btc", "100", "usd", NOW - timedelta(hours=3))
+    for order in (old, young, unpaid):
+        await orders.add(order)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - each driver has its duplicate error
+        await orders.add(old)
+    payment = CreatedPayment("5077", "bc1q", "btc", "0.0015", "100", "usd")
+    for order in (old, young):
+        await orders.attach_payment(order.order_id, payment)
+    stored = await orders.get("dep_old")
+    assert stored is not None
+    assert stored.payment == payment
+    cutoff = NOW - timedelta(hours=1)
+    due = await orders.open_older_than(cutoff, NOW, 10)
+    assert [o.order_id for o in due] == ["dep_old"]
+    await orders.mark_polled("dep_old", NOW, closed=False)
+    assert await orders.open_older_than(cutoff, NOW, 10) == []  # polled just now
+    later = NOW + timedelta(minutes=11)
+    assert [o.order_id for o in await orders.open_older_than(cutoff, later, 10)] == ["dep_old"]
+    await orders.mark_polled("dep_old", later, closed=True)
+    still_open = await orders.open_older_than(later, later + timedelta(days=1), 10)
+    assert [o.order_id for o in still_open] == ["dep_young"]
+    closed = await orders.get("dep_old")
+    assert closed is not None
+    assert (closed.closed, closed.polled_at) == (True, later)
+
+
+def review_item(review_id: str, at: datetime, *, bound: bool = True) -> ReviewItem:
+    return ReviewItem(
+        review_id=review_id,
+        reason="amount_too_precise",
+        detail="0.000000001",
+        order_id="dep_1",
+        payment_id="501",
+        payment_status="finished",
+        user_id="alice",
+        bound=bound,
+        currency="BTC",
+        cumulative=Decimal("0.01"),
+        created_at=at,
+    )
+
+
+async def test_review_items_are_queued_once_and_closed_once(stores: Stores) -> None:
+    reviews = stores.reviews
+    assert await reviews.add(review_item("rv_a", NOW))
+    assert not await reviews.add(review_item("rv_a", NOW + timedelta(seconds=5)))
+    assert await reviews.add(review_item("rv_b", NOW + timedelta(seconds=1), bound=False))
+    assert [i.review_id for i in await reviews.list("open", 10)] == ["rv_b", "rv_a"]
+    entry = OutboxEntry(credit("nowpayments:501"), created_at=NOW)
+    closed = await reviews.close("rv_b", "approved", "ops", None, entry, NOW)
+    assert closed is not None
+    assert (closed.status, closed.decided_by, closed.cumulative) == (
+        "approved",
+        "ops",
+        Decimal("0.01"),
+    )
+    assert await reviews.close("rv_b", "dismissed", "ops2", "late", None, NOW) is None
+    dismissed = await reviews.close("rv_a", "dismissed", "ops", "fine", None, NOW)
+    assert dismissed is not None
+    assert dismissed.note == "fine"
+    assert [i.review_id for i in await reviews.list("open", 10)] == []
+    assert [i.review_id for i in await reviews.list("approved", 10)] == ["rv_b"]
+    later = NOW + timedelta(seconds=1)
+    assert [(o, c.reference_id) for o, c in await reviews.unpublished(later)] == [
+        ("rv_b", "nowpayments:501")
+    ]
+    await reviews.mark_published("rv_b", entry.command_id)
+    assert await reviews.unpublished(later) == []
+
+
+def withdrawal(withdrawal_id: str, user: str, at: datetime, amount: str = "0.1") -> Withdrawal:
+    return Withdrawal(
+        withdrawal_id=withdrawal_id,
+        user_id=user,
+        currency="BTC",
+        amount=Decimal(amount),
+        fee=Decimal("0.0001"),
+        address="bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+        status=WithdrawalStatus.PENDING,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+def unlock(withdrawal_id: str, attempt: int) -> UnlockCommand:
+    return UnlockCommand(
+        user_id="alice",
+        currency="BTC",
+        amount="0.1001",
+        transaction_type="withdrawal_unlock",
+        reference_id=reference_id(withdrawal_id, attempt),
+        hold_id=reference_id(withdrawal_id),
+    )
+
+
+async def test_withdrawal_decisions_once_and_reopened_only_for_the_refused_one(
+    stores: Stores,
+) -> None:
+    withdrawals = stores.withdrawals
+    await withdrawals.insert(withdrawal("wd_1", "alice", NOW))
+    decision = await withdrawals.decide("wd_1", "reject", "ops", "no", unlock("wd_1", 1), NOW)
+    assert decision is None  # still pending: nothing to decide
+    locked = await withdrawals.transition(
+        "wd_1", WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED, None, NOW
+    )
+    assert locked is not None
+    assert (
+        await withdrawals.transition(
+            "wd_1", WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED, None, NOW
+        )
+        is None
+    )
+    decided = await withdrawals.decide("wd_1", "reject", "ops", "no", unlock("wd_1", 1), NOW)
+    assert decided is not None
+    assert (decided.decision, decided.attempt) == ("reject", 1)
+    assert await withdrawals.decide("wd_1", "approve", "ops2", None, unlock("wd_1", 1), NOW) is None
+    # A refusal of another attempt's command reopens nothing; of the current one, it does.
+    assert await withdrawals.reopen("wd_1", reference_id("wd_1", 2), "x", NOW) is None
+    reopened = await withdrawals.reopen("wd_1", reference_id("wd_1", 1), "unlock_rejected", NOW)
+    assert reopened is not None
+    assert (reopened.decision, reopened.reason, reopened.attempt) == (None, "unlock_rejected", 1)
+    # A decision made from a read before the reopen (for attempt 1) is stale: refused.
+    assert await withdrawals.decide("wd_1", "reject", "ops", "no", unlock("wd_1", 1), NOW) is None
+    again = await withdrawals.decide("wd_1", "reject", "ops", "no", unlock("wd_1", 2), NOW)
+    assert again is not None
+    assert again.attempt == 2
+    assert await withdrawals.reopen("wd_1", reference_id("wd_1", 1), "stale", NOW) is None
+    stored = await withdrawals.get("wd_1")
+    assert stored is not None
+    assert [e.command.reference_id for e in stored.outbox] == [
+        reference_id("wd_1", 1),
+        reference_id("wd_1", 2),
+    ]
+
+
+async def test_withdrawal_pages_counts_and_guard(stores: Stores) -> None:
+    withdrawals = stores.withdrawals
+    for i in range(5):
+        await withdrawals.insert(withdrawal(f"wd_{i}", "alice", NOW + timedelta(seconds=i)))
+    await withdrawals.insert(withdrawal("wd_bob", "bob", NOW, amount="1"))
+    await withdrawals.insert(withdrawal("wd_same_time", "alice", NOW + timedelta(seconds=4)))
+    await withdrawals.transition(
+        "wd_0", WithdrawalStatus.PENDING, WithdrawalStatus.FAILED, "x", NOW
+    )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await withdrawals.page("alice", None, 2, cursor)
+        seen.extend(w.withdrawal_id for w in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ["wd_same_time", "wd_4", "wd_3", "wd_2", "wd_1", "wd_0"]
+    failed = await withdrawals.page(None, WithdrawalStatus.FAILED, 10, None)
+    assert [w.withdrawal_id for w in failed.items] == ["wd_0"]
+    everyone = await withdrawals.page(None, WithdrawalStatus.PENDING, 10, None)
+    assert len(everyone.items) == 6
+    with pytest.raises(ValueError, match="cursor"):
+        await withdrawals.page(None, None, 10, "bm90LWEtY3Vyc29y")
+    assert await withdrawals.open_count("alice") == 5
+    # Fees count against the limit; failed ones do not.
+    assert await withdrawals.total_since("alice", "BTC", NOW) == Decimal("0.5005")
+    assert await withdrawals.total_since("bob", "BTC", NOW) == Decimal("1.0001")
+    async with withdrawals.user_guard("alice", NOW):
+        with pytest.raises(Conflict):
+            async with withdrawals.user_guard("alice", NOW):
+                pass
+        async with withdrawals.user_guard("bob", NOW):
+            pass
+    async with withdrawals.user_guard("alice", NOW):
+        pass

@@ -1,0 +1,1 @@
+"""Adapters: MongoDB and in-memory stores, the wallet command publisher."""

@@ -1,0 +1,268 @@
+"""MongoDB stores: single-document atomic writes only (inserts on unique keys, conditional updates
+with the expected status in the filter). Amounts are Decimal128; every datetime is UTC."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from bson import Decimal128
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from p2p.application.ports import Expected, Offer, OutboxEntry, Trade, TradeChanges
+from p2p.domain.offers import OfferStatus, OfferTerms
+from p2p.domain.trades import UNPAID, TradeStatus
+from shared.messaging import WalletCommand, parse_command
+
+type Document = dict[str, Any]
+
+OFFERS: Final = "p2p_offers"
+TRADES: Final = "p2p_trades"
+
+
+def _utc(value: datetime) -> datetime:
+    # Drivers hand back naive datetimes unless the client was made tz-aware; all are UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _decimal(value: Any) -> Decimal:
+    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
+
+
+def _outbox_document(entry: OutboxEntry) -> Document:
+    return {
+        "command_id": entry.command_id,
+        "command": entry.command.model_dump(mode="json"),
+        "published": entry.published,
+        "created_at": entry.created_at,
+    }
+
+
+def _offer_document(offer: Offer) -> Document:
+    terms = offer.terms
+    return {
+        "_id": offer.offer_id,
+        "seller_id": offer.seller_id,
+        "status": offer.status.value,
+        "currency": terms.currency,
+        "fiat_currency": terms.fiat_currency,
+        "price": Decimal128(terms.price),
+        "min_amount": Decimal128(terms.min_amount),
+        "max_amount": Decimal128(terms.max_amount),
+        "payment_methods": list(terms.payment_methods),
+        "payment_window_minutes": terms.payment_window_minutes,
+        "created_at": offer.created_at,
+        "updated_at": offer.updated_at,
+    }
+
+
+def _offer(document: Document) -> Offer:
+    return Offer(
+        offer_id=document["_id"],
+        seller_id=document["seller_id"],
+        status=OfferStatus(document["status"]),
+        terms=OfferTerms(
+            currency=document["currency"],
+            fiat_currency=document["fiat_currency"],
+            price=_decimal(document["price"]),
+            min_amount=_decimal(document["min_amount"]),
+            max_amount=_decimal(document["max_amount"]),
+            payment_methods=tuple(document["payment_methods"]),
+            payment_window_minutes=document["payment_window_minutes"],
+        ),
+        created_at=_utc(document["created_at"]),
+        updated_at=_utc(document["updated_at"]),
+    )
+
+
+_AMOUNTS: Final = ("price", "amount", "fee", "fiat_amount")
+_OPTIONAL: Final = (
+    "reason",
+    "cancelled_by",
+    "disputed_by",
+    "resolved_by",
+    "resolution",
+    "paid_at",
+)
+
+
+def _trade_document(trade: Trade) -> Document:
+    document: Document = {
+        "_id": trade.trade_id,
+        "offer_id": trade.offer_id,
+        "seller_id": trade.seller_id,
+        "buyer_id": trade.buyer_id,
+        "currency": trade.currency,
+        "fiat_currency": trade.fiat_currency,
+        "payment_methods": list(trade.payment_methods),
+        "payment_window_minutes": trade.payment_window_minutes,
+        "payment_deadline": trade.payment_deadline,
+        "status": trade.status.value,
+        "escrow_locked": trade.escrow_locked,
+        "created_at": trade.created_at,
+        "updated_at": trade.updated_at,
+        "notes": list(trade.notes),
+        "outbox": [_outbox_document(e) for e in trade.outbox],
+    }
+    for name in _AMOUNTS:
+        document[name] = Decimal128(getattr(trade, name))
+    for name in _OPTIONAL:
+        document[name] = getattr(trade, name)
+    return document
+
+
+def _trade(document: Document) -> Trade:
+    paid_at = document.get("paid_at")
+    return Trade(
+        trade_id=document["_id"],
+        offer_id=document["offer_id"],
+        seller_id=document["seller_id"],
+        buyer_id=document["buyer_id"],
+        currency=document["currency"],
+        fiat_currency=document["fiat_currency"],
+        price=_decimal(document["price"]),
+        amount=_decimal(document["amount"]),
+        fee=_decimal(document["fee"]),
+        fiat_amount=_decimal(document["fiat_amount"]),
+        payment_methods=tuple(document["payment_methods"]),
+        payment_window_minutes=document["payment_window_minutes"],
+        payment_deadline=_utc(document["payment_deadline"]),
+        status=TradeStatus(document["status"]),
+        escrow_locked=document["escrow_locked"],
+        created_at=_utc(document["created_at"]),
+        updated_at=_utc(document["updated_at"]),
+        reason=document.get("reason"),
+        cancelled_by=document.get("cancelled_by"),
+        disputed_by=document.get("disputed_by"),
+        resolved_by=document.get("resolved_by"),
+        resolution=document.get("resolution"),
+        paid_at=_utc(paid_at) if paid_at else None,
+        notes=tuple(document.get("notes", ())),
+        outbox=tuple(
+            OutboxEntry(
+                parse_command(json.dumps(e["command"])),
+                created_at=_utc(e["created_at"]),
+                published=e["published"],
+            )
+            for e in document.get("outbox", ())
+        ),
+    )
+
+
+def _filter(trade_id: str, expected: Expected) -> Document:
+    query: Document = {"_id": trade_id, "status": expected.status.value}
+    if expected.escrow_locked is not None:
+        query["escrow_locked"] = expected.escrow_locked
+    deadline: Document = {}
+    if expected.deadline_passed_at is not None:
+        deadline["$lte"] = expected.deadline_passed_at
+    if expected.deadline_open_at is not None:
+        deadline["$gt"] = expected.deadline_open_at
+    if deadline:
+        query["payment_deadline"] = deadline
+    return query
+
+
+class MongoOffers:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._offers = database[OFFERS]
+
+    async def insert(self, offer: Offer) -> None:
+        await self._offers.insert_one(_offer_document(offer))
+
+    async def get(self, offer_id: str) -> Offer | None:
+        document = await self._offers.find_one({"_id": offer_id})
+        return _offer(document) if document else None
+
+    async def list_active(
+        self, currency: str | None, fiat_currency: str | None, limit: int
+    ) -> Sequence[Offer]:
+        query: Document = {"status": OfferStatus.ACTIVE.value}
+        if currency is not None:
+            query["currency"] = currency
+        if fiat_currency is not None:
+            query["fiat_currency"] = fiat_currency
+        cursor = self._offers.find(query).sort([("price", ASCENDING), ("created_at", ASCENDING)])
+        return [_offer(d) async for d in cursor.limit(limit)]
+
+    async def withdraw(self, offer_id: str, now: datetime) -> Offer | None:
+        document = await self._offers.find_one_and_update(
+            {"_id": offer_id, "status": OfferStatus.ACTIVE.value},
+            {"$set": {"status": OfferStatus.WITHDRAWN.value, "updated_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _offer(document) if document else None
+
+
+class MongoTrades:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._trades = database[TRADES]
+
+    async def insert(self, trade: Trade) -> None:
+        await self._trades.insert_one(_trade_document(trade))
+
+    async def get(self, trade_id: str) -> Trade | None:
+        document = await self._trades.find_one({"_id": trade_id})
+        return _trade(document) if document else None
+
+    async def list_for(self, user_id: str, limit: int) -> Sequence[Trade]:
+        query = {"$or": [{"buyer_id": user_id}, {"seller_id": user_id}]}
+        cursor = self._trades.find(query).sort("created_at", DESCENDING).limit(limit)
+        return [_trade(d) async for d in cursor]
+
+    async def move(
+        self,
+        trade_id: str,
+        expected: Expected,
+        to: TradeStatus,
+        changes: TradeChanges,
+        command: WalletCommand | None,
+        now: datetime,
+    ) -> Trade | None:
+        update: Document = {"$set": {**changes, "status": to.value, "updated_at": now}}
+        if command is not None:
+            update["$push"] = {"outbox": _outbox_document(OutboxEntry(command, created_at=now))}
+        document = await self._trades.find_one_and_update(
+            _filter(trade_id, expected), update, return_document=ReturnDocument.AFTER
+        )
+        return _trade(document) if document else None
+
+    async def note(self, trade_id: str, note: str, now: datetime) -> None:
+        await self._trades.update_one(
+            {"_id": trade_id}, {"$push": {"notes": note}, "$set": {"updated_at": now}}
+        )
+
+    async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
+        query = {
+            "status": {"$in": [s.value for s in UNPAID]},
+            "payment_deadline": {"$lte": now},
+        }
+        cursor = self._trades.find(query).sort("payment_deadline", ASCENDING).limit(limit)
+        return [_trade(d) async for d in cursor]
+
+    async def mark_published(self, trade_id: str, command_id: str) -> None:
+        await self._trades.update_one(
+            {"_id": trade_id, "outbox.command_id": command_id},
+            {"$set": {"outbox.$.published": True}},
+        )
+
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
+        pending: list[tuple[str, WalletCommand]] = []
+        query = {"outbox": {"$elemMatch": {"published": False, "created_at": {"$lt": older_than}}}}
+        async for document in self._trades.find(query, {"outbox": 1}).limit(500):
+            for entry in document["outbox"]:
+                if not entry["published"] and _utc(entry["created_at"]) < older_than:
+                    pending.append((document["_id"], parse_command(json.dumps(entry["command"]))))
+        return pending
+
+
+async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
+    await database[OFFERS].create_index([("status", ASCENDING), ("currency", ASCENDING)])
+    await database[TRADES].create_index([("buyer_id", ASCENDING), ("created_at", DESCENDING)])
+    await database[TRADES].create_index([("seller_id", ASCENDING), ("created_at", DESCENDING)])
+    await database[TRADES].create_index([("status", ASCENDING), ("payment_deadline", ASCENDING)])
+    await database[TRADES].create_index([("outbox.published", ASCENDING)])

@@ -1,0 +1,1 @@
+"""Handlers: what the P2P service does, talking to ports rather than drivers."""

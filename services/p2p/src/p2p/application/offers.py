@@ -1,0 +1,77 @@
+"""Sell offers: create, list the active ones, withdraw. An offer locks nothing."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from p2p.application.ports import Offer, Offers
+from p2p.domain.errors import Forbidden, NotFound, Refused
+from p2p.domain.offers import OfferStatus, validate_offer
+from shared.money import MoneyError, get_currency
+
+LIST_LIMIT: Final = 200
+
+
+@dataclass
+class OfferHandler:
+    offers: Offers
+    clock: Callable[[], datetime]
+
+    async def create(
+        self,
+        seller_id: str,
+        *,
+        currency: object,
+        fiat_currency: object,
+        price: object,
+        min_amount: object,
+        max_amount: object,
+        payment_methods: object,
+        payment_window_minutes: object,
+    ) -> Offer:
+        terms = validate_offer(
+            currency,
+            fiat_currency,
+            price,
+            min_amount,
+            max_amount,
+            payment_methods,
+            payment_window_minutes,
+        )
+        now = self.clock()
+        offer = Offer(
+            offer_id=f"offer_{secrets.token_hex(12)}",
+            seller_id=seller_id,
+            terms=terms,
+            status=OfferStatus.ACTIVE,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.offers.insert(offer)
+        return offer
+
+    async def list_active(self, currency: str | None, fiat_currency: str | None) -> Sequence[Offer]:
+        try:
+            coin = get_currency(currency).code if currency else None
+            fiat = get_currency(fiat_currency).code if fiat_currency else None
+        except MoneyError as error:
+            raise Refused(error.code, error.message) from None
+        return await self.offers.list_active(coin, fiat, LIST_LIMIT)
+
+    async def get(self, offer_id: str) -> Offer:
+        offer = await self.offers.get(offer_id)
+        if offer is None:
+            raise NotFound("offer_not_found", f"no offer {offer_id[:64]!r}")
+        return offer
+
+    async def withdraw(self, user_id: str, offer_id: str) -> Offer:
+        """The seller takes the offer down; trades already made on it go on. Repeatable."""
+        offer = await self.get(offer_id)
+        if offer.seller_id != user_id:
+            raise Forbidden("not_the_seller", "only the seller may withdraw an offer")
+        withdrawn = await self.offers.withdraw(offer_id, self.clock())
+        return withdrawn if withdrawn is not None else await self.get(offer_id)

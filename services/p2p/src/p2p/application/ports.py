@@ -1,0 +1,194 @@
+"""What the handlers need from the outside world, and the records they keep.
+
+Every write the handlers rely on is a single-document atomic operation: an insert on a unique key
+or a conditional update whose filter holds the expected status. A wallet command is stored in the
+trade (an embedded outbox) by the same update that decided it, published afterwards and marked
+published; what a crash left unmarked is published again (the wallet dedupes by reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from p2p.domain.offers import OfferStatus, OfferTerms
+from p2p.domain.trades import TradeStatus
+from shared.messaging import CommandResult, WalletCommand
+from shared.money import LEDGER_CONTEXT, decimal_places, format_amount, get_currency
+
+
+def fiat_text(value: Decimal, currency: str) -> str:
+    """A fiat figure with at least its currency's decimals ("520.00"), as money is shown."""
+    scale = get_currency(currency).scale
+    if decimal_places(value) >= scale:
+        return format_amount(value)
+    return format(value.quantize(get_currency(currency).quantum, context=LEDGER_CONTEXT), "f")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A wallet command recorded before it is published; `published` once the broker has it."""
+
+    command: WalletCommand
+    created_at: datetime
+    published: bool = False
+
+    @property
+    def command_id(self) -> str:
+        return self.command.command_id
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str
+    seller_id: str
+    terms: OfferTerms
+    status: OfferStatus
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        terms = self.terms
+        return {
+            "offer_id": self.offer_id,
+            "seller_id": self.seller_id,
+            "status": self.status.value,
+            "currency": terms.currency,
+            "fiat_currency": terms.fiat_currency,
+            "price": fiat_text(terms.price, terms.fiat_currency),
+            "min_amount": format_amount(terms.min_amount),
+            "max_amount": format_amount(terms.max_amount),
+            "payment_methods": list(terms.payment_methods),
+            "payment_window_minutes": terms.payment_window_minutes,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    trade_id: str
+    offer_id: str
+    seller_id: str
+    buyer_id: str
+    currency: str
+    fiat_currency: str
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fiat_amount: Decimal
+    payment_methods: tuple[str, ...]
+    payment_window_minutes: int
+    payment_deadline: datetime
+    status: TradeStatus
+    created_at: datetime
+    updated_at: datetime
+    # Whether the wallet applied the escrow lock (an early cancel waits for it before unlocking).
+    escrow_locked: bool = False
+    reason: str | None = None
+    cancelled_by: str | None = None
+    disputed_by: str | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+    paid_at: datetime | None = None
+    notes: tuple[str, ...] = ()
+    outbox: tuple[OutboxEntry, ...] = ()
+
+    def public(self) -> dict[str, Any]:
+        """The contract's shape of a trade (amounts as strings)."""
+        return {
+            "trade_id": self.trade_id,
+            "offer_id": self.offer_id,
+            "status": self.status.value,
+            "seller_id": self.seller_id,
+            "buyer_id": self.buyer_id,
+            "currency": self.currency,
+            "fiat_currency": self.fiat_currency,
+            "price": fiat_text(self.price, self.fiat_currency),
+            "amount": format_amount(self.amount),
+            "fee": format_amount(self.fee),
+            "fiat_amount": fiat_text(self.fiat_amount, self.fiat_currency),
+            "payment_methods": list(self.payment_methods),
+            "payment_window_minutes": self.payment_window_minutes,
+            "payment_deadline": self.payment_deadline.isoformat(),
+            "reason": self.reason,
+            "cancelled_by": self.cancelled_by,
+            "disputed_by": self.disputed_by,
+            "resolved_by": self.resolved_by,
+            "resolution": self.resolution,
+            "paid_at": self.paid_at.isoformat() if self.paid_at else None,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The filter of a conditional update: the status the trade must still be in, and optionally
+    whether its escrow is known locked and where its payment deadline stands against `now`."""
+
+    status: TradeStatus
+    escrow_locked: bool | None = None
+    deadline_passed_at: datetime | None = None  # payment_deadline <= this
+    deadline_open_at: datetime | None = None  # payment_deadline > this
+
+
+# Fields a move may set besides status (simple values only: str, bool, datetime, None).
+TradeChanges = Mapping[str, str | bool | datetime | None]
+
+
+class Offers(Protocol):
+    async def insert(self, offer: Offer) -> None: ...
+    async def get(self, offer_id: str) -> Offer | None: ...
+    async def list_active(
+        self, currency: str | None, fiat_currency: str | None, limit: int
+    ) -> Sequence[Offer]: ...
+
+    async def withdraw(self, offer_id: str, now: datetime) -> Offer | None:
+        """Active → withdrawn; None when it was not active."""
+        ...
+
+
+class Trades(Protocol):
+    async def insert(self, trade: Trade) -> None: ...
+    async def get(self, trade_id: str) -> Trade | None: ...
+    async def list_for(self, user_id: str, limit: int) -> Sequence[Trade]: ...
+
+    async def move(
+        self,
+        trade_id: str,
+        expected: Expected,
+        to: TradeStatus,
+        changes: TradeChanges,
+        command: WalletCommand | None,
+        now: datetime,
+    ) -> Trade | None:
+        """One conditional update: if the trade matches `expected`, set `to` and `changes` and
+        append `command` to its outbox; the trade after, or None when it did not match."""
+        ...
+
+    async def note(self, trade_id: str, note: str, now: datetime) -> None:
+        """Something ops must look at (a refused release or unlock)."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
+        """Unpaid trades whose payment deadline is not after `now`."""
+        ...
+
+    async def mark_published(self, trade_id: str, command_id: str) -> None: ...
+    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
+
+
+class CommandPublisher(Protocol):
+    async def publish(self, command: WalletCommand) -> None:
+        """Hand the command to the broker (acknowledged); do not wait for the wallet."""
+        ...
+
+    async def publish_and_wait(
+        self, command: WalletCommand, wait_seconds: float
+    ) -> CommandResult | None:
+        """Publish and wait for the wallet's result; None if it did not come in time."""
+        ...

@@ -1,0 +1,152 @@
+"""Wiring: settings → adapters → handlers → the FastAPI app with its background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from p2p.adapters.mongo import MongoOffers, MongoTrades, ensure_indexes
+from p2p.adapters.wallet import WalletCommandPublisher
+from p2p.application.offers import OfferHandler
+from p2p.application.relay import OutboxRelay
+from p2p.application.trades import TradeHandler, trade_id_of
+from p2p.domain.trades import TRANSACTION_TYPES
+from p2p.entrypoints.http import Handlers, include_routes
+from p2p.settings import P2pSettings
+from shared.http import create_app
+from shared.messaging import CommandResult
+from shared.mongo import connect
+from shared.results_consumer import WalletResultsConsumer
+from shared.wallet_client import WalletClient
+
+log = structlog.get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_p2p_result(result: CommandResult) -> bool:
+    return (
+        result.transaction_type in TRANSACTION_TYPES
+        and trade_id_of(result.reference_id) is not None
+    )
+
+
+@dataclass
+class P2p:
+    """The running parts of one P2P process (exposed for tests and health checks)."""
+
+    settings: P2pSettings
+    mongo: AsyncMongoClient[dict[str, Any]]
+    wallet: WalletClient
+    handlers: Handlers
+    relay: OutboxRelay
+    results: WalletResultsConsumer
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    started: bool = False
+
+    async def ready(self) -> bool:
+        if not (self.started and self.results.assigned):
+            return False
+        await self.mongo.admin.command("ping")
+        return True
+
+    async def start(self) -> None:
+        await ensure_indexes(self.mongo[self.settings.p2p_mongodb_database])
+        await self.wallet.start()
+        await self.results.start()
+        # Whatever a previous run recorded but did not publish goes out first.
+        await self.relay.run_once(grace=timedelta(0))
+        settings = self.settings
+        self.background += [
+            asyncio.create_task(
+                self._every(settings.p2p_outbox_relay_interval_seconds, self.relay.run_once),
+                name="p2p-outbox-relay",
+            ),
+            asyncio.create_task(
+                self._every(settings.p2p_sweep_interval_seconds, self.handlers.trades.expire_due),
+                name="p2p-deadline-sweeper",
+            ),
+        ]
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+        for task in self.background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.results.stop()
+        await self.wallet.stop()
+        await self.mongo.close()
+
+    @staticmethod
+    async def _every(seconds: float, work: Callable[[], Awaitable[int]]) -> None:
+        # Deadlines live in the database, so a restarted process sweeps what a stopped one left.
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("p2p.background_failed", work=getattr(work, "__name__", "?"))
+            await asyncio.sleep(seconds)
+
+
+def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) -> P2p:
+    mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+    database = mongo[settings.p2p_mongodb_database]
+    offers, trades = MongoOffers(database), MongoTrades(database)
+    wallet = WalletClient(settings.kafka_bootstrap_servers, topics=settings.topics)
+    publisher = WalletCommandPublisher(wallet)
+    trade_handler = TradeHandler(
+        trades=trades,
+        offers=offers,
+        publisher=publisher,
+        fee_rate=settings.p2p_fee_rate,
+        clock=clock,
+        action_wait_seconds=settings.p2p_action_wait_seconds,
+    )
+    return P2p(
+        settings=settings,
+        mongo=mongo,
+        wallet=wallet,
+        handlers=Handlers(offers=OfferHandler(offers, clock), trades=trade_handler),
+        relay=OutboxRelay(trades, publisher, clock),
+        results=WalletResultsConsumer(
+            settings.kafka_bootstrap_servers,
+            trade_handler.apply_result,
+            is_p2p_result,
+            topic=settings.topics.results,
+            group_id=settings.p2p_results_consumer_group,
+            session_timeout_ms=settings.p2p_results_session_timeout_ms,
+            heartbeat_interval_ms=settings.p2p_results_heartbeat_interval_ms,
+        ),
+    )
+
+
+def create_p2p_app(p2p: P2p) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await p2p.start()
+        try:
+            yield
+        finally:
+            await p2p.stop()
+
+    app = create_app(
+        title="p2p",
+        auth_secret=p2p.settings.auth_jwt_secret,
+        ready=p2p.ready,
+        lifespan=lifespan,
+    )
+    include_routes(app, p2p.handlers)
+    app.state.p2p = p2p
+    return app

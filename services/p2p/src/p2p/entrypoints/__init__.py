@@ -1,0 +1,1 @@
+"""Entrypoints: the HTTP routes and the wallet.results consumer."""

@@ -1,0 +1,226 @@
+"""The HTTP API over the memory stores and wallet: routes, status codes, error bodies, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest_asyncio
+
+from p2p.entrypoints.http import Handlers, include_routes
+from shared.http import create_app, make_token
+from shared.messaging import CreditCommand
+
+SECRET = "component-jwt-secret-of-at-least-32-bytes"
+P = "/api/p2p/enhanced"
+OFFER = {
+    "currency": "BTC",
+    "fiat_currency": "GBP",
+    "price": "52000.00",
+    "min_amount": "0.001",
+    "max_amount": "0.5",
+    "payment_methods": ["bank_transfer"],
+    "payment_window_minutes": 15,
+}
+
+
+def auth(user: str, *roles: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(SECRET, user, roles)}"}
+
+
+async def _ready() -> bool:
+    return True
+
+
+@pytest_asyncio.fixture
+async def api(memory_p2p: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(title="p2p", auth_secret=SECRET, ready=_ready)
+    include_routes(app, Handlers(offers=memory_p2p.offers, trades=memory_p2p.trades))
+    memory_p2p.wallet.apply(
+        CreditCommand(
+            user_id="sam",
+            currency="BTC",
+            amount="1",
+            transaction_type="deposit_nowpayments",
+            reference_id="fund-sam",
+        )
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p2p") as client:
+        client.app = app  # type: ignore[attr-defined]
+        yield client
+
+
+async def offer(api: httpx.AsyncClient, **changes: Any) -> str:
+    response = await api.post(f"{P}/offers", json={**OFFER, **changes}, headers=auth("sam"))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "active"
+    return str(body["offer_id"])
+
+
+async def escrowed_trade(api: httpx.AsyncClient, memory_p2p: Any, amount: str = "0.01") -> str:
+    offer_id = await offer(api)
+    created = await api.post(
+        f"{P}/create-trade", json={"offer_id": offer_id, "amount": amount}, headers=auth("bea")
+    )
+    assert created.status_code == 202, created.text
+    await memory_p2p.deliver_all()
+    return str(created.json()["trade_id"])
+
+
+async def test_the_seed_trade(api: httpx.AsyncClient, memory_p2p: Any) -> None:
+    offer_id = await offer(api)
+    listed = await api.get(f"{P}/offers", params={"currency": "BTC"}, headers=auth("bea"))
+    assert [o["offer_id"] for o in listed.json()["items"]] == [offer_id]
+    created = await api.post(
+        f"{P}/create-trade", json={"offer_id": offer_id, "amount": "0.01"}, headers=auth("bea")
+    )
+    assert created.status_code == 202
+    trade = created.json()
+    assert {k: trade[k] for k in ("status", "amount", "fee", "fiat_amount")} == {
+        "status": "pending_escrow",
+        "amount": "0.01",
+        "fee": "0.00001",
+        "fiat_amount": "520.00",
+    }
+    assert (trade["seller_id"], trade["buyer_id"], trade["price"]) == ("sam", "bea", "52000.00")
+    assert trade["payment_deadline"]
+    await memory_p2p.deliver_all()
+    trade_id = trade["trade_id"]
+    got = await api.get(f"{P}/trades/{trade_id}", headers=auth("sam"))
+    assert got.json()["status"] == "escrowed"
+
+    paid = await api.post(f"{P}/mark-paid", json={"trade_id": trade_id}, headers=auth("bea"))
+    assert (paid.status_code, paid.json()["status"]) == (200, "paid")
+    again = await api.post(f"{P}/mark-paid", json={"trade_id": trade_id}, headers=auth("bea"))
+    assert (again.status_code, again.json()["status"]) == (200, "paid")  # a double click
+    released = await api.post(
+        f"{P}/release-crypto", json={"trade_id": trade_id}, headers=auth("sam")
+    )
+    assert (released.status_code, released.json()["status"]) == (200, "completed")
+    wallet = memory_p2p.wallet
+    assert str(wallet.available("bea", "BTC").normalize()) == "0.01"
+    assert str(wallet.fees("BTC").normalize()) == "0.00001"
+    assert str(wallet.available("sam", "BTC").normalize()) == "0.98999"
+    cancel = await api.post(
+        f"{P}/cancel-trade", json={"trade_id": trade_id, "reason": "x"}, headers=auth("bea")
+    )
+    assert (cancel.status_code, cancel.json()["error"]["code"]) == (409, "trade_completed")
+    mine = await api.get(f"{P}/trades", headers=auth("bea"))
+    assert [t["trade_id"] for t in mine.json()["items"]] == [trade_id]
+    assert (await api.get(f"{P}/trades", headers=auth("eve"))).json() == {"items": []}
+
+
+async def test_refusals(api: httpx.AsyncClient, memory_p2p: Any) -> None:
+    trade_id = await escrowed_trade(api, memory_p2p)
+    cases = [
+        (f"{P}/release-crypto", {"trade_id": trade_id}, auth("sam"), 409, "not_paid"),
+        (f"{P}/release-crypto", {"trade_id": trade_id}, auth("bea"), 403, "not_the_seller"),
+        (f"{P}/release-crypto", {"trade_id": trade_id}, auth("eve"), 404, "trade_not_found"),
+        (f"{P}/cancel-trade", {"trade_id": trade_id}, auth("sam"), 403, "seller_cannot_cancel"),
+        (f"{P}/mark-paid", {"trade_id": trade_id}, auth("ops", "admin"), 403, "not_a_party"),
+        (f"{P}/dispute", {"trade_id": trade_id}, auth("bea"), 409, "not_paid"),
+        (
+            f"{P}/resolve-dispute",
+            {"trade_id": trade_id, "outcome": "buyer"},
+            auth("bea"),
+            403,
+            "admin_required",
+        ),
+        (
+            f"{P}/resolve-dispute",
+            {"trade_id": trade_id, "outcome": "buyer"},
+            auth("sam", "admin"),
+            403,
+            "party_cannot_resolve",
+        ),
+        (
+            f"{P}/resolve-dispute",
+            {"trade_id": trade_id, "outcome": "nobody"},
+            auth("ops", "admin"),
+            400,
+            "invalid_outcome",
+        ),
+        (f"{P}/mark-paid", {"trade_id": "p2p_nope"}, auth("bea"), 404, "trade_not_found"),
+        (f"{P}/mark-paid", {"trade_id": trade_id, "status": "paid"}, auth("bea"), 422, None),
+    ]
+    for url, body, headers, status, code in cases:
+        response = await api.post(url, json=body, headers=headers)
+        assert response.status_code == status, (url, body, response.text)
+        if code is not None:
+            assert response.json()["error"]["code"] == code, (url, response.text)
+    assert (await api.get(f"{P}/trades/{trade_id}", headers=auth("eve"))).status_code == 404
+    admin_view = await api.get(f"{P}/trades/{trade_id}", headers=auth("ops", "admin"))
+    assert admin_view.json()["status"] == "escrowed"
+    assert (await api.post(f"{P}/mark-paid", json={"trade_id": trade_id})).status_code == 401
+
+
+async def test_offer_rules(api: httpx.AsyncClient, memory_p2p: Any) -> None:
+    offer_id = await offer(api)
+    own = await api.post(
+        f"{P}/create-trade", json={"offer_id": offer_id, "amount": "0.01"}, headers=auth("sam")
+    )
+    assert (own.status_code, own.json()["error"]["code"]) == (403, "own_offer")
+    for amount, code in (("0.6", "amount_out_of_range"), ("0.000000001", "amount_too_precise")):
+        response = await api.post(
+            f"{P}/create-trade", json={"offer_id": offer_id, "amount": amount}, headers=auth("bea")
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+    bad = await api.post(
+        f"{P}/offers", json={**OFFER, "payment_window_minutes": 61}, headers=auth("sam")
+    )
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_payment_window")
+    default_window = dict(OFFER)
+    del default_window["payment_window_minutes"]
+    made = await api.post(f"{P}/offers", json=default_window, headers=auth("sam"))
+    assert made.json()["payment_window_minutes"] == 15
+    not_yours = await api.delete(f"{P}/offers/{offer_id}", headers=auth("bea"))
+    assert (not_yours.status_code, not_yours.json()["error"]["code"]) == (403, "not_the_seller")
+    for _ in range(2):
+        withdrawn = await api.delete(f"{P}/offers/{offer_id}", headers=auth("sam"))
+        assert (withdrawn.status_code, withdrawn.json()["status"]) == (200, "withdrawn")
+    late = await api.post(
+        f"{P}/create-trade", json={"offer_id": offer_id, "amount": "0.01"}, headers=auth("bea")
+    )
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "offer_not_active")
+    listed = await api.get(f"{P}/offers", headers=auth("bea"))
+    assert offer_id not in [o["offer_id"] for o in listed.json()["items"]]
+
+
+async def test_cancel_before_the_lock_answers_waits_for_it(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    offer_id = await offer(api)
+    created = await api.post(
+        f"{P}/create-trade", json={"offer_id": offer_id, "amount": "0.01"}, headers=auth("bea")
+    )
+    trade_id = created.json()["trade_id"]
+    cancel = await api.post(f"{P}/cancel-trade", json={"trade_id": trade_id}, headers=auth("bea"))
+    assert (cancel.status_code, cancel.json()["status"]) == (202, "cancelling")
+    assert [c.type for c in memory_p2p.publisher.queue] == ["lock"]  # no unlock before its lock
+    await memory_p2p.deliver_all()
+    done = await api.get(f"{P}/trades/{trade_id}", headers=auth("bea"))
+    assert done.json()["status"] == "cancelled"
+    assert str(memory_p2p.wallet.available("sam", "BTC").normalize()) == "1"
+    assert memory_p2p.wallet.locked("sam", "BTC") == 0
+
+
+def test_openapi_documents_every_error_answer(api: httpx.AsyncClient) -> None:
+    schema = api.app.openapi()  # type: ignore[attr-defined]
+    paths = schema["paths"]
+    expected = {
+        ("post", f"{P}/offers"): {"201", "400", "401", "422"},
+        ("post", f"{P}/create-trade"): {"202", "400", "401", "403", "404", "409", "422"},
+        ("post", f"{P}/release-crypto"): {"200", "202", "400", "401", "403", "404", "409", "422"},
+        ("post", f"{P}/resolve-dispute"): {"200", "202", "400", "401", "403", "404", "409"},
+        ("delete", f"{P}/offers/{{offer_id}}"): {"200", "401", "403", "404"},
+        ("get", f"{P}/trades/{{trade_id}}"): {"200", "401", "404"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (path, set(responses))
+        for status in statuses - {"200", "201", "202"}:
+            ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/ErrorBody"), (path, status)

@@ -1,0 +1,270 @@
+"""The store contract, run against the in-memory stores and against MongoDB: what the handlers
+rely on (conditional moves that change a trade once, the embedded outbox, the deadline query)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from p2p.adapters.memory import MemoryOffers, MemoryTrades
+from p2p.adapters.mongo import MongoOffers, MongoTrades, ensure_indexes
+from p2p.application.ports import Expected, Offer, Offers, OutboxEntry, Trade, Trades
+from p2p.domain.offers import OfferStatus, OfferTerms
+from p2p.domain.trades import TradeStatus
+from shared.messaging import LockCommand, UnlockCommand
+from shared.testing.fixtures import unique_database_name
+
+S = TradeStatus
+D = Decimal
+# Millisecond-exact: what MongoDB stores.
+T0 = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+@dataclass
+class Stores:
+    offers: Offers
+    trades: Trades
+
+
+@dataclass
+class MongoStores(Stores):
+    database: AsyncDatabase[dict[str, Any]]
+
+
+@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
+def bare_stores(request: pytest.FixtureRequest) -> Stores:
+    """Sync on purpose: the MongoDB fixtures are pulled only by its variant (as the wallet's)."""
+    if request.param == "memory":
+        return Stores(MemoryOffers(), MemoryTrades())
+    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
+    database = client[unique_database_name(f"p2p_{request.node.originalname}")]
+    return MongoStores(MongoOffers(database), MongoTrades(database), database)
+
+
+@pytest_asyncio.fixture
+async def stores(bare_stores: Stores) -> AsyncIterator[Stores]:
+    if not isinstance(bare_stores, MongoStores):
+        yield bare_stores
+        return
+    await ensure_indexes(bare_stores.database)
+    try:
+        yield bare_stores
+    finally:
+        await bare_stores.database.client.drop_database(bare_stores.database.name)
+
+
+def lock(trade_id: str, amount: str = "0.01001") -> LockCommand:
+    return LockCommand(
+        user_id="sam",
+        currency="BTC",
+        amount=amount,
+        transaction_type="p2p_escrow",
+        reference_id=trade_id,
+        issued_at=T0,
+    )
+
+
+def unlock(trade_id: str) -> UnlockCommand:
+    return UnlockCommand(
+        user_id="sam",
+        currency="BTC",
+        amount="0.01001",
+        transaction_type="p2p_cancelled",
+        reference_id=trade_id,
+        issued_at=T0,
+    )
+
+
+def trade(trade_id: str = "p2p_1", **changes: Any) -> Trade:
+    base = Trade(
+        trade_id=trade_id,
+        offer_id="offer_1",
+        seller_id="sam",
+        buyer_id="bea",
+        currency="BTC",
+        fiat_currency="GBP",
+        price=D("52000.5"),
+        amount=D("0.01"),
+        fee=D("0.00001"),
+        fiat_amount=D("520.01"),
+        payment_methods=("bank_transfer", "faster_payments"),
+        payment_window_minutes=15,
+        payment_deadline=T0 + timedelta(minutes=15),
+        status=S.PENDING_ESCROW,
+        created_at=T0,
+        updated_at=T0,
+        outbox=(OutboxEntry(lock(trade_id), created_at=T0),),
+    )
+    return replace(base, **changes)
+
+
+def offer(offer_id: str = "offer_1", **changes: Any) -> Offer:
+    terms = OfferTerms("BTC", "GBP", D("52000"), D("0.001"), D("0.5"), ("bank_transfer",), 15)
+    base = Offer(offer_id, "sam", terms, OfferStatus.ACTIVE, T0, T0)
+    return replace(base, **changes)
+
+
+async def test_trade_round_trip(stores: Stores) -> None:
+    original = trade()
+    await stores.trades.insert(original)
+    assert await stores.trades.get("p2p_1") == original
+    assert await stores.trades.get("p2p_missing") is None
+
+
+async def test_insert_is_unique(stores: Stores) -> None:
+    await stores.trades.insert(trade())
+    with pytest.raises((KeyError, DuplicateKeyError)):
+        await stores.trades.insert(trade())
+
+
+async def test_a_move_happens_once(stores: Stores) -> None:
+    await stores.trades.insert(trade())
+    at = T0 + timedelta(seconds=1)
+    moved = await stores.trades.move(
+        "p2p_1", Expected(S.PENDING_ESCROW), S.ESCROWED, {"escrow_locked": True}, None, at
+    )
+    assert moved is not None
+    assert (moved.status, moved.escrow_locked, moved.updated_at) == (S.ESCROWED, True, at)
+    again = await stores.trades.move(
+        "p2p_1", Expected(S.PENDING_ESCROW), S.FAILED, {"reason": "x"}, None, at
+    )
+    assert again is None
+    stored = await stores.trades.get("p2p_1")
+    assert stored is not None
+    assert (stored.status, stored.reason) == (S.ESCROWED, None)
+
+
+async def test_racing_moves_leave_exactly_one_done(stores: Stores) -> None:
+    await stores.trades.insert(trade(status=S.PAID, escrow_locked=True))
+    targets = [S.RELEASING, S.CANCELLING] * 4
+    outcomes = await asyncio.gather(
+        *(
+            stores.trades.move("p2p_1", Expected(S.PAID), to, {}, unlock("p2p_1"), T0)
+            for to in targets
+        )
+    )
+    winners = [o for o in outcomes if o is not None]
+    assert len(winners) == 1
+    stored = await stores.trades.get("p2p_1")
+    assert stored is not None
+    assert stored.status is winners[0].status
+    assert len(stored.outbox) == 2  # the lock and ONE decision
+
+
+async def test_the_escrow_guard(stores: Stores) -> None:
+    await stores.trades.insert(trade(status=S.CANCELLING))
+    expected = Expected(S.CANCELLING, escrow_locked=True)
+    assert await stores.trades.move("p2p_1", expected, S.CANCELLED, {}, None, T0) is None
+    early = Expected(S.CANCELLING, escrow_locked=False)
+    moved = await stores.trades.move(
+        "p2p_1", early, S.CANCELLING, {"escrow_locked": True}, unlock("p2p_1"), T0
+    )
+    assert moved is not None
+    assert moved.escrow_locked
+    assert await stores.trades.move("p2p_1", early, S.CANCELLING, {}, unlock("p2p_1"), T0) is None
+    assert await stores.trades.move("p2p_1", expected, S.CANCELLED, {}, None, T0) is not None
+
+
+async def test_the_deadline_guards(stores: Stores) -> None:
+    deadline = T0 + timedelta(minutes=15)
+    await stores.trades.insert(trade(status=S.ESCROWED, escrow_locked=True))
+    before, at = deadline - timedelta(milliseconds=1), deadline
+    # Marking paid needs the deadline still ahead; expiring needs it reached.
+    assert (
+        await stores.trades.move(
+            "p2p_1", Expected(S.ESCROWED, deadline_open_at=at), S.PAID, {}, None, at
+        )
+        is None
+    )
+    assert (
+        await stores.trades.move(
+            "p2p_1", Expected(S.ESCROWED, deadline_passed_at=before), S.CANCELLING, {}, None, at
+        )
+        is None
+    )
+    moved = await stores.trades.move(
+        "p2p_1",
+        Expected(S.ESCROWED, deadline_open_at=before),
+        S.PAID,
+        {"paid_at": before},
+        None,
+        at,
+    )
+    assert moved is not None
+    assert moved.paid_at == before
+
+
+async def test_due_lists_unpaid_trades_past_their_deadline(stores: Stores) -> None:
+    for index, status in enumerate(
+        [S.PENDING_ESCROW, S.ESCROWED, S.PAID, S.DISPUTED, S.CANCELLING, S.CANCELLED]
+    ):
+        await stores.trades.insert(trade(f"p2p_{index}", status=status))
+    await stores.trades.insert(
+        trade("p2p_later", status=S.ESCROWED, payment_deadline=T0 + timedelta(minutes=30))
+    )
+    now = T0 + timedelta(minutes=15)
+    due = await stores.trades.due(now, 10)
+    assert sorted(t.trade_id for t in due) == ["p2p_0", "p2p_1"]
+    assert await stores.trades.due(now - timedelta(milliseconds=1), 10) == []
+
+
+async def test_the_outbox(stores: Stores) -> None:
+    original = trade()
+    await stores.trades.insert(original)
+    later = T0 + timedelta(seconds=10)
+    await stores.trades.move(
+        "p2p_1", Expected(S.PENDING_ESCROW), S.CANCELLING, {}, unlock("p2p_1"), later
+    )
+    pending = await stores.trades.unpublished(T0 + timedelta(seconds=11))
+    assert sorted(c.type for _, c in pending) == ["lock", "unlock"]
+    assert {t for t, _ in pending} == {"p2p_1"}
+    # Only entries older than the cutoff (younger ones are being published by their request).
+    assert [c.type for _, c in await stores.trades.unpublished(T0 + timedelta(seconds=5))] == [
+        "lock"
+    ]
+    [(_, lock_command)] = [p for p in pending if p[1].type == "lock"]
+    assert lock_command == original.outbox[0].command  # resent as recorded: same id and payload
+    await stores.trades.mark_published("p2p_1", lock_command.command_id)
+    remaining = await stores.trades.unpublished(T0 + timedelta(seconds=11))
+    assert [c.type for _, c in remaining] == ["unlock"]
+
+
+async def test_notes_and_listing(stores: Stores) -> None:
+    await stores.trades.insert(trade("p2p_a"))
+    await stores.trades.insert(trade("p2p_b", buyer_id="bob", created_at=T0 + timedelta(1)))
+    await stores.trades.note("p2p_a", "unlock_rejected: x", T0)
+    stored = await stores.trades.get("p2p_a")
+    assert stored is not None
+    assert stored.notes == ("unlock_rejected: x",)
+    assert [t.trade_id for t in await stores.trades.list_for("sam", 10)] == ["p2p_b", "p2p_a"]
+    assert [t.trade_id for t in await stores.trades.list_for("bea", 10)] == ["p2p_a"]
+    assert await stores.trades.list_for("eve", 10) == []
+
+
+async def test_offers(stores: Stores) -> None:
+    await stores.offers.insert(offer())
+    await stores.offers.insert(
+        offer("offer_2", terms=replace(offer().terms, currency="ETH", price=D("2000")))
+    )
+    assert await stores.offers.get("offer_1") == offer()
+    assert [o.offer_id for o in await stores.offers.list_active("BTC", None, 10)] == ["offer_1"]
+    assert [o.offer_id for o in await stores.offers.list_active(None, "GBP", 10)] == [
+        "offer_2",
+        "offer_1",
+    ]  # cheapest first
+    later = T0 + timedelta(seconds=1)
+    withdrawn = await stores.offers.withdraw("offer_1", later)
+    assert withdrawn is not None
+    assert withdrawn.status is OfferStatus.WITHDRAWN
+    assert await stores.offers.withdraw("offer_1", later) is None
+    assert [o.offer_id for o in await stores.offers.list_active(None, None, 10)] == ["offer_2"]

@@ -1,0 +1,1 @@
+"""Referrals: who invited whom, and the commission a referrer earns on an invitee's fees."""

@@ -1,0 +1,101 @@
+"""MongoDB storage of referrals: bindings keyed by the invitee (so a user binds once, even when
+two requests race) and commissions keyed by their wallet reference (so each is paid once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from bson import Decimal128
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.money import add
+from trading.mongo_values import decimal_of, utc
+from trading.payouts import PayoutRecords
+from trading.referrals.domain.bindings import Binding
+from trading.referrals.domain.commissions import CommissionDue
+
+type Document = dict[str, Any]
+
+BINDINGS: Final = "referral_bindings"
+COMMISSIONS: Final = "referral_commissions"
+
+
+async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
+    await database[BINDINGS].create_index([("referrer_id", ASCENDING)])
+    await database[COMMISSIONS].create_index([("referrer_id", ASCENDING)])
+
+
+def _binding(document: Document) -> Binding:
+    return Binding(
+        invitee_id=document["_id"],
+        referrer_id=document["referrer_id"],
+        bound_at=utc(document["bound_at"]),
+    )
+
+
+class MongoBindings:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._collection = database[BINDINGS]
+
+    async def insert(self, binding: Binding) -> Binding | None:
+        """Stores the binding; None if it is stored, else the binding the invitee already has."""
+        try:
+            await self._collection.insert_one(
+                {
+                    "_id": binding.invitee_id,
+                    "referrer_id": binding.referrer_id,
+                    "bound_at": binding.bound_at,
+                }
+            )
+        except DuplicateKeyError:
+            existing = await self.of(binding.invitee_id)
+            assert existing is not None  # bindings are never deleted
+            return existing
+        return None
+
+    async def of(self, invitee_id: str) -> Binding | None:
+        found = await self._collection.find_one({"_id": invitee_id})
+        return _binding(found) if found else None
+
+    async def of_many(self, invitee_ids: Iterable[str]) -> dict[str, Binding]:
+        ids = sorted(set(invitee_ids))
+        if not ids:
+            return {}
+        cursor = self._collection.find({"_id": {"$in": ids}})
+        return {d["_id"]: _binding(d) async for d in cursor}
+
+    async def invitees_of(self, referrer_id: str) -> int:
+        return await self._collection.count_documents({"referrer_id": referrer_id})
+
+
+class MongoCommissions(PayoutRecords):
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        super().__init__(database[COMMISSIONS], decimal_fields=("amount", "fee", "rate"))
+
+    async def claim(self, due: CommissionDue, at: datetime) -> Document:
+        """The record of `due`'s reference: new (pending) or the one stored the first time."""
+        fields = {
+            "referrer_id": due.referrer_id,
+            "referred_user_id": due.referred_user_id,
+            "currency": due.currency,
+            "amount": Decimal128(due.amount),
+            "fee": Decimal128(due.fee),
+            "rate": Decimal128(due.rate),
+            "source_transaction_id": due.source_transaction_id,
+            "source_transaction_type": due.source_transaction_type,
+            "source_occurred_at": due.source_occurred_at,
+        }
+        return await self._claim(due.reference_id, fields, at)
+
+    async def earned_by(self, referrer_id: str) -> dict[str, Decimal]:
+        """What the referrer has been paid, per currency (commissions the wallet applied)."""
+        earned: dict[str, Decimal] = {}
+        async for row in self._collection.find({"referrer_id": referrer_id, "status": "paid"}):
+            currency = row["currency"]
+            earned[currency] = add(earned.get(currency, Decimal(0)), decimal_of(row["amount"]))
+        return earned

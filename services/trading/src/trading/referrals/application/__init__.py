@@ -1,0 +1,1 @@
+"""Referral use cases: binding, the summary and paying commissions from wallet.events."""

@@ -1,0 +1,106 @@
+"""Referral use cases: bind an invitee, summarise a user's referrals, and pay commissions on
+the fees bound invitees pay, as the ledger reports them on wallet.events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from shared.messaging import CommandResult, LedgerTransaction
+from shared.money import format_amount
+from shared.wallet_client import WalletClient
+from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions
+from trading.referrals.domain.bindings import Binding, already_bound, check_binding
+from trading.referrals.domain.commissions import (
+    COMMISSION_TRANSACTION_TYPE,
+    REFERENCE_PREFIX,
+    commissions_due,
+    fees_charged,
+)
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class ReferralService:
+    def __init__(
+        self,
+        *,
+        bindings: MongoBindings,
+        commissions: MongoCommissions,
+        wallet: WalletClient,
+        rate: Decimal,
+        clock: Clock,
+    ) -> None:
+        self._bindings = bindings
+        self._commissions = commissions
+        self._wallet = wallet
+        self._rate = rate
+        self._clock = clock
+
+    async def bind(self, invitee_id: str, referrer_id: object) -> Binding:
+        binding = Binding(invitee_id, check_binding(invitee_id, referrer_id), self._clock())
+        existing = await self._bindings.insert(binding)
+        if existing is not None:
+            raise already_bound(existing)
+        return binding
+
+    async def summary(self, user_id: str) -> dict[str, Any]:
+        mine = await self._bindings.of(user_id)
+        earned = await self._commissions.earned_by(user_id)
+        return {
+            "referrer_id": mine.referrer_id if mine else None,
+            "invitees": await self._bindings.invitees_of(user_id),
+            "earned": [
+                {"currency": currency, "amount": format_amount(earned[currency])}
+                for currency in sorted(earned)
+            ],
+        }
+
+    async def on_ledger_transaction(self, transaction: LedgerTransaction) -> None:
+        """Pays the referrers a transaction owes (a handler of wallet.events, at least once)."""
+        charges = fees_charged(transaction)
+        if not charges:
+            return
+        bindings = await self._bindings.of_many(c.payer_id for c in charges)
+        for due in commissions_due(transaction, bindings.get, self._rate):
+            record = await self._commissions.claim(due, self._clock())
+            if record["status"] != "pending":
+                continue  # paid (or refused) the first time this event was read
+            # The stored figures, not today's: a redelivery resends the very same command.
+            await self._wallet.credit(
+                user_id=record["referrer_id"],
+                currency=record["currency"],
+                amount=record["amount"],
+                transaction_type=COMMISSION_TRANSACTION_TYPE,
+                reference_id=record["reference_id"],
+                metadata={
+                    "referred_user_id": record["referred_user_id"],
+                    "source_transaction_id": record["source_transaction_id"],
+                    "source_transaction_type": record["source_transaction_type"],
+                    "fee": format_amount(record["fee"]),
+                    "rate": format_amount(record["rate"]),
+                },
+                wait=False,
+            )
+
+    async def on_commission_result(self, result: CommandResult) -> None:
+        if not result.reference_id.startswith(REFERENCE_PREFIX):
+            return
+        outcome = result.original_status if result.status == "duplicate" else result.status
+        if outcome == "applied":
+            await self._commissions.settle(result.reference_id, "paid", None, self._clock())
+        elif outcome == "rejected":
+            log.error(
+                "referrals.commission_rejected",
+                reference=result.reference_id,
+                reason=result.reason,
+            )
+            await self._commissions.settle(
+                result.reference_id, "failed", result.reason, self._clock()
+            )

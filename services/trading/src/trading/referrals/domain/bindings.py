@@ -1,0 +1,39 @@
+"""Binding an invitee to the referrer who invited them: once per invitee, never to oneself.
+
+"Once" is enforced where bindings are stored (the invitee's id is the record's key, so two
+racing binds store one); this module checks what can be checked without storage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from trading.referrals.domain.errors import AlreadyBound, ReferralRefused
+
+# The same shape as a wallet command's user id: what can be bound can be paid.
+_USER_ID: Final = re.compile(r"[^\s\x00-\x1f]{1,200}")
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    invitee_id: str
+    referrer_id: str
+    bound_at: datetime  # fees count from this instant on (see commissions.commissions_due)
+
+
+def check_binding(invitee_id: str, referrer_id: object) -> str:
+    """The referrer id to bind `invitee_id` to, or ReferralRefused (400)."""
+    if not isinstance(referrer_id, str) or not _USER_ID.fullmatch(referrer_id):
+        raise ReferralRefused(
+            "invalid_referrer", "referrer_id must be a user id (1-200 characters, no spaces)"
+        )
+    if referrer_id == invitee_id:
+        raise ReferralRefused("self_referral", "a user cannot be their own referrer")
+    return referrer_id
+
+
+def already_bound(binding: Binding) -> AlreadyBound:
+    return AlreadyBound("already_bound", f"already bound to referrer {binding.referrer_id}")

@@ -1,0 +1,16 @@
+"""Settings of referrals (environment variables)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ReferralSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # The referrer's share of every fee a bound invitee pays (REFERRAL_COMMISSION_RATE=0.20).
+    referral_commission_rate: Decimal = Field(Decimal("0.20"), ge=0, le=1)
+    referral_events_consumer_group: str = "trading-referrals"

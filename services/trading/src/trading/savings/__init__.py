@@ -1,0 +1,1 @@
+"""Savings: products per currency, transfers between a user's wallet and savings, daily interest."""

@@ -1,0 +1,1 @@
+"""Savings use cases: transfers, positions, the daily accrual and its scheduler."""

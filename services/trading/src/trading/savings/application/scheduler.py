@@ -1,0 +1,59 @@
+"""The daily accrual: at 00:00 UTC (plus a small delay) for the day that ended, and on start for
+every ended day of the lookback a stopped service may have missed. Each payment has its own key,
+so catching up a day that was already paid sends nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from typing import Any, Final
+
+import structlog
+
+from trading.savings.domain.accrual import days_to_catch_up, next_run_at
+
+log = structlog.get_logger(__name__)
+
+# Sleeps are cut into slices so a wall-clock jump (or a test's clock) is noticed.
+MAX_SLEEP_SECONDS: Final = 60.0
+RETRY_SECONDS: Final = 30.0
+
+
+class AccrualScheduler:
+    def __init__(
+        self,
+        accrue: Callable[[date], Awaitable[dict[str, Any]]],
+        *,
+        clock: Callable[[], datetime],
+        delay: timedelta,
+        lookback_days: int,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._accrue = accrue
+        self._clock = clock
+        self._delay = delay
+        self._lookback_days = lookback_days
+        self._sleep = sleep
+
+    async def run(self) -> None:
+        for day in days_to_catch_up(self._clock().date(), self._lookback_days):
+            await self._accrue_until_done(day)
+        while True:
+            at = next_run_at(self._clock(), self._delay)
+            while (remaining := (at - self._clock()).total_seconds()) > 0:
+                await self._sleep(min(remaining, MAX_SLEEP_SECONDS))
+            await self._accrue_until_done(at.date() - timedelta(days=1))
+
+    async def _accrue_until_done(self, day: date) -> None:
+        while True:
+            try:
+                report = await self._accrue(day)
+            except Exception:
+                log.exception("savings.accrual_failed", day=day.isoformat())
+                await self._sleep(RETRY_SECONDS)
+                continue
+            if all(item["pending"] == 0 for item in report["items"]):
+                return
+            # Some payments got no result in time: the same keys are sent again.
+            await self._sleep(RETRY_SECONDS)

@@ -1,0 +1,283 @@
+"""Savings use cases: products, transfers (their status follows wallet.results), positions, the
+savings history derived from wallet.events, and the daily accrual."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import structlog
+
+from shared.messaging import CommandResult
+from shared.money import add, format_amount
+from shared.wallet_client import WalletClient, WalletTimeout
+from trading.savings.adapters.mongo import MongoAccruals, MongoSavingsHistory, MongoTransfers
+from trading.savings.domain.accrual import (
+    INTEREST_REFERENCE_PREFIX,
+    INTEREST_TRANSACTION_TYPE,
+    AccrualDue,
+    SavingsMovement,
+    accrual_cutoff,
+    accruals_due,
+)
+from trading.savings.domain.errors import SavingsNotFound, SavingsUnavailable
+from trading.savings.domain.products import SavingsProduct, products_from
+from trading.savings.domain.transfers import (
+    TransferStatus,
+    reference_id,
+    status_after,
+    transaction_type_of,
+    transfer_id_of,
+    validate_transfer,
+)
+
+log = structlog.get_logger(__name__)
+
+Document = dict[str, Any]
+Clock = Callable[[], datetime]
+ZERO: Final = Decimal(0)
+# Interest payments in flight at once during a run (each waits for its wallet result).
+ACCRUAL_CONCURRENCY: Final = 16
+
+
+@dataclass(frozen=True)
+class AccrualOutcome:
+    reference_id: str
+    currency: str
+    amount: Decimal
+    status: str  # paid | failed | pending (no result yet: a rerun sends the same payment again)
+    sent: bool  # False: an earlier run had already settled this key
+
+
+class SavingsService:
+    def __init__(
+        self,
+        *,
+        transfers: MongoTransfers,
+        history: MongoSavingsHistory,
+        accruals: MongoAccruals,
+        wallet: WalletClient,
+        aprs: Mapping[str, Decimal],
+        clock: Clock,
+        history_caught_up: Callable[[], Awaitable[bool]],
+        result_timeout: float,
+    ) -> None:
+        self._transfers = transfers
+        self._history = history
+        self._accruals = accruals
+        self._wallet = wallet
+        self._aprs = dict(aprs)
+        self._clock = clock
+        self._history_caught_up = history_caught_up
+        self._result_timeout = result_timeout
+
+    # Products, transfers, positions
+
+    def products(self) -> list[SavingsProduct]:
+        return products_from(self._aprs)
+
+    async def request_transfer(
+        self, user_id: str, currency: object, amount: object, direction: object
+    ) -> Document:
+        checked, value, way = validate_transfer(currency, amount, direction, self._aprs)
+        now = self._clock()
+        transfer_id = uuid.uuid4().hex
+        transfer: Document = {
+            "_id": transfer_id,
+            "user_id": user_id,
+            "currency": checked.code,
+            "amount": value,
+            "direction": way,
+            "status": TransferStatus.PENDING.value,
+            "reason": None,
+            "transaction_id": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        # Recorded first: a command whose publication fails is re-sent by `resend_pending`.
+        await self._transfers.insert(transfer)
+        stored = await self._transfers.get(transfer_id)
+        assert stored is not None
+        try:
+            await self._send(stored, wait=False)
+        except Exception:
+            log.exception("savings.transfer_publish_failed", transfer_id=transfer_id)
+        return stored
+
+    async def _send(self, transfer: Document, *, wait: bool) -> CommandResult | None:
+        move = (
+            self._wallet.move_to_savings
+            if transfer["direction"] == "to_savings"
+            else self._wallet.move_from_savings
+        )
+        return await move(
+            user_id=transfer["user_id"],
+            currency=transfer["currency"],
+            amount=transfer["amount"],
+            reference_id=reference_id(transfer["transfer_id"]),
+            transaction_type=transaction_type_of(transfer["direction"]),
+            metadata={"transfer_id": transfer["transfer_id"]},
+            wait=wait,
+        )
+
+    async def resend_pending(self, older_than: timedelta) -> int:
+        """Publishes again what is still pending after `older_than` (the same idempotency key:
+        the wallet answers a duplicate with the first outcome)."""
+        stale = await self._transfers.pending_before(self._clock() - older_than)
+        for transfer in stale:
+            await self._send(transfer, wait=False)
+        return len(stale)
+
+    async def transfer(self, transfer_id: str, user_id: str, *, is_admin: bool) -> Document:
+        found = await self._transfers.get(transfer_id)
+        if found is None or (found["user_id"] != user_id and not is_admin):
+            raise SavingsNotFound("transfer_not_found", "no such savings transfer")
+        return found
+
+    async def positions(self, user_id: str) -> list[dict[str, str]]:
+        return [
+            {
+                "currency": currency,
+                "savings_balance": format_amount(balance),
+                "interest_earned": format_amount(interest),
+            }
+            for currency, balance, interest in await self._history.positions(user_id)
+        ]
+
+    async def on_transfer_result(self, result: CommandResult) -> None:
+        transfer_id = transfer_id_of(result.reference_id)
+        if transfer_id is None:
+            return  # another service's savings move
+        status = status_after(result.status, result.original_status)
+        transfer = await self._transfers.get(transfer_id)
+        if status is None or transfer is None or transfer["status"] != TransferStatus.PENDING:
+            return
+        if status is TransferStatus.COMPLETED and result.transaction_id:
+            # The balance history first: once a transfer reads completed, positions show it.
+            sign = Decimal(1) if transfer["direction"] == "to_savings" else Decimal(-1)
+            await self._history.record_result(
+                SavingsMovement(
+                    transaction_id=result.transaction_id,
+                    transaction_type=result.transaction_type,
+                    user_id=transfer["user_id"],
+                    currency=transfer["currency"],
+                    amount=sign * transfer["amount"],
+                    occurred_at=result.processed_at,
+                )
+            )
+        await self._transfers.settle(
+            transfer_id,
+            status,
+            reason=result.reason if status is TransferStatus.FAILED else None,
+            transaction_id=result.transaction_id,
+            at=self._clock(),
+        )
+
+    # The daily accrual
+
+    async def accrue(self, day: date) -> Document:
+        """Pays every interest owed for `day` that no earlier run paid; returns what it did."""
+        now = self._clock()
+        cutoff = accrual_cutoff(day, now)
+        if not await self._history_caught_up():
+            raise SavingsUnavailable(
+                "ledger_history_behind",
+                "the savings history has not yet read every ledger event; try again shortly",
+            )
+        limit = asyncio.Semaphore(ACCRUAL_CONCURRENCY)
+
+        async def pay(due: AccrualDue) -> AccrualOutcome:
+            async with limit:
+                return await self._pay(due)
+
+        items = []
+        for currency in sorted(self._aprs):
+            apr = self._aprs[currency]
+            balances = await self._history.balances(currency, cutoff)
+            outcomes = await asyncio.gather(
+                *(pay(due) for due in accruals_due(currency, day, apr, balances))
+            )
+            items.append(_summary(currency, apr, outcomes))
+        log.info("savings.accrued", day=day.isoformat(), items=items)
+        return {"date": day.isoformat(), "balances_at": cutoff.isoformat(), "items": items}
+
+    async def _pay(self, due: AccrualDue) -> AccrualOutcome:
+        record = await self._accruals.claim(due, self._clock())
+        amount = record["amount"]  # what the key was first claimed for, on a rerun too
+        if record["status"] != "pending":
+            return AccrualOutcome(due.reference_id, due.currency, amount, record["status"], False)
+        try:
+            result = await self._wallet.credit(
+                user_id=due.user_id,
+                currency=due.currency,
+                amount=amount,
+                transaction_type=INTEREST_TRANSACTION_TYPE,
+                reference_id=due.reference_id,
+                metadata={
+                    "date": due.day.isoformat(),
+                    "apr": format_amount(record["apr"]),
+                    "savings_balance": format_amount(record["balance"]),
+                },
+                result_timeout=self._result_timeout,
+            )
+        except WalletTimeout:
+            log.warning("savings.interest_result_timeout", reference=due.reference_id)
+            return AccrualOutcome(due.reference_id, due.currency, amount, "pending", True)
+        assert result is not None
+        status = await self.settle_interest(result)
+        return AccrualOutcome(due.reference_id, due.currency, amount, status or "pending", True)
+
+    async def on_interest_result(self, result: CommandResult) -> None:
+        await self.settle_interest(result)
+
+    async def settle_interest(self, result: CommandResult) -> str | None:
+        """Settles the accrual record (and the history) from the wallet's answer to a payment."""
+        if not result.reference_id.startswith(INTEREST_REFERENCE_PREFIX):
+            return None
+        record = await self._accruals.get(result.reference_id)
+        if record is None:
+            return None
+        outcome = result.original_status if result.status == "duplicate" else result.status
+        if outcome == "applied":
+            if result.transaction_id:
+                await self._history.record_result(
+                    SavingsMovement(
+                        transaction_id=result.transaction_id,
+                        transaction_type=INTEREST_TRANSACTION_TYPE,
+                        user_id=record["user_id"],
+                        currency=record["currency"],
+                        amount=record["amount"],
+                        occurred_at=result.processed_at,
+                    )
+                )
+            await self._accruals.settle(result.reference_id, "paid", None, self._clock())
+            return "paid"
+        if outcome == "rejected":
+            log.error(
+                "savings.interest_rejected", reference=result.reference_id, reason=result.reason
+            )
+            await self._accruals.settle(result.reference_id, "failed", result.reason, self._clock())
+            return "failed"
+        return None
+
+
+def _summary(currency: str, apr: Decimal, outcomes: list[AccrualOutcome]) -> dict[str, Any]:
+    paid_now = [o for o in outcomes if o.sent and o.status == "paid"]
+    total = ZERO
+    for outcome in paid_now:
+        total = add(total, outcome.amount)
+    return {
+        "currency": currency,
+        "apr": format_amount(apr),
+        "accounts_owed": len(outcomes),
+        "paid": len(paid_now),
+        "paid_amount": format_amount(total),
+        "already_settled": sum(1 for o in outcomes if not o.sent),
+        "pending": sum(1 for o in outcomes if o.status == "pending"),
+        "failed": sum(1 for o in outcomes if o.sent and o.status == "failed"),
+    }

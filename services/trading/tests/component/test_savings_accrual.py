@@ -1,0 +1,144 @@
+"""The accrual over the real MongoDB with a wallet double: which balance a day pays on, and that
+each (currency, day, user) is paid once — the amount decided at the first claim."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from pymongo.asynchronous.database import AsyncDatabase
+
+from trading.savings.adapters.mongo import (
+    ACCRUALS,
+    MOVEMENTS,
+    MongoAccruals,
+    MongoSavingsHistory,
+    MongoTransfers,
+)
+from trading.savings.application.service import SavingsService
+from trading.savings.domain.accrual import SavingsMovement
+from trading.savings.domain.errors import SavingsUnavailable
+from trading.testing import AnsweringWallet, FakeClock
+
+DAY = date(2026, 11, 29)
+
+
+@dataclass
+class Rig:
+    service: SavingsService
+    wallet: AnsweringWallet
+    history: MongoSavingsHistory
+    clock: FakeClock
+    caught_up: list[bool] = field(default_factory=lambda: [True])
+
+    async def save(self, user: str, amount: str, at: datetime, currency: str = "USDT") -> None:
+        await self.history.record_event(
+            SavingsMovement(
+                uuid.uuid4().hex, "savings_deposit", user, currency, Decimal(amount), at
+            )
+        )
+
+    def paid(self) -> list[tuple[str, str, Decimal]]:
+        return [(c.reference_id, c.user_id, c.amount) for c in self.wallet.sent]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Rig]:
+    for collection in (MOVEMENTS, ACCRUALS):
+        await mongo_database[collection].delete_many({})
+    clock = FakeClock(datetime(2026, 11, 30, 0, 0, 5, tzinfo=UTC))
+    wallet = AnsweringWallet()
+    history = MongoSavingsHistory(mongo_database)
+    caught_up = [True]
+
+    async def history_caught_up() -> bool:
+        return caught_up[0]
+
+    service = SavingsService(
+        transfers=MongoTransfers(mongo_database),
+        history=history,
+        accruals=MongoAccruals(mongo_database),
+        wallet=wallet,
+        aprs={"USDT": Decimal("0.05")},
+        clock=clock,
+        history_caught_up=history_caught_up,
+        result_timeout=1.0,
+    )
+    yield Rig(service, wallet, history, clock, caught_up)
+
+
+async def test_a_day_pays_on_its_end_of_day_balance_once(rig: Rig) -> None:
+    await rig.save("amy", "1000", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    await rig.save("amy", "-270", datetime(2026, 11, 29, 23, 59, tzinfo=UTC))
+    await rig.save("amy", "5000", datetime(2026, 11, 30, 0, 0, tzinfo=UTC))  # the next day's
+    await rig.save("bob", "0.007", datetime(2026, 11, 29, 9, tzinfo=UTC))  # dust: nothing due
+
+    report = await rig.service.accrue(DAY)
+    # 730 × 0.05 / 365 = 0.1 exactly
+    assert rig.paid() == [("interest:USDT:2026-11-29:amy", "amy", Decimal("0.1"))]
+    assert report["items"][0] == {
+        "currency": "USDT",
+        "apr": "0.05",
+        "accounts_owed": 1,
+        "paid": 1,
+        "paid_amount": "0.1",
+        "already_settled": 0,
+        "pending": 0,
+        "failed": 0,
+    }
+    command = rig.wallet.sent[0]
+    assert (command.type, command.transaction_type) == ("credit", "savings_interest")
+    assert (await rig.service.positions("amy")) == [
+        {"currency": "USDT", "savings_balance": "5730.1", "interest_earned": "0.1"}
+    ]
+
+    again = await rig.service.accrue(DAY)
+    assert len(rig.wallet.sent) == 1
+    assert (again["items"][0]["paid"], again["items"][0]["already_settled"]) == (0, 1)
+
+
+async def test_a_payment_without_a_result_is_resent_with_the_amount_first_claimed(rig: Rig) -> None:
+    await rig.save("cal", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["timeout"]
+    first = await rig.service.accrue(DAY)
+    assert first["items"][0]["pending"] == 1
+    # An event that reached the history late changes the balance; the key keeps its amount.
+    await rig.save("cal", "3650", datetime(2026, 11, 29, 10, tzinfo=UTC))
+    rig.wallet.answers = ["duplicate"]
+    second = await rig.service.accrue(DAY)
+    assert rig.paid() == [("interest:USDT:2026-11-29:cal", "cal", Decimal("0.5"))] * 2
+    assert (second["items"][0]["already_settled"], second["items"][0]["pending"]) == (0, 0)
+    await rig.service.accrue(DAY)
+    assert len(rig.wallet.sent) == 2
+
+
+async def test_a_refused_payment_is_not_sent_again(rig: Rig) -> None:
+    await rig.save("dee", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["rejected"]
+    assert (await rig.service.accrue(DAY))["items"][0]["failed"] == 1
+    assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 1
+    assert len(rig.wallet.sent) == 1
+    assert (await rig.service.positions("dee"))[0]["interest_earned"] == "0"
+
+
+async def test_today_pays_on_the_balance_at_the_moment_of_the_run(rig: Rig) -> None:
+    rig.clock.now = datetime(2026, 11, 30, 15, tzinfo=UTC)
+    await rig.save("eve", "3650", datetime(2026, 11, 30, 14, tzinfo=UTC))
+    await rig.save("eve", "3650", datetime(2026, 11, 30, 15, 0, 1, tzinfo=UTC))  # after the run
+    await rig.service.accrue(date(2026, 11, 30))
+    assert rig.paid() == [("interest:USDT:2026-11-30:eve", "eve", Decimal("0.5"))]
+
+
+async def test_nothing_is_paid_while_the_history_is_behind(rig: Rig) -> None:
+    await rig.save("fay", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.caught_up[0] = False
+    with pytest.raises(SavingsUnavailable) as refused:
+        await rig.service.accrue(DAY)
+    assert (refused.value.code, refused.value.http_status) == ("ledger_history_behind", 503)
+    assert rig.wallet.sent == []

@@ -1,0 +1,86 @@
+"""The prices read model fed from `market.prices` on the embedded broker, and the portfolio the
+wallet serves from it (the trading service publishes these messages; here the test does)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from shared.http import make_token
+from shared.messaging.topics import Topics
+from shared.wallet_client import WalletClient
+from wallet.bootstrap import WalletRuntime, build_http_app
+
+NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+
+
+def price(currency: str, value: str, as_of: datetime, valuation: str = "GBP") -> bytes:
+    return json.dumps(
+        {
+            "currency": currency,
+            "price": value,
+            "valuation_currency": valuation,
+            "as_of": as_of.isoformat(),
+            "source": "builtin",
+        }
+    ).encode()
+
+
+async def test_latest_prices_value_the_portfolio(
+    kafka_bootstrap_servers: str,
+    kafka_topics: Topics,
+    wallet_runtime: WalletRuntime,
+    wallet_client: WalletClient,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for key, value in [
+            (b"BTC", price("BTC", "50000", NOW)),
+            (b"BTC", price("BTC", "52012.34", NOW + timedelta(seconds=5))),
+            (b"BTC", price("BTC", "1", NOW - timedelta(seconds=5))),  # late: older than held
+            (b"ETH", b"{not json"),
+            (b"ETH", price("ETH", "-3", NOW)),
+            (b"ETH", price("ETH", "2000", NOW, valuation="EUR")),
+            (b"ETH", price("ETH", "2012.5", NOW)),
+        ]:
+            await producer.send_and_wait(kafka_topics.prices, value, key=key)
+    finally:
+        await producer.stop()
+
+    async with asyncio.timeout(30):
+        while set(wallet_runtime.prices.snapshot().quotes) != {"BTC", "ETH"}:
+            await asyncio.sleep(0.05)
+    quotes = wallet_runtime.prices.snapshot().quotes
+    assert (quotes["BTC"].price, quotes["BTC"].as_of) == (
+        Decimal("52012.34"),
+        NOW + timedelta(seconds=5),
+    )
+    assert quotes["ETH"].price == Decimal("2012.5")
+
+    result = await wallet_client.credit(
+        user_id="pia",
+        currency="BTC",
+        amount="0.5",
+        transaction_type="deposit_nowpayments",
+        reference_id="pia-1",
+    )
+    assert result is not None
+    assert result.status == "applied"
+    token = make_token(wallet_runtime.settings.auth_jwt_secret, "pia")
+    transport = httpx.ASGITransport(app=build_http_app(wallet_runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://wallet") as http:
+        response = await http.get(
+            "/api/wallets/portfolio/pia", headers={"Authorization": f"Bearer {token}"}
+        )
+    body = response.json()
+    assert (response.status_code, body["total_value"], body["prices_as_of"]) == (
+        200,
+        "26006.17",
+        "2026-11-30T21:00:05Z",
+    )
