@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.matcher import spot_rows
 from bench.suite import SuiteConfig, run_suite
 
 
@@ -81,6 +82,7 @@ def table(figures: dict[str, Any]) -> str:
             f"{_cell(ipn['to_balance_p50_ms'], 1)} / {_cell(ipn['to_balance_p99_ms'], 1)}",
         ),
     ]
+    rows += spot_rows(figures)
     width = max(len(name) for name, _ in rows)
     m = figures["machine"]
     lines = [

@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.inprocess import Handled, modelled_per_s, run_ledger, run_seed
 from bench.ipn import IpnRun, run_ipn
+from bench.matcher import spot_part
 from bench.mongo_cost import MongoRun, run_ledger_on_mongo, run_seed_on_mongo
 from bench.pipeline import PipelineRun, WalletProcess, run_pipeline
 from bench.stats import percentile, spread
@@ -39,6 +40,8 @@ class SuiteConfig:
     ipn_rate: float | None = None
     ipn_seconds: float | None = None
     log_dir: Path | None = None
+    spot_orders: int = 200_000  # in-process matcher orders per run
+    spot_takers: int = 200  # end to end, one run (MongoDB-bound on the stand-in)
 
 
 def machine() -> dict[str, Any]:
@@ -221,6 +224,14 @@ async def run_parts(infra: Infrastructure, config: SuiteConfig) -> dict[str, Any
     inprocess = await inprocess_part(config, rtt_by_side)
     pipeline = await pipeline_part(infra.kafka_bootstrap_servers, config)
     ipn = await ipn_part(infra, config)
+    spot = await spot_part(
+        infra.kafka_bootstrap_servers,
+        (infra.mongodb_url, infra.mongodb.origin),
+        runs=config.runs,
+        orders=config.spot_orders,
+        takers=config.spot_takers,
+        log_dir=config.log_dir,
+    )
     largest = str(max(config.pipeline))
     return {
         "pipeline_commands_per_s": _median(pipeline, largest, "commands_per_s"),
@@ -239,4 +250,5 @@ async def run_parts(infra: Infrastructure, config: SuiteConfig) -> dict[str, Any
         "mongo": mongo,
         "inprocess": inprocess,
         "ipn": ipn,
+        "spot": spot,
     }
