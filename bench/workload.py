@@ -34,12 +34,31 @@ def _btc(satoshis: int) -> str:
 
 
 @dataclass(slots=True)
+class Wallet:
+    """A user's balances in satoshis, as the workload's model says they end."""
+
+    available: int = 0
+    locked: int = 0
+
+    def as_btc(self) -> tuple[Decimal, Decimal, Decimal]:
+        """(available, locked, total) in BTC, as the wallet reports them."""
+        total = self.available + self.locked
+        return (self.available * SATOSHI, self.locked * SATOSHI, total * SATOSHI)
+
+
+@dataclass(slots=True)
 class Workload:
-    """The commands in sending order and what the ledger must answer to them."""
+    """The commands in sending order and what the ledger must answer to each of them."""
 
     commands: list[Command]
     expected: Counter[str] = field(default_factory=Counter)  # status → count
     kinds: Counter[str] = field(default_factory=Counter)  # what the mix holds, for the report
+    # Per command_id: the status the ledger must answer, and for a duplicate what its first
+    # delivery came to (the seed records no rejection, so it refuses a resent rejection again).
+    status_of: dict[str, str] = field(default_factory=dict)
+    original_of: dict[str, str] = field(default_factory=dict)
+    # Every user's final balances once every command is applied, whatever the interleaving.
+    balances: dict[str, Wallet] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -52,6 +71,54 @@ class Workload:
     def parsed(self) -> list[WalletCommand]:
         """The commands as the wallet decodes them (for the in-process runs)."""
         return [parse_command(self.encoded(i)) for i in range(len(self.commands))]
+
+    def seed_status(self, command_id: str) -> str:
+        """What the seed's design answers: a resent rejection is refused again, not a duplicate."""
+        if self.original_of.get(command_id) == "rejected":
+            return "rejected"
+        return self.status_of[command_id]
+
+    def wrong_outcomes(self, got: dict[str, str], *, seed: bool = False) -> list[str]:
+        """Every command whose outcome differs from the model (missing ones included)."""
+        wrong = []
+        for command in self.commands:
+            command_id = command["command_id"]
+            want = self.seed_status(command_id) if seed else self.status_of[command_id]
+            if got.get(command_id) != want:
+                wrong.append(f"{command_id}: {got.get(command_id)} != {want}")
+        return wrong
+
+    def wrong_balances(self, got: dict[str, tuple[Decimal, Decimal, Decimal]]) -> list[str]:
+        """Every user whose (available, locked, total) differs from the model; absent = zero."""
+        zero = (Decimal(0), Decimal(0), Decimal(0))
+        users = {c["user_id"] for c in self.commands} | {
+            c["to_user"] for c in self.commands if "to_user" in c
+        }
+        wrong = []
+        for user in sorted(users):
+            want = self.balances.get(user, Wallet()).as_btc()
+            if got.get(user, zero) != want:
+                wrong.append(f"{user}: {got.get(user, zero)} != {want}")
+        return wrong
+
+
+def _apply(balances: dict[str, Wallet], command: Command) -> None:
+    satoshis = int(Decimal(command["amount"]) / SATOSHI)
+    wallet = balances.setdefault(command["user_id"], Wallet())
+    match command["type"]:
+        case "credit":
+            wallet.available += satoshis
+        case "debit":
+            wallet.available -= satoshis
+        case "lock":
+            wallet.available -= satoshis
+            wallet.locked += satoshis
+        case "unlock":
+            wallet.available += satoshis
+            wallet.locked -= satoshis
+        case "transfer":
+            wallet.available -= satoshis
+            balances.setdefault(command["to_user"], Wallet()).available += satoshis
 
 
 def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "b") -> Workload:
@@ -75,11 +142,21 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
     workload = Workload(commands)
     pending_unlock: Command | None = None
 
+    first_status: dict[tuple[str, str, str], str] = {}  # idempotency key → first outcome
+
     def add(kind: str, command: Command, status: str = "applied") -> None:
-        command["command_id"] = f"{tag}-{len(commands):07d}"
+        command_id = command["command_id"] = f"{tag}-{len(commands):07d}"
         commands.append(command)
         workload.kinds[kind] += 1
         workload.expected[status] += 1
+        workload.status_of[command_id] = status
+        key = (command["type"], command["transaction_type"], command["reference_id"])
+        if status == "duplicate":
+            workload.original_of[command_id] = first_status[key]
+        else:
+            first_status[key] = status
+        if status == "applied":
+            _apply(workload.balances, command)
 
     def base(kind: str, user: str, satoshis: int, transaction_type: str) -> Command:
         return {
