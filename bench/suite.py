@@ -144,7 +144,7 @@ async def mongo_part(
         figure["reduced"] = (
             f"embedded MongoDB stand-in: {count:,} commands, ledger batches of {batch} "
             f"(a real MongoDB: {config.mongo_commands:,} in batches of {config.mongo_batch}); "
-            "commands/s are the stand-in's"
+            "commands/s are the stand-in's, which charges per document written, not per round trip"
         )
     return figure
 
