@@ -264,12 +264,11 @@ async def run_ipn(
                 max(0.0, credited[user] - sent) * 1000 for user, sent in sent_at.items()
             ]
             # Exactly one credit per deposit: one applied result each, and the balance is its amount.
-            balances = await wallet_balances(
-                wallet_port, [d.user_id for d in deposits], deposits[0].pay_currency.upper()
-            )
+            balances = await wallet_balances(wallet_port, [d.user_id for d in deposits])
             for deposit in deposits:
                 count = run.credits[deposit.user_id]
-                total = balances.get(deposit.user_id, (None, None, None))[2]
+                key = (deposit.user_id, deposit.pay_currency.upper())
+                total = balances.get(key, (None, None, None))[2]
                 if count != 1 or total != Decimal(deposit.pay_amount):
                     run.wrong.append(f"{deposit.user_id}: {count} credits, total {total}")
     finally:

@@ -16,7 +16,6 @@ import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -27,9 +26,8 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from bench.pipeline import users_of
 from bench.seed_wallet import DECIMAL_CODEC_OPTIONS, TransactionalSeedWallet
-from bench.workload import CURRENCY, Workload
+from bench.workload import Balances, WalletKey, Workload
 from shared.messaging import CommandResult, DeadLetter, LedgerTransaction, WalletCommand, encode
 from shared.mongo import connect
 from wallet.adapters.mongo_store import MongoLedgerStore
@@ -98,9 +96,13 @@ class MongoRun:
         return self.commands / self.seconds
 
 
-def _balances_of(documents: Sequence[Any]) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
+def _balances_of(documents: Sequence[Any]) -> dict[WalletKey, Balances]:
     return {
-        d["user_id"]: (d["available_balance"], d["locked_balance"], d["total_balance"])
+        (d["user_id"], d["currency"]): (
+            d["available_balance"],
+            d["locked_balance"],
+            d["total_balance"],
+        )
         for d in documents
     }
 
@@ -127,11 +129,9 @@ async def run_ledger_on_mongo(url: str, workload: Workload, batch_size: int = 50
         seconds = time.perf_counter() - started
         counter.counting = False
         run = MongoRun(len(records), seconds, counter.by_name, Counter(outcome_of.values()))
-        keys = [(user, CURRENCY) for user in users_of(workload)]
-        stored = await store.find_wallets(keys)
         balances = {
-            user: (r.balances.available, r.balances.locked, r.balances.total)
-            for (user, _), r in stored.items()
+            (r.user_id, r.currency): (r.balances.available, r.balances.locked, r.balances.total)
+            async for r in store.all_wallets()
         }
         run.wrong = workload.wrong_outcomes(outcome_of) + workload.wrong_balances(balances)
         return run

@@ -33,7 +33,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.workload import Workload
+from bench.workload import Balances, WalletKey, Workload
 from shared.http import make_token
 from shared.infra import ManagedProcess, ensure_topics, free_port, wait_until
 from shared.messaging.topics import Topics
@@ -315,12 +315,10 @@ def users_of(workload: Workload) -> list[str]:
     )
 
 
-async def wallet_balances(
-    port: int, users: Sequence[str], currency: str = "BTC"
-) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
-    """Each user's (available, locked, total) in `currency`, read through the wallet's HTTP API."""
+async def wallet_balances(port: int, users: Sequence[str]) -> dict[WalletKey, Balances]:
+    """Every wallet of those users, (available, locked, total), read through the wallet's API."""
     limit = asyncio.Semaphore(16)
-    found: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+    found: dict[WalletKey, Balances] = {}
 
     async def one(http: httpx.AsyncClient, user: str) -> None:
         headers = {"Authorization": f"Bearer {make_token(JWT_SECRET, user)}"}
@@ -328,30 +326,27 @@ async def wallet_balances(
             response = await http.get(f"/api/wallets/balances/{user}", headers=headers)
         response.raise_for_status()
         for row in response.json()["balances"]:
-            if row["currency"] == currency:
-                found[user] = (
-                    Decimal(row["available_balance"]),
-                    Decimal(row["locked_balance"]),
-                    Decimal(row["total_balance"]),
-                )
+            found[(user, row["currency"])] = (
+                Decimal(row["available_balance"]),
+                Decimal(row["locked_balance"]),
+                Decimal(row["total_balance"]),
+            )
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
         await asyncio.gather(*(one(http, user) for user in users))
     return found
 
 
-async def _summed_balances(
-    started: Started, workload: Workload
-) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
-    """Each user's balances summed over the wallet processes. With the memory store each process
+async def _summed_balances(started: Started, workload: Workload) -> dict[WalletKey, Balances]:
+    """Each wallet's balances summed over the wallet processes. With the memory store each process
     is a ledger of its own: a user's commands all land in one (its partition), but a transfer
     credits the payee where the payer's partition is. The sums are what one shared store holds."""
     users = users_of(workload)
-    summed: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+    summed: dict[WalletKey, Balances] = {}
     for port in started.http_ports:
-        for user, found in (await wallet_balances(port, users)).items():
-            before = summed.get(user, (Decimal(0), Decimal(0), Decimal(0)))
-            summed[user] = (before[0] + found[0], before[1] + found[1], before[2] + found[2])
+        for key, found in (await wallet_balances(port, users)).items():
+            before = summed.get(key, (Decimal(0), Decimal(0), Decimal(0)))
+            summed[key] = (before[0] + found[0], before[1] + found[1], before[2] + found[2])
     return summed
 
 

@@ -23,7 +23,7 @@ from bench.ipn import IpnRun, run_ipn
 from bench.mongo_cost import MongoRun, run_ledger_on_mongo, run_seed_on_mongo
 from bench.pipeline import PipelineRun, WalletProcess, run_pipeline
 from bench.stats import percentile, spread
-from bench.workload import build_workload
+from bench.workload import Workload, build_workload
 from shared.infra import Infrastructure
 
 log = logging.getLogger("bench")
@@ -105,11 +105,17 @@ async def mongo_part(
     ledger_runs: list[MongoRun] = []
     seed_runs: list[MongoRun] = []
     for attempt in range(config.mongo_runs):
-        workload = build_workload(count, users=config.users, seed=attempt, tag=f"m{attempt}")
-        ledger = await run_ledger_on_mongo(infra.mongodb_url, workload, batch)
+        # The ledger runs its own mix (the seed's, plus swaps and named-hold orders, which the
+        # seed cannot run); the seed runs the common one.
+        def mix(wave2: bool, attempt: int = attempt) -> Workload:
+            return build_workload(
+                count, users=config.users, seed=attempt, tag=f"m{attempt}", wave2=wave2
+            )
+
+        ledger = await run_ledger_on_mongo(infra.mongodb_url, mix(True), batch)
         check(f"ledger on MongoDB run {attempt}", ledger.wrong)
         seed = await run_seed_on_mongo(
-            infra.mongodb_url, workload, handlers=config.seed_handlers, serialise=stand_in
+            infra.mongodb_url, mix(False), handlers=config.seed_handlers, serialise=stand_in
         )
         check(f"seed on MongoDB run {attempt}", seed.wrong)
         log.info("MongoDB: ledger %.0f/s, seed %.0f/s", ledger.per_s, seed.per_s)
@@ -163,7 +169,9 @@ async def pipeline_part(
     for batch_size, count in config.pipeline.items():
         runs: list[PipelineRun] = []
         for attempt in range(config.runs):
-            workload = build_workload(count, users=config.users, seed=attempt, tag=f"p{attempt}")
+            workload = build_workload(
+                count, users=config.users, seed=attempt, tag=f"p{attempt}", wave2=True
+            )
             if batch_size == largest:
                 echo = await run_pipeline(bootstrap, workload, batch_size, how=how, consumer="echo")
                 check(f"echo run {attempt}", echo.wrong)
@@ -207,7 +215,9 @@ async def mongo_pipeline_part(
     how = WalletProcess(log_dir=config.log_dir, mongodb_url=infra.mongodb_url)
     done: list[PipelineRun] = []
     for attempt in range(runs):
-        workload = build_workload(count, users=config.users, seed=attempt, tag=f"q{attempt}")
+        workload = build_workload(
+            count, users=config.users, seed=attempt, tag=f"q{attempt}", wave2=True
+        )
         run = await run_pipeline(infra.kafka_bootstrap_servers, workload, batch, how=how)
         check(f"pipeline with MongoDB run {attempt}", run.wrong)
         log.info("pipeline with MongoDB run %d: %.0f commands/s", attempt, run.per_s)
@@ -240,7 +250,11 @@ async def scale_part(
         runs: list[PipelineRun] = []
         for attempt in range(config.runs):
             workload = build_workload(
-                config.scale_commands, users=config.users, seed=attempt, tag=f"s{attempt}"
+                config.scale_commands,
+                users=config.users,
+                seed=attempt,
+                tag=f"s{attempt}",
+                wave2=True,
             )
             run = await run_pipeline(
                 infra.kafka_bootstrap_servers, workload, batch, how=how, processes=processes

@@ -2,11 +2,14 @@
 
 About 60 % credits, 20 % debits, 10 % lock/unlock pairs, 10 % transfers (of the fresh commands),
 then 5 % duplicates (a resend of an earlier command with a new command_id) and 1 % over-debits
-(refused for insufficient funds) on top, in the same sequence.
+(refused for insufficient funds) on top, in the same sequence. The ledger-only mix (`wave2=True`,
+which the seed cannot run) adds swaps against platform:liquidity (each after a liquidity_funding
+on the same key) and orders spent from a named hold in two steps.
 
 Every command that is meant to apply does so whatever order Kafka partitions interleave in: the
 amount a user spends is bounded by what that user's own earlier commands left, and those travel on
-the same key (the payer) so they arrive first. Money received by transfer is never counted on.
+the same key (the payer) so they arrive first. Money received by transfer is never counted on, and
+every swap's liquidity is funded by a command on the swapper's own key before it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Final
 from shared.messaging import WalletCommand, parse_command
 
 CURRENCY: Final = "BTC"
+SWAP_CURRENCY: Final = "ETH"  # what swaps receive from platform:liquidity
 SATOSHI: Final = Decimal("0.00000001")
 # Far more than any balance the mix builds up, within the currency's range.
 OVER_DEBIT: Final = "1000000"
@@ -33,17 +37,20 @@ def _btc(satoshis: int) -> str:
     return str((Decimal(satoshis) * SATOSHI).normalize())
 
 
+ZERO: Final = Decimal(0)
+WalletKey = tuple[str, str]  # (user_id, currency)
+Balances = tuple[Decimal, Decimal, Decimal]  # (available, locked, total), as the wallet reports
+
+
 @dataclass(slots=True)
 class Wallet:
-    """A user's balances in satoshis, as the workload's model says they end."""
+    """A user's balances of one currency, as the workload's model says they end."""
 
-    available: int = 0
-    locked: int = 0
+    available: Decimal = ZERO
+    locked: Decimal = ZERO
 
-    def as_btc(self) -> tuple[Decimal, Decimal, Decimal]:
-        """(available, locked, total) in BTC, as the wallet reports them."""
-        total = self.available + self.locked
-        return (self.available * SATOSHI, self.locked * SATOSHI, total * SATOSHI)
+    def reported(self) -> Balances:
+        return (self.available, self.locked, self.available + self.locked)
 
 
 @dataclass(slots=True)
@@ -57,8 +64,8 @@ class Workload:
     # delivery came to (the seed records no rejection, so it refuses a resent rejection again).
     status_of: dict[str, str] = field(default_factory=dict)
     original_of: dict[str, str] = field(default_factory=dict)
-    # Every user's final balances once every command is applied, whatever the interleaving.
-    balances: dict[str, Wallet] = field(default_factory=dict)
+    # Every wallet's final balances once every command is applied, whatever the interleaving.
+    balances: dict[WalletKey, Wallet] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -88,41 +95,52 @@ class Workload:
                 wrong.append(f"{command_id}: {got.get(command_id)} != {want}")
         return wrong
 
-    def wrong_balances(self, got: dict[str, tuple[Decimal, Decimal, Decimal]]) -> list[str]:
-        """Every user whose (available, locked, total) differs from the model; absent = zero."""
-        zero = (Decimal(0), Decimal(0), Decimal(0))
-        users = {c["user_id"] for c in self.commands} | {
-            c["to_user"] for c in self.commands if "to_user" in c
-        }
+    def wrong_balances(self, got: dict[WalletKey, Balances]) -> list[str]:
+        """Every wallet whose (available, locked, total) differs from the model; absent = zero."""
+        zero = (ZERO, ZERO, ZERO)
         wrong = []
-        for user in sorted(users):
-            want = self.balances.get(user, Wallet()).as_btc()
-            if got.get(user, zero) != want:
-                wrong.append(f"{user}: {got.get(user, zero)} != {want}")
+        for key in sorted(self.balances.keys() | got.keys()):
+            want = self.balances[key].reported() if key in self.balances else zero
+            if got.get(key, zero) != want:
+                wrong.append(f"{key}: {got.get(key, zero)} != {want}")
         return wrong
 
 
-def _apply(balances: dict[str, Wallet], command: Command) -> None:
-    satoshis = int(Decimal(command["amount"]) / SATOSHI)
-    wallet = balances.setdefault(command["user_id"], Wallet())
+def _apply(balances: dict[WalletKey, Wallet], command: Command) -> None:
+    def wallet(user: str, currency: str) -> Wallet:
+        return balances.setdefault((user, currency), Wallet())
+
+    amount = Decimal(command["amount"])
+    payer = wallet(command["user_id"], command["currency"])
     match command["type"]:
+        case "credit" if command["transaction_type"] == "liquidity_funding":
+            pass  # external:treasury → platform:liquidity: no user wallet changes
         case "credit":
-            wallet.available += satoshis
+            payer.available += amount
         case "debit":
-            wallet.available -= satoshis
+            payer.available -= amount
         case "lock":
-            wallet.available -= satoshis
-            wallet.locked += satoshis
+            payer.available -= amount
+            payer.locked += amount
         case "unlock":
-            wallet.available += satoshis
-            wallet.locked -= satoshis
+            payer.available += amount
+            payer.locked -= amount
         case "transfer":
-            wallet.available -= satoshis
-            balances.setdefault(command["to_user"], Wallet()).available += satoshis
+            payer.available -= amount
+            wallet(command["to_user"], command["currency"]).available += amount
+        case "exchange":  # no fee in the mix: all of amount to platform:liquidity
+            payer.available -= amount
+            received = Decimal(command["receive_amount"])
+            wallet(command["user_id"], command["receive_currency"]).available += received
+        case other:
+            raise ValueError(f"the workload's model has no {other}")
 
 
-def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "b") -> Workload:
-    """`count` commands over `users` users (at least 2); `tag` keeps ids apart between runs."""
+def build_workload(
+    count: int, *, users: int = 1000, seed: int = 5, tag: str = "b", wave2: bool = False
+) -> Workload:
+    """`count` commands over `users` users (at least 2); `tag` keeps ids apart between runs;
+    `wave2` adds swaps and named-hold orders (the ledger's mix, not the seed's)."""
     if count < 1 or users < 2:
         raise ValueError("a workload needs at least one command and two users")
     rng = random.Random(seed)
@@ -140,7 +158,7 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
     funded: list[str] = []
     commands: list[Command] = []
     workload = Workload(commands)
-    pending_unlock: Command | None = None
+    pending: list[tuple[str, Command]] = []  # the rest of a pair or an order, same key
 
     first_status: dict[tuple[str, str, str], str] = {}  # idempotency key → first outcome
 
@@ -169,6 +187,26 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
             "metadata": {},
         }
 
+    def add_wave2(roll: float, user: str, satoshis: int) -> None:
+        if roll < 100:
+            # Liquidity for the swap first, on the swapper's key, so that it is always there.
+            funding = base("credit", user, satoshis, "liquidity_funding")
+            add("liquidity_funding", {**funding, "currency": SWAP_CURRENCY})
+            swap = base("exchange", user, satoshis, "swap")
+            swap.update(receive_currency=SWAP_CURRENCY, receive_amount=_btc(satoshis))
+            pending.append(("exchange", swap))
+            return
+        # An order: its hold named by the order, each step its own reference.
+        whole = satoshis - satoshis % 2
+        available[user] += satoshis - whole
+        order = f"{tag}-order-{len(commands):07d}"
+        lock = {**base("lock", user, whole, "spot_order"), "hold_id": order}
+        add("order_lock", lock)
+        for step in (1, 2):
+            part = {**base("unlock", user, whole // 2, "spot_order"), "hold_id": order}
+            part["reference_id"] = f"{order}-refund-{step}"
+            pending.append(("unlock", part))
+
     def spender() -> tuple[str, int] | None:
         while funded:
             user = rng.choice(funded)
@@ -181,11 +219,13 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
     while len(commands) < count:
         if len(commands) in planned:
             due.append(planned[len(commands)])
-        if pending_unlock is not None:
-            # The second half of a lock/unlock pair: same reference, the seed's unlock_type.
-            add("unlock", pending_unlock)
-            available[pending_unlock["user_id"]] += int(Decimal(pending_unlock["amount"]) / SATOSHI)
-            pending_unlock = None
+        if pending:
+            # The rest of a lock/unlock pair (same reference, the seed's unlock_type), of a swap,
+            # or of an order's steps.
+            kind, follow = pending.pop(0)
+            add(kind, follow)
+            if kind == "unlock":
+                available[follow["user_id"]] += int(Decimal(follow["amount"]) / SATOSHI)
             continue
         extra = due.pop(0) if due else None
         if extra == "duplicate" and commands:
@@ -197,8 +237,9 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
             over = {**base("debit", rng.choice(names), 1, "withdrawal"), "amount": OVER_DEBIT}
             add("over_debit", over, "rejected")
             continue
-        # Per fresh slot: credit 60, debit 20, lock/unlock pair 5 (ten commands), transfer 10.
-        roll = rng.random() * 95
+        # Per fresh slot: credit 60, debit 20, lock/unlock pair 5 (ten commands), transfer 10;
+        # with wave2 also swap 5 (funding + exchange) and order 3 (lock + two partial unlocks).
+        roll = rng.random() * (103 if wave2 else 95)
         spend = spender() if roll >= 60 else None
         if spend is None:
             user = rng.choice(names)
@@ -215,7 +256,11 @@ def build_workload(count: int, *, users: int = 1000, seed: int = 5, tag: str = "
         elif roll < 85 and len(commands) + 1 < count:
             lock = base("lock", user, satoshis, "p2p_escrow")
             add("lock", lock)
-            pending_unlock = {**lock, "type": "unlock", "transaction_type": "p2p_cancelled"}
+            pending.append(
+                ("unlock", {**lock, "type": "unlock", "transaction_type": "p2p_cancelled"})
+            )
+        elif roll >= 95 and len(commands) + 2 < count:
+            add_wave2(roll, user, satoshis)
         else:
             receiver = names[(index[user] + rng.randint(1, users - 1)) % users]
             add(

@@ -49,6 +49,16 @@ def test_the_mix_has_the_asked_shares_and_known_outcomes() -> None:
     assert build_workload(10_000, users=100).commands == workload.commands  # deterministic
 
 
+async def test_the_ledger_mix_adds_swaps_and_orders_that_all_apply() -> None:
+    workload = build_workload(4_000, users=40, wave2=True)
+    assert workload.kinds["exchange"] == workload.kinds["liquidity_funding"] > 100
+    assert workload.kinds["order_lock"] > 50
+    ledger = await run_ledger(workload.parsed(), 500)
+    assert ledger.statuses == workload.expected
+    assert workload.expected == Counter(applied=3_760, duplicate=200, rejected=40)
+    assert ledger.round_trips == 3 * 8  # swaps read liquidity with the wallets: no extra trip
+
+
 async def test_ledger_and_seed_agree_on_every_balance() -> None:
     commands = build_workload(3_000, users=30).parsed()
     ledger = await run_ledger(commands, 500)
@@ -65,7 +75,9 @@ async def test_ledger_and_seed_agree_on_every_balance() -> None:
 async def test_the_seed_service_moves_money_like_the_seed() -> None:
     seed, wallets, transactions = memory_seed_wallet()
     common = {"currency": "BTC", "user_id": "a"}
-    credit = CreditCommand(**common, amount="1", transaction_type="deposit", reference_id="p")
+    credit = CreditCommand(
+        **common, amount="1", transaction_type="deposit_nowpayments", reference_id="p"
+    )
     assert (await seed.handle(credit)).status == "applied"
     assert (await seed.handle(credit)).status == "duplicate"
     too_much = DebitCommand(**common, amount="2", transaction_type="withdrawal", reference_id="w")
@@ -107,11 +119,15 @@ def test_the_model_knows_each_outcome_and_every_final_balance() -> None:
     # A resent rejection is a duplicate for the ledger, refused again by the seed.
     resent = [c for c, o in workload.original_of.items() if o == "rejected"]
     assert all(workload.seed_status(c) == "rejected" for c in resent)
-    balances = {user: w.as_btc() for user, w in workload.balances.items()}
+    balances = {key: w.reported() for key, w in workload.balances.items()}
     assert workload.wrong_balances(balances) == []
-    user = sorted(balances)[0]
-    balances[user] = (Decimal(1), Decimal(0), Decimal(1))
+    key = sorted(balances)[0]
+    balances[key] = (Decimal(1), Decimal(0), Decimal(1))
     assert len(workload.wrong_balances(balances)) == 1
+    # The ledger's mix: swaps credit the swapper's ETH, liquidity funding no user wallet.
+    wave2 = build_workload(2_000, users=20, wave2=True)
+    assert any(currency == "ETH" for _, currency in wave2.balances)
+    assert workload.wrong_balances({}) != []  # an absent wallet is zero, not what the model says
 
 
 async def test_the_suite_on_a_tiny_input(infrastructure: Infrastructure, tmp_path: Path) -> None:

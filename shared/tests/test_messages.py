@@ -12,6 +12,7 @@ from shared.messaging import (
     InvalidCommand,
     LedgerTransaction,
     Posting,
+    canonical_fingerprint,
     encode,
     parse_command,
 )
@@ -194,3 +195,44 @@ def test_results_and_events_carry_amounts_as_strings() -> None:
     )
     assert event.is_balanced()
     assert json.loads(encode(event))["postings"][0]["amount"] == "-0.01"
+
+
+def test_is_balanced_sums_18_decimal_amounts_without_rounding() -> None:
+    # 28 significant digits (Python's default) would round the sum of these to zero.
+    big, big_and_a_wei = (
+        Decimal("123456789012345678"),
+        Decimal("123456789012345678.000000000000000001"),
+    )
+    event = LedgerTransaction(
+        transaction_id="t2",
+        command_id="c2",
+        type="credit",
+        transaction_type="deposit_nowpayments",
+        reference_id="r2",
+        user_id="u",
+        postings=[
+            Posting(account="user:u:available", currency="ETH", amount=big_and_a_wei),
+            Posting(account="external:nowpayments", currency="ETH", amount=-big),
+        ],
+    )
+    assert not event.is_balanced()
+
+
+def test_the_fingerprint_compares_money_fields_with_defaults_filled_in() -> None:
+    without_fee = command_json("release_locked", amount="0.5")
+    del without_fee["fee"], without_fee["destination"]
+    with_defaults = {**without_fee, "fee": "0", "hold_id": without_fee["reference_id"]}
+    written_apart = {**with_defaults, "amount": "0.50000", "destination": "withdrawals"}
+    fingerprints = {
+        parse_command(json.dumps(spec)).fingerprint()
+        for spec in (without_fee, with_defaults, written_apart)
+    }
+    assert len(fingerprints) == 1
+    other_hold = parse_command(json.dumps({**without_fee, "hold_id": "order-1"}))
+    assert other_hold.fingerprint() not in fingerprints
+    # A fingerprint stored by an earlier version (every field, defaults as null) canonicalises
+    # to the same form.
+    legacy = json.loads(parse_command(json.dumps(without_fee)).model_dump_json())
+    for name in ("command_id", "issued_at", "metadata"):
+        legacy.pop(name)
+    assert canonical_fingerprint(json.dumps(legacy)) in fingerprints

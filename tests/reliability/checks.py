@@ -28,6 +28,13 @@ async def check_ledger(store: LedgerStore, model: ExactlyOnceModel | None = None
         b = w.balances
         assert min(b.available, b.locked, b.savings) >= 0, f"negative bucket: {w}"
         assert b.total == b.available + b.locked, w
+        # Holds split the locked balance: none negative (or empty), together exactly all of it.
+        assert all(amount > 0 for _, amount in w.holds), f"empty or negative hold: {w}"
+        assert sum((amount for _, amount in w.holds), Decimal(0)) == b.locked, w
+
+    for (account, currency), balance in (await store.account_balances()).items():
+        if account in ("platform:liquidity", "platform:fees"):
+            assert balance >= 0, f"{account} {currency} went below zero: {balance}"
 
     differences = await verify(store)
     assert not differences, "verify: " + "; ".join(map(str, differences))

@@ -23,8 +23,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from shared.messaging import CommandResult, DeadLetter, LedgerTransaction, WalletCommand, encode
-from tests.reliability.commands import USERS, conflicting, random_spec, resend
+from shared.messaging import (
+    MONEY_FIELDS,
+    CommandResult,
+    CreditCommand,
+    DeadLetter,
+    LedgerTransaction,
+    WalletCommand,
+    encode,
+)
+from tests.reliability.commands import (
+    CURRENCIES,
+    USERS,
+    conflicting,
+    order_fill_specs,
+    random_spec,
+    resend,
+)
 from tests.reliability.commands import make_command as command_from
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.command_intake import CommandIntake, IncomingRecord
@@ -38,6 +53,7 @@ REORDER_WINDOW: Final = 8
 DUPLICATE_RATE: Final = 0.20  # messages written twice, same bytes
 RESEND_RATE: Final = 0.05  # requests sent again as a new message (new command_id)
 CONFLICT_RATE: Final = 0.05  # another payload under an earlier request's key
+TRADE_RATE: Final = 0.05  # two orders and a fill settled from their holds
 CRASH_RATE: Final = 0.08  # per batch, at each of the four crash points
 TRANSIENT_RATE: Final = 0.05  # per store read: a failover the ledger must retry through
 MAX_CRASHES: Final = 40  # then the consumer is left to finish, so every run ends
@@ -179,14 +195,22 @@ def command_stream(seed: int, distinct: int) -> tuple[list[Message], Counter[str
             spec = random_spec(rng, f"open-{user}-{currency}")
             spec.update(type="credit", user_id=user, currency=currency, amount="40")
             spec.update(transaction_type="deposit_nowpayments")
-            spec.pop("to_user", None)
-            for field_name in ("fee", "destination", "receive_currency", "receive_amount"):
+            # What other command types carry and a credit does not.
+            for field_name in set(MONEY_FIELDS) - set(CreditCommand.model_fields):
                 spec.pop(field_name, None)
             requests.append(as_message(command_from(spec)))
     for index in range(distinct):
         # A few shared references make different requests collide on one key.
         reference = f"trade-{rng.randint(0, 3)}" if rng.random() < 0.1 else f"s{seed}-{index}"
         requests.append(as_message(command_from(random_spec(rng, reference))))
+        if rng.random() < TRADE_RATE:
+            buyer, seller = rng.sample(USERS, 2)
+            quote = rng.choice(CURRENCIES)
+            specs = order_fill_specs(
+                buyer, seller, quote, rng.randint(1, 20), rng.randint(0, 8), f"s{seed}-{index}"
+            )
+            requests.extend(as_message(command_from(spec)) for spec in specs)
+            stats["trades"] += 1
         earlier = rng.choice(requests).command
         assert earlier is not None
         if rng.random() < RESEND_RATE:

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.ports import ConcurrencyConflict
-from wallet.domain.ledger import WalletKey
-from wallet.domain.records import IdempotencyKey, LedgerBatch, Outcome, WalletRecord
+from wallet.domain.ledger import AccountKey, WalletKey
+from wallet.domain.records import IdempotencyKey, LedgerBatch, Outcome, StoredBalances
 
 
 class RecordingStore(InMemoryLedgerStore):
@@ -69,9 +69,11 @@ class YieldingStore(RecordingStore):
         await asyncio.sleep(0)
         return found
 
-    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
+    async def read_balances(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> StoredBalances:
         await asyncio.sleep(0)
-        found = await super().find_wallets(keys)
+        found = await super().read_balances(wallets, accounts)
         await asyncio.sleep(0)
         return found
 
@@ -96,8 +98,10 @@ class InterleavingStore:
     async def find_outcomes(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, Outcome]:
         return await self._shared.find_outcomes(keys)
 
-    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
-        return await self._shared.find_wallets(keys)
+    async def read_balances(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> StoredBalances:
+        return await self._shared.read_balances(wallets, accounts)
 
     async def commit(self, batch: LedgerBatch) -> None:
         before = len(self._shared.committed)

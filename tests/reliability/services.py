@@ -71,7 +71,11 @@ def wallet_service() -> Service:
         for currency in ("BTC", "USD")
     ]
     lock = LockCommand(
-        user_id=OWNER, currency="BTC", amount="0.5", transaction_type="p2p", reference_id="t1"
+        user_id=OWNER,
+        currency="BTC",
+        amount="0.5",
+        transaction_type="p2p_escrow",
+        reference_id="t1",
     )
     asyncio.run(LedgerService(runtime.store).handle_batch([*opening, lock]))
     return Service(

@@ -110,8 +110,20 @@ async def test_every_kind_of_fault_is_injected() -> None:
         totals["transient"] += sim.faults.transient
         totals["shared_partitions"] += len({partition_of(u.encode()) for u in USERS}) < len(USERS)
         totals["partitions"] = len([p for p in sim.broker.log if p])
+        for outcome in decision_order(sim.store):
+            totals[f"{outcome.command.type}:{outcome.reason or outcome.status}"] += 1
     for kind in (*CRASH_POINTS, "duplicated", "reordered", "resent", "conflicting", "transient"):
         assert totals[kind] > 0, f"no {kind} fault in 20 seeds: {dict(totals)}"
+    # The ledger's own answers are exercised too, the new commands and refusals included.
+    for answer in (
+        "settle_trade:applied",
+        "settle_trade:insufficient_funds",
+        "exchange:applied",
+        "exchange:insufficient_liquidity",
+        "credit:insufficient_platform_funds",
+        "credit:unknown_transaction_type",
+    ):
+        assert totals[answer] > 0, f"no {answer} in 20 seeds: {dict(totals)}"
     # Keys share a partition, and the consumer reads more than one.
     assert totals["shared_partitions"]
     assert totals["partitions"] > 1

@@ -99,7 +99,7 @@ async def test_verify_names_a_corrupted_wallet_and_replay_repairs_it(
                 to_user="bob",
                 currency="BTC",
                 amount="0.5",
-                transaction_type="internal_transfer",
+                transaction_type="p2p_payment",
                 reference_id="t1",
             ),
         ]

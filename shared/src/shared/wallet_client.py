@@ -357,7 +357,8 @@ class WalletClient:
         wait: bool = True,
         result_timeout: float | None = None,
     ) -> CommandResult | None:
-        """Swap, spot trade or express buy: pay one currency, receive another, atomically."""
+        """Swap or express buy against platform:liquidity: pay one currency, receive another,
+        atomically (rejected insufficient_liquidity if the platform cannot cover it)."""
         command = ExchangeCommand(
             user_id=user_id,
             currency=pay_currency,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import ServiceSettings
 
@@ -24,3 +24,12 @@ class WalletSettings(ServiceSettings):
     consumer_heartbeat_interval_ms: int = Field(
         default=3_000, validation_alias="WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS"
     )
+
+    @model_validator(mode="after")
+    def _memory_store_only_in_staging(self) -> Self:
+        if self.store == "memory" and not self.is_staging:
+            raise ValueError(
+                "WALLET_STORE=memory keeps the ledger in the process and loses it on restart:"
+                " refused with IS_STAGING=false (use WALLET_STORE=mongo)"
+            )
+        return self

@@ -12,6 +12,7 @@ from shared.http import make_token
 from shared.messaging import CreditCommand, LockCommand, TransferLockedCommand
 from wallet.application.ledger_service import LedgerService
 from wallet.bootstrap import WalletRuntime, build_http_app, build_runtime
+from wallet.domain.registry import REGISTRY
 from wallet.settings import WalletSettings
 
 
@@ -191,6 +192,10 @@ async def test_openapi_and_asyncapi_documents(http: httpx.AsyncClient) -> None:
         "wallet.events",
         "wallet.commands.dlq",
     } <= addresses
+    # The commands channel documents every command type and every registered transaction type.
+    (commands,) = [c for c in asyncapi["channels"].values() if c["address"] == "wallet.commands"]
+    for name in ("settle_trade", "insufficient_liquidity", *REGISTRY):
+        assert name in commands["description"], name
 
 
 async def test_unknown_query_parameters_are_refused(

@@ -225,7 +225,7 @@ async def test_an_over_debit_is_rejected_changes_nothing_and_stays_rejected(
         user_id="alice",
         currency="BTC",
         amount="1.00000001",
-        transaction_type="w",
+        transaction_type="withdrawal",
         reference_id="w1",
     )
     result = await apply_one(ledger, over)
@@ -246,6 +246,14 @@ async def test_an_over_debit_is_rejected_changes_nothing_and_stays_rejected(
 async def test_commands_in_a_batch_see_the_effects_of_earlier_ones(
     store: InMemoryLedgerStore, ledger: LedgerService
 ) -> None:
+    funding = CreditCommand(
+        user_id="treasurer",
+        currency="ETH",
+        amount="20",
+        transaction_type="liquidity_funding",
+        reference_id="fund-1",
+    )
+    await ledger.handle_batch([funding])
     batch: list[WalletCommand] = [
         credit("alice", "1", "p1"),
         TransferCommand(
@@ -253,7 +261,7 @@ async def test_commands_in_a_batch_see_the_effects_of_earlier_ones(
             to_user="bob",
             currency="BTC",
             amount="0.6",
-            transaction_type="t",
+            transaction_type="p2p_payment",
             reference_id="t1",
         ),
         TransferCommand(
@@ -261,7 +269,7 @@ async def test_commands_in_a_batch_see_the_effects_of_earlier_ones(
             to_user="bob",
             currency="BTC",
             amount="0.6",
-            transaction_type="t",
+            transaction_type="p2p_payment",
             reference_id="t2",
         ),
         LockCommand(
@@ -308,7 +316,8 @@ async def test_commands_in_a_batch_see_the_effects_of_earlier_ones(
         ("external:nowpayments", "BTC"): D("-1"),
         ("platform:fees", "BTC"): D("0.011"),
         ("platform:liquidity", "BTC"): D("0.495"),
-        ("platform:liquidity", "ETH"): D("-12.5"),
+        ("platform:liquidity", "ETH"): D("7.5"),
+        ("external:treasury", "ETH"): D("-20"),
     }
     # Versions count the transactions that touched each wallet.
     assert store.wallets[("bob", "BTC")].version == 3
@@ -363,7 +372,7 @@ async def test_a_version_conflict_retries_the_whole_batch_against_fresh_state() 
                 user_id="alice",
                 currency="BTC",
                 amount="0.5",
-                transaction_type="w",
+                transaction_type="withdrawal",
                 reference_id="w1",
             )
         ]
@@ -395,7 +404,11 @@ async def test_verify_names_a_corrupted_wallet_and_replay_repairs_it(
             credit("alice", "1", "p1"),
             credit("bob", "2", "p2"),
             LockCommand(
-                user_id="bob", currency="BTC", amount="0.5", transaction_type="l", reference_id="l1"
+                user_id="bob",
+                currency="BTC",
+                amount="0.5",
+                transaction_type="p2p_escrow",
+                reference_id="l1",
             ),
         ]
     )
@@ -423,7 +436,7 @@ async def test_replay_rebuilds_projections_identical_to_the_live_ones(
                 to_user="u1",
                 currency="BTC",
                 amount="0.5",
-                transaction_type="t",
+                transaction_type="p2p_payment",
                 reference_id="t1",
             )
         ]

@@ -321,3 +321,65 @@ async def test_metrics_count_what_the_consumer_did(http: httpx.AsyncClient) -> N
     for status in ("applied", "duplicate", "rejected", "dead_lettered"):
         assert counts[f'wallet_commands_total{{status="{status}"}}'] > 0, status
     assert "wallet_batch_seconds_count" in text
+
+
+async def test_a_spot_fill_settles_and_an_uncovered_swap_is_refused_over_kafka(
+    wallet_client: WalletClient, wallet_runtime: WalletRuntime
+) -> None:
+    wallet = wallet_client
+    for user, currency, amount in (("k-buyer", "USDT", "1000"), ("k-seller", "BTC", "0.02")):
+        await wallet.credit(
+            user_id=user,
+            currency=currency,
+            amount=amount,
+            transaction_type="deposit_nowpayments",
+            reference_id=f"{user}-deposit",
+        )
+        locked = await wallet.lock_balance(
+            user_id=user,
+            currency=currency,
+            amount=amount,
+            lock_type="spot_order",
+            reference_id=f"{user}-order:lock",
+            hold_id=f"{user}-order",
+        )
+        assert locked is not None
+        assert locked.status == "applied", locked
+
+    fill = await wallet.settle_trade(
+        buyer_id="k-buyer",
+        seller_id="k-seller",
+        quote_currency="USDT",
+        quote_amount="500",
+        buyer_hold_id="k-buyer-order",
+        base_currency="BTC",
+        base_amount="0.01",
+        seller_hold_id="k-seller-order",
+        seller_fee="0.5",
+        buyer_fee="0.00001",
+        reference_id="k-fill-1",
+    )
+    assert fill is not None
+    assert (fill.status, fill.reason) == ("applied", None)
+    assert balances(fill, "k-buyer", "USDT") == (D(0), D(500), D(500))
+    assert balances(fill, "k-buyer", "BTC") == (D("0.00999"), D(0), D("0.00999"))
+    assert balances(fill, "k-seller", "USDT") == (D("499.5"), D(0), D("499.5"))
+    assert balances(fill, "k-seller", "BTC") == (D(0), D("0.01"), D("0.01"))
+
+    # Nobody funded ETH liquidity in this module: the swap is refused and moves nothing.
+    refused = await wallet.exchange(
+        user_id="k-seller",
+        pay_currency="USDT",
+        pay_amount="100",
+        receive_currency="ETH",
+        receive_amount="0.03",
+        exchange_type="swap",
+        reference_id="k-swap-1",
+    )
+    assert refused is not None
+    assert (refused.status, refused.reason) == ("rejected", "insufficient_liquidity")
+    assert balances(refused, "k-seller", "USDT") == (D("499.5"), D(0), D("499.5"))
+    accounts = await wallet_runtime.store.account_balances()
+    assert accounts[("platform:fees", "USDT")] == D("0.5")
+    assert ("platform:liquidity", "ETH") not in accounts
+    assert await verify(wallet_runtime.store) == []

@@ -22,7 +22,7 @@ from pymongo.errors import (
 )
 
 from wallet.adapters.mongo_store import MongoLedgerStore, classify
-from wallet.application.ports import ConcurrencyConflict, TransientStoreError
+from wallet.application.ports import ConcurrencyConflict, StoreTimeout, TransientStoreError
 from wallet.domain.ledger import Balances
 from wallet.domain.records import LedgerBatch, WalletRecord
 
@@ -42,10 +42,11 @@ def labelled(code: int | None, *labels: str) -> OperationFailure:
         (labelled(112), ConcurrencyConflict),  # WriteConflict
         (labelled(251, "TransientTransactionError"), ConcurrencyConflict),  # NoSuchTransaction
         (AutoReconnect("connection reset"), TransientStoreError),
-        (NetworkTimeout("timed out"), TransientStoreError),
+        (NetworkTimeout("timed out"), StoreTimeout),
         (NotPrimaryError("not primary", {"code": 10107}), TransientStoreError),
         (ServerSelectionTimeoutError("no server"), TransientStoreError),
-        (ExecutionTimeout("operation exceeded time limit", code=50), TransientStoreError),
+        (ExecutionTimeout("operation exceeded time limit", code=50), StoreTimeout),
+        (labelled(262), StoreTimeout),  # ExceededTimeLimit
         (labelled(189), TransientStoreError),  # PrimarySteppedDown
         (labelled(91), TransientStoreError),  # ShutdownInProgress
         (labelled(None, "RetryableWriteError"), TransientStoreError),
@@ -54,7 +55,7 @@ def labelled(code: int | None, *labels: str) -> OperationFailure:
     ],
 )
 def test_driver_errors_map_to_the_port(error: PyMongoError, expected: type) -> None:
-    assert isinstance(classify(error), expected)
+    assert type(classify(error)) is expected
 
 
 class FakeSession:
@@ -119,7 +120,7 @@ async def test_an_unreachable_server_is_transient_on_reads_and_commits(
     unreachable_store: MongoLedgerStore,
 ) -> None:
     with pytest.raises(TransientStoreError):
-        await unreachable_store.find_wallets([("alice", "BTC")])
+        await unreachable_store.read_balances([("alice", "BTC")], [])
     with pytest.raises(TransientStoreError):
         await unreachable_store.find_outcomes([("credit", "deposit", "r1")])
     now = datetime(2026, 11, 26, tzinfo=UTC)

@@ -14,9 +14,15 @@ from bson import Decimal128
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import DuplicateKeyError
 
-from shared.messaging import CreditCommand, TransferLockedCommand
+from shared.messaging import CreditCommand, ExchangeCommand, TransferLockedCommand
 from shared.testing.fixtures import unique_database_name
-from wallet.adapters.mongo_documents import ACCOUNTS, EVENTS, HISTORY, WALLETS
+from wallet.adapters.mongo_documents import (
+    ACCOUNTS,
+    HISTORY,
+    LEGACY_OUTCOMES,
+    OUTCOMES,
+    WALLETS,
+)
 from wallet.adapters.mongo_store import INDEXES, MongoLedgerStore
 from wallet.application.ledger_service import LedgerService
 from wallet.application.reconciliation import verify
@@ -127,7 +133,7 @@ async def test_documents_keep_the_seed_shapes_with_exact_decimal128(
                                   amount=D("0.1"), fee=D("0.001")),
         ]
     )  # fmt: skip
-    rejected = await db[EVENTS].find_one({"key.reference_id": "t1"})
+    rejected = await db[OUTCOMES].find_one({"key.reference_id": "t1"})
     assert rejected is not None
     assert rejected["status"] == "rejected"
     assert rejected["reason"] == "insufficient_funds"
@@ -186,7 +192,7 @@ async def test_documents_keep_the_seed_shapes_with_exact_decimal128(
         {"order_id": "order-dep-1"},
     )
 
-    event = await db[EVENTS].find_one({"key.reference_id": "dep-1"})
+    event = await db[OUTCOMES].find_one({"key.reference_id": "dep-1"})
     assert event is not None
     assert event["_id"] == row["ledger_transaction_id"]
     assert event["command"]["metadata"] == {"order_id": "order-dep-1"}
@@ -249,3 +255,67 @@ async def test_verify_catches_a_stored_total_that_drifted_from_its_parts(
     assert [str(d) for d in await verify(store)] == [
         "wallet reader/BTC: total_balance expected 1.50000000, found 2.5"
     ]
+
+
+async def test_a_batch_spending_liquidity_reads_it_with_the_wallets_in_one_command(
+    monitored: tuple[MongoLedgerStore, CommandLog],
+) -> None:
+    store, log = monitored
+    service = LedgerService(store)
+    funding = CreditCommand(reference_id="fund", transaction_type="liquidity_funding",
+                            user_id="admin", currency="ETH", amount=D("10"))  # fmt: skip
+    await service.handle_batch(
+        [funding, *(credit(f"u{i}", "BTC", "1", f"d{i}") for i in range(50))]
+    )
+    swaps = [
+        ExchangeCommand(reference_id=f"s{i}", transaction_type="swap", user_id=f"u{i}",
+                        currency="BTC", amount=D("0.1"), receive_currency="ETH",
+                        receive_amount=D("0.25"))
+        for i in range(50)
+    ]  # fmt: skip
+    log.names.clear()
+    report = await service.handle_batch(swaps)
+    # 40 swaps use up the 10 ETH; the last 10 find nothing left.
+    assert report.count("applied") == 40
+    assert report.count("rejected") == 10
+    assert log.names == [
+        "find",
+        "aggregate",
+        "insert",
+        "insert",
+        "update",
+        "insert",
+        "update",
+        "commitTransaction",
+    ], log.names
+    assert (await store.account_balances())[("platform:liquidity", "ETH")] == 0
+
+
+async def test_outcomes_stored_under_the_former_collection_name_are_adopted(
+    mongodb_url: str,
+) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
+    name = unique_database_name("store_legacy_name")
+    try:
+        store = MongoLedgerStore(client[name])
+        await store.ensure_indexes()
+        await LedgerService(store).handle_batch([credit("old", "BTC", "1", "before-upgrade")])
+        # As an earlier version left it: the outcomes in wallet_events.
+        documents = await store.database[OUTCOMES].find({}).to_list()
+        await store.database[LEGACY_OUTCOMES].insert_many(documents)
+        await store.database.drop_collection(OUTCOMES)
+
+        upgraded = MongoLedgerStore(client[name])
+        await upgraded.ensure_indexes()
+        names = set(await upgraded.database.list_collection_names())
+        assert LEGACY_OUTCOMES not in names
+        ((_, again),) = (
+            await LedgerService(upgraded).handle_batch(
+                [credit("old", "BTC", "1", "before-upgrade")]
+            )
+        ).results
+        assert (again.status, again.original_status) == ("duplicate", "applied")
+        assert await verify(upgraded) == []
+    finally:
+        await client.drop_database(name)
+        await client.close()

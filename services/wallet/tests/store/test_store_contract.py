@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +30,14 @@ from shared.messaging import (
     TransferLockedCommand,
     UnlockCommand,
     WalletCommand,
+    parse_command,
 )
 from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.ledger_service import BatchReport, LedgerService
 from wallet.application.ports import ConcurrencyConflict, LedgerStore
 from wallet.application.reconciliation import replay, verify
 from wallet.domain.accounts import user_account
-from wallet.domain.ledger import Balances, Entry, counterparty_of
+from wallet.domain.ledger import Balances, Entry
 from wallet.domain.projection import history_rows
 from wallet.domain.records import (
     BalanceAfter,
@@ -46,7 +49,7 @@ from wallet.domain.records import (
 
 D = Decimal
 DEPOSIT = "deposit_nowpayments"
-NOWPAYMENTS = counterparty_of(DEPOSIT)
+NOWPAYMENTS = "external:nowpayments"
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 
 
@@ -62,11 +65,14 @@ class TickingClock:
         return current
 
 
-def make_service(store: LedgerStore) -> LedgerService:
+def make_service(store: LedgerStore, prefix: str = "tx") -> LedgerService:
     ids = itertools.count(1)
     # Zero-padded ids sort in the order they were made: tests can tell commit order from them.
     return LedgerService(
-        store, clock=TickingClock(), new_id=lambda: f"tx{next(ids):05d}", backoff_seconds=0.001
+        store,
+        clock=TickingClock(),
+        new_id=lambda: f"{prefix}{next(ids):05d}",
+        backoff_seconds=0.001,
     )
 
 
@@ -114,13 +120,15 @@ async def test_every_command_type_moves_money_exactly(
             credit(a, "ETH", "10", "dep-a-eth"),
             credit(a, "BTC", "2", "dep-a-btc"),
             credit(b, "BTC", "1", "dep-b-btc"),
+            CreditCommand(reference_id="fund-eth", transaction_type="liquidity_funding",
+                          user_id="admin", currency="ETH", amount=D("10")),
         ],
         [
-            LockCommand(reference_id="wd1", transaction_type="withdrawal", user_id=a,
+            LockCommand(reference_id="wd1", transaction_type="withdrawal_lock", user_id=a,
                         currency="BTC", amount=D("0.5")),
-            UnlockCommand(reference_id="wd1", transaction_type="withdrawal_partial", user_id=a,
+            UnlockCommand(reference_id="wd1", transaction_type="withdrawal_unlock", user_id=a,
                           currency="BTC", amount=D("0.1")),
-            ReleaseLockedCommand(reference_id="wd1", transaction_type="withdrawal", user_id=a,
+            ReleaseLockedCommand(reference_id="wd1", transaction_type="withdrawal_release", user_id=a,
                                  currency="BTC", amount=D("0.2"), fee=D("0.0001")),
             TransferCommand(reference_id="gift1", transaction_type="p2p_payment", user_id=a,
                             to_user=b, currency="BTC", amount=D("0.3")),
@@ -134,9 +142,9 @@ async def test_every_command_type_moves_money_exactly(
             ExchangeCommand(reference_id="swap1", transaction_type="swap", user_id=a,
                             currency="BTC", amount=D("0.5"), fee=D("0.001"),
                             receive_currency="ETH", receive_amount=D("7.25")),
-            SavingsInCommand(reference_id="sv1", transaction_type="savings", user_id=a,
+            SavingsInCommand(reference_id="sv1", transaction_type="savings_deposit", user_id=a,
                              currency="ETH", amount=D("5")),
-            SavingsOutCommand(reference_id="sv2", transaction_type="savings", user_id=a,
+            SavingsOutCommand(reference_id="sv2", transaction_type="savings_withdrawal", user_id=a,
                               currency="ETH", amount=D("1.5")),
             DebitCommand(reference_id="wd2", transaction_type="withdrawal", user_id=b,
                          currency="BTC", amount=D("0.2")),
@@ -159,11 +167,11 @@ async def test_every_command_type_moves_money_exactly(
     assert await store.account_balances() == {
         (NOWPAYMENTS, "BTC"): D("-3"),
         (NOWPAYMENTS, "ETH"): D("-10"),
-        ("external:withdrawals", "BTC"): D("0.1999"),
-        ("external:withdrawal", "BTC"): D("0.2"),
+        ("external:withdrawals", "BTC"): D("0.3999"),
+        ("external:treasury", "ETH"): D("-10"),
         ("platform:fees", "BTC"): D("0.0021"),
         ("platform:liquidity", "BTC"): D("0.499"),
-        ("platform:liquidity", "ETH"): D("-7.25"),
+        ("platform:liquidity", "ETH"): D("2.75"),
     }
 
 
@@ -177,7 +185,7 @@ async def test_eth_with_15_integer_digits_and_18_decimals_stays_exact(
         [
             DebitCommand(reference_id="wd-wei", transaction_type="withdrawal", user_id="whale",
                          currency="ETH", amount=one_wei),
-            SavingsInCommand(reference_id="sv-wei", transaction_type="savings", user_id="whale",
+            SavingsInCommand(reference_id="sv-wei", transaction_type="savings_deposit", user_id="whale",
                              currency="ETH", amount=one_wei),
         ]
     )  # fmt: skip
@@ -189,9 +197,9 @@ async def test_eth_with_15_integer_digits_and_18_decimals_stays_exact(
     newest = await store.history_of("whale", currency="ETH", limit=1, before=None)
     assert newest[0].balance_after == left
     assert newest[0].savings_balance_after == one_wei
-    found = await store.find_outcomes([("savings_in", "savings", "sv-wei")])
+    found = await store.find_outcomes([("savings_in", "savings_deposit", "sv-wei")])
     (outcome,) = found.values()
-    assert outcome.balances_after == (BalanceAfter("whale", "ETH", expected),)
+    assert outcome.balances_after == (BalanceAfter("whale", "ETH", expected, version=3),)
     assert outcome.command.amount == one_wei
 
 
@@ -239,7 +247,9 @@ async def test_outcomes_are_found_by_key_and_repeats_get_the_first_answer(
         Entry(NOWPAYMENTS, "BTC", D("-1")),
         Entry(user_account("alice", "available"), "BTC", D("1")),
     )
-    assert applied.balances_after == (BalanceAfter("alice", "BTC", Balances(available=D("1"))),)
+    assert applied.balances_after == (
+        BalanceAfter("alice", "BTC", Balances(available=D("1")), version=1),
+    )
     rejected = found[too_much.idempotency_key]
     assert (rejected.status, rejected.reason) == ("rejected", "insufficient_funds")
     assert rejected.detail == "available BTC of alice is 1.00000000, 5.00000000 needed"
@@ -280,7 +290,7 @@ def credit_batch(
             Entry(NOWPAYMENTS, wallet.currency, -amount),
             Entry(user_account(wallet.user_id, "available"), wallet.currency, amount),
         ),
-        balances_after=(BalanceAfter(wallet.user_id, wallet.currency, after),),
+        balances_after=(BalanceAfter(wallet.user_id, wallet.currency, after, read_version + 1),),
     )
     record = replace(wallet, balances=after, version=read_version + 1, last_updated=now)
     return LedgerBatch(
@@ -415,7 +425,7 @@ async def test_history_pages_newest_first_with_a_cursor_and_a_currency_filter(
         [
             TransferCommand(reference_id="t1", transaction_type="p2p_payment", user_id=a,
                             to_user="bob", currency="BTC", amount=D("0.05")),
-            SavingsInCommand(reference_id="s1", transaction_type="savings", user_id=a,
+            SavingsInCommand(reference_id="s1", transaction_type="savings_deposit", user_id=a,
                              currency="ETH", amount=D("0.5")),
         ]
     )  # fmt: skip
@@ -548,8 +558,10 @@ async def test_holds_are_stored_per_reference_and_survive_replay(
             # Trade b's cancel may not unlock trade a's escrow.
             UnlockCommand(reference_id="trade-b", transaction_type="p2p_cancelled",
                           user_id="seller", currency="BTC", amount=D("0.25")),
-            UnlockCommand(reference_id="trade-b", transaction_type="p2p_cancelled_once",
-                          user_id="seller", currency="BTC", amount=D("0.2")),
+            # A step of its own (own reference) spending the named hold trade-b.
+                UnlockCommand(reference_id="trade-b-cancel", hold_id="trade-b",
+                              transaction_type="p2p_cancelled", user_id="seller", currency="BTC",
+                              amount=D("0.2")),
         ]
     )  # fmt: skip
     assert [(r.status, r.reason) for _, r in report.results] == [
@@ -563,3 +575,187 @@ async def test_holds_are_stored_per_reference_and_survive_replay(
     (rebuilt,) = await store.wallets_of("seller")
     assert rebuilt.holds == (("trade.a$1", D("0.3")),)
     assert await verify(store) == []
+
+
+# Platform accounts a batch spends: read with the wallets, guarded at commit ----------------------
+
+
+def funding(currency: str, amount: str, ref: str) -> CreditCommand:
+    return CreditCommand(reference_id=ref, transaction_type="liquidity_funding", user_id="admin",
+                         currency=currency, amount=amount)  # fmt: skip
+
+
+def swap(user: str, receive_amount: str, ref: str) -> ExchangeCommand:
+    return ExchangeCommand(reference_id=ref, transaction_type="swap", user_id=user,
+                           currency="BTC", amount=D("0.1"), receive_currency="ETH",
+                           receive_amount=D(receive_amount))  # fmt: skip
+
+
+async def test_read_balances_returns_wallets_and_platform_accounts_together(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch([credit("alice", "BTC", "1", "d1"), funding("ETH", "4", "f1")])
+    found = await store.read_balances(
+        [("alice", "BTC"), ("nobody", "BTC")],
+        [("platform:liquidity", "ETH"), ("platform:liquidity", "SOL")],
+    )
+    assert set(found.wallets) == {("alice", "BTC")}
+    assert found.wallets[("alice", "BTC")].balances == Balances(available=D("1"))
+    # An account never stored reads as zero.
+    assert found.accounts == {
+        ("platform:liquidity", "ETH"): D("4"),
+        ("platform:liquidity", "SOL"): 0,
+    }
+    only_accounts = await store.read_balances([], [("platform:liquidity", "ETH")])
+    assert (only_accounts.wallets, only_accounts.accounts) == (
+        {},
+        {("platform:liquidity", "ETH"): 4},
+    )
+
+
+async def test_a_commit_spending_more_liquidity_than_is_left_is_refused_whole(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch([credit("alice", "BTC", "1", "d1"), funding("ETH", "4", "f1")])
+    before = await snapshot(store)
+    (wallet,) = await store.wallets_of("alice")
+    spent = credit_batch(wallet, wallet.version, "d2", D("0.5"), "tx-spend")
+    # As a batch that relied on 5 ETH of liquidity (another writer has since spent some).
+    greedy = replace(
+        spent,
+        account_deltas={**spent.account_deltas, ("platform:liquidity", "ETH"): D("-5")},
+        account_floors={("platform:liquidity", "ETH"): D("5")},
+    )
+    with pytest.raises(ConcurrencyConflict):
+        await store.commit(greedy)
+    assert await snapshot(store) == before
+    liquidity = ("platform:liquidity", "ETH")
+    exact = replace(
+        greedy,
+        account_floors={liquidity: D("4")},
+        account_deltas={**spent.account_deltas, liquidity: D("-4")},
+    )
+    await store.commit(exact)
+    assert (await store.account_balances())[("platform:liquidity", "ETH")] == 0
+
+
+class RivalBeforeCommit:
+    """The store as one writer sees it: before its first commit, a rival writer runs."""
+
+    def __init__(self, store: LedgerStore, rival: Any) -> None:
+        self._store = store
+        self._rival = rival
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit(self, batch: LedgerBatch) -> None:
+        if self._rival is not None:
+            rival, self._rival = self._rival, None
+            await rival()
+        await self._store.commit(batch)
+
+
+async def test_two_writers_cannot_both_spend_the_same_liquidity(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch(
+        [
+            credit("alice", "BTC", "1", "da"),
+            credit("bob", "BTC", "1", "db"),
+            funding("ETH", "5", "f"),
+        ]
+    )
+    other = make_service(store, "rival")
+
+    async def rival() -> None:
+        assert statuses(await other.handle_batch([swap("bob", "4", "s-bob")])) == ["applied"]
+
+    # alice's batch read 5 ETH of liquidity; bob's swap takes 4 before alice's commit. Different
+    # wallets, so only the guard on the platform account can catch it: decided again, refused.
+    racing = make_service(RivalBeforeCommit(store, rival), "racing")  # type: ignore[arg-type]
+    report = await racing.handle_batch([swap("alice", "3", "s-alice")])
+    assert [(r.status, r.reason) for _, r in report.results] == [
+        ("rejected", "insufficient_liquidity")
+    ]
+    assert report.attempts == 2
+    assert (await store.account_balances())[("platform:liquidity", "ETH")] == 1
+    assert await verify(store) == []
+
+
+# Order without clocks --------------------------------------------------------------------------
+
+
+class FixedClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+async def test_verify_and_replay_follow_commit_order_when_clocks_disagree(
+    store: LedgerStore,
+) -> None:
+    ids = itertools.count(1)
+    ahead = LedgerService(store, clock=FixedClock(T0 + timedelta(hours=1)),
+                          new_id=lambda: f"a{next(ids):05d}")  # fmt: skip
+    behind = LedgerService(store, clock=FixedClock(T0), new_id=lambda: f"b{next(ids):05d}")
+    # Committed in this order; recorded_at says the opposite (the second process is an hour behind).
+    await ahead.handle_batch([credit("alice", "BTC", "1", "d1")])
+    await behind.handle_batch(
+        [
+            LockCommand(reference_id="t1", transaction_type="p2p_escrow", user_id="alice",
+                        currency="BTC", amount=D("0.6")),
+            TransferLockedCommand(reference_id="t1", transaction_type="p2p_completed",
+                                  user_id="alice", to_user="bob", currency="BTC", amount=D("0.6")),
+        ]
+    )  # fmt: skip
+    await ahead.handle_batch([DebitCommand(reference_id="w1", transaction_type="withdrawal",
+                                           user_id="alice", currency="BTC", amount=D("0.4"))])  # fmt: skip
+    await behind.handle_batch([DebitCommand(reference_id="w2", transaction_type="withdrawal",
+                                            user_id="bob", currency="BTC", amount=D("0.6"))])  # fmt: skip
+    assert await verify(store) == []
+    projections = await replay(store)
+    assert {(w.key, w.version) for w in projections.wallets} == {
+        (("alice", "BTC"), 4),
+        (("bob", "BTC"), 2),
+    }
+    assert await verify(store) == []
+    assert await balances(store, "alice") == {"BTC": Balances()}
+
+
+# Idempotency across versions: recorded outcomes of earlier fingerprint formats ------------------
+
+RECORDED = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "recorded_commands.json").read_text()
+)
+
+
+@pytest.mark.parametrize("case", RECORDED["cases"], ids=lambda case: case["name"])
+async def test_a_resend_matches_an_outcome_stored_by_an_earlier_version(
+    store: LedgerStore, service: LedgerService, case: dict[str, Any]
+) -> None:
+    command = parse_command(json.dumps(case["stored_command"]))
+    stored = Outcome(
+        key=command.idempotency_key,
+        fingerprint=case["stored_fingerprint"],
+        command=command,
+        status="rejected",
+        transaction_id="recorded-1",
+        recorded_at=T0,
+        reason="insufficient_funds",
+        detail="recorded before the upgrade",
+    )
+    await store.commit(LedgerBatch(outcomes=(stored,), wallets=(), history=()))
+    resend = parse_command(json.dumps(case["resend"]))
+    (_, result), = (await service.handle_batch([resend])).results  # fmt: skip
+    if case["expected"] == "duplicate":
+        assert (result.status, result.original_status, result.reason) == (
+            "duplicate",
+            "rejected",
+            "insufficient_funds",
+        )
+    else:
+        assert (result.status, result.reason) == ("rejected", case["expected"])

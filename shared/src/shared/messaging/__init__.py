@@ -2,6 +2,7 @@
 
 from shared.messaging.commands import (
     COMMAND_TYPES,
+    MONEY_FIELDS,
     CommandBase,
     CreditCommand,
     DebitCommand,
@@ -16,6 +17,7 @@ from shared.messaging.commands import (
     TransferLockedCommand,
     UnlockCommand,
     WalletCommand,
+    canonical_fingerprint,
     encode,
     parse_command,
 )
@@ -30,6 +32,7 @@ from shared.messaging.outcomes import (
 
 __all__ = [
     "COMMAND_TYPES",
+    "MONEY_FIELDS",
     "BalanceSnapshot",
     "CommandBase",
     "CommandResult",
@@ -50,6 +53,7 @@ __all__ = [
     "TransferLockedCommand",
     "UnlockCommand",
     "WalletCommand",
+    "canonical_fingerprint",
     "encode",
     "parse_command",
 ]

@@ -7,6 +7,7 @@ Whether it can be applied (enough funds, no idempotency conflict) is the ledger'
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import typing
@@ -153,13 +154,65 @@ class CommandBase(BaseModel):
         return (self.type, self.transaction_type, self.reference_id)  # type: ignore[attr-defined]
 
     def fingerprint(self) -> str:
-        """What makes two commands with one idempotency key the same request.
+        """What makes two commands with one idempotency key the same request: the canonical form
+        of the money fields (`canonical_fingerprint`).
 
         command_id, issued_at and metadata are left out: a resend is a new message (new id, new
         time, maybe a new trace in metadata) asking for the same money movement.
         """
-        payload = self.model_dump(mode="json", exclude={"command_id", "issued_at", "metadata"})
-        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        fields = {name: getattr(self, name) for name in _money_fields_of(type(self))}
+        return canonical_fingerprint(fields)
+
+
+# The fields that say which money moves (CONTRACT.md, "Idempotency payload"). Anything else a later
+# version adds is not compared, so an older producer's resend stays a duplicate.
+MONEY_FIELDS: Final[tuple[str, ...]] = (
+    "type",
+    "transaction_type",
+    "reference_id",
+    "user_id",
+    "currency",
+    "amount",
+    "to_user",
+    "fee",
+    "destination",
+    "receive_currency",
+    "receive_amount",
+    "receive_fee",
+    "hold_id",
+    "counter_hold_id",
+)
+_AMOUNT_FIELDS: Final = frozenset({"amount", "fee", "receive_amount", "receive_fee"})
+# An absent optional field counts as its default; hold_id's default is the reference_id.
+_DEFAULTS: Final[dict[str, str]] = {"fee": "0", "receive_fee": "0", "destination": "withdrawals"}
+
+
+def canonical_fingerprint(fields: str | dict[str, Any]) -> str:
+    """The canonical JSON of a command's money fields: the ones its command type has, absent
+    optional ones as their defaults (fee 0, hold_id = reference_id, destination "withdrawals"),
+    amounts without trailing zeros, nothing else. Takes the fields, or a fingerprint stored by any
+    earlier version (which spelled out every field it had, defaults as null): canonical forms are
+    equal exactly when the requests are the same.
+    """
+    document = json.loads(fields) if isinstance(fields, str) else fields
+    command_type = _COMMAND_CLASSES.get(str(document.get("type")))
+    names = _money_fields_of(command_type) if command_type else MONEY_FIELDS
+    canonical: dict[str, str] = {}
+    for name in names:
+        value = document.get(name)
+        if value is None:
+            value = document.get("reference_id") if name == "hold_id" else _DEFAULTS.get(name)
+        if value is None:
+            continue
+        if name in _AMOUNT_FIELDS:
+            value = format_amount(value if isinstance(value, Decimal) else parse_decimal(value))
+        canonical[name] = str(value)
+    return json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+
+
+@functools.cache
+def _money_fields_of(command_type: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(name for name in MONEY_FIELDS if name in command_type.model_fields)
 
 
 class CreditCommand(CommandBase):
@@ -320,6 +373,10 @@ WalletCommand = Annotated[
     Field(discriminator="type"),
 ]
 WALLET_COMMAND: Final[TypeAdapter[WalletCommand]] = TypeAdapter(WalletCommand)
+_COMMAND_CLASSES: Final[dict[str, type[BaseModel]]] = {
+    cls.model_fields["type"].default: cls
+    for cls in typing.get_args(typing.get_args(WalletCommand)[0])
+}
 
 MAX_COMMAND_BYTES: Final = 64 * 1024
 

@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from shared.messaging.commands import CommandType, WireDecimal
+from shared.money import LEDGER_CONTEXT
 
 ResultStatus = Literal["applied", "duplicate", "rejected"]
 
@@ -105,9 +106,12 @@ class LedgerTransaction(_Message):
     occurred_at: AwareDatetime = Field(default_factory=_now)
 
     def is_balanced(self) -> bool:
+        """Per currency, the postings sum to zero: summed in the ledger's 60-digit context (the
+        default 28 digits would round an 18-decimal amount and could hide an imbalance)."""
         totals: dict[str, Decimal] = {}
         for posting in self.postings:
-            totals[posting.currency] = totals.get(posting.currency, Decimal(0)) + posting.amount
+            previous = totals.get(posting.currency, Decimal(0))
+            totals[posting.currency] = LEDGER_CONTEXT.add(previous, posting.amount)
         return all(total == 0 for total in totals.values())
 
 

@@ -12,8 +12,15 @@ from decimal import Decimal
 
 from shared.money import LEDGER_CONTEXT
 from wallet.application.ports import ConcurrencyConflict
-from wallet.domain.ledger import ZERO, WalletKey
-from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord
+from wallet.domain.ledger import ZERO, AccountKey, WalletKey
+from wallet.domain.records import (
+    HistoryRow,
+    IdempotencyKey,
+    LedgerBatch,
+    Outcome,
+    StoredBalances,
+    WalletRecord,
+)
 
 
 class InMemoryLedgerStore:
@@ -28,9 +35,16 @@ class InMemoryLedgerStore:
         self.round_trips += 1
         return {key: self.outcomes[key] for key in keys if key in self.outcomes}
 
-    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
+    async def read_balances(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> StoredBalances:
+        if not (wallets or accounts):
+            return StoredBalances()
         self.round_trips += 1
-        return {key: self.wallets[key] for key in keys if key in self.wallets}
+        return StoredBalances(
+            {key: self.wallets[key] for key in wallets if key in self.wallets},
+            {key: self.accounts.get(key, ZERO) for key in accounts},
+        )
 
     async def commit(self, batch: LedgerBatch) -> None:
         self.round_trips += 1
@@ -45,6 +59,9 @@ class InMemoryLedgerStore:
         for row in batch.history:
             if row.transaction_id in self.history:
                 raise ConcurrencyConflict(f"history row {row.transaction_id} already exists")
+        for key, floor in batch.account_floors.items():
+            if self.accounts.get(key, ZERO) < floor:
+                raise ConcurrencyConflict(f"{key[0]} {key[1]} holds less than the batch spends")
         for outcome in batch.outcomes:
             self.outcomes[outcome.key] = outcome
         for record, _ in batch.wallets:

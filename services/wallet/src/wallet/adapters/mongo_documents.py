@@ -19,7 +19,11 @@ from wallet.domain.records import BalanceAfter, HistoryRow, IdempotencyKey, Outc
 
 Document = dict[str, Any]
 
-EVENTS: Final = "wallet_events"
+# Outcomes, rejections included: the event store. Named apart from the `wallet.events` topic,
+# which carries applied transactions only; stores created before were named LEGACY_OUTCOMES and
+# are renamed on start (MongoLedgerStore.ensure_indexes).
+OUTCOMES: Final = "ledger_outcomes"
+LEGACY_OUTCOMES: Final = "wallet_events"
 WALLETS: Final = "wallets"
 HISTORY: Final = "wallet_transactions"
 ACCOUNTS: Final = "ledger_accounts"
@@ -70,17 +74,20 @@ def command_of(document: Document) -> WalletCommand:
     return WALLET_COMMAND.validate_python(fields)
 
 
-# Outcomes (wallet_events) --------------------------------------------------------------------
+# Outcomes (ledger_outcomes) ------------------------------------------------------------------
 
 
 def _balances_document(after: BalanceAfter) -> Document:
-    return {
+    document = {
         "user_id": after.user_id,
         "currency": after.currency,
         "available_balance": to_d128(after.balances.available),
         "locked_balance": to_d128(after.balances.locked),
         "savings_balance": to_d128(after.balances.savings),
     }
+    if after.version is not None:
+        document["version"] = after.version
+    return document
 
 
 def _balances_of(document: Document) -> Balances:
@@ -125,7 +132,7 @@ def outcome_of(document: Document) -> Outcome:
             Entry(e["account"], e["currency"], from_d128(e["amount"])) for e in document["entries"]
         ),
         balances_after=tuple(
-            BalanceAfter(b["user_id"], b["currency"], _balances_of(b))
+            BalanceAfter(b["user_id"], b["currency"], _balances_of(b), b.get("version"))
             for b in document["balances_after"]
         ),
         reason=document.get("reason"),

@@ -1,7 +1,8 @@
 """The ledger store on MongoDB: the event store and its read models, one transaction per batch.
 
 Collections:
-- `wallet_events`: one document per outcome (`_id` = transaction_id), unique on the idempotency key.
+- `ledger_outcomes` (formerly `wallet_events`): one document per outcome, rejections included
+  (`_id` = transaction_id), unique on the idempotency key.
 - `wallets`: the seed's shape plus `savings_balance` and `version`, unique on (user_id, currency).
 - `wallet_transactions`: the seed's shape plus the ledger transaction and the other balances after.
 - `ledger_accounts`: platform and external balances, kept by `$inc` (commutative: no version guard).
@@ -29,13 +30,15 @@ from pymongo.errors import (
     ConnectionFailure,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 from pymongo.write_concern import WriteConcern
 
 from wallet.adapters.mongo_documents import (
     ACCOUNTS,
-    EVENTS,
     HISTORY,
+    LEGACY_OUTCOMES,
+    OUTCOMES,
     WALLETS,
     Document,
     account_document,
@@ -54,9 +57,16 @@ from wallet.adapters.mongo_documents import (
     wallet_filter,
     wallet_of,
 )
-from wallet.application.ports import ConcurrencyConflict, TransientStoreError
-from wallet.domain.ledger import WalletKey
-from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord
+from wallet.application.ports import ConcurrencyConflict, StoreTimeout, TransientStoreError
+from wallet.domain.ledger import ZERO, AccountKey, WalletKey
+from wallet.domain.records import (
+    HistoryRow,
+    IdempotencyKey,
+    LedgerBatch,
+    Outcome,
+    StoredBalances,
+    WalletRecord,
+)
 
 # Another writer got there first: a duplicate key (an idempotency key, a wallet created by two
 # batches, a history row) or a write conflict inside the transaction.
@@ -72,18 +82,23 @@ _TRANSIENT_CODES: Final = frozenset(
     {
         6,  # HostUnreachable
         7,  # HostNotFound
-        50,  # MaxTimeMSExpired
         89,  # NetworkTimeout
         91,  # ShutdownInProgress
         134,  # ReadConcernMajorityNotAvailableYet
         189,  # PrimarySteppedDown
-        262,  # ExceededTimeLimit
         9001,  # SocketException
         10107,  # NotWritablePrimary
         11600,  # InterruptedAtShutdown
         11602,  # InterruptedDueToReplStateChange
         13435,  # NotPrimaryNoSecondaryOk
         13436,  # NotPrimaryOrSecondary
+    }
+)
+# The server gave up on the request's time limit: a smaller batch may fit where this one did not.
+_TIME_LIMIT_CODES: Final = frozenset(
+    {
+        50,  # MaxTimeMSExpired
+        262,  # ExceededTimeLimit
     }
 )
 # Error text carried into the port's errors (and the service's retry log): enough to tell what
@@ -102,7 +117,7 @@ _PROJECTIONS: Final = (WALLETS, HISTORY, ACCOUNTS)
 # Default (key-derived) names: an index the seed's migration already made on the same keys is then
 # recognised as existing instead of clashing under another name.
 INDEXES: Final[dict[str, tuple[IndexModel, ...]]] = {
-    EVENTS: (
+    OUTCOMES: (
         IndexModel(
             [
                 ("key.type", ASCENDING),
@@ -152,9 +167,13 @@ def _describe(error: PyMongoError) -> str:
 
 def classify(error: PyMongoError) -> ConcurrencyConflict | TransientStoreError | None:
     """The port's error for a driver error, or None for a bug (a bad query, a bad document)."""
-    if isinstance(error, ConnectionFailure) or error.timeout:
-        return TransientStoreError(f"MongoDB unavailable: {_describe(error)}")
     codes = _error_codes(error)
+    # No server to ask is not a request that took too long: a smaller one would not help.
+    timed_out = error.timeout and not isinstance(error, ServerSelectionTimeoutError)
+    if timed_out or codes & _TIME_LIMIT_CODES:
+        return StoreTimeout(f"MongoDB ran out of time: {_describe(error)}")
+    if isinstance(error, ConnectionFailure):
+        return TransientStoreError(f"MongoDB unavailable: {_describe(error)}")
     if codes & _CONFLICT_CODES or error.has_error_label("TransientTransactionError"):
         return ConcurrencyConflict(f"conflicting write: {_describe(error)}")
     if (
@@ -204,10 +223,38 @@ class MongoLedgerStore:
         return self._db[name]
 
     async def ensure_indexes(self) -> None:
-        """Create every index (idempotent: an existing index with the same spec is left alone)."""
+        """Create every index (idempotent: an existing index with the same spec is left alone),
+        after adopting outcomes stored under the collection's former name."""
         with _mapped_errors():
+            await self._adopt_legacy_outcomes()
             for name, models in INDEXES.items():
                 await self._collection(name).create_indexes(list(models))
+
+    async def _adopt_legacy_outcomes(self) -> None:
+        """Outcomes were stored in `wallet_events` (a name that read like the `wallet.events`
+        topic): move them to `ledger_outcomes` once, before any consumer starts. Atomic by rename
+        where the server has it; on a stand-in without it, copied (indexes first, so the unique key
+        still holds) and the old collection dropped after."""
+        names = set(await self._db.list_collection_names())
+        if LEGACY_OUTCOMES not in names or OUTCOMES in names:
+            return
+        if await self._supports_rename():
+            await self._rename(LEGACY_OUTCOMES, OUTCOMES)
+            return
+        await self._collection(OUTCOMES).create_indexes(list(INDEXES[OUTCOMES]))
+        async for documents in self._batches(LEGACY_OUTCOMES):
+            await self._collection(OUTCOMES).insert_many(documents, ordered=True)
+        await self._db.drop_collection(LEGACY_OUTCOMES)
+
+    async def _batches(self, name: str) -> AsyncIterator[list[Document]]:
+        batch: list[Document] = []
+        async for document in self._scan(name, [("_id", ASCENDING)]):
+            batch.append(document)
+            if len(batch) == _SCAN_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     # Write side -------------------------------------------------------------------------------
 
@@ -215,16 +262,46 @@ class MongoLedgerStore:
         if not keys:
             return {}
         query = {"$or": [key_filter(key) for key in keys]}
-        documents = await self._find_all(EVENTS, query, len(keys))
+        documents = await self._find_all(OUTCOMES, query, len(keys))
         return {key_of(d): outcome_of(d) for d in documents}
 
-    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
-        if not keys:
-            return {}
-        query = {"$or": [wallet_filter(key) for key in keys]}
-        documents = await self._find_all(WALLETS, query, len(keys))
-        records = (wallet_of(d) for d in documents)
-        return {record.key: record for record in records}
+    async def read_balances(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> StoredBalances:
+        if not (wallets or accounts):
+            return StoredBalances()
+        if not accounts:
+            query = {"$or": [wallet_filter(key) for key in wallets]}
+            documents = await self._find_all(WALLETS, query, len(wallets))
+        else:
+            documents = await self._wallets_and_accounts(wallets, accounts)
+        found = StoredBalances(accounts=dict.fromkeys(accounts, ZERO))
+        for document in documents:
+            if "account" in document:
+                found.accounts[(document["account"], document["currency"])] = from_d128(
+                    document["balance"]
+                )
+            else:
+                record = wallet_of(document)
+                found.wallets[record.key] = record
+        return found
+
+    async def _wallets_and_accounts(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> list[Document]:
+        # One aggregation reads both collections ($unionWith): the platform accounts a batch
+        # spends cost no extra round trip.
+        match = {"$or": [wallet_filter(key) for key in wallets]} if wallets else {"_id": None}
+        union = {
+            "coll": ACCOUNTS,
+            "pipeline": [{"$match": {"$or": [account_filter(key) for key in accounts]}}],
+        }
+        with _mapped_errors():
+            cursor = await self._collection(WALLETS).aggregate(
+                [{"$match": match}, {"$unionWith": union}],
+                batchSize=len(wallets) + len(accounts) + 1,
+            )
+            return await cursor.to_list()
 
     async def _find_all(self, name: str, query: Document, at_most: int) -> list[Document]:
         # A unique index bounds the answer by the number of keys; one more than that lets the
@@ -245,7 +322,7 @@ class MongoLedgerStore:
         if batch.outcomes:
             batch_id = ObjectId()
             events = [outcome_document(o, batch_id, i) for i, o in enumerate(batch.outcomes)]
-            await self._collection(EVENTS).insert_many(events, ordered=True, session=session)
+            await self._collection(OUTCOMES).insert_many(events, ordered=True, session=session)
 
         if batch.wallets:
             # A new wallet is an insert: the unique (user_id, currency) index makes a racing
@@ -275,11 +352,24 @@ class MongoLedgerStore:
             await self._collection(HISTORY).insert_many(rows, ordered=True, session=session)
 
         if batch.account_deltas:
+            # A floored account the batch spends from is updated only if it still holds what the
+            # batch relied on (no upsert: it exists, or the decision could not have spent it).
+            floors = batch.account_floors
             increments = [
-                UpdateOne(account_filter(key), {"$inc": {"balance": to_d128(delta)}}, upsert=True)
+                UpdateOne(
+                    {**account_filter(key), "balance": {"$gte": to_d128(floors[key])}}
+                    if key in floors
+                    else account_filter(key),
+                    {"$inc": {"balance": to_d128(delta)}},
+                    upsert=key not in floors,
+                )
                 for key, delta in batch.account_deltas.items()
             ]
-            await self._collection(ACCOUNTS).bulk_write(increments, ordered=True, session=session)
+            result = await self._collection(ACCOUNTS).bulk_write(
+                increments, ordered=True, session=session
+            )
+            if result.matched_count + result.upserted_count != len(increments):
+                raise ConcurrencyConflict("a platform account holds less than the batch spends")
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -343,7 +433,7 @@ class MongoLedgerStore:
 
     async def all_outcomes(self) -> AsyncIterator[Outcome]:
         order = [("recorded_at", ASCENDING), ("batch", ASCENDING), ("position", ASCENDING)]
-        async for document in self._scan(EVENTS, order):
+        async for document in self._scan(OUTCOMES, order):
             yield outcome_of(document)
 
     async def all_wallets(self) -> AsyncIterator[WalletRecord]:

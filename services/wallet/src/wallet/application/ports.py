@@ -1,4 +1,5 @@
-"""What the application needs from the outside: a ledger store and a publisher."""
+"""What the application needs from the outside: a ledger store (the publisher's port lives with
+the intake that uses it, `command_intake.IntakePublisher`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from shared.messaging import CommandResult, LedgerTransaction
-from wallet.domain.ledger import WalletKey
-from wallet.domain.records import HistoryRow, IdempotencyKey, LedgerBatch, Outcome, WalletRecord
+from wallet.domain.ledger import AccountKey, WalletKey
+from wallet.domain.records import (
+    HistoryRow,
+    IdempotencyKey,
+    LedgerBatch,
+    Outcome,
+    StoredBalances,
+    WalletRecord,
+)
 
 
 class ConcurrencyConflict(Exception):
@@ -23,9 +30,9 @@ class TransientStoreError(Exception):
     """The store could not answer now (failover, timeout); the batch can be retried as is."""
 
 
-class HistoryCursor(Protocol):
-    timestamp: datetime
-    transaction_id: str
+class StoreTimeout(TransientStoreError):
+    """The store ran out of time on this request: the same request may time out again, a smaller
+    one may fit (the service splits the batch)."""
 
 
 class LedgerStore(Protocol):
@@ -36,12 +43,16 @@ class LedgerStore(Protocol):
         """The recorded outcomes of those keys that have one."""
         ...
 
-    async def find_wallets(self, keys: Sequence[WalletKey]) -> dict[WalletKey, WalletRecord]:
-        """The stored wallets among those keys."""
+    async def read_balances(
+        self, wallets: Sequence[WalletKey], accounts: Sequence[AccountKey]
+    ) -> StoredBalances:
+        """The stored wallets among those keys and the balances of those platform accounts (zero
+        where none is stored), in one round trip."""
         ...
 
     async def commit(self, batch: LedgerBatch) -> None:
-        """Write the whole batch atomically, or nothing (raising ConcurrencyConflict)."""
+        """Write the whole batch atomically, or nothing (raising ConcurrencyConflict): also when a
+        floored account holds less than `batch.account_floors` asks at the moment of commit."""
         ...
 
     # Read side.
@@ -76,12 +87,4 @@ class LedgerStore(Protocol):
         accounts: dict[tuple[str, str], Decimal],
     ) -> None:
         """Swap in freshly built read models (replay)."""
-        ...
-
-
-class OutcomePublisher(Protocol):
-    async def publish(
-        self, results: Sequence[tuple[str, CommandResult]], events: Sequence[LedgerTransaction]
-    ) -> None:
-        """Publish results (with their Kafka keys) and events, and wait until the broker has them."""
         ...

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from datetime import datetime
 from decimal import Decimal
 
-from shared.money import LEDGER_CONTEXT
+from shared.money import LEDGER_CONTEXT, format_amount
 from wallet.application.ports import LedgerStore
+from wallet.domain.accounts import FLOORS, parse_user_account
 from wallet.domain.ledger import (
     ZERO,
+    AccountKey,
     Balances,
     Holds,
     WalletKey,
-    fold,
-    hold_change,
+    hold_changes,
     is_balanced,
     with_hold,
 )
@@ -48,34 +48,76 @@ class Difference:
         return f"{self.subject}: {self.field} expected {self.expected}, found {self.actual}"
 
 
-def rebuild(outcomes: Iterable[Outcome]) -> Projections:
-    """The read models the given outcomes imply, exactly as live projection writes them."""
+def commit_sequences(outcomes: Iterable[Outcome]) -> dict[WalletKey, list[Outcome]]:
+    """Per wallet, the applied outcomes that touched it in the order they committed: by the
+    version each committed on the wallet, not by a clock (two processes, or a clock stepping back,
+    would put them out of order). Outcomes stored before versions were recorded count 1, 2, … in
+    the order they were recorded, which is what their stored versions were."""
     applied = sorted(
         (o for o in outcomes if o.status == "applied"),
         key=lambda o: (o.recorded_at, o.transaction_id),
     )
-    balances, accounts = fold(o.entries for o in applied)
-    touched: dict[WalletKey, list[datetime]] = {}
-    holds: dict[WalletKey, Holds] = {}
-    for outcome in applied:
-        for key in dict.fromkeys((b.user_id, b.currency) for b in outcome.balances_after):
-            touched.setdefault(key, []).append(outcome.recorded_at)
-        change = hold_change(outcome.command)
-        if change is not None:
-            key, reference_id, delta = change
-            holds[key] = with_hold(holds.get(key, ()), reference_id, delta)
-    wallets = [
-        WalletRecord(
-            user_id=key[0],
-            currency=key[1],
-            balances=balances.get(key, Balances()),
-            version=len(times),
-            created_at=min(times),
-            last_updated=max(times),
-            holds=holds.get(key, ()),
+    numbered: dict[WalletKey, list[tuple[int, int, Outcome]]] = {}
+    unversioned: dict[WalletKey, int] = {}
+    for index, outcome in enumerate(applied):
+        for after in outcome.balances_after:
+            key = (after.user_id, after.currency)
+            version = after.version
+            if version is None:
+                version = unversioned[key] = unversioned.get(key, 0) + 1
+            numbered.setdefault(key, []).append((version, index, outcome))
+    return {
+        key: [outcome for _, _, outcome in sorted(items, key=lambda item: item[:2])]
+        for key, items in numbered.items()
+    }
+
+
+def _fold_wallet(key: WalletKey, sequence: Iterable[Outcome]) -> tuple[Balances, Holds]:
+    """A wallet's balances and holds after its transactions, in their commit order."""
+    balances: Balances = Balances()
+    holds: Holds = ()
+    for outcome in sequence:
+        for entry in outcome.entries:
+            owner = parse_user_account(entry.account)
+            if owner is None or (owner[0], entry.currency) != key:
+                continue
+            balances = balances.moved(owner[1], entry.amount)
+            if balances.of(owner[1]) < 0:
+                raise ValueError(
+                    f"{entry.account} {entry.currency} would go negative"
+                    f" at transaction {outcome.transaction_id}"
+                )
+        for wallet, hold, delta in hold_changes(outcome.command):
+            if wallet == key:
+                holds = with_hold(holds, hold, delta)
+    return balances, holds
+
+
+def rebuild(outcomes: Iterable[Outcome]) -> Projections:
+    """The read models the given outcomes imply, exactly as live projection writes them."""
+    outcomes = list(outcomes)
+    wallets = []
+    for key, sequence in sorted(commit_sequences(outcomes).items()):
+        balances, holds = _fold_wallet(key, sequence)
+        times = [outcome.recorded_at for outcome in sequence]
+        wallets.append(
+            WalletRecord(
+                user_id=key[0],
+                currency=key[1],
+                balances=balances,
+                version=len(sequence),
+                created_at=min(times),
+                last_updated=max(times),
+                holds=holds,
+            )
         )
-        for key, times in sorted(touched.items())
-    ]
+    applied = [o for o in outcomes if o.status == "applied"]
+    accounts: dict[AccountKey, Decimal] = {}
+    for outcome in applied:
+        for entry in outcome.entries:
+            if parse_user_account(entry.account) is None:
+                key = (entry.account, entry.currency)
+                accounts[key] = LEDGER_CONTEXT.add(accounts.get(key, ZERO), entry.amount)
     history = [row for outcome in applied for row in history_rows(outcome)]
     return Projections(wallets, history, {k: v for k, v in accounts.items() if v != 0})
 
@@ -83,7 +125,11 @@ def rebuild(outcomes: Iterable[Outcome]) -> Projections:
 async def verify(store: LedgerStore) -> list[Difference]:
     """Every difference between the projections and the fold of the events, and every imbalance."""
     outcomes = [o async for o in store.all_outcomes()]
-    expected = rebuild(outcomes)
+    try:
+        expected = rebuild(outcomes)
+    except ValueError as error:
+        # The events themselves cannot be folded (a bucket or hold would go negative).
+        return [Difference("events", "fold", "every bucket and hold >= 0", str(error))]
     differences: list[Difference] = []
 
     for outcome in outcomes:
@@ -115,6 +161,12 @@ async def verify(store: LedgerStore) -> list[Difference]:
         if want != have:
             differences.append(
                 Difference(f"account {key[0]}/{key[1]}", "balance", str(want), str(have))
+            )
+
+    for (account, currency), balance in sorted(live_accounts.items()):
+        if account in FLOORS and balance < 0:
+            differences.append(
+                Difference(f"account {account}/{currency}", "balance", ">= 0", str(balance))
             )
 
     # Conservation is checked on the live read models: what users and ops actually see.
@@ -175,7 +227,9 @@ def _total_of(wallet: WalletRecord) -> Decimal:
 
 
 def _holds_text(holds: Holds) -> str:
-    return ", ".join(f"{reference}={amount.normalize()}" for reference, amount in holds) or "none"
+    return (
+        ", ".join(f"{reference}={format_amount(amount)}" for reference, amount in holds) or "none"
+    )
 
 
 def _compare_row(expected: HistoryRow, actual: HistoryRow | None) -> list[Difference]:

@@ -1,7 +1,9 @@
 """Ledger accounts. A user has three buckets per currency; platform and external accounts have one.
 
-User buckets never go negative. Platform and external accounts may: `external:nowpayments` goes
-negative by everything deposited, which is exactly what conservation needs.
+User buckets never go negative, and neither do the floored platform accounts (FLOORS):
+platform:liquidity is real inventory and platform:fees pays out commissions. Other platform and
+external accounts may: `external:nowpayments` goes negative by everything deposited, which is
+exactly what conservation needs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ BUCKETS: Final[tuple[Bucket, ...]] = ("available", "locked", "savings")
 
 PLATFORM_FEES: Final = "platform:fees"
 PLATFORM_LIQUIDITY: Final = "platform:liquidity"
+PLATFORM_INTEREST: Final = "platform:interest"
 USER_PREFIX: Final = "user:"
+
+# Platform accounts that may never go below zero in any currency, and the reason a command that
+# would take one below zero is rejected with.
+FLOORS: Final[dict[str, str]] = {
+    PLATFORM_LIQUIDITY: "insufficient_liquidity",
+    PLATFORM_FEES: "insufficient_platform_funds",
+}
 
 
 def user_account(user_id: str, bucket: Bucket) -> str:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import JsonValue
 
 from shared.messaging import WalletCommand
-from wallet.domain.ledger import Balances, Entry, Holds, WalletKey
+from wallet.domain.ledger import AccountKey, Balances, Entry, Holds, WalletKey
 
 IdempotencyKey = tuple[str, str, str]  # (type, transaction_type, reference_id)
 OutcomeStatus = Literal["applied", "rejected"]
@@ -18,9 +18,14 @@ OutcomeStatus = Literal["applied", "rejected"]
 
 @dataclass(frozen=True, slots=True)
 class BalanceAfter:
+    """A wallet's balances after an outcome. For an applied one, `version` is the wallet's version
+    it committed: the wallet's own sequence of transactions, which replay and verify fold in (a
+    clock may step back, versions do not). None on rejections and on outcomes stored before."""
+
     user_id: str
     currency: str
     balances: Balances
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +102,15 @@ class LedgerBatch:
     outcomes: tuple[Outcome, ...]
     wallets: tuple[tuple[WalletRecord, int], ...]  # (new record, version it was read at)
     history: tuple[HistoryRow, ...]
-    account_deltas: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    account_deltas: dict[AccountKey, Decimal] = field(default_factory=dict)
+    # The least each floored platform account must hold at commit (else ConcurrencyConflict): what
+    # the batch's decisions relied on, so two writers can never both spend the same liquidity.
+    account_floors: dict[AccountKey, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBalances:
+    """What a batch reads before deciding: the stored wallets and floored platform accounts."""
+
+    wallets: dict[WalletKey, WalletRecord] = field(default_factory=dict)
+    accounts: dict[AccountKey, Decimal] = field(default_factory=dict)

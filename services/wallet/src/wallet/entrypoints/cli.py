@@ -50,7 +50,8 @@ def _run(action: Callable[[LedgerStore], Awaitable[int]]) -> None:
 
 @app.command()
 def verify() -> None:
-    """Fold the events and compare with the projections; check every currency sums to zero."""
+    """Fold the events (each wallet in the order its versions were committed, not by clock) and
+    compare with the projections; check every currency sums to zero."""
 
     async def action(store: LedgerStore) -> int:
         differences = await verify_projections(store)
@@ -69,7 +70,7 @@ def verify() -> None:
 def replay(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Rebuild wallets and wallet_transactions from wallet_events and swap them in.
+    """Rebuild wallets and wallet_transactions from the outcomes (ledger_outcomes) and swap them in.
 
     Stop the wallet service first: a batch committed during the swap would be missing from the
     rebuilt projections (never from the events; a second replay brings it back).

@@ -14,11 +14,49 @@ from faststream.message import StreamMessage
 from shared.logging import get_logger
 from shared.messaging.topics import PRODUCER_HEADER, Topics
 from wallet.application.command_intake import CommandIntake, IncomingRecord
+from wallet.domain.registry import describe
 from wallet.entrypoints.metrics import WalletMetrics
 
 log = get_logger(__name__)
 
 CONSUMER_GROUP = "wallet"
+
+COMMANDS_DESCRIPTION = f"""Wallet commands (key: the payer's user_id), applied once per idempotency
+key (type, transaction_type, reference_id). A resend with equal money fields (type,
+transaction_type, reference_id, user_id, currency, amount, to_user, fee, destination,
+receive_currency, receive_amount, receive_fee, hold_id, counter_hold_id; an absent optional field
+counts as its default) is answered `duplicate`; other money fields under a used key are
+`idempotency_conflict`. Every command is decided to one balanced set of postings or a recorded
+rejection (final for its key) that moves nothing.
+
+Command types:
+- credit: `amount` from the transaction type's counterparty into a user bucket (or, for
+  liquidity_funding, into platform:liquidity).
+- debit: user available → the type's counterparty.
+- lock / unlock: available ↔ locked under the hold `hold_id` (default: reference_id). An order or
+  trade spent in several steps names its hold and gives each step its own reference_id.
+- release_locked: from the hold → external:`destination` (must be the type's counterparty), `fee`
+  of it → platform:fees.
+- transfer: available → `to_user`'s available. transfer_locked: from the hold → `to_user`'s
+  available, `fee` → platform:fees.
+- exchange: `amount` of `currency` to platform:liquidity (`fee` of it → platform:fees),
+  `receive_amount` of `receive_currency` from platform:liquidity; rejected
+  `insufficient_liquidity` if platform:liquidity cannot cover it (it never goes below zero).
+- settle_trade: one spot fill, all or nothing: the buyer (`user_id`) pays `amount` of quote
+  `currency` from hold `hold_id` to the seller (`to_user`), who receives `amount - fee`; the seller
+  delivers `receive_amount` of base `receive_currency` from hold `counter_hold_id` to the buyer,
+  who receives `receive_amount - receive_fee`; both fees → platform:fees.
+- savings_in / savings_out: available ↔ savings.
+
+Rejection reasons: insufficient_funds, insufficient_liquidity, insufficient_platform_funds,
+unknown_transaction_type, same_account, idempotency_conflict (and, for unparseable messages, the
+dead-letter reasons).
+
+Registered transaction types (anything else, or another command type, is rejected
+`unknown_transaction_type`):
+
+{describe()}
+"""
 
 
 class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -79,7 +117,7 @@ def register_command_consumer(
         listener=tracker,
         decoder=_leave_undecoded,
         title="wallet-commands",
-        description="Wallet commands, applied idempotently by (type, transaction_type, reference_id).",
+        description=COMMANDS_DESCRIPTION,
     )
     async def consume_wallet_commands(body: Any, message: KafkaMessage) -> None:
         raw = message.raw_message
