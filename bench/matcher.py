@@ -120,7 +120,7 @@ async def run_spot_end_to_end(
 ) -> SpotRun:
     topics = Topics(prefix=f"bench.{uuid.uuid4().hex[:8]}.spot.")
     await ensure_topics(bootstrap, topics.all)
-    wallet = await start_wallet(bootstrap, topics, 500, WalletProcess(log_dir=log_dir))
+    wallet, _ = await start_wallet(bootstrap, topics, 500, WalletProcess(log_dir=log_dir))
     port = free_port()
     env = {
         **os.environ,
