@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from bench.pipeline import WalletProcess, delete_topics, start_service, start_wallet
+from bench.pipeline import (
+    WalletProcess,
+    delete_topics,
+    start_service,
+    start_wallet,
+    wallet_balances,
+)
 from ipn_gateway.domain.js_json import JsonNumber, js_stringify
 from ipn_gateway.domain.signature import sign
 from shared.http import make_token
@@ -47,6 +54,9 @@ class IpnRun:
     answers_ms: list[float] = field(default_factory=list)
     to_balance_ms: list[float] = field(default_factory=list)
     answers: Counter[str] = field(default_factory=Counter)  # HTTP status and gateway status
+    # Applied credits per deposit seen on wallet.results, and what the wallet's balances say.
+    credits: Counter[str] = field(default_factory=Counter)
+    wrong: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +92,13 @@ def ipn_body(deposit: Deposit) -> dict[str, Any]:
 
 async def _services(
     bootstrap: str, mongodb_url: str, topics: Topics, database: str, log_dir: Path | None
-) -> tuple[list[ManagedProcess], str]:
+) -> tuple[list[ManagedProcess], str, int]:
     started: list[ManagedProcess] = []
     try:
-        started.append(await start_wallet(bootstrap, topics, 500, WalletProcess(log_dir=log_dir)))
+        wallet, wallet_port = await start_wallet(
+            bootstrap, topics, 500, WalletProcess(log_dir=log_dir)
+        )
+        started.append(wallet)
         simulator_port, gateway_port = free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         common = {
@@ -137,7 +150,7 @@ async def _services(
         for process in reversed(started):
             process.stop()
         raise
-    return started, gateway_url
+    return started, gateway_url, wallet_port
 
 
 async def _create_deposits(
@@ -169,16 +182,21 @@ async def _create_deposits(
 
 
 async def _watch_credits(
-    consumer: AIOKafkaConsumer, users: set[str], seen: dict[str, float]
+    consumer: AIOKafkaConsumer, users: set[str], seen: dict[str, float], credits: Counter[str]
 ) -> None:
-    while len(seen) < len(users):
+    """Until every deposit's credit was applied, then a moment more: a second credit would show."""
+    quiet_until: float | None = None
+    while quiet_until is None or time.monotonic() < quiet_until:
         batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
         for records in batches.values():
             for record in records:
                 result = json.loads(record.value)
                 user = result["user_id"]
-                if user in users and result["status"] == "applied" and user not in seen:
-                    seen[user] = record.timestamp / 1000
+                if user in users and result["status"] == "applied":
+                    credits[user] += 1
+                    seen.setdefault(user, record.timestamp / 1000)
+        if quiet_until is None and len(seen) == len(users):
+            quiet_until = time.monotonic() + 1.0
 
 
 async def run_ipn(
@@ -195,7 +213,9 @@ async def run_ipn(
     topics = Topics(prefix=f"bench.{tag}.ipn.")
     database = f"bench_ipn_{tag}"
     await ensure_topics(bootstrap, topics.all)
-    processes, gateway = await _services(bootstrap, mongodb_url, topics, database, log_dir)
+    processes, gateway, wallet_port = await _services(
+        bootstrap, mongodb_url, topics, database, log_dir
+    )
     count = max(1, round(rate * seconds))
     run = IpnRun(count, rate)
     consumer = AIOKafkaConsumer(
@@ -213,7 +233,7 @@ async def run_ipn(
             sent_at: dict[str, float] = {}
             credited: dict[str, float] = {}
             watcher = asyncio.create_task(
-                _watch_credits(consumer, {d.user_id for d in deposits}, credited)
+                _watch_credits(consumer, {d.user_id for d in deposits}, credited, run.credits)
             )
 
             async def fire(deposit: Deposit) -> None:
@@ -243,6 +263,14 @@ async def run_ipn(
             run.to_balance_ms = [
                 max(0.0, credited[user] - sent) * 1000 for user, sent in sent_at.items()
             ]
+            # Exactly one credit per deposit: one applied result each, and the balance is its amount.
+            balances = await wallet_balances(wallet_port, [d.user_id for d in deposits])
+            for deposit in deposits:
+                count = run.credits[deposit.user_id]
+                key = (deposit.user_id, deposit.pay_currency.upper())
+                total = balances.get(key, (None, None, None))[2]
+                if count != 1 or total != Decimal(deposit.pay_amount):
+                    run.wrong.append(f"{deposit.user_id}: {count} credits, total {total}")
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()

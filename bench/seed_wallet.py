@@ -13,6 +13,7 @@ and counts them, for the in-memory comparison.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -331,3 +332,89 @@ def memory_seed_wallet() -> tuple[SeedWalletService, MemoryCollection, MemoryCol
     wallets = MemoryCollection("user_id", "currency")
     transactions = MemoryCollection("reference_id", "transaction_type")
     return SeedWalletService(wallets, transactions), wallets, transactions
+
+
+# (user, $inc, the bucket that must cover the amount or None): the wallet changes of one command.
+Move = tuple[str, dict[str, Decimal], str | None]
+
+
+def seed_moves(command: WalletCommand) -> list[Move]:
+    """What the seed's call for a command changes, wallet by wallet."""
+    user, amount = command.user_id, command.amount
+    available, locked, total = BUCKETS
+    into = {available: amount, total: amount}
+    out = {available: -amount, total: -amount}
+    match command:
+        case CreditCommand():
+            return [(user, into, None)]
+        case DebitCommand():
+            return [(user, out, available)]
+        case LockCommand():
+            return [(user, {available: -amount, locked: amount}, available)]
+        case UnlockCommand():
+            return [(user, {available: amount, locked: -amount}, locked)]
+        case ReleaseLockedCommand():
+            return [(user, {locked: -amount, total: -amount}, locked)]
+        case TransferCommand():
+            return [(user, out, available), (command.to_user, into, None)]
+    raise ValueError(f"the seed has no {command.type}")
+
+
+class TransactionalSeedWallet:
+    """The seed's wallet as it worked, on MongoDB: every call is one transaction of its own.
+
+    In it: the seed's guard against double crediting (a `find` of the reference in
+    `wallet_transactions`), then per wallet a read, the balance check in Python and the update,
+    then one history row per wallet, then the commit. Request handlers call it concurrently.
+    `serialise` runs one transaction at a time: the embedded MongoDB cannot run two at once.
+    """
+
+    def __init__(self, client: Any, database: Any, *, serialise: bool) -> None:
+        self._client = client
+        self.wallets = database["wallets"]
+        self.transactions = database["wallet_transactions"]
+        self._serialise = serialise
+        self._one_at_a_time = asyncio.Lock()
+
+    async def handle(self, command: WalletCommand) -> SeedResult:
+        if not self._serialise:
+            return await self._in_transaction(command)
+        async with self._one_at_a_time:
+            return await self._in_transaction(command)
+
+    async def _in_transaction(self, command: WalletCommand) -> SeedResult:
+        async with self._client.start_session() as session:
+
+            async def call(session: Any) -> SeedResult:
+                return await self._apply(command, session)
+
+            result: SeedResult = await session.with_transaction(call)
+            return result
+
+    async def _apply(self, command: WalletCommand, session: Any) -> SeedResult:
+        reference = {
+            "reference_id": command.reference_id,
+            "transaction_type": command.transaction_type,
+        }
+        if await self.transactions.find_one(reference, session=session) is not None:
+            return DUPLICATE
+        now = datetime.now(UTC)
+        rows = []
+        for user, inc, guard in seed_moves(command):
+            query = {"user_id": user, "currency": command.currency}
+            wallet = await self.wallets.find_one(query, session=session)
+            if guard is not None and (wallet is None or wallet[guard] < command.amount):
+                return _insufficient(guard)
+            on_insert = {"created_at": now} | {n: ZERO for n in BUCKETS if n not in inc}
+            await self.wallets.update_one(
+                query,
+                {"$inc": inc, "$set": {"last_updated": now}, "$setOnInsert": on_insert},
+                upsert=True,
+                session=session,
+            )
+            rows.append({**reference, "transaction_id": uuid.uuid4().hex, "user_id": user,
+                         "currency": command.currency, "amount": command.amount,
+                         "metadata": command.metadata, "timestamp": now})  # fmt: skip
+        for row in rows:
+            await self.transactions.insert_one(row, session=session)
+        return APPLIED

@@ -133,7 +133,7 @@ async def _one_swap(http: httpx.AsyncClient, user: str, run: SwapRun) -> None:
 async def run_swaps(infra: Infrastructure, swaps: int, concurrency: int) -> SwapRun:
     topics = Topics(prefix=f"bench-swap.{uuid.uuid4().hex[:8]}.")
     await ensure_topics(infra.kafka_bootstrap_servers, topics.all)
-    wallet_process = await start_wallet(
+    wallet_process, _ = await start_wallet(
         infra.kafka_bootstrap_servers,
         topics,
         500,

@@ -37,13 +37,35 @@ def _btc(satoshis: int) -> str:
     return str((Decimal(satoshis) * SATOSHI).normalize())
 
 
+ZERO: Final = Decimal(0)
+WalletKey = tuple[str, str]  # (user_id, currency)
+Balances = tuple[Decimal, Decimal, Decimal]  # (available, locked, total), as the wallet reports
+
+
+@dataclass(slots=True)
+class Wallet:
+    """A user's balances of one currency, as the workload's model says they end."""
+
+    available: Decimal = ZERO
+    locked: Decimal = ZERO
+
+    def reported(self) -> Balances:
+        return (self.available, self.locked, self.available + self.locked)
+
+
 @dataclass(slots=True)
 class Workload:
-    """The commands in sending order and what the ledger must answer to them."""
+    """The commands in sending order and what the ledger must answer to each of them."""
 
     commands: list[Command]
     expected: Counter[str] = field(default_factory=Counter)  # status → count
     kinds: Counter[str] = field(default_factory=Counter)  # what the mix holds, for the report
+    # Per command_id: the status the ledger must answer, and for a duplicate what its first
+    # delivery came to (the seed records no rejection, so it refuses a resent rejection again).
+    status_of: dict[str, str] = field(default_factory=dict)
+    original_of: dict[str, str] = field(default_factory=dict)
+    # Every wallet's final balances once every command is applied, whatever the interleaving.
+    balances: dict[WalletKey, Wallet] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -56,6 +78,62 @@ class Workload:
     def parsed(self) -> list[WalletCommand]:
         """The commands as the wallet decodes them (for the in-process runs)."""
         return [parse_command(self.encoded(i)) for i in range(len(self.commands))]
+
+    def seed_status(self, command_id: str) -> str:
+        """What the seed's design answers: a resent rejection is refused again, not a duplicate."""
+        if self.original_of.get(command_id) == "rejected":
+            return "rejected"
+        return self.status_of[command_id]
+
+    def wrong_outcomes(self, got: dict[str, str], *, seed: bool = False) -> list[str]:
+        """Every command whose outcome differs from the model (missing ones included)."""
+        wrong = []
+        for command in self.commands:
+            command_id = command["command_id"]
+            want = self.seed_status(command_id) if seed else self.status_of[command_id]
+            if got.get(command_id) != want:
+                wrong.append(f"{command_id}: {got.get(command_id)} != {want}")
+        return wrong
+
+    def wrong_balances(self, got: dict[WalletKey, Balances]) -> list[str]:
+        """Every wallet whose (available, locked, total) differs from the model; absent = zero."""
+        zero = (ZERO, ZERO, ZERO)
+        wrong = []
+        for key in sorted(self.balances.keys() | got.keys()):
+            want = self.balances[key].reported() if key in self.balances else zero
+            if got.get(key, zero) != want:
+                wrong.append(f"{key}: {got.get(key, zero)} != {want}")
+        return wrong
+
+
+def _apply(balances: dict[WalletKey, Wallet], command: Command) -> None:
+    def wallet(user: str, currency: str) -> Wallet:
+        return balances.setdefault((user, currency), Wallet())
+
+    amount = Decimal(command["amount"])
+    payer = wallet(command["user_id"], command["currency"])
+    match command["type"]:
+        case "credit" if command["transaction_type"] == "liquidity_funding":
+            pass  # external:treasury → platform:liquidity: no user wallet changes
+        case "credit":
+            payer.available += amount
+        case "debit":
+            payer.available -= amount
+        case "lock":
+            payer.available -= amount
+            payer.locked += amount
+        case "unlock":
+            payer.available += amount
+            payer.locked -= amount
+        case "transfer":
+            payer.available -= amount
+            wallet(command["to_user"], command["currency"]).available += amount
+        case "exchange":  # no fee in the mix: all of amount to platform:liquidity
+            payer.available -= amount
+            received = Decimal(command["receive_amount"])
+            wallet(command["user_id"], command["receive_currency"]).available += received
+        case other:
+            raise ValueError(f"the workload's model has no {other}")
 
 
 def build_workload(
@@ -82,11 +160,21 @@ def build_workload(
     workload = Workload(commands)
     pending: list[tuple[str, Command]] = []  # the rest of a pair or an order, same key
 
+    first_status: dict[tuple[str, str, str], str] = {}  # idempotency key → first outcome
+
     def add(kind: str, command: Command, status: str = "applied") -> None:
-        command["command_id"] = f"{tag}-{len(commands):07d}"
+        command_id = command["command_id"] = f"{tag}-{len(commands):07d}"
         commands.append(command)
         workload.kinds[kind] += 1
         workload.expected[status] += 1
+        workload.status_of[command_id] = status
+        key = (command["type"], command["transaction_type"], command["reference_id"])
+        if status == "duplicate":
+            workload.original_of[command_id] = first_status[key]
+        else:
+            first_status[key] = status
+        if status == "applied":
+            _apply(workload.balances, command)
 
     def base(kind: str, user: str, satoshis: int, transaction_type: str) -> Command:
         return {

@@ -13,19 +13,26 @@ from bench.__main__ import table
 from bench.inprocess import modelled_per_s, run_ledger, run_seed
 from bench.seed_wallet import memory_seed_wallet
 from bench.stats import percentile, spread
-from bench.suite import SuiteConfig, run_parts
+from bench.suite import PARTS, SuiteConfig, WrongAnswer, check, run_parts
 from bench.workload import build_workload
 from shared.infra import Infrastructure
 from shared.messaging import CreditCommand, DebitCommand, TransferCommand
 
 TOP_KEYS = {
     "pipeline_commands_per_s",
+    "echo_commands_per_s",
+    "pipeline_efficiency",
+    "pipeline_mongo_commands_per_s",
     "mongo_round_trips_per_command",
     "baseline_mongo_round_trips_per_command",
+    "mongo_ledger_commands_per_s",
     "baseline_commands_per_s",
     "speedup_vs_baseline",
+    "modelled_speedup_vs_baseline",
+    "scale_commands_per_s",
     "ipn_answer_p99_ms",
     "ipn_to_balance_p99_ms",
+    "reduced",
 }
 
 
@@ -100,42 +107,95 @@ def test_stats() -> None:
     assert percentile([7.0], 0.99) == 7.0
 
 
+def test_the_model_knows_each_outcome_and_every_final_balance() -> None:
+    workload = build_workload(400, users=10)
+    assert len(workload.status_of) == 400
+    assert Counter(workload.status_of.values()) == workload.expected
+    outcomes = dict(workload.status_of)
+    assert workload.wrong_outcomes(outcomes) == []
+    first = workload.commands[0]["command_id"]
+    outcomes[first] = "rejected"
+    assert workload.wrong_outcomes(outcomes) == [f"{first}: rejected != applied"]
+    # A resent rejection is a duplicate for the ledger, refused again by the seed.
+    resent = [c for c, o in workload.original_of.items() if o == "rejected"]
+    assert all(workload.seed_status(c) == "rejected" for c in resent)
+    balances = {key: w.reported() for key, w in workload.balances.items()}
+    assert workload.wrong_balances(balances) == []
+    key = sorted(balances)[0]
+    balances[key] = (Decimal(1), Decimal(0), Decimal(1))
+    assert len(workload.wrong_balances(balances)) == 1
+    # The ledger's mix: swaps credit the swapper's ETH, liquidity funding no user wallet.
+    wave2 = build_workload(2_000, users=20, wave2=True)
+    assert any(currency == "ETH" for _, currency in wave2.balances)
+    assert workload.wrong_balances({}) != []  # an absent wallet is zero, not what the model says
+
+
 async def test_the_suite_on_a_tiny_input(infrastructure: Infrastructure, tmp_path: Path) -> None:
     config = SuiteConfig(
-        runs=3,
+        runs=2,
         pipeline={50: 120, 1: 20},
         users=10,
+        scale_commands=120,
         inprocess_commands=300,
         mongo_commands=60,
         mongo_batch=25,
+        stand_in_mongo_commands=60,
+        stand_in_mongo_batch=25,
+        mongo_pipeline_commands=60,
+        stand_in_mongo_pipeline_commands=60,
+        stand_in_mongo_pipeline_batch=25,
+        seed_handlers=4,
         ipn_rate=10,
         ipn_seconds=1,
+        spot_orders=2_000,
+        spot_takers=10,
+        swaps=4,
+        swap_concurrency=2,
         log_dir=tmp_path,
     )
     figures = await run_parts(infrastructure, config)
 
-    assert figures.keys() >= TOP_KEYS
+    assert figures.keys() >= TOP_KEYS | set(PARTS)
     json.dumps(figures)  # what build/bench.json gets
     for batch, count in (("50", 120), ("1", 20)):
-        pipeline = figures["pipeline"][batch]
-        # Every result came back, with the outcome the mix predicts.
+        pipeline = figures["pipeline"]["by_batch"][batch]
+        # Every result came back, each with its own outcome, and every offset was committed.
         assert sum(pipeline["statuses"].values()) == count
-        assert len(pipeline["commands_per_s"]["runs"]) == 3
+        assert pipeline["offsets_committed"] == count
+        assert len(pipeline["commands_per_s"]["runs"]) == 2
         assert 0 < pipeline["latency_p50_ms"]["median"] <= pipeline["latency_p99_ms"]["median"]
     assert (
-        figures["pipeline_commands_per_s"] == figures["pipeline"]["50"]["commands_per_s"]["median"]
+        figures["pipeline_commands_per_s"]
+        == (figures["pipeline"]["by_batch"]["50"]["commands_per_s"]["median"])
     )
+    assert figures["pipeline"]["echo"]["offsets_committed"] == 120
+    assert figures["pipeline_efficiency"] == figures["pipeline"]["efficiency"]["median"] > 0
+    assert figures["pipeline_mongo_commands_per_s"] > 0
+    assert figures["pipeline_mongo"]["offsets_committed"] == 60
+    assert set(figures["scale_commands_per_s"]) == {"1", "2"}
     assert figures["baseline_mongo_round_trips_per_command"] > 3
-    if figures["mongo_round_trips_per_command"] is not None:
-        assert figures["mongo_round_trips_per_command"] < 1
-        assert figures["mongo"]["ledger"]["statuses"] == figures["mongo"]["baseline"][
-            "statuses"
-        ] | {
-            "duplicate": 3,
-            "rejected": 1,
-        }
+    assert figures["mongo_round_trips_per_command"] < 1
+    assert figures["mongo"]["baseline"]["handlers"] == 4
+    assert figures["baseline_commands_per_s"] > 0
+    assert figures["spot"]["matcher_orders"] == 2_000
+    assert figures["spot_matcher_orders_per_s"] > 0
+    assert figures["spot"]["end_to_end_orders"] == 10
+    assert figures["spot_end_to_end_orders_per_s"] > 0
+    assert figures["swap"]["outcomes"] == {"completed": 4}
+    assert figures["swaps_per_s"] > 0
     assert figures["speedup_vs_baseline"] > 0
+    assert figures["modelled_speedup_vs_baseline"] > 0
+    if infrastructure.mongodb.origin == "embedded":
+        assert set(figures["reduced"]) == {"mongo", "pipeline_mongo"}
     assert figures["ipn"]["answers"] == {"200 credited": 10}  # every IPN credited
     assert figures["ipn_answer_p99_ms"] > 0
     assert figures["ipn_to_balance_p99_ms"] > 0
-    assert "pipeline, batch 50" in table(figures)
+    shown = table(figures)
+    assert "pipeline_efficiency" in shown
+    assert "pipeline, memory store, batch 50" in shown
+
+
+async def test_a_wrong_answer_stops_the_suite() -> None:
+    with pytest.raises(WrongAnswer, match="2 wrong against the model"):
+        check("part", ["a", "b"])
+    check("part", [])

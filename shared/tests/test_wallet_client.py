@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from shared.messaging.topics import Topics
+from shared.messaging import CommandResult
+from shared.messaging.topics import PRODUCER_HEADER, Topics
 from shared.wallet_client import WalletClient, WalletTimeout
 
 pytestmark = pytest.mark.integration
@@ -78,3 +80,78 @@ async def test_amounts_are_validated_before_anything_is_sent(
                 transaction_type="withdrawal",
                 reference_id="r",
             )
+
+
+async def test_results_naming_another_producer_are_skipped_and_unnamed_ones_still_arrive(
+    kafka_bootstrap_servers: str, kafka_topics: Topics
+) -> None:
+    """No wallet here: the test answers in its place, once as another producer's result would
+    look (skipped before decoding) and once as a wallet from before the header answers."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    async with WalletClient(
+        kafka_bootstrap_servers, topics=kafka_topics, timeout=20, producer="gateway"
+    ) as wallet:
+        waiting = asyncio.create_task(
+            wallet.credit(
+                user_id="u-old",
+                currency="BTC",
+                amount="0.2",
+                transaction_type="deposit_nowpayments",
+                reference_id="dep-old",
+            )
+        )
+        command = await _next_command(kafka_bootstrap_servers, kafka_topics)
+        assert (PRODUCER_HEADER, b"gateway") in command.headers
+        command_id = json.loads(command.value or b"{}")["command_id"]
+
+        def result(status: str) -> bytes:
+            return (
+                CommandResult(
+                    command_id=command_id,
+                    type="credit",
+                    transaction_type="deposit_nowpayments",
+                    reference_id="dep-old",
+                    user_id="u-old",
+                    status=status,
+                )
+                .model_dump_json()
+                .encode()
+            )
+
+        # Another producer's result for the same command_id: never decoded, never taken.
+        await producer.send_and_wait(
+            kafka_topics.results,
+            result("rejected"),
+            key=b"u-old",
+            headers=[(PRODUCER_HEADER, b"p2p")],
+        )
+        await asyncio.sleep(1)
+        assert not waiting.done()
+        assert wallet.results_decoded == 0
+        # A result without the header, as a wallet from before it publishes: matched by command_id.
+        await producer.send_and_wait(kafka_topics.results, result("applied"), key=b"u-old")
+        answered = await waiting
+    await producer.stop()
+    assert answered is not None
+    assert answered.status == "applied"
+    assert wallet.results_decoded == 1
+
+
+async def _next_command(bootstrap: str, topics: Topics) -> ConsumerRecord[bytes, bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topics.commands) or set()
+        assigned = [TopicPartition(topics.commands, p) for p in partitions]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        async with asyncio.timeout(20):
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if json.loads(record.value or b"{}").get("reference_id") == "dep-old":
+                            return record
+    finally:
+        await consumer.stop()

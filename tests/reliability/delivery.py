@@ -19,7 +19,7 @@ import json
 import random
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -127,6 +127,7 @@ class FakeOutput:
         results: Sequence[tuple[str, CommandResult]],
         events: Sequence[LedgerTransaction],
         dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
+        producers: Mapping[str, bytes],
     ) -> None:
         messages: list[object] = [*results, *events, *(d for _, d in dead_letters)]
         # A crash halfway through publishing leaves some of the batch's messages on the broker.

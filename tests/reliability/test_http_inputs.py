@@ -290,7 +290,9 @@ async def test_absurd_amounts_in_commands_are_refused_with_a_code(amount: Any, c
     sent: list[Any] = []
 
     class Publisher:
-        async def publish(self, results: Any, events: Any, dead_letters: Any) -> None:
+        async def publish(
+            self, results: Any, events: Any, dead_letters: Any, producers: Any
+        ) -> None:
             sent.append((list(results), list(events), list(dead_letters)))
 
     intake = CommandIntake(LedgerService(store), Publisher())

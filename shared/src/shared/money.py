@@ -111,10 +111,11 @@ def parse_decimal(raw: object) -> Decimal:
             raise MoneyError(
                 "amount_too_long", f"amount has more than {MAX_AMOUNT_TEXT} characters"
             )
-        if _SPECIAL_VALUES.fullmatch(text):
-            code = "amount_not_a_number" if "nan" in text.lower() else "amount_infinite"
-            raise MoneyError(code, f"amount must be a finite number, got {text!r}")
+        # The syntax first: what matches it (digits) cannot be a special value (letters).
         if not _AMOUNT_SYNTAX.fullmatch(text):
+            if _SPECIAL_VALUES.fullmatch(text):
+                code = "amount_not_a_number" if "nan" in text.lower() else "amount_infinite"
+                raise MoneyError(code, f"amount must be a finite number, got {text!r}")
             raise MoneyError("amount_malformed", f"amount is not a decimal number: {text!r}")
         value = Decimal(text)
     elif isinstance(raw, bool | int | float):

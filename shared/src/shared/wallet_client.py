@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from decimal import Decimal
 from types import TracebackType
 from typing import Self
@@ -38,7 +39,7 @@ from shared.messaging import (
     WalletCommand,
     encode,
 )
-from shared.messaging.topics import CONTRACT_TOPICS, Topics
+from shared.messaging.topics import CONTRACT_TOPICS, PRODUCER_HEADER, Topics
 
 Amount = Decimal | str
 Metadata = dict[str, JsonValue] | None
@@ -52,16 +53,27 @@ class WalletClient:
     """Publishes wallet commands and, on request, waits for their results.
 
     The results listener reads every partition of `wallet.results` from the end, without a
-    consumer group: each client sees every result and picks its own by command_id, and starting
-    costs no group join.
+    consumer group: starting costs no group join. Every command carries the `producer` header
+    (`producer`, by default a name unique to this client; give a service's name to trace its
+    commands), the wallet copies it onto the result, and the listener skips results naming another
+    producer before decoding them. Results without the header (a wallet from before it) are decoded
+    and matched by command_id as before.
     """
 
     def __init__(
-        self, bootstrap_servers: str, *, timeout: float = 10.0, topics: Topics = CONTRACT_TOPICS
+        self,
+        bootstrap_servers: str,
+        *,
+        timeout: float = 10.0,
+        topics: Topics = CONTRACT_TOPICS,
+        producer: str | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._topics = topics
         self._timeout = timeout
+        self.producer = producer or f"wallet-client-{uuid.uuid4().hex[:12]}"
+        self._producer_header = [(PRODUCER_HEADER, self.producer.encode())]
+        self.results_decoded = 0  # how many results this client decoded (others' are skipped)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -112,9 +124,13 @@ class WalletClient:
 
     async def _listen(self) -> None:
         assert self._consumer is not None
+        mine = self._producer_header[0][1]
         async for record in self._consumer:
             if not self._waiting or record.value is None:
                 continue
+            if any(name == PRODUCER_HEADER and value != mine for name, value in record.headers):
+                continue  # another producer's result: not decoded
+            self.results_decoded += 1
             try:
                 result = CommandResult.model_validate_json(record.value)
             except ValidationError:
@@ -135,7 +151,10 @@ class WalletClient:
             self._waiting[command.command_id] = future
         try:
             await self._producer.send_and_wait(
-                self._topics.commands, encode(command), key=command.user_id.encode()
+                self._topics.commands,
+                encode(command),
+                key=command.user_id.encode(),
+                headers=self._producer_header,
             )
             if future is None:
                 return None

@@ -36,6 +36,7 @@ from ipn_gateway.entrypoints.http import Handlers, include_routes
 from ipn_gateway.entrypoints.results import ResultsConsumer
 from ipn_gateway.settings import GatewaySettings
 from shared.http import create_app
+from shared.http.idempotency import MongoIdempotencyStore
 from shared.mongo import connect
 from shared.wallet_client import WalletClient
 
@@ -159,6 +160,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
         withdrawals=withdrawal_handler,
         reviews=ReviewHandler(reviews, payments, publisher, clock),
         trusted_proxies=settings.trusted_proxies(),
+        idempotency=MongoIdempotencyStore(database),
     )
     poller = None
     if settings.nowpayments_poll_after_seconds > 0:

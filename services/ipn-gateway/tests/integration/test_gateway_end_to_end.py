@@ -588,3 +588,65 @@ async def test_healthz_reports_a_stuck_results_consumer(stack: Stack) -> None:
         results._failing_since = None
     healthy = await stack.http.get(f"{stack.gateway_url}/healthz")
     assert healthy.status_code == 200
+
+
+async def _withdrawals_of(stack: Stack, user: str) -> list[dict[str, Any]]:
+    response = await stack.http.get(
+        f"{stack.gateway_url}/api/withdrawals", headers=stack.token(user)
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def test_a_repeated_idempotency_key_requests_one_withdrawal(stack: Stack) -> None:
+    stack.wallet.wallet.fund("ida", "BTC", "1")
+    body = {"currency": "BTC", "amount": "0.002", "address": BTC_ADDRESS}
+    headers = {**stack.token("ida"), "Idempotency-Key": "ida-withdrawal-1"}
+    url = f"{stack.gateway_url}/api/withdrawals/request"
+    first = await stack.http.post(url, json=body, headers=headers)
+    again = await stack.http.post(url, json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202), first.text
+    assert first.json() == again.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    [withdrawal] = await _withdrawals_of(stack, "ida")
+    assert withdrawal["withdrawal_id"] == first.json()["withdrawal_id"]
+    await _until_status(stack, "ida", withdrawal["withdrawal_id"], "locked")
+    assert stack.wallet.wallet.balance("ida", "BTC") == (Decimal("0.9979"), Decimal("0.0021"))
+
+    reused = await stack.http.post(url, json={**body, "amount": "0.003"}, headers=headers)
+    assert (reused.status_code, reused.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    malformed = await stack.http.post(
+        url, json=body, headers={**stack.token("ida"), "Idempotency-Key": "k" * 256}
+    )
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (
+        400,
+        "invalid_idempotency_key",
+    )
+    assert len(await _withdrawals_of(stack, "ida")) == 1
+
+
+async def test_racing_requests_with_one_idempotency_key_lock_once(stack: Stack) -> None:
+    stack.wallet.wallet.fund("ray", "BTC", "1")
+    body = {"currency": "BTC", "amount": "0.002", "address": BTC_ADDRESS}
+    headers = {**stack.token("ray"), "Idempotency-Key": "ray-double-click"}
+    url = f"{stack.gateway_url}/api/withdrawals/request"
+    answers = await asyncio.gather(
+        *(stack.http.post(url, json=body, headers=headers) for _ in range(2))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses in ([202, 202], [202, 409]), [a.text for a in answers]
+    # Not the per-user guard's withdrawal_in_progress: the key was claimed before any work.
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 409} <= {
+        "idempotency_key_in_use"
+    }
+    [withdrawal] = await _withdrawals_of(stack, "ray")
+    await _until_status(stack, "ray", withdrawal["withdrawal_id"], "locked")
+    assert stack.wallet.wallet.balance("ray", "BTC") == (Decimal("0.9979"), Decimal("0.0021"))
+
+
+async def test_openapi_documents_the_idempotency_key(stack: Stack) -> None:
+    schema = (await stack.http.get(f"{stack.gateway_url}/openapi.json")).json()
+    operation = schema["paths"]["/api/withdrawals/request"]["post"]
+    assert {p["name"] for p in operation["parameters"]} == {"Idempotency-Key"}
+    assert {"202", "400", "409", "422"} <= set(operation["responses"])
+    assert "idempotency_key_reused" in operation["responses"]["422"]["description"]

@@ -22,6 +22,7 @@ from p2p.domain.trades import TRANSACTION_TYPES
 from p2p.entrypoints.http import Handlers, include_routes
 from p2p.settings import P2pSettings
 from shared.http import create_app
+from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult
 from shared.mongo import connect
 from shared.results_consumer import WalletResultsConsumer
@@ -118,7 +119,11 @@ def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) ->
         settings=settings,
         mongo=mongo,
         wallet=wallet,
-        handlers=Handlers(offers=OfferHandler(offers, clock), trades=trade_handler),
+        handlers=Handlers(
+            offers=OfferHandler(offers, clock),
+            trades=trade_handler,
+            idempotency=MongoIdempotencyStore(database),
+        ),
         relay=OutboxRelay(trades, publisher, clock),
         results=WalletResultsConsumer(
             settings.kafka_bootstrap_servers,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -224,3 +226,64 @@ def test_openapi_documents_every_error_answer(api: httpx.AsyncClient) -> None:
         for status in statuses - {"200", "201", "202"}:
             ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
             assert ref.endswith("/ErrorBody"), (path, status)
+
+
+def keyed(user: str, key: str) -> dict[str, str]:
+    return {**auth(user), "Idempotency-Key": key}
+
+
+async def test_an_idempotency_key_creates_one_offer(api: httpx.AsyncClient) -> None:
+    first = await api.post(f"{P}/offers", json=OFFER, headers=keyed("sam", "offer-1"))
+    again = await api.post(f"{P}/offers", json=OFFER, headers=keyed("sam", "offer-1"))
+    assert (first.status_code, again.status_code) == (201, 201), first.text
+    assert first.json() == again.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    racing = await asyncio.gather(
+        *(api.post(f"{P}/offers", json=OFFER, headers=keyed("sam", "offer-2")) for _ in range(2))
+    )
+    assert sorted(r.status_code for r in racing) in ([201, 201], [201, 409])
+    reused = await api.post(
+        f"{P}/offers", json={**OFFER, "price": "1.00"}, headers=keyed("sam", "offer-1")
+    )
+    assert (reused.status_code, reused.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    listed = await api.get(f"{P}/offers", headers=auth("sam"))
+    assert len(listed.json()["items"]) == 2  # one per key
+    # Without a key every request creates, as the contract says.
+    await offer(api)
+    assert len((await api.get(f"{P}/offers", headers=auth("sam"))).json()["items"]) == 3
+
+
+async def test_an_idempotency_key_creates_one_trade(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    offer_id = await offer(api)
+    body = {"offer_id": offer_id, "amount": "0.01"}
+    first = await api.post(f"{P}/create-trade", json=body, headers=keyed("bea", "trade-1"))
+    again = await api.post(f"{P}/create-trade", json=body, headers=keyed("bea", "trade-1"))
+    assert (first.status_code, again.status_code) == (202, 202), first.text
+    assert first.json() == again.json()
+    racing = await asyncio.gather(
+        *(api.post(f"{P}/create-trade", json=body, headers=keyed("bea", "trade-2")) for _ in "ab")
+    )
+    assert sorted(r.status_code for r in racing) in ([202, 202], [202, 409])
+    reused = await api.post(
+        f"{P}/create-trade", json={**body, "amount": "0.02"}, headers=keyed("bea", "trade-1")
+    )
+    assert (reused.status_code, reused.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    # A refusal releases the key: the same key works once the request is fixable.
+    refused = await api.post(
+        f"{P}/create-trade", json={**body, "offer_id": "nope"}, headers=keyed("bea", "trade-3")
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (404, "offer_not_found")
+    await memory_p2p.deliver_all()
+    trades = (await api.get(f"{P}/trades", headers=auth("bea"))).json()["items"]
+    assert len(trades) == 2  # one per key that succeeded
+    assert memory_p2p.wallet.locked("sam", "BTC") == 2 * Decimal("0.01001")
+
+
+def test_openapi_documents_the_idempotency_key(api: httpx.AsyncClient) -> None:
+    paths = api.app.openapi()["paths"]  # type: ignore[attr-defined]
+    for path in (f"{P}/offers", f"{P}/create-trade"):
+        operation = paths[path]["post"]
+        assert [p["name"] for p in operation["parameters"]] == ["Idempotency-Key"]
+        assert "idempotency_key_in_use" in operation["responses"]["409"]["description"]

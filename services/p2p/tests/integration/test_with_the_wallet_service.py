@@ -260,3 +260,25 @@ async def test_a_release_racing_a_cancel_leaves_exactly_one_done(system: System)
     else:
         assert await system.wallet.balance(buyer) == (D(0), D(0))
         assert await system.wallet.balance(seller) == (D("0.1"), D(0))
+
+
+async def test_a_double_clicked_create_trade_escrows_once(system: System) -> None:
+    seller, buyer = fresh("ivy"), fresh("jon")
+    await system.wallet.fund(seller, "0.1")
+    offer_id = await system.offer(seller)
+    headers = {**system.wallet.auth(buyer), "Idempotency-Key": f"buy-{offer_id}"}
+    body = {"offer_id": offer_id, "amount": "0.01"}
+    answers = await asyncio.gather(
+        *(
+            system.http.post(f"{system.url}{P}/create-trade", json=body, headers=headers)
+            for _ in "ab"
+        )
+    )
+    assert sorted(a.status_code for a in answers) in ([202, 202], [202, 409])
+    [created] = [a.json() for a in answers if a.status_code == 202][:1]
+    retried = await system.http.post(f"{system.url}{P}/create-trade", json=body, headers=headers)
+    assert (retried.status_code, retried.json()) == (202, created)
+    await system.becomes(created["trade_id"], buyer, "escrowed")
+    listed = await system.http.get(f"{system.url}{P}/trades", headers=system.wallet.auth(buyer))
+    assert [t["trade_id"] for t in listed.json()["items"]] == [created["trade_id"]]
+    assert await system.wallet.balance(seller) == (D("0.08999"), D("0.01001"))

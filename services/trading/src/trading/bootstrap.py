@@ -47,6 +47,7 @@ from trading.prices.entrypoints import build_prices_feature
 from trading.referrals.entrypoints import build_referrals_feature
 from trading.savings.entrypoints import build_savings_feature
 from trading.settings import TradingSettings
+from trading.spot.feature import build_spot_feature
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,7 @@ log = structlog.get_logger(__name__)
 FEATURES: Final[tuple[FeatureFactory, ...]] = (
     build_prices_feature,
     build_conversions_feature,
+    build_spot_feature,
     build_savings_feature,
     build_referrals_feature,
 )

@@ -30,3 +30,18 @@ def test_openapi_documents_every_error_answer(jwt_secret: str) -> None:
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema["$ref"].endswith("/ErrorBody")
     assert paths["/api/savings/transfer"]["post"]["responses"]["202"]
+
+
+def test_openapi_documents_the_idempotency_key_of_a_transfer(jwt_secret: str) -> None:
+    service = build_service(
+        TradingSettings(auth_jwt_secret=jwt_secret), features=[build_savings_feature]
+    )
+    operation = create_trading_app(service).openapi()["paths"]["/api/savings/transfer"]["post"]
+    [header] = operation["parameters"]
+    assert (header["name"], header["in"], header["required"]) == (
+        "Idempotency-Key",
+        "header",
+        False,
+    )
+    assert {"400", "409", "422"} <= set(operation["responses"])
+    assert "idempotency_key_reused" in operation["responses"]["422"]["description"]

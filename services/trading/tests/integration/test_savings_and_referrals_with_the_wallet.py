@@ -4,6 +4,7 @@ invitee pays the referrer once even when wallet.events is read again from the st
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -499,3 +500,28 @@ async def test_each_side_of_a_spot_fill_pays_its_own_referrer(system: System) ->
     [to_rhea] = await system.transactions("rhea", "referral_commission")
     assert to_rhea["metadata"]["referred_user_id"] == "bea"
     assert to_rhea["reference_id"] == f"referral:{fill.transaction_id}:BTC"
+
+
+async def test_a_double_clicked_savings_transfer_moves_once(system: System) -> None:
+    user = f"ike-{uuid.uuid4().hex[:8]}"
+    await system.deposit(user, "USDT", "100")
+    url = f"{system.trading}/api/savings/transfer"
+    body = {"currency": "USDT", "amount": "40", "direction": "to_savings"}
+    headers = {**system.auth(user), "Idempotency-Key": "save-40"}
+    answers = await asyncio.gather(
+        *(system.http.post(url, json=body, headers=headers) for _ in "ab")
+    )
+    assert sorted(a.status_code for a in answers) in ([202, 202], [202, 409])
+    first = next(a.json() for a in answers if a.status_code == 202)
+    again = await system.http.post(url, json=body, headers=headers)
+    assert (again.status_code, again.json()) == (202, first)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    reused = await system.http.post(url, json={**body, "amount": "41"}, headers=headers)
+    assert (reused.status_code, reused.json()["error"]["code"]) == (422, "idempotency_key_reused")
+
+    async def settled() -> bool:
+        return (await system.positions(user)).get("USDT") == ("40", "0")
+
+    await system.until(settled, within=30)
+    assert len(await system.transactions(user, "savings_deposit")) == 1
+    assert (await system.balances(user, "USDT"))["available_balance"] == Decimal("60")

@@ -45,21 +45,26 @@ class WalletRuntime:
     broker: KafkaBroker
     tracker: AssignmentTracker
     registry: CollectorRegistry
+    publisher: KafkaOutcomePublisher
 
     async def start(self) -> None:
         ensure_indexes = getattr(self.store, "ensure_indexes", None)
         if ensure_indexes is not None:
             await ensure_indexes()
+        await self.publisher.start()  # before the consumer: its first batch publishes
         await self.broker.start()
         log.info("wallet_started", store=self.settings.store)
 
     async def stop(self) -> None:
         await self.broker.stop()
+        await self.publisher.stop()
         if self.mongo is not None:
             await self.mongo.close()
 
     async def ready(self) -> bool:
-        if not self.tracker.joined:
+        # Not only before the first join: after a revocation that left it no partition (a
+        # rebalance in progress, or more consumers than partitions) this process applies nothing.
+        if not self.tracker.partitions:
             return False
         if self.mongo is not None:
             await self.mongo.admin.command("ping")
@@ -89,7 +94,8 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
     )
     registry = CollectorRegistry()
     metrics = WalletMetrics(registry)
-    intake = CommandIntake(LedgerService(store), KafkaOutcomePublisher(broker, settings.topics))
+    publisher = KafkaOutcomePublisher(broker, settings.topics, settings.kafka_bootstrap_servers)
+    intake = CommandIntake(LedgerService(store), publisher)
     tracker = register_command_consumer(
         broker,
         intake,
@@ -100,7 +106,7 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
         session_timeout_ms=settings.consumer_session_timeout_ms,
         heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
     )
-    return WalletRuntime(settings, store, mongo, broker, tracker, registry)
+    return WalletRuntime(settings, store, mongo, broker, tracker, registry, publisher)
 
 
 def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -25,6 +25,7 @@ class RecordingPublisher:
         results: Sequence[tuple[str, CommandResult]],
         events: Sequence[LedgerTransaction],
         dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
+        producers: Mapping[str, bytes],
     ) -> None:
         self.results.extend(r for _, r in results)
         self.events.extend(events)

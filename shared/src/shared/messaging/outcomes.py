@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
@@ -20,6 +20,33 @@ def _now() -> datetime:
 
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def model_construct(  # type: ignore[override]  # the mypy plugin types it per model
+        cls, _fields_set: set[str] | None = None, **values: Any
+    ) -> Self:
+        """pydantic's `model_construct`, faster when every field is given (as the wallet builds
+        its results and events, from validated values): the same instance, without walking
+        each field for aliases and defaults. That walk was a quarter of the wallet's time."""
+        order = _FIELD_ORDER.get(cls)
+        if order is None:
+            order = _FIELD_ORDER[cls] = tuple(cls.__pydantic_fields__)
+        if _fields_set is not None or len(values) != len(order) or cls.__pydantic_post_init__:
+            return super().model_construct(_fields_set, **values)
+        if tuple(values) != order:
+            if values.keys() != set(order):
+                return super().model_construct(_fields_set, **values)
+            # In declaration order, as pydantic stores them: serialisation follows this order.
+            values = {name: values[name] for name in order}
+        message = cls.__new__(cls)
+        object.__setattr__(message, "__dict__", values)
+        object.__setattr__(message, "__pydantic_fields_set__", set(order))
+        object.__setattr__(message, "__pydantic_extra__", None)
+        object.__setattr__(message, "__pydantic_private__", None)
+        return message
+
+
+_FIELD_ORDER: dict[type[BaseModel], tuple[str, ...]] = {}
 
 
 class BalanceSnapshot(_Message):

@@ -20,6 +20,11 @@ ALL_TOPICS: Final = (
     TRADING_ORDERS,
 )
 
+# A Kafka header on commands naming the service that sent them (`WalletClient(producer=...)`); the
+# wallet copies it onto the command's result, so each producer reads only its own results without
+# decoding anyone else's. Results of commands sent without it carry none.
+PRODUCER_HEADER: Final = "producer"
+
 # Per-partition order is per-user order; more partitions let more wallet consumers share the load.
 DEFAULT_PARTITIONS: Final = 6
 

@@ -40,6 +40,7 @@ from ipn_gateway.domain.withdrawals import (
     WithdrawalStatus,
     attempt_of,
 )
+from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand, parse_command
 from shared.money import add
 from shared.mongo import decimal_of as _decimal
@@ -582,3 +583,4 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[PAYMENTS].create_index([("outbox.reference_id", ASCENDING)])
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[REVIEWS].create_index([("outbox.published", ASCENDING)])
+    await MongoIdempotencyStore(database).ensure_indexes()

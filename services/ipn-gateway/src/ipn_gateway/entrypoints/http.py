@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
@@ -29,6 +29,13 @@ from ipn_gateway.domain.errors import (
 )
 from ipn_gateway.entrypoints.shapes import review_view, withdrawal_view
 from shared.http import AdminUser, CurrentUser, error_response, error_responses
+from shared.http.idempotency import (
+    Idempotency,
+    IdempotencyKey,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    idempotency_responses,
+)
 
 # Refusal codes whose HTTP status is not the default of their kind.
 _STATUS_BY_CODE: Final = {
@@ -100,6 +107,8 @@ class Handlers:
     reviews: ReviewHandler
     # The reverse proxies in front of the gateway: only they may say who the client is.
     trusted_proxies: tuple[IpNetwork, ...] = ()
+    # Where Idempotency-Key claims and answers are kept (MongoDB when deployed).
+    idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
 
 
 def _trusted(address: str, proxies: tuple[IpNetwork, ...]) -> bool:
@@ -196,13 +205,27 @@ def withdrawals_router(handlers: Handlers) -> APIRouter:
     )
     decisions = error_responses(400, 403, 404, 409, 422, 502)
 
-    @router.post("/request", status_code=202, responses=error_responses(400, 409, 422, 502))
-    async def request_withdrawal(body: WithdrawalRequestBody, user: CurrentUser) -> dict[str, Any]:
-        withdrawal = await handlers.withdrawals.request(
-            user.user_id, body.currency, body.amount, body.address
-        )
-        public = withdrawal_view(withdrawal)
-        return {k: public[k] for k in ("withdrawal_id", "status", "amount", "fee", "currency")}
+    once = Idempotency(
+        handlers.idempotency, "ipn-gateway:POST /api/withdrawals/request", (GatewayError,)
+    )
+
+    @router.post(
+        "/request",
+        status_code=202,
+        response_model=dict[str, Any],
+        responses={**error_responses(400, 409, 422, 502), **idempotency_responses()},
+    )
+    async def request_withdrawal(
+        body: WithdrawalRequestBody, user: CurrentUser, key: IdempotencyKey
+    ) -> dict[str, Any] | JSONResponse:
+        async def work() -> dict[str, Any]:
+            withdrawal = await handlers.withdrawals.request(
+                user.user_id, body.currency, body.amount, body.address
+            )
+            public = withdrawal_view(withdrawal)
+            return {k: public[k] for k in ("withdrawal_id", "status", "amount", "fee", "currency")}
+
+        return await once.run(user, key, work, status_code=202)
 
     @router.post("/approve", responses=decisions)
     async def approve(body: ApproveBody, admin: AdminUser) -> dict[str, Any]:

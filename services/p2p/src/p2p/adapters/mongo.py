@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from p2p.application.ports import Expected, Offer, OutboxEntry, Trade, TradeChanges
 from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import UNPAID, TradeStatus
+from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import WalletCommand, parse_command
 from shared.mongo import decimal_of as _decimal
 from shared.mongo import utc as _utc
@@ -258,3 +259,4 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[TRADES].create_index([("seller_id", ASCENDING), ("created_at", DESCENDING)])
     await database[TRADES].create_index([("status", ASCENDING), ("payment_deadline", ASCENDING)])
     await database[TRADES].create_index([("outbox.published", ASCENDING)])
+    await MongoIdempotencyStore(database).ensure_indexes()

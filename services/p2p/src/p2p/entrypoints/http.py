@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI, Request
@@ -16,6 +16,13 @@ from p2p.domain.errors import Conflict, Forbidden, NotFound, P2pError
 from p2p.domain.offers import DEFAULT_PAYMENT_WINDOW_MINUTES
 from p2p.domain.trades import IN_FLIGHT, Action
 from shared.http import CurrentUser, User, error_response, error_responses
+from shared.http.idempotency import (
+    Idempotency,
+    IdempotencyKey,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    idempotency_responses,
+)
 
 PREFIX: Final = "/api/p2p/enhanced"
 _STATUS_BY_KIND: Final[tuple[tuple[type[P2pError], int], ...]] = (
@@ -77,6 +84,8 @@ class ResolveBody(TradeBody):
 class Handlers:
     offers: OfferHandler
     trades: TradeHandler
+    # Where Idempotency-Key claims and answers are kept (MongoDB when deployed).
+    idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
 
 
 def _caller(user: User) -> Caller:
@@ -91,19 +100,31 @@ def _answer(trade: Trade) -> JSONResponse:
 def offers_router(handlers: Handlers) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["p2p offers"], responses=error_responses(401))
 
-    @router.post("/offers", status_code=201, responses=error_responses(400, 422))
-    async def create_offer(body: OfferBody, user: CurrentUser) -> dict[str, Any]:
-        offer = await handlers.offers.create(
-            user.user_id,
-            currency=body.currency,
-            fiat_currency=body.fiat_currency,
-            price=body.price,
-            min_amount=body.min_amount,
-            max_amount=body.max_amount,
-            payment_methods=body.payment_methods,
-            payment_window_minutes=body.payment_window_minutes,
-        )
-        return offer.public()
+    once = Idempotency(handlers.idempotency, f"p2p:POST {PREFIX}/offers", (P2pError,))
+
+    @router.post(
+        "/offers",
+        status_code=201,
+        response_model=dict[str, Any],
+        responses={**error_responses(400, 422), **idempotency_responses()},
+    )
+    async def create_offer(
+        body: OfferBody, user: CurrentUser, key: IdempotencyKey
+    ) -> dict[str, Any] | JSONResponse:
+        async def work() -> dict[str, Any]:
+            offer = await handlers.offers.create(
+                user.user_id,
+                currency=body.currency,
+                fiat_currency=body.fiat_currency,
+                price=body.price,
+                min_amount=body.min_amount,
+                max_amount=body.max_amount,
+                payment_methods=body.payment_methods,
+                payment_window_minutes=body.payment_window_minutes,
+            )
+            return offer.public()
+
+        return await once.run(user, key, work, status_code=201)
 
     @router.get("/offers", responses=error_responses(400, 422))
     async def list_offers(
@@ -130,12 +151,22 @@ def trades_router(handlers: Handlers) -> APIRouter:
         **error_responses(400, 403, 404, 409, 422),
     }
 
+    once = Idempotency(handlers.idempotency, f"p2p:POST {PREFIX}/create-trade", (P2pError,))
+
     @router.post(
-        "/create-trade", status_code=202, responses=error_responses(400, 403, 404, 409, 422)
+        "/create-trade",
+        status_code=202,
+        response_model=dict[str, Any],
+        responses={**error_responses(400, 403, 404, 409, 422), **idempotency_responses()},
     )
-    async def create_trade(body: CreateTradeBody, user: CurrentUser) -> dict[str, Any]:
-        trade = await handlers.trades.create(user.user_id, body.offer_id, body.amount)
-        return trade.public()
+    async def create_trade(
+        body: CreateTradeBody, user: CurrentUser, key: IdempotencyKey
+    ) -> dict[str, Any] | JSONResponse:
+        async def work() -> dict[str, Any]:
+            trade = await handlers.trades.create(user.user_id, body.offer_id, body.amount)
+            return trade.public()
+
+        return await once.run(user, key, work, status_code=202)
 
     @router.post("/mark-paid", responses=actions)
     async def mark_paid(body: TradeBody, user: CurrentUser) -> JSONResponse:

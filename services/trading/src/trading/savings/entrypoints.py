@@ -9,10 +9,20 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.http import AdminUser, CurrentUser, error_responses
+from shared.http.idempotency import (
+    Idempotency,
+    IdempotencyKey,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    MongoIdempotencyStore,
+    idempotency_responses,
+)
 from shared.money import format_amount
+from trading.errors import TradingError
 from trading.feature import Feature, TradingContext
 from trading.ledger_events import LedgerEventsConsumer
 from trading.savings.adapters.mongo import (
@@ -107,8 +117,15 @@ class AccrualReport(BaseModel):
     items: list[AccrualItem]
 
 
-def savings_routes(service: SavingsService) -> APIRouter:
+def savings_routes(
+    service: SavingsService, idempotency: IdempotencyStore | None = None
+) -> APIRouter:
     router = APIRouter(tags=["savings"])
+    once = Idempotency(
+        idempotency or MemoryIdempotencyStore(),
+        "trading:POST /api/savings/transfer",
+        (TradingError,),
+    )
 
     @router.get("/api/savings/products", response_model=Products, responses=error_responses(401))
     async def products(_: CurrentUser) -> Products:
@@ -119,17 +136,24 @@ def savings_routes(service: SavingsService) -> APIRouter:
         "/api/savings/transfer",
         status_code=202,
         response_model=Transfer,
-        responses=error_responses(400, 401, 422),
+        responses={**error_responses(400, 401, 422), **idempotency_responses()},
     )
-    async def transfer(body: TransferRequest, user: CurrentUser) -> Transfer:
+    async def transfer(
+        body: TransferRequest, user: CurrentUser, key: IdempotencyKey
+    ) -> Transfer | JSONResponse:
         """Move money between the caller's available balance and savings; the status follows the
         wallet (pending → completed | failed). 400: unknown_currency, invalid amounts
         (amount_not_a_string, amount_malformed, amount_not_positive, amount_too_precise, …),
-        invalid_direction, no_savings_product (into savings only)."""
-        created = await service.request_transfer(
-            user.user_id, body.currency, body.amount, body.direction
-        )
-        return Transfer.of(created)
+        invalid_direction, no_savings_product (into savings only). With an `Idempotency-Key`, a
+        repeat gets the first answer and moves nothing (see docs/contract-extensions.md)."""
+
+        async def work() -> Transfer:
+            created = await service.request_transfer(
+                user.user_id, body.currency, body.amount, body.direction
+            )
+            return Transfer.of(created)
+
+        return await once.run(user, key, work, status_code=202)
 
     @router.get(
         "/api/savings/transfers/{transfer_id}",
@@ -181,6 +205,7 @@ def build_savings_feature(
     async def history_caught_up() -> bool:
         return await events.caught_up(settings.savings_history_catch_up_seconds)
 
+    idempotency = MongoIdempotencyStore(context.database)
     service = SavingsService(
         transfers=MongoTransfers(context.database),
         history=history,
@@ -211,6 +236,7 @@ def build_savings_feature(
 
     async def start() -> None:
         await ensure_indexes(context.database)
+        await idempotency.ensure_indexes()
         await events.start()
         tasks.append(asyncio.create_task(resend_loop(), name="savings-resend"))
         if settings.savings_scheduler_enabled:
@@ -229,7 +255,7 @@ def build_savings_feature(
 
     return Feature(
         name="savings",
-        routers=[savings_routes(service)],
+        routers=[savings_routes(service, idempotency)],
         result_handlers={
             DEPOSIT_TRANSACTION_TYPE: service.on_transfer_result,
             WITHDRAWAL_TRANSACTION_TYPE: service.on_transfer_result,

@@ -9,7 +9,7 @@ results and events are at-least-once and the ledger itself exactly-once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +38,7 @@ class IncomingRecord:
     topic: str
     partition: int
     offset: int
+    producer: bytes | None = None  # the record's `producer` header: who sent the command
 
 
 class IntakePublisher(Protocol):
@@ -46,8 +47,13 @@ class IntakePublisher(Protocol):
         results: Sequence[tuple[str, CommandResult]],
         events: Sequence[LedgerTransaction],
         dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
+        producers: Mapping[str, bytes],
     ) -> None:
-        """Publish everything and return once the broker acknowledged all of it."""
+        """Publish everything and return once the broker acknowledged all of it.
+
+        `producers` maps a command_id to the `producer` header its command came with: its result
+        carries the same header, so that producer's client finds it without decoding the rest.
+        """
         ...
 
 
@@ -106,11 +112,18 @@ class CommandIntake:
         report = IntakeReport(received=len(records))
         commands: list[tuple[IncomingRecord, WalletCommand]] = []
         refusals: list[tuple[str, CommandResult]] = []
+        producers: dict[str, bytes] = {}
         for record in records:
             try:
-                commands.append((record, parse_command(record.value or b"")))
+                command = parse_command(record.value or b"")
             except InvalidCommand as error:
                 self._dead_letter(report, refusals, record, error)
+                if record.producer is not None and "command_id" in error.envelope:
+                    producers[error.envelope["command_id"]] = record.producer
+                continue
+            commands.append((record, command))
+            if record.producer is not None:
+                producers[command.command_id] = record.producer
         try:
             report.batch = await self._ledger.handle_batch([c for _, c in commands])
         except (ConcurrencyConflict, TransientStoreError):
@@ -121,7 +134,7 @@ class CommandIntake:
             log.exception("command_batch_failed_isolating", size=len(commands))
             report.batch = await self._isolate_failures(commands, report, refusals)
         await self._publisher.publish(
-            [*report.batch.results, *refusals], report.batch.events, report.dead_letters
+            [*report.batch.results, *refusals], report.batch.events, report.dead_letters, producers
         )
         report.batch.results.extend(refusals)
         report.seconds = time.perf_counter() - started

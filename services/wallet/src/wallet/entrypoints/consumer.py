@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -11,7 +12,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 
 from shared.logging import get_logger
-from shared.messaging.topics import Topics
+from shared.messaging.topics import PRODUCER_HEADER, Topics
 from wallet.application.command_intake import CommandIntake, IncomingRecord
 from wallet.domain.registry import describe
 from wallet.entrypoints.metrics import WalletMetrics
@@ -59,7 +60,7 @@ Registered transaction types (anything else, or another command type, is rejecte
 
 
 class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Knows whether the consumer has joined its group: readiness waits for it."""
+    """Knows the partitions the consumer holds: readiness needs at least one."""
 
     def __init__(self) -> None:
         self.joined = False
@@ -76,6 +77,13 @@ class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
 async def _leave_undecoded(message: StreamMessage[Any]) -> None:
     """The intake decodes each record itself (and dead-letters what is not a command): FastStream's
     own JSON decoding of the batch would be work done twice on the hot path."""
+
+
+def _producer(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == PRODUCER_HEADER:
+            return value
+    return None
 
 
 def register_command_consumer(
@@ -114,7 +122,10 @@ def register_command_consumer(
     async def consume_wallet_commands(body: Any, message: KafkaMessage) -> None:
         raw = message.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
-        incoming = [IncomingRecord(r.value, r.key, r.topic, r.partition, r.offset) for r in records]
+        incoming = [
+            IncomingRecord(r.value, r.key, r.topic, r.partition, r.offset, _producer(r.headers))
+            for r in records
+        ]
         try:
             report = await intake.process(incoming)
         except Exception:

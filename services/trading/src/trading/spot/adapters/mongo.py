@@ -1,0 +1,289 @@
+"""MongoDB: orders (`spot_orders`), the matcher's decisions (`spot_batches`, insert-only) and each
+market's projection state and book snapshot (`spot_markets`). Single-document operations only."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.money import format_amount
+from trading.spot.domain.book import OrderType, Side, Status
+from trading.spot.domain.markets import Market
+from trading.spot.orders import (
+    OPEN_STATUSES,
+    OrderFill,
+    SpotBatch,
+    SpotOrder,
+    change_document,
+    change_from,
+    fill_document,
+    fill_for,
+    fill_from,
+)
+
+Document = dict[str, Any]
+RESTING = [Status.OPEN.value, Status.PARTIALLY_FILLED.value]
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format_amount(value)
+
+
+def order_document(order: SpotOrder) -> Document:
+    return {
+        "_id": order.order_id,
+        "user_id": order.user_id,
+        "pair": order.pair,
+        "side": order.side.value,
+        "type": order.type.value,
+        "price": None if order.price is None else format(order.price, "f"),  # tick's decimals
+        "amount": _text(order.amount),
+        "quote_amount": _text(order.quote_amount),
+        "lock_currency": order.lock_currency,
+        "lock_amount": format_amount(order.lock_amount),
+        "status": order.status.value,
+        "reason": order.reason,
+        "filled_amount": format_amount(order.filled_amount),
+        "remaining": None if order.remaining is None else str(order.remaining),
+        "hold": str(order.hold),
+        "book_sequence": order.book_sequence,
+        "fills": [f.as_json() for f in order.fills],
+        "cancel_requested": order.cancel_requested,
+        "client_order_id": order.client_order_id,
+        "expires_at": order.expires_at,
+        "version": 0,  # the last batch projected onto it
+        "created_at": order.created_at,
+        "updated_at": order.updated_at or order.created_at,
+    }
+
+
+def order_from(doc: Document) -> SpotOrder:
+    return SpotOrder(
+        order_id=doc["_id"],
+        user_id=doc["user_id"],
+        pair=doc["pair"],
+        side=Side(doc["side"]),
+        type=OrderType(doc["type"]),
+        price=_decimal(doc["price"]),
+        amount=_decimal(doc["amount"]),
+        quote_amount=_decimal(doc["quote_amount"]),
+        lock_currency=doc["lock_currency"],
+        lock_amount=Decimal(doc["lock_amount"]),
+        created_at=doc["created_at"],
+        status=Status(doc["status"]),
+        reason=doc["reason"],
+        filled_amount=Decimal(doc["filled_amount"]),
+        remaining=None if doc["remaining"] is None else int(doc["remaining"]),
+        hold=int(doc["hold"]),
+        book_sequence=doc["book_sequence"],
+        fills=[
+            OrderFill(
+                f["trade_id"],
+                Decimal(f["price"]),
+                Decimal(f["amount"]),
+                Decimal(f["fee"]),
+                f["fee_currency"],
+                f["liquidity"],
+            )
+            for f in doc["fills"]
+        ],
+        cancel_requested=doc["cancel_requested"],
+        updated_at=doc["updated_at"],
+        client_order_id=doc.get("client_order_id"),
+        expires_at=doc.get("expires_at"),
+    )
+
+
+def batch_document(batch: SpotBatch, at: datetime) -> Document:
+    return {
+        "_id": batch.batch_id,
+        "pair": batch.pair,
+        "first": batch.first,
+        "last": batch.last,
+        "fills": [fill_document(f) for f in batch.fills],
+        "changes": [change_document(c) for c in batch.changes],
+        "bids": [[str(p), str(s)] for p, s in batch.bids],
+        "asks": [[str(p), str(s)] for p, s in batch.asks],
+        "dispatched": False,
+        "created_at": at,
+    }
+
+
+def batch_from(doc: Document) -> SpotBatch:
+    return SpotBatch(
+        doc["pair"],
+        doc["first"],
+        doc["last"],
+        [fill_from(f) for f in doc["fills"]],
+        [change_from(c) for c in doc["changes"]],
+        [(int(p), int(s)) for p, s in doc["bids"]],
+        [(int(p), int(s)) for p, s in doc["asks"]],
+    )
+
+
+class MongoSpotStore:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._orders: AsyncCollection[Document] = database["spot_orders"]
+        self._batches: AsyncCollection[Document] = database["spot_batches"]
+        self._markets: AsyncCollection[Document] = database["spot_markets"]
+
+    async def ensure_indexes(self) -> None:
+        await self._orders.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+        await self._orders.create_index(
+            [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
+        )
+        await self._orders.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        await self._batches.create_index(
+            [("pair", ASCENDING), ("dispatched", ASCENDING), ("last", ASCENDING)]
+        )
+
+    # orders (the API's side)
+
+    async def add(self, order: SpotOrder) -> SpotOrder | None:
+        """Store a new order; None when its id exists (the same client_order_id again)."""
+        try:
+            await self._orders.insert_one(order_document(order))
+        except DuplicateKeyError:
+            return None
+        return order
+
+    async def get(self, order_id: str) -> SpotOrder | None:
+        doc = await self._orders.find_one({"_id": order_id})
+        return order_from(doc) if doc else None
+
+    async def many(self, order_ids: Iterable[str]) -> dict[str, SpotOrder]:
+        cursor = self._orders.find({"_id": {"$in": list(order_ids)}})
+        return {doc["_id"]: order_from(doc) async for doc in cursor}
+
+    async def of_user(
+        self, user_id: str, statuses: Iterable[Status], limit: int = 500
+    ) -> list[SpotOrder]:
+        cursor = (
+            self._orders.find({"user_id": user_id, "status": {"$in": [s.value for s in statuses]}})
+            .sort("created_at", DESCENDING)
+            .limit(limit)
+        )
+        return [order_from(doc) async for doc in cursor]
+
+    async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:
+        """Flag an open order for cancelling (one conditional update); None when it is not open."""
+        doc = await self._orders.find_one_and_update(
+            {
+                "_id": order_id,
+                "user_id": user_id,
+                "status": {"$in": [s.value for s in OPEN_STATUSES]},
+            },
+            {"$set": {"cancel_requested": True, "updated_at": at}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return order_from(doc) if doc else None
+
+    async def fail_pending(self, order_id: str, reason: str, at: datetime) -> bool:
+        """A refused lock ends a pending order (it never reached the book)."""
+        updated = await self._orders.update_one(
+            {"_id": order_id, "status": Status.PENDING.value},
+            {"$set": {"status": Status.FAILED.value, "reason": reason, "updated_at": at}},
+        )
+        return updated.modified_count == 1
+
+    async def pending_before(self, before: datetime, limit: int = 200) -> list[SpotOrder]:
+        cursor = self._orders.find(
+            {"status": Status.PENDING.value, "created_at": {"$lt": before}}
+        ).limit(limit)
+        return [order_from(doc) async for doc in cursor]
+
+    async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
+        """Open orders whose time ran out (the matcher cancels them; pending ones on locking)."""
+        # "$ne": None spelled out: an order without expiry must never match the date comparison
+        due = {"status": {"$in": RESTING}, "expires_at": {"$ne": None, "$lte": now}}
+        cursor = self._orders.find(due).limit(limit)
+        return [order_from(doc) async for doc in cursor]
+
+    async def resting(self, pair: str) -> list[SpotOrder]:
+        cursor = self._orders.find({"pair": pair, "status": {"$in": RESTING}}).sort(
+            "book_sequence", ASCENDING
+        )
+        return [order_from(doc) async for doc in cursor]
+
+    # the matcher's decisions
+
+    async def add_batch(self, batch: SpotBatch, at: datetime) -> None:
+        with contextlib.suppress(DuplicateKeyError):  # stored before a crash: the same decisions
+            await self._batches.insert_one(batch_document(batch, at))
+
+    async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
+        cursor = self._batches.find({"pair": pair, "last": {"$gt": sequence}}).sort(
+            "last", ASCENDING
+        )
+        return [batch_from(doc) async for doc in cursor]
+
+    async def undispatched(self, pair: str) -> list[SpotBatch]:
+        cursor = self._batches.find({"pair": pair, "dispatched": False}).sort("last", ASCENDING)
+        return [batch_from(doc) async for doc in cursor]
+
+    async def mark_dispatched(self, batch: SpotBatch) -> None:
+        await self._batches.update_one({"_id": batch.batch_id}, {"$set": {"dispatched": True}})
+
+    async def last_sequence(self, pair: str) -> int:
+        doc = await self._batches.find_one({"pair": pair}, sort=[("last", DESCENDING)])
+        return int(doc["last"]) if doc else 0
+
+    async def market_state(self, pair: str) -> Document | None:
+        return await self._markets.find_one({"_id": pair})
+
+    async def project(self, batch: SpotBatch, market: Market, at: datetime) -> None:
+        """Orders and the market snapshot after `batch`; a second projection changes nothing."""
+        last_change = {c.order_id: c for c in batch.changes}
+        fills: dict[str, list[dict[str, str]]] = {}
+        for fill in batch.fills:
+            for order_id in (fill.buy_order_id, fill.sell_order_id):
+                fills.setdefault(order_id, []).append(fill_for(order_id, fill, market).as_json())
+        updates = [
+            UpdateOne(
+                {"_id": order_id, "version": {"$lt": batch.last}},
+                {
+                    "$set": {
+                        "status": change.status.value,
+                        "reason": change.reason,
+                        "filled_amount": format_amount(market.amount(change.filled)),
+                        "remaining": None if change.remaining is None else str(change.remaining),
+                        "hold": str(change.hold),
+                        "book_sequence": change.sequence,
+                        "version": batch.last,
+                        "updated_at": at,
+                    },
+                    "$push": {"fills": {"$each": fills.get(order_id, [])}},
+                },
+            )
+            for order_id, change in last_change.items()
+        ]
+        if updates:
+            await self._orders.bulk_write(updates, ordered=False)
+        snapshot = {
+            "sequence": batch.last,
+            "bids": [
+                [market.price_text(p), format_amount(market.amount(s))] for p, s in batch.bids
+            ],
+            "asks": [
+                [market.price_text(p), format_amount(market.amount(s))] for p, s in batch.asks
+            ],
+            "updated_at": at,
+        }
+        with contextlib.suppress(DuplicateKeyError):  # a later batch is already projected
+            await self._markets.update_one(
+                {"_id": batch.pair, "sequence": {"$lt": batch.last}},
+                {"$set": snapshot},
+                upsert=True,
+            )

@@ -1,0 +1,1 @@
+"""The pure matching engine: markets in integer ticks and steps, the book, fills and fees. No I/O."""

@@ -1,0 +1,92 @@
+"""The spot trading feature: its routes, the matcher consumer, the lock relay and the handlers of
+spot_order / spot_trade results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+
+from trading.feature import Feature, TradingContext
+from trading.spot.adapters.mongo import MongoSpotStore
+from trading.spot.api import spot_routes
+from trading.spot.domain.markets import Market
+from trading.spot.matcher import MarketMatcher, MatcherConsumer
+from trading.spot.orders import SPOT_ORDER, SPOT_TRADE
+from trading.spot.service import SpotOrders
+from trading.spot.settings import SpotSettings
+from trading.spot.wallet import SpotWallet
+
+log = structlog.get_logger(__name__)
+
+
+def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
+    settings = settings or SpotSettings()
+    store = MongoSpotStore(context.database)
+    wallet = SpotWallet(context.wallet)
+    fees = settings.fees()
+    topic = context.settings.topics.orders
+    orders = SpotOrders(
+        store,
+        wallet,
+        context.publisher,
+        topic,
+        fees,
+        context.clock,
+        market_buy_margin=settings.spot_market_buy_margin,
+        cancel_wait_seconds=settings.spot_cancel_wait_seconds,
+    )
+
+    def make_matcher(market: Market) -> MarketMatcher:
+        return MarketMatcher(
+            market, fees, store, wallet, context.clock, levels=settings.spot_book_levels
+        )
+
+    matcher = MatcherConsumer(
+        context.settings.kafka_bootstrap_servers,
+        topic,
+        make_matcher,
+        group_id=settings.spot_matcher_group,
+        batch_size=settings.spot_matcher_batch_size,
+        session_timeout_ms=settings.spot_matcher_session_timeout_ms,
+        heartbeat_interval_ms=settings.spot_matcher_heartbeat_interval_ms,
+    )
+    interval = context.settings.outbox_relay_interval_seconds
+    resend_after = timedelta(seconds=settings.spot_lock_resend_after_seconds)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def relay() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await orders.resend_locks(grace=resend_after)
+                await orders.expire()
+            except Exception:
+                log.exception("spot.relay_failed")
+
+    async def start() -> None:
+        await store.ensure_indexes()
+        await matcher.start()
+        tasks.append(asyncio.create_task(relay(), name="spot-lock-relay"))
+
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        tasks.clear()
+        await matcher.stop()
+
+    async def ready() -> bool:
+        return matcher.ready and all(not t.done() for t in tasks)
+
+    return Feature(
+        name="spot",
+        routers=[spot_routes(orders)],
+        result_handlers={SPOT_ORDER: orders.apply_result, SPOT_TRADE: orders.apply_result},
+        start=start,
+        stop=stop,
+        ready=ready,
+    )

@@ -1,0 +1,274 @@
+"""One writer per market: the matcher applies a market's trading.orders messages in order.
+
+Per batch of messages: decide with the pure book, store the decisions (one insert), project them
+onto the orders and the market's snapshot, send the wallet commands they need, mark the batch
+dispatched, and only then commit the Kafka offsets. A crash anywhere replays safely:
+- decisions stored but not projected are projected on recovery (projection is idempotent);
+- decisions not stored were never acted on: the messages are consumed again and decided again
+  (a `locked` message only enters the book while its order is still `pending`);
+- commands of a stored batch not marked dispatched are sent again (the wallet applies each
+  reference once).
+After a restart the book is the stored resting orders in their time priority: nothing open is
+lost, and an order is in the book only once its lock is applied (it came from a `locked` message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Final, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import ValidationError
+from pymongo.errors import PyMongoError
+
+from trading.feature import Clock
+from trading.spot.adapters.mongo import MongoSpotStore
+from trading.spot.domain.book import EXPIRED, Fill, Order, OrderBook, OrderChange, Status
+from trading.spot.domain.markets import MARKETS, Fees, Market
+from trading.spot.messages import OrderMessage, decode
+from trading.spot.orders import SpotBatch, SpotOrder
+from trading.spot.wallet import SpotWallet
+
+log = structlog.get_logger(__name__)
+
+RETRY_DELAY_SECONDS: Final = 0.5
+T = TypeVar("T")
+
+
+async def retrying[T](what: str, action: Callable[[], Awaitable[T]]) -> T:
+    """Decisions already taken must reach the store and the wallet: retry while they are away."""
+    while True:
+        try:
+            return await action()
+        except (PyMongoError, KafkaError, OSError):
+            log.exception("spot.retrying", what=what)
+            await asyncio.sleep(RETRY_DELAY_SECONDS)
+
+
+def engine_order(order: SpotOrder, market: Market) -> Order:
+    return Order(
+        order.order_id,
+        order.user_id,
+        order.side,
+        order.type,
+        None if order.price is None else market.ticks(order.price),
+        order.remaining,
+        order.hold,
+        market.steps(order.filled_amount) if order.filled_amount else 0,
+        order.book_sequence or 0,
+        order.status,
+    )
+
+
+class MarketMatcher:
+    """The book of one market and the persistence of its decisions."""
+
+    def __init__(
+        self,
+        market: Market,
+        fees: Fees,
+        store: MongoSpotStore,
+        wallet: SpotWallet,
+        clock: Clock,
+        *,
+        levels: int = 50,
+    ) -> None:
+        self.market = market
+        self._fees = fees
+        self._store = store
+        self._wallet = wallet
+        self._clock = clock
+        self._levels = levels
+        self.book = OrderBook(market, fees)
+
+    async def recover(self) -> None:
+        pair = self.market.pair
+        state = await self._store.market_state(pair)
+        projected = int(state["sequence"]) if state else 0
+        for batch in await self._store.batches_after(pair, projected):
+            await self._store.project(batch, self.market, self._clock())
+        sequence = max(projected, await self._store.last_sequence(pair))
+        book = OrderBook(self.market, self._fees, sequence=sequence)
+        for order in await self._store.resting(pair):
+            book.restore(engine_order(order, self.market))
+        self.book = book
+        for batch in await self._store.undispatched(pair):
+            await self._dispatch(batch)
+        log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
+
+    async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
+        book = self.book
+        locked = [m.order_id for m in messages if m.kind == "locked"]
+        orders = await retrying("read orders", lambda: self._store.many(locked)) if locked else {}
+        # every batch takes a sequence number of its own: its id, and the guard that keeps a
+        # projection from going back (a batch of cancels alone decides no other number)
+        book.sequence += 1
+        first = book.sequence
+        fills: list[Fill] = []
+        changes: list[OrderChange] = []
+        entered: set[str] = set()
+        for message in messages:
+            if message.kind == "cancel":
+                change = book.cancel(message.order_id, message.reason)
+                if change is not None:
+                    changes.append(change)
+                continue
+            order = orders.get(message.order_id)
+            if (
+                order is None
+                or order.pair != self.market.pair
+                or order.status is not Status.PENDING
+                or order.order_id in entered
+            ):
+                continue  # unknown, or already decided (a redelivered message)
+            entered.add(order.order_id)
+            taker = engine_order(order, self.market)
+            if order.cancel_requested:
+                changes.append(book.withdraw(taker))
+                continue
+            if order.expires_at is not None and order.expires_at <= self._clock():
+                changes.append(book.withdraw(taker, EXPIRED))
+                continue
+            decided_fills, decided_changes = book.submit(taker)
+            fills += decided_fills
+            changes += decided_changes
+        if not changes:
+            return None
+        bids, asks = book.depth(self._levels)
+        batch = SpotBatch(self.market.pair, first, book.sequence, fills, changes, bids, asks)
+        now = self._clock()
+        await retrying("store decisions", lambda: self._store.add_batch(batch, now))
+        await retrying("project decisions", lambda: self._store.project(batch, self.market, now))
+        await self._dispatch(batch)
+        return batch
+
+    async def _dispatch(self, batch: SpotBatch) -> None:
+        await retrying("send wallet commands", lambda: self._wallet.dispatch(batch, self.market))
+        await retrying("mark dispatched", lambda: self._store.mark_dispatched(batch))
+
+
+def partition_of(pair: str, partitions: Sequence[int]) -> int:
+    """The partition trading.orders puts a market's messages in (the producer's default)."""
+    ordered = sorted(partitions)
+    return int(DefaultPartitioner()(pair.encode(), ordered, ordered))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: MatcherConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._owner.joined.clear()
+        self._owner.matchers.clear()  # their next owner rebuilds them from the store
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner.take_over({tp.partition for tp in assigned})
+        self._owner.joined.set()
+
+
+class MatcherConsumer:
+    """The consumer group of trading.orders: each market belongs to the instance that owns its
+    partition, so each book has one writer."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        make_matcher: Callable[[Market], MarketMatcher],
+        *,
+        group_id: str,
+        batch_size: int = 500,
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 1000,
+        markets: Mapping[str, Market] = MARKETS,
+    ) -> None:
+        self._topic = topic
+        self._make_matcher = make_matcher
+        self._markets = markets
+        self._batch_size = batch_size
+        self._options = {
+            "bootstrap_servers": bootstrap_servers,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+        }
+        self.matchers: dict[str, MarketMatcher] = {}
+        self.joined = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        running = self._task is not None and not self._task.done()
+        return running and self.joined.is_set()
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(**self._options)
+        await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
+        self._task = asyncio.create_task(self._run(), name="spot-matcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self._task = self._consumer = None
+
+    async def take_over(self, partitions: set[int]) -> None:
+        assert self._consumer is not None
+        every = self._consumer.partitions_for_topic(self._topic) or partitions
+        self.matchers.clear()
+        for pair, market in self._markets.items():
+            if partition_of(pair, list(every)) in partitions:
+                matcher = self._make_matcher(market)
+                await retrying(f"recover {pair}", matcher.recover)
+                self.matchers[pair] = matcher
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100, max_records=self._batch_size)
+            if not batches:
+                continue
+            by_market: dict[str, list[OrderMessage]] = {}
+            for records in batches.values():
+                for record in records:
+                    message = self._read(record.value)
+                    if message is not None:
+                        by_market.setdefault(message.pair, []).append(message)
+            for pair, messages in by_market.items():
+                matcher = self.matchers.get(pair)
+                if matcher is None:
+                    market = self._markets.get(pair)
+                    if market is None:
+                        log.warning("spot.unknown_market", pair=pair, count=len(messages))
+                        continue
+                    # it came on a partition this instance owns: this instance is its writer
+                    matcher = self._make_matcher(market)
+                    await retrying(f"recover {pair}", matcher.recover)
+                    self.matchers[pair] = matcher
+                await matcher.apply(messages)
+            try:
+                await self._consumer.commit()
+            except CommitFailedError:
+                log.warning("spot.commit_failed_after_rebalance")
+
+    @staticmethod
+    def _read(value: bytes | None) -> OrderMessage | None:
+        if value is None:
+            return None
+        try:
+            return decode(value)
+        except ValidationError:
+            log.warning("spot.unreadable_message", value=value[:200])
+            return None

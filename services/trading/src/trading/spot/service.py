@@ -1,0 +1,294 @@
+"""Spot orders as the API sees them: placing (validate, store pending, lock), reading, cancelling,
+and following the wallet's answers to the locks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+import structlog
+
+from shared.messaging import CommandResult
+from shared.money import LEDGER_CONTEXT, MoneyError, parse_decimal
+from trading.errors import Conflict, Invalid, NotFound
+from trading.feature import Clock
+from trading.messaging import EventPublisher
+from trading.spot.adapters.mongo import MongoSpotStore
+from trading.spot.domain.book import (
+    CLOSED_STATUSES,
+    NO_LIQUIDITY,
+    USER_CANCELLED,
+    OrderType,
+    Side,
+    Status,
+)
+from trading.spot.domain.markets import Fees, Market, MarketError, get_market
+from trading.spot.messages import OrderMessage, encode
+from trading.spot.orders import OPEN_STATUSES, SpotOrder
+from trading.spot.wallet import SpotWallet
+
+log = structlog.get_logger(__name__)
+
+
+def _amount(raw: str | None, field: str) -> Decimal | None:
+    if raw is None:
+        return None
+    try:
+        value = parse_decimal(raw)
+    except MoneyError as exc:
+        raise Invalid(exc.code, f"{field}: {exc.message}") from None
+    if value <= 0:
+        raise Invalid("amount_not_positive", f"{field} must be greater than zero")
+    return value
+
+
+# client_order_id → order id: the same user and client id name the same order
+_CLIENT_ORDER_IDS = uuid.UUID("5b0e4c1a-3f38-4c55-9a47-2f1d6a7c9e10")
+
+
+def _order_id(user_id: str, client_order_id: str | None) -> str:
+    if client_order_id is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_CLIENT_ORDER_IDS, f"{user_id}\x00{client_order_id}").hex
+
+
+def _fits(market: Market, fees: Fees, ticks: int, steps: int) -> bool:
+    """Whether an order of `steps` at `ticks` can trade at all (a quote amount, fees below it)."""
+    quote = market.quote_floor(ticks, steps)
+    base = market.base_units(steps)
+    rate = fees.highest
+    return quote > 0 and rate.of(quote) < quote and rate.of(base) < base
+
+
+class SpotOrders:
+    def __init__(
+        self,
+        store: MongoSpotStore,
+        wallet: SpotWallet,
+        publisher: EventPublisher,
+        orders_topic: str,
+        fees: Fees,
+        clock: Clock,
+        *,
+        market_buy_margin: Decimal = Decimal("0.05"),
+        cancel_wait_seconds: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._wallet = wallet
+        self._publisher = publisher
+        self._topic = orders_topic
+        self._fees = fees
+        self._clock = clock
+        self._margin = market_buy_margin
+        self._cancel_wait = cancel_wait_seconds
+
+    async def place(
+        self,
+        user_id: str,
+        *,
+        pair: str,
+        side: Side,
+        type: OrderType,
+        amount: str | None,
+        price: str | None,
+        quote_amount: str | None,
+        client_order_id: str | None = None,
+        expires_in_seconds: int | None = None,
+    ) -> SpotOrder:
+        """A new order, or with a client_order_id seen before, the order it placed then."""
+        try:
+            market = get_market(pair)
+        except MarketError as exc:
+            raise Invalid(exc.code, exc.message) from None
+        base_amount = _amount(amount, "amount")
+        limit_price = _amount(price, "price")
+        spend = _amount(quote_amount, "quote_amount")
+        order = SpotOrder(
+            order_id=_order_id(user_id, client_order_id),
+            client_order_id=client_order_id,
+            user_id=user_id,
+            pair=market.pair,
+            side=side,
+            type=type,
+            price=limit_price,
+            amount=base_amount,
+            quote_amount=spend,
+            lock_currency=market.quote.code if side is Side.BUY else market.base.code,
+            lock_amount=Decimal(0),
+            created_at=self._clock(),
+        )
+        if expires_in_seconds is not None:
+            if type is not OrderType.LIMIT:
+                raise Invalid("expiry_not_allowed", "only a limit order rests, and can expire")
+            order.expires_at = order.created_at + timedelta(seconds=expires_in_seconds)
+        try:
+            await self._size(order, market)
+        except MarketError as exc:
+            raise Invalid(exc.code, exc.message) from None
+        if await self._store.add(order) is None:
+            earlier = await self._store.get(order.order_id)
+            if earlier is None or not earlier.same_request(order):
+                raise Conflict(
+                    "idempotency_conflict", "client_order_id was used for a different order"
+                )
+            return earlier
+        if order.status is Status.PENDING:
+            try:
+                await self._wallet.lock(order)
+            except Exception:
+                # stored as pending: the relay sends the lock again
+                log.exception("spot.lock_not_sent", order_id=order.order_id)
+        return order
+
+    async def _size(self, order: SpotOrder, market: Market) -> None:
+        """Check the order against its market and work out what it locks (sets remaining, hold)."""
+        if order.type is OrderType.LIMIT:
+            if order.price is None:
+                raise Invalid("price_required", "a limit order needs a price")
+            if order.quote_amount is not None:
+                raise Invalid("quote_amount_not_allowed", "quote_amount is for market buys only")
+        elif order.price is not None:
+            raise Invalid("price_not_allowed", "a market order has no price")
+        if order.side is Side.SELL or order.type is OrderType.LIMIT:
+            if order.amount is None:
+                raise Invalid("amount_required", "amount is required")
+            if order.quote_amount is not None:
+                raise Invalid("quote_amount_not_allowed", "quote_amount is for market buys only")
+        elif (order.amount is None) == (order.quote_amount is None):
+            raise Invalid("amount_or_quote_amount", "a market buy gives amount or quote_amount")
+        if order.amount is not None:
+            steps = market.steps(order.amount)
+            if order.amount < market.min_amount:
+                raise Invalid(
+                    "amount_below_minimum", f"{market.pair} orders are at least {market.min_amount}"
+                )
+            order.remaining = steps
+        ticks = None if order.price is None else market.ticks(order.price)
+        if ticks is not None:
+            order.price = market.price(ticks)  # shown with the tick's decimals from now on
+        if ticks is not None:
+            assert order.remaining is not None
+            if not _fits(market, self._fees, ticks, order.remaining):
+                raise Invalid("order_too_small", "amount × price is too small to trade")
+        if order.side is Side.SELL:
+            assert order.remaining is not None
+            order.hold = market.base_units(order.remaining)
+        elif ticks is not None:
+            assert order.remaining is not None
+            order.hold = market.quote_ceil(ticks, order.remaining)
+        elif order.quote_amount is not None:
+            order.hold = market.quote_units_of(order.quote_amount)
+        else:
+            assert order.remaining is not None
+            order.hold = await self._market_buy_budget(market, order.remaining)
+            if order.hold == 0:
+                order.status, order.reason = Status.FAILED, NO_LIQUIDITY
+        currency = market.quote if order.side is Side.BUY else market.base
+        order.lock_amount = Decimal(order.hold).scaleb(-currency.scale)
+
+    async def _market_buy_budget(self, market: Market, steps: int) -> int:
+        """Quote units to lock for buying `steps` now: the asks' cost of them plus the margin."""
+        state = await self._store.market_state(market.pair) or {}
+        cost = Decimal(0)
+        left = market.amount(steps)
+        for price_text, amount_text in state.get("asks", []):
+            take = min(left, Decimal(amount_text))
+            cost = LEDGER_CONTEXT.add(cost, LEDGER_CONTEXT.multiply(Decimal(price_text), take))
+            left -= take
+            if left == 0:
+                break
+        if cost == 0:
+            return 0
+        budget = LEDGER_CONTEXT.multiply(cost, 1 + self._margin)
+        return int(budget.scaleb(market.quote.scale).to_integral_value(rounding=ROUND_CEILING))
+
+    async def get(self, order_id: str, user_id: str, *, admin: bool = False) -> SpotOrder:
+        order = await self._store.get(order_id)
+        if order is None or (order.user_id != user_id and not admin):
+            raise NotFound("order_not_found", "no such order")
+        return order
+
+    async def of_user(self, user_id: str, status: str | None) -> list[SpotOrder]:
+        if status == "open":
+            statuses: frozenset[Status] = OPEN_STATUSES
+        elif status == "closed":
+            statuses = CLOSED_STATUSES
+        elif status is None:
+            statuses = OPEN_STATUSES | CLOSED_STATUSES
+        else:
+            raise Invalid("invalid_status", "status is open or closed")
+        return await self._store.of_user(user_id, statuses)
+
+    async def cancel(self, order_id: str, user_id: str) -> tuple[SpotOrder, bool]:
+        """Ask the market's matcher to cancel; (the order, whether it is already cancelled)."""
+        order = await self._store.request_cancel(order_id, user_id, self._clock())
+        if order is None:
+            current = await self.get(order_id, user_id)
+            if current.status is Status.CANCELLED and current.reason == USER_CANCELLED:
+                return current, True  # the same request again
+            raise Conflict("order_not_open", f"the order is {current.status.value}")
+        await self._publisher.publish(
+            self._topic,
+            order.pair,
+            encode(OrderMessage(kind="cancel", order_id=order_id, pair=order.pair)),
+        )
+        deadline = asyncio.get_running_loop().time() + self._cancel_wait
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            current = await self.get(order_id, user_id)
+            if current.closed:
+                return current, True
+        return order, False
+
+    async def order_book(self, pair: str) -> dict[str, Any]:
+        try:
+            market = get_market(pair)
+        except MarketError as exc:
+            raise NotFound(exc.code, exc.message) from None
+        state = await self._store.market_state(market.pair) or {}
+        return {"pair": market.pair, "bids": state.get("bids", []), "asks": state.get("asks", [])}
+
+    # the wallet's answers
+
+    async def apply_result(self, result: CommandResult) -> None:
+        if result.type != "lock" or not result.reference_id.endswith(":lock"):
+            if result.status == "rejected":
+                # settle and unlock amounts come from the book's own holds: a refusal is a bug
+                log.error(
+                    "spot.wallet_refused", reference=result.reference_id, reason=result.reason
+                )
+            return
+        order_id = result.reference_id.removesuffix(":lock")
+        outcome = result.original_status if result.status == "duplicate" else result.status
+        if outcome == "rejected":
+            await self._store.fail_pending(order_id, result.reason or "rejected", self._clock())
+            return
+        order = await self._store.get(order_id)
+        if order is not None and order.status is Status.PENDING:
+            await self._publisher.publish(
+                self._topic,
+                order.pair,
+                encode(OrderMessage(kind="locked", order_id=order_id, pair=order.pair)),
+            )
+
+    async def expire(self) -> int:
+        """Ask the matchers to cancel the open orders whose time ran out (again on every sweep
+        until they are closed: a cancel of an order no longer resting changes nothing)."""
+        expired = await self._store.expired(self._clock())
+        for order in expired:
+            message = OrderMessage(
+                kind="cancel", order_id=order.order_id, pair=order.pair, reason="expired"
+            )
+            await self._publisher.publish(self._topic, order.pair, encode(message))
+        return len(expired)
+
+    async def resend_locks(self, grace: timedelta) -> int:
+        """Locks of orders still pending after `grace` (lost sends, lost results) go again."""
+        before: datetime = self._clock() - grace
+        pending = await self._store.pending_before(before)
+        for order in pending:
+            await self._wallet.lock(order)
+        return len(pending)

@@ -1,0 +1,83 @@
+"""The wallet commands of spot trading: one lock per order, one settle_trade per fill, one unlock
+per release. Sent without waiting: outcomes come back on wallet.results (see `feature`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from shared.wallet_client import WalletClient
+from trading.spot.domain.book import Side
+from trading.spot.domain.markets import Market
+from trading.spot.orders import (
+    SPOT_ORDER,
+    SPOT_TRADE,
+    SpotBatch,
+    SpotOrder,
+    lock_reference,
+    unlock_reference,
+)
+
+
+class SpotWallet:
+    def __init__(self, client: WalletClient) -> None:
+        self._client = client
+
+    async def lock(self, order: SpotOrder) -> None:
+        await self._client.lock_balance(
+            user_id=order.user_id,
+            currency=order.lock_currency,
+            amount=order.lock_amount,
+            lock_type=SPOT_ORDER,
+            reference_id=lock_reference(order.order_id),
+            hold_id=order.order_id,
+            metadata={"pair": order.pair, "side": order.side.value, "order_id": order.order_id},
+            wait=False,
+        )
+
+    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+        """Every command the batch's decisions need (the wallet applies each reference once)."""
+        sends: list[Awaitable[object]] = []
+        for fill in batch.fills:
+            sends.append(
+                self._client.settle_trade(
+                    buyer_id=fill.buyer_id,
+                    seller_id=fill.seller_id,
+                    quote_currency=market.quote.code,
+                    quote_amount=market.quote_amount(fill.quote_units),
+                    buyer_hold_id=fill.buy_order_id,
+                    base_currency=market.base.code,
+                    base_amount=market.base_amount(fill.base_units),
+                    seller_hold_id=fill.sell_order_id,
+                    reference_id=fill.trade_id,
+                    transaction_type=SPOT_TRADE,
+                    seller_fee=market.quote_amount(fill.seller_fee),
+                    buyer_fee=market.base_amount(fill.buyer_fee),
+                    metadata={
+                        "pair": market.pair,
+                        "price": str(market.price(fill.price)),
+                        "buy_order_id": fill.buy_order_id,
+                        "sell_order_id": fill.sell_order_id,
+                        "taker_side": fill.taker_side.value,
+                    },
+                    wait=False,
+                )
+            )
+        for change in batch.changes:
+            if change.released <= 0:
+                continue
+            buying = change.side is Side.BUY
+            sends.append(
+                self._client.unlock_balance(
+                    user_id=change.user_id,
+                    currency=market.quote.code if buying else market.base.code,
+                    amount=(market.quote_amount if buying else market.base_amount)(change.released),
+                    unlock_type=SPOT_ORDER,
+                    reference_id=unlock_reference(change.order_id, change.status.value),
+                    hold_id=change.order_id,
+                    metadata={"pair": market.pair, "order_id": change.order_id},
+                    wait=False,
+                )
+            )
+        # concurrently: the producer batches them into few requests
+        await asyncio.gather(*sends)
