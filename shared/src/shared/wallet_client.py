@@ -453,3 +453,23 @@ class WalletClient:
             metadata=metadata or {},
         )
         return await self.send(command, wait=wait, result_timeout=result_timeout)
+
+
+class WalletCommandPublisher:
+    """A service's wallet adapter: commands it built itself (from its outbox, with their own
+    command_id) published through a WalletClient, waiting for the outcome only when asked."""
+
+    def __init__(self, client: WalletClient) -> None:
+        self._client = client
+
+    async def publish(self, command: WalletCommand) -> None:
+        await self._client.send(command, wait=False)
+
+    async def publish_and_wait(
+        self, command: WalletCommand, wait_seconds: float
+    ) -> CommandResult | None:
+        try:
+            return await self._client.send(command, wait=True, result_timeout=wait_seconds)
+        except WalletTimeout:
+            # Published but unanswered so far: the service's results consumer applies the answer.
+            return None

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ipn_gateway.bootstrap import build_gateway, create_gateway_app
@@ -20,8 +19,7 @@ from ipn_gateway.simulator import SimulatorSettings, create_simulator_app
 from shared.http import make_token
 from shared.infra.net import free_port
 from shared.messaging.topics import Topics
-from wallet.bootstrap import create_app as create_wallet_app
-from wallet.settings import WalletSettings
+from shared.testing.services import real_wallet, until_healthy
 
 JWT_SECRET = "wallet-e2e-jwt-secret-of-at-least-32-bytes"
 IPN_SECRET = "wallet-e2e-ipn-secret"
@@ -103,24 +101,11 @@ async def system(
     kafka_bootstrap_servers: str,
     kafka_topics: Topics,
     mongodb_url: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
     mongo_database: AsyncDatabase[dict[str, Any]],
     serve_app: Callable[[Any, int], AbstractAsyncContextManager[str]],
     until: Callable[..., Awaitable[None]],
 ) -> AsyncIterator[System]:
-    gateway_port, simulator_port, wallet_port = free_port(), free_port(), free_port()
-    wallet_database = f"{mongo_database.name[:50]}_wallet"
-    wallet = create_wallet_app(
-        WalletSettings(
-            kafka_bootstrap_servers=kafka_bootstrap_servers,
-            kafka_topic_prefix=kafka_topics.prefix,
-            mongodb_url=mongodb_url,
-            auth_jwt_secret=JWT_SECRET,
-            WALLET_MONGODB_DATABASE=wallet_database,
-            WALLET_CONSUMER_SESSION_TIMEOUT_MS=3000,
-            WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS=500,
-        )
-    )
+    gateway_port, simulator_port = free_port(), free_port()
     simulator = create_simulator_app(
         SimulatorSettings(nowpayments_ipn_secret=IPN_SECRET, nowpayments_api_key=API_KEY)
     )
@@ -141,22 +126,16 @@ async def system(
             withdrawal_decision_wait_seconds=15,
         )
     )
-    try:
-        async with (
-            serve_app(wallet, wallet_port) as wallet_url,
-            serve_app(simulator, simulator_port) as simulator_url,
-            serve_app(create_gateway_app(gateway), gateway_port) as gateway_url,
-            httpx.AsyncClient(timeout=30.0) as http,
-        ):
-            for url in (wallet_url, gateway_url):
-
-                async def healthy(url: str = url) -> bool:
-                    return (await http.get(f"{url}/healthz")).status_code == 200
-
-                await until(healthy, within=60)
-            yield System(gateway_url, simulator_url, wallet_url, http, until)
-    finally:
-        await mongo_client.drop_database(wallet_database)
+    async with (
+        real_wallet(
+            kafka_bootstrap_servers, kafka_topics, mongodb_url, mongo_database, JWT_SECRET
+        ) as wallet_url,
+        serve_app(simulator, simulator_port) as simulator_url,
+        serve_app(create_gateway_app(gateway), gateway_port) as gateway_url,
+        httpx.AsyncClient(timeout=30.0) as http,
+    ):
+        await until_healthy(http, gateway_url)
+        yield System(gateway_url, simulator_url, wallet_url, http, until)
 
 
 async def test_deposit_then_withdrawals_through_the_real_ledger(system: System) -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from p2p.bootstrap import build_p2p, create_p2p_app
 from p2p.settings import P2pSettings
-from shared.logging import configure_logging
+from shared.http.serve import serve
 
 
 def main() -> None:
     settings = P2pSettings()
-    configure_logging("p2p", level=settings.log_level)
-    app = create_p2p_app(build_p2p(settings))
-    uvicorn.run(
-        app,
+    serve(
+        "p2p",
+        settings,
+        lambda s: create_p2p_app(build_p2p(s)),
         host=settings.http_host,
         port=settings.p2p_http_port,
-        log_config=None,
-        access_log=False,
     )
 
 

@@ -3,59 +3,29 @@ integration tests, and a client that speaks to it as users and admins do."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest_asyncio
-import uvicorn
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.http import make_token
-from shared.infra.net import free_port
 from shared.messaging.topics import Topics
+from shared.testing.services import eventually as shared_eventually
+from shared.testing.services import real_wallet, serving
 from shared.wallet_client import WalletClient
-from wallet.bootstrap import create_app as create_wallet_app
-from wallet.settings import WalletSettings
 
 JWT_SECRET = "p2p-integration-jwt-secret-of-at-least-32-bytes"
 D = Decimal
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Any, port: int) -> AsyncIterator[str]:
-    """An ASGI app on a real loopback port (lifespan included) for the duration of the block."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped during startup")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    """Wait until `probe()` is true (results travel through Kafka asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {within}s")
-        await asyncio.sleep(0.1)
+# Results travel through Kafka and the embedded MongoDB is slow: these tests wait longer.
+eventually = partial(shared_eventually, within=30.0, interval=0.1)
 
 
 def auth(user: str, *roles: str) -> dict[str, str]:
@@ -113,32 +83,13 @@ async def wallet_service(
     kafka_bootstrap_servers: str,
     kafka_topics: Topics,
     mongodb_url: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
     mongo_database: AsyncDatabase[dict[str, Any]],
 ) -> AsyncIterator[Wallet]:
-    wallet_database = f"{mongo_database.name[:50]}_wallet"
-    app = create_wallet_app(
-        WalletSettings(
-            kafka_bootstrap_servers=kafka_bootstrap_servers,
-            kafka_topic_prefix=kafka_topics.prefix,
-            mongodb_url=mongodb_url,
-            auth_jwt_secret=JWT_SECRET,
-            WALLET_MONGODB_DATABASE=wallet_database,
-            WALLET_CONSUMER_SESSION_TIMEOUT_MS=3000,
-            WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS=500,
-        )
-    )
-    try:
-        async with (
-            serving(app, free_port()) as url,
-            httpx.AsyncClient(timeout=30.0) as http,
-            WalletClient(kafka_bootstrap_servers, topics=kafka_topics) as client,
-        ):
-
-            async def healthy() -> bool:
-                return (await http.get(f"{url}/healthz")).status_code == 200
-
-            await eventually(healthy, within=60)
-            yield Wallet(url, http, client)
-    finally:
-        await mongo_client.drop_database(wallet_database)
+    async with (
+        real_wallet(
+            kafka_bootstrap_servers, kafka_topics, mongodb_url, mongo_database, JWT_SECRET
+        ) as url,
+        httpx.AsyncClient(timeout=30.0) as http,
+        WalletClient(kafka_bootstrap_servers, topics=kafka_topics) as client,
+    ):
+        yield Wallet(url, http, client)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from shared.logging import configure_logging
+from shared.http.serve import serve
 from trading.bootstrap import build_service, create_trading_app
 from trading.settings import TradingSettings
 
 
 def main() -> None:
     settings = TradingSettings()
-    configure_logging("trading", level=settings.log_level)
-    app = create_trading_app(build_service(settings))
-    uvicorn.run(
-        app,
+    serve(
+        "trading",
+        settings,
+        lambda s: create_trading_app(build_service(s)),
         host=settings.http_host,
         port=settings.trading_http_port,
-        log_config=None,
-        access_log=False,
     )
 
 

@@ -14,7 +14,7 @@ import structlog
 from pydantic import ValidationError
 
 from shared.messaging import LedgerTransaction
-from trading.messaging import GroupConsumer
+from shared.results_consumer import GroupConsumer
 
 log = structlog.get_logger(__name__)
 

@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.http import make_token
 from shared.infra.net import free_port
 from shared.messaging.topics import Topics
+from shared.testing.services import real_wallet, until_healthy
 from shared.wallet_client import WalletClient
 from trading.bootstrap import TradingService, build_service, create_trading_app
 from trading.referrals.entrypoints import build_referrals_feature
@@ -30,8 +30,6 @@ from trading.referrals.settings import ReferralSettings
 from trading.savings.entrypoints import build_savings_feature
 from trading.savings.settings import SavingsSettings
 from trading.settings import TradingSettings
-from wallet.bootstrap import create_app as create_wallet_app
-from wallet.settings import WalletSettings
 
 JWT_SECRET = "trading-wallet-e2e-jwt-secret-of-at-least-32-bytes"
 
@@ -160,23 +158,10 @@ async def system(
     kafka_bootstrap_servers: str,
     kafka_topics: Topics,
     mongodb_url: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
     mongo_database: AsyncDatabase[dict[str, Any]],
     serve_app: Callable[[Any, int], AbstractAsyncContextManager[str]],
     until: Callable[..., Awaitable[None]],
 ) -> AsyncIterator[System]:
-    wallet_database = f"{mongo_database.name[:50]}_wallet"
-    wallet_app = create_wallet_app(
-        WalletSettings(
-            kafka_bootstrap_servers=kafka_bootstrap_servers,
-            kafka_topic_prefix=kafka_topics.prefix,
-            mongodb_url=mongodb_url,
-            auth_jwt_secret=JWT_SECRET,
-            WALLET_MONGODB_DATABASE=wallet_database,
-            WALLET_CONSUMER_SESSION_TIMEOUT_MS=3000,
-            WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS=500,
-        )
-    )
     clock = ShiftedClock()
 
     def trading_service(
@@ -211,44 +196,41 @@ async def system(
             )
         return build_service(settings, features=features, clock=clock)
 
-    async def healthy(http: httpx.AsyncClient, url: str) -> bool:
-        return (await http.get(f"{url}/healthz")).status_code == 200
-
-    try:
-        async with AsyncExitStack() as stack:
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
-            wallet_url = await stack.enter_async_context(serve_app(wallet_app, free_port()))
-            await until(partial(healthy, http, wallet_url), within=60)
-            service = trading_service()
-            trading_url = await stack.enter_async_context(
-                serve_app(create_trading_app(service), free_port())
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
+        wallet_url = await stack.enter_async_context(
+            real_wallet(
+                kafka_bootstrap_servers, kafka_topics, mongodb_url, mongo_database, JWT_SECRET
             )
-            await until(partial(healthy, http, trading_url), within=60)
-            wallet = await stack.enter_async_context(
-                WalletClient(kafka_bootstrap_servers, topics=kafka_topics, timeout=30)
-            )
+        )
+        service = trading_service()
+        trading_url = await stack.enter_async_context(
+            serve_app(create_trading_app(service), free_port())
+        )
+        await until_healthy(http, trading_url)
+        wallet = await stack.enter_async_context(
+            WalletClient(kafka_bootstrap_servers, topics=kafka_topics, timeout=30)
+        )
 
-            @asynccontextmanager
-            async def start_trading(**options: Any) -> AsyncIterator[tuple[str, TradingService]]:
-                extra = trading_service(**options)
-                async with serve_app(create_trading_app(extra), free_port()) as url:
-                    await until(partial(healthy, http, url), within=60)
-                    yield url, extra
+        @asynccontextmanager
+        async def start_trading(**options: Any) -> AsyncIterator[tuple[str, TradingService]]:
+            extra = trading_service(**options)
+            async with serve_app(create_trading_app(extra), free_port()) as url:
+                await until_healthy(http, url)
+                yield url, extra
 
-            yield System(
-                trading_url,
-                wallet_url,
-                http,
-                wallet,
-                clock,
-                until,
-                start_trading,
-                mongo_database,
-                kafka_bootstrap_servers,
-                kafka_topics,
-            )
-    finally:
-        await mongo_client.drop_database(wallet_database)
+        yield System(
+            trading_url,
+            wallet_url,
+            http,
+            wallet,
+            clock,
+            until,
+            start_trading,
+            mongo_database,
+            kafka_bootstrap_servers,
+            kafka_topics,
+        )
 
 
 async def test_savings_transfers_follow_the_wallet(system: System) -> None:

@@ -13,19 +13,17 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.infra.net import free_port
 from shared.messaging.topics import Topics
+from shared.testing.services import real_wallet, until_healthy
 from shared.wallet_client import WalletClient
 from trading.bootstrap import build_service, create_trading_app
 from trading.conversions.entrypoints import build_conversions_feature
 from trading.prices.entrypoints import build_prices_feature
 from trading.prices.settings import PriceSettings
 from trading.settings import TradingSettings
-from wallet.bootstrap import create_app as create_wallet_app
-from wallet.settings import WalletSettings
 
 D = Decimal
 
@@ -125,26 +123,13 @@ async def system(
     kafka_bootstrap_servers: str,
     kafka_topics: Topics,
     mongodb_url: str,
-    mongo_client: AsyncMongoClient[dict[str, Any]],
     mongo_database: AsyncDatabase[dict[str, Any]],
     serve_app: Callable[[Any, int], AbstractAsyncContextManager[str]],
     until: Callable[..., Awaitable[None]],
     jwt_secret: str,
     auth_headers: Callable[..., dict[str, str]],
 ) -> AsyncIterator[System]:
-    trading_port, wallet_port = free_port(), free_port()
-    wallet_database = f"{mongo_database.name[:50]}_wallet"
-    wallet = create_wallet_app(
-        WalletSettings(
-            kafka_bootstrap_servers=kafka_bootstrap_servers,
-            kafka_topic_prefix=kafka_topics.prefix,
-            mongodb_url=mongodb_url,
-            auth_jwt_secret=jwt_secret,
-            WALLET_MONGODB_DATABASE=wallet_database,
-            WALLET_CONSUMER_SESSION_TIMEOUT_MS=3000,
-            WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS=500,
-        )
-    )
+    trading_port = free_port()
     trading = build_service(
         TradingSettings(
             kafka_bootstrap_servers=kafka_bootstrap_servers,
@@ -161,22 +146,16 @@ async def system(
             build_conversions_feature,
         ],
     )
-    try:
-        async with (
-            serve_app(wallet, wallet_port) as wallet_url,
-            serve_app(create_trading_app(trading), trading_port) as trading_url,
-            httpx.AsyncClient(timeout=30.0) as http,
-            WalletClient(kafka_bootstrap_servers, topics=kafka_topics, timeout=30) as client,
-        ):
-            for url in (wallet_url, trading_url):
-
-                async def healthy(url: str = url) -> bool:
-                    return (await http.get(f"{url}/healthz")).status_code == 200
-
-                await until(healthy, within=60)
-            yield System(trading_url, wallet_url, http, client, until, auth_headers)
-    finally:
-        await mongo_client.drop_database(wallet_database)
+    async with (
+        real_wallet(
+            kafka_bootstrap_servers, kafka_topics, mongodb_url, mongo_database, jwt_secret
+        ) as wallet_url,
+        serve_app(create_trading_app(trading), trading_port) as trading_url,
+        httpx.AsyncClient(timeout=30.0) as http,
+        WalletClient(kafka_bootstrap_servers, topics=kafka_topics, timeout=30) as client,
+    ):
+        await until_healthy(http, trading_url)
+        yield System(trading_url, wallet_url, http, client, until, auth_headers)
 
 
 async def test_swap_and_express_buy_move_exact_amounts_through_the_ledger(system: System) -> None:

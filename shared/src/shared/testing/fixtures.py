@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from shared.infra import Infrastructure
 from shared.infra.kafka import ensure_topics
 from shared.messaging.topics import Topics
 from shared.mongo import connect
+from shared.testing.services import eventually, serving
 
 _INFRA_FIXTURES = frozenset(
     {
@@ -98,3 +100,15 @@ async def kafka_topics(request: pytest.FixtureRequest, kafka_bootstrap_servers: 
     topics = Topics(prefix=f"{_DB_NAME_UNSAFE.sub('_', module)[:40]}.{uuid.uuid4().hex[:8]}.")
     await ensure_topics(kafka_bootstrap_servers, topics.all)
     return topics
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Callable[[Any, int], AbstractAsyncContextManager[str]]:
+    """serve_app(app, port): shared.testing.services.serving, for tests that cannot import it."""
+    return serving
+
+
+@pytest.fixture(scope="session")
+def until() -> Callable[..., Awaitable[None]]:
+    """until(probe, within=...): shared.testing.services.eventually."""
+    return eventually

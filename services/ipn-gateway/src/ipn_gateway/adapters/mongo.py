@@ -43,6 +43,8 @@ from ipn_gateway.domain.withdrawals import (
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand, parse_command
 from shared.money import add
+from shared.mongo import decimal_of as _decimal
+from shared.mongo import utc as _utc
 
 type Document = dict[str, Any]
 
@@ -55,15 +57,6 @@ WITHDRAWALS: Final = "withdrawals"
 WITHDRAWAL_GUARDS: Final = "withdrawal_request_guards"
 # Long enough for one request's reads and insert; a crashed request frees the user after it.
 GUARD_LEASE: Final = timedelta(seconds=10)
-
-
-def _utc(value: datetime) -> datetime:
-    # Drivers hand back naive datetimes unless the client was made tz-aware; all are UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _decimal(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
 
 
 def _outbox_document(entry: OutboxEntry) -> Document:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, Final
 
 from bson import Decimal128
@@ -18,20 +17,13 @@ from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import WalletCommand, parse_command
+from shared.mongo import decimal_of as _decimal
+from shared.mongo import utc as _utc
 
 type Document = dict[str, Any]
 
 OFFERS: Final = "p2p_offers"
 TRADES: Final = "p2p_trades"
-
-
-def _utc(value: datetime) -> datetime:
-    # Drivers hand back naive datetimes unless the client was made tz-aware; all are UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _decimal(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
 
 
 def _outbox_document(entry: OutboxEntry) -> Document:
