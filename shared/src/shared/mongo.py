@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from bson import Decimal128
-from pymongo import AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 
 def connect(url: str, **options: Any) -> AsyncMongoClient[dict[str, Any]]:
@@ -22,3 +23,17 @@ def decimal_of(value: Any) -> Decimal:
 def utc(value: datetime) -> datetime:
     # Drivers hand back naive datetimes unless the client was made tz-aware; all are UTC.
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class MongoDeadLetters:
+    """Messages a consumer could not handle after its retries (shared.results_consumer's
+    `DeadLetters`), kept in the service's own collection for a person to look at."""
+
+    def __init__(self, database: AsyncDatabase[dict[str, Any]], collection: str) -> None:
+        self._letters = database[collection]
+
+    async def add(self, raw: bytes, reason: str, now: datetime) -> None:
+        await self._letters.insert_one({"raw": raw, "reason": reason, "at": now})
+
+    async def all(self) -> list[dict[str, Any]]:
+        return await self._letters.find({}).sort("at", ASCENDING).to_list()

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from ipn_gateway.adapters.mongo import (
-    MongoDeadLetters,
+    DEAD_LETTERS,
     MongoDepositOrders,
     MongoIpnLog,
     MongoPayments,
@@ -37,7 +37,7 @@ from ipn_gateway.entrypoints.results import ResultsConsumer
 from ipn_gateway.settings import GatewaySettings
 from shared.http import create_app
 from shared.http.idempotency import MongoIdempotencyStore
-from shared.mongo import connect
+from shared.mongo import MongoDeadLetters, connect
 from shared.wallet_client import WalletClient
 
 log = structlog.get_logger(__name__)
@@ -185,7 +185,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
             dispatcher.dispatch,
             topic=settings.topics.results,
             group_id=settings.results_consumer_group,
-            dead_letters=MongoDeadLetters(database),
+            dead_letters=MongoDeadLetters(database, DEAD_LETTERS),
             session_timeout_ms=settings.results_session_timeout_ms,
             heartbeat_interval_ms=settings.results_heartbeat_interval_ms,
             max_attempts=settings.results_max_attempts,

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from fastapi import FastAPI
@@ -24,11 +24,14 @@ from p2p.settings import P2pSettings
 from shared.http import create_app
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult
-from shared.mongo import connect
+from shared.mongo import MongoDeadLetters, connect
 from shared.results_consumer import WalletResultsConsumer
 from shared.wallet_client import WalletClient
 
 log = structlog.get_logger(__name__)
+
+# Results the service could not apply after their retries (shared.results_consumer).
+DEAD_LETTERS: Final = "p2p_dead_letters"
 
 
 def utc_now() -> datetime:
@@ -57,6 +60,9 @@ class P2p:
 
     async def ready(self) -> bool:
         if not (self.started and self.results.assigned):
+            return False
+        if self.results.stuck:
+            log.error("results.stuck")
             return False
         await self.mongo.admin.command("ping")
         return True
@@ -133,6 +139,10 @@ def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) ->
             group_id=settings.p2p_results_consumer_group,
             session_timeout_ms=settings.p2p_results_session_timeout_ms,
             heartbeat_interval_ms=settings.p2p_results_heartbeat_interval_ms,
+            # A result the service cannot apply is kept for a person after a few tries instead
+            # of holding its partition forever; a database outage is waited out (and reported
+            # by /healthz as stuck), never dead-lettered.
+            dead_letters=MongoDeadLetters(database, DEAD_LETTERS),
         ),
     )
 

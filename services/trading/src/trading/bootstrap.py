@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 
 from shared.http import create_app, error_response
-from shared.mongo import connect
+from shared.mongo import MongoDeadLetters, connect
 from shared.wallet_client import WalletClient
 from trading.conversions.entrypoints import build_conversions_feature
 from trading.errors import TradingError
@@ -50,6 +50,9 @@ from trading.settings import TradingSettings
 from trading.spot.feature import build_spot_feature
 
 log = structlog.get_logger(__name__)
+
+# Results no feature could apply after their retries (shared.results_consumer).
+DEAD_LETTERS: Final = "trading_dead_letters"
 
 # Every feature of the service, in start order (prices first: quoting features read them).
 FEATURES: Final[tuple[FeatureFactory, ...]] = (
@@ -74,6 +77,9 @@ class TradingService:
 
     async def ready(self) -> bool:
         if not (self.started and self.context.publisher.started and self.results.assigned):
+            return False
+        if self.results.stuck:
+            log.error("results.stuck")
             return False
         await self.mongo.admin.command("ping")
         for feature in self.features:
@@ -134,6 +140,8 @@ def build_service(
         group_id=settings.results_consumer_group,
         session_timeout_ms=settings.results_session_timeout_ms,
         heartbeat_interval_ms=settings.results_heartbeat_interval_ms,
+        # As in every service: a result no feature can apply is dead-lettered after a few tries.
+        dead_letters=MongoDeadLetters(context.database, DEAD_LETTERS),
     )
     return TradingService(settings, mongo, context, built, results)
 

@@ -361,17 +361,6 @@ class MongoReviews:
         return await _unpublished(self._reviews, older_than)
 
 
-class MongoDeadLetters:
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
-        self._letters = database[DEAD_LETTERS]
-
-    async def add(self, raw: bytes, reason: str, now: datetime) -> None:
-        await self._letters.insert_one({"raw": raw, "reason": reason, "at": now})
-
-    async def all(self) -> list[Document]:
-        return await self._letters.find({}).sort("at", ASCENDING).to_list()
-
-
 class MongoIpnLog:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._ipns = database[IPNS]
