@@ -14,6 +14,7 @@ import typing
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any, Final, Literal, Self
 
 import msgspec
@@ -160,8 +161,9 @@ class CommandBase(BaseModel):
         command_id, issued_at and metadata are left out: a resend is a new message (new id, new
         time, maybe a new trace in metadata) asking for the same money movement.
         """
-        fields = {name: getattr(self, name) for name in _money_fields_of(type(self))}
-        return canonical_fingerprint(fields)
+        # The model's own field dict, not a copy: canonical_fingerprint only reads the money
+        # fields of this command's type from it (a copy per command was a tenth of the ledger).
+        return canonical_fingerprint(self.__dict__)
 
 
 # The fields that say which money moves (CONTRACT.md, "Idempotency payload"). Anything else a later
@@ -196,9 +198,11 @@ def canonical_fingerprint(fields: str | dict[str, Any]) -> str:
     """
     document = json.loads(fields) if isinstance(fields, str) else fields
     command_type = _COMMAND_CLASSES.get(str(document.get("type")))
-    names = _money_fields_of(command_type) if command_type else MONEY_FIELDS
-    canonical: dict[str, str] = {}
-    for name in names:
+    # What json.dumps(canonical, sort_keys=True, separators=(",", ":")) wrote, built directly
+    # (a fingerprint per command; the encoder's machinery was half its cost): the names in sorted
+    # order, each value a JSON string escaped by the standard library's own (ASCII) string encoder.
+    parts: list[str] = []
+    for name, prefix in _sorted_money_fields_of(command_type):
         value = document.get(name)
         if value is None:
             value = document.get("reference_id") if name == "hold_id" else _DEFAULTS.get(name)
@@ -206,13 +210,21 @@ def canonical_fingerprint(fields: str | dict[str, Any]) -> str:
             continue
         if name in _AMOUNT_FIELDS:
             value = format_amount(value if isinstance(value, Decimal) else parse_decimal(value))
-        canonical[name] = str(value)
-    return json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        parts.append(prefix + encode_basestring_ascii(str(value)))
+    return "{" + ",".join(parts) + "}"
 
 
 @functools.cache
 def _money_fields_of(command_type: type[BaseModel]) -> tuple[str, ...]:
     return tuple(name for name in MONEY_FIELDS if name in command_type.model_fields)
+
+
+@functools.cache
+def _sorted_money_fields_of(command_type: type[BaseModel] | None) -> tuple[tuple[str, str], ...]:
+    """The money fields of a command type (all of them for an unknown type), sorted as
+    `sort_keys` sorts them, each with its JSON key prefix (`"name":`)."""
+    names = _money_fields_of(command_type) if command_type else MONEY_FIELDS
+    return tuple((name, encode_basestring_ascii(name) + ":") for name in sorted(names))
 
 
 class CreditCommand(CommandBase):

@@ -31,22 +31,25 @@ class _Message(BaseModel):
         order = _FIELD_ORDER.get(cls)
         if order is None:
             order = _FIELD_ORDER[cls] = tuple(cls.__pydantic_fields__)
-        if _fields_set is not None or len(values) != len(order) or cls.__pydantic_post_init__:
+        if _fields_set is not None or cls.__pydantic_post_init__:
             return super().model_construct(_fields_set, **values)
+        # Every field, given in declaration order (as the wallet passes them) is the common case,
+        # and one comparison: other orders are put in declaration order, as pydantic stores
+        # them (serialisation follows this order); anything missing or extra goes to pydantic.
         if tuple(values) != order:
-            if values.keys() != set(order):
+            if len(values) != len(order) or values.keys() != set(order):
                 return super().model_construct(_fields_set, **values)
-            # In declaration order, as pydantic stores them: serialisation follows this order.
             values = {name: values[name] for name in order}
         message = cls.__new__(cls)
-        object.__setattr__(message, "__dict__", values)
-        object.__setattr__(message, "__pydantic_fields_set__", set(order))
-        object.__setattr__(message, "__pydantic_extra__", None)
-        object.__setattr__(message, "__pydantic_private__", None)
+        _set(message, "__dict__", values)
+        _set(message, "__pydantic_fields_set__", set(order))
+        _set(message, "__pydantic_extra__", None)
+        _set(message, "__pydantic_private__", None)
         return message
 
 
 _FIELD_ORDER: dict[type[BaseModel], tuple[str, ...]] = {}
+_set = object.__setattr__  # the models are frozen: their own __setattr__ refuses
 
 
 class BalanceSnapshot(_Message):

@@ -165,9 +165,11 @@ class LedgerService:
 
     async def _decide_and_commit(self, commands: Sequence[WalletCommand]) -> BatchReport:
         now = self._clock()
-        keys: list[IdempotencyKey] = list(dict.fromkeys(c.idempotency_key for c in commands))
+        # Each command's key once (a property that builds a tuple), in the batch's order.
+        keyed = [(c.idempotency_key, c) for c in commands]
+        keys: list[IdempotencyKey] = list(dict.fromkeys(key for key, _ in keyed))
         known = await self._store.find_outcomes(keys) if keys else {}
-        fresh = [c for c in commands if c.idempotency_key not in known]
+        fresh = [c for key, c in keyed if key not in known]
         wallets: list[WalletKey] = list(dict.fromkeys(k for c in fresh for k in wallet_keys(c)))
         accounts: list[AccountKey] = list(
             dict.fromkeys(k for c in fresh for k in floored_accounts(c))
@@ -177,8 +179,7 @@ class LedgerService:
         report = BatchReport()
         decided: dict[IdempotencyKey, Outcome] = {}
 
-        for command in commands:
-            key = command.idempotency_key
+        for key, command in keyed:
             prior = known.get(key) or decided.get(key)
             if prior is not None:
                 if same_request(prior, command):
@@ -200,7 +201,7 @@ class LedgerService:
                         )
                     )
                 continue
-            outcome = self._decide_one(command, state, now)
+            outcome = self._decide_one(key, command, state, now)
             decided[key] = outcome
             report.results.append(command_result(command, outcome.status, now=now, outcome=outcome))
             if outcome.status == "applied":
@@ -219,8 +220,14 @@ class LedgerService:
             )
         return report
 
-    def _decide_one(self, command: WalletCommand, state: WorkingState, now: datetime) -> Outcome:
-        idempotency_key, fingerprint = command.idempotency_key, command.fingerprint()
+    def _decide_one(
+        self,
+        idempotency_key: IdempotencyKey,
+        command: WalletCommand,
+        state: WorkingState,
+        now: datetime,
+    ) -> Outcome:
+        fingerprint = command.fingerprint()
         transaction_id = self._new_id()
         decision = decide(command, state)
         if isinstance(decision, Rejection):

@@ -63,15 +63,15 @@ def command_result(
     return command.user_id, result
 
 
+# A tuple built once: `A | B | C` in the call would build a union object per event.
+_WITH_TO_USER = (TransferCommand, TransferLockedCommand, SettleTradeCommand)
+
+
 def ledger_event(outcome: Outcome) -> LedgerTransaction:
     command = outcome.command
     # isinstance, not getattr with a default: a pydantic model's missing attribute is an
     # exception built with a message, which cost a tenth of a batch.
-    to_user = (
-        command.to_user
-        if isinstance(command, TransferCommand | TransferLockedCommand | SettleTradeCommand)
-        else None
-    )
+    to_user = command.to_user if isinstance(command, _WITH_TO_USER) else None
     return LedgerTransaction.model_construct(
         transaction_id=outcome.transaction_id,
         command_id=command.command_id,
