@@ -13,8 +13,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
@@ -22,14 +23,21 @@ import pytest
 
 from shared.http import make_token
 from shared.messaging.topics import Topics
-from shared.money import get_currency
+from shared.money import NOWPAYMENTS_TICKERS, get_currency
 from shared.wallet_client import WalletClient
 from tests.system import RunningSystem
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-not-for-production"
-PINNED = {"BTC": "50000.00", "ETH": "2999.99"}
+PINNED = {
+    "BTC": "50000.00",
+    "ETH": "2999.99",
+    "LTC": "70.12",
+    "SOL": "120.50",
+    "TRX": "0.09",
+    "USDT": "0.79",
+}
 RATE_PLACES = Decimal(1).scaleb(-18)
 
 
@@ -146,20 +154,26 @@ class System:
 
     # -- funding --------------------------------------------------------------------------------
 
-    def deposit_crypto(self, user: str, amount: str) -> None:
-        before = self.balance(user, "BTC")
+    def deposit_crypto(self, user: str, amount: str, ticker: str = "btc") -> None:
+        """A deposit through the gateway and the simulator's IPN, as NOWPayments would send it."""
+        currency = NOWPAYMENTS_TICKERS.get(ticker, ticker.upper())
+        before = self.balance(user, currency)
         created = self.ok(
             "POST",
             f"{self.gateway}/api/nowpayments/create-deposit",
             user,
-            {"currency": "btc", "amount": "100", "price_currency": "usd"},
+            {"currency": ticker, "amount": "100", "price_currency": "usd"},
         )
         fired = self.http.post(
             f"{self.simulator}/simulator/payments/{created['payment_id']}/ipn",
             json={"status": "finished", "actually_paid": amount, "outcome_amount": amount},
         )
         assert fired.status_code == 200, fired.text
-        until(f"{user} BTC deposit", lambda: self.balance(user, "BTC") == before + D(amount), 30.0)
+        until(
+            f"{user} {currency} deposit",
+            lambda: self.balance(user, currency) == before + D(amount),
+            30.0,
+        )
 
     def deposit_bank(self, user: str, currency: str, amount: str) -> str:
         reference = f"bank-{uuid.uuid4().hex}"
@@ -886,3 +900,387 @@ def test_pages_without_a_token_ask_to_sign_in(system: System, page: str) -> None
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert "sign in" in response.text.lower() or "sign-in" in response.text.lower()
+
+
+# -- more refusals ------------------------------------------------------------------------------------
+
+
+def test_a_bad_token_is_401(system: System) -> None:
+    forged = make_token(
+        "not-the-secret-of-this-system-but-long-enough", system.new_user("forger"), ["admin"]
+    )
+    for url in (
+        f"{system.trading}/api/savings/positions",
+        f"{system.trading}/api/referrals/summary",
+        f"{system.p2p}/api/p2p/enhanced/trades",
+        f"{system.wallet}/api/wallets/platform-balances",
+    ):
+        response = system.http.get(url, headers={"Authorization": f"Bearer {forged}"})
+        assert_error(response, 401)
+
+
+def test_a_quote_executed_concurrently_completes_once(system: System) -> None:
+    eve = system.new_user("racer")
+    system.deposit_crypto(eve, "0.01")
+    system.fund_liquidity("ETH", "1")
+    quote = system.ok(
+        "POST",
+        f"{system.trading}/api/swap/quote",
+        eve,
+        {"from_currency": "BTC", "to_currency": "ETH", "from_amount": "0.004"},
+    )
+
+    def execute(_: int) -> httpx.Response:
+        with httpx.Client(timeout=20.0) as client:
+            return client.post(
+                f"{system.trading}/api/swap/execute",
+                json={"quote_id": quote["quote_id"]},
+                headers=system.headers(eve),
+            )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(execute, range(4)))
+    accepted = [a for a in answers if a.status_code == 202]
+    assert len(accepted) == 1, [(a.status_code, a.text) for a in answers]
+    for refused in (a for a in answers if a.status_code != 202):
+        assert_error(refused, 409, "quote_used")
+    swap_id = accepted[0].json()["swap_id"]
+    done = system.settled(f"{system.trading}/api/swap/{swap_id}", eve, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    time.sleep(1.0)
+    assert system.balance(eve, "BTC") == D("0.006")
+    assert system.balance(eve, "ETH") == D(quote["to_amount"])
+
+
+def test_a_swap_the_liquidity_cannot_cover_fails_and_moves_nothing(system: System) -> None:
+    frank = system.new_user("illiquid")
+    system.deposit_crypto(frank, "0.01")
+    # Far more SOL than anyone funded: the platform's inventory cannot cover it.
+    held = system.platform("platform:liquidity", "SOL")
+    quote = system.ok(
+        "POST",
+        f"{system.trading}/api/swap/quote",
+        frank,
+        {"from_currency": "BTC", "to_currency": "SOL", "from_amount": "0.01"},
+    )
+    assert D(quote["to_amount"]) > held
+    started = system.ok(
+        "POST", f"{system.trading}/api/swap/execute", frank, {"quote_id": quote["quote_id"]}, 202
+    )
+    failed = system.settled(
+        f"{system.trading}/api/swap/{started['swap_id']}", frank, {"completed", "failed"}
+    )
+    assert (failed["status"], failed["reason"]) == ("failed", "insufficient_liquidity"), failed
+    assert system.balance(frank, "BTC") == D("0.01")
+    assert system.balance(frank, "SOL") == 0
+    assert system.platform("platform:liquidity", "SOL") == held
+
+
+def test_liquidity_funding_is_idempotent_by_reference(system: System) -> None:
+    reference = uuid.uuid4().hex
+    before = system.platform("platform:liquidity", "LTC")
+    body = {"currency": "LTC", "amount": "3", "reference_id": reference}
+    url = f"{system.trading}/api/admin/liquidity"
+    assert system.ok("POST", url, system.admin, body, status=202)["status"] == "pending"
+    until("funded", lambda: system.platform("platform:liquidity", "LTC") == before + 3)
+    system.ok("POST", url, system.admin, body, status=202)
+    time.sleep(2.0)
+    assert system.platform("platform:liquidity", "LTC") == before + 3
+
+
+def test_express_buy_refusals(system: System) -> None:
+    gina, mallory = system.new_user("gina"), system.new_user("mallory")
+    quote_url = f"{system.trading}/api/express-buy/quote"
+    request = {"fiat_currency": "GBP", "fiat_amount": "20.00", "crypto_currency": "BTC"}
+    quote = system.ok("POST", quote_url, gina, request)
+    execute_url = f"{system.trading}/api/express-buy/execute"
+    assert_error(system.call("POST", execute_url, mallory, {"quote_id": quote["quote_id"]}), 404)
+    # No GBP at all: failed, insufficient_funds, nothing moves.
+    started = system.ok("POST", execute_url, gina, {"quote_id": quote["quote_id"]}, status=202)
+    failed = system.settled(
+        f"{system.trading}/api/express-buy/{started['order_id']}", gina, {"completed", "failed"}
+    )
+    assert (failed["status"], failed["reason"]) == ("failed", "insufficient_funds"), failed
+    assert system.balances(gina) == {}
+    assert_error(
+        system.call("POST", quote_url, gina, {**request, "fiat_amount": "1.001"}),
+        set(range(400, 500)),
+    )
+
+
+def test_spot_refusals_market_without_book_self_trade_and_funds(system: System) -> None:
+    hank = system.new_user("spotter")
+    system.deposit_crypto(hank, "0.01")
+    execute_url = f"{system.trading}/api/trading/execute"
+    orders_url = f"{system.trading}/api/trading/orders"
+
+    def final(order_id: str) -> dict[str, Any]:
+        return system.settled(  # type: ignore[no-any-return]
+            f"{orders_url}/{order_id}", hank, {"filled", "cancelled", "failed", "open"}
+        )
+
+    # ETH-BTC has no orders: a market buy finds nothing.
+    market = system.ok(
+        "POST",
+        execute_url,
+        hank,
+        {"pair": "ETH-BTC", "side": "buy", "type": "market", "amount": "0.01"},
+        status=202,
+    )
+    done = final(market["order_id"])
+    assert (done["status"], done["reason"]) == ("failed", "no_liquidity"), done
+    until("nothing left locked", lambda: system.balance(hank, "BTC", "locked") == 0)
+
+    # More than the user has: failed, insufficient_funds.
+    greedy = system.ok(
+        "POST",
+        execute_url,
+        hank,
+        {"pair": "BTC-GBP", "side": "sell", "type": "limit", "amount": "1", "price": "60000.00"},
+        status=202,
+    )
+    done = final(greedy["order_id"])
+    assert (done["status"], done["reason"]) == ("failed", "insufficient_funds"), done
+
+    # An order never trades with the same user's order: the taker's remainder is cancelled.
+    # ETH-GBP: a book no other test of this module uses.
+    system.deposit_crypto(hank, "0.1", "eth")
+    system.deposit_bank(hank, "GBP", "100.00")
+    resting = system.ok(
+        "POST",
+        execute_url,
+        hank,
+        {"pair": "ETH-GBP", "side": "sell", "type": "limit", "amount": "0.01", "price": "3000.00"},
+        status=202,
+    )
+    assert final(resting["order_id"])["status"] == "open"
+    crossing = system.ok(
+        "POST",
+        execute_url,
+        hank,
+        {"pair": "ETH-GBP", "side": "buy", "type": "limit", "amount": "0.01", "price": "3000.00"},
+        status=202,
+    )
+    done = final(crossing["order_id"])
+    assert (done["status"], done["reason"]) == ("cancelled", "self_trade"), done
+    assert D(done["filled_amount"]) == 0
+    until("buy unlocked", lambda: system.balance(hank, "GBP", "locked") == 0)
+    assert system.balance(hank, "GBP") == D("100.00")
+    assert system.balance(hank, "ETH", "locked") == D("0.01")
+
+    for bad in (
+        {
+            "pair": "BTC-GBP",
+            "side": "buy",
+            "type": "limit",
+            "amount": "0.001",
+            "price": "61000.001",
+        },
+        {"pair": "NOPE-GBP", "side": "buy", "type": "limit", "amount": "0.001", "price": "1.00"},
+        {"pair": "BTC-GBP", "side": "hold", "type": "limit", "amount": "0.001", "price": "1.00"},
+        {"pair": "BTC-GBP", "side": "buy", "type": "limit", "amount": "0.00001", "price": "1.00"},
+    ):
+        assert_error(system.call("POST", execute_url, hank, bad), set(range(400, 500)))
+    system.ok("DELETE", f"{orders_url}/{resting['order_id']}", hank)
+
+
+def test_savings_transfer_beyond_the_balance_fails(system: System) -> None:
+    ivy = system.new_user("ivy")
+    system.deposit_crypto(ivy, "0.001")
+    started = system.ok(
+        "POST",
+        f"{system.trading}/api/savings/transfer",
+        ivy,
+        {"currency": "BTC", "amount": "0.002", "direction": "to_savings"},
+        status=202,
+    )
+    done = system.settled(
+        f"{system.trading}/api/savings/transfers/{started['transfer_id']}",
+        ivy,
+        {"completed", "failed"},
+    )
+    assert done["status"] == "failed", done
+    assert system.balance(ivy, "BTC") == D("0.001")
+    assert system.balance(ivy, "BTC", "savings") == 0
+    assert_error(
+        system.call(
+            "POST",
+            f"{system.trading}/api/savings/transfer",
+            ivy,
+            {"currency": "BTC", "amount": "0.001", "direction": "sideways"},
+        ),
+        set(range(400, 500)),
+    )
+
+
+def test_referral_summary_of_a_new_user(system: System) -> None:
+    jo = system.new_user("jo")
+    assert system.ok("GET", f"{system.trading}/api/referrals/summary", jo) == {
+        "referrer_id": None,
+        "invitees": 0,
+        "earned": [],
+    }
+
+
+def test_p2p_cancel_dispute_and_offer_rules(system: System) -> None:
+    seller, buyer, outsider = (system.new_user(r) for r in ("kseller", "kbuyer", "kout"))
+    system.deposit_crypto(seller, "0.01")
+    base = f"{system.p2p}/api/p2p/enhanced"
+    offer_body = {
+        "currency": "BTC",
+        "fiat_currency": "GBP",
+        "price": "50000.00",
+        "min_amount": "0.001",
+        "max_amount": "0.004",
+        "payment_methods": ["bank_transfer"],
+        "payment_window_minutes": 15,
+    }
+    for window in (0, 61):
+        bad = system.call(
+            "POST", f"{base}/offers", seller, {**offer_body, "payment_window_minutes": window}
+        )
+        assert_error(bad, set(range(400, 500)))
+    offer = system.ok("POST", f"{base}/offers", seller, offer_body, status=201)
+
+    def trade(amount: str) -> tuple[str, str]:
+        created = system.ok(
+            "POST",
+            f"{base}/create-trade",
+            buyer,
+            {"offer_id": offer["offer_id"], "amount": amount},
+            status=202,
+        )
+        url = f"{base}/trades/{created['trade_id']}"
+        system.settled(url, buyer, {"escrowed", "failed"})
+        return created["trade_id"], url
+
+    # More than max_amount: refused.
+    too_big = system.call(
+        "POST", f"{base}/create-trade", buyer, {"offer_id": offer["offer_id"], "amount": "0.005"}
+    )
+    assert_error(too_big, set(range(400, 500)))
+
+    # The buyer cancels: everything locked for the trade goes back to the seller.
+    first, first_url = trade("0.002")
+    assert system.balance(seller, "BTC", "locked") == D("0.002002")
+    body = {"trade_id": first, "reason": "changed my mind"}
+    assert_error(system.call("POST", f"{base}/cancel-trade", outsider, body), {403, 404})
+    answer = system.call("POST", f"{base}/cancel-trade", buyer, body)
+    assert answer.status_code in {200, 202}, answer.text
+    system.settled(first_url, buyer, {"cancelled"})
+    assert system.balance(seller, "BTC", "locked") == 0
+    assert system.balance(seller, "BTC") == D("0.01")
+    assert_error(system.call("POST", f"{base}/mark-paid", buyer, {"trade_id": first}), 409)
+
+    # Disputed, then resolved for the buyer by an admin: as a release.
+    second, second_url = trade("0.001")
+    system.ok("POST", f"{base}/mark-paid", buyer, {"trade_id": second})
+    again = system.ok("POST", f"{base}/mark-paid", buyer, {"trade_id": second})
+    assert again["status"] == "paid"
+    assert_error(system.call("POST", f"{base}/dispute", outsider, {"trade_id": second}), {403, 404})
+    disputed = system.ok("POST", f"{base}/dispute", seller, {"trade_id": second})
+    assert disputed["status"] == "disputed"
+    assert_error(
+        system.call("POST", f"{base}/cancel-trade", buyer, {"trade_id": second, "reason": "x"}),
+        409,
+    )
+    resolve = {"trade_id": second, "outcome": "buyer"}
+    assert_error(system.call("POST", f"{base}/resolve-dispute", buyer, resolve), 403)
+    answer = system.call("POST", f"{base}/resolve-dispute", system.admin, resolve)
+    assert answer.status_code in {200, 202}, answer.text
+    system.settled(second_url, buyer, {"completed"})
+    assert system.balance(buyer, "BTC") == D("0.001")
+    assert system.balance(seller, "BTC", "locked") == 0
+
+    # The seller withdraws the offer: no longer listed.
+    assert_error(system.call("DELETE", f"{base}/offers/{offer['offer_id']}", buyer), {403, 404})
+    deleted = system.call("DELETE", f"{base}/offers/{offer['offer_id']}", seller)
+    assert deleted.status_code in {200, 202, 204}, deleted.text
+    listed = system.ok("GET", f"{base}/offers?currency=BTC", buyer)["items"]
+    assert offer["offer_id"] not in {o["offer_id"] for o in listed}
+
+
+def test_p2p_trade_the_seller_cannot_cover_fails_with_nothing_locked(system: System) -> None:
+    seller, buyer = system.new_user("poor"), system.new_user("hopeful")
+    system.deposit_crypto(seller, "0.001")
+    base = f"{system.p2p}/api/p2p/enhanced"
+    offer = system.ok(
+        "POST",
+        f"{base}/offers",
+        seller,
+        {
+            "currency": "BTC",
+            "fiat_currency": "GBP",
+            "price": "50000.00",
+            "min_amount": "0.001",
+            "max_amount": "0.5",
+            "payment_methods": ["bank_transfer"],
+            "payment_window_minutes": 15,
+        },
+        status=201,
+    )
+    # 0.001 + its fee is more than the seller holds.
+    created = system.ok(
+        "POST",
+        f"{base}/create-trade",
+        buyer,
+        {"offer_id": offer["offer_id"], "amount": "0.001"},
+        status=202,
+    )
+    done = system.settled(f"{base}/trades/{created['trade_id']}", buyer, {"escrowed", "failed"})
+    assert (done["status"], done.get("reason")) == ("failed", "insufficient_funds"), done
+    assert system.balance(seller, "BTC", "locked") == 0
+    assert system.balance(seller, "BTC") == D("0.001")
+
+
+def test_portfolio_groups_beyond_five_assets_and_lists_unpriced_ones(system: System) -> None:
+    kim = system.new_user("kim")
+    for ticker, amount in (
+        ("btc", "0.002"),
+        ("eth", "0.05"),
+        ("ltc", "1.5"),
+        ("sol", "0.3"),
+        ("trx", "200"),
+        ("usdttrc20", "40"),
+    ):
+        system.deposit_crypto(kim, amount, ticker)
+    system.deposit_bank(kim, "GBP", "7.77")
+    system.deposit_bank(kim, "EUR", "5.00")
+    body = system.ok("GET", f"{system.wallet}/api/wallets/portfolio/{kim}?currency=GBP", kim)
+    assets = {a["currency"]: a for a in body["assets"]}
+    assert body["unpriced"] == ["EUR"]
+    assert assets["EUR"]["price"] is None
+    assert assets["EUR"]["value"] is None
+    expected = {c: D(a["holding"]) * D(PINNED.get(c, "1")) for c, a in assets.items() if c != "EUR"}
+    for currency, value in expected.items():
+        assert D(assets[currency]["price"]) == D(PINNED.get(currency, "1")), assets[currency]
+        assert D(assets[currency]["value"]) == value.quantize(D("0.01"), rounding=ROUND_HALF_UP)
+    total = sum(expected.values(), Decimal(0))
+    assert D(body["total_value"]) == total.quantize(D("0.01"), rounding=ROUND_HALF_UP)
+    shares = largest_remainder(expected)
+    for currency, share in shares.items():
+        assert assets[currency]["percentage"] == share, (currency, assets[currency])
+    assert sum(D(a["percentage"]) for a in body["assets"] if a["percentage"]) == D("100.00")
+    ranked = sorted(expected, key=lambda c: expected[c], reverse=True)
+    assert [a["label"] for a in body["allocation"]] == [*ranked[:5], "Others"]
+    others = sum((expected[c] for c in ranked[5:]), Decimal(0))
+    assert D(body["allocation"][-1]["value"]) == others.quantize(D("0.01"), rounding=ROUND_HALF_UP)
+    assert sum(D(a["percentage"]) for a in body["allocation"]) == D("100.00")
+    for row in body["allocation"]:
+        assert len(row["percentage"].split(".")[1]) == 2, row
+
+
+def largest_remainder(values: dict[str, Decimal]) -> dict[str, str]:
+    """Percentages with 2 decimals that sum to exactly 100.00 (largest remainder method)."""
+    total = sum(values.values(), Decimal(0))
+    exact = {k: v / total * 10000 for k, v in values.items()}
+    floors = {k: int(v) for k, v in exact.items()}
+    missing = 10000 - sum(floors.values())
+    for k in sorted(exact, key=lambda k: exact[k] - floors[k], reverse=True)[:missing]:
+        floors[k] += 1
+    return {k: f"{Decimal(v).scaleb(-2):.2f}" for k, v in floors.items()}
+
+
+def test_admin_unpins_a_price(system: System) -> None:
+    response = system.call("DELETE", f"{system.trading}/api/admin/prices/TRX", system.admin)
+    assert response.status_code == 200, response.text
