@@ -101,6 +101,10 @@ class System:
         self.simulator = f"http://127.0.0.1:{env['NOWPAYMENTS_SIMULATOR_PORT']}"
         self.http = httpx.Client(timeout=20.0)
         self.admin = self.new_user("admin")
+        # Made when the module starts and checked by its last tests, so that waiting for their
+        # clocks (a 30 s quote, a 1 minute payment window) overlaps the other tests.
+        self.early_express_quote: dict[str, Any] = {}
+        self.deadline_trade: dict[str, Any] = {}
 
     @staticmethod
     def new_user(role: str) -> str:
@@ -227,10 +231,46 @@ def system(running_system_for_module: RunningSystem) -> Iterator[System]:
         10.0,
     )
     time.sleep(2.0)  # "every service sees it within 2 s"
+    start_the_clocks(api)
     try:
         yield api
     finally:
         api.http.close()
+
+
+def start_the_clocks(api: System) -> None:
+    early = api.new_user("early")
+    api.early_express_quote = api.ok(
+        "POST",
+        f"{api.trading}/api/express-buy/quote",
+        early,
+        {"fiat_currency": "GBP", "fiat_amount": "10.00", "crypto_currency": "BTC"},
+    )
+    api.early_express_quote.update(made=time.monotonic(), user=early)
+    seller, buyer = api.new_user("lateseller"), api.new_user("latebuyer")
+    api.deposit_crypto(seller, "0.002")
+    offer = api.ok(
+        "POST",
+        f"{api.p2p}/api/p2p/enhanced/offers",
+        seller,
+        {
+            "currency": "BTC",
+            "fiat_currency": "GBP",
+            "price": "50000.00",
+            "min_amount": "0.001",
+            "max_amount": "0.001",
+            "payment_methods": ["bank_transfer"],
+            "payment_window_minutes": 1,
+        },
+        status=201,
+    )
+    api.deadline_trade = api.ok(
+        "POST",
+        f"{api.p2p}/api/p2p/enhanced/create-trade",
+        buyer,
+        {"offer_id": offer["offer_id"], "amount": "0.001"},
+        status=202,
+    )
 
 
 # -- authentication and errors -------------------------------------------------------------------
@@ -721,7 +761,17 @@ def test_referral_bind_rules_and_commission(system: System) -> None:
     assert done["status"] == "completed", done
     commission = down(fee * D("0.20"), "BTC")
     until("commission paid", lambda: system.balance(referrer, "BTC") == commission)
-    summary = system.ok("GET", f"{system.trading}/api/referrals/summary", referrer)
+    # The summary follows the wallet's results: it may lag the wallet's own view briefly.
+    summary = until(
+        "commission in the summary",
+        lambda: (
+            (body := system.ok("GET", f"{system.trading}/api/referrals/summary", referrer))[
+                "earned"
+            ]
+            and body
+        ),
+        10.0,
+    )
     assert summary["referrer_id"] is None
     assert summary["invitees"] == 1
     assert [(e["currency"], D(e["amount"])) for e in summary["earned"]] == [("BTC", commission)]
@@ -830,12 +880,19 @@ def test_wallet_read_side(system: System) -> None:
     before = datetime.now(UTC).isoformat()
     time.sleep(0.05)
     first = system.deposit_bank(dora, "GBP", "10.00")
+    time.sleep(0.05)
+    between = datetime.now(UTC).isoformat()
+    time.sleep(0.05)
     second = system.deposit_bank(dora, "GBP", "5.50")
     system.deposit_crypto(dora, "0.001")
     at_url = f"{system.wallet}/api/wallets/balances/{dora}"
     past = system.http.get(at_url, params={"at": before}, headers=system.headers(dora))
     assert past.status_code == 200, past.text
     assert all(D(row["total_balance"]) == 0 for row in past.json()["balances"]), past.json()
+    middle = system.http.get(at_url, params={"at": between}, headers=system.headers(dora))
+    assert [(r["currency"], D(r["available_balance"])) for r in middle.json()["balances"]] == [
+        ("GBP", D("10.00"))
+    ], middle.json()
     now = system.http.get(
         at_url, params={"at": datetime.now(UTC).isoformat()}, headers=system.headers(dora)
     )
@@ -1284,3 +1341,113 @@ def largest_remainder(values: dict[str, Decimal]) -> dict[str, str]:
 def test_admin_unpins_a_price(system: System) -> None:
     response = system.call("DELETE", f"{system.trading}/api/admin/prices/TRX", system.admin)
     assert response.status_code == 200, response.text
+
+
+def test_spot_market_buy_walks_the_book_and_unlocks_what_it_did_not_spend(system: System) -> None:
+    seller, buyer = system.new_user("mseller"), system.new_user("mbuyer")
+    system.deposit_crypto(seller, "0.01")
+    system.deposit_crypto(buyer, "200", "usdttrc20")
+    execute_url = f"{system.trading}/api/trading/execute"
+    orders_url = f"{system.trading}/api/trading/orders"
+    for price in ("60000.00", "61000.00"):
+        placed = system.ok(
+            "POST",
+            execute_url,
+            seller,
+            {
+                "pair": "BTC-USDT",
+                "side": "sell",
+                "type": "limit",
+                "amount": "0.002",
+                "price": price,
+            },
+            status=202,
+        )
+        system.settled(f"{orders_url}/{placed['order_id']}", seller, {"open"})
+    market = system.ok(
+        "POST",
+        execute_url,
+        buyer,
+        {"pair": "BTC-USDT", "side": "buy", "type": "market", "amount": "0.003"},
+        status=202,
+    )
+    done = system.settled(
+        f"{orders_url}/{market['order_id']}", buyer, {"filled", "cancelled", "failed"}
+    )
+    assert done["status"] == "filled", done
+    assert [(D(f["price"]), D(f["amount"])) for f in done["fills"]] == [
+        (D("60000.00"), D("0.002")),
+        (D("61000.00"), D("0.001")),
+    ]
+    # 0.002 × 60000 + 0.001 × 61000 = 181 USDT spent; the rest of what was locked comes back.
+    until("market buy settled", lambda: system.balance(buyer, "USDT", "locked") == 0)
+    assert system.balance(buyer, "USDT") == D("19")
+    assert system.balance(buyer, "BTC") == D("0.003") - D("0.000004") - D("0.000002")
+    book = system.ok("GET", f"{system.trading}/api/trading/orderbook/BTC-USDT", None)
+    assert [[D(p), D(a)] for p, a in book["asks"]] == [[D("61000.00"), D("0.001")]]
+
+    # No bids on BTC-USDT: a market sell finds nothing.
+    sell = system.ok(
+        "POST",
+        execute_url,
+        buyer,
+        {"pair": "BTC-USDT", "side": "sell", "type": "market", "amount": "0.001"},
+        status=202,
+    )
+    failed = system.settled(
+        f"{orders_url}/{sell['order_id']}", buyer, {"filled", "cancelled", "failed"}
+    )
+    assert (failed["status"], failed["reason"]) == ("failed", "no_liquidity"), failed
+    until("sell unlocked", lambda: system.balance(buyer, "BTC", "locked") == 0)
+    assert_error(system.call("GET", f"{system.trading}/api/trading/orderbook/NOPE-GBP", None), 404)
+
+
+def test_pages_with_a_token_show_the_apis_figures(system: System) -> None:
+    lee = system.new_user("lee")
+    system.deposit_bank(lee, "GBP", "12.34")
+    system.deposit_crypto(lee, "0.00123")
+    cookies = {"access_token": make_token(DEV_JWT_SECRET, lee)}
+    balances = system.ok("GET", f"{system.wallet}/api/wallets/balances/{lee}", lee)["balances"]
+    with httpx.Client(timeout=20.0, cookies=cookies) as browser:
+        page = browser.get(f"{system.wallet}/wallet")
+        assert page.status_code == 200, page.text
+        for row in balances:
+            assert row["available_balance"] in page.text, (row, page.text[:2000])
+        allocations = browser.get(f"{system.wallet}/allocations")
+    assert allocations.status_code == 200, allocations.text
+    portfolio = system.ok("GET", f"{system.wallet}/api/wallets/portfolio/{lee}?currency=GBP", lee)
+    html = allocations.text
+    assert "<canvas" in html or "<svg" in html
+    assert "aria-label" in html
+    assert "<table" in html
+    for row in portfolio["allocation"]:
+        assert row["label"] in html
+        assert row["percentage"] in html, (row, html[:3000])
+
+
+def test_zz_an_express_buy_quote_is_firm_for_30_seconds_only(system: System) -> None:
+    quote = system.early_express_quote
+    time.sleep(max(0.0, 30.5 - (time.monotonic() - quote["made"])))
+    response = system.call(
+        "POST",
+        f"{system.trading}/api/express-buy/execute",
+        quote["user"],
+        {"quote_id": quote["quote_id"]},
+    )
+    assert_error(response, 409, "quote_expired")
+
+
+def test_zz_an_unpaid_trade_is_cancelled_within_10_s_after_its_deadline(system: System) -> None:
+    trade = system.deadline_trade
+    seller, buyer = trade["seller_id"], trade["buyer_id"]
+    url = f"{system.p2p}/api/p2p/enhanced/trades/{trade['trade_id']}"
+    deadline = datetime.fromisoformat(trade["payment_deadline"])
+    assert deadline.tzinfo is not None, trade
+    escrowed = system.ok("GET", url, seller)
+    assert escrowed["status"] in {"escrowed", "cancelling", "cancelled"}, escrowed
+    wait = (deadline - datetime.now(UTC)).total_seconds() + 10.5
+    assert 0 < wait < 80, trade
+    done = system.settled(url, buyer, {"cancelled", "completed", "failed"}, within=wait)
+    assert done["status"] == "cancelled", done
+    assert system.balance(seller, "BTC", "locked") == 0
+    assert system.balance(seller, "BTC") == D("0.002")
