@@ -678,6 +678,7 @@ def test_savings_transfer_positions_and_idempotent_accrual(system: System) -> No
     assert done["status"] == "completed", done
     assert system.balance(saver, "BTC") == D("0.005")
     assert system.balance(saver, "BTC", "savings") == D("0.015")
+    assert system.balance(saver, "BTC", "total") == D("0.005")  # available + locked, as in the seed
 
     back = system.ok(
         "POST",
@@ -1414,6 +1415,11 @@ def test_pages_with_a_token_show_the_apis_figures(system: System) -> None:
         for row in balances:
             assert row["available_balance"] in page.text, (row, page.text[:2000])
         allocations = browser.get(f"{system.wallet}/allocations")
+        for other in ("/portfolio", "/savings", "/transactions"):
+            shown = browser.get(f"{system.wallet}{other}")
+            assert shown.status_code == 200, (other, shown.text)
+            assert "failed to load balances" not in shown.text.lower(), other
+            assert "sign in" not in shown.text.lower(), other
     assert allocations.status_code == 200, allocations.text
     portfolio = system.ok("GET", f"{system.wallet}/api/wallets/portfolio/{lee}?currency=GBP", lee)
     html = allocations.text
@@ -1423,6 +1429,119 @@ def test_pages_with_a_token_show_the_apis_figures(system: System) -> None:
     for row in portfolio["allocation"]:
         assert row["label"] in html
         assert row["percentage"] in html, (row, html[:3000])
+
+
+def test_more_refusals_and_ownership(system: System) -> None:
+    mo, nat = system.new_user("mo"), system.new_user("nat")
+    system.deposit_crypto(mo, "0.003")
+    system.fund_liquidity("ETH", "0.5")
+    quote_url = f"{system.trading}/api/swap/quote"
+    same = {"from_currency": "BTC", "to_currency": "BTC", "from_amount": "0.001"}
+    assert_error(system.call("POST", quote_url, mo, same), set(range(400, 500)))
+    quote = system.ok(
+        "POST",
+        quote_url,
+        mo,
+        {"from_currency": "BTC", "to_currency": "ETH", "from_amount": "0.001"},
+    )
+    places = Decimal(quote["rate"]).as_tuple().exponent
+    assert isinstance(places, int)
+    assert -places <= 18, quote["rate"]
+    started = system.ok(
+        "POST", f"{system.trading}/api/swap/execute", mo, {"quote_id": quote["quote_id"]}, 202
+    )
+    swap_url = f"{system.trading}/api/swap/{started['swap_id']}"
+    assert_error(system.call("GET", swap_url, nat), {403, 404})
+    done = system.settled(swap_url, mo, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    assert within_scale(done["from_amount"], "BTC")
+    assert within_scale(done["to_amount"], "ETH")
+    assert_error(
+        system.call("POST", f"{system.trading}/api/swap/execute", mo, {"quote_id": "nope"}), 404
+    )
+    assert_error(system.call("GET", f"{system.trading}/api/trading/orders/nope", mo), 404)
+    assert_error(system.call("GET", f"{system.trading}/api/swap/nope", mo), 404)
+
+    # Portfolios: own or an admin's reading; someone else's 403.
+    portfolio_url = f"{system.wallet}/api/wallets/portfolio/{mo}?currency=GBP"
+    assert_error(system.call("GET", portfolio_url, nat), 403)
+    body = system.ok("GET", portfolio_url, system.admin)
+    for asset in body["assets"]:
+        if asset["value"] is not None:
+            assert within_scale(asset["value"], "GBP"), asset
+        assert within_scale(asset["holding"], asset["currency"]), asset
+        assert len(asset["percentage"].split(".")[1]) == 2, asset
+    assert within_scale(body["total_value"], "GBP"), body
+    bad_at = system.http.get(
+        f"{system.wallet}/api/wallets/balances/{mo}",
+        params={"at": "yesterday-ish"},
+        headers=system.headers(mo),
+    )
+    assert_error(bad_at, set(range(400, 500)))
+
+    accrue_url = f"{system.trading}/api/admin/savings/accrue"
+    assert_error(
+        system.call("POST", accrue_url, system.admin, {"date": "2999-01-01"}), set(range(400, 500))
+    )
+    assert_error(
+        system.call("POST", accrue_url, system.admin, {"date": "not-a-date"}), set(range(400, 500))
+    )
+    bad_price = {"currency": "BTC", "price": "-5"}
+    assert_error(
+        system.call("PUT", f"{system.trading}/api/admin/prices", system.admin, bad_price),
+        set(range(400, 500)),
+    )
+    assert system.prices()["BTC"] == D(PINNED["BTC"])
+
+
+def test_p2p_roles_each_action_belongs_to_one_party(system: System) -> None:
+    seller, buyer = system.new_user("rseller"), system.new_user("rbuyer")
+    system.deposit_crypto(seller, "0.01")
+    base = f"{system.p2p}/api/p2p/enhanced"
+    offer = system.ok(
+        "POST",
+        f"{base}/offers",
+        seller,
+        {
+            "currency": "BTC",
+            "fiat_currency": "GBP",
+            "price": "50000.00",
+            "min_amount": "0.002",
+            "max_amount": "0.005",
+            "payment_methods": ["bank_transfer"],
+            "payment_window_minutes": 15,
+        },
+        status=201,
+    )
+    for amount in ("0.001", "0.000000001"):  # below min_amount; beyond BTC's scale
+        refused = system.call(
+            "POST", f"{base}/create-trade", buyer, {"offer_id": offer["offer_id"], "amount": amount}
+        )
+        assert_error(refused, set(range(400, 500)))
+    trade = system.ok(
+        "POST",
+        f"{base}/create-trade",
+        buyer,
+        {"offer_id": offer["offer_id"], "amount": "0.002"},
+        status=202,
+    )
+    url = f"{base}/trades/{trade['trade_id']}"
+    system.settled(url, buyer, {"escrowed"})
+    body = {"trade_id": trade["trade_id"]}
+    assert_error(system.call("POST", f"{base}/dispute", buyer, body), 409)  # not paid yet
+    assert_error(system.call("POST", f"{base}/mark-paid", seller, body), 403)
+    system.ok("POST", f"{base}/mark-paid", buyer, body)
+    assert_error(system.call("POST", f"{base}/release-crypto", buyer, body), 403)
+    system.ok("POST", f"{base}/dispute", buyer, body)
+    assert system.ok("GET", url, system.admin)["status"] == "disputed"
+    resolved = system.call(
+        "POST", f"{base}/resolve-dispute", system.admin, {**body, "outcome": "seller"}
+    )
+    assert resolved.status_code in {200, 202}, resolved.text
+    system.settled(url, seller, {"cancelled"})
+    assert system.balance(seller, "BTC", "locked") == 0
+    assert system.balance(seller, "BTC") == D("0.01")
+    assert system.balance(buyer, "BTC") == 0
 
 
 def test_zz_an_express_buy_quote_is_firm_for_30_seconds_only(system: System) -> None:
