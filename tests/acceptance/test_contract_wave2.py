@@ -1544,6 +1544,103 @@ def test_p2p_roles_each_action_belongs_to_one_party(system: System) -> None:
     assert system.balance(buyer, "BTC") == 0
 
 
+def test_malformed_bodies_get_the_error_body(system: System) -> None:
+    user = system.new_user("sloppy")
+    routes = [
+        f"{system.trading}/api/swap/quote",
+        f"{system.trading}/api/swap/execute",
+        f"{system.trading}/api/express-buy/quote",
+        f"{system.trading}/api/express-buy/execute",
+        f"{system.trading}/api/trading/execute",
+        f"{system.trading}/api/savings/transfer",
+        f"{system.trading}/api/referrals/bind",
+        f"{system.p2p}/api/p2p/enhanced/offers",
+        f"{system.p2p}/api/p2p/enhanced/create-trade",
+        f"{system.p2p}/api/p2p/enhanced/mark-paid",
+    ]
+    for url in routes:
+        assert_error(system.call("POST", url, user, {}), set(range(400, 500)))
+        broken = system.http.post(
+            url,
+            content=b"{not json",
+            headers={**system.headers(user), "Content-Type": "application/json"},
+        )
+        assert_error(broken, set(range(400, 500)))
+    not_fiat = {"fiat_currency": "ETH", "fiat_amount": "10.00", "crypto_currency": "BTC"}
+    assert_error(
+        system.call("POST", f"{system.trading}/api/express-buy/quote", user, not_fiat),
+        set(range(400, 500)),
+    )
+
+
+def test_referral_commission_on_p2p_and_spot_fees(system: System) -> None:
+    referrer, invitee, other = (system.new_user(r) for r in ("ref2", "inv2", "other2"))
+    system.ok("POST", f"{system.trading}/api/referrals/bind", invitee, {"referrer_id": referrer})
+    system.deposit_crypto(invitee, "0.01")
+    base = f"{system.p2p}/api/p2p/enhanced"
+    offer = system.ok(
+        "POST",
+        f"{base}/offers",
+        invitee,
+        {
+            "currency": "BTC",
+            "fiat_currency": "GBP",
+            "price": "50000.00",
+            "min_amount": "0.001",
+            "max_amount": "0.005",
+            "payment_methods": ["bank_transfer"],
+            "payment_window_minutes": 15,
+        },
+        status=201,
+    )
+    trade = system.ok(
+        "POST",
+        f"{base}/create-trade",
+        other,
+        {"offer_id": offer["offer_id"], "amount": "0.0010005"},
+        status=202,
+    )
+    url = f"{base}/trades/{trade['trade_id']}"
+    system.settled(url, other, {"escrowed"})
+    system.ok("POST", f"{base}/mark-paid", other, {"trade_id": trade["trade_id"]})
+    system.call("POST", f"{base}/release-crypto", invitee, {"trade_id": trade["trade_id"]})
+    system.settled(url, invitee, {"completed"})
+    # The seller (the invitee) paid 0.00000101 BTC: 20 % of it, rounded down.
+    p2p_commission = down(D("0.00000101") * D("0.20"), "BTC")
+    until("P2P commission", lambda: system.balance(referrer, "BTC") == p2p_commission)
+
+    # A spot fill where the invitee is the maker: the maker fee (GBP) earns a commission too.
+    # 39800.00 sits between the module's resting bids (≤ 39500) and asks (≥ 40000) on BTC-GBP.
+    system.deposit_bank(other, "GBP", "250.00")
+    execute_url = f"{system.trading}/api/trading/execute"
+    order = {"pair": "BTC-GBP", "type": "limit", "amount": "0.005", "price": "39800.00"}
+    maker = system.ok("POST", execute_url, invitee, {**order, "side": "sell"}, status=202)
+    system.settled(f"{system.trading}/api/trading/orders/{maker['order_id']}", invitee, {"open"})
+    taker = system.ok("POST", execute_url, other, {**order, "side": "buy"}, status=202)
+    system.settled(f"{system.trading}/api/trading/orders/{taker['order_id']}", other, {"filled"})
+    # 0.005 × 39800 = 199.00 GBP to the maker; fee 0.199 → 0.20 up; commission 0.04.
+    until("spot commission", lambda: system.balance(referrer, "GBP") == D("0.04"))
+    time.sleep(1.0)
+    assert system.balance(referrer, "BTC") == p2p_commission  # exactly once each
+    summary = until(
+        "both commissions in the summary",
+        lambda: (
+            len(
+                (b := system.ok("GET", f"{system.trading}/api/referrals/summary", referrer))[
+                    "earned"
+                ]
+            )
+            == 2
+            and b
+        ),
+        10.0,
+    )
+    earned = {e["currency"]: e["amount"] for e in summary["earned"]}
+    assert {c: D(a) for c, a in earned.items()} == {"BTC": p2p_commission, "GBP": D("0.04")}
+    for currency, amount in earned.items():
+        assert within_scale(amount, currency), earned
+
+
 def test_zz_an_express_buy_quote_is_firm_for_30_seconds_only(system: System) -> None:
     quote = system.early_express_quote
     time.sleep(max(0.0, 30.5 - (time.monotonic() - quote["made"])))
