@@ -1662,6 +1662,29 @@ def test_referral_commission_on_p2p_and_spot_fees(system: System) -> None:
         assert within_scale(amount, currency), earned
 
 
+def test_an_open_page_hears_of_a_balance_change_within_2_s(system: System) -> None:
+    """The pages' script listens on the wallet's `/events` stream (server-sent events)."""
+    mia = system.new_user("mia")
+    cookies = {"access_token": make_token(DEV_JWT_SECRET, mia)}
+    with httpx.Client(timeout=httpx.Timeout(5.0), cookies=cookies) as browser:
+        page = browser.get(f"{system.wallet}/wallet")
+        script = browser.get(f"{system.wallet}/static/app.js")
+        assert "/static/app.js" in page.text
+        assert 'EventSource("/events")' in script.text
+        with browser.stream("GET", f"{system.wallet}/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.iter_lines()
+            until_ready = [next(lines) for _ in range(3)]
+            assert "event: ready" in until_ready, until_ready
+            system.deposit_bank(mia, "GBP", "3.00")
+            changed = time.monotonic()
+            for line in lines:
+                if line == "event: wallet-changed":
+                    break
+                assert time.monotonic() - changed < 2.0, "no wallet-changed within 2 s"
+            assert time.monotonic() - changed <= 2.0
+
+
 def test_zz_an_express_buy_quote_is_firm_for_30_seconds_only(system: System) -> None:
     quote = system.early_express_quote
     time.sleep(max(0.0, 30.5 - (time.monotonic() - quote["made"])))
