@@ -1696,7 +1696,9 @@ def test_an_open_page_hears_of_a_balance_change_within_2_s(system: System) -> No
     strict=False,
     reason="intermittent, under load: the wallet answers a fresh command (new reference_id, sent"
     " once) 'duplicate' while applying it once, after 'ledger_batch_retry: commit refused: Write"
-    " conflict during transaction commit' (the retried batch finds its own outcome stored)",
+    " conflict during transaction commit': the embedded MongoDB stand-in installs a refused"
+    " commit's writes (test_mongo_stand_in_transactions.py), so the retried batch finds its own"
+    " outcome stored",
 )
 def test_zz_a_fresh_command_is_answered_applied(system: System) -> None:
     """Contract: `duplicate` answers a SECOND command with the same key; the first is `applied`."""
