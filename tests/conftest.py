@@ -1,5 +1,5 @@
 """Fixtures of the cross-package tests."""
 
-from tests.system import running_system
+from tests.system import running_system, running_system_for_module
 
-__all__ = ["running_system"]
+__all__ = ["running_system", "running_system_for_module"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,9 @@ def port_free(port: int) -> bool:
         return True
 
 
-@pytest.fixture
-def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
+@contextmanager
+def started_system(tmp_path: Path) -> Iterator[RunningSystem]:
+    """The whole system, ready, in `tmp_path`; killed on exit."""
     service_ports = {spec.port_env: free_port() for spec in SERVICES}
     kafka_port, mongodb_port = free_port(), free_port()
     env = {
@@ -94,3 +96,16 @@ def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
         for pid in system.processes():
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
+    with started_system(tmp_path) as system:
+        yield system
+
+
+@pytest.fixture(scope="module")
+def running_system_for_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    """One start for a whole module (starting costs 20-30 s): its tests must use fresh users."""
+    with started_system(tmp_path_factory.mktemp("system")) as system:
+        yield system
