@@ -20,7 +20,7 @@ from shared.messaging import (
 )
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.ledger_service import LedgerService
-from wallet.application.ports import ConcurrencyConflict
+from wallet.application.ports import ConcurrencyConflict, TransientStoreError
 from wallet.application.reconciliation import replay, verify
 from wallet.domain.ledger import Balances
 from wallet.domain.records import LedgerBatch
@@ -384,6 +384,46 @@ async def test_a_version_conflict_retries_the_whole_batch_against_fresh_state() 
     assert balance(report.results[0][1], "alice") == ("2.5", "0", "2.5")
     assert store.wallets[("alice", "BTC")].balances.available == D("2.5")
     assert len(store.outcomes) == 2
+
+
+class LostCommitAnswerStore(InMemoryLedgerStore):
+    """Commits, then reports a failure (a commit whose answer was lost on the way back; the
+    embedded MongoDB also keeps commits it refuses)."""
+
+    def __init__(self, lost: int) -> None:
+        super().__init__()
+        self.lost = lost
+
+    async def commit(self, batch: LedgerBatch) -> None:
+        await super().commit(batch)
+        if self.lost:
+            self.lost -= 1
+            raise TransientStoreError("connection closed before the commit was acknowledged")
+
+
+async def test_a_commit_that_went_through_although_reported_failed_answers_applied() -> None:
+    store = LostCommitAnswerStore(lost=1)
+    ledger = LedgerService(store, backoff_seconds=0)
+    first = credit("alice", "1", "p1")
+    report = await ledger.handle_batch(
+        [first, credit("bob", "2", "p2"), credit("alice", "1", "p1")]
+    )
+    # The retry finds its own outcomes stored: this delivery's, answered as decided; the third
+    # command is a real second delivery of p1, a duplicate.
+    assert report.attempts == 2
+    assert [(r.status, r.original_status) for _, r in report.results] == [
+        ("applied", None),
+        ("applied", None),
+        ("duplicate", "applied"),
+    ]
+    assert (
+        report.results[0][1].transaction_id == store.outcomes[first.idempotency_key].transaction_id
+    )
+    assert [e.reference_id for e in report.events] == ["p1", "p2"]
+    assert store.wallets[("alice", "BTC")].balances.available == D("1")
+    # A later redelivery of the same command is a duplicate, as before.
+    again = await ledger.handle_batch([first])
+    assert [(r.status, r.original_status) for _, r in again.results] == [("duplicate", "applied")]
 
 
 async def test_retries_give_up_after_max_attempts() -> None:

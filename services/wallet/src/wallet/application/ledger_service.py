@@ -119,17 +119,23 @@ class LedgerService:
             report = report.then(await self._handle(commands[first : first + limit]))
         return report
 
-    async def _handle(self, commands: Sequence[WalletCommand]) -> BatchReport:
+    async def _handle(
+        self, commands: Sequence[WalletCommand], tried: dict[IdempotencyKey, str] | None = None
+    ) -> BatchReport:
+        # What earlier attempts tried to commit (key → transaction_id): a commit reported as
+        # failed may have gone through all the same (a lost commit answer; the stand-in also
+        # keeps refused commits), and those outcomes are then this delivery's own, not duplicates.
+        tried = {} if tried is None else tried
         failures = 0
         for attempt in range(1, self._max_attempts + 1):
             try:
-                report = await self._decide_and_commit(commands)
+                report = await self._decide_and_commit(commands, tried)
             except (ConcurrencyConflict, TransientStoreError) as error:
                 if isinstance(error, TransientStoreError):
                     # Out of time: split at once. Otherwise (a failover) only if it persists.
                     failures += self._split_after if isinstance(error, StoreTimeout) else 1
                     if failures >= self._split_after and len(commands) > 1:
-                        return await self._split(commands, error)
+                        return await self._split(commands, error, tried)
                 if attempt == self._max_attempts:
                     raise
                 delay = self._backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311
@@ -142,15 +148,18 @@ class LedgerService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _split(
-        self, commands: Sequence[WalletCommand], error: TransientStoreError
+        self,
+        commands: Sequence[WalletCommand],
+        error: TransientStoreError,
+        tried: dict[IdempotencyKey, str],
     ) -> BatchReport:
         # In order: the first half commits before the second is decided, as one batch would.
         half = len(commands) // 2
         self.commit_limit = min(self.commit_limit or half, half)
         self._fitting = 0
         log.warning("ledger_batch_split", size=len(commands), error=str(error))
-        first = await self._handle(commands[:half])
-        report = first.then(await self._handle(commands[half:]))
+        first = await self._handle(commands[:half], tried)
+        report = first.then(await self._handle(commands[half:], tried))
         report.splits += 1
         return report
 
@@ -163,7 +172,9 @@ class LedgerService:
             self._fitting = 0
             log.info("ledger_commit_limit_grows", limit=self.commit_limit)
 
-    async def _decide_and_commit(self, commands: Sequence[WalletCommand]) -> BatchReport:
+    async def _decide_and_commit(
+        self, commands: Sequence[WalletCommand], tried: dict[IdempotencyKey, str]
+    ) -> BatchReport:
         now = self._clock()
         # Each command's key once (a property that builds a tuple), in the batch's order.
         keyed = [(c.idempotency_key, c) for c in commands]
@@ -178,15 +189,28 @@ class LedgerService:
         state = WorkingState(stored, now)
         report = BatchReport()
         decided: dict[IdempotencyKey, Outcome] = {}
+        own: set[IdempotencyKey] = set()
 
         for key, command in keyed:
             prior = known.get(key) or decided.get(key)
+            if (
+                prior is not None
+                and key in known
+                and key not in own
+                and tried.get(key) == prior.transaction_id
+            ):
+                # This delivery's own outcome, committed by an attempt reported as failed.
+                own.add(key)
+                report.results.append(command_result(command, prior.status, now=now, outcome=prior))
+                if prior.status == "applied":
+                    report.events.append(ledger_event(prior))
+                continue
             if prior is not None:
                 if same_request(prior, command):
                     report.results.append(
                         command_result(command, "duplicate", now=now, outcome=prior)
                     )
-                    if prior.status == "applied" and key in known:
+                    if prior.status == "applied" and key in known and key not in own:
                         # A redelivery may follow a crash between the commit and publishing:
                         # publish the event again (wallet.events is at-least-once, by transaction_id).
                         report.events.append(ledger_event(prior))
@@ -209,6 +233,7 @@ class LedgerService:
 
         if decided:
             outcomes = tuple(decided.values())
+            tried.update((o.key, o.transaction_id) for o in outcomes)
             await self._store.commit(
                 LedgerBatch(
                     outcomes=outcomes,
@@ -218,6 +243,9 @@ class LedgerService:
                     account_floors=state.floors,
                 )
             )
+            # Committed and known as committed: from now on these keys are plain duplicates.
+            for outcome in outcomes:
+                tried.pop(outcome.key, None)
         return report
 
     def _decide_one(
