@@ -5,13 +5,44 @@ wallet commands answered `duplicate`, `?at=` missing a committed credit) under c
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
+from shared.infra.mongo import EmbeddedMongo
+from shared.infra.net import free_port
+from shared.mongo import connect
+
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def private_mongo_client(
+    tmp_path: Path,
+) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    """A stand-in of its own: the probe leaves the server's transaction state broken (later
+    transactions on it lose writes), so it must never share the session's server."""
+    if os.environ.get("MONGODB_URL"):
+        client = connect(os.environ["MONGODB_URL"])
+        try:
+            yield client
+        finally:
+            await client.close()
+        return
+    server = EmbeddedMongo(free_port(), log_dir=tmp_path)
+    await server.start()
+    client = connect(server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+        server.stop()
 
 
 @pytest.mark.xfail(
@@ -20,8 +51,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
     " still installs the transaction's writes, over a concurrent write (lost update)",
 )
 async def test_a_refused_commit_writes_nothing_and_loses_no_concurrent_write(
-    mongo_client: AsyncMongoClient[dict[str, Any]],
+    private_mongo_client: AsyncMongoClient[dict[str, Any]],
 ) -> None:
+    mongo_client = private_mongo_client
     db = mongo_client["stand_in_transactions"]
     await db.drop_collection("wallets")
     await db.drop_collection("outcomes")
