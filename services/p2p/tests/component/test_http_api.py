@@ -228,6 +228,19 @@ def test_openapi_documents_every_error_answer(api: httpx.AsyncClient) -> None:
             assert ref.endswith("/ErrorBody"), (path, status)
 
 
+def test_openapi_never_documents_fastapis_own_validation_body(api: httpx.AsyncClient) -> None:
+    """A path parameter makes FastAPI document its own 422 body unless the route declares 422;
+    the service answers every error, 422 included, with the contract's error body."""
+    schema = api.app.openapi()  # type: ignore[attr-defined]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorBody"), (method, path, status)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
 def keyed(user: str, key: str) -> dict[str, str]:
     return {**auth(user), "Idempotency-Key": key}
 

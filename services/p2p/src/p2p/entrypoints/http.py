@@ -133,11 +133,11 @@ def offers_router(handlers: Handlers) -> APIRouter:
         offers = await handlers.offers.list_active(currency, fiat_currency)
         return {"items": [o.public() for o in offers]}
 
-    @router.get("/offers/{offer_id}", responses=error_responses(404))
+    @router.get("/offers/{offer_id}", responses=error_responses(404, 422))
     async def get_offer(offer_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.offers.get(offer_id)).public()
 
-    @router.delete("/offers/{offer_id}", responses=error_responses(403, 404))
+    @router.delete("/offers/{offer_id}", responses=error_responses(403, 404, 422))
     async def withdraw_offer(offer_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.offers.withdraw(user.user_id, offer_id)).public()
 
@@ -196,7 +196,7 @@ def trades_router(handlers: Handlers) -> APIRouter:
             return error_response(400, "invalid_outcome", 'outcome is "buyer" or "seller"')
         return _answer(await handlers.trades.act(_caller(user), body.trade_id, action))
 
-    @router.get("/trades/{trade_id}", responses=error_responses(404))
+    @router.get("/trades/{trade_id}", responses=error_responses(404, 422))
     async def get_trade(trade_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.trades.get(_caller(user), trade_id)).public()
 
