@@ -242,7 +242,7 @@ def liquidity_routes(liquidity: Liquidity) -> APIRouter:
     @router.get(
         "/api/admin/liquidity/{reference_id}",
         response_model=FundingView,
-        responses=error_responses(401, 403, 404),
+        responses=error_responses(401, 403, 404, 422),
     )
     async def funding_status(reference_id: str, admin: AdminUser) -> FundingView:
         return FundingView.of(await liquidity.get(reference_id))

@@ -200,7 +200,7 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
     @router.get(
         "/api/trading/orderbook/{pair}",
         response_model=OrderBookView,
-        responses=error_responses(404),
+        responses=error_responses(404, 422),
     )
     async def order_book(pair: Annotated[str, Path(max_length=20)]) -> Any:
         """The aggregated book (no token needed); 404 unknown_market."""
