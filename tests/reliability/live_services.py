@@ -215,6 +215,7 @@ async def p2p_service(http: httpx.AsyncClient, url: str) -> Service:
                 {"trade_id": "tr_unknown", "outcome": "buyer"},
             ),
         ),
+        owned_lists=((f"{prefix}/trades", trade_id),),
         admin_refusal_code="admin_required",
         read_only=(f"{prefix}/trades/{trade_id}", f"{prefix}/trades"),
         amount_routes=(
@@ -235,6 +236,7 @@ ORDER: Final[Body] = {
     "amount": "0.001",
     "price": "10000.00",
 }
+MARKET_BUY: Final[Body] = {"pair": "BTC-GBP", "side": "buy", "type": "market", "quote_amount": "10"}
 SAVINGS: Final[Body] = {"currency": "USDT", "amount": "10", "direction": "to_savings"}
 # Trading types its money fields as strings: any other JSON value fails request validation.
 STRING_TYPED: Final = {"not a string": "validation_error"}
@@ -294,6 +296,11 @@ async def trading_service(http: httpx.AsyncClient, url: str) -> Service:
             ("POST", "/api/swap/execute", {"quote_id": swap_quote["quote_id"]}, 404),
             ("POST", "/api/express-buy/execute", {"quote_id": express_quote["quote_id"]}, 404),
         ),
+        owned_lists=(
+            ("/api/trading/orders", order_id),
+            ("/api/trading/orders?status=open", order_id),
+            ("/api/savings/positions", '"USDT"'),
+        ),
         admin_only=(
             ("PUT", "/api/admin/prices", {"currency": "DOGE", "price": "0.10"}),
             ("DELETE", "/api/admin/prices/DOGE", None),
@@ -334,6 +341,12 @@ async def trading_service(http: httpx.AsyncClient, url: str) -> Service:
                 ORDER,
                 ("price",),
                 {**STRING_TYPED, "null": "price_required", "amount_too_precise": "price_off_tick"},
+            ),
+            AmountRoute(
+                "/api/trading/execute",
+                MARKET_BUY,
+                ("quote_amount",),
+                {**STRING_TYPED, "null": "amount_or_quote_amount"},
             ),
             AmountRoute("/api/savings/transfer", SAVINGS),
         ),

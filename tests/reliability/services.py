@@ -83,6 +83,9 @@ class Service:
     foreign_codes: frozenset[str] = frozenset({"forbidden"})
     # (method, path, body, status): what another user trying to act on OWNER's things gets.
     owned_actions: tuple[tuple[str, str, Body | None, int], ...] = ()
+    # (path, text): lists of one's own things; OWNER's shows `text` (an id of theirs), nobody
+    # else's does.
+    owned_lists: tuple[tuple[str, str], ...] = ()
     # The code a user gets from an admin route.
     admin_refusal_code: str = "forbidden"
     # Operations ("GET /path") that take no token: every other one answers 401 without one.

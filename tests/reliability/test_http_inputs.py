@@ -183,8 +183,8 @@ async def test_bola_matrix(service: tuple[Service, httpx.AsyncClient]) -> None:
 async def test_other_users_cannot_act_on_owned_objects(
     live_service: tuple[Service, httpx.AsyncClient],
 ) -> None:
-    """Another user's trade, order, quote or offer: refused as the contract says, and the owner's
-    objects stay as they were."""
+    """Another user's trade, order, quote, offer or savings: not in their lists, every action on
+    it refused as the contract says, and the owner's objects stay as they were."""
     svc, http = live_service
     assert svc.owned_actions, f"{svc.name} has no owned actions: nothing would be tried"
     ids = {"id": svc.owned_id, **svc.owned_ids}
@@ -194,6 +194,13 @@ async def test_other_users_cannot_act_on_owned_objects(
         return [(await http.get(p, headers=svc.token(OWNER))).json() for p in owned]
 
     before = await owners_view()
+    assert svc.owned_lists, f"{svc.name} has no lists of one's own"
+    for path, mine in svc.owned_lists:
+        assert mine in (await http.get(path, headers=svc.token(OWNER))).text, path
+        for someone_else in (svc.token(OTHER), svc.token(OWNER.upper())):
+            listed = await http.get(path, headers=someone_else)
+            assert listed.status_code == 200, (path, listed.text)
+            assert mine not in listed.text, (path, listed.text)
     for method, path, body, status in svc.owned_actions:
         for headers in (svc.token(OTHER), svc.token(OWNER.upper())):
             response = await http.request(method, path, json=body, headers=headers)
