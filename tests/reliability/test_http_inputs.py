@@ -33,7 +33,6 @@ from wallet.application.ledger_service import LedgerService
 # Built in-process at import; p2p and trading run on ports over Kafka and MongoDB (`live`).
 BUILT: Final = {s.name: s for s in SERVICES}
 LIVE_IDS: Final = ["p2p", "trading"]
-SERVICE_IDS: Final = [*BUILT, *LIVE_IDS]
 # The live services' own threads draw from `random` (price feed, client jitter) while Hypothesis
 # generates a case, which it takes for a strategy using `random`.
 pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
@@ -87,7 +86,10 @@ def live(
         yield running
 
 
-@pytest.fixture(scope="module", params=SERVICE_IDS)
+@pytest.fixture(
+    scope="module",
+    params=[*BUILT, *(pytest.param(name, marks=pytest.mark.integration) for name in LIVE_IDS)],
+)
 def service_under_test(request: pytest.FixtureRequest) -> Service:
     if request.param in BUILT:
         return BUILT[request.param]
