@@ -39,6 +39,8 @@ SECRET: Final = "reliability-battery-jwt-secret-of-at-least-32-bytes"
 # The P2P buyer of OWNER's trade: OTHER stays an outsider to it.
 BUYER: Final = "carol"
 T = TypeVar("T")
+# OWNER's Idempotency-Key for what they create with one: another user sending it gets nothing of it.
+KEY: Final = "battery-owner-key"
 
 
 class Loop:
@@ -60,6 +62,9 @@ class Loop:
 
 def token(user: str, *roles: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(SECRET, user, roles)}"}
+
+
+KEYED: Final = {**token(OWNER), "Idempotency-Key": KEY}
 
 
 async def answer(response: Awaitable[httpx.Response], status: int) -> dict[str, Any]:
@@ -178,7 +183,7 @@ async def p2p_service(http: httpx.AsyncClient, url: str) -> Service:
     """OWNER sells: an offer, and a trade BUYER took from it, escrowed by the wallet."""
     async with http:
         prefix = "/api/p2p/enhanced"
-        offer = await answer(http.post(f"{prefix}/offers", json=OFFER, headers=token(OWNER)), 201)
+        offer = await answer(http.post(f"{prefix}/offers", json=OFFER, headers=KEYED), 201)
         offer_id = offer["offer_id"]
         trade = await answer(
             http.post(
@@ -216,6 +221,7 @@ async def p2p_service(http: httpx.AsyncClient, url: str) -> Service:
             ),
         ),
         owned_lists=((f"{prefix}/trades", trade_id),),
+        owned_keys=((f"{prefix}/offers", OFFER, offer_id),),
         admin_refusal_code="admin_required",
         read_only=(f"{prefix}/trades/{trade_id}", f"{prefix}/trades"),
         amount_routes=(
@@ -258,7 +264,7 @@ async def trading_service(http: httpx.AsyncClient, url: str) -> Service:
         order_id = order["order_id"]
         await until_status(http, f"/api/trading/orders/{order_id}", "open")
         transfer = await answer(
-            http.post("/api/savings/transfer", json=SAVINGS, headers=token(OWNER)), 202
+            http.post("/api/savings/transfer", json=SAVINGS, headers=KEYED), 202
         )
         transfer_id = transfer["transfer_id"]
         await until_status(http, f"/api/savings/transfers/{transfer_id}", "completed")
@@ -296,6 +302,7 @@ async def trading_service(http: httpx.AsyncClient, url: str) -> Service:
             ("POST", "/api/swap/execute", {"quote_id": swap_quote["quote_id"]}, 404),
             ("POST", "/api/express-buy/execute", {"quote_id": express_quote["quote_id"]}, 404),
         ),
+        owned_keys=(("/api/savings/transfer", SAVINGS, transfer_id),),
         owned_lists=(
             ("/api/trading/orders", order_id),
             ("/api/trading/orders?status=open", order_id),

@@ -86,6 +86,9 @@ class Service:
     # (path, text): lists of one's own things; OWNER's shows `text` (an id of theirs), nobody
     # else's does.
     owned_lists: tuple[tuple[str, str], ...] = ()
+    # (path, body, id): OWNER created the object `id` by POSTing `body` with Idempotency-Key
+    # `live_services.KEY`; the same key replays it to OWNER only.
+    owned_keys: tuple[tuple[str, Body, str], ...] = ()
     # The code a user gets from an admin route.
     admin_refusal_code: str = "forbidden"
     # Operations ("GET /path") that take no token: every other one answers 401 without one.

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import allow_header_conformance
 from shared.messaging import InvalidCommand, parse_command
 from shared.messaging.topics import Topics
 from shared.testing.fixtures import unique_database_name
-from tests.reliability.live_services import live_services
+from tests.reliability.live_services import KEY, live_services
 from tests.reliability.services import ADMIN, OTHER, OWNER, SERVICES, Service
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.command_intake import CommandIntake, IncomingRecord
@@ -114,6 +114,10 @@ async def live_service(
         yield svc, client
 
 
+def keyed(headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "Idempotency-Key": KEY}
+
+
 def placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
@@ -185,8 +189,9 @@ async def test_bola_matrix(service: tuple[Service, httpx.AsyncClient]) -> None:
 async def test_other_users_cannot_act_on_owned_objects(
     live_service: tuple[Service, httpx.AsyncClient],
 ) -> None:
-    """Another user's trade, order, quote, offer or savings: not in their lists, every action on
-    it refused as the contract says, and the owner's objects stay as they were."""
+    """Another user's trade, order, quote, offer or savings: not in their lists, not replayed to
+    them for the owner's Idempotency-Key, every action on it refused as the contract says, and the
+    owner's objects stay as they were."""
     svc, http = live_service
     assert svc.owned_actions, f"{svc.name} has no owned actions: nothing would be tried"
     ids = {"id": svc.owned_id, **svc.owned_ids}
@@ -203,6 +208,14 @@ async def test_other_users_cannot_act_on_owned_objects(
             listed = await http.get(path, headers=someone_else)
             assert listed.status_code == 200, (path, listed.text)
             assert mine not in listed.text, (path, listed.text)
+    assert svc.owned_keys, f"{svc.name} has no creations with an Idempotency-Key"
+    for path, body, mine in svc.owned_keys:
+        replayed = await http.post(path, json=body, headers=keyed(svc.token(OWNER)))
+        assert mine in replayed.text, (path, replayed.text)
+        for someone_else in (svc.token(OTHER), svc.token(OWNER.upper())):
+            fresh = await http.post(path, json=body, headers=keyed(someone_else))
+            assert fresh.status_code < 500, (path, fresh.text)
+            assert mine not in fresh.text, (path, fresh.text)
     for method, path, body, status in svc.owned_actions:
         for headers in (svc.token(OTHER), svc.token(OWNER.upper())):
             response = await http.request(method, path, json=body, headers=headers)
