@@ -417,9 +417,8 @@ async def p2p_part(
     figure = run.figures()
     if stand_in:
         figure["reduced"] = (
-            f"embedded MongoDB stand-in: {trades} trades by {concurrency} pairs, one run (a real "
-            f"MongoDB: {config.p2p_trades} by {config.p2p_concurrency}); the timing is the "
-            "stand-in's"
+            f"embedded MongoDB stand-in: {trades} trades by {concurrency} pairs (a real MongoDB: "
+            f"{config.p2p_trades} by {config.p2p_concurrency}); the timing is the stand-in's"
         )
     return figure
 
