@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.workload import Balances, WalletKey, Workload
 from shared.http import make_token
-from shared.infra import ManagedProcess, ensure_topics, free_port, wait_until
+from shared.infra import ManagedProcess, ensure_topics, free_port, offsets_committed, wait_until
 from shared.messaging.topics import Topics
 
 JWT_SECRET = "bench-" + uuid.uuid4().hex
@@ -251,28 +251,6 @@ async def delete_topics(bootstrap: str, topics: Topics) -> None:
         await admin.delete_topics(list(topics.all))
     with contextlib.suppress(Exception):
         await admin.close()
-
-
-async def offsets_committed(bootstrap: str, group: str, topic: str) -> int:
-    """The sum of the group's committed offsets on `topic` (fresh topics: = records consumed).
-
-    Asked through a consumer of the group that never subscribes (so it never joins it): the
-    embedded broker does not answer the admin API's offset listing.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        total = 0
-        for partition in partitions:
-            offset = await consumer.committed(TopicPartition(topic, partition))
-            total += offset or 0
-        return total
-    finally:
-        await consumer.stop()
 
 
 async def _results_reader(bootstrap: str, topic: str, partitions: set[int]) -> AIOKafkaConsumer:
