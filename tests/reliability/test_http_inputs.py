@@ -19,7 +19,6 @@ import pytest_asyncio
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
-from schemathesis.specs.openapi.checks import allow_header_conformance
 
 from shared.messaging import InvalidCommand, parse_command
 from shared.messaging.topics import Topics
@@ -498,15 +497,12 @@ def fixture_schema_node(request: pytest.FixtureRequest) -> None:
     request.node._nodeid = request.node.nodeid
 
 
-# allow_header_conformance is left out for these two: a path with two methods (an offer: GET and
-# DELETE) answers OPTIONS with a 405 whose Allow header names only one of them, because the shared
-# 405 answer keeps Starlette's, which lists the methods of the first route of that path.
 @schemathesis.pytest.from_fixture("p2p_schema").parametrize()
 @FUZZ_SETTINGS
 def test_p2p_openapi_fuzz(
     case: schemathesis.Case[Any], live: dict[str, Service], fixture_schema_node: None
 ) -> None:
-    fuzz(live["p2p"], case, allow_header_conformance)
+    fuzz(live["p2p"], case)
 
 
 @schemathesis.pytest.from_fixture("trading_schema").parametrize()
@@ -514,4 +510,4 @@ def test_p2p_openapi_fuzz(
 def test_trading_openapi_fuzz(
     case: schemathesis.Case[Any], live: dict[str, Service], fixture_schema_node: None
 ) -> None:
-    fuzz(live["trading"], case, allow_header_conformance)
+    fuzz(live["trading"], case)
