@@ -221,8 +221,14 @@ class CommandLoop:
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS[-1])
                 continue
             async with self._lock:
-                if self._stopping or generation != self._generation:
-                    continue  # not decided: read again by whoever holds the partitions now
+                if self._stopping:
+                    continue  # not decided: read again by whoever holds the partitions next
+                if generation != self._generation:
+                    # Fetched around a rebalance: maybe before it, maybe from the new
+                    # assignment's committed offsets. Not decided; read again from where they
+                    # start by whoever holds each partition now (this process included).
+                    self._seek_back(fetched)
+                    continue
                 try:
                     if fetched:
                         await self._handle(fetched)
@@ -305,6 +311,12 @@ class CommandLoop:
             # partitions' next holders (this process included): nothing to rewind here.
             self._rewind.clear()
             self._handed.clear()
+
+    def _seek_back(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        assigned = self._consumer.assignment()
+        for tp, batch in fetched.items():
+            if batch and tp in assigned:
+                self._consumer.seek(tp, batch[0].offset)
 
     def _discard_in_flight(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
