@@ -167,7 +167,7 @@ class CommandLoop:
         self._in_flight: _InFlight | None = None
         self._committing: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._failures = 0
         # Bumped by every rebalance: records fetched before one are not decided after it.
         self._generation = 0
@@ -192,7 +192,7 @@ class CommandLoop:
         """Finish the batch in flight, commit its offsets, leave the group."""
         if self._kafka is None:
             return
-        self._stopping = True
+        self._stopping.set()
         if self._task is not None:
             if not self._lock.locked():
                 # Waiting for records (nothing decided yet): safe to interrupt. A batch being
@@ -210,7 +210,7 @@ class CommandLoop:
         self._kafka = None
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             generation = self._generation
             try:
                 fetched = await self._consumer.getmany(
@@ -221,7 +221,7 @@ class CommandLoop:
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS[-1])
                 continue
             async with self._lock:
-                if self._stopping:
+                if self._stopping.is_set():
                     continue  # not decided: read again by whoever holds the partitions next
                 if generation != self._generation:
                     # Fetched around a rebalance: maybe before it, maybe from the new
