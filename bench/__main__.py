@@ -55,6 +55,15 @@ def table(figures: dict[str, Any]) -> str:
                 _cell(pipeline["efficiency"], 2),
             )
         )
+        waiting = pipeline["by_batch"][largest].get("broker_wait_share")
+        if waiting:
+            rows.append(
+                (
+                    f"pipeline, batch {largest}: share of the wall time the wallet waited on the"
+                    " broker",
+                    _cell(waiting, 2),
+                )
+            )
     mongo_pipeline = figures.get("pipeline_mongo")
     if mongo_pipeline:
         rows.append(

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.workload import Balances, WalletKey, Workload
 from shared.http import make_token
@@ -53,10 +54,21 @@ class PipelineRun:
     outcome_of: dict[str, str] = field(default_factory=dict)  # command_id → status
     wrong: list[str] = field(default_factory=list)  # outcomes and balances against the model
     offsets_committed: int | None = None
+    # Summed over the wallet processes: how long their command loops waited for the broker
+    # (acknowledgements and offset commits) after deciding the next batch. None for the echo.
+    broker_wait_seconds: float | None = None
+    processes: int = 1
 
     @property
     def per_s(self) -> float:
         return self.commands / self.seconds
+
+    @property
+    def broker_wait_share(self) -> float | None:
+        """The share of the run's wall time each wallet process spent waiting on the broker."""
+        if self.broker_wait_seconds is None:
+            return None
+        return self.broker_wait_seconds / (self.seconds * self.processes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +353,8 @@ async def run_pipeline(
         if consumer == "wallet":
             run.wrong = workload.wrong_outcomes(run.outcome_of)
             run.wrong += workload.wrong_balances(await _summed_balances(started, workload))
+            run.broker_wait_seconds = await _broker_wait_seconds(started.http_ports)
+            run.processes = processes
         if run.offsets_committed != len(workload):
             run.wrong.append(f"offsets committed {run.offsets_committed} != {len(workload)}")
         return run
@@ -352,6 +366,19 @@ async def run_pipeline(
         await delete_topics(bootstrap, topics)
         if started.database is not None and how.mongodb_url is not None:
             await _drop(how.mongodb_url, started.database)
+
+
+async def _broker_wait_seconds(ports: Sequence[int]) -> float:
+    """`wallet_broker_wait_seconds_sum` of every wallet process, from its /metrics."""
+    total = 0.0
+    async with httpx.AsyncClient(timeout=10) as http:
+        for port in ports:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "wallet_broker_wait_seconds_sum":
+                        total += sample.value
+    return total
 
 
 async def _committed(bootstrap: str, group: str, topic: str, expected: int) -> int:

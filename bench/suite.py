@@ -24,7 +24,7 @@ from bench.ipn import IpnRun, run_ipn
 from bench.matcher import spot_part
 from bench.mongo_cost import MongoRun, run_ledger_on_mongo, run_seed_on_mongo
 from bench.pipeline import PipelineRun, WalletProcess, run_pipeline
-from bench.stats import percentile, spread
+from bench.stats import Spread, percentile, spread
 from bench.swap import run_swaps
 from bench.workload import Workload, build_workload
 from shared.infra import Infrastructure
@@ -215,9 +215,15 @@ def _pipeline_figure(runs: list[PipelineRun], count: int) -> dict[str, Any]:
         "send_seconds": spread([r.send_seconds for r in runs]),
         "statuses": dict(runs[-1].statuses),
         "offsets_committed": runs[-1].offsets_committed,
+        "broker_wait_share": _spread_of([r.broker_wait_share for r in runs]),
         # Checked in every run; a wrong one stops the suite.
         "checked": "outcome per command, balances, offsets committed",
     }
+
+
+def _spread_of(values: list[float | None]) -> Spread | None:
+    known = [v for v in values if v is not None]
+    return spread(known) if known else None
 
 
 async def mongo_pipeline_part(

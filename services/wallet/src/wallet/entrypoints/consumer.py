@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -271,6 +272,7 @@ class CommandLoop:
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
             return
+        waiting_since = time.perf_counter()
         try:
             await in_flight.publishing
         except BaseException:
@@ -278,6 +280,7 @@ class CommandLoop:
             raise
         self._metrics.observe(in_flight.decided.report)
         await self._await_commit()  # the previous commit first: offsets only move forward
+        self._metrics.broker_wait_seconds.observe(time.perf_counter() - waiting_since)
         self._committing = asyncio.create_task(self._commit(in_flight.offsets))
 
     async def _await_commit(self) -> None:

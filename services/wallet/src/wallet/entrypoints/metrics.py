@@ -27,6 +27,13 @@ class WalletMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.broker_wait_seconds = Histogram(
+            "wallet_broker_wait_seconds",
+            "Time the command loop waited, per batch, for the broker's acknowledgements of the"
+            " previous batch and for its offset commit, after deciding the next one",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            registry=registry,
+        )
         self.batch_retries = Counter(
             "wallet_batch_retries_total",
             "Batches decided again after a conflict",
