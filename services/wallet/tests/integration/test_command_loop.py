@@ -304,3 +304,38 @@ async def test_a_rebalance_finishes_the_batch_in_flight_before_the_partitions_mo
     # The first loop published and committed its decided batches before letting go: the second
     # started from there and met no command already applied.
     assert statuses == Counter({"applied": 300})
+
+
+async def test_records_fetched_around_a_rebalance_are_read_again_from_the_committed_offset(
+    harness: Harness,
+) -> None:
+    """A batch whose drain failed before a rebalance left its offsets uncommitted: records fetched
+    after it must not move the partition past it. Each partition goes back to its committed
+    offset, or to the beginning if the group never committed one."""
+    loop = await started(harness.loop())
+    await harness.send_credits(120, "seekback")
+    await harness.wait_committed()
+    kafka = loop._consumer
+    assigned = sorted(kafka.assignment(), key=lambda tp: tp.partition)
+    committed_at = {tp: await kafka.committed(tp) for tp in assigned}
+    first = next(tp for tp, offset in committed_at.items() if offset and offset >= 3)
+    never = next(tp for tp, offset in committed_at.items() if offset is None)
+    # Pretend the last 3 committed records of `first` were decided but never committed (a drain
+    # that failed), and that the records after them were fetched meanwhile.
+    behind = committed_at[first] - 3
+    await kafka.commit({first: behind})
+    fetched = {first: [_Fetched(committed_at[first])], never: [_Fetched(5)]}
+    await loop._seek_back(fetched)
+    assert await kafka.position(first) == behind
+    assert await kafka.position(never) == 0  # never committed: the group's beginning
+    # The three come again: answered as the duplicates they are, committed again.
+    await harness.wait_committed()
+    statuses = await harness.check_exactly_once()
+    assert statuses["duplicate"] == 3
+
+
+class _Fetched:
+    """What the loop reads of a fetched record to seek back: its offset."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset

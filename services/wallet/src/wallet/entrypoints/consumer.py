@@ -224,14 +224,14 @@ class CommandLoop:
             async with self._lock:
                 if self._stopping.is_set():
                     continue  # not decided: read again by whoever holds the partitions next
-                if generation != self._generation:
-                    # Fetched around a rebalance: maybe before it, maybe from the new
-                    # assignment's committed offsets. Not decided; read again from where they
-                    # start by whoever holds each partition now (this process included).
-                    self._seek_back(fetched)
-                    continue
                 try:
-                    if fetched:
+                    if generation != self._generation:
+                        # Fetched around a rebalance: maybe before it, maybe from the new
+                        # assignment's committed offsets. Not decided; read again from the
+                        # committed offsets by whoever holds each partition now (this process
+                        # included).
+                        await self._seek_back(fetched)
+                    elif fetched:
                         await self._handle(fetched)
                     else:
                         await self._finish_in_flight()
@@ -315,11 +315,18 @@ class CommandLoop:
             self._rewind.clear()
             self._handed.clear()
 
-    def _seek_back(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def _seek_back(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Back to the committed offset (the group's beginning if none) of each partition these
+        records came from that is still ours: not to where they start, which is past a batch
+        whose drain failed before the rebalance and that must come again."""
         assigned = self._consumer.assignment()
         for tp, batch in fetched.items():
             if batch and tp in assigned:
-                self._consumer.seek(tp, batch[0].offset)
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
 
     def _discard_in_flight(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
