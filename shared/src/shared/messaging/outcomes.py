@@ -29,27 +29,32 @@ class _Message(BaseModel):
         """pydantic's `model_construct`, faster when every field is given (as the wallet builds
         its results and events, from validated values): the same instance, without walking
         each field for aliases and defaults. That walk was a quarter of the wallet's time."""
-        order = _FIELD_ORDER.get(cls)
-        if order is None:
-            order = _FIELD_ORDER[cls] = tuple(cls.__pydantic_fields__)
-        if _fields_set is not None or cls.__pydantic_post_init__:
+        known = _CONSTRUCTION.get(cls)
+        if known is None:
+            names = tuple(cls.__pydantic_fields__)
+            known = _CONSTRUCTION[cls] = (names, set(names), bool(cls.__pydantic_post_init__))
+        order, every_field, post_init = known
+        if _fields_set is not None or post_init:
             return super().model_construct(_fields_set, **values)
         # Every field, given in declaration order (as the wallet passes them) is the common case,
         # and one comparison: other orders are put in declaration order, as pydantic stores
         # them (serialisation follows this order); anything missing or extra goes to pydantic.
         if tuple(values) != order:
-            if len(values) != len(order) or values.keys() != set(order):
+            if len(values) != len(order) or values.keys() != every_field:
                 return super().model_construct(_fields_set, **values)
             values = {name: values[name] for name in order}
-        message = cls.__new__(cls)
+        message = _new(cls)  # what `cls.__new__` is for a model (pydantic defines none)
         _set(message, "__dict__", values)
-        _set(message, "__pydantic_fields_set__", set(order))
+        _set(message, "__pydantic_fields_set__", every_field.copy())
         _set(message, "__pydantic_extra__", None)
         _set(message, "__pydantic_private__", None)
         return message
 
 
-_FIELD_ORDER: dict[type[BaseModel], tuple[str, ...]] = {}
+# Per class, what construction needs, looked up once: the field names in declaration order, as a
+# set (each message gets a copy of it), and whether the class has a post-init hook.
+_CONSTRUCTION: dict[type[BaseModel], tuple[tuple[str, ...], set[str], bool]] = {}
+_new = object.__new__
 _set = object.__setattr__  # the models are frozen: their own __setattr__ refuses
 
 
