@@ -133,6 +133,19 @@ def table(figures: dict[str, Any]) -> str:
                 f"{swap['execute_to_completed_p50_ms']} / {swap['execute_to_completed_p99_ms']}",
             ),
         ]
+    p2p = figures.get("p2p")
+    if p2p:
+        rows += [
+            (
+                f"P2P trades create → completed ({p2p['mongodb']} MongoDB, {p2p['trades']} "
+                f"trades, {p2p['concurrency']} pairs): trades/s",
+                f"{p2p['trades_per_s']}",
+            ),
+            (
+                "P2P create → escrowed / release → completed: p50 ms",
+                f"{p2p['create_to_escrowed_p50_ms']} / {p2p['release_to_completed_p50_ms']}",
+            ),
+        ]
     width = max(len(name) for name, _ in rows)
     m = figures["machine"]
     lines = [
@@ -186,6 +199,9 @@ def main() -> None:
             stand_in_mongo_pipeline_batch=100,
             ipn_rate=20,
             ipn_seconds=2,
+            p2p_trades=40,
+            stand_in_p2p_trades=12,
+            stand_in_p2p_concurrency=3,
         )
     started = time.monotonic()
     only = tuple(args.parts.split(",")) if args.parts else None

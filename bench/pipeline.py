@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.workload import Balances, WalletKey, Workload
 from shared.http import make_token
-from shared.infra import ManagedProcess, ensure_topics, free_port, wait_until
+from shared.infra import ManagedProcess, ensure_topics, free_port, offsets_committed, wait_until
 from shared.messaging.topics import Topics
 
 JWT_SECRET = "bench-" + uuid.uuid4().hex
@@ -146,6 +146,84 @@ async def _started(
     return process
 
 
+def results_service_env(
+    prefix: str,
+    bootstrap: str,
+    topics: Topics,
+    mongodb_url: str,
+    database: str,
+    port: int,
+    jwt_secret: str = JWT_SECRET,
+) -> dict[str, str]:
+    """The environment of a service that keeps its state in MongoDB and follows wallet.results
+    (trading, p2p): its settings are named `<prefix>_…`, its results group is the run's own."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_PREFIX": topics.prefix,
+        "MONGODB_URL": mongodb_url,
+        f"{prefix}_MONGODB_DATABASE": database,
+        f"{prefix}_HTTP_PORT": str(port),
+        f"{prefix}_RESULTS_CONSUMER_GROUP": f"{topics.prefix}{prefix.lower()}",
+        # A fresh group joins in about the session timeout: keep it short, the run is short.
+        f"{prefix}_RESULTS_SESSION_TIMEOUT_MS": "3000",
+        f"{prefix}_RESULTS_HEARTBEAT_INTERVAL_MS": "500",
+        "AUTH_JWT_SECRET": jwt_secret,
+        "IS_STAGING": "true",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+POLL_SECONDS = 0.01
+
+
+async def poll_status(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    while_in: frozenset[str],
+    within: float = 60.0,
+) -> str:
+    """`status` of the resource at `url` once it is no longer one of `while_in`, polled every
+    10 ms (a client sees no push); the last one seen if that takes longer than `within`."""
+    status = ""
+    for _ in range(int(within / POLL_SECONDS)):
+        response = await http.get(url, headers=headers)
+        response.raise_for_status()
+        status = str(response.json()["status"])
+        if status not in while_in:
+            return status
+        await asyncio.sleep(POLL_SECONDS)
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    answer: dict[str, Any]  # the POST's answer
+    answer_ms: float  # POST sent → answered
+    settled_ms: float  # POST sent → the status seen no longer pending
+    status: str
+
+
+async def post_until_settled(
+    http: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    url_of: Callable[[dict[str, Any]], str],
+    while_in: frozenset[str],
+) -> Settled:
+    """POST an action, then poll the resource it names (`url_of` its answer) until it settles."""
+    started = time.perf_counter()
+    posted = await http.post(path, json=body, headers=headers)
+    posted.raise_for_status()
+    answered = time.perf_counter()
+    answer: dict[str, Any] = posted.json()
+    status = await poll_status(http, url_of(answer), headers, while_in)
+    settled = time.perf_counter()
+    return Settled(answer, (answered - started) * 1000, (settled - started) * 1000, status)
+
+
 async def start_echo(
     bootstrap: str, topics: Topics, batch_size: int, log_dir: Path | None, within: float = 60.0
 ) -> ManagedProcess:
@@ -173,28 +251,6 @@ async def delete_topics(bootstrap: str, topics: Topics) -> None:
         await admin.delete_topics(list(topics.all))
     with contextlib.suppress(Exception):
         await admin.close()
-
-
-async def offsets_committed(bootstrap: str, group: str, topic: str) -> int:
-    """The sum of the group's committed offsets on `topic` (fresh topics: = records consumed).
-
-    Asked through a consumer of the group that never subscribes (so it never joins it): the
-    embedded broker does not answer the admin API's offset listing.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        total = 0
-        for partition in partitions:
-            offset = await consumer.committed(TopicPartition(topic, partition))
-            total += offset or 0
-        return total
-    finally:
-        await consumer.stop()
 
 
 async def _results_reader(bootstrap: str, topic: str, partitions: set[int]) -> AIOKafkaConsumer:

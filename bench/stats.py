@@ -32,3 +32,13 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
     rank = max(1, round(fraction * len(ordered) + 0.5 - 1e-9))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def p50_p99_ms(name: str, samples: Sequence[float]) -> dict[str, float | None]:
+    """`<name>_p50_ms` and `<name>_p99_ms` of latency samples, to 0.1 ms (None: no samples)."""
+    return {
+        f"{name}_p{round(fraction * 100)}_ms": round(percentile(samples, fraction), 1)
+        if samples
+        else None
+        for fraction in (0.5, 0.99)
+    }

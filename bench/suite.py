@@ -1,7 +1,7 @@
 """The whole suite: run every part, summarise each figure as the median of runs with min and max.
 
 A part is an async function (infrastructure, config, the figures of the parts before it) → its
-figures; `PARTS` lists them in running order. A new path (a matcher, a swap) adds its module, one
+figures; `PARTS` lists them in running order. A new path (a matcher, a swap, P2P) adds its module, one
 entry in `PARTS` and its headline figures in `headline`.
 
 Every part checks the system's answers against the workload's model (each command's outcome,
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import p2p
 from bench.inprocess import Handled, modelled_per_s, run_ledger, run_seed
 from bench.ipn import IpnRun, run_ipn
 from bench.matcher import spot_part
@@ -63,6 +64,12 @@ class SuiteConfig:
     # The swap path end to end: quote → execute → completed, through trading and the wallet.
     swaps: int = 200
     swap_concurrency: int = 8
+    # The P2P escrow path end to end (bench.p2p): whole trades in closed loops. p2p keeps its
+    # trades in MongoDB: smaller on the stand-in.
+    p2p_trades: int = p2p.TRADES
+    p2p_concurrency: int = p2p.CONCURRENCY
+    stand_in_p2p_trades: int = p2p.STAND_IN_TRADES
+    stand_in_p2p_concurrency: int = p2p.STAND_IN_CONCURRENCY
     # What one database round trip is charged in the modelled in-memory comparison (see docs).
     rtt_ms: float = 0.5
     # The asked load is 100 IPNs/s for 30 s. The gateway keeps its state in MongoDB, and the
@@ -397,6 +404,25 @@ async def swap_part(
     return {**run.figures(), "mongodb": infra.mongodb.origin}
 
 
+async def p2p_part(
+    infra: Infrastructure, config: SuiteConfig, earlier: dict[str, Any]
+) -> dict[str, Any]:
+    """Whole P2P trades, create → escrowed → paid → released → completed (bench.p2p)."""
+    stand_in = infra.mongodb.origin == "embedded"
+    trades = config.stand_in_p2p_trades if stand_in else config.p2p_trades
+    concurrency = config.stand_in_p2p_concurrency if stand_in else config.p2p_concurrency
+    run = await p2p.run_p2p(infra, trades, concurrency, config.log_dir)
+    check("p2p", run.wrong)
+    log.info("p2p: %.1f trades/s", run.trades / run.seconds)
+    figure = run.figures()
+    if stand_in:
+        figure["reduced"] = (
+            f"embedded MongoDB stand-in: {trades} trades by {concurrency} pairs (a real MongoDB: "
+            f"{config.p2p_trades} by {config.p2p_concurrency}); the timing is the stand-in's"
+        )
+    return figure
+
+
 Part = Callable[[Infrastructure, SuiteConfig, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 # In running order; the in-process model reads the round trips the MongoDB part counted.
@@ -409,6 +435,7 @@ PARTS: dict[str, Part] = {
     "ipn": ipn_part,
     "spot": spot_suite_part,
     "swap": swap_part,
+    "p2p": p2p_part,
 }
 
 
@@ -452,6 +479,11 @@ def headline(parts: dict[str, Any]) -> dict[str, Any]:
         .get("end_to_end_orders_per_s", {})
         .get("median"),
         "swaps_per_s": (parts.get("swap") or {}).get("swaps_per_s"),
+        "p2p_trades_per_s": (parts.get("p2p") or {}).get("trades_per_s"),
+        "p2p_create_to_escrowed_p50_ms": (parts.get("p2p") or {}).get("create_to_escrowed_p50_ms"),
+        "p2p_release_to_completed_p50_ms": (parts.get("p2p") or {}).get(
+            "release_to_completed_p50_ms"
+        ),
     }
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import sys
 import time
@@ -28,15 +27,22 @@ from typing import Any
 
 import httpx
 
-from bench.pipeline import WalletProcess, delete_topics, start_service, start_wallet
-from bench.stats import percentile
+from bench.pipeline import (
+    WalletProcess,
+    delete_topics,
+    post_until_settled,
+    results_service_env,
+    start_service,
+    start_wallet,
+)
+from bench.stats import p50_p99_ms
 from shared.http import make_token
 from shared.infra import Infrastructure, ensure_topics, free_port
 from shared.messaging.topics import Topics
 from shared.wallet_client import WalletClient
 
 JWT_SECRET = secrets.token_hex(32)
-POLL_SECONDS = 0.01
+PENDING = frozenset({"pending"})
 
 
 @dataclass(slots=True)
@@ -50,19 +56,13 @@ class SwapRun:
     outcomes: Counter[str] = field(default_factory=Counter)
 
     def figures(self) -> dict[str, Any]:
-        def p(samples: list[float], fraction: float) -> float | None:
-            return round(percentile(samples, fraction), 1) if samples else None
-
         return {
             "swaps": self.swaps,
             "concurrency": self.concurrency,
             "swaps_per_s": round(self.swaps / self.seconds, 1) if self.seconds else None,
-            "quote_p50_ms": p(self.quote_ms, 0.5),
-            "quote_p99_ms": p(self.quote_ms, 0.99),
-            "execute_p50_ms": p(self.execute_ms, 0.5),
-            "execute_p99_ms": p(self.execute_ms, 0.99),
-            "execute_to_completed_p50_ms": p(self.to_completed_ms, 0.5),
-            "execute_to_completed_p99_ms": p(self.to_completed_ms, 0.99),
+            **p50_p99_ms("quote", self.quote_ms),
+            **p50_p99_ms("execute", self.execute_ms),
+            **p50_p99_ms("execute_to_completed", self.to_completed_ms),
             "outcomes": dict(self.outcomes),
         }
 
@@ -96,16 +96,6 @@ async def _prepare(http: httpx.AsyncClient, wallet: WalletClient, users: list[st
             raise RuntimeError(f"funding {user} failed: {result}")
 
 
-async def _settled(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> str:
-    """The swap's status once it is no longer pending (polled: a client sees no push)."""
-    for _ in range(int(60 / POLL_SECONDS)):
-        status = str((await http.get(url, headers=headers)).json()["status"])
-        if status != "pending":
-            return status
-        await asyncio.sleep(POLL_SECONDS)
-    return "pending"
-
-
 async def _one_swap(http: httpx.AsyncClient, user: str, run: SwapRun) -> None:
     headers = _auth(user)
     started = time.perf_counter()
@@ -116,18 +106,18 @@ async def _one_swap(http: httpx.AsyncClient, user: str, run: SwapRun) -> None:
     )
     quoted.raise_for_status()
     executing = time.perf_counter()
-    executed = await http.post(
-        "/api/swap/execute", json={"quote_id": quoted.json()["quote_id"]}, headers=headers
+    executed = await post_until_settled(
+        http,
+        "/api/swap/execute",
+        {"quote_id": quoted.json()["quote_id"]},
+        headers,
+        lambda answer: f"/api/swap/{answer['swap_id']}",
+        PENDING,
     )
-    executed.raise_for_status()
-    answered = time.perf_counter()
-    url = f"/api/swap/{executed.json()['swap_id']}"
-    status = await _settled(http, url, headers)
-    done = time.perf_counter()
     run.quote_ms.append((executing - started) * 1000)
-    run.execute_ms.append((answered - executing) * 1000)
-    run.to_completed_ms.append((done - executing) * 1000)
-    run.outcomes[status] += 1
+    run.execute_ms.append(executed.answer_ms)
+    run.to_completed_ms.append(executed.settled_ms)
+    run.outcomes[executed.status] += 1
 
 
 async def run_swaps(infra: Infrastructure, swaps: int, concurrency: int) -> SwapRun:
@@ -140,20 +130,11 @@ async def run_swaps(infra: Infrastructure, swaps: int, concurrency: int) -> Swap
         WalletProcess(extra_env=(("AUTH_JWT_SECRET", JWT_SECRET),)),
     )
     port = free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": topics.prefix,
-        "MONGODB_URL": infra.mongodb_url,
-        "TRADING_MONGODB_DATABASE": f"bench_swap_{uuid.uuid4().hex[:8]}",
-        "TRADING_HTTP_PORT": str(port),
-        "TRADING_RESULTS_CONSUMER_GROUP": f"{topics.prefix}trading",
-        "TRADING_RESULTS_SESSION_TIMEOUT_MS": "3000",
-        "TRADING_RESULTS_HEARTBEAT_INTERVAL_MS": "500",
-        "AUTH_JWT_SECRET": JWT_SECRET,
-        "IS_STAGING": "true",
-        "LOG_LEVEL": "WARNING",
-    }
+    database = f"bench_swap_{uuid.uuid4().hex[:8]}"
+    bootstrap = infra.kafka_bootstrap_servers
+    env = results_service_env(
+        "TRADING", bootstrap, topics, infra.mongodb_url, database, port, JWT_SECRET
+    )
     trading = await start_service("trading", [sys.executable, "-m", "trading"], env, port, None, 60)
     run = SwapRun(swaps, concurrency)
     try:

@@ -32,6 +32,7 @@ TOP_KEYS = {
     "scale_commands_per_s",
     "ipn_answer_p99_ms",
     "ipn_to_balance_p99_ms",
+    "p2p_trades_per_s",
     "reduced",
 }
 
@@ -151,6 +152,10 @@ async def test_the_suite_on_a_tiny_input(infrastructure: Infrastructure, tmp_pat
         spot_takers=10,
         swaps=4,
         swap_concurrency=2,
+        p2p_trades=4,
+        p2p_concurrency=2,
+        stand_in_p2p_trades=4,
+        stand_in_p2p_concurrency=2,
         log_dir=tmp_path,
     )
     figures = await run_parts(infrastructure, config)
@@ -183,10 +188,14 @@ async def test_the_suite_on_a_tiny_input(infrastructure: Infrastructure, tmp_pat
     assert figures["spot_end_to_end_orders_per_s"] > 0
     assert figures["swap"]["outcomes"] == {"completed": 4}
     assert figures["swaps_per_s"] > 0
+    assert figures["p2p"]["outcomes"] == {"completed": 4}
+    assert figures["p2p_trades_per_s"] > 0
+    assert figures["p2p_create_to_escrowed_p50_ms"] > 0
+    assert figures["p2p_release_to_completed_p50_ms"] > 0
     assert figures["speedup_vs_baseline"] > 0
     assert figures["modelled_speedup_vs_baseline"] > 0
     if infrastructure.mongodb.origin == "embedded":
-        assert set(figures["reduced"]) == {"mongo", "pipeline_mongo"}
+        assert set(figures["reduced"]) == {"mongo", "pipeline_mongo", "p2p"}
     assert figures["ipn"]["answers"] == {"200 credited": 10}  # every IPN credited
     assert figures["ipn_answer_p99_ms"] > 0
     assert figures["ipn_to_balance_p99_ms"] > 0

@@ -8,7 +8,7 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from shared.http import AdminUser, ApiError, CurrentUser, create_app, ensure_can_read, make_token
@@ -45,6 +45,15 @@ def build_app() -> tuple[FastAPI, dict[str, bool]]:
     @app.get("/conflict")
     async def conflict() -> None:
         raise ApiError(409, "idempotency_conflict", "same reference, other payload")
+
+    # The same path through an included router, as the services declare theirs.
+    withdrawals = APIRouter()
+
+    @withdrawals.delete("/conflict")
+    async def withdraw_conflict() -> None:
+        raise ApiError(409, "idempotency_conflict", "already used")
+
+    app.include_router(withdrawals)
 
     @app.get("/boom")
     async def boom() -> None:
@@ -158,7 +167,10 @@ async def test_api_errors_unknown_routes_and_crashes_use_the_error_body(
     http, _ = client
     assert_error(await http.get("/conflict"), 409, "idempotency_conflict")
     assert_error(await http.get("/nowhere"), 404, "not_found")
-    assert_error(await http.delete("/conflict"), 405, "method_not_allowed")
+    refused = await http.put("/conflict")
+    assert_error(refused, 405, "method_not_allowed")
+    # Two routes share the path: the Allow header names the methods of both.
+    assert refused.headers["allow"] == "DELETE, GET"
     crash = await http.get("/boom")
     assert_error(crash, 500, "internal_error")
     assert "internal detail" not in crash.text

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
@@ -41,20 +42,57 @@ Body = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class AmountRoute:
+    """A POST route that takes money from the caller: a valid body and its money fields."""
+
+    path: str
+    body: Body
+    fields: tuple[str, ...] = ("amount",)
+    # The route's own code where it refuses a value for a reason of its own that is as precise
+    # (a spot order's step or tick): AMOUNTS' code → its code; "not a string" → its code for any
+    # JSON value but a string (a field typed as a string), "null" → its code for null.
+    codes: Mapping[str, str] = field(default_factory=dict)
+
+    def expected_code(self, amount: Any, code: str) -> str:
+        if amount is None and "null" in self.codes:
+            return self.codes["null"]
+        if not isinstance(amount, str) and "not a string" in self.codes:
+            return self.codes["not a string"]
+        return self.codes.get(code, code)
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
-    app: FastAPI
     secret: str
-    # GET paths of the owner's things ({user_id}, or {id} = `owned_id`): only they read them
+    # GET paths of the owner's things ({user_id}, or {id} = `owned_id`, or a name of
+    # `owned_ids`): only they read them
     owned: tuple[str, ...]
     admin_only: tuple[tuple[str, str, Body | None], ...]  # (method, path, body): admins only
     read_only: tuple[str, ...]  # paths no client may write to
-    # (path, a valid body): routes that take an amount from the caller's own token
-    amount_routes: tuple[tuple[str, Body], ...] = ()
+    # Built in-process (`app`) or running on a loopback port (`url`).
+    app: FastAPI | None = None
+    url: str = ""
+    # Routes that take an amount from the caller's own token.
+    amount_routes: tuple[AmountRoute, ...] = ()
     # The id of an object OWNER owns, for `owned` paths with {id}.
     owned_id: str = ""
+    owned_ids: Mapping[str, str] = field(default_factory=dict)
     # How another user is refused an owned object: 403, or 404 where ids are not confirmed.
     foreign_status: int = 403
+    foreign_codes: frozenset[str] = frozenset({"forbidden"})
+    # (method, path, body, status): what another user trying to act on OWNER's things gets.
+    owned_actions: tuple[tuple[str, str, Body | None, int], ...] = ()
+    # (path, text): lists of one's own things; OWNER's shows `text` (an id of theirs), nobody
+    # else's does.
+    owned_lists: tuple[tuple[str, str], ...] = ()
+    # (path, body, id): OWNER created the object `id` by POSTing `body` with Idempotency-Key
+    # `live_services.KEY`; the same key replays it to OWNER only.
+    owned_keys: tuple[tuple[str, Body, str], ...] = ()
+    # The code a user gets from an admin route.
+    admin_refusal_code: str = "forbidden"
+    # Operations ("GET /path") that take no token: every other one answers 401 without one.
+    public: frozenset[str] = frozenset()
 
     def token(self, user: str, *roles: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {make_token(self.secret, user, roles)}"}
@@ -155,6 +193,8 @@ def gateway_service() -> Service:
         owned=("/api/withdrawals/{id}",),
         owned_id=owners.withdrawal_id,
         foreign_status=404,
+        foreign_codes=frozenset({"withdrawal_not_found"}),
+        public=frozenset({"POST /api/nowpayments/ipn"}),  # signed by NOWPayments instead
         admin_only=(
             ("POST", "/api/withdrawals/approve", {"withdrawal_id": "wd_unknown"}),
             ("POST", "/api/withdrawals/reject", {"withdrawal_id": "wd_unknown", "reason": "no"}),
@@ -164,11 +204,11 @@ def gateway_service() -> Service:
         ),
         read_only=("/api/withdrawals", f"/api/withdrawals/{owners.withdrawal_id}"),
         amount_routes=(
-            (
+            AmountRoute(
                 "/api/withdrawals/request",
                 {"currency": "BTC", "amount": "0.004", "address": BTC_ADDRESS},
             ),
-            (
+            AmountRoute(
                 "/api/nowpayments/create-deposit",
                 {"currency": "btc", "amount": "100", "price_currency": "usd"},
             ),

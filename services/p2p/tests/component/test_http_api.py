@@ -228,6 +228,30 @@ def test_openapi_documents_every_error_answer(api: httpx.AsyncClient) -> None:
             assert ref.endswith("/ErrorBody"), (path, status)
 
 
+async def test_the_offer_list_refuses_a_parameter_it_does_not_take(api: httpx.AsyncClient) -> None:
+    offer_id = await offer(api)
+    for params in ({"seller_id": "sam"}, {"": "0"}, {"currency": "BTC", "status": "withdrawn"}):
+        listed = await api.get(f"{P}/offers", params=params, headers=auth("bea"))
+        assert (listed.status_code, listed.json()["error"]["code"]) == (422, "validation_error")
+    listed = await api.get(
+        f"{P}/offers", params={"currency": "BTC", "fiat_currency": "GBP"}, headers=auth("bea")
+    )
+    assert [o["offer_id"] for o in listed.json()["items"]] == [offer_id]
+
+
+def test_openapi_never_documents_fastapis_own_validation_body(api: httpx.AsyncClient) -> None:
+    """A path parameter makes FastAPI document its own 422 body unless the route declares 422;
+    the service answers every error, 422 included, with the contract's error body."""
+    schema = api.app.openapi()  # type: ignore[attr-defined]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorBody"), (method, path, status)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
 def keyed(user: str, key: str) -> dict[str, str]:
     return {**auth(user), "Idempotency-Key": key}
 

@@ -24,7 +24,7 @@ from wallet.application.command_intake import CommandIntake
 from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import LedgerStore
 from wallet.application.prices import PriceBook
-from wallet.entrypoints.consumer import AssignmentTracker, register_command_consumer
+from wallet.entrypoints.consumer import AssignmentTracker, CommandLoop, describe_command_channel
 from wallet.entrypoints.http import router as wallet_router
 from wallet.entrypoints.metrics import WalletMetrics
 from wallet.entrypoints.portfolio_api import router as portfolio_router
@@ -43,9 +43,15 @@ class WalletRuntime:
     store: LedgerStore
     mongo: AsyncMongoClient[dict[str, object]] | None
     broker: KafkaBroker
-    tracker: AssignmentTracker
+    commands: CommandLoop
     registry: CollectorRegistry
     publisher: KafkaOutcomePublisher
+    # Never started: it only describes the Kafka side for the AsyncAPI document.
+    described: KafkaBroker
+
+    @property
+    def tracker(self) -> AssignmentTracker:
+        return self.commands.tracker
 
     async def start(self) -> None:
         ensure_indexes = getattr(self.store, "ensure_indexes", None)
@@ -53,9 +59,11 @@ class WalletRuntime:
             await ensure_indexes()
         await self.publisher.start()  # before the consumer: its first batch publishes
         await self.broker.start()
+        await self.commands.start()
         log.info("wallet_started", store=self.settings.store)
 
     async def stop(self) -> None:
+        await self.commands.stop()  # its batch in flight is published and committed first
         await self.broker.stop()
         await self.publisher.stop()
         if self.mongo is not None:
@@ -72,6 +80,7 @@ class WalletRuntime:
 
     def __post_init__(self) -> None:
         register_prices_consumer(self.broker, self.prices, self.settings.topics)
+        register_prices_consumer(self.described, self.prices, self.settings.topics)
 
 
 def build_runtime(settings: WalletSettings) -> WalletRuntime:
@@ -92,21 +101,22 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
         # without a log line per batch on the hot path.
         log_level=logging.DEBUG,
     )
+    described = KafkaBroker(settings.kafka_bootstrap_servers)
+    describe_command_channel(described, settings.topics)
     registry = CollectorRegistry()
     metrics = WalletMetrics(registry)
-    publisher = KafkaOutcomePublisher(broker, settings.topics, settings.kafka_bootstrap_servers)
-    intake = CommandIntake(LedgerService(store), publisher)
-    tracker = register_command_consumer(
-        broker,
-        intake,
+    publisher = KafkaOutcomePublisher(described, settings.topics, settings.kafka_bootstrap_servers)
+    commands = CommandLoop(
+        CommandIntake(LedgerService(store), publisher),
         metrics,
         settings.topics,
+        settings.kafka_bootstrap_servers,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
     )
-    return WalletRuntime(settings, store, mongo, broker, tracker, registry, publisher)
+    return WalletRuntime(settings, store, mongo, broker, commands, registry, publisher, described)
 
 
 def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
@@ -125,7 +135,7 @@ def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
     app.include_router(portfolio_router)
     install_pages(app)
     asyncapi = AsyncAPI(
-        runtime.broker,
+        runtime.described,
         title="Wallet service",
         description="Consumes wallet.commands; publishes wallet.results, wallet.events and the DLQ.",
     ).to_specification()

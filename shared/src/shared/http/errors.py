@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,38 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", _describe(errors))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """The methods the resource at the request's path answers to, as its OpenAPI document lists
+    them. Starlette's 405 names only the methods of the first route that matched the path, and a
+    path with two routes (GET and DELETE of one offer) would send a client an Allow header that
+    leaves one out. Of the documented paths that match, the one with the fewest parameters is the
+    resource (`/api/swap/quote`, not `/api/swap/{swap_id}`)."""
+    path = request.url.path
+    documented: list[tuple[int, list[str]]] = []
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].fullmatch(path):
+            methods = [m.upper() for m in operations if m.upper() in _HTTP_METHODS]
+            documented.append((template.count("{"), methods))
+    if not documented:
+        return None
+    fewest = min(parameters for parameters, _ in documented)
+    allowed = {m for parameters, ms in documented if parameters == fewest for m in ms}
+    return ", ".join(sorted(allowed)) or None
+
+
+_HTTP_METHODS = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"})
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(exc.status_code, code, message, exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers["Allow"] = allowed
+    return error_response(exc.status_code, code, message, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from shared.infra.kafka import (
     EmbeddedKafka,
     ensure_topics,
     kafka_ready,
+    offsets_committed,
     topic_partitions,
     wait_for_kafka,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "free_port",
     "kafka_ready",
     "mongo_ready",
+    "offsets_committed",
     "pid_alive",
     "stop_all",
     "topic_partitions",

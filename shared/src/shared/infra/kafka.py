@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.infra.net import wait_for_address, wait_until
@@ -162,3 +163,25 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def offsets_committed(bootstrap: str, group: str, topic: str) -> int:
+    """The sum of the group's committed offsets on `topic` (fresh topics: = records consumed).
+
+    Asked through a consumer of the group that never subscribes (so it never joins it): the
+    embedded broker does not answer the admin API's offset listing.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        total = 0
+        for partition in partitions:
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            total += offset or 0
+        return total
+    finally:
+        await consumer.stop()

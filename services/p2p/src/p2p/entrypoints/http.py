@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -61,6 +61,13 @@ class OfferBody(_Body):
     max_amount: JsonValue
     payment_methods: JsonValue
     payment_window_minutes: JsonValue = DEFAULT_PAYMENT_WINDOW_MINUTES
+
+
+class OffersQuery(_Body):
+    """The list's query parameters; an unknown one is refused (422), not silently ignored."""
+
+    currency: str | None = None
+    fiat_currency: str | None = None
 
 
 class CreateTradeBody(_Body):
@@ -128,16 +135,16 @@ def offers_router(handlers: Handlers) -> APIRouter:
 
     @router.get("/offers", responses=error_responses(400, 422))
     async def list_offers(
-        user: CurrentUser, currency: str | None = None, fiat_currency: str | None = None
+        user: CurrentUser, query: Annotated[OffersQuery, Query()]
     ) -> dict[str, Any]:
-        offers = await handlers.offers.list_active(currency, fiat_currency)
+        offers = await handlers.offers.list_active(query.currency, query.fiat_currency)
         return {"items": [o.public() for o in offers]}
 
-    @router.get("/offers/{offer_id}", responses=error_responses(404))
+    @router.get("/offers/{offer_id}", responses=error_responses(404, 422))
     async def get_offer(offer_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.offers.get(offer_id)).public()
 
-    @router.delete("/offers/{offer_id}", responses=error_responses(403, 404))
+    @router.delete("/offers/{offer_id}", responses=error_responses(403, 404, 422))
     async def withdraw_offer(offer_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.offers.withdraw(user.user_id, offer_id)).public()
 
@@ -196,7 +203,7 @@ def trades_router(handlers: Handlers) -> APIRouter:
             return error_response(400, "invalid_outcome", 'outcome is "buyer" or "seller"')
         return _answer(await handlers.trades.act(_caller(user), body.trade_id, action))
 
-    @router.get("/trades/{trade_id}", responses=error_responses(404))
+    @router.get("/trades/{trade_id}", responses=error_responses(404, 422))
     async def get_trade(trade_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.trades.get(_caller(user), trade_id)).public()
 

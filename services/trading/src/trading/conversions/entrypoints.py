@@ -166,7 +166,9 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
     swap, express = ConversionKind.SWAP, ConversionKind.EXPRESS_BUY
 
     @router.post(
-        "/api/swap/quote", response_model=SwapQuoteView, responses=error_responses(401, 422, 503)
+        "/api/swap/quote",
+        response_model=SwapQuoteView,
+        responses=error_responses(400, 401, 422, 503),
     )
     async def swap_quote(body: SwapQuoteRequest, user: CurrentUser) -> SwapQuoteView:
         """A firm quote for SWAP_QUOTE_TTL_SECONDS; 503 price_unavailable without fresh prices."""
@@ -179,7 +181,7 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
         "/api/swap/execute",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=SwapView,
-        responses=error_responses(401, 404, 409, 422),
+        responses=error_responses(400, 401, 404, 409, 422),
     )
     async def swap_execute(body: ExecuteRequest, user: CurrentUser) -> SwapView:
         """Execute once: 409 quote_used / quote_expired; 404 for someone else's quote."""
@@ -194,7 +196,7 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
     @router.post(
         "/api/express-buy/quote",
         response_model=ExpressBuyQuoteView,
-        responses=error_responses(401, 422, 503),
+        responses=error_responses(400, 401, 422, 503),
     )
     async def express_quote(body: ExpressBuyQuoteRequest, user: CurrentUser) -> ExpressBuyQuoteView:
         """A firm quote for EXPRESS_BUY_QUOTE_TTL_SECONDS; paid from the user's fiat balance."""
@@ -207,7 +209,7 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
         "/api/express-buy/execute",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=ExpressBuyView,
-        responses=error_responses(401, 404, 409, 422),
+        responses=error_responses(400, 401, 404, 409, 422),
     )
     async def express_execute(body: ExecuteRequest, user: CurrentUser) -> ExpressBuyView:
         return ExpressBuyView.of(await conversions.execute(express, user.user_id, body.quote_id))
@@ -231,7 +233,7 @@ def liquidity_routes(liquidity: Liquidity) -> APIRouter:
         "/api/admin/liquidity",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=FundingView,
-        responses=error_responses(401, 403, 409, 422),
+        responses=error_responses(400, 401, 403, 409, 422),
     )
     async def fund(body: LiquidityRequest, admin: AdminUser) -> FundingView:
         """Move `amount` from external:treasury into platform:liquidity, once per reference_id
@@ -242,7 +244,7 @@ def liquidity_routes(liquidity: Liquidity) -> APIRouter:
     @router.get(
         "/api/admin/liquidity/{reference_id}",
         response_model=FundingView,
-        responses=error_responses(401, 403, 404),
+        responses=error_responses(401, 403, 404, 422),
     )
     async def funding_status(reference_id: str, admin: AdminUser) -> FundingView:
         return FundingView.of(await liquidity.get(reference_id))

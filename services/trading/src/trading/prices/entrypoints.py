@@ -94,7 +94,7 @@ def pin_routes(feed: PriceFeed) -> APIRouter:
     @router.put(
         "/api/admin/prices",
         response_model=PriceView,
-        responses=error_responses(401, 403, 404, 422),
+        responses=error_responses(400, 401, 403, 404, 422),
     )
     async def pin_price(body: PinRequest, admin: AdminUser) -> PriceView:
         """Pin a price: the feed publishes this value from now on, until unpinned."""

@@ -49,6 +49,14 @@ class ExecuteRequest(BaseModel):
     )
 
 
+class OrdersQuery(BaseModel):
+    """The list's query parameters; an unknown one is refused (422), not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["open", "closed"] | None = None
+
+
 class FillView(BaseModel):
     trade_id: str
     price: str = Field(description="the maker's price")
@@ -138,7 +146,7 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
         "/api/trading/execute",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderView,
-        responses=error_responses(401, 409, 422),
+        responses=error_responses(400, 401, 409, 422),
     )
     async def execute(body: ExecuteRequest, user: CurrentUser) -> OrderView:
         """Place an order: `pending` until its funds are locked, then matched by the market's
@@ -163,13 +171,10 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
     @router.get(
         "/api/trading/orders", response_model=OrderList, responses=error_responses(401, 422)
     )
-    async def list_orders(
-        user: CurrentUser,
-        status: Annotated[Literal["open", "closed"] | None, Query()] = None,
-    ) -> OrderList:
+    async def list_orders(user: CurrentUser, query: Annotated[OrdersQuery, Query()]) -> OrderList:
         """Own orders, newest first: open = pending, open, partially_filled; closed = the rest."""
         return OrderList(
-            items=[OrderView.of(o) for o in await orders.of_user(user.user_id, status)]
+            items=[OrderView.of(o) for o in await orders.of_user(user.user_id, query.status)]
         )
 
     @router.get(
@@ -200,7 +205,7 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
     @router.get(
         "/api/trading/orderbook/{pair}",
         response_model=OrderBookView,
-        responses=error_responses(404),
+        responses=error_responses(404, 422),
     )
     async def order_book(pair: Annotated[str, Path(max_length=20)]) -> Any:
         """The aggregated book (no token needed); 404 unknown_market."""

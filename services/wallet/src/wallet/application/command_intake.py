@@ -100,6 +100,15 @@ def rejection_for_invalid(error: InvalidCommand) -> tuple[str, CommandResult] | 
     return envelope["user_id"], result
 
 
+@dataclass(slots=True)
+class DecidedBatch:
+    """A batch the store has committed, with what is still to be published."""
+
+    report: IntakeReport
+    refusals: list[tuple[str, CommandResult]]  # results for invalid commands of known senders
+    producers: dict[str, bytes]  # command_id → its `producer` header
+
+
 class CommandIntake:
     """Turns a batch of consumed records into committed outcomes and published messages."""
 
@@ -108,6 +117,18 @@ class CommandIntake:
         self._publisher = publisher
 
     async def process(self, records: Sequence[IncomingRecord]) -> IntakeReport:
+        """Decide the batch (the store commits it), then publish its outcomes."""
+        decided = await self.decide(records)
+        await self.publish(decided)
+        return decided.report
+
+    async def decide(self, records: Sequence[IncomingRecord]) -> DecidedBatch:
+        """Decode the records and apply the batch: when this returns, the store has committed it.
+
+        Nothing is published yet: a consumer may decide the next batch while this one's
+        messages are on their way, as long as it publishes batches in order and commits a
+        batch's offsets only after its `publish` returned.
+        """
         started = time.perf_counter()
         report = IntakeReport(received=len(records))
         commands: list[tuple[IncomingRecord, WalletCommand]] = []
@@ -133,12 +154,22 @@ class CommandIntake:
             # otherwise fail its batch on every redelivery and stop the partition.
             log.exception("command_batch_failed_isolating", size=len(commands))
             report.batch = await self._isolate_failures(commands, report, refusals)
-        await self._publisher.publish(
-            [*report.batch.results, *refusals], report.batch.events, report.dead_letters, producers
-        )
-        report.batch.results.extend(refusals)
         report.seconds = time.perf_counter() - started
-        return report
+        return DecidedBatch(report, refusals, producers)
+
+    async def publish(self, decided: DecidedBatch) -> None:
+        """Publish a decided batch; returns once the broker acknowledged all of it."""
+        started = time.perf_counter()
+        report = decided.report
+        await self._publisher.publish(
+            [*report.batch.results, *decided.refusals],
+            report.batch.events,
+            report.dead_letters,
+            decided.producers,
+        )
+        report.batch.results.extend(decided.refusals)
+        decided.refusals = []
+        report.seconds += time.perf_counter() - started
 
     async def _isolate_failures(
         self,
