@@ -138,8 +138,8 @@ class DeadLetter(_Message):
 
 
 # The wire form of a result and of an event, written without pydantic: the bytes `model_dump_json`
-# writes (proven on generated messages in shared/tests/test_outcome_encoding.py), in about a third
-# of its time. msgspec writes a struct of the same field names, in declaration order, from the
+# writes (proven on generated messages in shared/tests/test_outcome_encoding.py), in about two
+# thirds of its time. msgspec writes a struct of the same field names, in declaration order, from the
 # message's own values: strings escaped as pydantic escapes them (quotes, backslashes, control
 # characters; anything else as it is, UTF-8), instants in UTC as pydantic writes them, amounts
 # first through the field's own serialiser (`format_amount`). pydantic writes a message's own
