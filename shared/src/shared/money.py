@@ -23,7 +23,14 @@ class Currency:
 
     @property
     def quantum(self) -> Decimal:
-        return Decimal(1).scaleb(-self.scale)
+        # Built once per scale (a Decimal is immutable): building it was a fifth of parse_amount.
+        quantum = _QUANTA.get(self.scale)
+        if quantum is None:
+            quantum = _QUANTA[self.scale] = Decimal(1).scaleb(-self.scale)
+        return quantum
+
+
+_QUANTA: dict[int, Decimal] = {}
 
 
 CURRENCIES: Final[dict[str, Currency]] = {
@@ -160,21 +167,42 @@ def parse_amount(raw: object, currency: Currency | str, *, allow_zero: bool = Fa
     """An exact positive amount of `currency` (zero too with allow_zero), quantized to its scale."""
     cur = currency if isinstance(currency, Currency) else get_currency(currency)
     value = parse_decimal(raw)
-    if value < 0 or (value == 0 and not allow_zero) or value.is_signed():
+    if value < _ZERO or (value == _ZERO and not allow_zero) or value.is_signed():
         raise MoneyError(
             "amount_not_positive",
             "amount must be greater than zero" if not allow_zero else "amount must not be negative",
         )
-    check_scale(value, cur)
-    if value != 0 and value.adjusted() >= max_integer_digits(cur):
+    # The scale check without normalising (a third of the cost): a value that fits the scale
+    # quantizes to itself exactly (it is the result, too); one that does not, or that quantizing
+    # could not even hold, is checked (and refused) by check_scale as before.
+    quantized = value.quantize(cur.quantum, context=_QUANTIZING)
+    if quantized != value:
+        check_scale(value, cur)
+    if value != _ZERO and value.adjusted() >= max_integer_digits(cur):
         raise MoneyError(
             "amount_too_large", f"{cur.code} amounts must be below 10^{max_integer_digits(cur)}"
         )
-    return value.quantize(cur.quantum, context=LEDGER_CONTEXT)
+    if quantized != value:  # pragma: no cover  # check_scale refused it above
+        return value.quantize(cur.quantum, context=LEDGER_CONTEXT)
+    return quantized
+
+
+_ZERO: Final = Decimal(0)
+# LEDGER_CONTEXT's precision, no traps: parse_amount compares what quantizing gave to the value.
+_QUANTIZING: Final = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN, traps=[])
 
 
 def format_amount(value: Decimal) -> str:
     """Plain decimal notation without trailing zeros ("0.01", "100", "0"): the wire form."""
+    if type(value) is Decimal:
+        # The common case, at half the cost (every amount of every outgoing message): zero, or a
+        # plain decimal string with a point and under 60 characters (so normalising cannot
+        # round), whose trailing zeros are all normalising takes away.
+        if not value:
+            return "0"
+        text = str(value)
+        if "." in text and "E" not in text and len(text) <= 60:
+            return text.rstrip("0").rstrip(".")
     if value == 0:
         return "0"
     return format(value.normalize(LEDGER_CONTEXT), "f")
