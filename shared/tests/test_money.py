@@ -1,9 +1,13 @@
 """Amount parsing refuses every bad form with its own code and never rounds."""
 
+import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from shared.messaging import InvalidCommand, parse_command
 from shared.money import (
     CURRENCIES,
     MoneyError,
@@ -44,6 +48,11 @@ from shared.money import (
         (True, "amount_not_a_string"),
         (None, "amount_malformed"),
         (["1"], "amount_malformed"),
+        # 64 characters, more significant digits than the ledger's precision: refused, never a
+        # decimal.Inexact escaping (which made a command that carried it fail its whole batch).
+        ("1." + "0" * 61 + "1", "amount_too_precise"),
+        ("0." + "1" * 62, "amount_too_precise"),
+        ("1" * 20 + "." + "0" * 42 + "1", "amount_too_large"),
     ],
 )
 def test_bad_amounts_are_refused_with_their_code(raw: object, code: str) -> None:
@@ -127,3 +136,41 @@ def test_unknown_currencies_are_refused(code: object) -> None:
 )
 def test_format_amount_is_plain_notation(value: Decimal, text: str) -> None:
     assert format_amount(value) == text
+
+
+@given(
+    st.from_regex(r"\A-?[0-9]{1,40}(\.[0-9]{1,62})?\Z", fullmatch=True).filter(
+        lambda text: len(text) <= 64
+    ),
+    st.sampled_from(["BTC", "ETH", "GBP", "USDT"]),
+)
+def test_any_decimal_text_within_the_length_limit_is_parsed_or_refused_with_a_code(
+    text: str, currency: str
+) -> None:
+    """Never another exception: one escaping the parser fails the batch of the command."""
+    refused: MoneyError | None = None
+    try:
+        value = parse_amount(text, currency)
+    except MoneyError as error:
+        refused = error
+    if refused is None:
+        assert value == Decimal(text)
+    else:
+        assert refused.code in {"amount_not_positive", "amount_too_precise", "amount_too_large"}
+
+
+def test_a_command_with_an_amount_too_precise_to_normalise_is_refused_not_raised() -> None:
+    raw = json.dumps(
+        {
+            "command_id": "c-long",
+            "type": "credit",
+            "transaction_type": "deposit_nowpayments",
+            "reference_id": "r-long",
+            "user_id": "alice",
+            "currency": "BTC",
+            "amount": "1." + "0" * 61 + "1",
+        }
+    ).encode()
+    with pytest.raises(InvalidCommand) as refused:
+        parse_command(raw)
+    assert refused.value.reason == "invalid_amount"

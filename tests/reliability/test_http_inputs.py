@@ -52,6 +52,8 @@ AMOUNTS: Final[list[tuple[Any, str]]] = [
     ("0", "amount_not_positive"),
     ("0.000000001", "amount_too_precise"),  # BTC has 8 decimal places
     ("1e-9", "amount_too_precise"),
+    # 64 characters, more significant digits than the ledger's precision: normalising it raised.
+    ("1." + "0" * 61 + "1", "amount_too_precise"),
     ("1,5", "amount_malformed"),
     ("0x10", "amount_malformed"),
     ("١٢", "amount_malformed"),  # Arabic-Indic digits, which Decimal() would read

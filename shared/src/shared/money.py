@@ -150,16 +150,23 @@ def decimal_places(value: Decimal) -> int:
     """Decimal places that carry information ("1.50" has 1); trailing zeros carry none."""
     if value == 0:
         return 0
-    exponent = value.normalize(LEDGER_CONTEXT).as_tuple().exponent
+    # From the digits themselves: normalising in a context could round (and trap) a value with
+    # more significant digits than its precision, which a 64-character amount can have.
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite by construction
-    return max(0, -exponent)
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
 
 
 def check_scale(value: Decimal, currency: Currency) -> None:
     if decimal_places(value) > currency.scale:
+        try:
+            shown = format_amount(value)
+        except decimal.DecimalException:  # more significant digits than normalising can hold
+            shown = format(value, "f")[:37] + "..."
         raise MoneyError(
             "amount_too_precise",
-            f"{currency.code} has {currency.scale} decimal places; {format_amount(value)} has more",
+            f"{currency.code} has {currency.scale} decimal places; {shown} has more",
         )
 
 
