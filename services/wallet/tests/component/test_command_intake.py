@@ -6,8 +6,16 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from shared.messaging import CommandResult, CreditCommand, DeadLetter, LedgerTransaction, encode
+from shared.messaging import (
+    CommandResult,
+    CreditCommand,
+    DeadLetter,
+    LedgerTransaction,
+    WalletCommand,
+    encode,
+)
 from wallet.adapters.memory_store import InMemoryLedgerStore
+from wallet.application import command_intake
 from wallet.application.command_intake import CommandIntake, IncomingRecord
 from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import TransientStoreError
@@ -94,3 +102,25 @@ async def test_store_outages_fail_the_batch_so_that_it_comes_again() -> None:
     # "duplicate" when it comes again); the half it could not is not.
     assert (publisher.results, publisher.dead_letters) == ([], [])
     assert [key[2] for key in store.outcomes] == ["p1"]
+
+
+async def test_a_message_the_decoder_fails_on_is_dead_lettered_and_the_rest_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a refusal (InvalidCommand) but a decoder bug: the message must not fail its batch."""
+    real_parse = command_intake.parse_command
+
+    def parse_failing_on_poison(raw: bytes) -> WalletCommand:
+        if b'"poison"' in raw:
+            raise ArithmeticError("a bug in decoding")
+        return real_parse(raw)
+
+    monkeypatch.setattr(command_intake, "parse_command", parse_failing_on_poison)
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(InMemoryLedgerStore()), publisher)
+    report = await intake.process([record("p1", 10), record("poison", 11), record("p2", 12)])
+    assert [r.reference_id for r in publisher.results] == ["p1", "p2"]
+    (letter,) = publisher.dead_letters
+    assert (letter.reason, letter.source_offset) == ("processing_failed", 11)
+    assert "ArithmeticError: a bug in decoding" in letter.detail
+    assert report.batch.count("applied") == 2

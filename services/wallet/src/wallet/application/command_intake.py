@@ -142,6 +142,15 @@ class CommandIntake:
                 if record.producer is not None and "command_id" in error.envelope:
                     producers[error.envelope["command_id"]] = record.producer
                 continue
+            except Exception as error:
+                # A message the decoder itself fails on (a bug): dead-lettered like poison, so
+                # that it cannot fail its batch on every delivery and stop the partition.
+                log.exception("command_decoding_failed", partition=record.partition)
+                failure = InvalidCommand(
+                    "processing_failed", f"{type(error).__name__}: {str(error)[:300]}", {}
+                )
+                self._dead_letter(report, refusals, record, failure)
+                continue
             commands.append((record, command))
             if record.producer is not None:
                 producers[command.command_id] = record.producer
