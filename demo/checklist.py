@@ -242,6 +242,17 @@ class Demo:
             "balance locked",
             f"locked {format_amount(held)} = 0.002 + fee {format_amount(fee)}",
         )
+
+        async def shown_locked() -> bool:
+            # What an admin acts on: the gateway's status, which follows the wallet's result a
+            # moment after the balance itself shows the lock.
+            listed = await self.call("GET", f"{self.at.gateway}/api/withdrawals", alice)
+            return any(
+                w["withdrawal_id"] == withdrawal_id and w["status"] == "locked"
+                for w in listed["items"]
+            )
+
+        await self.until("withdrawal shown locked", shown_locked)
         await self.call(
             "POST",
             f"{self.at.gateway}/api/withdrawals/approve",
