@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -259,3 +260,38 @@ async def test_unknown_withdrawal(setup: Any) -> None:
     handler, _, _ = setup
     with pytest.raises(NotFound):
         await handler.approve("admin", "wd_missing")
+
+
+async def test_a_decision_on_a_withdrawal_whose_lock_is_in_flight_waits_for_it(
+    setup: Any,
+) -> None:
+    """The wallet may show the lock before its result reaches the gateway: an admin approving
+    then is answered once the lock lands, not refused not_locked."""
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    approving = asyncio.create_task(handler.approve("admin", withdrawal.withdrawal_id))
+    await asyncio.sleep(0.2)
+    assert not approving.done(), "the decision did not wait for the lock in flight"
+    await settle(handler, publisher, wallet)  # the lock's result arrives
+    approved = await asyncio.wait_for(approving, 5)
+    assert approved.status is WithdrawalStatus.APPROVED
+    assert wallet.balance("alice", "BTC") == (Decimal("0.9959"), Decimal(0))
+
+
+async def test_a_decision_on_a_lock_that_never_lands_is_refused_after_the_wait(
+    fake_wallet: Any,
+) -> None:
+    publisher = RecordingPublisher(answer=fake_wallet.apply)
+    handler = WithdrawalHandler(
+        MemoryWithdrawals(), publisher, POLICY, clock=lambda: NOW, decision_wait_seconds=0.3
+    )
+    fake_wallet.fund("alice", "BTC", "1")
+    withdrawal = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    with pytest.raises(Conflict) as refused:
+        await handler.approve("admin", withdrawal.withdrawal_id)
+    assert refused.value.code == "not_locked"
+    assert wallet_untouched(fake_wallet)
+
+
+def wallet_untouched(wallet: Any) -> bool:
+    return bool(wallet.balance("alice", "BTC") == (Decimal("1"), Decimal(0)))

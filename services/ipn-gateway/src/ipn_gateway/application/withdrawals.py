@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import add
+
+# How often an admin's decision on a withdrawal whose lock is in flight looks again.
+LOCK_POLL_SECONDS: Final = 0.05
 
 log = structlog.get_logger(__name__)
 
@@ -206,8 +210,19 @@ class WithdrawalHandler:
         decided = await self.withdrawals.decide(
             withdrawal.withdrawal_id, decision, admin_id, reason, command, self.clock()
         )
-        if decided is None:
+        waited = 0.0
+        while decided is None:
             current = await self._get(withdrawal.withdrawal_id)
+            if current.status is WithdrawalStatus.PENDING and waited < self.decision_wait_seconds:
+                # The lock is in flight: the wallet may already show it (the balance is read
+                # there) while its result is on its way here. The admin's decision waits for it
+                # rather than being refused for this service lagging a moment behind.
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+                waited += LOCK_POLL_SECONDS
+                decided = await self.withdrawals.decide(
+                    withdrawal.withdrawal_id, decision, admin_id, reason, command, self.clock()
+                )
+                continue
             if current.status is not WithdrawalStatus.LOCKED:
                 raise Conflict("not_locked", f"withdrawal is {current.status.value}, not locked")
             if current.decision is None:
