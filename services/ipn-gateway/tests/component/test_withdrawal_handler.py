@@ -290,8 +290,4 @@ async def test_a_decision_on_a_lock_that_never_lands_is_refused_after_the_wait(
     with pytest.raises(Conflict) as refused:
         await handler.approve("admin", withdrawal.withdrawal_id)
     assert refused.value.code == "not_locked"
-    assert wallet_untouched(fake_wallet)
-
-
-def wallet_untouched(wallet: Any) -> bool:
-    return bool(wallet.balance("alice", "BTC") == (Decimal("1"), Decimal(0)))
+    assert fake_wallet.balance("alice", "BTC") == (Decimal("1"), Decimal(0))

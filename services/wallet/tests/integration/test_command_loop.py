@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
+from services.wallet.tests.integration.kafka_reading import results_so_far
 from shared.infra import ensure_topics, offsets_committed
 from shared.messaging import CommandResult, DeadLetter, LedgerTransaction
 from shared.messaging.topics import Topics
@@ -98,7 +99,7 @@ class Harness:
         intake = CommandIntake(ledger, self.publisher)
         loop = CommandLoop(
             intake,
-            WalletMetrics(_registry()),
+            WalletMetrics(CollectorRegistry()),
             self.topics,
             self.bootstrap,
             max_records=BATCH,
@@ -141,24 +142,7 @@ class Harness:
         )
 
     async def results(self) -> list[CommandResult]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            await consumer._client.force_metadata_update()
-            topic = self.topics.results
-            assigned = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-            ]
-            consumer.assign(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-            found: list[CommandResult] = []
-            while any([await consumer.position(tp) < ends[tp] for tp in assigned]):
-                for records in (await consumer.getmany(timeout_ms=300)).values():
-                    found.extend(CommandResult.model_validate_json(r.value) for r in records)
-            return found
-        finally:
-            await consumer.stop()
+        return await results_so_far(self.bootstrap, self.topics.results)
 
     async def wait_committed(self, within: float = 60.0) -> None:
         async with asyncio.timeout(within):
@@ -181,10 +165,6 @@ class Harness:
         assert await self.balances() == self.expected
         assert await self.committed() == self.sent
         return Counter(r.status for r in results)
-
-
-def _registry() -> CollectorRegistry:
-    return CollectorRegistry()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.wallet.tests.integration.kafka_reading import results_so_far
 from shared.infra.net import free_port, wait_until
 from shared.infra.processes import ManagedProcess
-from shared.messaging import CommandResult
 from shared.messaging.topics import Topics
 from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.reconciliation import verify
@@ -81,27 +81,6 @@ async def healthy(port: int) -> bool:
             return (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
         except httpx.HTTPError:
             return False
-
-
-async def results_so_far(bootstrap: str, topic: str) -> list[CommandResult]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        assigned = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        results: list[CommandResult] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in assigned]):
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                results.extend(
-                    CommandResult.model_validate_json(r.value) for r in records if r.value
-                )
-        return results
-    finally:
-        await consumer.stop()
 
 
 async def test_sigkill_mid_stream_then_restart_applies_everything_exactly_once(
