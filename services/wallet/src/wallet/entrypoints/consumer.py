@@ -260,12 +260,17 @@ class CommandLoop:
                 await self._finish_in_flight()  # the batch before is good: let it through
             raise
         await self._finish_in_flight()  # the previous batch: acknowledged, then its offsets
-        publishing = asyncio.create_task(self._intake.publish(decided))
+        publishing = asyncio.create_task(self._publish(decided))
         self._in_flight = _InFlight(publishing, decided, offsets)
         # Let the publisher hand its record batches to the producer's sender now, so that they
         # are on the wire while the next batch is decided (the loop is busy until then).
         for _ in range(3):
             await asyncio.sleep(0)
+
+    async def _publish(self, decided: DecidedBatch) -> None:
+        await self._intake.publish(decided)
+        # Counted as soon as its results are out: whoever reads a result may read the metrics.
+        self._metrics.observe(decided.report)
 
     async def _finish_in_flight(self) -> None:
         """Await the batch in flight's acknowledgements, then commit its offsets (in order)."""
@@ -278,7 +283,6 @@ class CommandLoop:
         except BaseException:
             self._in_flight = in_flight  # still to be discarded by the recovery
             raise
-        self._metrics.observe(in_flight.decided.report)
         await self._await_commit()  # the previous commit first: offsets only move forward
         self._metrics.broker_wait_seconds.observe(time.perf_counter() - waiting_since)
         self._committing = asyncio.create_task(self._commit(in_flight.offsets))
