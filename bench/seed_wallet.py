@@ -366,7 +366,8 @@ class TransactionalSeedWallet:
     In it: the seed's guard against double crediting (a `find` of the reference in
     `wallet_transactions`), then per wallet a read, the balance check in Python and the update,
     then one history row per wallet, then the commit. Request handlers call it concurrently.
-    `serialise` runs one transaction at a time: the embedded MongoDB cannot run two at once.
+    `serialise` runs one transaction at a time: the embedded MongoDB refuses any commit that
+    overlaps another one's, so concurrent calls would measure its retries.
     """
 
     def __init__(self, client: Any, database: Any, *, serialise: bool) -> None:

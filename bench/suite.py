@@ -157,7 +157,7 @@ async def mongo_part(
             "design": "one MongoDB transaction per call: guard find, read, check, update, "
             "history insert, commit",
             "handlers": config.seed_handlers,
-            "transactions": "one at a time (the stand-in cannot run two)"
+            "transactions": "one at a time (the stand-in refuses overlapping commits)"
             if stand_in
             else "concurrent, retried on TransientTransactionError",
         },

@@ -1,7 +1,9 @@
 """What the wallet relies on from MongoDB transactions, checked against the embedded stand-in that
-`make run` and the tests start: a commit the server refuses writes nothing, and a write made by
-someone else meanwhile survives. The wave-2 acceptance run showed the stand-in breaking both (fresh
-wallet commands answered `duplicate`, `?at=` missing a committed credit) under concurrent writes."""
+`make run` and the tests start: a commit the server refuses writes nothing, a write made by someone
+else meanwhile survives, and the session the driver reuses afterwards reads and writes committed
+data. mongoeco alone left a refused transaction open on its session id, so the next user of that id
+read the dead transaction's snapshot (a wallet created since missing, the refused writes present)
+and had its own transactions refused; `shared.infra.mongo_server` makes it abort, as MongoDB does."""
 
 from __future__ import annotations
 
@@ -23,33 +25,30 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def private_mongo_client(
-    tmp_path: Path,
-) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    """A stand-in of its own: the probe leaves the server's transaction state broken (later
-    transactions on it lose writes), so it must never share the session's server."""
+async def private_mongo_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A stand-in of its own: these probes commit conflicting transactions on purpose."""
     if os.environ.get("MONGODB_URL"):
-        client = connect(os.environ["MONGODB_URL"])
-        try:
-            yield client
-        finally:
-            await client.close()
+        yield os.environ["MONGODB_URL"]
         return
     server = EmbeddedMongo(free_port(), log_dir=tmp_path)
     await server.start()
-    client = connect(server.url)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def private_mongo_client(
+    private_mongo_url: str,
+) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client = connect(private_mongo_url)
     try:
         yield client
     finally:
         await client.close()
-        server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mongoeco stand-in: a commit refused with 'Write conflict during transaction commit'"
-    " still installs the transaction's writes, over a concurrent write (lost update)",
-)
 async def test_a_refused_commit_writes_nothing_and_loses_no_concurrent_write(
     private_mongo_client: AsyncMongoClient[dict[str, Any]],
 ) -> None:
@@ -75,3 +74,45 @@ async def test_a_refused_commit_writes_nothing_and_loses_no_concurrent_write(
     else:  # refused: only the other writer's change
         assert wallet["balance"] == 5
         assert await db.outcomes.find_one({"_id": "outcome"}) is None
+
+
+async def test_the_session_id_a_refused_commit_used_reads_and_writes_committed_data(
+    private_mongo_client: AsyncMongoClient[dict[str, Any]], private_mongo_url: str
+) -> None:
+    mongo_client = private_mongo_client
+    db = mongo_client["stand_in_sessions"]
+    await db.drop_collection("wallets")
+    await db.drop_collection("other")
+    await db.wallets.insert_one({"_id": "before"})
+    refused = mongo_client.start_session()
+    await refused.start_transaction()
+    await db.wallets.insert_one({"_id": "refused"}, session=refused)
+    async with mongo_client.start_session() as other:  # commits first: the refused one conflicts
+        await other.start_transaction()
+        await db.other.insert_one({"_id": "other"}, session=other)
+        await other.commit_transaction()
+    conflict: OperationFailure | None = None
+    try:
+        await refused.commit_transaction()
+    except OperationFailure as error:
+        conflict = error
+    landed = {"before"} if conflict else {"before", "refused"}
+    # As MongoDB answers a write conflict: the driver's retry loops rely on the label.
+    assert conflict is None or conflict.has_error_label("TransientTransactionError"), conflict
+    await refused.end_session()  # its id goes back to the driver's pool, to be used next
+
+    async with mongo_client.start_session() as reused:
+        await reused.start_transaction()
+        await db.wallets.insert_one({"_id": "after"}, session=reused)
+        await reused.commit_transaction()
+    landed.add("after")
+    # Implicit sessions take ids from the same pool (the most recently ended first).
+    seen = {d["_id"] for d in await db.wallets.find({}).to_list()}
+    assert seen == landed
+    fresh = connect(private_mongo_url)  # ids of its own: what the server stored
+    try:
+        assert {
+            d["_id"] for d in await fresh["stand_in_sessions"].wallets.find({}).to_list()
+        } == landed
+    finally:
+        await fresh.close()

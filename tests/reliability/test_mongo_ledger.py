@@ -1,14 +1,13 @@
 """The ledger through the MongoDB store: concurrent debits, and reconciliation by the ops CLI.
 
-On the embedded MongoDB stand-in here (or a real replica set given by MONGODB_URL). The stand-in
-runs one transaction at a time and reports a clash without MongoDB's TransientTransactionError
-label; the store classifies clashes by error code and nothing here depends on the difference.
+On the embedded MongoDB stand-in here (or a real replica set given by MONGODB_URL). The fifty
+debits overlap for real: each is its own transaction, and those that lose the race are refused at
+commit and decided again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from typing import Any
 
@@ -23,29 +22,9 @@ from tests.reliability.commands import deposit, withdrawals
 from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.ledger_service import LedgerService
 from wallet.domain.ledger import Balances
-from wallet.domain.records import LedgerBatch
 from wallet.entrypoints.cli import app as wallet_cli
 
 pytestmark = pytest.mark.slow
-
-
-def real_mongodb() -> bool:
-    return bool(os.environ.get("MONGODB_URL")) or os.environ.get("USE_TESTCONTAINERS") == "1"
-
-
-class OneTransactionAtATime(MongoLedgerStore):
-    """For the embedded stand-in only, which supports one open transaction at a time: with two
-    open at once it answers one commit with a conflict yet keeps its writes, and can drop the
-    writes of a commit it acknowledged. Reads stay concurrent, so batches still decide on stale
-    balances and lose on the version guard at commit; only the transactions are queued."""
-
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        super().__init__(db)
-        self._one_at_a_time = asyncio.Lock()
-
-    async def commit(self, batch: LedgerBatch) -> None:
-        async with self._one_at_a_time:
-            await super().commit(batch)
 
 
 def credit(user: str, amount: str, reference: str) -> CreditCommand:
@@ -55,9 +34,7 @@ def credit(user: str, amount: str, reference: str) -> CreditCommand:
 async def test_fifty_concurrent_debits_of_ten_against_one_hundred(
     mongo_database: AsyncDatabase[dict[str, Any]],
 ) -> None:
-    store = (MongoLedgerStore if real_mongodb() else OneTransactionAtATime)(
-        mongo_database.client[f"{mongo_database.name[:50]}_race"]
-    )
+    store = MongoLedgerStore(mongo_database.client[f"{mongo_database.name[:50]}_race"])
     await store.ensure_indexes()
     ledger = LedgerService(store, max_attempts=60, backoff_seconds=0.01)
     await ledger.handle_batch([credit("alice", "100", "open")])

@@ -10,14 +10,12 @@ and the embedded MongoDB stand-in runs only one at a time. Where Docker is missi
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.infra.containers import docker_available
 from shared.messaging import CommandResult, WalletCommand
 from shared.messaging.topics import Topics
 from shared.wallet_client import WalletClient
@@ -34,23 +32,6 @@ USERS = [f"u{i}" for i in range(6)]
 TRANSFERS = 300
 
 
-def why_not_here() -> str | None:
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"):
-        return None
-    if os.environ.get("USE_TESTCONTAINERS") == "1" and docker_available():
-        return None
-    return (
-        "needs real Kafka and a MongoDB replica set: USE_TESTCONTAINERS=1 with Docker running"
-        f" (Docker {'answers' if docker_available() else 'is not available'} here), or"
-        " KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL; test_concurrency.py proves the property"
-        " with injected interleavings meanwhile"
-    )
-
-
-REASON = why_not_here()
-
-
-@pytest.mark.skipif(REASON is not None, reason=REASON or "")
 async def test_two_consumers_conserve_every_currency(
     kafka_bootstrap_servers: str,
     kafka_topics: Topics,

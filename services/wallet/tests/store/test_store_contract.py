@@ -352,17 +352,11 @@ async def test_two_batches_creating_one_wallet_one_conflicts(store: LedgerStore)
 
 
 class RacingStore:
-    """Holds the first commit of each of two services until both have read: a forced race.
+    """Holds the first commit of each of two services until both have read: a forced race."""
 
-    `turns`, when given, makes the commits take turns instead of overlapping.
-    """
-
-    def __init__(
-        self, inner: LedgerStore, barrier: asyncio.Barrier, turns: asyncio.Lock | None
-    ) -> None:
+    def __init__(self, inner: LedgerStore, barrier: asyncio.Barrier) -> None:
         self._inner = inner
         self._barrier: asyncio.Barrier | None = barrier
-        self._turns = turns
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -372,24 +366,14 @@ class RacingStore:
             barrier, self._barrier = self._barrier, None
             async with asyncio.timeout(30):
                 await barrier.wait()
-        if self._turns is None:
-            await self._inner.commit(batch)
-            return
-        async with self._turns:
-            await self._inner.commit(batch)
+        await self._inner.commit(batch)
 
 
-async def test_racing_consumers_on_a_new_wallet_apply_both_exactly_once(
-    store: LedgerStore, request: pytest.FixtureRequest
-) -> None:
+async def test_racing_consumers_on_a_new_wallet_apply_both_exactly_once(store: LedgerStore) -> None:
     # Both batches read "no wallet" before either commits; the loser must conflict and be decided
     # again. On MongoDB it fails on the unique (user_id, currency) index or with a write conflict.
-    # The stand-in cannot run two transactions at once: it was seen to keep the writes of the
-    # transaction it answered "write conflict" and drop those of the one it answered "ok". So
-    # there the commits take turns (the race is still in the reads); elsewhere they overlap.
-    on_stand_in = isinstance(store, MongoLedgerStore) and request.getfixturevalue("is_stand_in")
-    barrier, turns = asyncio.Barrier(2), asyncio.Lock() if on_stand_in else None
-    racers = [RacingStore(store, barrier, turns) for _ in range(2)]
+    barrier = asyncio.Barrier(2)
+    racers = [RacingStore(store, barrier) for _ in range(2)]
     first = make_service(racers[0])
     second = LedgerService(racers[1], new_id=lambda: "other-tx", backoff_seconds=0.001)
     reports = await asyncio.gather(

@@ -19,10 +19,47 @@ from shared.infra.net import LOOPBACK
 # How often the server checks that whoever started it is still there.
 _PARENT_CHECK_SECONDS = 1.0
 
+# MongoDB's code for a write conflict, which it labels TransientTransactionError.
+_WRITE_CONFLICT = 112
+
+
+def abort_refused_commits() -> None:
+    """Make a refused commit end its transaction, as MongoDB does.
+
+    mongoeco refuses a commit when anything committed since the transaction started, but leaves the
+    transaction open on the server with its snapshot. The driver then puts that session id back in
+    its pool, and whatever uses it next runs inside the dead transaction: reads see its snapshot
+    and its uncommitted writes (a wallet created since is missing, a refused credit is there), and
+    a new transaction is taken for the old one and refused again. MongoDB aborts a transaction
+    that hits a write conflict and labels the error TransientTransactionError; so does this.
+    """
+    from mongoeco.errors import OperationFailure
+    from mongoeco.session import ClientSession
+
+    commit = ClientSession.commit_transaction
+    if getattr(commit, "aborts_when_refused", False):
+        return
+
+    def commit_transaction(session: ClientSession) -> None:
+        try:
+            commit(session)
+        except OperationFailure as refused:
+            if session.transaction_active:
+                session.abort_transaction()
+            if getattr(refused, "code", None) is None and "Write conflict" in str(refused):
+                raise OperationFailure(
+                    str(refused), _WRITE_CONFLICT, error_labels=("TransientTransactionError",)
+                ) from refused
+            raise
+
+    commit_transaction.aborts_when_refused = True  # type: ignore[attr-defined]
+    ClientSession.commit_transaction = commit_transaction  # type: ignore[method-assign,assignment]
+
 
 async def serve(host: str, port: int, parent_pid: int | None = None) -> None:
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
+    abort_refused_commits()
     server = AsyncMongoEcoProxyServer(host=host, port=port)
     await server.start()
     stop = asyncio.Event()

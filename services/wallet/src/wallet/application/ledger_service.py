@@ -123,8 +123,8 @@ class LedgerService:
         self, commands: Sequence[WalletCommand], tried: dict[IdempotencyKey, str] | None = None
     ) -> BatchReport:
         # What earlier attempts tried to commit (key → transaction_id): a commit reported as
-        # failed may have gone through all the same (a lost commit answer; the stand-in also
-        # keeps refused commits), and those outcomes are then this delivery's own, not duplicates.
+        # failed may have gone through all the same (a lost commit answer), and those outcomes
+        # are then this delivery's own, not duplicates.
         tried = {} if tried is None else tried
         failures = 0
         for attempt in range(1, self._max_attempts + 1):
