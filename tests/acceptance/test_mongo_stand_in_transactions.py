@@ -116,3 +116,33 @@ async def test_the_session_id_a_refused_commit_used_reads_and_writes_committed_d
         } == landed
     finally:
         await fresh.close()
+
+
+async def test_a_refused_commit_sent_again_is_refused_again(
+    private_mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    # A driver sends a commit again when its answer was lost. For a transaction the server refused
+    # (and so aborted), MongoDB answers NoSuchTransaction; an "ok" would report writes that no one
+    # will ever read as committed.
+    mongo_client = private_mongo_client
+    db = mongo_client["stand_in_commit_again"]
+    await db.drop_collection("wallets")
+    async with mongo_client.start_session() as refused:
+        await refused.start_transaction()
+        await db.wallets.insert_one({"_id": "refused"}, session=refused)
+        await db.wallets.insert_one({"_id": "other"})  # committed meanwhile
+        outcomes: list[str] = []
+        for _ in range(2):  # the driver allows sending commitTransaction again
+            try:
+                await refused.commit_transaction()
+                outcomes.append("ok")
+            except OperationFailure as error:
+                outcomes.append(
+                    "transient" if error.has_error_label("TransientTransactionError") else "error"
+                )
+    stored = {d["_id"] for d in await db.wallets.find({}).to_list()}
+    if stored == {"refused", "other"}:  # a server that orders the two writes: both count
+        assert outcomes == ["ok", "ok"]
+    else:
+        assert stored == {"other"}
+        assert outcomes == ["transient", "transient"]

@@ -13,14 +13,17 @@ import contextlib
 import os
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 from shared.infra.net import LOOPBACK
 
 # How often the server checks that whoever started it is still there.
 _PARENT_CHECK_SECONDS = 1.0
 
-# MongoDB's code for a write conflict, which it labels TransientTransactionError.
+# MongoDB's codes for a write conflict and for a commit of a transaction that was aborted; it
+# labels both TransientTransactionError (the whole transaction may be tried again).
 _WRITE_CONFLICT = 112
+_NO_SUCH_TRANSACTION = 251
 
 
 def abort_refused_commits() -> None:
@@ -31,14 +34,21 @@ def abort_refused_commits() -> None:
     its pool, and whatever uses it next runs inside the dead transaction: reads see its snapshot
     and its uncommitted writes (a wallet created since is missing, a refused credit is there), and
     a new transaction is taken for the old one and refused again. MongoDB aborts a transaction
-    that hits a write conflict and labels the error TransientTransactionError; so does this.
+    that hits a write conflict and labels the error TransientTransactionError; so does this. A
+    commit sent again for the aborted transaction (a driver's retry after a lost answer) is
+    answered NoSuchTransaction, as MongoDB answers it, not "ok": mongoeco says "ok" to a commit
+    with no transaction open, which would report the refused writes as committed.
     """
     from mongoeco.errors import OperationFailure
     from mongoeco.session import ClientSession
+    from mongoeco.wire.sessions import WireSessionStore
 
-    commit = ClientSession.commit_transaction
+    commit, start = ClientSession.commit_transaction, ClientSession.start_transaction
     if getattr(commit, "aborts_when_refused", False):
         return
+    wire_commit = WireSessionStore.commit_transaction
+    # Session ids, not sessions (mongoeco's are not hashable); one per refused commit, at most.
+    aborted: set[str] = set()
 
     def commit_transaction(session: ClientSession) -> None:
         try:
@@ -46,14 +56,31 @@ def abort_refused_commits() -> None:
         except OperationFailure as refused:
             if session.transaction_active:
                 session.abort_transaction()
+                aborted.add(session.session_id)
             if getattr(refused, "code", None) is None and "Write conflict" in str(refused):
                 raise OperationFailure(
                     str(refused), _WRITE_CONFLICT, error_labels=("TransientTransactionError",)
                 ) from refused
             raise
 
+    def start_transaction(session: ClientSession, *args: Any, **kwargs: Any) -> None:
+        aborted.discard(session.session_id)
+        start(session, *args, **kwargs)
+
+    def commit_over_the_wire(store: WireSessionStore, body: dict[str, Any]) -> dict[str, Any]:
+        session = store._require_session(body)
+        if session.session_id in aborted and not session.transaction_active:
+            raise OperationFailure(
+                "Transaction has been aborted.",
+                _NO_SUCH_TRANSACTION,
+                error_labels=("TransientTransactionError",),
+            )
+        return wire_commit(store, body)
+
     commit_transaction.aborts_when_refused = True  # type: ignore[attr-defined]
     ClientSession.commit_transaction = commit_transaction  # type: ignore[method-assign,assignment]
+    ClientSession.start_transaction = start_transaction  # type: ignore[method-assign,assignment]
+    WireSessionStore.commit_transaction = commit_over_the_wire  # type: ignore[method-assign,assignment]
 
 
 async def serve(host: str, port: int, parent_pid: int | None = None) -> None:
