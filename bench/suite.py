@@ -407,6 +407,7 @@ async def swap_part(
     run = await run_swaps(infra, config.swaps, config.swap_concurrency)
     if run.outcomes.get("completed", 0) != config.swaps:
         raise WrongAnswer(f"swaps ended {dict(run.outcomes)}, {config.swaps} completed expected")
+    check("swap", run.wrong)
     return {**run.figures(), "mongodb": infra.mongodb.origin}
 
 

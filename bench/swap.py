@@ -9,6 +9,11 @@ set: then the figures are the stand-in's, see docs/architecture.md). Prices are 
 closed loops of quote, execute, and polling `GET /api/swap/{id}` every 10 ms until it is no longer
 pending. Per swap: the quote's and the execute's answer times, and execute → completed (as the
 client sees it: the wallet committed, published the result, and trading recorded it).
+
+Every run is checked against the contract (`expected`, `wrong_against`): each quote's fee, rate and
+to_amount recomputed from the pinned prices and the contract's rounding, each swap `completed`,
+and afterwards every swapper's BTC and ETH and the platform's fees and liquidity as the wallet
+reports them. A wrong answer stops the suite (`bench.suite.check`).
 """
 
 from __future__ import annotations
@@ -16,33 +21,114 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from bench.pipeline import (
+    JWT_SECRET,
     WalletProcess,
     delete_topics,
     post_until_settled,
     results_service_env,
     start_service,
     start_wallet,
+    wallet_balances,
 )
 from bench.stats import p50_p99_ms
+from bench.workload import WalletKey
 from shared.http import make_token
 from shared.infra import Infrastructure, ensure_topics, free_port
 from shared.messaging.topics import Topics
+from shared.money import get_currency
 from shared.wallet_client import WalletClient
 
-JWT_SECRET = secrets.token_hex(32)
 PENDING = frozenset({"pending"})
+# What the run pins and sends; the contract's defaults (SWAP_FEE_RATE, SWAP_SPREAD).
+PRICES: Final = {"BTC": Decimal("52000"), "ETH": Decimal("2800")}
+FROM_AMOUNT: Final = Decimal("0.001")
+FUNDED_BTC: Final = Decimal("10")
+LIQUIDITY_ETH: Final = Decimal("1000000")
+FEE_RATE: Final = Decimal("0.001")
+SPREAD: Final = Decimal("0.005")
+LIQUIDITY: Final = "platform:liquidity"
+FEES: Final = "platform:fees"
+
+
+def _step(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-get_currency(currency).scale)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteModel:
+    """One quote of FROM_AMOUNT BTC → ETH as the contract computes it: the fee rounded up to the
+    satoshi, the rate rounded down to 18 places, to_amount from that rate rounded down to ETH's
+    scale."""
+
+    fee: Decimal
+    rate: Decimal
+    to_amount: Decimal
+
+
+def contract_quote(fee_rate: Decimal = FEE_RATE) -> QuoteModel:
+    fee = (FROM_AMOUNT * fee_rate).quantize(_step("BTC"), rounding=ROUND_CEILING)
+    rate = (PRICES["BTC"] / PRICES["ETH"] * (1 - SPREAD)).quantize(
+        Decimal(1).scaleb(-18), rounding=ROUND_FLOOR
+    )
+    to_amount = ((FROM_AMOUNT - fee) * rate).quantize(_step("ETH"), rounding=ROUND_FLOOR)
+    return QuoteModel(fee, rate, to_amount)
+
+
+@dataclass(slots=True)
+class SwapsFound:
+    """What the system answered: each quote's figures and each swap's end, then the wallet's
+    balances of every swapper and of the platform accounts."""
+
+    quotes: list[dict[str, Any]] = field(default_factory=list)
+    ends: list[str] = field(default_factory=list)
+    per_user: Counter[str] = field(default_factory=Counter)  # swaps each user ran
+    balances: dict[WalletKey, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    platform: dict[WalletKey, Decimal] = field(default_factory=dict)
+
+
+def wrong_against(model: QuoteModel, found: SwapsFound) -> list[str]:
+    """Every way what ran differs from the contract: an empty list when it is right."""
+    wrong: list[str] = []
+    for quote in found.quotes:
+        figures = (Decimal(quote["fee"]), Decimal(quote["rate"]), Decimal(quote["to_amount"]))
+        if figures != (model.fee, model.rate, model.to_amount):
+            wrong.append(
+                f"quote {quote.get('quote_id')}: (fee, rate, to_amount) {figures}, model"
+                f" {(model.fee, model.rate, model.to_amount)}"
+            )
+    wrong.extend(f"a swap ended {end}" for end in found.ends if end != "completed")
+    zero = Decimal(0)
+    for user, count in found.per_user.items():
+        for currency, available in (
+            ("BTC", FUNDED_BTC - count * FROM_AMOUNT),
+            ("ETH", count * model.to_amount),
+        ):
+            held = found.balances.get((user, currency), (zero, zero))
+            if held != (available, zero):
+                wrong.append(
+                    f"{user} {currency}: (available, locked) {held}, model {(available, zero)}"
+                )
+    swaps = sum(found.per_user.values())
+    for key, balance in {
+        (FEES, "BTC"): swaps * model.fee,
+        (LIQUIDITY, "BTC"): swaps * (FROM_AMOUNT - model.fee),
+        (LIQUIDITY, "ETH"): LIQUIDITY_ETH - swaps * model.to_amount,
+    }.items():
+        if found.platform.get(key, zero) != balance:
+            wrong.append(f"{key[0]} {key[1]}: {found.platform.get(key)}, model {balance}")
+    return wrong
 
 
 @dataclass(slots=True)
@@ -54,6 +140,8 @@ class SwapRun:
     execute_ms: list[float] = field(default_factory=list)
     to_completed_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    found: SwapsFound = field(default_factory=SwapsFound)
+    wrong: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -64,6 +152,8 @@ class SwapRun:
             **p50_p99_ms("execute", self.execute_ms),
             **p50_p99_ms("execute_to_completed", self.to_completed_ms),
             "outcomes": dict(self.outcomes),
+            "checked": "each quote's fee, rate and to_amount against the contract; each swap"
+            " completed; every swapper's BTC and ETH; platform:fees and platform:liquidity",
         }
 
 
@@ -73,14 +163,18 @@ def _auth(user: str, *roles: str) -> dict[str, str]:
 
 async def _prepare(http: httpx.AsyncClient, wallet: WalletClient, users: list[str]) -> None:
     admin = _auth("bench-ops", "admin")
-    for currency, price in (("BTC", "52000"), ("ETH", "2800")):
+    for currency, price in PRICES.items():
         pinned = await http.put(
-            "/api/admin/prices", json={"currency": currency, "price": price}, headers=admin
+            "/api/admin/prices", json={"currency": currency, "price": str(price)}, headers=admin
         )
         pinned.raise_for_status()
     funded = await http.post(
         "/api/admin/liquidity",
-        json={"currency": "ETH", "amount": "1000000", "reference_id": f"bench-{uuid.uuid4().hex}"},
+        json={
+            "currency": "ETH",
+            "amount": str(LIQUIDITY_ETH),
+            "reference_id": f"bench-{uuid.uuid4().hex}",
+        },
         headers=admin,
     )
     funded.raise_for_status()
@@ -88,7 +182,7 @@ async def _prepare(http: httpx.AsyncClient, wallet: WalletClient, users: list[st
         result = await wallet.credit(
             user_id=user,
             currency="BTC",
-            amount="10",
+            amount=FUNDED_BTC,
             transaction_type="deposit_nowpayments",
             reference_id=f"bench-deposit-{user}",
         )
@@ -101,10 +195,11 @@ async def _one_swap(http: httpx.AsyncClient, user: str, run: SwapRun) -> None:
     started = time.perf_counter()
     quoted = await http.post(
         "/api/swap/quote",
-        json={"from_currency": "BTC", "to_currency": "ETH", "from_amount": "0.001"},
+        json={"from_currency": "BTC", "to_currency": "ETH", "from_amount": str(FROM_AMOUNT)},
         headers=headers,
     )
     quoted.raise_for_status()
+    run.found.quotes.append(quoted.json())
     executing = time.perf_counter()
     executed = await post_until_settled(
         http,
@@ -118,16 +213,30 @@ async def _one_swap(http: httpx.AsyncClient, user: str, run: SwapRun) -> None:
     run.execute_ms.append(executed.answer_ms)
     run.to_completed_ms.append(executed.settled_ms)
     run.outcomes[executed.status] += 1
+    run.found.ends.append(executed.status)
+    run.found.per_user[user] += 1
+
+
+async def _read_back(wallet_port: int, users: list[str], found: SwapsFound) -> None:
+    """Every swapper's balances and the platform accounts, through the wallet's HTTP API."""
+    found.balances = {
+        key: (available, locked)
+        for key, (available, locked, _) in (await wallet_balances(wallet_port, users)).items()
+    }
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{wallet_port}", timeout=30) as w:
+        platform = await w.get("/api/wallets/platform-balances", headers=_auth("bench", "admin"))
+    platform.raise_for_status()
+    found.platform = {
+        (row["account"], row["currency"]): Decimal(row["balance"])
+        for row in platform.json()["accounts"]
+    }
 
 
 async def run_swaps(infra: Infrastructure, swaps: int, concurrency: int) -> SwapRun:
     topics = Topics(prefix=f"bench-swap.{uuid.uuid4().hex[:8]}.")
     await ensure_topics(infra.kafka_bootstrap_servers, topics.all)
-    wallet_process, _ = await start_wallet(
-        infra.kafka_bootstrap_servers,
-        topics,
-        500,
-        WalletProcess(extra_env=(("AUTH_JWT_SECRET", JWT_SECRET),)),
+    wallet_process, wallet_port = await start_wallet(
+        infra.kafka_bootstrap_servers, topics, 500, WalletProcess()
     )
     port = free_port()
     database = f"bench_swap_{uuid.uuid4().hex[:8]}"
@@ -155,16 +264,21 @@ async def run_swaps(infra: Infrastructure, swaps: int, concurrency: int) -> Swap
             started = time.perf_counter()
             await asyncio.gather(*(client(u, n) for u, n in zip(users, per_user, strict=True)))
             run.seconds = time.perf_counter() - started
+        await _read_back(wallet_port, users, run.found)
     finally:
         trading.stop()
         wallet_process.stop()
         await delete_topics(infra.kafka_bootstrap_servers, topics)
+    run.wrong = wrong_against(contract_quote(), run.found)
     return run
 
 
 async def measure(swaps: int, concurrency: int) -> dict[str, Any]:
+    from bench.suite import check  # the suite imports this module
+
     async with Infrastructure.from_environment() as infra:
         run = await run_swaps(infra, swaps, concurrency)
+        check("swap", run.wrong)
         return {"swap": run.figures(), "mongodb": infra.mongodb.describe()}
 
 
