@@ -420,6 +420,18 @@ async def wallet_balances(port: int, users: Sequence[str]) -> dict[WalletKey, Ba
     return found
 
 
+async def platform_balances(port: int) -> dict[WalletKey, Decimal]:
+    """Every platform account's balance per currency, read through the wallet's admin API."""
+    headers = {"Authorization": f"Bearer {make_token(JWT_SECRET, 'bench', ('admin',))}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        response = await http.get("/api/wallets/platform-balances", headers=headers)
+    response.raise_for_status()
+    return {
+        (row["account"], row["currency"]): Decimal(row["balance"])
+        for row in response.json()["accounts"]
+    }
+
+
 async def _summed_balances(started: Started, workload: Workload) -> dict[WalletKey, Balances]:
     """Each wallet's balances summed over the wallet processes. With the memory store each process
     is a ledger of its own: a user's commands all land in one (its partition), but a transfer

@@ -36,6 +36,7 @@ from bench.pipeline import (
     JWT_SECRET,
     WalletProcess,
     delete_topics,
+    platform_balances,
     post_until_settled,
     results_service_env,
     start_service,
@@ -223,13 +224,7 @@ async def _read_back(wallet_port: int, users: list[str], found: SwapsFound) -> N
         key: (available, locked)
         for key, (available, locked, _) in (await wallet_balances(wallet_port, users)).items()
     }
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{wallet_port}", timeout=30) as w:
-        platform = await w.get("/api/wallets/platform-balances", headers=_auth("bench", "admin"))
-    platform.raise_for_status()
-    found.platform = {
-        (row["account"], row["currency"]): Decimal(row["balance"])
-        for row in platform.json()["accounts"]
-    }
+    found.platform = await platform_balances(wallet_port)
 
 
 async def run_swaps(infra: Infrastructure, swaps: int, concurrency: int) -> SwapRun:
