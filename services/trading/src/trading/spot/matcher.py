@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Final, TypeVar
 
 import structlog
@@ -102,6 +103,31 @@ class MarketMatcher:
         log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
 
     async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
+        """Decide the messages, store the decisions, then act on them (project, send to the wallet).
+
+        If the store already holds other decisions under this batch's number, another matcher
+        of this market got there first (a partition that moved while its old owner was still
+        deciding): this book is stale, so none of its decisions is acted on. The book is rebuilt
+        from the store and the messages decided again on it; those the other matcher decided
+        are skipped there as redeliveries.
+        """
+        while True:
+            batch = await self._decide(messages)
+            if batch is None:
+                return None
+            now = self._clock()
+            if await self._store_decisions(batch, now):
+                break
+            log.warning("spot.fenced", pair=self.market.pair, batch=batch.batch_id)
+            await self.recover()
+        await retrying("project decisions", lambda: self._store.project(batch, self.market, now))
+        await self._dispatch(batch)
+        return batch
+
+    async def _store_decisions(self, batch: SpotBatch, now: datetime) -> bool:
+        return await retrying("store decisions", lambda: self._store.add_batch(batch, now))
+
+    async def _decide(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
         book = self.book
         locked = [m.order_id for m in messages if m.kind == "locked"]
         orders = await retrying("read orders", lambda: self._store.many(locked)) if locked else {}
@@ -138,14 +164,12 @@ class MarketMatcher:
             fills += decided_fills
             changes += decided_changes
         if not changes:
+            # Nothing stored: give the number back, so that the market's batches stay numbered
+            # without gaps (the fence in `add_batch` relies on it).
+            book.sequence = first - 1
             return None
         bids, asks = book.depth(self._levels)
-        batch = SpotBatch(self.market.pair, first, book.sequence, fills, changes, bids, asks)
-        now = self._clock()
-        await retrying("store decisions", lambda: self._store.add_batch(batch, now))
-        await retrying("project decisions", lambda: self._store.project(batch, self.market, now))
-        await self._dispatch(batch)
-        return batch
+        return SpotBatch(self.market.pair, first, book.sequence, fills, changes, bids, asks)
 
     async def _dispatch(self, batch: SpotBatch) -> None:
         await retrying("send wallet commands", lambda: self._wallet.dispatch(batch, self.market))

@@ -5,13 +5,17 @@ nothing."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.testing.fixtures import unique_database_name
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import OrderType, Side, Status
 from trading.spot.domain.markets import MARKETS, Fees, Market
@@ -74,17 +78,44 @@ def locked(order_id: str) -> OrderMessage:
     return OrderMessage(kind="locked", order_id=order_id, pair=MARKET.pair)
 
 
+async def store_with(database: AsyncDatabase[dict[str, Any]], *orders: SpotOrder) -> MongoSpotStore:
+    store = MongoSpotStore(database)
+    await store.ensure_indexes()
+    for order in orders:
+        await store.add(order)
+    return store
+
+
+def cross_at_100(prefix: str) -> tuple[SpotOrder, ...]:
+    """An ask and two bids that each cross it in full: only one of them may get it."""
+    return (
+        limit(f"{prefix}-ask-1", "alice", Side.SELL, "100.00", "0.01"),
+        limit(f"{prefix}-bid-1", "bob", Side.BUY, "100.00", "0.01"),
+        limit(f"{prefix}-bid-2", "carol", Side.BUY, "100.00", "0.01"),
+    )
+
+
+@pytest_asyncio.fixture
+async def own_database(
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """A database of this test's own: a book that starts empty."""
+    name = unique_database_name("spot_matchers")
+    try:
+        yield mongo_client[name]
+    finally:
+        await mongo_client.drop_database(name)
+
+
 async def test_a_crash_after_storing_decisions_loses_nothing(
     mongo_database: AsyncDatabase[dict[str, Any]],
 ) -> None:
-    store = MongoSpotStore(mongo_database)
-    await store.ensure_indexes()
-    for order in (
+    store = await store_with(
+        mongo_database,
         limit("ask-1", "alice", Side.SELL, "100.00", "0.01"),
         limit("ask-2", "alice", Side.SELL, "101.00", "0.01"),
         limit("bid-1", "bob", Side.BUY, "102.00", "0.015"),
-    ):
-        await store.add(order)
+    )
     first = RecordingWallet()
     matcher = MarketMatcher(MARKET, FEES, store, first, now)
     await matcher.recover()
@@ -145,3 +176,101 @@ async def test_only_orders_past_their_expiry_are_due(
         order.status = Status.OPEN
         await store.add(order)
     assert [o.order_id for o in await store.expired(now())] == ["gtt"]
+
+
+async def test_a_matcher_whose_book_is_stale_is_fenced_by_the_store(
+    own_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """Two matchers of one market at once (a partition that moved while its old owner was still
+    deciding): the second to store a sequence number is fenced. It acts on none of its decisions,
+    rebuilds its book from the store and decides its messages again there: no order is filled
+    twice, and no fill goes to the wallet that the store does not hold."""
+    store = await store_with(own_database, *cross_at_100("fenced"))
+    owner_wallet, stale_wallet = RecordingWallet(), RecordingWallet()
+    owner = MarketMatcher(MARKET, FEES, store, owner_wallet, now)
+    stale = MarketMatcher(MARKET, FEES, store, stale_wallet, now)
+    await owner.recover()
+    rested = await owner.apply([locked("fenced-ask-1")])
+    assert rested is not None
+    await stale.recover()  # both books hold ask-1 now
+    filled = await owner.apply([locked("fenced-bid-1")])
+    assert filled is not None
+    assert len(filled.fills) == 1
+
+    # The stale book still shows the ask; the store says the first bid took it.
+    decided = await stale.apply([locked("fenced-bid-2")])
+
+    assert decided is not None
+    assert decided.first > filled.last  # decided again after the owner's batch
+    assert decided.fills == []
+    assert stale_wallet.batches == [decided.batch_id]  # nothing of the fenced decisions went out
+    ask, bid1, bid2 = [await store.get(o) for o in ("fenced-ask-1", "fenced-bid-1", "fenced-bid-2")]
+    assert ask is not None
+    assert bid1 is not None
+    assert bid2 is not None
+    assert (ask.status, len(ask.fills)) == (Status.FILLED, 1)
+    assert (bid1.status, len(bid1.fills)) == (Status.FILLED, 1)
+    assert (bid2.status, bid2.fills) == (Status.OPEN, [])
+    assert [o.order_id for o in stale.book.resting()] == ["fenced-bid-2"]
+
+
+async def test_a_batch_stored_again_after_a_lost_answer_is_still_acted_on(
+    own_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """A store that answered the insert with an error after writing it: the retry finds the same
+    decisions stored, and the matcher goes on with them (this is not a fence)."""
+    store = await store_with(
+        own_database,
+        limit("retried-ask-1", "alice", Side.SELL, "100.00", "0.01"),
+        limit("retried-bid-1", "bob", Side.BUY, "100.00", "0.01"),
+    )
+
+    class LostAnswer(MongoSpotStore):
+        lost = 0
+
+        async def add_batch(self, batch: SpotBatch, at: datetime) -> bool:
+            stored = await super().add_batch(batch, at)
+            if not self.lost:
+                self.lost += 1
+                raise ConnectionResetError("the answer was lost")
+            return stored
+
+    wallet = RecordingWallet()
+    matcher = MarketMatcher(MARKET, FEES, LostAnswer(own_database), wallet, now)
+    await matcher.recover()
+    await matcher.apply([locked("retried-ask-1")])
+    filled = await matcher.apply([locked("retried-bid-1")])
+    assert filled is not None
+    assert len(filled.fills) == 1
+    assert wallet.batches[-1] == filled.batch_id
+    bid = await store.get("retried-bid-1")
+    assert bid is not None
+    assert bid.status is Status.FILLED
+
+
+async def test_a_batch_that_decides_nothing_leaves_no_gap_for_a_stale_matcher(
+    own_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """A batch with nothing to decide stores nothing and gives its number back: otherwise the
+    stale matcher's next batch would start after a number another matcher's batch covers, and
+    no stored batch would share its first number to fence it."""
+    store = await store_with(own_database, *cross_at_100("gap"))
+    stale_wallet = RecordingWallet()
+    owner = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now)
+    stale = MarketMatcher(MARKET, FEES, store, stale_wallet, now)
+    await owner.recover()
+    assert await owner.apply([locked("gap-ask-1")]) is not None
+    await stale.recover()
+    assert await stale.apply([locked("no-such-order")]) is None  # nothing decided, nothing stored
+
+    filled = await owner.apply([locked("gap-bid-1")])
+    decided = await stale.apply([locked("gap-bid-2")])
+
+    assert filled is not None
+    assert len(filled.fills) == 1
+    assert decided is not None
+    assert (decided.first, decided.fills) == (filled.last + 1, [])
+    assert stale_wallet.batches == [decided.batch_id]
+    ask = await store.get("gap-ask-1")
+    assert ask is not None
+    assert (ask.status, len(ask.fills)) == (Status.FILLED, 1)

@@ -219,9 +219,17 @@ class MongoSpotStore:
 
     # the matcher's decisions
 
-    async def add_batch(self, batch: SpotBatch, at: datetime) -> None:
-        with contextlib.suppress(DuplicateKeyError):  # stored before a crash: the same decisions
+    async def add_batch(self, batch: SpotBatch, at: datetime) -> bool:
+        """Store a batch under its first sequence number. True if these decisions are the market's:
+        stored now, or by an earlier try whose answer was lost. False if another matcher already
+        stored other decisions under that number: the store fences a matcher whose book is stale
+        (a market's batches are numbered without gaps, so two writers always collide)."""
+        try:
             await self._batches.insert_one(batch_document(batch, at))
+        except DuplicateKeyError:
+            stored = await self._batches.find_one({"_id": batch.batch_id})
+            return stored is not None and batch_from(stored) == batch
+        return True
 
     async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
         cursor = self._batches.find({"pair": pair, "last": {"$gt": sequence}}).sort(
