@@ -79,6 +79,17 @@ def trade_id_of(reference_id: str) -> str | None:
     return reference_id if reference_id.startswith(TRADE_ID_PREFIX) else None
 
 
+def _answers_own_command(trade: Trade, result: CommandResult) -> bool:
+    """Whether a result answers a command this trade recorded in its outbox: identity comes from
+    the stored command (its id, type and user), never from the result's reference text."""
+    return any(
+        entry.command_id == result.command_id
+        and entry.command.type == result.type
+        and entry.command.user_id == result.user_id
+        for entry in trade.outbox
+    )
+
+
 def _reason(text: str | None) -> str | None:
     if text is None:
         return None
@@ -211,6 +222,18 @@ class TradeHandler:
         trade = await self.trades.get(trade_id)
         if trade is None:
             return None
+        if not _answers_own_command(trade, result):
+            # The reference names this trade, but the trade never sent that command: another
+            # producer's command, or a refusal echoing a malformed message. It says nothing
+            # about this trade's money, which only its own commands move.
+            log.warning(
+                "trade.foreign_result",
+                trade_id=trade_id,
+                command_id=result.command_id[:64],
+                type=result.type,
+                status=result.status,
+            )
+            return trade
         moves = result_moves(kind, outcome)
         now = self.clock()
         if not moves:

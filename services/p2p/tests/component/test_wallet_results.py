@@ -1,0 +1,83 @@
+"""Which wallet results move a trade: only the answers to the commands the trade itself recorded.
+
+A result names its trade through its reference, which is text anyone producing to the wallet can
+write: another producer's command under a trade's reference, or the wallet's refusal echoing a
+malformed message, must not fail, release or cancel a trade."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from p2p.application.ports import Trade
+from p2p.domain.trades import TradeStatus
+from shared.messaging import CommandResult, CreditCommand
+
+
+async def pending_trade(memory_p2p: Any) -> Trade:
+    memory_p2p.wallet.apply(
+        CreditCommand(
+            user_id="sam",
+            currency="BTC",
+            amount="1",
+            transaction_type="deposit_nowpayments",
+            reference_id="deposit-sam",
+        )
+    )
+    offer = await memory_p2p.offers.create(
+        "sam",
+        currency="BTC",
+        fiat_currency="GBP",
+        price="52000",
+        min_amount="0.001",
+        max_amount="0.5",
+        payment_methods=["bank_transfer"],
+        payment_window_minutes=15,
+    )
+    trade: Trade = await memory_p2p.trades.create("bea", offer.offer_id, "0.01")
+    assert trade.status is TradeStatus.PENDING_ESCROW
+    return trade
+
+
+def refusal(trade: Trade, **changes: str) -> CommandResult:
+    """A refusal of the trade's own lock, with some of its identity changed."""
+    lock = trade.outbox[0].command
+    fields = {
+        "command_id": lock.command_id,
+        "type": lock.type,
+        "transaction_type": lock.transaction_type,
+        "reference_id": trade.trade_id,
+        "user_id": lock.user_id,
+        "status": "rejected",
+        "reason": "unknown_transaction_type",
+    }
+    return CommandResult.model_validate(fields | changes)
+
+
+async def test_a_refusal_of_a_command_the_trade_never_sent_changes_nothing(
+    memory_p2p: Any,
+) -> None:
+    trade = await pending_trade(memory_p2p)
+    foreign = refusal(trade, command_id="another-producers-command", user_id="mallory")
+
+    after = await memory_p2p.trades.apply_result(foreign)
+
+    assert after.status is TradeStatus.PENDING_ESCROW
+    # The trade's own lock then applies: the trade is escrowed, nothing is stranded.
+    await memory_p2p.deliver_all()
+    escrowed = memory_p2p.store.trades[trade.trade_id]
+    assert (escrowed.status, escrowed.escrow_locked) == (TradeStatus.ESCROWED, True)
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001")
+
+
+async def test_a_result_is_the_trades_only_if_its_id_type_and_user_are_the_commands(
+    memory_p2p: Any,
+) -> None:
+    trade = await pending_trade(memory_p2p)
+    for changed in ({"type": "unlock"}, {"user_id": "bea"}, {"command_id": "x" * 32}):
+        after = await memory_p2p.trades.apply_result(refusal(trade, **changed))
+        assert after.status is TradeStatus.PENDING_ESCROW, changed
+
+    # The trade's own refusal still fails it, as before: the lock never applied.
+    failed = await memory_p2p.trades.apply_result(refusal(trade))
+    assert (failed.status, failed.reason) == (TradeStatus.FAILED, "unknown_transaction_type")
