@@ -55,6 +55,18 @@ class MemoryWallet:
     def total(self, currency: str) -> Decimal:
         return sum((v for (_, c), v in self.accounts.items() if c == currency), ZERO)
 
+    def deposit(self, user: str, currency: str, amount: str, reference_id: str) -> None:
+        """Credit a user's available balance, as a NOWPayments deposit would."""
+        self.apply(
+            CreditCommand(
+                user_id=user,
+                currency=currency,
+                amount=amount,
+                transaction_type="deposit_nowpayments",
+                reference_id=reference_id,
+            )
+        )
+
     def apply(self, command: WalletCommand) -> CommandResult:
         key = command.idempotency_key
         if key in self.outcomes:

@@ -12,7 +12,6 @@ import pytest_asyncio
 
 from p2p.entrypoints.http import Handlers, include_routes
 from shared.http import create_app, make_token
-from shared.messaging import CreditCommand
 
 SECRET = "component-jwt-secret-of-at-least-32-bytes"
 P = "/api/p2p/enhanced"
@@ -39,15 +38,7 @@ async def _ready() -> bool:
 async def api(memory_p2p: Any) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(title="p2p", auth_secret=SECRET, ready=_ready)
     include_routes(app, Handlers(offers=memory_p2p.offers, trades=memory_p2p.trades))
-    memory_p2p.wallet.apply(
-        CreditCommand(
-            user_id="sam",
-            currency="BTC",
-            amount="1",
-            transaction_type="deposit_nowpayments",
-            reference_id="fund-sam",
-        )
-    )
+    memory_p2p.wallet.deposit("sam", "BTC", "1", "fund-sam")
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://p2p") as client:
         client.app = app  # type: ignore[attr-defined]

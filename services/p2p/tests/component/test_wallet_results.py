@@ -11,19 +11,11 @@ from typing import Any
 
 from p2p.application.ports import Trade
 from p2p.domain.trades import TradeStatus
-from shared.messaging import CommandResult, CreditCommand
+from shared.messaging import CommandResult
 
 
 async def pending_trade(memory_p2p: Any) -> Trade:
-    memory_p2p.wallet.apply(
-        CreditCommand(
-            user_id="sam",
-            currency="BTC",
-            amount="1",
-            transaction_type="deposit_nowpayments",
-            reference_id="deposit-sam",
-        )
-    )
+    memory_p2p.wallet.deposit("sam", "BTC", "1", "deposit-sam")
     offer = await memory_p2p.offers.create(
         "sam",
         currency="BTC",
