@@ -213,6 +213,26 @@ async def test_a_failed_swap_keeps_the_wallets_reason(rig: Rig) -> None:
     assert (failed.status, failed.reason) == (Status.FAILED, "insufficient_liquidity")
 
 
+async def test_a_result_for_another_users_command_under_the_swaps_reference_changes_nothing(
+    rig: Rig,
+) -> None:
+    """Identity comes from the stored quote: a refusal that only names the swap's reference (a
+    command another producer sent under it) does not fail the swap the wallet is about to apply."""
+    quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    swap = await rig.conversions.execute(SWAP, "amy", quote.quote_id)
+    command = rig.sender.sent[-1]
+    assert swap.execution_id is not None
+    foreign = result_of(command, "rejected", reason="insufficient_funds", user_id="mallory")
+    await rig.conversions.apply_result(foreign)
+    assert (await rig.conversions.get(SWAP, swap.execution_id, "amy", admin=False)).status is (
+        Status.PENDING
+    )
+    await rig.conversions.apply_result(result_of(command, "applied"))
+    assert (await rig.conversions.get(SWAP, swap.execution_id, "amy", admin=False)).status is (
+        Status.COMPLETED
+    )
+
+
 async def test_a_command_whose_send_failed_is_sent_again_with_the_same_reference(rig: Rig) -> None:
     quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
     rig.sender.fail_next = True
@@ -249,6 +269,9 @@ async def test_liquidity_funding_is_idempotent_by_reference(rig: Rig) -> None:
     conflict = await refused(rig.liquidity.fund("ops", "ETH", "101", reference))
     assert isinstance(conflict, Conflict)
     assert conflict.code == "idempotency_conflict"
+    # A refusal of another user's credit under this reference is not the funding's answer.
+    await rig.liquidity.apply_result(result_of(one, "rejected", user_id="ops2"))
+    assert (await rig.liquidity.get(reference)).status is Status.PENDING
     await rig.liquidity.apply_result(result_of(one, "applied"))
     assert (await rig.liquidity.get(reference)).status is Status.COMPLETED
     assert first.status is Status.PENDING

@@ -51,11 +51,13 @@ class Quotes(Protocol):
         self,
         kind: ConversionKind,
         execution_id: str,
+        user_id: str,
         status: Status,
         reason: str | None,
         at: datetime,
     ) -> bool:
-        """pending → completed | failed (a replayed result changes nothing)."""
+        """pending → completed | failed, for the quote of `user_id` only (a replayed result, or a
+        result of another user's command under this reference, changes nothing)."""
         ...
 
 
@@ -168,7 +170,12 @@ class Conversions:
         if status is Status.PENDING:
             return
         execution_id = result.reference_id.removeprefix(prefix)
-        if await self.quotes.settle(kind, execution_id, status, reason, self.clock()):
+        # The result's user is the command's: a result under this reference for another user's
+        # command (another producer's) is not this quote's answer.
+        settled = await self.quotes.settle(
+            kind, execution_id, result.user_id, status, reason, self.clock()
+        )
+        if settled:
             log.info("conversion.settled", reference=result.reference_id, status=status.value)
 
     async def resend_unpublished(self, grace: timedelta) -> int:
@@ -213,8 +220,10 @@ class Fundings(Protocol):
 
     async def get(self, reference_id: str) -> Funding | None: ...
     async def settle(
-        self, reference_id: str, status: Status, reason: str | None, at: datetime
-    ) -> bool: ...
+        self, reference_id: str, admin_id: str, status: Status, reason: str | None, at: datetime
+    ) -> bool:
+        """pending → completed | failed, for the funding `admin_id` asked for only."""
+        ...
 
 
 @dataclass
@@ -257,7 +266,9 @@ class Liquidity:
             return
         status, reason = outcome_of(result.status, result.original_status, result.reason)
         if status is not Status.PENDING:
-            await self.fundings.settle(result.reference_id, status, reason, self.clock())
+            await self.fundings.settle(
+                result.reference_id, result.user_id, status, reason, self.clock()
+            )
 
 
 def funding_command(funding: Funding) -> CreditCommand:

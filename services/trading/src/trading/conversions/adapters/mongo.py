@@ -149,12 +149,18 @@ class MongoQuotes:
         self,
         kind: ConversionKind,
         execution_id: str,
+        user_id: str,
         status: Status,
         reason: str | None,
         at: datetime,
     ) -> bool:
         updated = await self._quotes.update_one(
-            {"execution_id": execution_id, "kind": kind.value, "status": Status.PENDING.value},
+            {
+                "execution_id": execution_id,
+                "kind": kind.value,
+                "user_id": user_id,
+                "status": Status.PENDING.value,
+            },
             {"$set": {"status": status.value, "reason": reason, "updated_at": at}},
         )
         return updated.modified_count == 1
@@ -197,10 +203,10 @@ class MongoFundings:
         )
 
     async def settle(
-        self, reference_id: str, status: Status, reason: str | None, at: datetime
+        self, reference_id: str, admin_id: str, status: Status, reason: str | None, at: datetime
     ) -> bool:
         updated = await self._fundings.update_one(
-            {"_id": reference_id, "status": Status.PENDING.value},
+            {"_id": reference_id, "admin_id": admin_id, "status": Status.PENDING.value},
             {"$set": {"status": status.value, "reason": reason, "updated_at": at}},
         )
         return updated.modified_count == 1
