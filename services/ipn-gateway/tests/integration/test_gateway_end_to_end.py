@@ -521,6 +521,16 @@ async def test_admins_work_the_review_queue_over_http(stack: Stack) -> None:
     assert (approved.status_code, approved.json()["status"]) == (200, "approved")
     again = await stack.http.post(approve, headers=stack.token("ops2", "admin"))
     assert (again.status_code, again.json()["error"]["code"]) == (409, "review_closed")
+    dismiss = f"{url}/{item['review_id']}/dismiss"
+    late = await stack.http.post(
+        dismiss, json={"reason": "x"}, headers=stack.token("ops2", "admin")
+    )
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "review_closed")
+    for status, expected in (("approving", []), ("approved", [item["review_id"]])):
+        listed = await stack.http.get(f"{url}?status={status}", headers=stack.token("ops", "admin"))
+        assert listed.status_code == 200, listed.text
+        ids = [i["review_id"] for i in listed.json()["items"] if i["payment_id"] == payment_id]
+        assert ids == expected
 
     async def credited() -> bool:
         return stack.wallet.wallet.balance("noa", "BTC")[0] == Decimal("0.0007")

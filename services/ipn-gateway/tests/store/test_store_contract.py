@@ -1,8 +1,9 @@
 """One contract for the gateway's stores, run against the in-memory adapters and MongoDB.
 
 Every guarantee a handler relies on is checked on both: conditional saves, outboxes, the wallet's
-answers kept beside the credit they answer, review items queued once and closed once, withdrawal
-decisions taken once and undone only for the decision the wallet refused, paging.
+answers kept beside the credit they answer, review items queued once and closed once (a claimed one
+only approved or released), withdrawal decisions taken once and undone only for the decision the
+wallet refused, paging.
 """
 
 from __future__ import annotations
@@ -257,6 +258,44 @@ async def test_review_items_are_queued_once_and_closed_once(stores: Stores) -> N
     ]
     await reviews.mark_published("rv_b", entry.command_id)
     assert await reviews.unpublished(later) == []
+
+
+async def test_a_claimed_review_item_is_only_approved_or_released(stores: Stores) -> None:
+    reviews = stores.reviews
+    assert await reviews.claim("rv_missing", "ops", NOW) is None
+    await reviews.add(review_item("rv_a", NOW))
+    later = NOW + timedelta(seconds=1)
+    claimed = await reviews.claim("rv_a", "ops", later)
+    assert claimed is not None
+    assert (claimed.status, claimed.decided_by, claimed.decided_at) == ("approving", "ops", later)
+    assert await reviews.claim("rv_a", "ops2", later) is None  # claimed once
+    assert await reviews.close("rv_a", "dismissed", "ops2", "fraud", None, later) is None
+    assert await reviews.close("rv_a", "approved", "ops2", None, None, later) is None
+    assert [i.review_id for i in await reviews.list("approving", 10)] == ["rv_a"]
+    assert await reviews.list("open", 10) == []
+    released = await reviews.release("rv_a")
+    assert released is not None
+    assert (released.status, released.decided_by, released.decided_at) == ("open", None, None)
+    assert await reviews.release("rv_a") is None  # only an approving item is released
+    assert await reviews.finish("rv_a") is None  # nor approved unless claimed
+    assert await reviews.claim("rv_a", "ops2", NOW) is not None
+    finished = await reviews.finish("rv_a")
+    assert finished is not None
+    assert (finished.status, finished.decided_by, finished.decided_at, finished.note) == (
+        "approved",
+        "ops2",
+        NOW,
+        None,
+    )
+    assert await reviews.finish("rv_a") is None
+    assert await reviews.release("rv_a") is None
+    assert await reviews.claim("rv_a", "ops", NOW) is None
+    assert await reviews.close("rv_a", "dismissed", "ops", "late", None, NOW) is None
+    assert [i.review_id for i in await reviews.list("approved", 10)] == ["rv_a"]
+    assert await reviews.list("approving", 10) == []
+    stored = await reviews.get("rv_a")
+    assert stored is not None
+    assert (stored.status, stored.decided_by, stored.outbox) == ("approved", "ops2", ())
 
 
 def withdrawal(withdrawal_id: str, user: str, at: datetime, amount: str = "0.1") -> Withdrawal:

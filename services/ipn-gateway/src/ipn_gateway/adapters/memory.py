@@ -179,6 +179,30 @@ class MemoryReviews:
         self.items[review_id] = closed
         return closed
 
+    async def claim(self, review_id: str, admin_id: str, now: datetime) -> ReviewItem | None:
+        item = self._in(review_id, "open")
+        if item is None:
+            return None
+        return self._put(replace(item, status="approving", decided_by=admin_id, decided_at=now))
+
+    async def finish(self, review_id: str) -> ReviewItem | None:
+        item = self._in(review_id, "approving")
+        return self._put(replace(item, status="approved")) if item else None
+
+    async def release(self, review_id: str) -> ReviewItem | None:
+        item = self._in(review_id, "approving")
+        if item is None:
+            return None
+        return self._put(replace(item, status="open", decided_by=None, decided_at=None))
+
+    def _in(self, review_id: str, status: ReviewStatus) -> ReviewItem | None:
+        item = self.items.get(review_id)
+        return item if item is not None and item.status == status else None
+
+    def _put(self, item: ReviewItem) -> ReviewItem:
+        self.items[item.review_id] = item
+        return item
+
     async def mark_published(self, review_id: str, command_id: str) -> None:
         item = self.items[review_id]
         self.items[review_id] = replace(item, outbox=_mark(item.outbox, command_id))

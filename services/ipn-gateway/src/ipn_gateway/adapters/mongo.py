@@ -354,6 +354,27 @@ class MongoReviews:
         )
         return _review(document) if document else None
 
+    async def claim(self, review_id: str, admin_id: str, now: datetime) -> ReviewItem | None:
+        changes = {"status": "approving", "decided_by": admin_id, "decided_at": now}
+        return await self._move(review_id, "open", changes)
+
+    async def finish(self, review_id: str) -> ReviewItem | None:
+        return await self._move(review_id, "approving", {"status": "approved"})
+
+    async def release(self, review_id: str) -> ReviewItem | None:
+        changes = {"status": "open", "decided_by": None, "decided_at": None}
+        return await self._move(review_id, "approving", changes)
+
+    async def _move(
+        self, review_id: str, from_status: ReviewStatus, changes: Document
+    ) -> ReviewItem | None:
+        document = await self._reviews.find_one_and_update(
+            {"_id": review_id, "status": from_status},
+            {"$set": changes},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _review(document) if document else None
+
     async def mark_published(self, review_id: str, command_id: str) -> None:
         await _mark_published(self._reviews, review_id, command_id)
 

@@ -97,6 +97,22 @@ class Reviews(Protocol):
         """Move an open item to `status` (with its credit, if any); None if it is not open."""
         ...
 
+    async def claim(self, review_id: str, admin_id: str, now: datetime) -> ReviewItem | None:
+        """Move an open item to `approving`, recording who decided and when; None if it is not
+        open (another admin claimed, approved or dismissed it first)."""
+        ...
+
+    async def finish(self, review_id: str) -> ReviewItem | None:
+        """Move an `approving` item to `approved` (who decided and when stay the claim's); None if
+        it is not `approving`."""
+        ...
+
+    async def release(self, review_id: str) -> ReviewItem | None:
+        """Move an `approving` item back to `open`, forgetting the claim (for an approval that
+        cannot credit anything, so that the item can still be dismissed); None if it is not
+        `approving`."""
+        ...
+
     async def mark_published(self, review_id: str, command_id: str) -> None: ...
     async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
 

@@ -121,7 +121,9 @@ class Withdrawal:
     outbox: tuple[OutboxEntry, ...] = field(default=())
 
 
-ReviewStatus = Literal["open", "approved", "dismissed"]
+# `approving`: an admin claimed the item and its payment is being credited; only approving again
+# moves it on (to `approved`), dismiss does not take it.
+ReviewStatus = Literal["open", "approving", "approved", "dismissed"]
 
 
 @dataclass(frozen=True, slots=True)

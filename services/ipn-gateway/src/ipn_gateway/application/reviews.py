@@ -1,10 +1,14 @@
 """The review queue: IPNs and payments held for a person, who approves (credit once) or dismisses.
 
-Approving a payment's item goes through that payment's document (a conditional update on its
-version, with the credit in its outbox and the item's id in `approved_reviews`) before the item is
-closed: a crash in between is finished by approving again, which then credits nothing more.
+Approving a payment's item first claims it (one conditional update, open → approving, recording
+who decided and when), so that no other decision can be taken on it once money may move; then
+credits through that payment's document (a conditional update on its version, with the credit in
+its outbox and the item's id in `approved_reviews`), then moves it to approved. An item left
+approving (a crash between these steps, or an approval still under way) is finished by any admin
+approving it again (not the depositor), which credits nothing more; it cannot be dismissed.
 An item whose IPN named another payment than its order's is credited from the item's own document,
-under `nowpayments:<payment_id>`, so the wallet takes at most one credit for that payment.
+under `nowpayments:<payment_id>`, in the same update that closes it, so the wallet takes at most
+one credit for that payment.
 """
 
 from __future__ import annotations
@@ -45,31 +49,63 @@ class ReviewHandler:
         return await self.reviews.list(status, LIST_LIMIT)
 
     async def approve(self, admin_id: str, review_id: str) -> ReviewItem:
-        item = await self._open(review_id)
+        item = await self._get(review_id)
+        if item.status not in ("open", "approving"):
+            raise Conflict("review_closed", f"this item is already {item.status}")
         if item.user_id == admin_id:
             raise Forbidden("self_approval_forbidden", "an admin cannot approve their own deposit")
         if item.currency is None or item.cumulative is None or item.user_id is None:
             raise Conflict("nothing_to_credit", "this item has no amount the ledger can credit")
-        entry = None
         if item.bound:
-            await self._credit_payment(item)
+            approved = await self._approve_payment(admin_id, item)
         else:
-            credit = Credit(
-                currency=item.currency,
-                amount=item.cumulative,
-                cumulative=item.cumulative,
-                reference_id=credit_reference(item.payment_id, item.cumulative, first=True),
-            )
-            entry = self._entry(item, credit)
+            approved = await self._approve_alone(admin_id, item)
+        log.info(
+            "review.approved", review_id=review_id, admin=admin_id, decided_by=approved.decided_by
+        )
+        return approved
+
+    async def _approve_payment(self, admin_id: str, item: ReviewItem) -> ReviewItem:
+        """Claim the item (open → approving) before any money moves, credit through the payment,
+        then approving → approved. An item found `approving` (an approval that stopped between
+        these steps, or one under way) is finished: the payment credits each review once."""
+        review_id = item.review_id
+        if item.status == "open":
+            claimed = await self.reviews.claim(review_id, admin_id, self.clock())
+            if claimed is None:
+                raise Conflict("review_closed", "another admin decided this item meanwhile")
+        try:
+            await self._credit_payment(item)
+        except Conflict as refused:
+            if refused.code == "outcome_currency_changed":
+                # Nothing was or can be credited for this item: it goes back to open, so that
+                # it can be dismissed.
+                await self.reviews.release(review_id)
+            raise
+        approved = await self.reviews.finish(review_id)
+        if approved is None:
+            raise Conflict("review_closed", "another admin approved this item meanwhile")
+        return approved
+
+    async def _approve_alone(self, admin_id: str, item: ReviewItem) -> ReviewItem:
+        """An item of a payment the gateway does not track: its credit goes into its own outbox
+        in the same update that closes it (open → approved)."""
+        assert item.currency is not None
+        assert item.cumulative is not None
+        credit = Credit(
+            currency=item.currency,
+            amount=item.cumulative,
+            cumulative=item.cumulative,
+            reference_id=credit_reference(item.payment_id, item.cumulative, first=True),
+        )
+        entry = self._entry(item, credit)
         closed = await self.reviews.close(
-            review_id, "approved", admin_id, None, entry, self.clock()
+            item.review_id, "approved", admin_id, None, entry, self.clock()
         )
         if closed is None:
             raise Conflict("review_closed", "another admin closed this item meanwhile")
-        if entry is not None:
-            mark = functools.partial(self.reviews.mark_published, review_id)
-            await publish_recorded(self.publisher, entry, mark)
-        log.info("review.approved", review_id=review_id, admin=admin_id)
+        mark = functools.partial(self.reviews.mark_published, item.review_id)
+        await publish_recorded(self.publisher, entry, mark)
         return closed
 
     async def dismiss(self, admin_id: str, review_id: str, note: str) -> ReviewItem:
@@ -78,20 +114,23 @@ class ReviewHandler:
             raise GatewayError(
                 "invalid_reason", f"a reason of 1 to {MAX_NOTE_LENGTH} characters is required"
             )
-        await self._open(review_id)
+        item = await self._get(review_id)
+        if item.status == "approving":
+            # Money may be moving for it: only approving it again (which finishes it) is allowed.
+            raise Conflict("review_closed", "an admin is approving this item")
+        if item.status != "open":
+            raise Conflict("review_closed", f"this item is already {item.status}")
         closed = await self.reviews.close(
             review_id, "dismissed", admin_id, note, None, self.clock()
         )
         if closed is None:
-            raise Conflict("review_closed", "another admin closed this item meanwhile")
+            raise Conflict("review_closed", "another admin decided this item meanwhile")
         return closed
 
-    async def _open(self, review_id: str) -> ReviewItem:
+    async def _get(self, review_id: str) -> ReviewItem:
         item = await self.reviews.get(review_id)
         if item is None:
             raise NotFound("review_not_found", f"no review item {review_id[:64]!r}")
-        if item.status != "open":
-            raise Conflict("review_closed", f"this item is already {item.status}")
         return item
 
     async def _credit_payment(self, item: ReviewItem) -> None:
@@ -103,7 +142,7 @@ class ReviewHandler:
             state = stored.state if stored else PaymentState(payment_id=item.payment_id)
             decision = approve_review(state, item.review_id, item.currency, item.cumulative)
             if decision.state is None:
-                return  # approved on the payment already (a crash before the item was closed)
+                return  # approved on the payment already (an approval that stopped before finishing)
             if decision.verdict == "ignored":
                 raise Conflict(
                     "outcome_currency_changed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from ipn_gateway.application.deposits import DepositHandler
 from ipn_gateway.application.ipn import MAX_IPN_BYTES, IpNetwork, IpnHandler, IpnRequest
+from ipn_gateway.application.records import ReviewStatus
 from ipn_gateway.application.reviews import ReviewHandler
 from ipn_gateway.application.withdrawals import (
     DEFAULT_PAGE_SIZE,
@@ -179,7 +180,7 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
     @router.get("/reviews", responses=error_responses(403, 422))
     async def list_reviews(
         admin: AdminUser,
-        status: Literal["open", "approved", "dismissed"] | None = None,
+        status: ReviewStatus | None = None,
     ) -> dict[str, Any]:
         items = await handlers.reviews.list(status)
         return {"items": [review_view(i) for i in items]}
