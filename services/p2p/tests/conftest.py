@@ -184,6 +184,21 @@ class MemoryP2p:
     relay: OutboxRelay
     clock: Clock
 
+    async def funded_offer(self, seller: str = "sam") -> str:
+        """An active BTC/GBP offer of a seller holding 1 BTC; its id."""
+        self.wallet.deposit(seller, "BTC", "1", f"deposit-{seller}")
+        offer = await self.offers.create(
+            seller,
+            currency="BTC",
+            fiat_currency="GBP",
+            price="52000",
+            min_amount="0.001",
+            max_amount="0.5",
+            payment_methods=["bank_transfer"],
+            payment_window_minutes=15,
+        )
+        return str(offer.offer_id)
+
     async def deliver_all(self) -> None:
         """Let the wallet answer everything queued, and the results move the trades, until quiet."""
         while self.publisher.queue:

@@ -15,18 +15,8 @@ from shared.messaging import CommandResult
 
 
 async def pending_trade(memory_p2p: Any) -> Trade:
-    memory_p2p.wallet.deposit("sam", "BTC", "1", "deposit-sam")
-    offer = await memory_p2p.offers.create(
-        "sam",
-        currency="BTC",
-        fiat_currency="GBP",
-        price="52000",
-        min_amount="0.001",
-        max_amount="0.5",
-        payment_methods=["bank_transfer"],
-        payment_window_minutes=15,
-    )
-    trade: Trade = await memory_p2p.trades.create("bea", offer.offer_id, "0.01")
+    offer_id = await memory_p2p.funded_offer()
+    trade: Trade = await memory_p2p.trades.create("bea", offer_id, "0.01")
     assert trade.status is TradeStatus.PENDING_ESCROW
     return trade
 

@@ -14,7 +14,6 @@ import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from p2p.adapters.memory import MemoryOffers, MemoryTrades
 from p2p.adapters.mongo import MongoOffers, MongoTrades, ensure_indexes
@@ -121,10 +120,12 @@ async def test_trade_round_trip(stores: Stores) -> None:
     assert await stores.trades.get("p2p_missing") is None
 
 
-async def test_insert_is_unique(stores: Stores) -> None:
-    await stores.trades.insert(trade())
-    with pytest.raises((KeyError, DuplicateKeyError)):
-        await stores.trades.insert(trade())
+async def test_insert_is_unique_and_answers_the_trade_stored_first(stores: Stores) -> None:
+    first = trade()
+    assert await stores.trades.insert(first) is None
+    again = trade(status=S.PAID, escrow_locked=True)
+    assert await stores.trades.insert(again) == first
+    assert await stores.trades.get("p2p_1") == first
 
 
 async def test_a_move_happens_once(stores: Stores) -> None:

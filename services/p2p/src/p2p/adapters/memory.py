@@ -73,10 +73,12 @@ class MemoryTrades:
     def __init__(self) -> None:
         self.trades: dict[str, Trade] = {}
 
-    async def insert(self, trade: Trade) -> None:
-        if trade.trade_id in self.trades:
-            raise KeyError(trade.trade_id)
+    async def insert(self, trade: Trade) -> Trade | None:
+        stored = self.trades.get(trade.trade_id)
+        if stored is not None:
+            return stored
         self.trades[trade.trade_id] = trade
+        return None
 
     async def get(self, trade_id: str) -> Trade | None:
         return self.trades.get(trade_id)

@@ -11,6 +11,7 @@ from typing import Any, Final
 from bson import Decimal128
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from p2p.application.ports import Expected, Offer, OutboxEntry, Trade, TradeChanges
 from p2p.domain.offers import OfferStatus, OfferTerms
@@ -195,8 +196,14 @@ class MongoTrades:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._trades = database[TRADES]
 
-    async def insert(self, trade: Trade) -> None:
-        await self._trades.insert_one(_trade_document(trade))
+    async def insert(self, trade: Trade) -> Trade | None:
+        try:
+            await self._trades.insert_one(_trade_document(trade))
+        except DuplicateKeyError:
+            stored = await self.get(trade.trade_id)
+            assert stored is not None  # trades are never deleted
+            return stored
+        return None
 
     async def get(self, trade_id: str) -> Trade | None:
         document = await self._trades.find_one({"_id": trade_id})

@@ -8,6 +8,7 @@ actions the second finds the status changed and is decided again against it.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ def trade_id_of(reference_id: str) -> str | None:
     return reference_id if reference_id.startswith(TRADE_ID_PREFIX) else None
 
 
+def _trade_id(buyer_id: str, request_key: str | None) -> str:
+    if request_key is None:
+        return f"{TRADE_ID_PREFIX}{secrets.token_hex(12)}"
+    digest = hashlib.sha256(f"{buyer_id}\0{request_key}".encode()).hexdigest()
+    return f"{TRADE_ID_PREFIX}{digest[:24]}"
+
+
 def _answers_own_command(trade: Trade, result: CommandResult) -> bool:
     """Whether a result answers a command this trade recorded in its outbox: identity comes from
     the stored command (its id, type and user), never from the result's reference text."""
@@ -109,7 +117,15 @@ class TradeHandler:
     # How long an action waits for the wallet before answering with the trade as it is (202).
     action_wait_seconds: float = 5.0
 
-    async def create(self, buyer_id: str, offer_id: str, amount: object) -> Trade:
+    async def create(
+        self, buyer_id: str, offer_id: str, amount: object, request_key: str | None = None
+    ) -> Trade:
+        """A trade on an offer, its seller's escrow lock recorded and sent.
+
+        With the request's Idempotency-Key, the trade's id is derived from the buyer and the key:
+        a retry that took over the key from a request that stopped before answering (or any
+        later request with the key) finds that trade instead of locking the seller's coins again.
+        """
         offer = await self.offers.get(offer_id)
         if offer is None:
             raise NotFound("offer_not_found", f"no offer {offer_id[:64]!r}")
@@ -119,7 +135,7 @@ class TradeHandler:
             raise Conflict("offer_not_active", "the offer was withdrawn")
         amounts = trade_amounts(offer.terms, amount, self.fee_rate)
         now = self.clock()
-        trade_id = f"{TRADE_ID_PREFIX}{secrets.token_hex(12)}"
+        trade_id = _trade_id(buyer_id, request_key)
         terms = offer.terms
         lock = LockCommand(
             user_id=offer.seller_id,
@@ -149,9 +165,25 @@ class TradeHandler:
             updated_at=now,
             outbox=(OutboxEntry(lock, created_at=now),),
         )
-        await self.trades.insert(trade)
+        stored = await self.trades.insert(trade)
+        if stored is not None:
+            return await self._created_before(stored, trade)
         await self._publish(trade_id, lock)
         return trade
+
+    async def _created_before(self, stored: Trade, asked: Trade) -> Trade:
+        """The trade an earlier request with the same key created, if it asked for the same."""
+        same = (stored.buyer_id, stored.offer_id, stored.amount) == (
+            asked.buyer_id,
+            asked.offer_id,
+            asked.amount,
+        )
+        if not same:
+            raise Conflict("idempotency_conflict", "this Idempotency-Key created another trade")
+        for entry in stored.outbox:
+            if not entry.published:  # it stopped before sending: send now, not at the relay's pace
+                await self._publish(stored.trade_id, entry.command)
+        return await self.trades.get(stored.trade_id) or stored
 
     async def get(self, caller: Caller, trade_id: str) -> Trade:
         trade = await self.trades.get(trade_id)

@@ -170,7 +170,9 @@ def trades_router(handlers: Handlers) -> APIRouter:
         body: CreateTradeBody, user: CurrentUser, key: IdempotencyKey
     ) -> dict[str, Any] | JSONResponse:
         async def work() -> dict[str, Any]:
-            trade = await handlers.trades.create(user.user_id, body.offer_id, body.amount)
+            trade = await handlers.trades.create(
+                user.user_id, body.offer_id, body.amount, key.key if key else None
+            )
             return trade.public()
 
         return await once.run(user, key, work, status_code=202)

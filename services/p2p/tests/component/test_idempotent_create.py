@@ -1,0 +1,64 @@
+"""create-trade with an Idempotency-Key locks the seller's coins once, even when a retry takes the
+key over from a request that stopped (or stalled) before answering."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from p2p.domain.errors import Conflict
+from shared.http.auth import User
+from shared.http.idempotency import Idempotency, IdempotentRequest, MemoryIdempotencyStore
+
+BEA = User(user_id="bea", roles=frozenset())
+
+
+async def test_a_retry_that_takes_over_a_stalled_request_finds_its_trade(memory_p2p: Any) -> None:
+    offer_id = await memory_p2p.funded_offer()
+    once = Idempotency(MemoryIdempotencyStore(), "p2p:create-trade", clock=memory_p2p.clock)
+    request = IdempotentRequest("key-1", "same-body")
+    stalled = asyncio.Event()
+
+    async def create() -> dict[str, Any]:
+        trade = await memory_p2p.trades.create("bea", offer_id, "0.01", request.key)
+        return trade.public()  # type: ignore[no-any-return]
+
+    async def create_then_stall() -> dict[str, Any]:
+        answer = await create()
+        await stalled.wait()  # e.g. a publish hanging while the broker is away
+        return answer
+
+    first = asyncio.create_task(once.run(BEA, request, create_then_stall, status_code=202))
+    await asyncio.sleep(0)
+    memory_p2p.clock.advance(timedelta(seconds=61))  # past the key's stale_after: taken over
+    second = await once.run(BEA, request, create, status_code=202)
+    stalled.set()
+    first_answer = await first
+
+    ids = {json.loads(a.body)["trade_id"] for a in (first_answer, second)}  # type: ignore[union-attr]
+    assert len(ids) == 1
+    assert len(await memory_p2p.store.list_for("bea", 10)) == 1
+    await memory_p2p.deliver_all()
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001")
+
+
+async def test_a_key_that_created_another_trade_is_refused(memory_p2p: Any) -> None:
+    offer_id = await memory_p2p.funded_offer()
+    first = await memory_p2p.trades.create("bea", offer_id, "0.01", "key-2")
+    again = await memory_p2p.trades.create("bea", offer_id, "0.01", "key-2")
+    assert again.trade_id == first.trade_id
+    with pytest.raises(Conflict) as refused:
+        await memory_p2p.trades.create("bea", offer_id, "0.02", "key-2")
+    assert refused.value.code == "idempotency_conflict"
+    # Another buyer's key of the same text is another trade; no key, a new trade each time.
+    other = await memory_p2p.trades.create("cat", offer_id, "0.01", "key-2")
+    assert other.trade_id != first.trade_id
+    plain = [await memory_p2p.trades.create("bea", offer_id, "0.01") for _ in range(2)]
+    assert len({t.trade_id for t in plain} | {first.trade_id}) == 3
+    await memory_p2p.deliver_all()
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001") * 4
