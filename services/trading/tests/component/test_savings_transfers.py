@@ -140,6 +140,25 @@ class LostAnswerStore(MemoryIdempotencyStore):
         return replace(found, claimed_at=found.claimed_at - timedelta(seconds=61))
 
 
+async def test_a_transfer_of_33_digits_is_recorded_exactly(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    service, wallet, _ = rig
+    # The most digits an ETH amount may have (below 10^15, 18 decimals): more than the 28 of
+    # Python's default decimal context.
+    amount = "123456789012345.123456789012345678"
+    out = await service.request_transfer("fay", "ETH", amount, "to_wallet")
+    await service.on_transfer_result(result_of(wallet.sent[-1], "applied", transaction_id="tx-fay"))
+    assert (await service.transfer(out["transfer_id"], "fay", is_admin=False))["status"] == (
+        "completed"
+    )
+    row = await mongo_database[MOVEMENTS].find_one({"user_id": "fay"})
+    assert row is not None
+    assert row["amount"].to_decimal() == Decimal(f"-{amount}")  # (unary minus rounds too)
+    assert (await service.positions("fay"))[0]["savings_balance"] == f"-{amount}"
+
+
 TRANSFER_URL: Final = "/api/savings/transfer"
 BODY: Final = {"currency": "USDT", "amount": "100", "direction": "to_savings"}
 

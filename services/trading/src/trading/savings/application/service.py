@@ -14,7 +14,7 @@ from typing import Any, Final
 import structlog
 
 from shared.messaging import CommandResult
-from shared.money import add, format_amount
+from shared.money import add, format_amount, negate
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.adapters.mongo import MongoAccruals, MongoSavingsHistory, MongoTransfers
 from trading.savings.domain.accrual import (
@@ -181,14 +181,15 @@ class SavingsService:
             return
         if status is TransferStatus.COMPLETED and result.transaction_id:
             # The balance history first: once a transfer reads completed, positions show it.
-            sign = Decimal(1) if transfer["direction"] == "to_savings" else Decimal(-1)
+            # Negated exactly: a product with -1 would round to the default context's 28 digits.
+            amount = transfer["amount"]
             await self._history.record_result(
                 SavingsMovement(
                     transaction_id=result.transaction_id,
                     transaction_type=result.transaction_type,
                     user_id=transfer["user_id"],
                     currency=transfer["currency"],
-                    amount=sign * transfer["amount"],
+                    amount=amount if transfer["direction"] == "to_savings" else negate(amount),
                     occurred_at=result.processed_at,
                 )
             )
