@@ -1,17 +1,24 @@
 """Savings transfers over the real MongoDB with a wallet double: the status follows the wallet's
-result once, and a command whose publication failed is sent again."""
+result once, a command whose publication failed is sent again, and an Idempotency-Key moves the
+money once even when its first request stopped without an answer."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
+import httpx
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.http import create_app
+from shared.http.idempotency import KeyRecord, MemoryIdempotencyStore, StoredResponse
 from shared.messaging import WalletCommand
+from trading.bootstrap import install_trading_errors
 from trading.savings.adapters.mongo import (
     MOVEMENTS,
     TRANSFERS,
@@ -20,6 +27,7 @@ from trading.savings.adapters.mongo import (
     MongoTransfers,
 )
 from trading.savings.application.service import SavingsService
+from trading.savings.entrypoints import savings_routes
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
 
@@ -107,3 +115,121 @@ async def test_an_unpublished_transfer_is_sent_again(
     clock.advance(31)
     assert await service.resend_pending(timedelta(seconds=30)) == 1
     assert [c.reference_id for c in wallet.sent] == [f"savings:{transfer['transfer_id']}"]
+
+
+class LostAnswerStore(MemoryIdempotencyStore):
+    """The first answer is lost (storing it fails: that request answers 500), and every claim
+    reads as older than the 60 s after which a claim without an answer is taken over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_next_answer = True
+
+    async def store_response(
+        self, scope: str, user_id: str, key: str, token: str, response: StoredResponse
+    ) -> bool:
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise ConnectionError("primary stepped down")
+        return await super().store_response(scope, user_id, key, token, response)
+
+    async def find(self, scope: str, user_id: str, key: str) -> KeyRecord | None:
+        found = await super().find(scope, user_id, key)
+        if found is None:
+            return None
+        return replace(found, claimed_at=found.claimed_at - timedelta(seconds=61))
+
+
+async def test_a_transfer_of_33_digits_is_recorded_exactly(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    service, wallet, _ = rig
+    # The most digits an ETH amount may have (below 10^15, 18 decimals): more than the 28 of
+    # Python's default decimal context.
+    amount = "123456789012345.123456789012345678"
+    out = await service.request_transfer("fay", "ETH", amount, "to_wallet")
+    await service.on_transfer_result(result_of(wallet.sent[-1], "applied", transaction_id="tx-fay"))
+    assert (await service.transfer(out["transfer_id"], "fay", is_admin=False))["status"] == (
+        "completed"
+    )
+    row = await mongo_database[MOVEMENTS].find_one({"user_id": "fay"})
+    assert row is not None
+    assert row["amount"].to_decimal() == Decimal(f"-{amount}")  # (unary minus rounds too)
+    assert (await service.positions("fay"))[0]["savings_balance"] == f"-{amount}"
+
+
+TRANSFER_URL: Final = "/api/savings/transfer"
+BODY: Final = {"currency": "USDT", "amount": "100", "direction": "to_savings"}
+
+
+@asynccontextmanager
+async def savings_http(
+    service: SavingsService, store: MemoryIdempotencyStore, jwt_secret: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    async def ready() -> bool:
+        return True
+
+    app = create_app(title="trading-test", auth_secret=jwt_secret, ready=ready)
+    install_trading_errors(app)
+    app.include_router(savings_routes(service, store))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer
+    async with httpx.AsyncClient(transport=transport, base_url="http://trading") as http:
+        yield http
+
+
+async def test_a_retry_after_a_lost_answer_moves_the_money_once(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+    jwt_secret: str,
+    auth_headers: Any,
+) -> None:
+    service, wallet, _ = rig
+    headers = {**auth_headers("cat"), "Idempotency-Key": "save-100"}
+    async with savings_http(service, LostAnswerStore(), jwt_secret) as http:
+        # The transfer is stored and its command sent, then the answer is lost: 500.
+        assert (await http.post(TRANSFER_URL, json=BODY, headers=headers)).status_code == 500
+        # The retry takes the stale claim over and runs again: it finds the same transfer.
+        retry = await http.post(TRANSFER_URL, json=BODY, headers=headers)
+        assert retry.status_code == 202, retry.text
+        replayed = await http.post(TRANSFER_URL, json=BODY, headers=headers)
+        assert (replayed.status_code, replayed.json()) == (202, retry.json())
+        assert replayed.headers["Idempotent-Replayed"] == "true"
+    transfer_id = retry.json()["transfer_id"]
+    assert await mongo_database[TRANSFERS].count_documents({"user_id": "cat"}) == 1
+    [command] = wallet.sent
+    assert (command.reference_id, command.amount) == (f"savings:{transfer_id}", Decimal(100))
+    # Another user's same key is another transfer.
+    dan = await service.request_transfer(
+        "dan", "USDT", "100", "to_savings", idempotency_key="save-100"
+    )
+    assert dan["transfer_id"] != transfer_id
+    assert len(wallet.sent) == 2
+
+
+async def test_a_key_that_named_a_transfer_names_no_other(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+    jwt_secret: str,
+    auth_headers: Any,
+) -> None:
+    service, wallet, _ = rig
+    store = MemoryIdempotencyStore()
+    headers = {**auth_headers("eve"), "Idempotency-Key": "save-100"}
+    async with savings_http(service, store, jwt_secret) as http:
+        first = await http.post(TRANSFER_URL, json=BODY, headers=headers)
+        assert first.status_code == 202, first.text
+        # Once the key's 24 hours are over the idempotency layer has forgotten it (each time
+        # below): the transfer the key names decides alone.
+        store.records.clear()
+        same = await http.post(TRANSFER_URL, json={**BODY, "amount": "100.00"}, headers=headers)
+        assert (same.status_code, same.json()) == (202, first.json())
+        for other in ({**BODY, "amount": "101"}, {**BODY, "direction": "to_wallet"}):
+            store.records.clear()
+            refused = await http.post(TRANSFER_URL, json=other, headers=headers)
+            assert (refused.status_code, refused.json()["error"]["code"]) == (
+                409,
+                "idempotency_conflict",
+            )
+    assert len(wallet.sent) == 1
+    assert await mongo_database[TRANSFERS].count_documents({"user_id": "eve"}) == 1

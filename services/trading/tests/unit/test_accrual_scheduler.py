@@ -1,4 +1,5 @@
-"""The accrual scheduler: catch-up of missed days on start, then 00:00 UTC for the day that ended."""
+"""The accrual scheduler: catch-up of missed days on start, then 00:00 UTC for each day that ended
+(none skipped when a run goes on past midnight, none run twice)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from trading.savings.application.scheduler import AccrualScheduler
 
@@ -18,11 +20,21 @@ class Stop(BaseException):  # not an Exception: the scheduler retries those
 class World:
     """A clock that only moves when the scheduler sleeps, and a record of the days accrued."""
 
-    def __init__(self, now: datetime, *, stop_after: int, failures: int = 0) -> None:
+    def __init__(
+        self,
+        now: datetime,
+        *,
+        stop_after: int,
+        failures: int = 0,
+        takes: timedelta = timedelta(0),
+        steps: dict[int, timedelta] | None = None,
+    ) -> None:
         self.now = now
         self.accrued: list[tuple[date, datetime]] = []
         self.stop_after = stop_after
         self.failures = failures
+        self.takes = takes  # how long each successful accrual runs
+        self.steps = steps or {}  # after the n-th accrual (from 1), the wall clock is stepped
 
     def clock(self) -> datetime:
         return self.now
@@ -38,6 +50,7 @@ class World:
         self.accrued.append((day, self.now))
         if len(self.accrued) >= self.stop_after:
             raise Stop
+        self.now += self.takes + self.steps.get(len(self.accrued), timedelta(0))
         return {"items": [{"pending": 0}]}
 
 
@@ -87,3 +100,56 @@ async def test_payments_without_a_result_are_sent_again() -> None:
     with pytest.raises(Stop):
         await scheduler.run()
     assert [day for day, _ in world.accrued] == [date(2026, 11, 29)] * 2 + [date(2026, 11, 30)]
+
+
+def _days(start: date, count: int) -> list[date]:
+    return [start + timedelta(days=n) for n in range(count)]
+
+
+async def test_a_catch_up_that_ends_after_midnight_still_accrues_the_day_it_started() -> None:
+    # Restarted at 23:58 with a week to catch up, a minute a day: it ends at 00:05 the next day.
+    world = World(
+        datetime(2026, 11, 30, 23, 58, tzinfo=UTC), stop_after=9, takes=timedelta(minutes=1)
+    )
+    with pytest.raises(Stop):
+        await _scheduler(world, lookback=7).run()
+    assert [day for day, _ in world.accrued] == _days(date(2026, 11, 23), 9)
+    # 30 Nov ended during the catch-up: accrued as soon as it was over, not a day later.
+    assert world.accrued[7] == (date(2026, 11, 30), datetime(2026, 12, 1, 0, 5, tzinfo=UTC))
+    assert world.accrued[8] == (date(2026, 12, 1), datetime(2026, 12, 2, 0, 0, 5, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("midnights", [1, 2])
+async def test_a_run_retried_past_midnights_then_accrues_every_day_it_skipped(
+    midnights: int,
+) -> None:
+    # 30 Nov's run (at 1 Dec 00:00:05) finds the history behind for `midnights` days and 2 hours.
+    retries = (midnights * 24 + 2) * 120
+    world = World(
+        datetime(2026, 11, 30, 15, tzinfo=UTC), stop_after=midnights + 2, failures=retries
+    )
+    with capture_logs() as logs, pytest.raises(Stop):
+        await _scheduler(world, lookback=0).run()
+    assert len(logs) == retries
+    done_at = datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC) + timedelta(seconds=30 * retries)
+    assert done_at.date() == date(2026, 12, 1 + midnights)
+    assert world.accrued == [
+        *((day, done_at) for day in _days(date(2026, 11, 30), midnights + 1)),
+        (date(2026, 12, 1 + midnights), datetime(2026, 12, 2 + midnights, 0, 0, 5, tzinfo=UTC)),
+    ]
+
+
+async def test_steady_state_accrues_each_day_once_even_when_the_clock_steps_back() -> None:
+    # Each run takes ten minutes; after the third the wall clock is stepped back an hour (NTP).
+    world = World(
+        datetime(2026, 11, 30, 15, tzinfo=UTC),
+        stop_after=6,
+        takes=timedelta(minutes=10),
+        steps={3: -timedelta(hours=1)},
+    )
+    with pytest.raises(Stop):
+        await _scheduler(world, lookback=1).run()
+    assert [day for day, _ in world.accrued] == _days(date(2026, 11, 29), 6)
+    assert [at for _, at in world.accrued[1:]] == [
+        datetime(2026, 12, day, 0, 0, 5, tzinfo=UTC) for day in range(1, 6)
+    ]

@@ -18,8 +18,10 @@ from trading.savings.domain.accrual import (
     accruals_due,
     balances_at,
     daily_interest,
+    days_due,
     days_to_catch_up,
     end_of_day,
+    last_day_due,
     next_run_at,
     parse_accrual_date,
     savings_movements,
@@ -206,6 +208,20 @@ def test_catch_up_covers_the_lookback_oldest_first() -> None:
         date(2026, 3, 1),
     ]
     assert days_to_catch_up(date(2026, 3, 2), 0) == []
+
+
+def test_a_day_is_due_once_its_midnight_plus_the_delay_has_come() -> None:
+    delay = timedelta(seconds=5)
+    assert last_day_due(datetime(2026, 12, 1, 0, 0, 4, tzinfo=UTC), delay) == date(2026, 11, 29)
+    assert last_day_due(datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC), delay) == date(2026, 11, 30)
+    late = datetime(2026, 12, 3, 2, tzinfo=UTC)  # a run that went on past two midnights
+    assert days_due(date(2026, 11, 29), late, delay) == [
+        date(2026, 11, 30),
+        date(2026, 12, 1),
+        date(2026, 12, 2),
+    ]
+    assert days_due(date(2026, 12, 2), late, delay) == []  # nothing twice
+    assert days_due(date(2026, 12, 2), late - timedelta(days=1), delay) == []  # clock stepped back
 
 
 def test_the_next_run_is_the_coming_midnight_plus_the_delay() -> None:

@@ -145,11 +145,17 @@ def savings_routes(
         wallet (pending → completed | failed). 400: unknown_currency, invalid amounts
         (amount_not_a_string, amount_malformed, amount_not_positive, amount_too_precise, …),
         invalid_direction, no_savings_product (into savings only). With an `Idempotency-Key`, a
-        repeat gets the first answer and moves nothing (see docs/contract-extensions.md)."""
+        repeat gets the first answer and moves nothing; the key names the transfer, so a key
+        used before for other figures is 409 idempotency_conflict (see
+        docs/contract-extensions.md)."""
 
         async def work() -> Transfer:
             created = await service.request_transfer(
-                user.user_id, body.currency, body.amount, body.direction
+                user.user_id,
+                body.currency,
+                body.amount,
+                body.direction,
+                idempotency_key=None if key is None else key.key,
             )
             return Transfer.of(created)
 

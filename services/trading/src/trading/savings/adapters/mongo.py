@@ -10,6 +10,7 @@ from typing import Any, Final
 from bson import Decimal128
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from shared.messaging import LedgerTransaction
 from shared.money import add
@@ -42,10 +43,15 @@ class MongoTransfers:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._collection = database[TRANSFERS]
 
-    async def insert(self, transfer: Document) -> None:
+    async def insert(self, transfer: Document) -> bool:
+        """Store a new transfer; False when its id exists (the same Idempotency-Key again)."""
         stored = dict(transfer)
         stored["amount"] = Decimal128(transfer["amount"])
-        await self._collection.insert_one(stored)
+        try:
+            await self._collection.insert_one(stored)
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def get(self, transfer_id: str) -> Document | None:
         found = await self._collection.find_one({"_id": transfer_id})

@@ -1,6 +1,8 @@
 """The daily accrual: at 00:00 UTC (plus a small delay) for the day that ended, and on start for
-every ended day of the lookback a stopped service may have missed. Each payment has its own key,
-so catching up a day that was already paid sends nothing."""
+every ended day of the lookback a stopped service may have missed. The scheduler remembers the
+last day it finished: each time it wakes it accrues every day due since, oldest first, so a run
+that goes on past midnight (a long catch-up, a history that stays behind) skips no day. Each
+payment has its own key, so catching up a day that was already paid sends nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ from typing import Any, Final
 
 import structlog
 
-from trading.savings.domain.accrual import days_to_catch_up, next_run_at
+from trading.savings.domain.accrual import (
+    days_due,
+    days_to_catch_up,
+    last_day_due,
+    next_run_at,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -37,13 +44,22 @@ class AccrualScheduler:
         self._sleep = sleep
 
     async def run(self) -> None:
-        for day in days_to_catch_up(self._clock().date(), self._lookback_days):
+        started = self._clock()
+        # Days whose run time passed before the start are the lookback's (none without one).
+        last = last_day_due(started, self._delay)
+        for day in days_to_catch_up(started.date(), self._lookback_days):
             await self._accrue_until_done(day)
+            last = max(last, day)
         while True:
+            due = days_due(last, self._clock(), self._delay)
+            for day in due:
+                await self._accrue_until_done(day)
+                last = day
+            if due:
+                continue  # time went on while they ran: another day may be due already
             at = next_run_at(self._clock(), self._delay)
             while (remaining := (at - self._clock()).total_seconds()) > 0:
                 await self._sleep(min(remaining, MAX_SLEEP_SECONDS))
-            await self._accrue_until_done(at.date() - timedelta(days=1))
 
     async def _accrue_until_done(self, day: date) -> None:
         while True:

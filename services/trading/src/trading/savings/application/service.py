@@ -14,7 +14,7 @@ from typing import Any, Final
 import structlog
 
 from shared.messaging import CommandResult
-from shared.money import add, format_amount
+from shared.money import add, format_amount, negate
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.adapters.mongo import MongoAccruals, MongoSavingsHistory, MongoTransfers
 from trading.savings.domain.accrual import (
@@ -25,11 +25,13 @@ from trading.savings.domain.accrual import (
     accrual_cutoff,
     accruals_due,
 )
-from trading.savings.domain.errors import SavingsNotFound, SavingsUnavailable
+from trading.savings.domain.errors import SavingsConflict, SavingsNotFound, SavingsUnavailable
 from trading.savings.domain.products import SavingsProduct, products_from
 from trading.savings.domain.transfers import (
     TransferStatus,
+    keyed_transfer_id,
     reference_id,
+    same_transfer,
     status_after,
     transaction_type_of,
     transfer_id_of,
@@ -82,11 +84,22 @@ class SavingsService:
         return products_from(self._aprs)
 
     async def request_transfer(
-        self, user_id: str, currency: object, amount: object, direction: object
+        self,
+        user_id: str,
+        currency: object,
+        amount: object,
+        direction: object,
+        *,
+        idempotency_key: str | None = None,
     ) -> Document:
+        """A new transfer; with an Idempotency-Key seen before, the transfer it made then."""
         checked, value, way = validate_transfer(currency, amount, direction, self._aprs)
         now = self._clock()
-        transfer_id = uuid.uuid4().hex
+        transfer_id = (
+            uuid.uuid4().hex
+            if idempotency_key is None
+            else keyed_transfer_id(user_id, idempotency_key)
+        )
         transfer: Document = {
             "_id": transfer_id,
             "user_id": user_id,
@@ -100,7 +113,16 @@ class SavingsService:
             "updated_at": now,
         }
         # Recorded first: a command whose publication fails is re-sent by `resend_pending`.
-        await self._transfers.insert(transfer)
+        if not await self._transfers.insert(transfer):
+            # The key's transfer exists: an earlier request with it stopped without an answer
+            # (its command is sent, or resent by `resend_pending`), or the key is being reused.
+            earlier = await self._transfers.get(transfer_id)
+            if earlier is None or not same_transfer(earlier, user_id, checked.code, value, way):
+                raise SavingsConflict(
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used for a different savings transfer",
+                )
+            return earlier
         stored = await self._transfers.get(transfer_id)
         assert stored is not None
         try:
@@ -159,14 +181,15 @@ class SavingsService:
             return
         if status is TransferStatus.COMPLETED and result.transaction_id:
             # The balance history first: once a transfer reads completed, positions show it.
-            sign = Decimal(1) if transfer["direction"] == "to_savings" else Decimal(-1)
+            # Negated exactly: a product with -1 would round to the default context's 28 digits.
+            amount = transfer["amount"]
             await self._history.record_result(
                 SavingsMovement(
                     transaction_id=result.transaction_id,
                     transaction_type=result.transaction_type,
                     user_id=transfer["user_id"],
                     currency=transfer["currency"],
-                    amount=sign * transfer["amount"],
+                    amount=amount if transfer["direction"] == "to_savings" else negate(amount),
                     occurred_at=result.processed_at,
                 )
             )

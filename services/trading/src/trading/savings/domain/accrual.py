@@ -78,6 +78,18 @@ def days_to_catch_up(today: date, lookback_days: int) -> list[date]:
     return [today - timedelta(days=n) for n in range(lookback_days, 0, -1)]
 
 
+def last_day_due(now: datetime, delay: timedelta) -> date:
+    """The newest day whose run time (00:00 UTC of the next day plus `delay`) has come by `now`."""
+    return (now.astimezone(UTC) - delay).date() - timedelta(days=1)
+
+
+def days_due(last: date, now: datetime, delay: timedelta) -> list[date]:
+    """The days after `last` whose run time has come by `now`, oldest first: one day in steady
+    state, several when a run went on past one or more midnights, none when `last` is current."""
+    newest = last_day_due(now, delay)
+    return [last + timedelta(days=n) for n in range(1, (newest - last).days + 1)]
+
+
 def next_run_at(now: datetime, delay: timedelta) -> datetime:
     """The next 00:00 UTC (plus a small delay for in-flight events) strictly after `now`."""
     candidate = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC) + delay

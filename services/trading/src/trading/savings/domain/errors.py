@@ -22,3 +22,9 @@ class SavingsUnavailable(SavingsRefused):
     """Not possible right now (the savings history is still reading the ledger): 503."""
 
     http_status = 503
+
+
+class SavingsConflict(SavingsRefused):
+    """The request's Idempotency-Key already named a transfer of other figures: 409."""
+
+    http_status = 409
