@@ -83,6 +83,10 @@ class P2p:
                 self._every(settings.p2p_sweep_interval_seconds, self.handlers.trades.expire_due),
                 name="p2p-deadline-sweeper",
             ),
+            asyncio.create_task(
+                self._every(settings.p2p_ask_again_after_seconds, self.relay.ask_again),
+                name="p2p-ask-again",
+            ),
         ]
         self.started = True
 
@@ -130,7 +134,12 @@ def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) ->
             trades=trade_handler,
             idempotency=MongoIdempotencyStore(database),
         ),
-        relay=OutboxRelay(trades, publisher, clock),
+        relay=OutboxRelay(
+            trades,
+            publisher,
+            clock,
+            ask_again_after=timedelta(seconds=settings.p2p_ask_again_after_seconds),
+        ),
         results=WalletResultsConsumer(
             settings.kafka_bootstrap_servers,
             trade_handler.apply_result,

@@ -24,6 +24,9 @@ class P2pSettings(ServiceSettings):
     # The deadline sweeper runs this often; the contract allows 10 s after a deadline.
     p2p_sweep_interval_seconds: float = Field(1.0, gt=0, le=5)
     p2p_outbox_relay_interval_seconds: float = Field(2.0, gt=0)
+    # A trade waiting on the wallet this long gets its last command sent again (the wallet answers
+    # with the first outcome): a result lost or dead-lettered on its way back cannot strand it.
+    p2p_ask_again_after_seconds: float = Field(60.0, gt=0)
     p2p_results_consumer_group: str = "p2p"
     p2p_results_session_timeout_ms: int = 6000
     p2p_results_heartbeat_interval_ms: int = 1000

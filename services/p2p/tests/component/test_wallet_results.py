@@ -6,11 +6,13 @@ malformed message, must not fail, release or cancel a trade."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from p2p.application.ports import Trade
-from p2p.domain.trades import TradeStatus
+from p2p.application.trades import Caller
+from p2p.domain.trades import Action, TradeStatus
 from shared.messaging import CommandResult
 
 
@@ -63,3 +65,54 @@ async def test_a_result_is_the_trades_only_if_its_id_type_and_user_are_the_comma
     # The trade's own refusal still fails it, as before: the lock never applied.
     failed = await memory_p2p.trades.apply_result(refusal(trade))
     assert (failed.status, failed.reason) == (TradeStatus.FAILED, "unknown_transaction_type")
+
+
+async def test_a_trade_whose_result_was_lost_is_asked_about_again(memory_p2p: Any) -> None:
+    """The wallet applied the lock but its result never reached p2p (lost, or dead-lettered after
+    failing there): after `ask_again_after` the relay sends the lock again, the wallet answers
+    with its first outcome, and the trade moves on. Nothing is locked twice."""
+    trade = await pending_trade(memory_p2p)
+    [lock] = memory_p2p.publisher.queue
+    memory_p2p.publisher.queue.clear()
+    memory_p2p.wallet.apply(lock)  # applied; its result is lost on the way back
+
+    relay = memory_p2p.relay
+    memory_p2p.clock.advance(relay.ask_again_after - timedelta(seconds=1))
+    assert await relay.ask_again() == 0  # not yet: the answer may still be on its way
+    memory_p2p.clock.advance(timedelta(seconds=2))
+    assert await relay.ask_again() == 1
+    await memory_p2p.deliver_all()
+
+    escrowed = memory_p2p.store.trades[trade.trade_id]
+    assert (escrowed.status, escrowed.escrow_locked) == (TradeStatus.ESCROWED, True)
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001")
+    memory_p2p.clock.advance(relay.ask_again_after * 2)
+    assert await relay.ask_again() == 0  # escrowed: nothing awaited from the wallet
+
+
+async def test_a_command_the_wallet_refused_is_not_asked_about_again(memory_p2p: Any) -> None:
+    trade = await pending_trade(memory_p2p)
+    await memory_p2p.deliver_all()
+    await memory_p2p.trades.act(Caller("bea"), trade.trade_id, Action.MARK_PAID)
+    memory_p2p.publisher.answer_now = False
+    releasing = await memory_p2p.trades.act(Caller("sam"), trade.trade_id, Action.RELEASE)
+    assert releasing.status is TradeStatus.RELEASING
+    [release] = memory_p2p.publisher.queue
+    memory_p2p.publisher.queue.clear()
+    refused = CommandResult.model_validate(
+        {
+            "command_id": release.command_id,
+            "type": release.type,
+            "transaction_type": release.transaction_type,
+            "reference_id": trade.trade_id,
+            "user_id": release.user_id,
+            "status": "rejected",
+            "reason": "insufficient_funds",
+        }
+    )
+    noted = await memory_p2p.trades.apply_result(refused)
+    assert noted.status is TradeStatus.RELEASING
+    assert noted.notes == ("transfer_locked_rejected: insufficient_funds",)
+
+    memory_p2p.clock.advance(memory_p2p.relay.ask_again_after * 2)
+    assert await memory_p2p.relay.ask_again() == 0  # ops must look; asking would repeat it

@@ -219,6 +219,20 @@ async def test_due_lists_unpaid_trades_past_their_deadline(stores: Stores) -> No
     assert await stores.trades.due(now - timedelta(milliseconds=1), 10) == []
 
 
+async def test_awaiting_wallet_lists_trades_in_flight_unmoved_since(stores: Stores) -> None:
+    statuses = [S.PENDING_ESCROW, S.ESCROWED, S.PAID, S.RELEASING, S.CANCELLING, S.COMPLETED]
+    for index, status in enumerate(statuses):
+        await stores.trades.insert(trade(f"p2p_{index}", status=status))
+    await stores.trades.insert(
+        trade("p2p_moved", status=S.RELEASING, updated_at=T0 + timedelta(minutes=1))
+    )
+    waiting = await stores.trades.awaiting_wallet(T0 + timedelta(seconds=1), 10)
+    assert sorted(t.trade_id for t in waiting) == ["p2p_0", "p2p_3", "p2p_4"]
+    assert await stores.trades.awaiting_wallet(T0, 10) == []
+    oldest = await stores.trades.awaiting_wallet(T0 + timedelta(minutes=2), 1)
+    assert [t.updated_at for t in oldest] == [T0]
+
+
 async def test_the_outbox(stores: Stores) -> None:
     original = trade()
     await stores.trades.insert(original)

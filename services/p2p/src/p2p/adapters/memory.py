@@ -14,7 +14,7 @@ from p2p.application.ports import (
     TradeChanges,
 )
 from p2p.domain.offers import OfferStatus
-from p2p.domain.trades import UNPAID, TradeStatus
+from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.messaging import WalletCommand
 
 
@@ -111,6 +111,15 @@ class MemoryTrades:
         trade = self.trades.get(trade_id)
         if trade is not None:
             self.trades[trade_id] = replace(trade, notes=(*trade.notes, note), updated_at=now)
+
+    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:
+        found = [
+            t
+            for t in self.trades.values()
+            if t.status in IN_FLIGHT and t.updated_at < unmoved_since
+        ]
+        found.sort(key=lambda t: t.updated_at)
+        return found[:limit]
 
     async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
         found = [

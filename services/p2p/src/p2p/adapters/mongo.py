@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from p2p.application.ports import Expected, Offer, OutboxEntry, Trade, TradeChanges
 from p2p.domain.offers import OfferStatus, OfferTerms
-from p2p.domain.trades import UNPAID, TradeStatus
+from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import WalletCommand, parse_command
 from shared.mongo import decimal_of as _decimal
@@ -236,6 +236,14 @@ class MongoTrades:
             {"_id": trade_id}, {"$push": {"notes": note}, "$set": {"updated_at": now}}
         )
 
+    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:
+        query = {
+            "status": {"$in": [s.value for s in IN_FLIGHT]},
+            "updated_at": {"$lt": unmoved_since},
+        }
+        cursor = self._trades.find(query).sort("updated_at", ASCENDING).limit(limit)
+        return [_trade(d) async for d in cursor]
+
     async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
         query = {
             "status": {"$in": [s.value for s in UNPAID]},
@@ -265,5 +273,6 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[TRADES].create_index([("buyer_id", ASCENDING), ("created_at", DESCENDING)])
     await database[TRADES].create_index([("seller_id", ASCENDING), ("created_at", DESCENDING)])
     await database[TRADES].create_index([("status", ASCENDING), ("payment_deadline", ASCENDING)])
+    await database[TRADES].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
     await database[TRADES].create_index([("outbox.published", ASCENDING)])
     await MongoIdempotencyStore(database).ensure_indexes()

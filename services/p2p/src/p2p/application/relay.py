@@ -1,16 +1,20 @@
-"""The outbox relay: publishes recorded commands a crash or a broker outage left unpublished."""
+"""The outbox relay: publishes recorded commands a crash or a broker outage left unpublished, and
+asks the wallet again about trades whose answer never came (a result lost or dead-lettered)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 import structlog
 
 from p2p.application.ports import CommandPublisher, Trades
 
 log = structlog.get_logger(__name__)
+
+ASK_AGAIN_LIMIT: Final = 200
 
 
 @dataclass
@@ -23,6 +27,8 @@ class OutboxRelay:
     clock: Callable[[], datetime]
     # Younger entries are probably being published by the request that wrote them.
     grace: timedelta = timedelta(seconds=5)
+    # A trade waiting on the wallet this long without moving has its last command sent again.
+    ask_again_after: timedelta = timedelta(seconds=60)
 
     async def run_once(self, *, grace: timedelta | None = None) -> int:
         cutoff = self.clock() - (self.grace if grace is None else grace)
@@ -33,3 +39,25 @@ class OutboxRelay:
             log.info("outbox.republished", trade_id=trade_id, type=command.type)
             sent += 1
         return sent
+
+    async def ask_again(self) -> int:
+        """Send again the command each trade in flight has waited on for `ask_again_after`.
+
+        The wallet answers a resend with the first outcome (a `duplicate` carrying it), so a
+        result that was lost or dead-lettered on the way back moves the trade after all. A trade
+        whose command the wallet refused (noted `<type>_rejected`) waits for ops instead: asking
+        again would only repeat the refusal. Run every `ask_again_after`, so a trade is asked at
+        most once per period.
+        """
+        asked = 0
+        unmoved_since = self.clock() - self.ask_again_after
+        for trade in await self.trades.awaiting_wallet(unmoved_since, ASK_AGAIN_LIMIT):
+            if not trade.outbox or not trade.outbox[-1].published:
+                continue  # never sent: run_once sends it
+            command = trade.outbox[-1].command
+            if any(note.startswith(f"{command.type}_rejected") for note in trade.notes):
+                continue
+            await self.publisher.publish(command)
+            log.warning("outbox.asked_again", trade_id=trade.trade_id, type=command.type)
+            asked += 1
+        return asked
