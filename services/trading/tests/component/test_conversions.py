@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.http import create_app
-from shared.messaging import CreditCommand, ExchangeCommand
+from shared.messaging import CreditCommand, ExchangeCommand, WalletCommand
 from trading.bootstrap import install_trading_errors
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
 from trading.conversions.application import Conversions, Liquidity
@@ -251,6 +251,37 @@ async def test_a_command_whose_send_failed_is_sent_again_with_the_same_reference
     assert claimed is not None
     assert command.reference_id == claimed.wallet_reference
     assert await rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 0  # published
+
+
+async def test_a_swap_whose_result_was_lost_is_asked_about_again(rig: Rig) -> None:
+    """The wallet applied the exchange, its result never came back (lost, or dead-lettered after
+    failing here): after `after` the command goes out again with the same money fields, and the
+    wallet's answer (a duplicate carrying the first outcome) completes the swap."""
+    quote = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    swap = await rig.conversions.execute(SWAP, "amy", quote.quote_id)
+    assert swap.execution_id is not None
+    first = rig.sender.sent[-1]
+
+    async def asked_again() -> list[WalletCommand]:
+        """This swap's commands sent by one pass (other tests' pending swaps share the store)."""
+        sent = len(rig.sender.sent)
+        await rig.conversions.ask_again(timedelta(seconds=30))
+        return [c for c in rig.sender.sent[sent:] if c.reference_id == first.reference_id]
+
+    rig.clock.advance(29)
+    assert await asked_again() == []  # the answer may still be on its way
+    rig.clock.advance(2)
+    [again] = await asked_again()
+    assert await asked_again() == []  # once per period
+    assert (again.idempotency_key, again.fingerprint()) == (
+        first.idempotency_key,
+        first.fingerprint(),
+    )
+    await rig.conversions.apply_result(result_of(again, "duplicate", original_status="applied"))
+    completed = await rig.conversions.get(SWAP, swap.execution_id, "amy", admin=False)
+    assert completed.status is Status.COMPLETED
+    rig.clock.advance(60)
+    assert await asked_again() == []  # settled: nothing awaited
 
 
 async def test_liquidity_funding_is_idempotent_by_reference(rig: Rig) -> None:

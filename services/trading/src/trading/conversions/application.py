@@ -44,8 +44,17 @@ class Quotes(Protocol):
         (one conditional update: of two racing executions exactly one gets the quote)."""
         ...
 
-    async def mark_published(self, quote_id: str, at: datetime) -> None: ...
+    async def mark_published(self, quote_id: str, at: datetime) -> None:
+        """The first send went out at `at` (it also counts as the last time the wallet was asked)."""
+        ...
+
     async def unpublished(self, older_than: datetime) -> Sequence[Quote]: ...
+
+    async def awaiting_wallet(self, asked_before: datetime) -> Sequence[Quote]:
+        """Conversions sent and still pending whose command was last sent before `asked_before`."""
+        ...
+
+    async def mark_asked(self, quote_id: str, at: datetime) -> None: ...
 
     async def settle(
         self,
@@ -177,6 +186,17 @@ class Conversions:
         )
         if settled:
             log.info("conversion.settled", reference=result.reference_id, status=status.value)
+
+    async def ask_again(self, after: timedelta) -> int:
+        """Send again the command of each conversion still pending `after` it was last sent: the
+        wallet answers with the first outcome (a `duplicate` carrying it), so a result lost or
+        dead-lettered on its way back settles the conversion after all; at most once per `after`."""
+        stale = await self.quotes.awaiting_wallet(self.clock() - after)
+        for quote in stale:
+            await self.wallet.send(exchange_command(quote))
+            await self.quotes.mark_asked(quote.quote_id, self.clock())
+            log.warning("conversion.asked_again", reference=quote.wallet_reference)
+        return len(stale)
 
     async def resend_unpublished(self, grace: timedelta) -> int:
         """Send again what was claimed but never confirmed published (the process stopped, the

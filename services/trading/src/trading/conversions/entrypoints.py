@@ -269,6 +269,7 @@ def build_conversions_feature(
         fundings=MongoFundings(context.database), wallet=sender, clock=context.clock
     )
     interval = context.settings.outbox_relay_interval_seconds
+    ask_again_after = timedelta(seconds=settings.conversion_ask_again_after_seconds)
     tasks: list[asyncio.Task[None]] = []
 
     async def relay() -> None:
@@ -276,6 +277,7 @@ def build_conversions_feature(
             await asyncio.sleep(interval)
             try:
                 await conversions.resend_unpublished(grace=timedelta(seconds=interval))
+                await conversions.ask_again(after=ask_again_after)
             except Exception:
                 log.exception("conversions.relay_failed")
 

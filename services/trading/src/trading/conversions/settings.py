@@ -20,6 +20,9 @@ class ConversionSettings(BaseSettings):
     express_buy_fee_rate: Decimal = Field(Decimal("0.015"), ge=0, lt=1)
     express_buy_spread: Decimal = Field(Decimal("0.01"), ge=0, lt=1)
     express_buy_quote_ttl_seconds: float = Field(30.0, gt=0)
+    # A swap or express buy still pending this long after its command was last sent gets it sent
+    # again (the wallet answers with the first outcome): a lost result cannot leave it pending.
+    conversion_ask_again_after_seconds: float = Field(30.0, gt=0)
 
     def terms(self) -> dict[ConversionKind, Terms]:
         return {

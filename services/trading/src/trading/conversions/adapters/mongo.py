@@ -95,6 +95,7 @@ class MongoQuotes:
 
     async def ensure_indexes(self) -> None:
         await self._quotes.create_index([("execution_id", ASCENDING)])
+        await self._quotes.create_index([("status", ASCENDING), ("asked_at", ASCENDING)])
 
     async def add(self, quote: Quote) -> None:
         await self._quotes.insert_one(quote_document(quote))
@@ -132,8 +133,18 @@ class MongoQuotes:
 
     async def mark_published(self, quote_id: str, at: datetime) -> None:
         await self._quotes.update_one(
-            {"_id": quote_id, "published_at": None}, {"$set": {"published_at": at}}
+            {"_id": quote_id, "published_at": None},
+            {"$set": {"published_at": at, "asked_at": at}},
         )
+
+    async def awaiting_wallet(self, asked_before: datetime) -> Sequence[Quote]:
+        cursor = self._quotes.find(
+            {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
+        ).limit(100)
+        return [quote_from(doc) async for doc in cursor]
+
+    async def mark_asked(self, quote_id: str, at: datetime) -> None:
+        await self._quotes.update_one({"_id": quote_id}, {"$set": {"asked_at": at}})
 
     async def unpublished(self, older_than: datetime) -> Sequence[Quote]:
         cursor = self._quotes.find(
