@@ -79,6 +79,11 @@ async def test_a_transfer_completes_once(
         f"savings:{transfer['transfer_id']}",
         Decimal("100"),
     )
+    # A refusal of another user's command under this reference is not this transfer's answer.
+    await service.on_transfer_result(result_of(command, "rejected", user_id="mallory"))
+    assert (await service.transfer(transfer["transfer_id"], "amy", is_admin=False))["status"] == (
+        "pending"
+    )
     applied = result_of(command, "applied", transaction_id="tx-1")
     for _ in range(2):  # a redelivered result changes nothing
         await service.on_transfer_result(applied)

@@ -179,6 +179,8 @@ class SavingsService:
         transfer = await self._transfers.get(transfer_id)
         if status is None or transfer is None or transfer["status"] != TransferStatus.PENDING:
             return
+        if transfer["user_id"] != result.user_id:
+            return  # another user's command under this reference: not this transfer's answer
         if status is TransferStatus.COMPLETED and result.transaction_id:
             # The balance history first: once a transfer reads completed, positions show it.
             # Negated exactly: a product with -1 would round to the default context's 28 digits.
