@@ -3,6 +3,7 @@ the same rules as an IPN (bound to the order's payment, canonical numbers, credi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,7 +19,7 @@ from ipn_gateway.application.poller import MissedIpnPoller
 from ipn_gateway.application.records import CreatedPayment, DepositOrder
 from ipn_gateway.domain.errors import UpstreamUnavailable
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue
-from ipn_gateway.domain.payments import ConfirmationPolicy
+from ipn_gateway.domain.payments import ConfirmationPolicy, read_ipn
 from shared.messaging import CreditCommand
 
 NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
@@ -52,7 +53,18 @@ def answer(payment_id: str, status: str, outcome: str, order_id: str) -> dict[st
     }
 
 
-async def test_open_deposits_are_polled_credited_once_and_then_left_alone() -> None:
+@dataclass
+class Rig:
+    clock: dict[str, datetime]
+    orders: MemoryDepositOrders
+    publisher: RecordingPublisher
+    ipn_log: MemoryIpnLog
+    handler: IpnHandler
+    provider: FakeNowPayments
+    poller: MissedIpnPoller
+
+
+def rig() -> Rig:
     clock = {"now": NOW}
     orders, payments, publisher = MemoryDepositOrders(), MemoryPayments(), RecordingPublisher()
     ipn_log = MemoryIpnLog()
@@ -74,6 +86,19 @@ async def test_open_deposits_are_polled_credited_once_and_then_left_alone() -> N
         lambda: clock["now"],
         older_than=timedelta(minutes=30),
         every=timedelta(minutes=10),
+    )
+    return Rig(clock, orders, publisher, ipn_log, handler, provider, poller)
+
+
+async def test_open_deposits_are_polled_credited_once_and_then_left_alone() -> None:
+    r = rig()
+    clock, orders, publisher, ipn_log, provider, poller = (
+        r.clock,
+        r.orders,
+        r.publisher,
+        r.ipn_log,
+        r.provider,
+        r.poller,
     )
     for order_id, payment_id, age in (("dep_old", "601", 60), ("dep_new", "602", 5)):
         created = CreatedPayment(payment_id, "addr", "btc", "0.002", "100", "usd")
@@ -103,3 +128,27 @@ async def test_open_deposits_are_polled_credited_once_and_then_left_alone() -> N
     await poller.run_once()
     assert provider.asked == ["602"]  # 601 finished: closed; 602 is old enough now
     assert len(publisher.published) == 1
+
+
+async def test_a_final_status_that_went_to_review_unresolved_is_asked_about_again() -> None:
+    """A `finished` IPN without outcome_amount goes to review (nothing to credit) and leaves the
+    payment `finished`: that is not an end. The poller asks NOWPayments, whose answer carries the
+    outcome, and the deposit is credited once."""
+    r = rig()
+    created = CreatedPayment("603", "addr", "btc", "0.0015", "100", "usd")
+    r.orders.orders["dep_a"] = DepositOrder(
+        "dep_a", "alice", "btc", "100", "usd", NOW - timedelta(hours=1), created
+    )
+    without_outcome = answer("603", "finished", "0.0015", "dep_a")
+    del without_outcome["outcome_amount"], without_outcome["outcome_currency"]
+    verdict, review = await r.handler.apply(read_ipn(without_outcome))
+    assert (verdict, review) == ("ignored", "missing_outcome")
+
+    r.provider.status["603"] = answer("603", "finished", "0.0015", "dep_a")
+    assert await r.poller.run_once() == 1
+    assert r.provider.asked == ["603"]
+    credits = [c for c in r.publisher.published if isinstance(c, CreditCommand)]
+    assert [(c.reference_id, c.amount) for c in credits] == [("nowpayments:603", Decimal("0.0015"))]
+    r.clock["now"] += timedelta(hours=1)
+    assert await r.poller.run_once() == 0  # credited: the order is closed
+    assert r.provider.asked == ["603"]

@@ -14,7 +14,7 @@ from ipn_gateway.application.ports import DepositOrders, PaymentProvider
 from ipn_gateway.application.records import IpnRecord
 from ipn_gateway.domain.errors import GatewayError
 from ipn_gateway.domain.js_json import js_stringify, require_canonical_numbers
-from ipn_gateway.domain.payments import OPEN_STATUSES, read_ipn
+from ipn_gateway.domain.payments import OPEN_STATUSES, PaymentState, read_ipn
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,7 @@ class MissedIpnPoller:
             assert order.payment is not None
             payment_id = order.payment.payment_id
             known = await self.ipn.payments.get(payment_id)
-            if known is not None and known.state.status not in (None, *OPEN_STATUSES):
+            if known is not None and _ended(known.state):
                 # Its IPNs already ended it: nothing to ask NOWPayments.
                 await self.orders.mark_polled(order.order_id, now, closed=True)
                 continue
@@ -73,10 +73,17 @@ class MissedIpnPoller:
                 )
             )
             stored = await self.ipn.payments.get(payment_id)
-            status = stored.state.status if stored else None
-            closed = (status is not None and status not in OPEN_STATUSES) or (
+            closed = (stored is not None and _ended(stored.state)) or (
                 order.created_at < now - self.give_up_after
             )
             await self.orders.mark_polled(order.order_id, now, closed=closed)
             log.info("poll.applied", order_id=order.order_id, verdict=verdict, closed=closed)
         return answered
+
+
+def _ended(state: PaymentState) -> bool:
+    """Whether the payment's IPNs ended it: a final status that was decided. A final status whose
+    IPN went to review unresolved (`missing_outcome`, say: nothing credited, the status not in
+    `seen`) is not an end: NOWPayments is asked again, and its answer may carry what was missing."""
+    status = state.status
+    return status is not None and status not in OPEN_STATUSES and status.value in state.seen
