@@ -291,3 +291,24 @@ async def test_a_decision_on_a_lock_that_never_lands_is_refused_after_the_wait(
         await handler.approve("admin", withdrawal.withdrawal_id)
     assert refused.value.code == "not_locked"
     assert fake_wallet.balance("alice", "BTC") == (Decimal("1"), Decimal(0))
+
+
+async def test_a_result_that_only_names_the_withdrawal_changes_nothing(setup: Any) -> None:
+    """Identity comes from the withdrawal's own outbox: a refusal under its reference of a command
+    it never sent (another producer's, or a refusal echoing a malformed message) neither fails
+    the withdrawal nor strands the amount its real lock then locks."""
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    [lock] = publisher.published
+    refusal = wallet._result(lock, "rejected", "insufficient_funds")
+    for forged in (
+        refusal.model_copy(update={"command_id": "another-producers-command"}),
+        refusal.model_copy(update={"user_id": "mallory"}),
+        refusal.model_copy(update={"type": "unlock"}),
+    ):
+        after = await handler.apply_result(forged)
+        assert after is not None
+        assert after.status is WithdrawalStatus.PENDING, forged
+    await settle(handler, publisher, wallet)
+    assert (await handler._get(withdrawal.withdrawal_id)).status is WithdrawalStatus.LOCKED
+    assert wallet.balance("alice", "BTC") == (Decimal("0.9959"), Decimal("0.0041"))

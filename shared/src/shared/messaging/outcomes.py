@@ -9,7 +9,7 @@ from typing import Any, Final, Literal, Self
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
-from shared.messaging.commands import FAST_ENCODERS, CommandType, WireDecimal
+from shared.messaging.commands import FAST_ENCODERS, CommandType, WalletCommand, WireDecimal
 from shared.money import LEDGER_CONTEXT, format_amount
 
 ResultStatus = Literal["applied", "duplicate", "rejected"]
@@ -86,6 +86,17 @@ class CommandResult(_Message):
     transaction_id: str | None = None
     balances: list[BalanceSnapshot] = Field(default_factory=list)
     processed_at: AwareDatetime = Field(default_factory=_now)
+
+    def answers(self, command: WalletCommand) -> bool:
+        """Whether this is the answer to `command` (a WalletCommand a service recorded): its id,
+        type and user. A service follows only the answers to its own recorded commands; a result
+        that merely names one of its references (another producer's command, a refusal echoing
+        a malformed message) is not one."""
+        return (
+            self.command_id == command.command_id
+            and self.type == command.type
+            and self.user_id == command.user_id
+        )
 
 
 class Posting(_Message):

@@ -174,6 +174,20 @@ class WithdrawalHandler:
         if withdrawal_id is None or result.type not in ("lock", "release_locked", "unlock"):
             return None
         kind: CommandKind = result.type  # type: ignore[assignment]
+        withdrawal = await self.withdrawals.get(withdrawal_id)
+        if withdrawal is None:
+            return None
+        if not any(result.answers(entry.command) for entry in withdrawal.outbox):
+            # The reference names this withdrawal, but it never sent that command (another
+            # producer's, or a refusal echoing a malformed message): it says nothing of its money.
+            log.warning(
+                "withdrawal.foreign_result",
+                withdrawal_id=withdrawal_id,
+                command_id=result.command_id[:64],
+                type=result.type,
+                status=result.status,
+            )
+            return withdrawal
         outcome = outcome_of(result.status, result.reason, result.original_status)
         transition = TRANSITIONS.get((kind, outcome))
         now = self.clock()

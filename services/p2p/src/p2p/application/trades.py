@@ -87,17 +87,6 @@ def _trade_id(buyer_id: str, request_key: str | None) -> str:
     return f"{TRADE_ID_PREFIX}{digest[:24]}"
 
 
-def _answers_own_command(trade: Trade, result: CommandResult) -> bool:
-    """Whether a result answers a command this trade recorded in its outbox: identity comes from
-    the stored command (its id, type and user), never from the result's reference text."""
-    return any(
-        entry.command_id == result.command_id
-        and entry.command.type == result.type
-        and entry.command.user_id == result.user_id
-        for entry in trade.outbox
-    )
-
-
 def _reason(text: str | None) -> str | None:
     if text is None:
         return None
@@ -254,7 +243,7 @@ class TradeHandler:
         trade = await self.trades.get(trade_id)
         if trade is None:
             return None
-        if not _answers_own_command(trade, result):
+        if not any(result.answers(entry.command) for entry in trade.outbox):
             # The reference names this trade, but the trade never sent that command: another
             # producer's command, or a refusal echoing a malformed message. It says nothing
             # about this trade's money, which only its own commands move.
