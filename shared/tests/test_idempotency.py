@@ -4,6 +4,7 @@ rules over both, and a route using it over HTTP (replay, race, reuse, malformed,
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -176,6 +177,26 @@ def test_key_shape(raw: str, valid: bool) -> None:
         with pytest.raises(ApiError) as refused:
             check_key(raw)
         assert (refused.value.status, refused.value.code) == (400, "invalid_idempotency_key")
+
+
+def test_a_key_names_one_id_per_route_and_user() -> None:
+    """What a route creates under a key is stored under `named_id`: the same route, user and key
+    always name the same id (so a takeover finds the first run's record), anything else another."""
+    once = Idempotency(MemoryIdempotencyStore(), "svc:POST /things")
+    amy, bob = User("amy", frozenset()), User("bob", frozenset())
+    named = once.named_id(amy, IdempotentRequest("save-100", "fingerprint"))
+    assert named is not None
+    assert re.fullmatch(r"[0-9a-f]{32}", named)  # the shape of a random id (uuid4 hex)
+    assert once.named_id(amy, IdempotentRequest("save-100", "another body")) == named
+    assert once.named_id(amy, None) is None
+    elsewhere = Idempotency(MemoryIdempotencyStore(), "svc:POST /others")
+    assert named not in {
+        once.named_id(amy, IdempotentRequest("save-101", "fingerprint")),
+        once.named_id(bob, IdempotentRequest("save-100", "fingerprint")),
+        once.named_id(User("amy\x00save", frozenset()), IdempotentRequest("100", "fingerprint")),
+        once.named_id(amy, IdempotentRequest("save-100 ", "fingerprint")),
+        elsewhere.named_id(amy, IdempotentRequest("save-100", "fingerprint")),
+    }
 
 
 def test_fingerprint_ignores_key_order_and_spacing_only() -> None:

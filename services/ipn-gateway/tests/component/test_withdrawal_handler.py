@@ -312,3 +312,26 @@ async def test_a_result_that_only_names_the_withdrawal_changes_nothing(setup: An
     await settle(handler, publisher, wallet)
     assert (await handler._get(withdrawal.withdrawal_id)).status is WithdrawalStatus.LOCKED
     assert wallet.balance("alice", "BTC") == (Decimal("0.9959"), Decimal("0.0041"))
+
+
+async def test_a_withdrawal_named_by_a_key_locks_once(setup: Any) -> None:
+    """A request that runs again under its Idempotency-Key's name (a retry that took a stale claim
+    over, or the key used after its 24 hours) answers the withdrawal made the first time, even
+    with the user's open withdrawals at the limit, and locks nothing more; another amount under
+    the name is refused."""
+    handler, publisher, wallet = setup
+    first = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS, "named-1")
+    for _ in range(POLICY.max_open_per_user - 1):
+        await handler.request("alice", "BTC", "0.001", BTC_ADDRESS)
+    again = await handler.request("alice", "btc", "0.0040", BTC_ADDRESS, "named-1")
+    assert again.withdrawal_id == first.withdrawal_id
+    with pytest.raises(Conflict) as refused:
+        await handler.request("alice", "BTC", "0.005", BTC_ADDRESS, "named-1")
+    assert refused.value.code == "idempotency_conflict"
+    with pytest.raises(WithdrawalRefused):  # the limit still holds for a new withdrawal
+        await handler.request("alice", "BTC", "0.004", BTC_ADDRESS, "named-2")
+    await settle(handler, publisher, wallet)
+    locks = [c for c in publisher.published if isinstance(c, LockCommand)]
+    assert len(locks) == POLICY.max_open_per_user
+    # 0.004 + 0.0001 fee, and twice 0.001 + 0.0001
+    assert wallet.balance("alice", "BTC") == (Decimal("0.9937"), Decimal("0.0063"))

@@ -323,6 +323,15 @@ def unlock(withdrawal_id: str, attempt: int) -> UnlockCommand:
     )
 
 
+async def test_a_withdrawal_is_inserted_once_and_answers_the_one_stored_first(
+    stores: Stores,
+) -> None:
+    first = withdrawal("wd_once", "alice", NOW)
+    assert await stores.withdrawals.insert(first) is None
+    assert await stores.withdrawals.insert(withdrawal("wd_once", "bob", NOW)) == first
+    assert await stores.withdrawals.get("wd_once") == first
+
+
 async def test_withdrawal_decisions_once_and_reopened_only_for_the_refused_one(
     stores: Stores,
 ) -> None:

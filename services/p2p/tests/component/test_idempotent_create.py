@@ -25,7 +25,8 @@ async def test_a_retry_that_takes_over_a_stalled_request_finds_its_trade(memory_
     stalled = asyncio.Event()
 
     async def create() -> dict[str, Any]:
-        trade = await memory_p2p.trades.create("bea", offer_id, "0.01", request.key)
+        named = once.named_id(BEA, request)
+        trade = await memory_p2p.trades.create("bea", offer_id, "0.01", named)
         return trade.public()  # type: ignore[no-any-return]
 
     async def create_then_stall() -> dict[str, Any]:
@@ -49,14 +50,19 @@ async def test_a_retry_that_takes_over_a_stalled_request_finds_its_trade(memory_
 
 async def test_a_key_that_created_another_trade_is_refused(memory_p2p: Any) -> None:
     offer_id = await memory_p2p.funded_offer()
-    first = await memory_p2p.trades.create("bea", offer_id, "0.01", "key-2")
-    again = await memory_p2p.trades.create("bea", offer_id, "0.01", "key-2")
+    once = Idempotency(MemoryIdempotencyStore(), "p2p:create-trade", clock=memory_p2p.clock)
+    named = once.named_id(BEA, IdempotentRequest("key-2", "body"))
+    first = await memory_p2p.trades.create("bea", offer_id, "0.01", named)
+    again = await memory_p2p.trades.create("bea", offer_id, "0.01", named)
     assert again.trade_id == first.trade_id
     with pytest.raises(Conflict) as refused:
-        await memory_p2p.trades.create("bea", offer_id, "0.02", "key-2")
+        await memory_p2p.trades.create("bea", offer_id, "0.02", named)
     assert refused.value.code == "idempotency_conflict"
-    # Another buyer's key of the same text is another trade; no key, a new trade each time.
-    other = await memory_p2p.trades.create("cat", offer_id, "0.01", "key-2")
+    # Another buyer's key of the same text names another trade; no key, a new trade each time.
+    cat = User(user_id="cat", roles=frozenset())
+    other = await memory_p2p.trades.create(
+        "cat", offer_id, "0.01", once.named_id(cat, IdempotentRequest("key-2", "body"))
+    )
     assert other.trade_id != first.trade_id
     plain = [await memory_p2p.trades.create("bea", offer_id, "0.01") for _ in range(2)]
     assert len({t.trade_id for t in plain} | {first.trade_id}) == 3

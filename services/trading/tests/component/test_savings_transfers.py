@@ -200,15 +200,15 @@ async def test_a_retry_after_a_lost_answer_moves_the_money_once(
         replayed = await http.post(TRANSFER_URL, json=BODY, headers=headers)
         assert (replayed.status_code, replayed.json()) == (202, retry.json())
         assert replayed.headers["Idempotent-Replayed"] == "true"
-    transfer_id = retry.json()["transfer_id"]
-    assert await mongo_database[TRANSFERS].count_documents({"user_id": "cat"}) == 1
-    [command] = wallet.sent
-    assert (command.reference_id, command.amount) == (f"savings:{transfer_id}", Decimal(100))
-    # Another user's same key is another transfer.
-    dan = await service.request_transfer(
-        "dan", "USDT", "100", "to_savings", idempotency_key="save-100"
-    )
-    assert dan["transfer_id"] != transfer_id
+        transfer_id = retry.json()["transfer_id"]
+        assert await mongo_database[TRANSFERS].count_documents({"user_id": "cat"}) == 1
+        [command] = wallet.sent
+        assert (command.reference_id, command.amount) == (f"savings:{transfer_id}", Decimal(100))
+        # Another user's same key is another transfer.
+        dans = {**auth_headers("dan"), "Idempotency-Key": "save-100"}
+        dan = await http.post(TRANSFER_URL, json=BODY, headers=dans)
+        assert dan.status_code == 202, dan.text
+    assert dan.json()["transfer_id"] != transfer_id
     assert len(wallet.sent) == 2
 
 

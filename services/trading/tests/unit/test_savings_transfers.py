@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 import pytest
@@ -11,7 +10,6 @@ from trading.savings.domain.errors import SavingsRefused
 from trading.savings.domain.products import SavingsProduct, parse_aprs, products_from
 from trading.savings.domain.transfers import (
     TransferStatus,
-    keyed_transfer_id,
     reference_id,
     same_transfer,
     status_after,
@@ -63,18 +61,6 @@ def test_references_round_trip() -> None:
     assert reference_id("abc") == "savings:abc"
     assert transfer_id_of("savings:abc") == "abc"
     assert transfer_id_of("interest:USDT:2026-11-29:u") is None
-
-
-def test_an_idempotency_key_names_one_transfer_per_user() -> None:
-    transfer_id = keyed_transfer_id("amy", "save-100")
-    assert transfer_id == keyed_transfer_id("amy", "save-100")
-    assert re.fullmatch(r"[0-9a-f]{32}", transfer_id)  # the shape of a random id (uuid4 hex)
-    assert transfer_id not in {
-        keyed_transfer_id("amy", "save-101"),
-        keyed_transfer_id("bob", "save-100"),
-        keyed_transfer_id("amy\x00save", "100"),
-        keyed_transfer_id("amy", "save-100 "),
-    }
 
 
 def test_a_stored_transfer_is_the_same_request_only_with_the_same_figures() -> None:

@@ -11,7 +11,9 @@ work runs; the answer (status and body) is then stored with a fingerprint of the
 - a refusal (a 4xx raised before anything was created) releases the claim, so that a retry is
   decided afresh (Stripe does the same for requests that fail validation);
 - an unexpected error, or a crash, leaves the claim: it is taken over once older than
-  ``stale_after`` without an answer;
+  ``stale_after`` without an answer. The work then runs again, so a route that creates a record
+  stores it under ``named_id`` (derived from the route, user and key) and answers the record
+  already there: a takeover, or the key used again after its 24 hours, never creates twice;
 - keys last 24 hours (a TTL index deletes them; expired ones count as absent meanwhile).
 
 Without the header nothing of this runs: the route behaves exactly as before.
@@ -316,6 +318,16 @@ class Idempotency:
         answer = _answer_of(result, status_code)
         await self.store.store_response(self.scope, user.user_id, request.key, claim.token, answer)
         return JSONResponse(json.loads(answer.body), status_code=answer.status)
+
+    def named_id(self, user: User, request: IdempotentRequest | None) -> str | None:
+        """The id of what this route creates for the user's key (None without a key): 32 hex
+        digits, the same for the same route, user and key. A route whose work creates a record
+        stores it under this id, so a run that takes a stale claim over (its first run stopped,
+        or stalls, after creating it) finds that record instead of creating a second one."""
+        if request is None:
+            return None
+        named = f"{self.scope}\0{user.user_id}\0{request.key}".encode()
+        return hashlib.sha256(named).hexdigest()[:32]
 
     async def claim(self, user_id: str, request: IdempotentRequest) -> KeyRecord | StoredResponse:
         """Our claim on the key, or the answer stored for it; ApiError when neither."""

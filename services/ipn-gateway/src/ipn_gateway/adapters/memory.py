@@ -237,10 +237,11 @@ class MemoryWithdrawals:
         self.withdrawals: dict[str, Withdrawal] = {}
         self._guards: set[str] = set()
 
-    async def insert(self, withdrawal: Withdrawal) -> None:
-        if withdrawal.withdrawal_id in self.withdrawals:
-            raise KeyError(withdrawal.withdrawal_id)
-        self.withdrawals[withdrawal.withdrawal_id] = withdrawal
+    async def insert(self, withdrawal: Withdrawal) -> Withdrawal | None:
+        stored = self.withdrawals.get(withdrawal.withdrawal_id)
+        if stored is None:
+            self.withdrawals[withdrawal.withdrawal_id] = withdrawal
+        return stored
 
     async def get(self, withdrawal_id: str) -> Withdrawal | None:
         return self.withdrawals.get(withdrawal_id)

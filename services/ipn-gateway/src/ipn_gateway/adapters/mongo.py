@@ -419,7 +419,14 @@ class MongoWithdrawals:
         self._withdrawals = database[WITHDRAWALS]
         self._guards = database[WITHDRAWAL_GUARDS]
 
-    async def insert(self, withdrawal: Withdrawal) -> None:
+    async def insert(self, withdrawal: Withdrawal) -> Withdrawal | None:
+        try:
+            await self._insert(withdrawal)
+        except DuplicateKeyError:
+            return await self.get(withdrawal.withdrawal_id)
+        return None
+
+    async def _insert(self, withdrawal: Withdrawal) -> None:
         await self._withdrawals.insert_one(
             {
                 "_id": withdrawal.withdrawal_id,

@@ -128,7 +128,10 @@ class DeadLetters(Protocol):
 
 
 class Withdrawals(Protocol):
-    async def insert(self, withdrawal: Withdrawal) -> None: ...
+    async def insert(self, withdrawal: Withdrawal) -> Withdrawal | None:
+        """Store a new withdrawal; None when stored, else the one already stored under its id."""
+        ...
+
     async def get(self, withdrawal_id: str) -> Withdrawal | None: ...
 
     async def page(

@@ -59,11 +59,20 @@ class WithdrawalHandler:
     decision_wait_seconds: float = 5.0
 
     async def request(
-        self, user_id: str, currency: object, amount: object, address: object
+        self,
+        user_id: str,
+        currency: object,
+        amount: object,
+        address: object,
+        named_id: str | None = None,
     ) -> Withdrawal:
+        """A withdrawal, its amount plus fee locked. With `named_id` (the request's
+        Idempotency-Key, named by the route) it is stored under it: a retry that took the key
+        over from a request that stopped before answering (or any later request with the key)
+        finds that withdrawal, if it asked for the same, instead of locking the money again."""
         valid = validate_request(currency, amount, address, self.policy)
         now = self.clock()
-        withdrawal_id = f"wd_{secrets.token_hex(12)}"
+        withdrawal_id = f"wd_{named_id or secrets.token_hex(12)}"
         command = LockCommand(
             user_id=user_id,
             currency=valid.currency,
@@ -86,14 +95,34 @@ class WithdrawalHandler:
             outbox=(OutboxEntry(command, created_at=now),),
         )
         async with self.withdrawals.user_guard(user_id, now):
-            open_count = await self.withdrawals.open_count(user_id)
-            total = await self.withdrawals.total_since(
-                user_id, valid.currency, now - timedelta(hours=24)
-            )
-            check_limits(valid, open_count, total, self.policy)
-            await self.withdrawals.insert(withdrawal)
+            # Made before under this name: it is the answer, not counted against the limits again.
+            earlier = await self.withdrawals.get(withdrawal_id) if named_id else None
+            if earlier is None:
+                open_count = await self.withdrawals.open_count(user_id)
+                total = await self.withdrawals.total_since(
+                    user_id, valid.currency, now - timedelta(hours=24)
+                )
+                check_limits(valid, open_count, total, self.policy)
+                earlier = await self.withdrawals.insert(withdrawal)
+        if earlier is not None:
+            return await self._made_before(earlier, withdrawal)
         await self._publish(withdrawal_id, command)
         return withdrawal
+
+    async def _made_before(self, stored: Withdrawal, asked: Withdrawal) -> Withdrawal:
+        """The withdrawal an earlier request with the same key made, if it asked for the same."""
+        same = (stored.user_id, stored.currency, stored.amount, stored.address) == (
+            asked.user_id,
+            asked.currency,
+            asked.amount,
+            asked.address,
+        )
+        if not same:
+            raise Conflict("idempotency_conflict", "this Idempotency-Key made another withdrawal")
+        for entry in stored.outbox:
+            if not entry.published:  # it stopped before sending: send now, not at the relay's pace
+                await self._publish(stored.withdrawal_id, entry.command)
+        return await self.withdrawals.get(stored.withdrawal_id) or stored
 
     async def approve(self, admin_id: str, withdrawal_id: str) -> Withdrawal:
         withdrawal = await self._get(withdrawal_id)

@@ -221,7 +221,7 @@ def withdrawals_router(handlers: Handlers) -> APIRouter:
     ) -> dict[str, Any] | JSONResponse:
         async def work() -> dict[str, Any]:
             withdrawal = await handlers.withdrawals.request(
-                user.user_id, body.currency, body.amount, body.address
+                user.user_id, body.currency, body.amount, body.address, once.named_id(user, key)
             )
             public = withdrawal_view(withdrawal)
             return {k: public[k] for k in ("withdrawal_id", "status", "amount", "fee", "currency")}

@@ -8,7 +8,6 @@ actions the second finds the status changed and is decided again against it.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,13 +79,6 @@ def trade_id_of(reference_id: str) -> str | None:
     return reference_id if reference_id.startswith(TRADE_ID_PREFIX) else None
 
 
-def _trade_id(buyer_id: str, request_key: str | None) -> str:
-    if request_key is None:
-        return f"{TRADE_ID_PREFIX}{secrets.token_hex(12)}"
-    digest = hashlib.sha256(f"{buyer_id}\0{request_key}".encode()).hexdigest()
-    return f"{TRADE_ID_PREFIX}{digest[:24]}"
-
-
 def _reason(text: str | None) -> str | None:
     if text is None:
         return None
@@ -107,13 +99,14 @@ class TradeHandler:
     action_wait_seconds: float = 5.0
 
     async def create(
-        self, buyer_id: str, offer_id: str, amount: object, request_key: str | None = None
+        self, buyer_id: str, offer_id: str, amount: object, named_id: str | None = None
     ) -> Trade:
         """A trade on an offer, its seller's escrow lock recorded and sent.
 
-        With the request's Idempotency-Key, the trade's id is derived from the buyer and the key:
-        a retry that took over the key from a request that stopped before answering (or any
-        later request with the key) finds that trade instead of locking the seller's coins again.
+        With `named_id` (the request's Idempotency-Key, named by the route) the trade is stored
+        under it: a retry that took over the key from a request that stopped before answering (or
+        any later request with the key) finds that trade instead of locking the seller's coins
+        again.
         """
         offer = await self.offers.get(offer_id)
         if offer is None:
@@ -124,7 +117,7 @@ class TradeHandler:
             raise Conflict("offer_not_active", "the offer was withdrawn")
         amounts = trade_amounts(offer.terms, amount, self.fee_rate)
         now = self.clock()
-        trade_id = _trade_id(buyer_id, request_key)
+        trade_id = f"{TRADE_ID_PREFIX}{named_id or secrets.token_hex(12)}"
         terms = offer.terms
         lock = LockCommand(
             user_id=offer.seller_id,

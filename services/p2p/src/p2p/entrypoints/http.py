@@ -171,7 +171,7 @@ def trades_router(handlers: Handlers) -> APIRouter:
     ) -> dict[str, Any] | JSONResponse:
         async def work() -> dict[str, Any]:
             trade = await handlers.trades.create(
-                user.user_id, body.offer_id, body.amount, key.key if key else None
+                user.user_id, body.offer_id, body.amount, once.named_id(user, key)
             )
             return trade.public()
 

@@ -155,7 +155,7 @@ def savings_routes(
                 body.currency,
                 body.amount,
                 body.direction,
-                idempotency_key=None if key is None else key.key,
+                named_id=once.named_id(user, key),
             )
             return Transfer.of(created)
 

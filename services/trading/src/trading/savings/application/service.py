@@ -29,7 +29,6 @@ from trading.savings.domain.errors import SavingsConflict, SavingsNotFound, Savi
 from trading.savings.domain.products import SavingsProduct, products_from
 from trading.savings.domain.transfers import (
     TransferStatus,
-    keyed_transfer_id,
     reference_id,
     same_transfer,
     status_after,
@@ -90,16 +89,13 @@ class SavingsService:
         amount: object,
         direction: object,
         *,
-        idempotency_key: str | None = None,
+        named_id: str | None = None,
     ) -> Document:
-        """A new transfer; with an Idempotency-Key seen before, the transfer it made then."""
+        """A new transfer, or with `named_id` (the request's Idempotency-Key, named by the route)
+        the transfer made under it before, if it is the same."""
         checked, value, way = validate_transfer(currency, amount, direction, self._aprs)
         now = self._clock()
-        transfer_id = (
-            uuid.uuid4().hex
-            if idempotency_key is None
-            else keyed_transfer_id(user_id, idempotency_key)
-        )
+        transfer_id = uuid.uuid4().hex if named_id is None else named_id
         transfer: Document = {
             "_id": transfer_id,
             "user_id": user_id,

@@ -4,14 +4,13 @@
        └─────────────rejected─────────▶ failed (with the wallet's reason)
 
 The status follows the wallet's result for the transfer's reference; a duplicate result carries
-the first delivery's outcome. A request with an Idempotency-Key names its transfer: the id is
-derived from the user and the key, so a retry that runs again (its first attempt stopped without
-an answer) finds the transfer already stored instead of making a second one.
+the first delivery's outcome. A request with an Idempotency-Key names its transfer (the route's
+`named_id`), so a retry that runs again (its first attempt stopped without an answer) finds the
+transfer already stored instead of making a second one.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
@@ -24,9 +23,6 @@ DEPOSIT_TRANSACTION_TYPE: Final = "savings_deposit"
 WITHDRAWAL_TRANSACTION_TYPE: Final = "savings_withdrawal"
 REFERENCE_PREFIX: Final = "savings:"
 
-# Idempotency-Key → transfer id: the same user and key name the same transfer.
-_KEYED_TRANSFER_IDS: Final = uuid.UUID("3d55a4b2-081f-4c6d-b064-44213e19eb0c")
-
 Direction = Literal["to_savings", "to_wallet"]
 DIRECTIONS: Final[tuple[Direction, ...]] = ("to_savings", "to_wallet")
 
@@ -35,11 +31,6 @@ class TransferStatus(StrEnum):
     PENDING = "pending"
     COMPLETED = "completed"
     FAILED = "failed"
-
-
-def keyed_transfer_id(user_id: str, idempotency_key: str) -> str:
-    """The id of the transfer a request with this key makes: 32 hex digits, as a random id."""
-    return uuid.uuid5(_KEYED_TRANSFER_IDS, f"{user_id}\x00{idempotency_key}").hex
 
 
 def same_transfer(
