@@ -257,10 +257,17 @@ async def test_the_outbox(stores: Stores) -> None:
 async def test_notes_and_listing(stores: Stores) -> None:
     await stores.trades.insert(trade("p2p_a"))
     await stores.trades.insert(trade("p2p_b", buyer_id="bob", created_at=T0 + timedelta(1)))
-    await stores.trades.note("p2p_a", "unlock_rejected: x", T0)
+    noted_at = T0 + timedelta(seconds=1)
+    await stores.trades.note("p2p_a", "unlock_rejected: x", noted_at)
+    # A redelivered refusal notes the same thing again: kept once, and the trade left unmoved.
+    await stores.trades.note("p2p_a", "unlock_rejected: x", T0 + timedelta(seconds=5))
     stored = await stores.trades.get("p2p_a")
     assert stored is not None
-    assert stored.notes == ("unlock_rejected: x",)
+    assert (stored.notes, stored.updated_at) == (("unlock_rejected: x",), noted_at)
+    await stores.trades.note("p2p_a", "transfer_locked_rejected: y", T0 + timedelta(seconds=9))
+    stored = await stores.trades.get("p2p_a")
+    assert stored is not None
+    assert stored.notes == ("unlock_rejected: x", "transfer_locked_rejected: y")
     assert [t.trade_id for t in await stores.trades.list_for("sam", 10)] == ["p2p_b", "p2p_a"]
     assert [t.trade_id for t in await stores.trades.list_for("bea", 10)] == ["p2p_a"]
     assert await stores.trades.list_for("eve", 10) == []

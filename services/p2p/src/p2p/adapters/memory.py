@@ -109,7 +109,7 @@ class MemoryTrades:
 
     async def note(self, trade_id: str, note: str, now: datetime) -> None:
         trade = self.trades.get(trade_id)
-        if trade is not None:
+        if trade is not None and note not in trade.notes:
             self.trades[trade_id] = replace(trade, notes=(*trade.notes, note), updated_at=now)
 
     async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:

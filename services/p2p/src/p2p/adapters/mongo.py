@@ -232,8 +232,10 @@ class MongoTrades:
         return _trade(document) if document else None
 
     async def note(self, trade_id: str, note: str, now: datetime) -> None:
+        # Once per text: a redelivered refusal notes nothing new.
         await self._trades.update_one(
-            {"_id": trade_id}, {"$push": {"notes": note}, "$set": {"updated_at": now}}
+            {"_id": trade_id, "notes": {"$ne": note}},
+            {"$push": {"notes": note}, "$set": {"updated_at": now}},
         )
 
     async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:

@@ -174,7 +174,8 @@ class Trades(Protocol):
         ...
 
     async def note(self, trade_id: str, note: str, now: datetime) -> None:
-        """Something ops must look at (a refused release or unlock)."""
+        """Something ops must look at (a refused release or unlock); a note already there is not
+        added again, and then the trade is left as it was."""
         ...
 
     async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
