@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,7 +78,20 @@ class Gateway:
         await self.results.start()
         # Whatever a previous run recorded but did not publish goes out first.
         await self.relay.run_once(grace=timedelta(0))
-        self.background.append(asyncio.create_task(self._relay_loop(), name="outbox-relay"))
+        settings = self.settings
+        self.background += [
+            asyncio.create_task(
+                self._every(settings.outbox_relay_interval_seconds, self.relay.run_once),
+                name="outbox-relay",
+            ),
+            asyncio.create_task(
+                self._every(
+                    settings.withdrawal_ask_again_after_seconds,
+                    self.handlers.withdrawals.ask_again,
+                ),
+                name="withdrawal-ask-again",
+            ),
+        ]
         if self.poller is not None:
             self.background.append(asyncio.create_task(self._poll_loop(), name="missed-ipn-poller"))
         self.started = True
@@ -94,13 +107,14 @@ class Gateway:
         await self.http.aclose()
         await self.mongo.close()
 
-    async def _relay_loop(self) -> None:
+    @staticmethod
+    async def _every(seconds: float, work: Callable[[], Awaitable[int]]) -> None:
         while True:
-            await asyncio.sleep(self.settings.outbox_relay_interval_seconds)
+            await asyncio.sleep(seconds)
             try:
-                await self.relay.run_once()
+                await work()
             except Exception:
-                log.exception("outbox.relay_failed")
+                log.exception("gateway.background_failed", work=getattr(work, "__name__", "?"))
 
     async def _poll_loop(self) -> None:
         assert self.poller is not None
@@ -130,6 +144,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
         policy=settings.withdrawal_policy(),
         clock=clock,
         decision_wait_seconds=settings.withdrawal_decision_wait_seconds,
+        ask_again_after=timedelta(seconds=settings.withdrawal_ask_again_after_seconds),
     )
     ipn_handler = IpnHandler(
         secret=settings.nowpayments_ipn_secret.get_secret_value(),

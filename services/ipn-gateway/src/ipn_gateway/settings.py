@@ -112,6 +112,10 @@ class GatewaySettings(ServiceSettings):
     )
     withdrawal_max_open_per_user: int = Field(5, ge=1)
     withdrawal_decision_wait_seconds: float = 5.0
+    # A withdrawal waiting this long on the wallet's answer without moving (its result lost, or
+    # dead-lettered) has its last command sent again, once per period; the wallet answers with
+    # the first outcome.
+    withdrawal_ask_again_after_seconds: float = Field(60.0, gt=0)
 
     outbox_relay_interval_seconds: float = Field(
         5.0, gt=0, validation_alias="IPN_GATEWAY_OUTBOX_RELAY_INTERVAL_SECONDS"

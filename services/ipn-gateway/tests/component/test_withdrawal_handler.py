@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +15,7 @@ from ipn_gateway.adapters.memory import MemoryWithdrawals, RecordingPublisher
 from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.domain.errors import Conflict, Forbidden, NotFound, WithdrawalRefused
 from ipn_gateway.domain.withdrawals import WithdrawalPolicy, WithdrawalStatus
-from shared.messaging import LockCommand, ReleaseLockedCommand, UnlockCommand
+from shared.messaging import LockCommand, ReleaseLockedCommand, UnlockCommand, WalletCommand
 
 BTC_ADDRESS = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
 NOW = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -37,6 +39,18 @@ async def settle(handler: WithdrawalHandler, publisher: RecordingPublisher, wall
     """Deliver the wallet's results of what was published with wait=False (as the consumer would)."""
     for command in publisher.published:
         await handler.apply_result(wallet.apply(command))
+
+
+def refuse_releases(publisher: RecordingPublisher, wallet: Any) -> Callable[[WalletCommand], Any]:
+    """From now on the wallet refuses every release (its hold emptied behind our back, say) and
+    answers the other commands as before; returns how it answered before, to put it back."""
+    real_apply: Callable[[WalletCommand], Any] = wallet.apply
+    publisher.answer = lambda command: (
+        wallet._result(command, "rejected", "insufficient_locked_funds")
+        if isinstance(command, ReleaseLockedCommand)
+        else real_apply(command)
+    )
+    return real_apply
 
 
 async def test_request_locks_amount_plus_fee(setup: Any) -> None:
@@ -206,12 +220,7 @@ async def test_a_release_the_wallet_refuses_leaves_the_withdrawal_actionable(set
     withdrawal = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
     await settle(handler, publisher, wallet)
     # The wallet refuses the release once (its hold was emptied behind our back, say).
-    real_apply = wallet.apply
-    publisher.answer = lambda command: (
-        wallet._result(command, "rejected", "insufficient_locked_funds")
-        if isinstance(command, ReleaseLockedCommand)
-        else real_apply(command)
-    )
+    real_apply = refuse_releases(publisher, wallet)
     refused = await handler.approve("admin", withdrawal.withdrawal_id)
     assert (refused.status, refused.decision) == (WithdrawalStatus.LOCKED, None)
     assert refused.reason == "release_locked_rejected: insufficient_locked_funds"
@@ -335,3 +344,129 @@ async def test_a_withdrawal_named_by_a_key_locks_once(setup: Any) -> None:
     assert len(locks) == POLICY.max_open_per_user
     # 0.004 + 0.0001 fee, and twice 0.001 + 0.0001
     assert wallet.balance("alice", "BTC") == (Decimal("0.9937"), Decimal("0.0063"))
+
+
+class Clock:
+    """A clock the test moves on."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def asking(fake_wallet: Any) -> tuple[WithdrawalHandler, RecordingPublisher, Any, Clock]:
+    """As `setup`, with a clock the test moves on."""
+    clock = Clock()
+    publisher = RecordingPublisher(answer=fake_wallet.apply)
+    handler = WithdrawalHandler(MemoryWithdrawals(), publisher, POLICY, clock=clock)
+    fake_wallet.fund("alice", "BTC", "1")
+    return handler, publisher, fake_wallet, clock
+
+
+async def answer_again(handler: WithdrawalHandler, wallet: Any, command: WalletCommand) -> Any:
+    """The wallet's answer to a command sent again, delivered: a duplicate with the first outcome."""
+    answer = wallet.apply(command)
+    assert answer.status == "duplicate"
+    return await handler.apply_result(answer)
+
+
+async def test_a_withdrawal_whose_lock_result_was_lost_is_asked_about_again(asking: Any) -> None:
+    """The wallet applied the lock but its result never reached the gateway (lost, or
+    dead-lettered after failing here): once the withdrawal has waited `ask_again_after` without
+    moving, the same lock is sent again, the wallet answers with its first outcome, and the
+    withdrawal moves on as that outcome says. Nothing is locked twice."""
+    handler, publisher, wallet, clock = asking
+    withdrawal = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    [lock] = publisher.published
+    wallet.apply(lock)  # applied; its result is lost on the way back
+
+    clock.advance(handler.ask_again_after - timedelta(seconds=1))
+    assert await handler.ask_again() == 0  # not yet: the answer may still be on its way
+    clock.advance(timedelta(seconds=2))
+    assert await handler.ask_again() == 1
+    resent = publisher.published[-1]
+    assert (resent.command_id, resent) == (lock.command_id, lock)
+
+    moved = await answer_again(handler, wallet, resent)
+    assert moved.status is WithdrawalStatus.LOCKED
+    assert wallet.balance("alice", "BTC") == (Decimal("0.9959"), Decimal("0.0041"))
+    clock.advance(handler.ask_again_after * 2)
+    assert await handler.ask_again() == 0  # locked and undecided: it waits on an admin
+    approved = await handler.approve("admin", withdrawal.withdrawal_id)
+    assert approved.status is WithdrawalStatus.APPROVED
+
+
+async def test_a_withdrawal_is_asked_again_at_most_once_per_period(asking: Any) -> None:
+    handler, publisher, _, clock = asking
+    withdrawal = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    [lock] = publisher.published  # the wallet's answer never comes
+    clock.advance(handler.ask_again_after + timedelta(seconds=1))
+    assert await handler.ask_again() == 1
+    assert await handler.ask_again() == 0  # asked just now
+    clock.advance(handler.ask_again_after - timedelta(seconds=1))
+    assert await handler.ask_again() == 0
+    clock.advance(timedelta(seconds=2))
+    assert await handler.ask_again() == 1
+    assert publisher.published == [lock, lock, lock]
+    # Asking is not a move: the withdrawal is as it was.
+    assert await handler._get(withdrawal.withdrawal_id) == replace(
+        withdrawal, outbox=(replace(withdrawal.outbox[0], published=True),), asked_at=clock.now
+    )
+
+
+async def test_a_command_the_wallet_refused_is_not_asked_about_again(asking: Any) -> None:
+    """A refused lock failed the withdrawal; a refused release was undone for an admin to decide
+    again: nothing waits on the wallet, and asking would only repeat the refusal."""
+    handler, publisher, wallet, clock = asking
+    failed = await handler.request("alice", "BTC", "1", BTC_ADDRESS)  # 1 + fee > 1
+    refused = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    assert (await handler._get(failed.withdrawal_id)).status is WithdrawalStatus.FAILED
+    refuse_releases(publisher, wallet)
+    reopened = await handler.approve("admin", refused.withdrawal_id)
+    assert (reopened.status, reopened.decision) == (WithdrawalStatus.LOCKED, None)
+    sent = list(publisher.published)
+
+    clock.advance(handler.ask_again_after * 2)
+    assert await handler.ask_again() == 0
+    assert publisher.published == sent
+
+
+async def test_a_decision_taken_again_after_a_refusal_is_asked_about_when_its_result_is_lost(
+    asking: Any,
+) -> None:
+    """The refusal of the first release stays the withdrawal's reason while an admin's second
+    approval waits on the wallet: it is that approval's release (its own reference) that is sent
+    again, and the wallet's duplicate answer approves the withdrawal."""
+    handler, publisher, wallet, clock = asking
+    withdrawal = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    real_apply = refuse_releases(publisher, wallet)
+    await handler.approve("admin", withdrawal.withdrawal_id)
+    publisher.answer = None  # the second release applies, its result is lost on the way back
+    deciding = await handler.approve("admin", withdrawal.withdrawal_id)
+    assert (deciding.status, deciding.decision, deciding.attempt) == (
+        WithdrawalStatus.LOCKED,
+        "approve",
+        2,
+    )
+    assert deciding.reason == "release_locked_rejected: insufficient_locked_funds"
+    release = publisher.published[-1]
+    real_apply(release)
+
+    clock.advance(handler.ask_again_after + timedelta(seconds=1))
+    assert await handler.ask_again() == 1
+    resent = publisher.published[-1]
+    assert (resent.command_id, resent.reference_id) == (
+        release.command_id,
+        f"withdrawal:{withdrawal.withdrawal_id}:attempt:2",
+    )
+    approved = await answer_again(handler, wallet, resent)
+    assert approved.status is WithdrawalStatus.APPROVED
+    assert wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal(0))

@@ -3,13 +3,13 @@
 Every guarantee a handler relies on is checked on both: conditional saves, outboxes, the wallet's
 answers kept beside the credit they answer, review items queued once and closed once (a claimed one
 only approved or released), withdrawal decisions taken once and undone only for the decision the
-wallet refused, paging.
+wallet refused, the withdrawals waiting on the wallet's answer, paging.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,7 +44,7 @@ from ipn_gateway.application.records import (
 from ipn_gateway.domain.errors import Conflict
 from ipn_gateway.domain.payments import PaymentState, PaymentStatus
 from ipn_gateway.domain.withdrawals import WithdrawalStatus, reference_id
-from shared.messaging import CommandResult, CreditCommand, UnlockCommand
+from shared.messaging import CommandResult, CreditCommand, LockCommand, UnlockCommand
 from shared.testing.fixtures import unique_database_name
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -370,6 +370,65 @@ async def test_withdrawal_decisions_once_and_reopened_only_for_the_refused_one(
         reference_id("wd_1", 1),
         reference_id("wd_1", 2),
     ]
+
+
+async def test_withdrawals_awaiting_the_wallet_are_those_whose_last_command_is_unanswered(
+    stores: Stores,
+) -> None:
+    """Pending (the lock's answer awaited) or locked with a decision (the decision's), the last
+    command published, and neither moved nor asked again since the cutoff; the longest unmoved
+    first. A refused decision (reopened) and a locked, undecided withdrawal wait on an admin."""
+    withdrawals = stores.withdrawals
+    earlier = NOW - timedelta(minutes=1)
+    names = ("wd_old", "wd_pending", "wd_unpublished", "wd_locked", "wd_deciding", "wd_reopened")
+    for name in (*names, "wd_failed", "wd_asked", "wd_moved"):
+        lock = LockCommand(
+            user_id="alice",
+            currency="BTC",
+            amount="0.1001",
+            transaction_type="withdrawal_lock",
+            reference_id=reference_id(name),
+        )
+        at = {"wd_old": earlier, "wd_moved": NOW + timedelta(minutes=2)}.get(name, NOW)
+        entry = OutboxEntry(lock, created_at=at)
+        await withdrawals.insert(replace(withdrawal(name, "alice", at), outbox=(entry,)))
+        if name != "wd_unpublished":
+            await withdrawals.mark_published(name, lock.command_id)
+    pending, locked = WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED
+    await withdrawals.transition("wd_failed", pending, WithdrawalStatus.FAILED, "no", NOW)
+    for name in ("wd_locked", "wd_deciding", "wd_reopened"):
+        await withdrawals.transition(name, pending, locked, None, NOW)
+    for name in ("wd_deciding", "wd_reopened"):
+        decided = await withdrawals.decide(name, "reject", "ops", "no", unlock(name, 1), NOW)
+        assert decided is not None
+    await withdrawals.reopen("wd_reopened", reference_id("wd_reopened", 1), "unlock_rejected", NOW)
+    await withdrawals.mark_asked("wd_asked", NOW + timedelta(minutes=2))
+    cutoff = NOW + timedelta(minutes=1)
+
+    waiting = await withdrawals.awaiting_wallet(cutoff, 10)
+    # The decision's unlock is not published yet: the outbox relay's to send, not to ask about.
+    assert [w.withdrawal_id for w in waiting] == ["wd_old", "wd_pending"]
+    stored = await withdrawals.get("wd_deciding")
+    assert stored is not None
+    await withdrawals.mark_published("wd_deciding", stored.outbox[-1].command_id)
+    waiting = await withdrawals.awaiting_wallet(cutoff, 10)
+    assert waiting[0].withdrawal_id == "wd_old"
+    assert sorted(w.withdrawal_id for w in waiting) == ["wd_deciding", "wd_old", "wd_pending"]
+    assert [w.withdrawal_id for w in await withdrawals.awaiting_wallet(cutoff, 1)] == ["wd_old"]
+    assert await withdrawals.awaiting_wallet(NOW, 10) == [await withdrawals.get("wd_old")]
+    # Asked again, or moved, after the cutoff: listed once the cutoff passes that.
+    later = await withdrawals.awaiting_wallet(NOW + timedelta(minutes=3), 10)
+    assert {w.withdrawal_id for w in later} == {
+        "wd_old",
+        "wd_pending",
+        "wd_deciding",
+        "wd_asked",
+        "wd_moved",
+    }
+    # Asking is not a move: only `asked_at` changes.
+    asked = await withdrawals.get("wd_asked")
+    assert asked is not None
+    assert (asked.asked_at, asked.updated_at) == (NOW + timedelta(minutes=2), NOW)
 
 
 async def test_withdrawal_pages_counts_and_guard(stores: Stores) -> None:

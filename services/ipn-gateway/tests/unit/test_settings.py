@@ -23,6 +23,7 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.confirmation_policy().default_credit_at is PaymentStatus.FINISHED
     assert settings.withdrawal_policy().fees["BTC"] == Decimal("0.0001")
     assert settings.ipn_callback_url == "http://127.0.0.1:8002/api/nowpayments/ipn"
+    assert settings.withdrawal_ask_again_after_seconds == 60
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,6 +47,7 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NOWPAYMENTS_IPN_ALLOWED_IPS", '["not-an-ip"]'),
         ("WITHDRAWAL_FEES", '{"btc": "0.000000001"}'),
         ("WITHDRAWAL_FEES", '{"doge": "1"}'),
+        ("WITHDRAWAL_ASK_AGAIN_AFTER_SECONDS", "0"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

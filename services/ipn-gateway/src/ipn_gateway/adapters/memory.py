@@ -30,6 +30,7 @@ from ipn_gateway.domain.withdrawals import (
     Decision,
     WithdrawalStatus,
     attempt_of,
+    awaits_wallet,
 )
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
@@ -346,6 +347,22 @@ class MemoryWithdrawals:
             for e in w.outbox
             if not e.published and e.created_at < older_than
         ]
+
+    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
+        found = [
+            w
+            for w in self.withdrawals.values()
+            if awaits_wallet(w.status, w.decision)
+            and w.outbox
+            and w.outbox[-1].published
+            and w.updated_at < unmoved_since
+            and (w.asked_at is None or w.asked_at < unmoved_since)
+        ]
+        return sorted(found, key=lambda w: w.updated_at)[:limit]
+
+    async def mark_asked(self, withdrawal_id: str, now: datetime) -> None:
+        current = self.withdrawals[withdrawal_id]
+        self.withdrawals[withdrawal_id] = replace(current, asked_at=now)
 
     async def open_count(self, user_id: str) -> int:
         return sum(

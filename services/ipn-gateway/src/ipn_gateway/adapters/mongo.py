@@ -396,6 +396,7 @@ class MongoIpnLog:
 
 
 def _withdrawal(document: Document) -> Withdrawal:
+    asked_at = document.get("asked_at")
     return Withdrawal(
         withdrawal_id=document["_id"],
         user_id=document["user_id"],
@@ -411,6 +412,7 @@ def _withdrawal(document: Document) -> Withdrawal:
         decided_by=document.get("decided_by"),
         attempt=document.get("attempt", 0),
         outbox=_outbox(document.get("outbox", [])),
+        asked_at=_utc(asked_at) if asked_at else None,
     )
 
 
@@ -444,6 +446,7 @@ class MongoWithdrawals:
                 "created_at": withdrawal.created_at,
                 "updated_at": withdrawal.updated_at,
                 "outbox": [_outbox_document(e) for e in withdrawal.outbox],
+                "asked_at": withdrawal.asked_at,
             }
         )
 
@@ -547,6 +550,28 @@ class MongoWithdrawals:
     async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
         return await _unpublished(self._withdrawals, older_than)
 
+    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
+        query: Document = {
+            "$and": [
+                # `awaits_wallet`: pending, or locked with a decision.
+                {
+                    "$or": [
+                        {"status": WithdrawalStatus.PENDING.value},
+                        {"status": WithdrawalStatus.LOCKED.value, "decision": {"$ne": None}},
+                    ]
+                },
+                {"$or": [{"asked_at": None}, {"asked_at": {"$lt": unmoved_since}}]},
+            ],
+            "updated_at": {"$lt": unmoved_since},
+            # The outbox's last entry is published.
+            "$expr": {"$eq": [{"$arrayElemAt": ["$outbox.published", -1]}, True]},
+        }
+        found = self._withdrawals.find(query).sort("updated_at", ASCENDING).limit(limit)
+        return [_withdrawal(d) async for d in found]
+
+    async def mark_asked(self, withdrawal_id: str, now: datetime) -> None:
+        await self._withdrawals.update_one({"_id": withdrawal_id}, {"$set": {"asked_at": now}})
+
     async def open_count(self, user_id: str) -> int:
         return await self._withdrawals.count_documents(
             {"user_id": user_id, "status": {"$in": [s.value for s in OPEN_STATUSES]}}
@@ -596,6 +621,7 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[WITHDRAWALS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("outbox.published", ASCENDING)])
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+    await database[WITHDRAWALS].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
     await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
     await database[PAYMENTS].create_index([("outbox.reference_id", ASCENDING)])
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])

@@ -178,6 +178,17 @@ class Withdrawals(Protocol):
 
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None: ...
     async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
+
+    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
+        """Withdrawals waiting on the wallet's answer to their last command (`awaits_wallet`),
+        that command published, neither moved nor asked again since `unmoved_since`; the longest
+        unmoved first."""
+        ...
+
+    async def mark_asked(self, withdrawal_id: str, now: datetime) -> None:
+        """Note that the withdrawal's last command was sent again at `now` (`asked_at`)."""
+        ...
+
     async def open_count(self, user_id: str) -> int: ...
 
     async def total_since(self, user_id: str, currency: str, since: datetime) -> Decimal:

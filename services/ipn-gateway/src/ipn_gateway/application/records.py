@@ -119,6 +119,9 @@ class Withdrawal:
     # How many decisions were sent; a decision the wallet refused may be taken again.
     attempt: int = 0
     outbox: tuple[OutboxEntry, ...] = field(default=())
+    # When its last command was last sent again, its answer not having come (not a move: the
+    # withdrawal's `updated_at` stays).
+    asked_at: datetime | None = None
 
 
 # `approving`: an admin claimed the item and its payment is being credited; only approving again

@@ -40,6 +40,8 @@ from shared.money import add
 
 # How often an admin's decision on a withdrawal whose lock is in flight looks again.
 LOCK_POLL_SECONDS: Final = 0.05
+# The most withdrawals one round of asking the wallet again sends a command for.
+ASK_AGAIN_LIMIT: Final = 200
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +59,8 @@ class WithdrawalHandler:
     clock: Callable[[], datetime]
     # How long approve/reject wait for the wallet before answering with the withdrawal as it is.
     decision_wait_seconds: float = 5.0
+    # A withdrawal waiting on the wallet this long without moving has its last command sent again.
+    ask_again_after: timedelta = timedelta(seconds=60)
 
     async def request(
         self,
@@ -235,6 +239,32 @@ class WithdrawalHandler:
         if moved is not None:
             log.info("withdrawal.moved", withdrawal_id=withdrawal_id, status=to_status.value)
         return moved
+
+    async def ask_again(self) -> int:
+        """Send again the last command of each withdrawal that has waited `ask_again_after` on the
+        wallet's answer without moving, at most once per `ask_again_after`.
+
+        The wallet answers a resend with the first outcome (a `duplicate` carrying it in
+        `original_status`), so a result that was lost or dead-lettered on its way back moves the
+        withdrawal after all, as the first result would have. A command the wallet refused is
+        never asked about: its refusal was recorded (the lock's failed the withdrawal, a
+        decision's was undone for an admin to decide again), so nothing waits on it. A command
+        never published is the outbox relay's to send.
+        """
+        asked = 0
+        unmoved_since = self.clock() - self.ask_again_after
+        for withdrawal in await self.withdrawals.awaiting_wallet(unmoved_since, ASK_AGAIN_LIMIT):
+            command = withdrawal.outbox[-1].command
+            await self.publisher.publish(command)
+            await self.withdrawals.mark_asked(withdrawal.withdrawal_id, self.clock())
+            log.warning(
+                "withdrawal.asked_again",
+                withdrawal_id=withdrawal.withdrawal_id,
+                type=command.type,
+                reference=command.reference_id,
+            )
+            asked += 1
+        return asked
 
     async def _get(self, withdrawal_id: str) -> Withdrawal:
         withdrawal = await self.withdrawals.get(withdrawal_id)

@@ -7,6 +7,11 @@
 An admin's decision is recorded on the locked withdrawal first (`decision`), in the same
 conditional update that checks it is still undecided: two admins racing to approve and reject
 cannot both send a command. The status then follows the wallet's result.
+
+A withdrawal waits on the wallet while `pending` (the lock's answer) and while `locked` with a
+decision (the answer to the decision's release or unlock). Every answer ends the wait: the lock's
+moves it to `locked` or `failed`, an applied decision to `approved` or `rejected`, and a refused
+one is undone (`decision` cleared, the refusal its `reason`) for an admin to decide again.
 """
 
 from __future__ import annotations
@@ -54,6 +59,13 @@ OPEN_STATUSES: Final = frozenset({WithdrawalStatus.PENDING, WithdrawalStatus.LOC
 COUNTED_AGAINST_LIMIT: Final = frozenset(
     {WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED, WithdrawalStatus.APPROVED}
 )
+
+
+def awaits_wallet(status: WithdrawalStatus, decision: Decision | None) -> bool:
+    """Whether the withdrawal's last command is still unanswered (see the module's docstring)."""
+    return status is WithdrawalStatus.PENDING or (
+        status is WithdrawalStatus.LOCKED and decision is not None
+    )
 
 
 def reference_id(withdrawal_id: str, attempt: int = 1) -> str:
