@@ -95,13 +95,20 @@ def credit(reference: str, amount: str = "0.01") -> CreditCommand:
     )
 
 
-def result(reference: str, status: str, reason: str | None = None) -> CommandResult:
+def result(
+    reference: str,
+    status: str,
+    reason: str | None = None,
+    *,
+    command_id: str = "c",
+    user_id: str = "alice",
+) -> CommandResult:
     return CommandResult(
-        command_id="c",
+        command_id=command_id,
         type="credit",
         transaction_type="deposit_nowpayments",
         reference_id=reference,
-        user_id="alice",
+        user_id=user_id,
         status=status,  # type: ignore[arg-type]
         reason=reason,
         processed_at=NOW,
@@ -175,8 +182,20 @@ async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
     assert await payments.unpublished(NOW + timedelta(seconds=1)) == []
 
     assert await payments.result_of("502", "nowpayments:502") is None
-    await payments.record_result(result("nowpayments:502", "rejected", "unknown_currency"))
-    await payments.record_result(result("nowpayments:999", "applied"))  # not ours: no effect
+    # Results that only name the credit's reference answer none of its commands: no effect.
+    await payments.record_result(result("nowpayments:502", "rejected", "x", command_id="other"))
+    await payments.record_result(
+        result("nowpayments:502", "rejected", "x", command_id=first.command_id, user_id="mallory")
+    )
+    await payments.record_result(result("nowpayments:999", "applied"))
+    assert await payments.result_of("502", "nowpayments:502") is None
+    answer = result("nowpayments:502", "rejected", "unknown_currency", command_id=first.command_id)
+    await payments.record_result(answer)
+    # A redelivery, or a resend's duplicate: the first answer stays, noted once.
+    await payments.record_result(answer)
+    await payments.record_result(
+        result("nowpayments:502", "duplicate", command_id=first.command_id)
+    )
     assert await payments.result_of("502", "nowpayments:502") == ("rejected", "unknown_currency")
     stored = await payments.get("502")
     assert stored is not None

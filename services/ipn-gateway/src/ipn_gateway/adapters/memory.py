@@ -40,6 +40,11 @@ def _mark(outbox: tuple[OutboxEntry, ...], command_id: str) -> tuple[OutboxEntry
     return tuple(replace(e, published=True) if e.command_id == command_id else e for e in outbox)
 
 
+def _first_answer(result: CommandResult, entry: OutboxEntry) -> bool:
+    """Whether `result` answers the entry's command, and is the first answer to it."""
+    return entry.result_status is None and result.answers(entry.command)
+
+
 class MemoryDepositOrders:
     def __init__(self) -> None:
         self.orders: dict[str, DepositOrder] = {}
@@ -118,11 +123,11 @@ class MemoryPayments:
 
     async def record_result(self, result: CommandResult) -> None:
         for payment_id, payment in self.payments.items():
-            if not any(e.command.reference_id == result.reference_id for e in payment.outbox):
+            if not any(_first_answer(result, e) for e in payment.outbox):
                 continue
             outbox = tuple(
                 replace(e, result_status=result.status, result_reason=result.reason)
-                if e.command.reference_id == result.reference_id
+                if _first_answer(result, e)
                 else e
                 for e in payment.outbox
             )
@@ -131,6 +136,7 @@ class MemoryPayments:
                 detail = f"{result.reference_id}: {result.reason}"
                 reviews = (*reviews, ReviewNote("credit_rejected", detail, result.processed_at))
             self.payments[payment_id] = replace(payment, outbox=outbox, reviews=reviews)
+            return
 
     async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:
         payment = self.payments.get(payment_id)

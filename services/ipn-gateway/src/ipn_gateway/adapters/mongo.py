@@ -246,7 +246,9 @@ class MongoPayments:
         return await _unpublished(self._payments, older_than)
 
     async def record_result(self, result: CommandResult) -> None:
-        """Keep the wallet's answer beside the credit; a refused credit is flagged for review."""
+        """Keep the wallet's first answer beside the credit it answers (`CommandResult.answers`:
+        its command id, type and user); a refused credit is flagged for review. A later answer
+        (a redelivery, a resend's duplicate) changes nothing."""
         update: Document = {
             "$set": {
                 "outbox.$.result": {
@@ -263,7 +265,13 @@ class MongoPayments:
                 "at": result.processed_at,
             }
             update["$push"] = {"reviews": note}
-        await self._payments.update_one({"outbox.reference_id": result.reference_id}, update)
+        answered = {
+            "command_id": result.command_id,
+            "command.type": result.type,
+            "command.user_id": result.user_id,
+            "result": None,
+        }
+        await self._payments.update_one({"outbox": {"$elemMatch": answered}}, update)
 
     async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:
         document = await self._payments.find_one({"_id": payment_id}, {"outbox": 1})
@@ -623,7 +631,7 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
     await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
-    await database[PAYMENTS].create_index([("outbox.reference_id", ASCENDING)])
+    await database[PAYMENTS].create_index([("outbox.command_id", ASCENDING)])
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[REVIEWS].create_index([("outbox.published", ASCENDING)])
     await MongoIdempotencyStore(database).ensure_indexes()
