@@ -1,6 +1,7 @@
 """The review queue: approve credits exactly once (also when admins race or an approval is
 retried after a crash), dismiss credits nothing and never closes an item whose approval is under
-way, and nobody approves their own deposit."""
+way, and nobody approves their own deposit. The items of a payment not tied to its order credit
+that payment in total what it paid, once, however many items it has."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,13 @@ from ipn_gateway.adapters.memory import (
     RecordingPublisher,
 )
 from ipn_gateway.application.ipn import IpnHandler, IpnRequest
-from ipn_gateway.application.records import CreatedPayment, DepositOrder, Payment, ReviewItem
+from ipn_gateway.application.records import (
+    CreatedPayment,
+    DepositOrder,
+    Payment,
+    ReviewItem,
+    ReviewStatus,
+)
 from ipn_gateway.application.reviews import ReviewHandler
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
@@ -53,7 +61,9 @@ class World:
             "dep_a", "alice", "btc", "100", "usd", NOW, created
         )
 
-    async def send(self, status: str, outcome: str, payment_id: str = "5077125051") -> str:
+    async def send(
+        self, status: str, outcome: str, payment_id: str = "5077125051", currency: str = "btc"
+    ) -> str:
         content: dict[str, JsonValue] = {
             "payment_id": JsonNumber(payment_id),
             "payment_status": status,
@@ -61,7 +71,7 @@ class World:
             "order_id": "dep_a",
             "actually_paid": JsonNumber(outcome),
             "outcome_amount": JsonNumber(outcome),
-            "outcome_currency": "btc",
+            "outcome_currency": currency,
         }
         signature = sign(content, SECRET)
         raw = js_stringify(content).encode()
@@ -74,6 +84,13 @@ class World:
             for c in self.publisher.published
             if isinstance(c, CreditCommand)
         ]
+
+    async def items_of(
+        self, payment_id: str, status: ReviewStatus | None = None
+    ) -> list[ReviewItem]:
+        """The payment's items, smallest amount first."""
+        found = [i for i in await self.handler.list(status) if i.payment_id == payment_id]
+        return sorted(found, key=lambda i: i.cumulative or Decimal(0))
 
 
 async def test_approving_a_partially_paid_payment_credits_once_and_finished_only_tops_up() -> None:
@@ -108,10 +125,8 @@ async def crash(*args: object, **kwargs: object) -> None:
     raise Died
 
 
-async def test_an_approval_interrupted_after_the_credit_is_finished_by_another_admin() -> None:
-    world = World()
-    await world.send("partially_paid", "0.001")
-    [item] = await world.handler.list("open")
+async def approve_dying_after_the_credit(world: World, admin_id: str, review_id: str) -> None:
+    """An approval whose process stops right after its credit was saved and published."""
     real_mark = world.payments.mark_published
 
     async def mark_then_die(payment_id: str, command_id: str) -> None:
@@ -119,9 +134,18 @@ async def test_an_approval_interrupted_after_the_credit_is_finished_by_another_a
         raise Died
 
     world.payments.mark_published = mark_then_die  # type: ignore[method-assign]
-    with pytest.raises(Died):
-        await world.handler.approve("ops1", item.review_id)
-    world.payments.mark_published = real_mark  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Died):
+            await world.handler.approve(admin_id, review_id)
+    finally:
+        world.payments.mark_published = real_mark  # type: ignore[method-assign]
+
+
+async def test_an_approval_interrupted_after_the_credit_is_finished_by_another_admin() -> None:
+    world = World()
+    await world.send("partially_paid", "0.001")
+    [item] = await world.handler.list("open")
+    await approve_dying_after_the_credit(world, "ops1", item.review_id)
     assert len(world.credits) == 1  # credited, but the item is not approved yet
     [left] = await world.handler.list("approving")
     assert (left.review_id, left.decided_by, left.decided_at) == (item.review_id, "ops1", NOW)
@@ -246,7 +270,14 @@ async def test_a_mismatched_payment_approved_credits_the_order_owner_once() -> N
     assert world.credits == [("nowpayments:5077125099", Decimal("0.002"))]
     [command] = world.publisher.published
     assert command.user_id == "alice"
-    assert await world.reviews.unpublished(NOW.replace(year=2027)) == []  # marked published
+    # The credit is in the payment's outbox (marked published), with the item it approved.
+    payment = await world.payments.get("5077125099")
+    assert payment is not None
+    assert [e.command.reference_id for e in payment.outbox if e.published] == [
+        "nowpayments:5077125099"
+    ]
+    assert payment.state.approved_reviews == {item.review_id}
+    assert await world.payments.unpublished(NOW.replace(year=2027)) == []
 
 
 async def test_dismiss_credits_nothing_and_needs_a_reason() -> None:
@@ -264,3 +295,156 @@ async def test_dismiss_credits_nothing_and_needs_a_reason() -> None:
         await world.handler.approve("ops", "rv_missing")
     assert world.credits == []
     assert await world.handler.list("open") == []
+
+
+# A payment NOWPayments made for dep_a that the gateway never recorded (it stopped in between):
+# its IPNs name dep_a but not the payment stored for it, so each is a review item, not bound.
+UNBOUND = "5077125098"
+
+
+def settle(wallet: Any, world: World) -> list[str]:
+    """The wallet (the `fake_wallet` of conftest) applies every command published so far: each
+    one's status (a reference taken with another amount is `rejected`, idempotency_conflict)."""
+    return [wallet.apply(command).status for command in world.publisher.published]
+
+
+async def paid_in_two(world: World) -> tuple[ReviewItem, ReviewItem]:
+    """The unbound payment is reported partially paid (0.001), then finished (0.0015): its two
+    open items, the partial one first."""
+    assert await world.send("partially_paid", "0.001", payment_id=UNBOUND) == "unmatched"
+    assert await world.send("finished", "0.0015", payment_id=UNBOUND) == "unmatched"
+    partial, finished = await world.items_of(UNBOUND, "open")
+    return partial, finished
+
+
+async def test_two_items_of_one_unbound_payment_credit_what_it_paid_once(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    partial, finished = await paid_in_two(world)
+    assert (partial.bound, partial.cumulative, finished.cumulative) == (
+        False,
+        Decimal("0.001"),
+        Decimal("0.0015"),
+    )
+    await world.handler.approve("ops1", partial.review_id)
+    approved = await world.handler.approve("ops2", finished.review_id)
+    assert (approved.status, approved.decided_by) == ("approved", "ops2")
+    # The first approval credits its amount; the later one only what the payment paid on top.
+    assert world.credits == [
+        (f"nowpayments:{UNBOUND}", Decimal("0.001")),
+        (f"nowpayments:{UNBOUND}:topup:0.0015", Decimal("0.0005")),
+    ]
+    assert {(c.user_id, c.currency) for c in world.publisher.published} == {("alice", "BTC")}
+    assert settle(fake_wallet, world) == ["applied", "applied"]
+    assert fake_wallet.balance("alice", "BTC") == (Decimal("0.0015"), Decimal(0))
+    assert [i.status for i in await world.items_of(UNBOUND)] == ["approved", "approved"]
+
+
+async def test_an_unbound_item_whose_amount_was_credited_already_is_refused_and_stays_open(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    partial, finished = await paid_in_two(world)
+    await world.handler.approve("ops1", finished.review_id)
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops2", partial.review_id)
+    assert refused.value.code == "already_credited"
+    assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.0015"))]
+    [still] = await world.items_of(UNBOUND, "open")
+    assert (still.review_id, still.decided_by) == (partial.review_id, None)
+    dismissed = await world.handler.dismiss("ops2", partial.review_id, "part of the 0.0015")
+    assert dismissed.status == "dismissed"
+    assert settle(fake_wallet, world) == ["applied"]
+    assert fake_wallet.balance("alice", "BTC") == (Decimal("0.0015"), Decimal(0))
+
+
+async def test_an_unbound_item_in_another_currency_than_its_payments_credit_is_refused() -> None:
+    world = World()
+    await world.send("partially_paid", "0.001", payment_id=UNBOUND)
+    [partial] = await world.items_of(UNBOUND)
+    await world.handler.approve("ops1", partial.review_id)
+    await world.send("finished", "100", payment_id=UNBOUND, currency="usdt")
+    [converted] = await world.items_of(UNBOUND, "open")
+    assert (converted.currency, converted.cumulative) == ("USDT", Decimal("100"))
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops2", converted.review_id)
+    assert refused.value.code == "outcome_currency_changed"
+    assert [i.review_id for i in await world.items_of(UNBOUND, "open")] == [converted.review_id]
+    assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.001"))]
+
+
+async def test_two_admins_approving_two_items_of_one_unbound_payment_at_once_credit_it_once(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    partial, finished = await paid_in_two(world)
+    # Both approvals read the payment before either writes: both see nothing credited yet.
+    both_read = asyncio.Barrier(2)
+    reads = 0
+    real_get = world.payments.get
+
+    async def get_together(payment_id: str) -> Payment | None:
+        nonlocal reads
+        found = await real_get(payment_id)
+        reads += 1
+        if reads <= 2:
+            await both_read.wait()
+        return found
+
+    world.payments.get = get_together  # type: ignore[method-assign]
+    outcomes = await asyncio.gather(
+        world.handler.approve("ops1", partial.review_id),
+        world.handler.approve("ops2", finished.review_id),
+        return_exceptions=True,
+    )
+    assert reads == 3  # the approval whose write lost read the payment again
+    refusals = [o.code for o in outcomes if isinstance(o, Conflict)]
+    assert all(isinstance(o, ReviewItem | Conflict) for o in outcomes), outcomes
+    assert refusals in ([], ["already_credited"])
+    references = [reference for reference, _ in world.credits]
+    assert references[0] == f"nowpayments:{UNBOUND}"  # one first credit
+    assert references[1:] in ([], [f"nowpayments:{UNBOUND}:topup:0.0015"])
+    assert sum(amount for _, amount in world.credits) == Decimal("0.0015")
+    assert set(settle(fake_wallet, world)) == {"applied"}
+    assert fake_wallet.balance("alice", "BTC") == (Decimal("0.0015"), Decimal(0))
+
+
+async def test_an_unbound_ipn_sent_again_queues_and_credits_nothing_more_and_a_new_amount_does(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    for _ in range(2):
+        assert await world.send("partially_paid", "0.001", payment_id=UNBOUND) == "unmatched"
+    [first] = await world.items_of(UNBOUND)
+    # The payer sends more while the payment is still partially paid: a new amount is reported.
+    await world.send("partially_paid", "0.0012", payment_id=UNBOUND)
+    open_items = await world.items_of(UNBOUND, "open")
+    assert [i.cumulative for i in open_items] == [Decimal("0.001"), Decimal("0.0012")]
+    assert open_items[0].review_id == first.review_id
+    await world.handler.approve("ops1", first.review_id)
+    for _ in range(2):  # redelivered after the approval
+        await world.send("partially_paid", "0.001", payment_id=UNBOUND)
+        await world.send("partially_paid", "0.0012", payment_id=UNBOUND)
+    assert len(await world.items_of(UNBOUND)) == 2
+    await world.handler.approve("ops1", open_items[1].review_id)
+    with pytest.raises(Conflict):
+        await world.handler.approve("ops2", first.review_id)
+    assert world.credits == [
+        (f"nowpayments:{UNBOUND}", Decimal("0.001")),
+        (f"nowpayments:{UNBOUND}:topup:0.0012", Decimal("0.0002")),
+    ]
+    assert settle(fake_wallet, world) == ["applied", "applied"]
+    assert fake_wallet.balance("alice", "BTC") == (Decimal("0.0012"), Decimal(0))
+
+
+async def test_an_unbound_approval_interrupted_after_the_credit_is_finished_later() -> None:
+    world = World()
+    await world.send("finished", "0.0015", payment_id=UNBOUND)
+    [item] = await world.items_of(UNBOUND)
+    await approve_dying_after_the_credit(world, "ops1", item.review_id)
+    [left] = await world.items_of(UNBOUND, "approving")
+    assert left.decided_by == "ops1"
+    approved = await world.handler.approve("ops2", item.review_id)
+    assert (approved.status, approved.decided_by) == ("approved", "ops1")
+    assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.0015"))]

@@ -255,18 +255,22 @@ async def test_review_items_are_queued_once_and_closed_once(stores: Stores) -> N
     reviews = stores.reviews
     assert await reviews.add(review_item("rv_a", NOW))
     assert not await reviews.add(review_item("rv_a", NOW + timedelta(seconds=5)))
-    assert await reviews.add(review_item("rv_b", NOW + timedelta(seconds=1), bound=False))
-    assert [i.review_id for i in await reviews.list("open", 10)] == ["rv_b", "rv_a"]
+    # An item that carries its own credit (unbound items approved before their payment's
+    # document kept their credits): relayed until published.
     entry = OutboxEntry(credit("nowpayments:501"), created_at=NOW)
-    closed = await reviews.close("rv_b", "approved", "ops", None, entry, NOW)
+    unbound = replace(review_item("rv_b", NOW + timedelta(seconds=1), bound=False), outbox=(entry,))
+    assert await reviews.add(unbound)
+    assert [i.review_id for i in await reviews.list("open", 10)] == ["rv_b", "rv_a"]
+    closed = await reviews.close("rv_b", "approved", "ops", None, NOW)
     assert closed is not None
-    assert (closed.status, closed.decided_by, closed.cumulative) == (
+    assert (closed.status, closed.decided_by, closed.cumulative, closed.bound) == (
         "approved",
         "ops",
         Decimal("0.01"),
+        False,
     )
-    assert await reviews.close("rv_b", "dismissed", "ops2", "late", None, NOW) is None
-    dismissed = await reviews.close("rv_a", "dismissed", "ops", "fine", None, NOW)
+    assert await reviews.close("rv_b", "dismissed", "ops2", "late", NOW) is None
+    dismissed = await reviews.close("rv_a", "dismissed", "ops", "fine", NOW)
     assert dismissed is not None
     assert dismissed.note == "fine"
     assert [i.review_id for i in await reviews.list("open", 10)] == []
@@ -288,8 +292,8 @@ async def test_a_claimed_review_item_is_only_approved_or_released(stores: Stores
     assert claimed is not None
     assert (claimed.status, claimed.decided_by, claimed.decided_at) == ("approving", "ops", later)
     assert await reviews.claim("rv_a", "ops2", later) is None  # claimed once
-    assert await reviews.close("rv_a", "dismissed", "ops2", "fraud", None, later) is None
-    assert await reviews.close("rv_a", "approved", "ops2", None, None, later) is None
+    assert await reviews.close("rv_a", "dismissed", "ops2", "fraud", later) is None
+    assert await reviews.close("rv_a", "approved", "ops2", None, later) is None
     assert [i.review_id for i in await reviews.list("approving", 10)] == ["rv_a"]
     assert await reviews.list("open", 10) == []
     released = await reviews.release("rv_a")
@@ -309,7 +313,7 @@ async def test_a_claimed_review_item_is_only_approved_or_released(stores: Stores
     assert await reviews.finish("rv_a") is None
     assert await reviews.release("rv_a") is None
     assert await reviews.claim("rv_a", "ops", NOW) is None
-    assert await reviews.close("rv_a", "dismissed", "ops", "late", None, NOW) is None
+    assert await reviews.close("rv_a", "dismissed", "ops", "late", NOW) is None
     assert [i.review_id for i in await reviews.list("approved", 10)] == ["rv_a"]
     assert await reviews.list("approving", 10) == []
     stored = await reviews.get("rv_a")

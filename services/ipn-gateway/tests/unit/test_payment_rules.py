@@ -11,6 +11,7 @@ from ipn_gateway.domain.payments import (
     Ipn,
     PaymentState,
     PaymentStatus,
+    approve_review,
     decide,
 )
 
@@ -182,3 +183,34 @@ def test_unknown_status_is_reviewed_and_changes_nothing() -> None:
     decision = decide(PaymentState(payment_id="1"), strange, FINISHED_ONLY)
     assert (decision.verdict, decision.state, decision.credit) == ("ignored", None, None)
     assert decision.review_code == "unknown_status"
+
+
+def test_approvals_of_a_payment_not_tied_to_its_order_credit_it_in_total_once() -> None:
+    state = PaymentState(payment_id="77")
+    first = approve_review(state, "rv_1", "BTC", Decimal("0.001"), bound=False)
+    assert first.credit is not None
+    assert first.state is not None
+    assert (first.credit.reference_id, first.credit.amount) == ("nowpayments:77", Decimal("0.001"))
+    assert approve_review(first.state, "rv_1", "BTC", Decimal("0.001"), bound=False).state is None
+    later = approve_review(first.state, "rv_2", "BTC", Decimal("0.0015"), bound=False)
+    assert later.credit is not None
+    assert later.state is not None
+    assert (later.credit.reference_id, later.credit.amount) == (
+        "nowpayments:77:topup:0.0015",
+        Decimal("0.0005"),
+    )
+    assert (later.state.credited, later.state.approved_reviews) == (
+        Decimal("0.0015"),
+        frozenset({"rv_1", "rv_2"}),
+    )
+    covered = approve_review(later.state, "rv_3", "BTC", Decimal("0.0015"), bound=False)
+    assert (covered.verdict, covered.state, covered.review_code) == (
+        "ignored",
+        None,
+        "already_credited",
+    )
+    other_coin = approve_review(later.state, "rv_4", "USDT", Decimal("100"), bound=False)
+    assert (other_coin.verdict, other_coin.review_code) == ("ignored", "outcome_currency_changed")
+    # An item of a payment tied to its order whose amount was credited is approved for nothing.
+    bound = approve_review(later.state, "rv_5", "BTC", Decimal("0.0015"), bound=True)
+    assert (bound.verdict, bound.credit) == ("duplicate", None)

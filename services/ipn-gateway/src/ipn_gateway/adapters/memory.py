@@ -169,22 +169,14 @@ class MemoryReviews:
         status: ReviewStatus,
         admin_id: str,
         note: str | None,
-        credit: OutboxEntry | None,
         now: datetime,
     ) -> ReviewItem | None:
-        item = self.items.get(review_id)
-        if item is None or item.status != "open":
+        item = self._in(review_id, "open")
+        if item is None:
             return None
-        closed = replace(
-            item,
-            status=status,
-            decided_by=admin_id,
-            decided_at=now,
-            note=note,
-            outbox=(*item.outbox, *((credit,) if credit else ())),
+        return self._put(
+            replace(item, status=status, decided_by=admin_id, decided_at=now, note=note)
         )
-        self.items[review_id] = closed
-        return closed
 
     async def claim(self, review_id: str, admin_id: str, now: datetime) -> ReviewItem | None:
         item = self._in(review_id, "open")

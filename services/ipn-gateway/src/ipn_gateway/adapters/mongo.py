@@ -349,18 +349,10 @@ class MongoReviews:
         status: ReviewStatus,
         admin_id: str,
         note: str | None,
-        credit: OutboxEntry | None,
         now: datetime,
     ) -> ReviewItem | None:
-        update: Document = {
-            "$set": {"status": status, "decided_by": admin_id, "decided_at": now, "note": note}
-        }
-        if credit is not None:
-            update["$push"] = {"outbox": _outbox_document(credit)}
-        document = await self._reviews.find_one_and_update(
-            {"_id": review_id, "status": "open"}, update, return_document=ReturnDocument.AFTER
-        )
-        return _review(document) if document else None
+        changes = {"status": status, "decided_by": admin_id, "decided_at": now, "note": note}
+        return await self._move(review_id, "open", changes)
 
     async def claim(self, review_id: str, admin_id: str, now: datetime) -> ReviewItem | None:
         changes = {"status": "approving", "decided_by": admin_id, "decided_at": now}

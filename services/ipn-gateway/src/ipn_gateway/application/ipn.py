@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Final
 
 import structlog
@@ -48,6 +49,7 @@ from ipn_gateway.domain.payments import (
 )
 from ipn_gateway.domain.signature import verify_ipn
 from shared.messaging import CreditCommand
+from shared.money import format_amount
 
 log = structlog.get_logger(__name__)
 
@@ -77,9 +79,12 @@ class IpnRequest:
     too_large: bool = False  # the body was cut at MAX_IPN_BYTES + 1 while reading
 
 
-def review_id_of(ipn: Ipn, code: str, detail: str) -> str:
-    """The same IPN sent again queues no second item; a corrected one queues its own."""
-    seen = "\x1f".join((ipn.order_id, ipn.payment_id, ipn.status_text, code, detail))
+def review_id_of(ipn: Ipn, code: str, detail: str, target: tuple[str, Decimal] | None) -> str:
+    """The same IPN sent again queues no second item; a corrected one queues its own, and so does
+    one reporting another amount (`target`: what approving it credits the payment up to; the
+    detail of a payment not tied to its order does not name it)."""
+    amount = f"{target[0]} {format_amount(target[1])}" if target else ""
+    seen = "\x1f".join((ipn.order_id, ipn.payment_id, ipn.status_text, code, detail, amount))
     return "rv_" + hashlib.sha256(seen.encode()).hexdigest()[:24]
 
 
@@ -260,7 +265,7 @@ class IpnHandler:
         target = review_target(ipn)
         await self.reviews.add(
             ReviewItem(
-                review_id=review_id_of(ipn, code, detail),
+                review_id=review_id_of(ipn, code, detail, target),
                 reason=code,
                 detail=detail,
                 order_id=order.order_id,

@@ -91,10 +91,9 @@ class Reviews(Protocol):
         status: ReviewStatus,
         admin_id: str,
         note: str | None,
-        credit: OutboxEntry | None,
         now: datetime,
     ) -> ReviewItem | None:
-        """Move an open item to `status` (with its credit, if any); None if it is not open."""
+        """Move an open item to `status`; None if it is not open."""
         ...
 
     async def claim(self, review_id: str, admin_id: str, now: datetime) -> ReviewItem | None:

@@ -133,10 +133,14 @@ ReviewStatus = Literal["open", "approving", "approved", "dismissed"]
 class ReviewItem:
     """An IPN or payment held for a person: why, and what approving it would credit.
 
-    `bound` items belong to a payment the gateway tracks (approving raises that payment's
-    credited total to `cumulative`); the others (an IPN whose payment_id is not its order's)
-    credit `cumulative` once under a reference of their payment. `review_id` is derived from
-    what was seen, so the same IPN sent again does not queue a second item.
+    Approving raises the credited total of its payment (kept in the payment's document) to
+    `cumulative`, crediting the difference. `bound` items belong to a payment tied to its order,
+    whose IPNs credit it too; the others (an IPN whose payment is not its order's) are credited by
+    their approvals only: the first under `nowpayments:<payment_id>`, later ones as top-ups, and
+    one whose amount the payment was credited already is refused. `review_id` is derived from
+    what was seen (the amount too), so the same IPN sent again does not queue a second item and
+    one reporting another amount queues its own. `outbox` holds the credits of unbound items
+    approved before their payment's document kept them (still relayed until published).
     """
 
     review_id: str

@@ -1,19 +1,23 @@
 """The review queue: IPNs and payments held for a person, who approves (credit once) or dismisses.
 
-Approving a payment's item first claims it (one conditional update, open → approving, recording
-who decided and when), so that no other decision can be taken on it once money may move; then
-credits through that payment's document (a conditional update on its version, with the credit in
-its outbox and the item's id in `approved_reviews`), then moves it to approved. An item left
-approving (a crash between these steps, or an approval still under way) is finished by any admin
-approving it again (not the depositor), which credits nothing more; it cannot be dismissed.
-An item whose IPN named another payment than its order's is credited from the item's own document,
-under `nowpayments:<payment_id>`, in the same update that closes it, so the wallet takes at most
-one credit for that payment.
+Approving an item first claims it (one conditional update, open → approving, recording who decided
+and when), so that no other decision can be taken on it once money may move; then credits through
+its payment's document (a conditional update on its version, with the credit in its outbox and the
+item's id in `approved_reviews`), then moves it to approved. An item left approving (a crash
+between these steps, or an approval still under way) is finished by any admin approving it again
+(not the depositor), which credits nothing more; it cannot be dismissed. An approval that can
+credit nothing (the payment was credited in another currency, or an item of a payment not tied to
+its order reports no more than the payment was credited) is refused and the item goes back to open.
+
+The items of a payment not tied to its order (an IPN named another payment than the order's, or
+another coin) credit through that payment's document too, created by the first approval if there
+is none: it keeps what the approved items credited, so that however many items the payment has,
+it is credited in total what it paid, once (`nowpayments:<payment_id>`, then top-ups of the
+difference), and an item reporting no more than that is refused (`already_credited`).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,13 +28,12 @@ import structlog
 from ipn_gateway.application.ipn import (
     MAX_SAVE_ATTEMPTS,
     credit_command,
-    publish_recorded,
     save_payment,
 )
 from ipn_gateway.application.ports import CommandPublisher, Payments, Reviews
 from ipn_gateway.application.records import OutboxEntry, ReviewItem, ReviewStatus
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
-from ipn_gateway.domain.payments import Credit, PaymentState, approve_review, credit_reference
+from ipn_gateway.domain.payments import Credit, PaymentState, approve_review
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +59,7 @@ class ReviewHandler:
             raise Forbidden("self_approval_forbidden", "an admin cannot approve their own deposit")
         if item.currency is None or item.cumulative is None or item.user_id is None:
             raise Conflict("nothing_to_credit", "this item has no amount the ledger can credit")
-        if item.bound:
-            approved = await self._approve_payment(admin_id, item)
-        else:
-            approved = await self._approve_alone(admin_id, item)
+        approved = await self._approve_payment(admin_id, item)
         log.info(
             "review.approved", review_id=review_id, admin=admin_id, decided_by=approved.decided_by
         )
@@ -74,39 +74,16 @@ class ReviewHandler:
             claimed = await self.reviews.claim(review_id, admin_id, self.clock())
             if claimed is None:
                 raise Conflict("review_closed", "another admin decided this item meanwhile")
-        try:
-            await self._credit_payment(item)
-        except Conflict as refused:
-            if refused.code == "outcome_currency_changed":
-                # Nothing was or can be credited for this item: it goes back to open, so that
-                # it can be dismissed.
-                await self.reviews.release(review_id)
-            raise
+        refusal = await self._credit_payment(item)
+        if refusal is not None:
+            # Nothing was or can be credited for this item: it goes back to open, so that it can
+            # be dismissed.
+            await self.reviews.release(review_id)
+            raise refusal
         approved = await self.reviews.finish(review_id)
         if approved is None:
             raise Conflict("review_closed", "another admin approved this item meanwhile")
         return approved
-
-    async def _approve_alone(self, admin_id: str, item: ReviewItem) -> ReviewItem:
-        """An item of a payment the gateway does not track: its credit goes into its own outbox
-        in the same update that closes it (open → approved)."""
-        assert item.currency is not None
-        assert item.cumulative is not None
-        credit = Credit(
-            currency=item.currency,
-            amount=item.cumulative,
-            cumulative=item.cumulative,
-            reference_id=credit_reference(item.payment_id, item.cumulative, first=True),
-        )
-        entry = self._entry(item, credit)
-        closed = await self.reviews.close(
-            item.review_id, "approved", admin_id, None, entry, self.clock()
-        )
-        if closed is None:
-            raise Conflict("review_closed", "another admin closed this item meanwhile")
-        mark = functools.partial(self.reviews.mark_published, item.review_id)
-        await publish_recorded(self.publisher, entry, mark)
-        return closed
 
     async def dismiss(self, admin_id: str, review_id: str, note: str) -> ReviewItem:
         note = note.strip()
@@ -120,9 +97,7 @@ class ReviewHandler:
             raise Conflict("review_closed", "an admin is approving this item")
         if item.status != "open":
             raise Conflict("review_closed", f"this item is already {item.status}")
-        closed = await self.reviews.close(
-            review_id, "dismissed", admin_id, note, None, self.clock()
-        )
+        closed = await self.reviews.close(review_id, "dismissed", admin_id, note, self.clock())
         if closed is None:
             raise Conflict("review_closed", "another admin decided this item meanwhile")
         return closed
@@ -133,34 +108,36 @@ class ReviewHandler:
             raise NotFound("review_not_found", f"no review item {review_id[:64]!r}")
         return item
 
-    async def _credit_payment(self, item: ReviewItem) -> None:
+    async def _credit_payment(self, item: ReviewItem) -> Conflict | None:
+        """Credit the item through its payment's document, or the refusal when nothing can be."""
         assert item.currency is not None
         assert item.cumulative is not None
         assert item.user_id is not None
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(item.payment_id)
             state = stored.state if stored else PaymentState(payment_id=item.payment_id)
-            decision = approve_review(state, item.review_id, item.currency, item.cumulative)
-            if decision.state is None:
-                return  # approved on the payment already (an approval that stopped before finishing)
+            decision = approve_review(
+                state, item.review_id, item.currency, item.cumulative, bound=item.bound
+            )
             if decision.verdict == "ignored":
-                raise Conflict(
-                    "outcome_currency_changed",
-                    f"the payment was credited in {state.credit_currency}, not {item.currency}",
-                )
+                assert decision.review_code is not None
+                return Conflict(decision.review_code, decision.review_detail or "")
+            if decision.state is None:
+                return None  # approved on the payment already (an approval that stopped before)
             entry = self._entry(item, decision.credit) if decision.credit else None
             saved = await save_payment(
                 self.payments,
                 self.publisher,
                 stored,
                 decision.state,
+                # A payment not stored yet is stored with the item's order and user.
                 order=(item.order_id, item.user_id),
                 credit=entry,
                 review=None,
                 now=self.clock(),
             )
             if saved:
-                return
+                return None
         raise Conflict("busy", "the payment is being updated; try again")
 
     def _entry(self, item: ReviewItem, credit: Credit) -> OutboxEntry:

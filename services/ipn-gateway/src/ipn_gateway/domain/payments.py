@@ -336,24 +336,42 @@ def review_target(ipn: Ipn) -> tuple[str, Decimal] | None:
 
 
 def approve_review(
-    state: PaymentState, review_id: str, currency: str, cumulative: Decimal
+    state: PaymentState, review_id: str, currency: str, cumulative: Decimal, *, bound: bool
 ) -> Decision:
-    """An admin approved a review of this payment: credit what brings it up to `cumulative`.
+    """An admin approved a review item of this payment: credit what brings it up to `cumulative`.
 
-    Approving twice, or after later IPNs already credited that much, credits nothing more.
+    A `bound` item (its payment is its order's) credits under a reference of its own; approving it
+    after later IPNs already credited that much credits nothing more. An item of a payment not tied
+    to its order credits as that payment's IPNs would: the first credit under
+    `nowpayments:<id>`, a later one only the difference, under the top-up reference. Its amount
+    is what the payment reported, so one not above what the payment was credited already is
+    refused (`already_credited`), not approved for nothing. Approving an item the payment records
+    as approved credits nothing more; another currency than the payment's credits is refused
+    (`outcome_currency_changed`). A refusal (verdict `ignored`) carries its code and reason.
     """
     if review_id in state.approved_reviews:
         return Decision("duplicate")
-    approved = replace(state, approved_reviews=state.approved_reviews | {review_id})
     if state.credit_currency is not None and state.credit_currency != currency:
-        return Decision("ignored", approved)
+        detail = f"the payment was credited in {state.credit_currency}, not {currency}"
+        return Decision("ignored", review_code="outcome_currency_changed", review_detail=detail)
+    approved = replace(state, approved_reviews=state.approved_reviews | {review_id})
     if cumulative <= state.credited:
-        return Decision("duplicate", approved)
+        if bound:
+            return Decision("duplicate", approved)
+        detail = (
+            f"the payment was credited {format_amount(state.credited)} {currency} already; "
+            f"this item reports {format_amount(cumulative)}"
+        )
+        return Decision("ignored", review_code="already_credited", review_detail=detail)
+    if bound:
+        reference = f"nowpayments:{state.payment_id}:review:{review_id}"
+    else:
+        reference = credit_reference(state.payment_id, cumulative, first=state.credits == 0)
     credit = Credit(
         currency=currency,
         amount=subtract(cumulative, state.credited),
         cumulative=cumulative,
-        reference_id=f"nowpayments:{state.payment_id}:review:{review_id}",
+        reference_id=reference,
     )
     credited = replace(
         approved, credited=cumulative, credit_currency=currency, credits=state.credits + 1
