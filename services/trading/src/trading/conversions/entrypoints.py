@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import datetime, timedelta
 from typing import Annotated
 
-import structlog
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,9 +15,7 @@ from trading.conversions.adapters.wallet import WalletCommandSender
 from trading.conversions.application import LIQUIDITY_FUNDING, Conversions, Funding, Liquidity
 from trading.conversions.domain import ConversionKind, Quote
 from trading.conversions.settings import ConversionSettings
-from trading.feature import Feature, TradingContext
-
-log = structlog.get_logger(__name__)
+from trading.feature import BackgroundTasks, Feature, TradingContext
 
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
 AmountText = Annotated[str, Field(description="decimal string", examples=["0.01"])]
@@ -270,30 +265,21 @@ def build_conversions_feature(
     )
     interval = context.settings.outbox_relay_interval_seconds
     ask_again_after = timedelta(seconds=settings.conversion_ask_again_after_seconds)
-    tasks: list[asyncio.Task[None]] = []
+    background = BackgroundTasks()
 
     async def relay() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await conversions.resend_unpublished(grace=timedelta(seconds=interval))
-                await conversions.ask_again(after=ask_again_after)
-            except Exception:
-                log.exception("conversions.relay_failed")
+        await conversions.resend_unpublished(grace=timedelta(seconds=interval))
+        await conversions.ask_again(after=ask_again_after)
 
     async def start() -> None:
         await quotes.ensure_indexes()
         await conversions.resend_unpublished(grace=timedelta(0))
-        tasks.append(asyncio.create_task(relay(), name="conversions-relay"))
-
-    async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        background.every(
+            "conversions-relay", interval, relay, failure_event="conversions.relay_failed"
+        )
 
     async def ready() -> bool:
-        return all(not t.done() for t in tasks)
+        return background.alive()
 
     return Feature(
         name="conversions",
@@ -304,6 +290,6 @@ def build_conversions_feature(
             LIQUIDITY_FUNDING: liquidity.apply_result,
         },
         start=start,
-        stop=stop,
+        stop=background.stop,
         ready=ready,
     )

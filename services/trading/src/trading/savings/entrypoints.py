@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import structlog
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -23,7 +20,7 @@ from shared.http.idempotency import (
 )
 from shared.money import format_amount
 from trading.errors import TradingError
-from trading.feature import Feature, TradingContext
+from trading.feature import BackgroundTasks, Feature, TradingContext
 from trading.ledger_events import LedgerEventsConsumer
 from trading.savings.adapters.mongo import (
     MongoAccruals,
@@ -36,8 +33,6 @@ from trading.savings.application.service import SavingsService
 from trading.savings.domain.accrual import INTEREST_TRANSACTION_TYPE, parse_accrual_date
 from trading.savings.domain.transfers import DEPOSIT_TRANSACTION_TYPE, WITHDRAWAL_TRANSACTION_TYPE
 from trading.savings.settings import SavingsSettings
-
-log = structlog.get_logger(__name__)
 
 
 class _Body(BaseModel):
@@ -228,36 +223,32 @@ def build_savings_feature(
         delay=timedelta(seconds=settings.savings_accrual_delay_seconds),
         lookback_days=settings.savings_accrual_lookback_days,
     )
-    tasks: list[asyncio.Task[None]] = []
+    background = BackgroundTasks()
 
-    async def resend_loop() -> None:
-        while True:
-            await asyncio.sleep(context.settings.outbox_relay_interval_seconds)
-            try:
-                await service.resend_pending(
-                    timedelta(seconds=settings.savings_transfer_resend_after_seconds)
-                )
-            except Exception:
-                log.exception("savings.resend_failed")
+    async def resend() -> None:
+        await service.resend_pending(
+            timedelta(seconds=settings.savings_transfer_resend_after_seconds)
+        )
 
     async def start() -> None:
         await ensure_indexes(context.database)
         await idempotency.ensure_indexes()
         await events.start()
-        tasks.append(asyncio.create_task(resend_loop(), name="savings-resend"))
+        background.every(
+            "savings-resend",
+            context.settings.outbox_relay_interval_seconds,
+            resend,
+            failure_event="savings.resend_failed",
+        )
         if settings.savings_scheduler_enabled:
-            tasks.append(asyncio.create_task(scheduler.run(), name="savings-accrual"))
+            background.spawn("savings-accrual", scheduler.run())
 
     async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        tasks.clear()
+        await background.stop()
         await events.stop()
 
     async def ready() -> bool:
-        return events.assigned and all(not t.done() for t in tasks)
+        return events.assigned and background.alive()
 
     return Feature(
         name="savings",

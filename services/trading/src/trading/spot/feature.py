@@ -3,13 +3,9 @@ spot_order / spot_trade results."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
-import structlog
-
-from trading.feature import Feature, TradingContext
+from trading.feature import BackgroundTasks, Feature, TradingContext
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.api import spot_routes
 from trading.spot.domain.markets import Market
@@ -18,8 +14,6 @@ from trading.spot.orders import SPOT_ORDER, SPOT_TRADE
 from trading.spot.service import SpotOrders
 from trading.spot.settings import SpotSettings
 from trading.spot.wallet import SpotWallet
-
-log = structlog.get_logger(__name__)
 
 
 def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
@@ -55,32 +49,23 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
     )
     interval = context.settings.outbox_relay_interval_seconds
     resend_after = timedelta(seconds=settings.spot_lock_resend_after_seconds)
-    tasks: list[asyncio.Task[None]] = []
+    background = BackgroundTasks()
 
     async def relay() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await orders.resend_locks(grace=resend_after)
-                await orders.expire()
-            except Exception:
-                log.exception("spot.relay_failed")
+        await orders.resend_locks(grace=resend_after)
+        await orders.expire()
 
     async def start() -> None:
         await store.ensure_indexes()
         await matcher.start()
-        tasks.append(asyncio.create_task(relay(), name="spot-lock-relay"))
+        background.every("spot-lock-relay", interval, relay, failure_event="spot.relay_failed")
 
     async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        tasks.clear()
+        await background.stop()
         await matcher.stop()
 
     async def ready() -> bool:
-        return matcher.ready and all(not t.done() for t in tasks)
+        return matcher.ready and background.alive()
 
     return Feature(
         name="spot",
