@@ -1,5 +1,7 @@
 """Referrals over the real MongoDB with a wallet double: a binding happens once even when two
-requests race, and a fee is paid on once however often its event is delivered."""
+requests race, a fee is paid on once however often its event is delivered, a fee read while its
+payer's binding was being stored is paid on exactly when it counts, and a commission whose result
+never came back is asked about again."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.messaging import LedgerTransaction, Posting
+from shared.messaging import LedgerTransaction, Posting, WalletCommand
 from trading.referrals.adapters.mongo import (
     BINDINGS,
     COMMISSIONS,
@@ -21,6 +24,7 @@ from trading.referrals.adapters.mongo import (
     MongoCommissions,
 )
 from trading.referrals.application.service import ReferralService
+from trading.referrals.domain.commissions import commission_reference
 from trading.referrals.domain.errors import AlreadyBound
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
@@ -28,6 +32,7 @@ from trading.testing import AnsweringWallet, FakeClock, result_of
 @dataclass
 class Rig:
     service: ReferralService
+    bindings: MongoBindings
     wallet: AnsweringWallet
     clock: FakeClock
 
@@ -37,14 +42,15 @@ async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Ri
     for collection in (BINDINGS, COMMISSIONS):
         await mongo_database[collection].delete_many({})
     clock, wallet = FakeClock(), AnsweringWallet()
+    bindings = MongoBindings(mongo_database, clock)
     service = ReferralService(
-        bindings=MongoBindings(mongo_database),
+        bindings=bindings,
         commissions=MongoCommissions(mongo_database),
         wallet=wallet,
         rate=Decimal("0.20"),
         clock=clock,
     )
-    yield Rig(service, wallet, clock)
+    yield Rig(service, bindings, wallet, clock)
 
 
 def _swap(user: str, tx_id: str, at: datetime, fee: str = "0.00001") -> LedgerTransaction:
@@ -127,3 +133,96 @@ async def test_a_refused_payout_is_recorded_and_not_earned(rig: Rig) -> None:
     assert (await rig.service.summary("rox"))["earned"] == []
     await rig.service.on_ledger_transaction(_swap("ned", "tx-r", rig.clock.now))
     assert len(rig.wallet.sent) == 1
+
+
+async def test_a_fee_read_while_the_binding_is_being_stored_is_paid_on_if_it_counts(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bind request has begun but its binding is not stored yet when the invitee pays a fee
+    and the fee's event is read (no binding: nothing owed then). Whatever `bound_at` the binding
+    then gets, every fee that occurred at or after it is paid on, once, however often its event
+    is delivered. `bound_at` was taken before the insert, so the fee counted (it occurred after
+    it) but, its event read once, was never paid on."""
+    fees: list[LedgerTransaction] = []
+    insert = rig.bindings.insert
+
+    async def insert_while_a_fee_is_read(*args: Any) -> Any:
+        rig.clock.advance(1)
+        fees.append(_swap("wes", "tx-window", rig.clock.now))
+        rig.clock.advance(1)  # its event is read a moment later
+        await rig.service.on_ledger_transaction(fees[-1])
+        rig.clock.advance(1)  # and the insert commits a moment after that
+        return await insert(*args)
+
+    monkeypatch.setattr(rig.bindings, "insert", insert_while_a_fee_is_read)
+    binding = await rig.service.bind("wes", "rio")
+    assert await rig.bindings.of("wes") == binding  # the answer is what is stored
+    fees.append(_swap("wes", "tx-at-bound", binding.bound_at))
+    fees.append(_swap("wes", "tx-later", binding.bound_at + timedelta(milliseconds=1)))
+    for fee in fees[1:]:
+        await rig.service.on_ledger_transaction(fee)
+    owed = {
+        commission_reference(fee.transaction_id, "BTC")
+        for fee in fees
+        if fee.occurred_at >= binding.bound_at
+    }
+    assert {"referral:tx-at-bound:BTC", "referral:tx-later:BTC"} <= owed
+    assert {c.reference_id for c in rig.wallet.sent} == owed
+    for command in rig.wallet.sent:
+        await rig.service.on_commission_result(result_of(command, "applied"))
+    sent = len(rig.wallet.sent)
+    for fee in fees:  # at least once: redelivered, the window's fee included, nothing changes
+        await rig.service.on_ledger_transaction(fee)
+    assert len(rig.wallet.sent) == sent
+    assert (await rig.service.summary("rio"))["earned"] == [
+        {"currency": "BTC", "amount": str(Decimal("0.000002") * len(owed))}
+    ]
+
+
+async def _asked_again(rig: Rig, reference_id: str) -> list[WalletCommand]:
+    """The commands for `reference_id` that one ask-again pass sent."""
+    sent = len(rig.wallet.sent)
+    await rig.service.ask_again(timedelta(seconds=60))
+    return [c for c in rig.wallet.sent[sent:] if c.reference_id == reference_id]
+
+
+@pytest.mark.parametrize(("original", "earned"), [("applied", "0.000002"), ("rejected", None)])
+async def test_a_commission_whose_result_was_lost_is_asked_about_again(
+    rig: Rig, original: str, earned: str | None
+) -> None:
+    """The wallet decided the credit, its result never came back (lost, or dead-lettered after
+    failing here): 60 s after it was sent the command goes out again with the same money fields,
+    once per period, until the wallet's answer (a duplicate carrying the first outcome) settles
+    the commission as the first result would have."""
+    await rig.service.bind("lia", "rob")
+    await rig.service.on_ledger_transaction(_swap("lia", "tx-lost", rig.clock.now))
+    [first] = rig.wallet.sent
+    rig.clock.advance(59)
+    assert await _asked_again(rig, first.reference_id) == []  # the answer may be on its way
+    rig.clock.advance(2)
+    [again] = await _asked_again(rig, first.reference_id)
+    assert await _asked_again(rig, first.reference_id) == []  # once per period
+    assert (again.idempotency_key, again.fingerprint(), again.metadata) == (
+        first.idempotency_key,
+        first.fingerprint(),
+        first.metadata,
+    )
+    rig.clock.advance(61)
+    [still] = await _asked_again(rig, first.reference_id)  # that answer was lost too
+    await rig.service.on_commission_result(result_of(still, "duplicate", original_status=original))
+    expected = [{"currency": "BTC", "amount": earned}] if earned else []
+    assert (await rig.service.summary("rob"))["earned"] == expected
+    rig.clock.advance(3600)
+    assert await _asked_again(rig, first.reference_id) == []  # settled: nothing awaited
+
+
+async def test_a_refused_commission_is_not_asked_again(rig: Rig) -> None:
+    await rig.service.bind("rhys", "ray")
+    await rig.service.on_ledger_transaction(_swap("rhys", "tx-refused", rig.clock.now))
+    [command] = rig.wallet.sent
+    await rig.service.on_commission_result(
+        result_of(command, "rejected", reason="insufficient_platform_funds")
+    )
+    rig.clock.advance(3600)
+    assert await _asked_again(rig, command.reference_id) == []
+    assert rig.wallet.sent == [command]

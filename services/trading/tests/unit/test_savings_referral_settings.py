@@ -1,4 +1,5 @@
-"""Savings APRs and the commission rate come from the environment, checked at start."""
+"""Savings APRs, the commission rate and the ask-again period come from the environment, checked
+at start."""
 
 from __future__ import annotations
 
@@ -32,5 +33,14 @@ def test_commission_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFERRAL_COMMISSION_RATE", "0.25")
     assert ReferralSettings().referral_commission_rate == Decimal("0.25")
     monkeypatch.setenv("REFERRAL_COMMISSION_RATE", "1.5")
+    with pytest.raises(ValidationError):
+        ReferralSettings()
+
+
+def test_referral_ask_again_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ReferralSettings().referral_ask_again_after_seconds == 60
+    monkeypatch.setenv("REFERRAL_ASK_AGAIN_AFTER_SECONDS", "15")
+    assert ReferralSettings().referral_ask_again_after_seconds == 15
+    monkeypatch.setenv("REFERRAL_ASK_AGAIN_AFTER_SECONDS", "0")
     with pytest.raises(ValidationError):
         ReferralSettings()

@@ -1,14 +1,15 @@
-"""HTTP routes of referrals and the feature factory (its own wallet.events consumer group)."""
+"""HTTP routes of referrals and the feature factory (its own wallet.events consumer group, and
+the loop that asks the wallet again about commissions whose result never came)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.http import CurrentUser, error_responses
-from trading.feature import Feature, TradingContext
+from trading.feature import BackgroundTasks, Feature, TradingContext
 from trading.ledger_events import LedgerEventsConsumer
 from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, ensure_indexes
 from trading.referrals.application.service import ReferralService
@@ -48,7 +49,8 @@ def referral_routes(service: ReferralService) -> APIRouter:
     )
     async def bind(body: BindRequest, user: CurrentUser) -> BindingView:
         """Bind the caller (the invitee) to their referrer, once and for good. 400:
-        self_referral, invalid_referrer; 409: already_bound. Fees count from this moment on."""
+        self_referral, invalid_referrer; 409: already_bound. Fees count from `bound_at` on, an
+        instant at which the binding was stored."""
         binding = await service.bind(user.user_id, body.referrer_id)
         return BindingView(
             user_id=binding.invitee_id, referrer_id=binding.referrer_id, bound_at=binding.bound_at
@@ -67,7 +69,7 @@ def build_referrals_feature(
 ) -> Feature:
     settings = settings or ReferralSettings()
     service = ReferralService(
-        bindings=MongoBindings(context.database),
+        bindings=MongoBindings(context.database, context.clock),
         commissions=MongoCommissions(context.database),
         wallet=context.wallet,
         rate=settings.referral_commission_rate,
@@ -83,18 +85,34 @@ def build_referrals_feature(
         heartbeat_interval_ms=context.settings.results_heartbeat_interval_ms,
     )
 
+    ask_again_after = timedelta(seconds=settings.referral_ask_again_after_seconds)
+    background = BackgroundTasks()
+
+    async def ask_again() -> None:
+        await service.ask_again(ask_again_after)
+
     async def start() -> None:
         await ensure_indexes(context.database)
         await events.start()
+        background.every(
+            "referrals-ask-again",
+            context.settings.outbox_relay_interval_seconds,
+            ask_again,
+            failure_event="referrals.ask_again_failed",
+        )
+
+    async def stop() -> None:
+        await background.stop()
+        await events.stop()
 
     async def ready() -> bool:
-        return events.assigned
+        return events.assigned and background.alive()
 
     return Feature(
         name="referrals",
         routers=[referral_routes(service)],
         result_handlers={COMMISSION_TRANSACTION_TYPE: service.on_commission_result},
         start=start,
-        stop=events.stop,
+        stop=stop,
         ready=ready,
     )

@@ -14,3 +14,6 @@ class ReferralSettings(BaseSettings):
     # The referrer's share of every fee a bound invitee pays (REFERRAL_COMMISSION_RATE=0.20).
     referral_commission_rate: Decimal = Field(Decimal("0.20"), ge=0, le=1)
     referral_events_consumer_group: str = "trading-referrals"
+    # A commission still pending this long after its command was last sent gets it sent again
+    # (the wallet answers with the first outcome): a lost result cannot leave it pending.
+    referral_ask_again_after_seconds: float = Field(60.0, gt=0)

@@ -4,7 +4,7 @@ the fees bound invitees pay, as the ledger reports them on wallet.events."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -44,10 +44,13 @@ class ReferralService:
         self._clock = clock
 
     async def bind(self, invitee_id: str, referrer_id: object) -> Binding:
-        binding = Binding(invitee_id, check_binding(invitee_id, referrer_id), self._clock())
-        existing = await self._bindings.insert(binding)
+        existing = await self._bindings.insert(invitee_id, check_binding(invitee_id, referrer_id))
         if existing is not None:
             raise already_bound(existing)
+        # Read back once stored: `bound_at` is stamped after the binding became visible to the
+        # commission consumer, so no fee from that instant on is read without it.
+        binding = await self._bindings.of(invitee_id)
+        assert binding is not None  # bindings are never deleted
         return binding
 
     async def summary(self, user_id: str) -> dict[str, Any]:
@@ -72,22 +75,37 @@ class ReferralService:
             record = await self._commissions.claim(due, self._clock())
             if record["status"] != "pending":
                 continue  # paid (or refused) the first time this event was read
-            # The stored figures, not today's: a redelivery resends the very same command.
-            await self._wallet.credit(
-                user_id=record["referrer_id"],
-                currency=record["currency"],
-                amount=record["amount"],
-                transaction_type=COMMISSION_TRANSACTION_TYPE,
-                reference_id=record["reference_id"],
-                metadata={
-                    "referred_user_id": record["referred_user_id"],
-                    "source_transaction_id": record["source_transaction_id"],
-                    "source_transaction_type": record["source_transaction_type"],
-                    "fee": format_amount(record["fee"]),
-                    "rate": format_amount(record["rate"]),
-                },
-                wait=False,
-            )
+            await self._send(record)
+
+    async def ask_again(self, after: timedelta) -> int:
+        """Send again the command of each commission still pending `after` it was last sent: the
+        wallet answers with the first outcome (a `duplicate` carrying it), so a result lost or
+        dead-lettered on its way back settles the commission after all; at most once per `after`.
+        A refused one is `failed`, not pending: it is not asked again."""
+        stale = await self._commissions.awaiting_wallet(self._clock() - after)
+        for record in stale:
+            await self._send(record)
+            await self._commissions.mark_asked(record["reference_id"], self._clock())
+            log.warning("referrals.commission_asked_again", reference=record["reference_id"])
+        return len(stale)
+
+    async def _send(self, record: dict[str, Any]) -> None:
+        # The stored figures, not today's: a redelivery or a resend is the very same command.
+        await self._wallet.credit(
+            user_id=record["referrer_id"],
+            currency=record["currency"],
+            amount=record["amount"],
+            transaction_type=COMMISSION_TRANSACTION_TYPE,
+            reference_id=record["reference_id"],
+            metadata={
+                "referred_user_id": record["referred_user_id"],
+                "source_transaction_id": record["source_transaction_id"],
+                "source_transaction_type": record["source_transaction_type"],
+                "fee": format_amount(record["fee"]),
+                "rate": format_amount(record["rate"]),
+            },
+            wait=False,
+        )
 
     async def on_commission_result(self, result: CommandResult) -> None:
         if not result.reference_id.startswith(REFERENCE_PREFIX):

@@ -21,7 +21,10 @@ _USER_ID: Final = re.compile(r"[^\s\x00-\x1f]{1,200}")
 class Binding:
     invitee_id: str
     referrer_id: str
-    bound_at: datetime  # fees count from this instant on (see commissions.commissions_due)
+    # Fees count from this instant on (see commissions.commissions_due). It is taken once the
+    # binding is stored and visible (see the referral storage), never before: a fee read while
+    # the binding was not there yet must have occurred before `bound_at`.
+    bound_at: datetime
 
 
 def check_binding(invitee_id: str, referrer_id: object) -> str:
