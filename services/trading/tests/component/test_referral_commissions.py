@@ -33,6 +33,7 @@ from trading.testing import AnsweringWallet, FakeClock, result_of
 class Rig:
     service: ReferralService
     bindings: MongoBindings
+    commissions: MongoCommissions
     wallet: AnsweringWallet
     clock: FakeClock
 
@@ -43,14 +44,15 @@ async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Ri
         await mongo_database[collection].delete_many({})
     clock, wallet = FakeClock(), AnsweringWallet()
     bindings = MongoBindings(mongo_database, clock)
+    commissions = MongoCommissions(mongo_database)
     service = ReferralService(
         bindings=bindings,
-        commissions=MongoCommissions(mongo_database),
+        commissions=commissions,
         wallet=wallet,
         rate=Decimal("0.20"),
         clock=clock,
     )
-    yield Rig(service, bindings, wallet, clock)
+    yield Rig(service, bindings, commissions, wallet, clock)
 
 
 def _swap(user: str, tx_id: str, at: datetime, fee: str = "0.00001") -> LedgerTransaction:
@@ -122,6 +124,27 @@ async def test_fees_before_the_binding_and_of_others_earn_nothing(rig: Rig) -> N
     assert rig.wallet.sent == []
     await rig.service.on_ledger_transaction(_swap("una", "tx-after", rig.clock.now))
     assert [c.reference_id for c in rig.wallet.sent] == ["referral:tx-after:BTC"]
+
+
+async def test_a_result_that_only_names_a_commission_settles_nothing(rig: Rig) -> None:
+    await rig.service.bind("ola", "pim")
+    await rig.service.on_ledger_transaction(_swap("ola", "tx-f", rig.clock.now))
+    [sent] = rig.wallet.sent
+    # Another user's credit, or another command type, under the commission's reference.
+    for foreign in (
+        sent.model_copy(update={"user_id": "mallory"}),
+        sent.model_copy(update={"type": "debit"}),
+    ):
+        await rig.service.on_commission_result(
+            result_of(foreign, "rejected", reason="insufficient_funds")
+        )
+    record = await rig.commissions.get(sent.reference_id)
+    assert record is not None
+    assert record["status"] == "pending"
+    await rig.service.on_commission_result(result_of(sent, "applied"))
+    assert (await rig.service.summary("pim"))["earned"] == [
+        {"currency": "BTC", "amount": "0.000002"}
+    ]
 
 
 async def test_a_refused_payout_is_recorded_and_not_earned(rig: Rig) -> None:

@@ -110,6 +110,17 @@ class ReferralService:
     async def on_commission_result(self, result: CommandResult) -> None:
         if not result.reference_id.startswith(REFERENCE_PREFIX):
             return
+        record = await self._commissions.get(result.reference_id)
+        if record is None or result.type != "credit" or result.user_id != record["referrer_id"]:
+            # Not the answer to this commission's credit (another producer's command under its
+            # reference, or a refusal echoing a malformed one): it says nothing of the payout.
+            log.warning(
+                "referrals.foreign_result",
+                reference=result.reference_id[:120],
+                type=result.type,
+                status=result.status,
+            )
+            return
         outcome = result.original_status if result.status == "duplicate" else result.status
         if outcome == "applied":
             await self._commissions.settle(result.reference_id, "paid", None, self._clock())
