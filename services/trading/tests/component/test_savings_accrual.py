@@ -24,7 +24,7 @@ from trading.savings.adapters.mongo import (
 from trading.savings.application.service import SavingsService
 from trading.savings.domain.accrual import SavingsMovement
 from trading.savings.domain.errors import SavingsUnavailable
-from trading.testing import AnsweringWallet, FakeClock
+from trading.testing import AnsweringWallet, FakeClock, result_of
 
 DAY = date(2026, 11, 29)
 
@@ -116,6 +116,23 @@ async def test_a_payment_without_a_result_is_resent_with_the_amount_first_claime
     assert (second["items"][0]["already_settled"], second["items"][0]["pending"]) == (0, 0)
     await rig.service.accrue(DAY)
     assert len(rig.wallet.sent) == 2
+
+
+async def test_a_result_that_only_names_a_payment_settles_nothing(rig: Rig) -> None:
+    await rig.save("eli", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["timeout"]
+    assert (await rig.service.accrue(DAY))["items"][0]["pending"] == 1
+    [sent] = rig.wallet.sent
+    # Another user's credit, or another command type, under the payment's reference.
+    for foreign in (
+        sent.model_copy(update={"user_id": "mallory"}),
+        sent.model_copy(update={"type": "debit"}),
+    ):
+        await rig.service.on_interest_result(result_of(foreign, "rejected", reason="x"))
+    # Still pending: the next run sends the same payment again, and its answer pays it.
+    rerun = await rig.service.accrue(DAY)
+    assert (rerun["items"][0]["paid"], rerun["items"][0]["failed"]) == (1, 0)
+    assert rig.paid() == [("interest:USDT:2026-11-29:eli", "eli", Decimal("0.5"))] * 2
 
 
 async def test_a_refused_payment_is_not_sent_again(rig: Rig) -> None:

@@ -261,8 +261,8 @@ class SavingsService:
         if not result.reference_id.startswith(INTEREST_REFERENCE_PREFIX):
             return None
         record = await self._accruals.get(result.reference_id)
-        if record is None:
-            return None
+        if record is None or result.type != "credit" or result.user_id != record["user_id"]:
+            return None  # not the answer to this payment's credit: it says nothing of it
         outcome = result.original_status if result.status == "duplicate" else result.status
         if outcome == "applied":
             if result.transaction_id:
