@@ -290,9 +290,9 @@ class _Publisher:
             self.results.append(f"{key} {encode(result).decode()}")
         for event in events:
             self.events.append(f"{event.user_id} {encode(event).decode()}")
-        for key, letter in dead_letters:
+        for raw_key, letter in dead_letters:
             document = letter.model_dump(mode="json", exclude={"failed_at"})
-            self.dead_letters.append(f"{key!r} {json.dumps(document, ensure_ascii=False)}")
+            self.dead_letters.append(f"{raw_key!r} {json.dumps(document, ensure_ascii=False)}")
 
 
 def _store_lines(store: Any) -> list[str]:
