@@ -17,6 +17,7 @@ from shared.messaging import (
     Posting,
     encode,
 )
+from shared.messaging.outcomes import assemble
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 SNAPSHOT: dict[str, Any] = {
@@ -114,3 +115,15 @@ def test_fewer_fields_or_an_explicit_fields_set_take_pydantic_own_path() -> None
     assert built.model_fields_set == set(partial)
     explicit = Posting.model_construct({"account"}, **POSTING)
     assert explicit.model_fields_set == {"account"}
+
+
+@pytest.mark.parametrize(
+    ("model", "values"), COMPLETE[:4], ids=lambda v: getattr(v, "__name__", "")
+)
+def test_assemble_builds_what_pydantic_builds(model: type[Any], values: dict[str, Any]) -> None:
+    reference = BaseModel.model_construct.__func__(model, **values)  # type: ignore[attr-defined]
+    built = assemble(model, dict(values))
+    assert state(built) == state(reference)
+    assert built == model.model_validate(reference.model_dump())
+    # Each message its own field set, as pydantic gives it.
+    assert built.model_fields_set is not assemble(model, dict(values)).model_fields_set

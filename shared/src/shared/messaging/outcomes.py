@@ -51,6 +51,19 @@ class _Message(BaseModel):
         return message
 
 
+def assemble[M: _Message](cls: type[M], values: dict[str, Any]) -> M:
+    """What `cls.model_construct(**values)` builds, for `values` that hold every field of `cls`
+    in declaration order (the caller's promise; the wallet builds its messages so): nothing is
+    looked up or compared per message. Half the cost of `model_construct`, five messages a
+    command."""
+    message = _new(cls)
+    _set(message, "__dict__", values)
+    _set(message, "__pydantic_fields_set__", _FIELD_SETS[cls].copy())
+    _set(message, "__pydantic_extra__", None)
+    _set(message, "__pydantic_private__", None)
+    return message
+
+
 # Per class, what construction needs, looked up once: the field names in declaration order, as a
 # set (each message gets a copy of it), and whether the class has a post-init hook.
 _CONSTRUCTION: dict[type[BaseModel], tuple[tuple[str, ...], set[str], bool]] = {}
@@ -162,6 +175,11 @@ _SNAPSHOT_FIELDS: Final = tuple(BalanceSnapshot.__pydantic_fields__)
 _POSTING_FIELDS: Final = tuple(Posting.__pydantic_fields__)
 _RESULT_FIELDS: Final = tuple(CommandResult.__pydantic_fields__)
 _EVENT_FIELDS: Final = tuple(LedgerTransaction.__pydantic_fields__)
+# The field set of each message `assemble` builds (none of them has a post-init hook).
+_FIELD_SETS: Final[dict[type[_Message], set[str]]] = {}
+for _cls in (BalanceSnapshot, CommandResult, Posting, LedgerTransaction):
+    assert not _cls.__pydantic_post_init__
+    _FIELD_SETS[_cls] = set(_cls.__pydantic_fields__)
 _SnapshotWire: Final = msgspec.defstruct("BalanceSnapshotWire", _SNAPSHOT_FIELDS)
 _PostingWire: Final = msgspec.defstruct("PostingWire", _POSTING_FIELDS)
 _ResultWire: Final = msgspec.defstruct("CommandResultWire", _RESULT_FIELDS)
