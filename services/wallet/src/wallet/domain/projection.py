@@ -27,7 +27,13 @@ def _bucket_deltas(outcome: Outcome) -> dict[WalletKey, dict[Bucket, Decimal]]:
 
 def _direction(command_type: str, buckets: dict[Bucket, Decimal]) -> tuple[str, Decimal]:
     if command_type in _NAMED_DIRECTIONS:
-        return command_type, max(abs(v) for v in buckets.values())
+        largest: Decimal | None = None
+        for delta in buckets.values():
+            size = abs(delta)
+            if largest is None or size > largest:
+                largest = size
+        assert largest is not None  # a wallet in the deltas has a bucket
+        return command_type, largest
     locked = buckets.get("locked", ZERO)
     if locked < 0:
         return "release", negate(locked)
@@ -43,27 +49,36 @@ def history_rows(outcome: Outcome) -> tuple[HistoryRow, ...]:
     """One row per user and currency an applied outcome touched; none for a rejection."""
     if outcome.status != "applied":
         return ()
+    deltas = _bucket_deltas(outcome)
+    if not deltas:
+        return ()
     after = {(b.user_id, b.currency): b.balances for b in outcome.balances_after}
     command = outcome.command
+    command_type = command.type
+    transaction_type = command.transaction_type
+    reference_id = command.reference_id
+    metadata = command.metadata
+    transaction_id = outcome.transaction_id
+    recorded_at = outcome.recorded_at
     rows = []
-    for index, ((user_id, currency), buckets) in enumerate(_bucket_deltas(outcome).items()):
-        direction, amount = _direction(command.type, buckets)
+    for index, ((user_id, currency), buckets) in enumerate(deltas.items()):
+        direction, amount = _direction(command_type, buckets)
         balances = after[(user_id, currency)]
         rows.append(
             HistoryRow(
-                transaction_id=f"{outcome.transaction_id}:{index}",
-                ledger_transaction_id=outcome.transaction_id,
-                user_id=user_id,
-                currency=currency,
-                amount=amount,
-                transaction_type=command.transaction_type,
-                direction=direction,
-                reference_id=command.reference_id,
-                balance_after=balances.available,
-                locked_balance_after=balances.locked,
-                savings_balance_after=balances.savings,
-                metadata=command.metadata,
-                timestamp=outcome.recorded_at,
+                f"{transaction_id}:{index}",
+                transaction_id,
+                user_id,
+                currency,
+                amount,
+                transaction_type,
+                direction,
+                reference_id,
+                balances.available,
+                balances.locked,
+                balances.savings,
+                metadata,
+                recorded_at,
             )
         )
     return tuple(rows)
