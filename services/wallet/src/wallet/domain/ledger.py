@@ -342,10 +342,28 @@ def with_hold(holds: Holds, hold: str, delta: Decimal) -> Holds:
     return tuple(sorted(current.items()))
 
 
+# A tuple built once: `A | B` in the call would build a union object per command.
+_TRANSFERS: Final = (TransferCommand, TransferLockedCommand)
+# Command types that touch only the payer's wallet of the command's currency.
+_ONE_WALLET: Final = frozenset(
+    {
+        CreditCommand,
+        DebitCommand,
+        LockCommand,
+        UnlockCommand,
+        ReleaseLockedCommand,
+        SavingsInCommand,
+        SavingsOutCommand,
+    }
+)
+
+
 def wallet_keys(command: WalletCommand) -> tuple[WalletKey, ...]:
     """The user wallets a command may touch: loaded before deciding, in one query per batch."""
+    if type(command) in _ONE_WALLET:
+        return ((command.user_id, command.currency),)
     keys: list[WalletKey] = [(command.user_id, command.currency)]
-    if isinstance(command, TransferCommand | TransferLockedCommand):
+    if isinstance(command, _TRANSFERS):
         keys.append((command.to_user, command.currency))
     if isinstance(command, ExchangeCommand):
         keys.append((command.user_id, command.receive_currency))
