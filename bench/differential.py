@@ -8,9 +8,9 @@ metadata), idempotency conflicts, and invalid or garbage values. It goes through
 over the memory store in batches, with a fixed clock and counted transaction ids; one batch is
 delivered twice (a redelivery). Compared: the results and events as published (bytes, Kafka key,
 order), the dead letters, and the store's state afterwards (outcomes, wallets, history rows,
-platform accounts). `shared`/`wallet` tests compare the digests with a fixture written from the
-ledger before its hot path was rewritten (`--write FILE`); `--baseline REV` runs REV's sources
-and this tree's side by side.
+platform accounts). `bench/tests/test_hot_path_equivalence.py` compares the digests with a
+fixture written by the ledger before its hot path was rewritten (`--write FILE`); `--baseline REV`
+runs REV's sources and this tree's side by side.
 """
 
 from __future__ import annotations
