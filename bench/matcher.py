@@ -10,60 +10,50 @@ takers are placed over HTTP, each crossing one maker. An order's latency is from
 wallet's result of the settle_trade of its fill on wallet.results (stamped by the wallet's
 producer), on this machine's clock.
 
-Every end-to-end run is checked against the contract (`spot_model`, `wrong_against`): every order
-`filled` by one fill at the maker's price, each side's fee (the contract's default rates, set
-explicitly, rounded up to the currency's scale; the amount is chosen so that the maker's fee
-rounds), then every trader's available and locked GBP and BTC and `platform:fees` as the wallet
+Every end-to-end run is checked against the contract (`bench.spot`: `spot_model`, `wrong_against`):
+every order `filled` by one fill at the maker's price, each side's fee (the contract's default
+rates, set explicitly, rounded up to the currency's scale; the amount is chosen so that the maker's
+fee rounds), each trade on one buy and one sell and settled by the wallet in one ledger
+transaction, then every trader's available and locked GBP and BTC and `platform:fees` as the wallet
 reports them. A wrong answer stops the suite (`bench.suite.check`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.pipeline import (
-    JWT_SECRET,
-    WalletProcess,
-    delete_topics,
-    platform_balances,
-    start_service,
-    start_wallet,
-    wallet_balances,
+from bench.pipeline import WalletProcess, delete_topics, start_service, start_wallet
+from bench.spot import (
+    TRADERS,
+    SpotFound,
+    TradeModel,
+    fund,
+    order_of,
+    place,
+    read_wallet,
+    resting_asks,
+    spot_model,
+    trading_env,
+    wrong_against,
 )
 from bench.stats import percentile, spread
-from bench.workload import WalletKey
-from shared.http import make_token
 from shared.infra import ensure_topics, free_port
 from shared.messaging import CommandResult
 from shared.messaging.topics import Topics
-from shared.money import get_currency
 from shared.wallet_client import WalletClient
 from trading.spot.domain.book import Order, OrderBook, OrderType, Side
 from trading.spot.domain.markets import MARKETS, Fees
-
-# What the end-to-end run trades (each taker buys AMOUNT at PRICE from one maker) and funds; the
-# contract's default fee rates, which the run sets explicitly (SPOT_MAKER_FEE_RATE, …_TAKER_…).
-AMOUNT: Final = Decimal("0.00123")  # 61.50 GBP a trade: the maker's fee, 0.0615, rounds up
-PRICE: Final = Decimal("50000.00")
-SELLER_BTC: Final = Decimal("1")
-BUYER_GBP: Final = Decimal("100000.00")
-MAKER_FEE_RATE: Final = Decimal("0.001")
-TAKER_FEE_RATE: Final = Decimal("0.002")
-TRADERS: Final = 20  # sellers, and as many buyers; order n belongs to trader n % TRADERS
-FEES: Final = "platform:fees"
 
 
 @dataclass(slots=True)
@@ -124,87 +114,6 @@ def run_matcher_inprocess(orders: int = 200_000, seed: int = 0) -> MatcherRun:
     return MatcherRun(len(stream), fills, seconds)
 
 
-def _fee(amount: Decimal, rate: Decimal, currency: str) -> Decimal:
-    """The contract's fee: amount × rate, rounded up to the currency's scale."""
-    step = Decimal(1).scaleb(-get_currency(currency).scale)
-    return (amount * rate).quantize(step, rounding=ROUND_CEILING)
-
-
-@dataclass(frozen=True, slots=True)
-class TradeModel:
-    """One trade of AMOUNT BTC at PRICE as the contract computes it: the buyer (taker) pays
-    `quote` GBP and its fee comes out of the BTC it receives; the seller (maker) delivers AMOUNT
-    BTC and its fee comes out of the GBP it receives."""
-
-    quote: Decimal
-    maker_fee: Decimal  # GBP
-    taker_fee: Decimal  # BTC
-
-
-def spot_model(
-    maker_rate: Decimal = MAKER_FEE_RATE, taker_rate: Decimal = TAKER_FEE_RATE
-) -> TradeModel:
-    quote = AMOUNT * PRICE
-    return TradeModel(quote, _fee(quote, maker_rate, "GBP"), _fee(AMOUNT, taker_rate, "BTC"))
-
-
-@dataclass(slots=True)
-class SpotFound:
-    """What the system answered: every order as trading reports it (taker or maker), then the
-    wallet's balances of every trader and of the platform accounts."""
-
-    takers: list[dict[str, Any]] = field(default_factory=list)
-    makers: list[dict[str, Any]] = field(default_factory=list)
-    balances: dict[WalletKey, tuple[Decimal, Decimal]] = field(default_factory=dict)
-    platform: dict[WalletKey, Decimal] = field(default_factory=dict)
-
-
-def _wrong_order(order: dict[str, Any], fee: Decimal, fee_currency: str) -> str | None:
-    expected = [(PRICE, AMOUNT, fee, fee_currency)]
-    fills = [
-        (Decimal(f["price"]), Decimal(f["amount"]), Decimal(f["fee"]), f["fee_currency"])
-        for f in order.get("fills", [])
-    ]
-    if order.get("status") != "filled" or fills != expected:
-        return (
-            f"order {order.get('order_id')}: {order.get('status')} with fills {fills},"
-            f" model filled with {expected}"
-        )
-    return None
-
-
-def wrong_against(model: TradeModel, found: SpotFound) -> list[str]:
-    """Every way what ran differs from the contract: an empty list when it is right."""
-    wrong = [
-        w
-        for w in (
-            *(_wrong_order(order, model.taker_fee, "BTC") for order in found.takers),
-            *(_wrong_order(order, model.maker_fee, "GBP") for order in found.makers),
-        )
-        if w is not None
-    ]
-    zero = Decimal(0)
-    trades = len(found.takers)
-    expected: dict[WalletKey, tuple[Decimal, Decimal]] = {}
-    for n in range(TRADERS):
-        count = trades // TRADERS + (n < trades % TRADERS)
-        expected[(f"seller{n}", "BTC")] = (SELLER_BTC - count * AMOUNT, zero)
-        expected[(f"seller{n}", "GBP")] = (count * (model.quote - model.maker_fee), zero)
-        expected[(f"buyer{n}", "GBP")] = (BUYER_GBP - count * model.quote, zero)
-        expected[(f"buyer{n}", "BTC")] = (count * (AMOUNT - model.taker_fee), zero)
-    for (user, currency), balance in expected.items():
-        held = found.balances.get((user, currency), (zero, zero))
-        if held != balance:
-            wrong.append(f"{user} {currency}: (available, locked) {held}, model {balance}")
-    for key, total in {
-        (FEES, "GBP"): trades * model.maker_fee,
-        (FEES, "BTC"): trades * model.taker_fee,
-    }.items():
-        if found.platform.get(key, zero) != total:
-            wrong.append(f"{key[0]} {key[1]}: {found.platform.get(key)}, model {total}")
-    return wrong
-
-
 @dataclass(slots=True)
 class SpotRun:
     orders: int  # takers placed in the timed phase, each settled by one trade
@@ -230,39 +139,22 @@ async def run_spot_end_to_end(
     await ensure_topics(bootstrap, topics.all)
     wallet, wallet_port = await start_wallet(bootstrap, topics, 500, WalletProcess(log_dir=log_dir))
     port = free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC_PREFIX": topics.prefix,
-        "MONGODB_URL": mongodb_url,
-        "TRADING_MONGODB_DATABASE": f"bench_spot_{uuid.uuid4().hex[:8]}",
-        "AUTH_JWT_SECRET": JWT_SECRET,
-        "TRADING_HTTP_PORT": str(port),
-        "SPOT_MAKER_FEE_RATE": str(MAKER_FEE_RATE),
-        "SPOT_TAKER_FEE_RATE": str(TAKER_FEE_RATE),
-        "TRADING_RESULTS_SESSION_TIMEOUT_MS": "3000",
-        "TRADING_RESULTS_HEARTBEAT_INTERVAL_MS": "500",
-        "SPOT_MATCHER_SESSION_TIMEOUT_MS": "3000",
-        "SPOT_MATCHER_HEARTBEAT_INTERVAL_MS": "500",
-        "LOG_LEVEL": "WARNING",
-    }
+    database = f"bench_spot_{uuid.uuid4().hex[:8]}"
+    env = trading_env(bootstrap, topics, mongodb_url, database, port)
     log = log_dir / f"trading-{topics.prefix.strip('.')}.log" if log_dir else None
     trading = await start_service(
         "trading", (sys.executable, "-m", "trading"), env, port, log, 120.0
     )
+    model = spot_model()
     try:
         async with (
             WalletClient(bootstrap, topics=topics, timeout=120) as client,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http,
         ):
-            run = await _drive(client, http, bootstrap, topics, takers, concurrency)
-        traders = [f"{side}{n}" for side in ("seller", "buyer") for n in range(TRADERS)]
-        run.found.balances = {
-            key: (available, locked)
-            for key, (available, locked, _) in (await wallet_balances(wallet_port, traders)).items()
-        }
-        run.found.platform = await platform_balances(wallet_port)
-        run.wrong = wrong_against(spot_model(), run.found)
+            await fund(client, [model])
+            run = await _drive(http, model, bootstrap, topics, takers, concurrency)
+        await read_wallet(run.found, wallet_port)
+        run.wrong = wrong_against(model, run.found)
         return run
     finally:
         trading.stop()
@@ -270,13 +162,9 @@ async def run_spot_end_to_end(
         await delete_topics(bootstrap, topics)
 
 
-def _auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(JWT_SECRET, user, ())}"}
-
-
 async def _drive(
-    client: WalletClient,
     http: httpx.AsyncClient,
+    model: TradeModel,
     bootstrap: str,
     topics: Topics,
     takers: int,
@@ -284,60 +172,21 @@ async def _drive(
 ) -> SpotRun:
     sellers = [f"seller{n}" for n in range(TRADERS)]
     buyers = [f"buyer{n}" for n in range(TRADERS)]
-    amount, price = AMOUNT, PRICE
-    funding = [
-        client.credit(
-            user_id=user,
-            currency="BTC" if user.startswith("seller") else "GBP",
-            amount=str(SELLER_BTC if user.startswith("seller") else BUYER_GBP),
-            transaction_type="deposit_nowpayments"
-            if user.startswith("seller")
-            else "deposit_bank_transfer",
-            reference_id=f"bench-fund-{user}",
-        )
-        for user in sellers + buyers
-    ]
-    for result in await asyncio.gather(*funding):
-        assert result is not None
-        if result.status != "applied":
-            raise AssertionError(f"funding refused: {result}")
     gate = asyncio.Semaphore(concurrency)
 
-    async def place(user: str, side: str) -> tuple[str, float]:
+    async def placed(user: str, side: str) -> tuple[str, float]:
         async with gate:
             at = time.time()
-            response = await http.post(
-                "/api/trading/execute",
-                json={
-                    "pair": "BTC-GBP",
-                    "side": side,
-                    "type": "limit",
-                    "amount": str(amount),
-                    "price": str(price),
-                },
-                headers=_auth(user),
-            )
-            if response.status_code != 202:
-                raise AssertionError(response.text)
-            return str(response.json()["order_id"]), at
-
-    async def status_of(user: str, order_id: str) -> dict[str, Any]:
-        response = await http.get(f"/api/trading/orders/{order_id}", headers=_auth(user))
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def resting_asks() -> Decimal:
-        response = await http.get("/api/trading/orderbook/BTC-GBP")
-        return sum((Decimal(a) for _, a in response.json()["asks"]), Decimal(0))
+            return await place(http, model, user, side), at
 
     # makers rest first (untimed): the book's asks show all of them
-    makers = await asyncio.gather(*(place(sellers[n % TRADERS], "sell") for n in range(takers)))
+    makers = await asyncio.gather(*(placed(sellers[n % TRADERS], "sell") for n in range(takers)))
     deadline = time.time() + 120
-    while (resting := await resting_asks()) != amount * takers:
+    while (resting := await resting_asks(http, model.pair)) != model.amount * takers:
         if time.time() > deadline:
             statuses: Counter[str] = Counter()
             for n, (order_id, _) in enumerate(makers):
-                statuses[(await status_of(sellers[n % TRADERS], order_id))["status"]] += 1
+                statuses[(await order_of(http, sellers[n % TRADERS], order_id))["status"]] += 1
             raise AssertionError(f"the makers did not all rest: {resting} in the book, {statuses}")
         await asyncio.sleep(0.2)
     settled: dict[str, float] = {}
@@ -345,14 +194,14 @@ async def _drive(
     listening = asyncio.create_task(_collect(reader, settled))
     try:
         started = time.time()
-        placed = await asyncio.gather(*(place(buyers[n % TRADERS], "buy") for n in range(takers)))
+        bought = await asyncio.gather(*(placed(buyers[n % TRADERS], "buy") for n in range(takers)))
         # timed until the wallet settled a trade per taker (nothing else polls meanwhile)
         deadline = time.time() + 300
         while len(settled) < takers:
             if time.time() > deadline:
                 statuses = Counter()
-                for n, (order_id, _) in enumerate(placed):
-                    statuses[(await status_of(buyers[n % TRADERS], order_id))["status"]] += 1
+                for n, (order_id, _) in enumerate(bought):
+                    statuses[(await order_of(http, buyers[n % TRADERS], order_id))["status"]] += 1
                 raise AssertionError(f"{len(settled)} of {takers} trades settled; {statuses}")
             await asyncio.sleep(0.05)
     finally:
@@ -360,18 +209,20 @@ async def _drive(
         await reader.stop()
     found = SpotFound()
     found.takers = [
-        await status_of(buyers[n % TRADERS], order_id) for n, (order_id, _) in enumerate(placed)
+        await order_of(http, buyers[n % TRADERS], order_id)
+        for n, (order_id, _) in enumerate(bought)
     ]
     found.makers = [
-        await status_of(sellers[n % TRADERS], order_id) for n, (order_id, _) in enumerate(makers)
+        await order_of(http, sellers[n % TRADERS], order_id)
+        for n, (order_id, _) in enumerate(makers)
     ]
     trades: dict[str, str] = {}
-    for (order_id, _), order in zip(placed, found.takers, strict=True):
+    for (order_id, _), order in zip(bought, found.takers, strict=True):
         if order["status"] != "filled":
             raise AssertionError(f"taker {order_id} is {order['status']}")
         trades[order_id] = order["fills"][0]["trade_id"]
-    ends = [settled[trades[order_id]] for order_id, _ in placed]
-    latencies = [(settled[trades[o]] - at) * 1000 for o, at in placed]
+    ends = [settled[trades[order_id]] for order_id, _ in bought]
+    latencies = [(settled[trades[o]] - at) * 1000 for o, at in bought]
     return SpotRun(takers, max(ends) - started, latencies, found)
 
 

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from bench.matcher import FEES, run_spot_end_to_end, spot_model, wrong_against
+from bench.matcher import run_spot_end_to_end
+from bench.spot import FEES, spot_model, wrong_against
 from bench.suite import WrongAnswer, check
 from shared.infra import Infrastructure
 
@@ -44,8 +45,8 @@ async def test_the_spot_bench_on_a_tiny_input(infrastructure: Infrastructure) ->
     with pytest.raises(WrongAnswer):
         check("spot", wrong)
 
-    # A buyer a satoshi short, a seller with a penny left locked, fees a penny off, an order left
-    # open: each is caught, and nothing else is reported.
+    # A buyer a satoshi short, a seller with a penny left locked, fees a penny off, a trade settled
+    # twice, an order left open: each is caught, and nothing else is reported.
     short = copy.deepcopy(run.found)
     available, locked = short.balances[("buyer0", "BTC")]
     short.balances[("buyer0", "BTC")] = (available - SATOSHI, locked)
@@ -57,6 +58,11 @@ async def test_the_spot_bench_on_a_tiny_input(infrastructure: Infrastructure) ->
     skimmed = copy.deepcopy(run.found)
     skimmed.platform[(FEES, "GBP")] += PENNY
     assert [w.split(": ")[0] for w in wrong_against(model, skimmed)] == [f"{FEES} GBP"]
+    # A trade the wallet settled in a second ledger transaction (a fill decided twice).
+    twice = copy.deepcopy(run.found)
+    trade_id = twice.takers[0]["fills"][0]["trade_id"]
+    twice.settled[trade_id].add("another-ledger-transaction")
+    assert [w.split(":")[0] for w in wrong_against(model, twice)] == [f"trade {trade_id}"]
     open_order = copy.deepcopy(run.found)
     open_order.makers[2]["status"] = "partially_filled"
     assert [w.split(":")[0] for w in wrong_against(model, open_order)] == [

@@ -257,6 +257,8 @@ class MatcherConsumer:
                 matcher = self._make_matcher(market)
                 await retrying(f"recover {pair}", matcher.recover)
                 self.matchers[pair] = matcher
+        # which instance writes which market, after every rebalance
+        log.info("spot.markets_owned", markets=sorted(self.matchers), partitions=sorted(partitions))
 
     async def _run(self) -> None:
         assert self._consumer is not None
