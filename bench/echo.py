@@ -42,7 +42,7 @@ class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
 async def echo(bootstrap: str, topics: Topics, batch_size: int, ready: Path) -> None:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
-        group_id=topics.prefix + GROUP,
+        group_id=topics.group(GROUP),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=3000,

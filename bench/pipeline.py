@@ -348,7 +348,7 @@ async def run_pipeline(
     reader = await _results_reader(bootstrap, topics.results, partitions)
     try:
         run = await _drive(producer, reader, topics, workload, batch_size, results_within)
-        group = topics.prefix + ("echo" if consumer == "echo" else "wallet")
+        group = topics.group("echo" if consumer == "echo" else "wallet")
         run.offsets_committed = await _committed(bootstrap, group, topics.commands, len(workload))
         if consumer == "wallet":
             run.wrong = workload.wrong_outcomes(run.outcome_of)

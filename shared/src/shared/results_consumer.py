@@ -108,6 +108,10 @@ class GroupConsumer[M](abc.ABC):
         return {"group": self._group_id}
 
     @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    @property
     def assigned(self) -> bool:
         """Joined the group and still consuming (a dead loop must fail the health check)."""
         running = self._task is not None and not self._task.done()

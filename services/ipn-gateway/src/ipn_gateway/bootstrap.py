@@ -199,7 +199,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
             settings.kafka_bootstrap_servers,
             dispatcher.dispatch,
             topic=settings.topics.results,
-            group_id=settings.results_consumer_group,
+            group_id=settings.topics.group(settings.results_consumer_group),
             dead_letters=MongoDeadLetters(database, DEAD_LETTERS),
             session_timeout_ms=settings.results_session_timeout_ms,
             heartbeat_interval_ms=settings.results_heartbeat_interval_ms,

@@ -145,7 +145,7 @@ def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) ->
             trade_handler.apply_result,
             is_p2p_result,
             topic=settings.topics.results,
-            group_id=settings.p2p_results_consumer_group,
+            group_id=settings.topics.group(settings.p2p_results_consumer_group),
             session_timeout_ms=settings.p2p_results_session_timeout_ms,
             heartbeat_interval_ms=settings.p2p_results_heartbeat_interval_ms,
             # A result the service cannot apply is kept for a person after a few tries instead

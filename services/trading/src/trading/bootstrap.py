@@ -137,7 +137,7 @@ def build_service(
         settings.kafka_bootstrap_servers,
         dispatcher,
         topic=settings.topics.results,
-        group_id=settings.results_consumer_group,
+        group_id=settings.topics.group(settings.results_consumer_group),
         session_timeout_ms=settings.results_session_timeout_ms,
         heartbeat_interval_ms=settings.results_heartbeat_interval_ms,
         # As in every service: a result no feature can apply is dead-lettered after a few tries.

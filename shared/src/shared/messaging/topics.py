@@ -67,5 +67,10 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         return tuple(self.prefix + topic for topic in ALL_TOPICS)
 
+    def group(self, name: str) -> str:
+        """A consumer group's id, under the same prefix: deployments that share a broker share
+        no group either (no rebalances of one caused by the other)."""
+        return self.prefix + name
+
 
 CONTRACT_TOPICS: Final = Topics()

@@ -198,7 +198,7 @@ def build_savings_feature(
         history.record_transaction,
         topic=context.settings.topics.events,
         # Namespaced like the topics: deployments (and test modules) sharing a broker stay apart.
-        group_id=context.settings.kafka_topic_prefix + settings.savings_history_consumer_group,
+        group_id=context.settings.topics.group(settings.savings_history_consumer_group),
         session_timeout_ms=context.settings.results_session_timeout_ms,
         heartbeat_interval_ms=context.settings.results_heartbeat_interval_ms,
     )

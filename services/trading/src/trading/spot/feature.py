@@ -42,7 +42,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         context.settings.kafka_bootstrap_servers,
         topic,
         make_matcher,
-        group_id=settings.spot_matcher_group,
+        group_id=context.settings.topics.group(settings.spot_matcher_group),
         batch_size=settings.spot_matcher_batch_size,
         session_timeout_ms=settings.spot_matcher_session_timeout_ms,
         heartbeat_interval_ms=settings.spot_matcher_heartbeat_interval_ms,

@@ -112,7 +112,7 @@ def describe_command_channel(broker: KafkaBroker, topics: Topics) -> None:
 
     @broker.subscriber(
         topics.commands,
-        group_id=topics.prefix + CONSUMER_GROUP,
+        group_id=topics.group(CONSUMER_GROUP),
         batch=True,
         title="wallet-commands",
         description=COMMANDS_DESCRIPTION,
@@ -154,7 +154,7 @@ class CommandLoop:
         self._batch_timeout_ms = batch_timeout_ms
         self._consumer_options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
-            "group_id": topics.prefix + CONSUMER_GROUP,
+            "group_id": topics.group(CONSUMER_GROUP),
             "client_id": "wallet",
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
