@@ -178,7 +178,7 @@ def gateway_service() -> Service:
             clock=utc_now,
         ),
         withdrawals=withdrawals,
-        reviews=ReviewHandler(reviews, payments, publisher, utc_now),
+        reviews=ReviewHandler(reviews, payments, publisher, utc_now, orders),
     )
 
     async def ready() -> bool:

@@ -173,7 +173,7 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
             clock=clock,
         ),
         withdrawals=withdrawal_handler,
-        reviews=ReviewHandler(reviews, payments, publisher, clock),
+        reviews=ReviewHandler(reviews, payments, publisher, clock, orders),
         trusted_proxies=settings.trusted_proxies(),
         idempotency=MongoIdempotencyStore(database),
     )

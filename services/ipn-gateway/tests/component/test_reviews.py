@@ -31,7 +31,7 @@ from ipn_gateway.application.records import (
 from ipn_gateway.application.reviews import ReviewHandler
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
-from ipn_gateway.domain.payments import ConfirmationPolicy
+from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentState
 from ipn_gateway.domain.signature import sign
 from shared.messaging import CreditCommand
 
@@ -55,20 +55,27 @@ class World:
             clock=lambda: NOW,
             reviews=self.reviews,
         )
-        self.handler = ReviewHandler(self.reviews, self.payments, self.publisher, lambda: NOW)
+        self.handler = ReviewHandler(
+            self.reviews, self.payments, self.publisher, lambda: NOW, self.orders
+        )
         created = CreatedPayment("5077125051", "addr", "btc", "0.0015", "100", "usd")
         self.orders.orders["dep_a"] = DepositOrder(
             "dep_a", "alice", "btc", "100", "usd", NOW, created
         )
 
     async def send(
-        self, status: str, outcome: str, payment_id: str = "5077125051", currency: str = "btc"
+        self,
+        status: str,
+        outcome: str,
+        payment_id: str = "5077125051",
+        currency: str = "btc",
+        order_id: str = "dep_a",
     ) -> str:
         content: dict[str, JsonValue] = {
             "payment_id": JsonNumber(payment_id),
             "payment_status": status,
             "pay_currency": "btc",
-            "order_id": "dep_a",
+            "order_id": order_id,
             "actually_paid": JsonNumber(outcome),
             "outcome_amount": JsonNumber(outcome),
             "outcome_currency": currency,
@@ -448,3 +455,73 @@ async def test_an_unbound_approval_interrupted_after_the_credit_is_finished_late
     approved = await world.handler.approve("ops2", item.review_id)
     assert (approved.status, approved.decided_by) == ("approved", "ops1")
     assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.0015"))]
+
+
+# Bob's payment, recorded on his order dep_b.
+BOBS = "5077125077"
+
+
+def with_bobs_order(world: World) -> None:
+    created = CreatedPayment(BOBS, "addr-b", "btc", "0.0015", "100", "usd")
+    world.orders.orders["dep_b"] = DepositOrder("dep_b", "bob", "btc", "100", "usd", NOW, created)
+
+
+async def test_an_item_pairing_an_order_with_another_orders_payment_credits_none_of_it(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    with_bobs_order(world)
+    world.ipn.policy = replace(world.ipn.policy, credit_partially_paid=True)
+    assert await world.send("partially_paid", "0.001", BOBS, order_id="dep_b") == "credited"
+    # An IPN naming Alice's order and Bob's payment is queued for Alice; approving it is refused
+    # (before a credit of Bob's or after one alike) and leaves it open to dismiss.
+    assert await world.send("finished", "0.0015", BOBS) == "unmatched"
+    [item] = await world.items_of(BOBS, "open")
+    assert (item.user_id, item.bound, item.reason) == ("alice", False, "payment_id_mismatch")
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", item.review_id)
+    assert refused.value.code == "payment_of_another_order"
+    assert [i.status for i in await world.items_of(BOBS)] == ["open"]
+    # Bob's own finished IPN tops his payment up: all of it is his.
+    assert await world.send("finished", "0.0015", BOBS, order_id="dep_b") == "credited"
+    assert settle(fake_wallet, world) == ["applied", "applied"]
+    assert fake_wallet.balance("bob", "BTC") == (Decimal("0.0015"), Decimal(0))
+    assert fake_wallet.balance("alice", "BTC") == (Decimal(0), Decimal(0))
+
+
+async def test_another_orders_payment_is_refused_before_its_own_order_saw_an_ipn(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    with_bobs_order(world)
+    assert await world.send("finished", "0.0015", BOBS) == "unmatched"
+    [item] = await world.items_of(BOBS, "open")
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", item.review_id)
+    assert refused.value.code == "payment_of_another_order"
+    assert await world.payments.get(BOBS) is None  # nothing stored for Alice on Bob's payment
+    assert await world.send("finished", "0.0015", BOBS, order_id="dep_b") == "credited"
+    assert settle(fake_wallet, world) == ["applied"]
+    assert fake_wallet.balance("bob", "BTC") == (Decimal("0.0015"), Decimal(0))
+
+
+async def test_an_ipn_of_a_payment_stored_for_another_order_is_held_for_review(
+    fake_wallet: Any,
+) -> None:
+    world = World()
+    with_bobs_order(world)
+    # The payment's document belongs to another order (as an earlier approval could store it).
+    stored = await world.payments.save(
+        PaymentState(payment_id=BOBS),
+        order_id="dep_x",
+        user_id="xena",
+        expected_version=None,
+        credit=None,
+        review=None,
+        now=NOW,
+    )
+    assert stored
+    assert await world.send("finished", "0.0015", BOBS, order_id="dep_b") == "unmatched"
+    [item] = await world.items_of(BOBS, "open")
+    assert (item.user_id, item.reason, item.bound) == ("bob", "payment_of_another_order", False)
+    assert world.credits == []

@@ -235,6 +235,15 @@ async def test_orders_attach_a_payment_and_are_polled_until_closed(stores: Store
     assert (closed.closed, closed.polled_at) == (True, later)
 
 
+async def test_an_order_holding_a_payment_is_found_by_the_payment(stores: Stores) -> None:
+    orders = stores.orders
+    for order_id in ("dep_1", "dep_2"):
+        await orders.add(DepositOrder(order_id, "alice", "btc", "100", "usd", NOW))
+    await orders.attach_payment("dep_2", CreatedPayment("5077", "bc1q", "btc", "1", "1", "usd"))
+    assert await orders.holding("5077") == "dep_2"
+    assert await orders.holding("5078") is None
+
+
 def review_item(review_id: str, at: datetime, *, bound: bool = True) -> ReviewItem:
     return ReviewItem(
         review_id=review_id,

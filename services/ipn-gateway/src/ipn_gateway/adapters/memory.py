@@ -60,6 +60,12 @@ class MemoryDepositOrders:
     async def get(self, order_id: str) -> DepositOrder | None:
         return self.orders.get(order_id)
 
+    async def holding(self, payment_id: str) -> str | None:
+        for order in self.orders.values():
+            if order.payment is not None and order.payment.payment_id == payment_id:
+                return order.order_id
+        return None
+
     async def open_older_than(
         self, created_before: datetime, polled_before: datetime, limit: int
     ) -> Sequence[DepositOrder]:

@@ -126,6 +126,10 @@ class MongoDepositOrders:
             return None
         return _order(document)
 
+    async def holding(self, payment_id: str) -> str | None:
+        found = await self._orders.find_one({"payment.payment_id": payment_id}, {"_id": 1})
+        return str(found["_id"]) if found else None
+
     async def open_older_than(
         self, created_before: datetime, polled_before: datetime, limit: int
     ) -> Sequence[DepositOrder]:
@@ -623,6 +627,7 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
     await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
+    await database[ORDERS].create_index([("payment.payment_id", ASCENDING)])
     await database[PAYMENTS].create_index([("outbox.command_id", ASCENDING)])
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[REVIEWS].create_index([("outbox.published", ASCENDING)])

@@ -219,6 +219,16 @@ class IpnHandler:
             return "unmatched", code
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(ipn.payment_id)
+            if stored is not None and stored.order_id != order.order_id:
+                # Stored for another order (an admin approved an IPN that paired it with that
+                # one): its credited total is not this order's to build on. A person looks.
+                code = "payment_of_another_order"
+                detail = f"payment {ipn.payment_id} is stored for order {stored.order_id}"
+                await self._queue(ipn, order, code, detail, bound=False)
+                log.warning(
+                    "ipn.not_bound", order_id=ipn.order_id, payment_id=ipn.payment_id, code=code
+                )
+                return "unmatched", code
             state = stored.state if stored else PaymentState(payment_id=ipn.payment_id)
             decision = decide(state, ipn, self.policy)
             review = None

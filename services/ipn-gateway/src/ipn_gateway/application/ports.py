@@ -37,6 +37,10 @@ class DepositOrders(Protocol):
     async def get(self, order_id: str) -> DepositOrder | None: ...
     async def attach_payment(self, order_id: str, payment: CreatedPayment) -> None: ...
 
+    async def holding(self, payment_id: str) -> str | None:
+        """The id of an order that recorded `payment_id` as its payment, if one did."""
+        ...
+
     async def open_older_than(
         self, created_before: datetime, polled_before: datetime, limit: int
     ) -> Sequence[DepositOrder]:

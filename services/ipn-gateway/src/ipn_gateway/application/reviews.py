@@ -30,7 +30,7 @@ from ipn_gateway.application.ipn import (
     credit_command,
     save_payment,
 )
-from ipn_gateway.application.ports import CommandPublisher, Payments, Reviews
+from ipn_gateway.application.ports import CommandPublisher, DepositOrders, Payments, Reviews
 from ipn_gateway.application.records import OutboxEntry, ReviewItem, ReviewStatus
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
 from ipn_gateway.domain.payments import Credit, PaymentState, approve_review
@@ -47,6 +47,7 @@ class ReviewHandler:
     payments: Payments
     publisher: CommandPublisher
     clock: Callable[[], datetime]
+    orders: DepositOrders
 
     async def list(self, status: ReviewStatus | None) -> Sequence[ReviewItem]:
         return await self.reviews.list(status, LIST_LIMIT)
@@ -113,8 +114,18 @@ class ReviewHandler:
         assert item.currency is not None
         assert item.cumulative is not None
         assert item.user_id is not None
+        # A payment credits one order's user: another order's payment is not this item's to
+        # credit, whatever an IPN paired it with (a person must look at that pairing).
+        holder = await self.orders.holding(item.payment_id)
+        if holder is not None and holder != item.order_id:
+            return _another_order(item.payment_id, holder)
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(item.payment_id)
+            if stored is not None and (stored.order_id, stored.user_id) != (
+                item.order_id,
+                item.user_id,
+            ):
+                return _another_order(item.payment_id, stored.order_id)
             state = stored.state if stored else PaymentState(payment_id=item.payment_id)
             decision = approve_review(
                 state, item.review_id, item.currency, item.cumulative, bound=item.bound
@@ -146,3 +157,10 @@ class ReviewHandler:
         command = credit_command(credit, item.user_id, item.order_id, item.payment_id, metadata)
         now = self.clock()
         return OutboxEntry(command.model_copy(update={"issued_at": now}), created_at=now)
+
+
+def _another_order(payment_id: str, order_id: str) -> Conflict:
+    return Conflict(
+        "payment_of_another_order",
+        f"payment {payment_id} belongs to order {order_id}, not this item's",
+    )
