@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.entrypoints.http import Handlers, include_routes
 from ipn_gateway.entrypoints.results import ResultsConsumer
 from ipn_gateway.settings import GatewaySettings
+from shared.background import BackgroundTasks
 from shared.http import create_app
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.mongo import MongoDeadLetters, connect
@@ -60,7 +60,7 @@ class Gateway:
     results: ResultsConsumer
     ipn_log: MongoIpnLog
     poller: MissedIpnPoller | None = None
-    background: list[asyncio.Task[None]] = field(default_factory=list)
+    background: BackgroundTasks = field(default_factory=BackgroundTasks)
     started: bool = False
 
     async def ready(self) -> bool:
@@ -79,51 +79,35 @@ class Gateway:
         # Whatever a previous run recorded but did not publish goes out first.
         await self.relay.run_once(grace=timedelta(0))
         settings = self.settings
-        self.background += [
-            asyncio.create_task(
-                self._every(settings.outbox_relay_interval_seconds, self.relay.run_once),
-                name="outbox-relay",
-            ),
-            asyncio.create_task(
-                self._every(
-                    settings.withdrawal_ask_again_after_seconds,
-                    self.handlers.withdrawals.ask_again,
-                ),
-                name="withdrawal-ask-again",
-            ),
-        ]
+        self.background.every(
+            "outbox-relay",
+            settings.outbox_relay_interval_seconds,
+            self.relay.run_once,
+            failure_event="outbox.relay_failed",
+        )
+        self.background.every(
+            "withdrawal-ask-again",
+            settings.withdrawal_ask_again_after_seconds,
+            self.handlers.withdrawals.ask_again,
+            failure_event="withdrawal.ask_again_failed",
+        )
         if self.poller is not None:
-            self.background.append(asyncio.create_task(self._poll_loop(), name="missed-ipn-poller"))
+            self.background.every(
+                "missed-ipn-poller",
+                min(settings.nowpayments_poll_interval_seconds, 60.0),
+                self.poller.run_once,
+                failure_event="poll.failed",
+                at_once=True,
+            )
         self.started = True
 
     async def stop(self) -> None:
         self.started = False
-        for task in self.background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.background.stop()
         await self.results.stop()
         await self.wallet.stop()
         await self.http.aclose()
         await self.mongo.close()
-
-    @staticmethod
-    async def _every(seconds: float, work: Callable[[], Awaitable[int]]) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await work()
-            except Exception:
-                log.exception("gateway.background_failed", work=getattr(work, "__name__", "?"))
-
-    async def _poll_loop(self) -> None:
-        assert self.poller is not None
-        while True:
-            try:
-                await self.poller.run_once()
-            except Exception:
-                log.exception("poll.failed")
-            await asyncio.sleep(min(self.settings.nowpayments_poll_interval_seconds, 60.0))
 
 
 def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc_now) -> Gateway:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -21,6 +20,7 @@ from p2p.application.trades import TradeHandler, trade_id_of
 from p2p.domain.trades import TRANSACTION_TYPES
 from p2p.entrypoints.http import Handlers, include_routes
 from p2p.settings import P2pSettings
+from shared.background import BackgroundTasks
 from shared.http import create_app
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult
@@ -55,7 +55,7 @@ class P2p:
     handlers: Handlers
     relay: OutboxRelay
     results: WalletResultsConsumer
-    background: list[asyncio.Task[None]] = field(default_factory=list)
+    background: BackgroundTasks = field(default_factory=BackgroundTasks)
     started: bool = False
 
     async def ready(self) -> bool:
@@ -74,41 +74,29 @@ class P2p:
         # Whatever a previous run recorded but did not publish goes out first.
         await self.relay.run_once(grace=timedelta(0))
         settings = self.settings
-        self.background += [
-            asyncio.create_task(
-                self._every(settings.p2p_outbox_relay_interval_seconds, self.relay.run_once),
-                name="p2p-outbox-relay",
+        # At once: deadlines live in the database, so a restarted process sweeps what a stopped
+        # one left.
+        loops = (
+            ("p2p-outbox-relay", settings.p2p_outbox_relay_interval_seconds, self.relay.run_once),
+            (
+                "p2p-deadline-sweeper",
+                settings.p2p_sweep_interval_seconds,
+                self.handlers.trades.expire_due,
             ),
-            asyncio.create_task(
-                self._every(settings.p2p_sweep_interval_seconds, self.handlers.trades.expire_due),
-                name="p2p-deadline-sweeper",
-            ),
-            asyncio.create_task(
-                self._every(settings.p2p_ask_again_after_seconds, self.relay.ask_again),
-                name="p2p-ask-again",
-            ),
-        ]
+            ("p2p-ask-again", settings.p2p_ask_again_after_seconds, self.relay.ask_again),
+        )
+        for name, interval, work in loops:
+            self.background.every(
+                name, interval, work, failure_event="p2p.background_failed", at_once=True
+            )
         self.started = True
 
     async def stop(self) -> None:
         self.started = False
-        for task in self.background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.background.stop()
         await self.results.stop()
         await self.wallet.stop()
         await self.mongo.close()
-
-    @staticmethod
-    async def _every(seconds: float, work: Callable[[], Awaitable[int]]) -> None:
-        # Deadlines live in the database, so a restarted process sweeps what a stopped one left.
-        while True:
-            try:
-                await work()
-            except Exception:
-                log.exception("p2p.background_failed", work=getattr(work, "__name__", "?"))
-            await asyncio.sleep(seconds)
 
 
 def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) -> P2p:

@@ -8,14 +8,11 @@ lifecycle hooks. See `trading.bootstrap` for how factories are listed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
 from fastapi import APIRouter
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -24,8 +21,6 @@ from shared.wallet_client import WalletClient
 from trading.messaging import EventPublisher
 from trading.prices.domain import PriceBook
 from trading.settings import TradingSettings
-
-log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 Hook = Callable[[], Awaitable[None]]
@@ -75,41 +70,6 @@ class Feature:
     start: Hook = _nothing
     stop: Hook = _nothing
     ready: ReadinessCheck = _always_ready
-
-
-class BackgroundTasks:
-    """A feature's background tasks: started by its `start`, cancelled by its `stop`; `alive`
-    (part of its readiness) while none of them has ended."""
-
-    def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
-
-    def every(self, name: str, interval: float, action: Hook, *, failure_event: str) -> None:
-        """Runs `action` every `interval` seconds (the first time after one interval); a failure
-        is logged as `failure_event` and the next run comes as usual."""
-
-        async def repeat() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await action()
-                except Exception:
-                    log.exception(failure_event)
-
-        self.spawn(name, repeat())
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-
-    def alive(self) -> bool:
-        return all(not task.done() for task in self._tasks)
 
 
 class FeatureFactory(Protocol):

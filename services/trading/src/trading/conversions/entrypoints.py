@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.background import BackgroundTasks
 from shared.http import AdminUser, CurrentUser, error_responses
 from shared.money import format_amount
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
@@ -15,7 +16,7 @@ from trading.conversions.adapters.wallet import WalletCommandSender
 from trading.conversions.application import LIQUIDITY_FUNDING, Conversions, Funding, Liquidity
 from trading.conversions.domain import ConversionKind, Quote
 from trading.conversions.settings import ConversionSettings
-from trading.feature import BackgroundTasks, Feature, TradingContext
+from trading.feature import Feature, TradingContext
 
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
 AmountText = Annotated[str, Field(description="decimal string", examples=["0.01"])]

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from shared.background import BackgroundTasks
 from shared.http import CurrentUser, error_responses
-from trading.feature import BackgroundTasks, Feature, TradingContext
+from trading.feature import Feature, TradingContext
 from trading.ledger_events import LedgerEventsConsumer
 from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, ensure_indexes
 from trading.referrals.application.service import ReferralService

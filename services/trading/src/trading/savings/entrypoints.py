@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from shared.background import BackgroundTasks
 from shared.http import AdminUser, CurrentUser, error_responses
 from shared.http.idempotency import (
     Idempotency,
@@ -20,7 +21,7 @@ from shared.http.idempotency import (
 )
 from shared.money import format_amount
 from trading.errors import TradingError
-from trading.feature import BackgroundTasks, Feature, TradingContext
+from trading.feature import Feature, TradingContext
 from trading.ledger_events import LedgerEventsConsumer
 from trading.savings.adapters.mongo import (
     MongoAccruals,

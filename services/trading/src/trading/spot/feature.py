@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from trading.feature import BackgroundTasks, Feature, TradingContext
+from shared.background import BackgroundTasks
+from trading.feature import Feature, TradingContext
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.api import spot_routes
 from trading.spot.domain.markets import Market

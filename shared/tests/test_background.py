@@ -1,10 +1,10 @@
-"""A feature's background loops go on after a failed run, and stop when the feature stops."""
+"""A service's background loops go on after a failed run, and stop when the service stops."""
 
 from __future__ import annotations
 
 import asyncio
 
-from trading.feature import BackgroundTasks
+from shared.background import BackgroundTasks
 
 
 async def test_a_loop_runs_again_after_a_failure_and_stops_with_the_feature() -> None:
@@ -36,4 +36,19 @@ async def test_a_task_that_ended_is_not_alive() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert not background.alive()
+    await background.stop()
+
+
+async def test_a_loop_at_once_runs_before_its_first_interval() -> None:
+    runs: list[str] = []
+
+    async def action() -> None:
+        runs.append("ran")
+
+    background = BackgroundTasks()
+    background.every("test-now", 3600, action, failure_event="test.failed", at_once=True)
+    background.every("test-later", 3600, action, failure_event="test.failed")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert runs == ["ran"]  # the at-once loop only; the other waits its hour
     await background.stop()
