@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from shared.messaging import CommandResult
-from shared.money import LEDGER_CONTEXT, MoneyError, parse_decimal
+from shared.money import LEDGER_CONTEXT, MoneyError, max_integer_digits, parse_decimal
 from trading.errors import Conflict, Invalid, NotFound
 from trading.feature import Clock
 from trading.messaging import EventPublisher
@@ -187,6 +187,13 @@ class SpotOrders:
             if order.hold == 0:
                 order.status, order.reason = Status.FAILED, NO_LIQUIDITY
         currency = market.quote if order.side is Side.BUY else market.base
+        if order.hold >= 10 ** (max_integer_digits(currency) + currency.scale):
+            # no wallet amount is that large: its lock could never be sent
+            raise Invalid(
+                "amount_too_large",
+                f"{currency.code} amounts are below 10^{max_integer_digits(currency)}; "
+                "this order would lock more",
+            )
         order.lock_amount = Decimal(order.hold).scaleb(-currency.scale)
 
     async def _market_buy_budget(self, market: Market, steps: int) -> int:

@@ -57,6 +57,9 @@ LIMIT = {"pair": "BTC-GBP", "side": "buy", "type": "limit", "amount": "0.01", "p
         ),
         ({"type": "market", "price": None, "expires_in_seconds": 60}, "expiry_not_allowed"),
         ({"expires_in_seconds": 0}, "validation_error"),
+        # what the order would lock is more than a wallet amount of its currency can be
+        ({"pair": "ETH-GBP", "side": "sell", "amount": "1000000000000000"}, "amount_too_large"),
+        ({"amount": "1000000", "price": "1000000000000.00"}, "amount_too_large"),
     ],
 )
 async def test_bad_orders_are_refused_with_a_stable_code(
