@@ -270,11 +270,15 @@ class SpotOrders:
             return
         order_id = result.reference_id.removesuffix(":lock")
         outcome = result.original_status if result.status == "duplicate" else result.status
+        # The result's user is the command's: a result under this reference for another user's
+        # command (another producer's) is not the answer to this order's lock.
         if outcome == "rejected":
-            await self._store.fail_pending(order_id, result.reason or "rejected", self._clock())
+            await self._store.fail_pending(
+                order_id, result.user_id, result.reason or "rejected", self._clock()
+            )
             return
         order = await self._store.get(order_id)
-        if order is not None and order.status is Status.PENDING:
+        if order is not None and order.status is Status.PENDING and order.user_id == result.user_id:
             await self._publisher.publish(
                 self._topic,
                 order.pair,

@@ -118,3 +118,42 @@ async def test_lock_answers_move_pending_orders(
     assert sorted(locks.locked) == sorted([applied, duplicate])
     clock.now = START + timedelta(seconds=10)
     assert await orders.resend_locks(grace=timedelta(seconds=30)) == 0
+
+
+async def test_an_answer_to_another_users_lock_moves_no_order(
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    """A result under an order's lock reference that answers someone else's command (another
+    producer's lock under the same reference) says nothing of the order's own lock."""
+    clock, published, locks = Clock(), Published(), Locks()
+    store = MongoSpotStore(mongo_database)
+    await store.ensure_indexes()
+    orders = SpotOrders(
+        store, locks, published, "t.trading.orders", Fees.of("0.001", "0.002"), clock
+    )
+    placed = [
+        await orders.place(
+            "amy",
+            pair="ETH-BTC",
+            side=Side.SELL,
+            type=OrderType.LIMIT,
+            amount="0.5",
+            price="0.05000",
+            quote_amount=None,
+        )
+        for _ in range(2)
+    ]
+    refused, applied = (o.order_id for o in placed)
+
+    await orders.apply_result(
+        result(refused, "rejected", user_id="mallory", reason="idempotency_conflict")
+    )
+    await orders.apply_result(result(applied, "applied", user_id="mallory"))
+
+    for order_id in (refused, applied):
+        assert (await orders.get(order_id, "amy")).status is Status.PENDING
+    assert published.messages == []  # nothing entered the book on someone else's lock
+
+    # amy's own answers still count
+    await orders.apply_result(result(applied, "applied"))
+    assert [decode(value).order_id for _, _, value in published.messages] == [applied]

@@ -190,10 +190,10 @@ class MongoSpotStore:
         )
         return order_from(doc) if doc else None
 
-    async def fail_pending(self, order_id: str, reason: str, at: datetime) -> bool:
-        """A refused lock ends a pending order (it never reached the book)."""
+    async def fail_pending(self, order_id: str, user_id: str, reason: str, at: datetime) -> bool:
+        """A refused lock ends a pending order of `user_id` (it never reached the book)."""
         updated = await self._orders.update_one(
-            {"_id": order_id, "status": Status.PENDING.value},
+            {"_id": order_id, "user_id": user_id, "status": Status.PENDING.value},
             {"$set": {"status": Status.FAILED.value, "reason": reason, "updated_at": at}},
         )
         return updated.modified_count == 1
