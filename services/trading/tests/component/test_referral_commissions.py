@@ -1,7 +1,7 @@
-"""Referrals over the real MongoDB with a wallet double: a binding happens once even when two
-requests race, a fee is paid on once however often its event is delivered, a fee read while its
-payer's binding was being stored is paid on exactly when it counts, and a commission whose result
-never came back is asked about again."""
+"""Referrals over each store (memory and the real MongoDB) with a wallet double: a binding happens
+once even when two requests race, a fee is paid on once however often its event is delivered, a
+fee read while its payer's binding was being stored is paid on exactly when it counts, and a
+commission whose result never came back is asked about again."""
 
 from __future__ import annotations
 
@@ -14,37 +14,50 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.messaging import LedgerTransaction, Posting, WalletCommand
-from trading.referrals.adapters.mongo import (
-    BINDINGS,
-    COMMISSIONS,
-    MongoBindings,
-    MongoCommissions,
-)
+from shared.testing.fixtures import unique_database_name
+from trading.referrals.adapters.memory import MemoryBindings, MemoryCommissions
+from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, ensure_indexes
+from trading.referrals.application.ports import Bindings, Commissions
 from trading.referrals.application.service import ReferralService
 from trading.referrals.domain.commissions import commission_reference
 from trading.referrals.domain.errors import AlreadyBound
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
+type Database = AsyncDatabase[dict[str, Any]]
+
 
 @dataclass
 class Rig:
     service: ReferralService
-    bindings: MongoBindings
-    commissions: MongoCommissions
+    bindings: Bindings
+    commissions: Commissions
     wallet: AnsweringWallet
     clock: FakeClock
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Rig]:
-    for collection in (BINDINGS, COMMISSIONS):
-        await mongo_database[collection].delete_many({})
+@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
+def database(request: pytest.FixtureRequest) -> Database | None:
+    """Sync on purpose: the MongoDB fixtures are pulled only by its variant."""
+    if request.param == "memory":
+        return None
+    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
+    return client[unique_database_name(f"referrals_{request.node.originalname}")]
+
+
+@pytest_asyncio.fixture
+async def rig(database: Database | None) -> AsyncIterator[Rig]:
     clock, wallet = FakeClock(), AnsweringWallet()
-    bindings = MongoBindings(mongo_database, clock)
-    commissions = MongoCommissions(mongo_database)
+    bindings: Bindings
+    commissions: Commissions
+    if database is None:
+        bindings, commissions = MemoryBindings(clock), MemoryCommissions()
+    else:
+        await ensure_indexes(database)
+        bindings, commissions = MongoBindings(database, clock), MongoCommissions(database)
     service = ReferralService(
         bindings=bindings,
         commissions=commissions,
@@ -52,7 +65,11 @@ async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Ri
         rate=Decimal("0.20"),
         clock=clock,
     )
-    yield Rig(service, bindings, commissions, wallet, clock)
+    try:
+        yield Rig(service, bindings, commissions, wallet, clock)
+    finally:
+        if database is not None:
+            await database.client.drop_database(database.name)
 
 
 def _swap(user: str, tx_id: str, at: datetime, fee: str = "0.00001") -> LedgerTransaction:

@@ -13,7 +13,7 @@ import structlog
 from shared.messaging import CommandResult, LedgerTransaction
 from shared.money import format_amount
 from shared.wallet_client import WalletClient
-from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions
+from trading.referrals.application.ports import Bindings, CommissionRecord, Commissions
 from trading.referrals.domain.bindings import Binding, already_bound, check_binding
 from trading.referrals.domain.commissions import (
     COMMISSION_TRANSACTION_TYPE,
@@ -31,8 +31,8 @@ class ReferralService:
     def __init__(
         self,
         *,
-        bindings: MongoBindings,
-        commissions: MongoCommissions,
+        bindings: Bindings,
+        commissions: Commissions,
         wallet: WalletClient,
         rate: Decimal,
         clock: Clock,
@@ -89,7 +89,7 @@ class ReferralService:
             log.warning("referrals.commission_asked_again", reference=record["reference_id"])
         return len(stale)
 
-    async def _send(self, record: dict[str, Any]) -> None:
+    async def _send(self, record: CommissionRecord) -> None:
         # The stored figures, not today's: a redelivery or a resend is the very same command.
         await self._wallet.credit(
             user_id=record["referrer_id"],
