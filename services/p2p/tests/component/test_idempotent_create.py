@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from fastapi.responses import JSONResponse
 
 from p2p.domain.errors import Conflict
 from shared.http.auth import User
@@ -68,3 +69,44 @@ async def test_a_key_that_created_another_trade_is_refused(memory_p2p: Any) -> N
     assert len({t.trade_id for t in plain} | {first.trade_id}) == 3
     await memory_p2p.deliver_all()
     assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001") * 4
+
+
+async def test_a_retry_finds_its_trade_after_the_seller_withdrew_the_offer(
+    memory_p2p: Any,
+) -> None:
+    """The first request made the trade (the seller's coins are escrowed for it) and stopped
+    before answering; the seller then took the offer down. The buyer's retry with the key answers
+    that trade, not 409 offer_not_active, which would hide a live trade from its buyer."""
+    offer_id = await memory_p2p.funded_offer()
+    once = Idempotency(MemoryIdempotencyStore(), "p2p:create-trade", clock=memory_p2p.clock)
+    request = IdempotentRequest("key-3", "same-body")
+    stalled = asyncio.Event()
+
+    async def create() -> dict[str, Any]:
+        named = once.named_id(BEA, request)
+        trade = await memory_p2p.trades.create("bea", offer_id, "0.01", named)
+        return trade.public()  # type: ignore[no-any-return]
+
+    async def create_then_stall() -> dict[str, Any]:
+        answer = await create()
+        await stalled.wait()
+        return answer
+
+    first = asyncio.create_task(once.run(BEA, request, create_then_stall, status_code=202))
+    await asyncio.sleep(0)
+    await memory_p2p.deliver_all()
+    await memory_p2p.offers.withdraw("sam", offer_id)
+    memory_p2p.clock.advance(timedelta(seconds=61))  # past the key's stale_after: taken over
+    second = await once.run(BEA, request, create, status_code=202)
+    stalled.set()
+    await first
+
+    assert isinstance(second, JSONResponse)
+    assert second.status_code == 202, second.body
+    [trade] = await memory_p2p.store.list_for("bea", 10)
+    assert json.loads(bytes(second.body))["trade_id"] == trade.trade_id
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001")
+    # Without an earlier trade under the key, a withdrawn offer is still refused.
+    with pytest.raises(Conflict) as refused:
+        await memory_p2p.trades.create("bea", offer_id, "0.01", "another-key")
+    assert refused.value.code == "offer_not_active"

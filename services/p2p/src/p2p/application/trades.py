@@ -113,11 +113,13 @@ class TradeHandler:
             raise NotFound("offer_not_found", f"no offer {offer_id[:64]!r}")
         if offer.seller_id == buyer_id:
             raise Forbidden("own_offer", "a seller cannot take their own offer")
-        if offer.status is not OfferStatus.ACTIVE:
+        trade_id = f"{TRADE_ID_PREFIX}{named_id or secrets.token_hex(12)}"
+        # Made before under this name: it is the answer even if the offer was withdrawn since.
+        earlier = await self.trades.get(trade_id) if named_id else None
+        if earlier is None and offer.status is not OfferStatus.ACTIVE:
             raise Conflict("offer_not_active", "the offer was withdrawn")
         amounts = trade_amounts(offer.terms, amount, self.fee_rate)
         now = self.clock()
-        trade_id = f"{TRADE_ID_PREFIX}{named_id or secrets.token_hex(12)}"
         terms = offer.terms
         lock = LockCommand(
             user_id=offer.seller_id,
@@ -147,7 +149,7 @@ class TradeHandler:
             updated_at=now,
             outbox=(OutboxEntry(lock, created_at=now),),
         )
-        stored = await self.trades.insert(trade)
+        stored = earlier if earlier is not None else await self.trades.insert(trade)
         if stored is not None:
             return await self._created_before(stored, trade)
         await self._publish(trade_id, lock)
