@@ -129,3 +129,17 @@ def test_fee_rate_bounds() -> None:
     for bad in ("1", "-0.001", "NaN"):
         with pytest.raises(ValueError, match="fee rate"):
             check_fee_rate(D(bad))
+
+
+def test_a_fiat_amount_beyond_the_fiats_range_is_refused() -> None:
+    """amount × price must be an amount of the fiat (below 10^18): a larger one cannot be stored
+    exactly as a Decimal128 either, and the request would fail instead of being refused."""
+    huge = terms(price="999999999999999999.12345677", max_amount="99999999999999999")
+    with pytest.raises(Refused) as refused:
+        trade_amounts(huge, "99999999999999998.12345677", D("0.001"))
+    assert refused.value.code == "fiat_amount_too_large"
+    with pytest.raises(Refused) as refused:
+        trade_amounts(terms(price="1000000000000", max_amount="1000000"), "1000000", D("0.001"))
+    assert refused.value.code == "fiat_amount_too_large"
+    below = trade_amounts(terms(price="1000000000000", max_amount="1000000"), "999999", D("0"))
+    assert below.fiat_amount == D("999999000000000000.00")

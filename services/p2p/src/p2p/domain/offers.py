@@ -20,6 +20,7 @@ from shared.money import (
     MoneyError,
     add,
     get_currency,
+    max_integer_digits,
     parse_amount,
 )
 
@@ -163,6 +164,11 @@ def trade_amounts(terms: OfferTerms, amount_text: object, fee_rate: Decimal) -> 
     fiat_value = fiat_amount(amount, terms.price, fiat)
     if fiat_value == 0:
         raise Refused("fiat_amount_too_small", "the fiat amount rounds to zero")
+    if fiat_value.adjusted() >= max_integer_digits(fiat):
+        raise Refused(
+            "fiat_amount_too_large",
+            f"the fiat amount must be below 10^{max_integer_digits(fiat)} {fiat.code}",
+        )
     try:
         parse_amount(add(amount, fee), coin)  # the escrow must fit the coin too
     except MoneyError as error:
