@@ -159,6 +159,35 @@ async def test_the_valuation_currency_cannot_be_pinned(running: Running, auth_he
     assert (negative.status_code, negative.json()["error"]["code"]) == (422, "amount_not_positive")
 
 
+async def test_a_pin_the_feed_could_not_keep_as_given_is_refused(
+    running: Running, auth_headers: Any
+) -> None:
+    # Too small or too large, a quote's rate against another price may not fit a stored decimal;
+    # more digits than a price keeps would have been published unrounded. Both were pinned.
+    for price, code in (
+        ("1e-170", "price_out_of_range"),
+        ("0.00000099", "price_out_of_range"),
+        ("1000000000", "price_out_of_range"),
+        ("50000.123456789", "price_too_precise"),
+        ("1.0000000000000000000000000000000001", "price_too_precise"),
+    ):
+        refused = await running.http.put(
+            "/api/admin/prices",
+            json={"currency": "ETH", "price": price},
+            headers=auth_headers("ops", "admin"),
+        )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, code), price
+    listed = (await running.http.get("/api/prices")).json()["prices"]
+    assert next(p for p in listed if p["currency"] == "ETH")["source"] != "pinned"
+    for price in ("0.000001", "999999990", "50000.12", "0.12345678"):
+        kept = await running.http.put(
+            "/api/admin/prices",
+            json={"currency": "ETH", "price": price},
+            headers=auth_headers("ops", "admin"),
+        )
+        assert kept.status_code == 200, (price, kept.text)
+
+
 async def test_outside_staging_pin_and_unpin_do_not_exist(
     kafka_bootstrap_servers: str,
     kafka_topics: Topics,

@@ -91,6 +91,27 @@ STARTING_PRICES: Final[dict[str, Decimal]] = {
 PRICE_SIGNIFICANT_DIGITS: Final = 8
 
 
+# What a pinned price may be: a quote's rate, price ÷ price with 18 decimals, must stay within
+# the 34 digits a stored decimal holds (below 10^15), so pins span at most 15 powers of ten.
+PIN_MIN: Final = Decimal("0.000001")
+PIN_LIMIT: Final = Decimal("1000000000")
+
+
+def pin_refusal(value: Decimal) -> tuple[str, str] | None:
+    """Why a price cannot be pinned (code, message), or None: pins are kept as given, never
+    rounded, so one the feed would not keep as it is is refused."""
+    if not value.is_finite() or value <= 0:
+        return "amount_not_positive", "a price must be greater than zero"
+    if not PIN_MIN <= value < PIN_LIMIT:
+        return "price_out_of_range", f"a pinned price is at least {PIN_MIN} and below {PIN_LIMIT}"
+    if round_price(value) != value:
+        return (
+            "price_too_precise",
+            f"prices keep {PRICE_SIGNIFICANT_DIGITS} significant digits (at least 2 decimals)",
+        )
+    return None
+
+
 def round_price(value: Decimal) -> Decimal:
     """A price to PRICE_SIGNIFICANT_DIGITS significant digits, never fewer than 2 decimals."""
     if not value.is_finite() or value <= 0:

@@ -21,7 +21,13 @@ from trading.prices.adapters.kafka import KafkaPricePublisher, PriceBookUpdater
 from trading.prices.adapters.market_data import BinancePriceSource, CoinGeckoPriceSource
 from trading.prices.adapters.mongo import MongoPins
 from trading.prices.application import PriceFeed, PriceSource
-from trading.prices.domain import VALUATION_CURRENCY, Price, PriceBook, RandomWalk
+from trading.prices.domain import (
+    VALUATION_CURRENCY,
+    Price,
+    PriceBook,
+    RandomWalk,
+    pin_refusal,
+)
 from trading.prices.settings import PriceSettings
 
 
@@ -103,8 +109,9 @@ def pin_routes(feed: PriceFeed) -> APIRouter:
             value = parse_decimal(body.price)
         except MoneyError as error:
             raise ApiError(422, error.code, error.message) from None
-        if value <= 0:
-            raise ApiError(422, "amount_not_positive", "a price must be greater than zero")
+        refusal = pin_refusal(value)
+        if refusal is not None:
+            raise ApiError(422, *refusal)
         return PriceView.of(await feed.pin(currency, value, admin.user_id))
 
     @router.delete(
