@@ -1,11 +1,14 @@
 """Documents in the seed's old `wallets` shape (float balances, no ledger fields) never break the
 wallet: reads answer, commands apply (never a dead letter), verify lists them, replay refuses to
-drop them, and `wallet migrate` over the `wallets` collection itself brings them into the ledger."""
+drop them, and `wallet migrate` over the `wallets` collection itself brings them into the ledger.
+The seed's own `wallet_transactions` rows (float amounts, no ledger fields) are not the ledger's
+history: reads, balances at an instant and verify leave them out, and replay keeps them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +54,29 @@ async def legacy_wallets(mongo_database: AsyncDatabase[dict[str, Any]]) -> list[
     return ["old-alice", "old-bob"]
 
 
+def seed_history_row(user_id: str, amount: float, balance_after: float) -> dict[str, Any]:
+    """A wallet_transactions document as the seed's wallet_service wrote it."""
+    return {
+        "transaction_id": str(uuid.uuid4()),
+        "user_id": user_id,
+        "currency": "BTC",
+        "amount": amount,
+        "transaction_type": "deposit_nowpayments",
+        "direction": "credit",
+        "reference_id": f"payment-{uuid.uuid4().hex[:8]}",
+        "balance_after": balance_after,
+        "metadata": {"order_id": "o-1"},
+        "timestamp": SEED_TIME,
+    }
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def seed_history(mongo_database: AsyncDatabase[dict[str, Any]]) -> int:
+    rows = [seed_history_row("old-alice", 1.5, 1.5), seed_history_row("old-alice", 0.5, 2.0)]
+    await mongo_database["wallet_transactions"].insert_many(rows)
+    return len(rows)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def http(wallet_runtime: WalletRuntime) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_http_app(wallet_runtime))
@@ -80,6 +106,29 @@ async def test_reads_answer_with_legacy_documents_present(
         "/api/wallets/platform-balances", headers=auth(wallet_runtime, "ops", "admin")
     )
     assert accounts.status_code == 200, accounts.text
+
+
+async def test_the_seeds_history_rows_are_left_out_of_every_read(
+    legacy_wallets: list[str],
+    seed_history: int,
+    wallet_runtime: WalletRuntime,
+    http: httpx.AsyncClient,
+) -> None:
+    headers = auth(wallet_runtime, "old-alice")
+    history = await http.get("/api/wallets/transactions/old-alice", headers=headers)
+    assert history.status_code == 200, history.text
+    assert history.json() == {"items": [], "next_cursor": None}
+    for query in ("?currency=BTC", "?reference_id=payment-1", "?limit=1"):
+        response = await http.get(f"/api/wallets/transactions/old-alice{query}", headers=headers)
+        assert response.status_code == 200, response.text
+    at = await http.get(
+        "/api/wallets/balances/old-alice",
+        params={"at": "2030-01-01T00:00:00+00:00"},
+        headers=headers,
+    )
+    assert at.status_code == 200, at.text
+    assert at.json() == {"user_id": "old-alice", "balances": []}
+    assert [row async for row in wallet_runtime.store.all_history()] == []
 
 
 async def test_verify_lists_them_and_replay_refuses_to_drop_them(
@@ -118,9 +167,11 @@ async def test_a_command_to_a_legacy_wallet_applies_and_replaces_the_document(
 
 async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
     legacy_wallets: list[str],
+    seed_history: int,
     wallet_runtime: WalletRuntime,
     wallet_client: WalletClient,
     mongo_database: AsyncDatabase[dict[str, Any]],
+    http: httpx.AsyncClient,
 ) -> None:
     mapping = CollectionMapping(
         "wallets",
@@ -143,3 +194,24 @@ async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
     assert await verify(wallet_runtime.store) == []
     await replay(wallet_runtime.store)  # every balance now has events behind it
     assert await verify(wallet_runtime.store) == []
+    # Alice's history is the ledger's: her opening credits, not the seed's rows of the same wallet.
+    headers = auth(wallet_runtime, "old-alice")
+    history = (await http.get("/api/wallets/transactions/old-alice", headers=headers)).json()
+    assert sorted(row["transaction_type"] for row in history["items"]) == [
+        "legacy_migration",
+        "legacy_migration_locked",
+    ]
+    before_migration = await http.get(
+        "/api/wallets/balances/old-alice",
+        params={"at": (SEED_TIME + timedelta(days=1)).isoformat()},
+        headers=headers,
+    )
+    assert before_migration.status_code == 200, before_migration.text
+    assert before_migration.json()["balances"] == []
+    # The seed's history rows are still there, never shown.
+    assert (
+        await mongo_database["wallet_transactions"].count_documents(
+            {"ledger_transaction_id": {"$exists": False}}
+        )
+        == seed_history
+    )

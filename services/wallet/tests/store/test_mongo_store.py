@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -241,6 +241,47 @@ async def test_swapped_in_projections_have_their_indexes(
     with pytest.raises(DuplicateKeyError):
         await store.database[WALLETS].insert_one(duplicate)
     assert await store.wallets_of("alice") == wallets
+
+
+@pytest.mark.parametrize("strategy", ["the server's", "transaction"])
+async def test_the_seeds_history_rows_are_no_projection_read_or_swapped(
+    monitored: tuple[MongoLedgerStore, CommandLog], strategy: str
+) -> None:
+    # The seed's wallet_service wrote wallet_transactions too: float amounts, no ledger fields.
+    store, _ = monitored
+    if strategy == "transaction":
+        store._rename_supported = False
+    seed_row = {
+        "transaction_id": "6f1c2e0a-seed",
+        "user_id": "alice",
+        "currency": "BTC",
+        "amount": 0.01,
+        "transaction_type": "deposit_nowpayments",
+        "direction": "credit",
+        "reference_id": "payment_12345",
+        "balance_after": 1.51,
+        "metadata": {},
+        "timestamp": datetime(2099, 1, 1, tzinfo=UTC),  # newer than every ledger row
+    }
+    await store.database[HISTORY].insert_one(dict(seed_row))
+    await LedgerService(store).handle_batch([credit("alice", "BTC", "1", "d1")])
+
+    [row] = await store.history_of("alice", currency=None, limit=10, before=None)
+    assert row.reference_id == "d1"
+    assert await store.history_of(
+        "alice", currency="BTC", limit=10, before=None, reference_id="payment_12345"
+    ) == []  # fmt: skip
+    assert [h.reference_id async for h in store.all_history()] == ["d1"]
+    assert await verify(store) == []
+
+    wallets = [w async for w in store.all_wallets()]
+    await store.replace_projections(wallets, [row], await store.account_balances())
+    kept = (
+        await store.database[HISTORY].find({"ledger_transaction_id": {"$exists": False}}).to_list()
+    )
+    assert [{k: v for k, v in d.items() if k != "_id"} for d in kept] == [seed_row]
+    assert [h.reference_id async for h in store.all_history()] == ["d1"]
+    assert await verify(store) == []
 
 
 async def test_verify_catches_a_stored_total_that_drifted_from_its_parts(

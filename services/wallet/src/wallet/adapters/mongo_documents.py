@@ -212,6 +212,16 @@ def wallet_of(document: Document) -> WalletRecord:
 
 # History (wallet_transactions) ---------------------------------------------------------------
 
+# Rows the ledger writes carry the ledger transaction they belong to; the seed's own rows (float
+# amounts, no ledger fields) do not. They are not the ledger's history: reads leave them out and a
+# swap of the projections keeps them as they are.
+LEDGER_ROW: Final[Document] = {"ledger_transaction_id": {"$exists": True}}
+SEED_ROW: Final[Document] = {"ledger_transaction_id": {"$exists": False}}
+
+
+def is_ledger_row(document: Document) -> bool:
+    return "ledger_transaction_id" in document
+
 
 def history_document(row: HistoryRow) -> Document:
     return {
@@ -255,9 +265,9 @@ def history_filter(
     before: tuple[datetime, str] | None,
     reference_id: str | None = None,
 ) -> Document:
-    """Rows of a user (and currency, and reference) strictly older than the cursor in
+    """The ledger's rows of a user (and currency, and reference) strictly older than the cursor in
     (timestamp, transaction_id)."""
-    query: Document = {"user_id": user_id}
+    query: Document = {"user_id": user_id, **LEDGER_ROW}
     if currency is not None:
         query["currency"] = currency
     if reference_id is not None:

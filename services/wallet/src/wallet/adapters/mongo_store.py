@@ -37,10 +37,12 @@ from pymongo.write_concern import WriteConcern
 from wallet.adapters.mongo_documents import (
     ACCOUNTS,
     HISTORY,
+    LEDGER_ROW,
     LEDGER_WALLET,
     LEGACY_OUTCOMES,
     LEGACY_WALLET,
     OUTCOMES,
+    SEED_ROW,
     WALLETS,
     Document,
     account_document,
@@ -49,6 +51,7 @@ from wallet.adapters.mongo_documents import (
     history_document,
     history_filter,
     history_of,
+    is_ledger_row,
     is_ledger_wallet,
     key_filter,
     key_of,
@@ -251,9 +254,11 @@ class MongoLedgerStore:
             await self._collection(OUTCOMES).insert_many(documents, ordered=True)
         await self._db.drop_collection(LEGACY_OUTCOMES)
 
-    async def _batches(self, name: str) -> AsyncIterator[list[Document]]:
+    async def _batches(
+        self, name: str, query: Document | None = None
+    ) -> AsyncIterator[list[Document]]:
         batch: list[Document] = []
-        async for document in self._scan(name, [("_id", ASCENDING)]):
+        async for document in self._scan(name, [("_id", ASCENDING)], query):
             batch.append(document)
             if len(batch) == _SCAN_BATCH:
                 yield batch
@@ -468,11 +473,14 @@ class MongoLedgerStore:
     async def all_history(self) -> AsyncIterator[HistoryRow]:
         # Client-made ObjectIds of one process increase: _id order is insertion order.
         async for document in self._scan(HISTORY, [("_id", ASCENDING)]):
-            yield history_of(document)
+            if is_ledger_row(document):  # the seed's own rows are not the ledger's history
+                yield history_of(document)
 
-    async def _scan(self, name: str, order: list[tuple[str, int]]) -> AsyncIterator[Document]:
+    async def _scan(
+        self, name: str, order: list[tuple[str, int]], query: Document | None = None
+    ) -> AsyncIterator[Document]:
         with _mapped_errors():
-            cursor = self._collection(name).find({}, sort=order, batch_size=_SCAN_BATCH)
+            cursor = self._collection(name).find(query or {}, sort=order, batch_size=_SCAN_BATCH)
             async for document in cursor:
                 yield document
 
@@ -483,7 +491,8 @@ class MongoLedgerStore:
         accounts: dict[tuple[str, str], Decimal],
     ) -> None:
         """Swap in freshly built read models. Run it with the consumers stopped: a batch committed
-        during the swap would be lost from the projections (never from the events)."""
+        during the swap would be lost from the projections (never from the events). The seed's own
+        `wallet_transactions` rows are no projection: they are kept as they are."""
         documents = {
             WALLETS: [wallet_document(w) for w in wallets],
             HISTORY: [history_document(row) for row in history],
@@ -528,6 +537,8 @@ class MongoLedgerStore:
             await self._collection(rebuild).create_indexes(list(INDEXES[name]))
             if documents[name]:
                 await self._collection(rebuild).insert_many(documents[name], ordered=False)
+        async for seed_rows in self._batches(HISTORY, SEED_ROW):
+            await self._collection(HISTORY + _REBUILD_SUFFIX).insert_many(seed_rows, ordered=False)
         for name in _PROJECTIONS:
             await self._rename(name + _REBUILD_SUFFIX, name)
 
@@ -538,6 +549,6 @@ class MongoLedgerStore:
         async with self._transaction() as session:
             for name in _PROJECTIONS:
                 collection = self._collection(name)
-                await collection.delete_many({}, session=session)
+                await collection.delete_many(LEDGER_ROW if name == HISTORY else {}, session=session)
                 if documents[name]:
                     await collection.insert_many(documents[name], session=session)
