@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from bson import ObjectId
+from bson import Decimal128, ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.http import make_token
@@ -215,3 +215,32 @@ async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
         )
         == seed_history
     )
+
+
+async def test_an_empty_legacy_wallet_is_no_difference_and_replay_does_not_wait_for_it(
+    legacy_wallets: list[str],
+    wallet_runtime: WalletRuntime,
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    # The seed kept wallets it had emptied (or made at 0): nothing to migrate, nothing to keep.
+    await mongo_database["wallets"].insert_many(
+        [
+            seed_wallet("old-carol", "ETH", 0.0, 0.0),
+            {"user_id": "old-dan", "currency": "BTC"},
+            {"user_id": "old-gus", "currency": "USDT", "available_balance": Decimal128("0E-6")},
+        ]
+    )
+    assert await verify(wallet_runtime.store) == []
+    await replay(wallet_runtime.store)
+    assert await verify(wallet_runtime.store) == []
+    assert await wallet_runtime.store.wallets_of("old-carol") == []
+
+    # One that holds money, or whose amounts cannot be read, still counts.
+    await mongo_database["wallets"].insert_many(
+        [seed_wallet("old-erin", "ETH", 0.0, 0.1), {**seed_wallet("old-finn", "BTC", 0, 0),
+                                                    "available_balance": "abc"}]
+    )  # fmt: skip
+    differences = [str(d) for d in await verify(wallet_runtime.store)]
+    assert [d.split(":")[0] for d in differences] == ["wallet old-erin/ETH", "wallet old-finn/BTC"]
+    with pytest.raises(ReplayRefused, match="old-erin/ETH"):
+        await replay(wallet_runtime.store)

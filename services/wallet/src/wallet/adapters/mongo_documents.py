@@ -15,6 +15,7 @@ from bson import Decimal128, ObjectId
 
 from shared.messaging.commands import WALLET_COMMAND, WalletCommand
 from wallet.domain.ledger import Balances, Entry, WalletKey
+from wallet.domain.migration import read_amount
 from wallet.domain.records import (
     BalanceAfter,
     HistoryRow,
@@ -184,16 +185,19 @@ def is_ledger_wallet(document: Document) -> bool:
     return isinstance(document.get("version"), int)
 
 
+_LEGACY_AMOUNTS: Final = ("available_balance", "locked_balance", "total_balance")
+
+
 def legacy_wallet_of(document: Document) -> LegacyWallet:
-    """What a legacy document says, as text: never decoded as ledger state."""
+    """What a legacy document says, as text: never decoded as ledger state. Its amounts are read
+    as `wallet migrate` reads them only to tell whether it holds any money."""
+    amounts = [document.get(name) for name in _LEGACY_AMOUNTS]
+    amounts = [from_d128(v) if isinstance(v, Decimal128) else v for v in amounts]
     return LegacyWallet(
         user_id=str(document.get("user_id")),
         currency=str(document.get("currency")),
-        fields={
-            name: str(document.get(name))
-            for name in ("available_balance", "locked_balance", "total_balance")
-            if name in document
-        },
+        fields={name: str(document.get(name)) for name in _LEGACY_AMOUNTS if name in document},
+        holds_money=any(value is not None and read_amount(value) != 0 for value in amounts),
     )
 
 

@@ -85,7 +85,8 @@ class LedgerStore(Protocol):
 
     async def legacy_wallets(self) -> list[LegacyWallet]:
         """`wallets` documents in the seed's old shape (no ledger fields): skipped by every read
-        above, listed by verify, replaced by the first ledger write of their wallet."""
+        above, listed by verify when they hold money, replaced by the first ledger write of their
+        wallet."""
         ...
 
     async def replace_projections(

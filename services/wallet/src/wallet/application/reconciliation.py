@@ -141,6 +141,8 @@ async def verify(store: LedgerStore) -> list[Difference]:
             )
 
     for legacy in await store.legacy_wallets():
+        if not legacy.holds_money:
+            continue  # nothing to migrate: reads skip it, the first ledger write replaces it
         stored = ", ".join(f"{k} {v}" for k, v in sorted(legacy.fields.items()))
         differences.append(
             Difference(
@@ -223,7 +225,8 @@ async def replay(store: LedgerStore) -> Projections:
     """Rebuild the projections from the events and swap them in.
 
     Refused when a live wallet holds money that no event explains (a legacy document, or a
-    balance written around the ledger): replacing the projections would erase it. `wallet
+    balance written around the ledger): replacing the projections would erase it. A legacy
+    document without money is dropped like an empty wallet without events. `wallet
     migrate` turns such balances into events first.
     """
     projections = rebuild([o async for o in store.all_outcomes()])
@@ -236,6 +239,7 @@ async def replay(store: LedgerStore) -> Projections:
     orphans += [
         f"{_wallet_name((legacy.user_id, legacy.currency))} (legacy document)"
         for legacy in await store.legacy_wallets()
+        if legacy.holds_money
     ]
     if orphans:
         raise ReplayRefused(orphans)

@@ -52,11 +52,13 @@ class Outcome:
 class LegacyWallet:
     """A `wallets` document in the seed's old shape: not written by the ledger, no events behind
     it. Verify lists it and `wallet migrate` brings its balances in (replacing it); its fields are
-    kept as the text they were stored as."""
+    kept as the text they were stored as. One that holds no money (every amount 0, null or
+    missing) has nothing to migrate: verify does not list it and replay may drop it."""
 
     user_id: str
     currency: str
     fields: dict[str, str]
+    holds_money: bool = True  # an amount that cannot be read counts as money
 
 
 @dataclass(frozen=True, slots=True)
