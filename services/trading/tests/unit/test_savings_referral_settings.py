@@ -35,6 +35,13 @@ def test_commission_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFERRAL_COMMISSION_RATE", "1.5")
     with pytest.raises(ValidationError):
         ReferralSettings()
+    # Every commission record stores its rate: one longer than a stored decimal holds would have
+    # failed every claim, so every fee event, instead of stopping the service at its start.
+    monkeypatch.setenv("REFERRAL_COMMISSION_RATE", "0." + "1" * 40)
+    with pytest.raises(ValidationError):
+        ReferralSettings()
+    monkeypatch.setenv("REFERRAL_COMMISSION_RATE", "0." + "1" * 18)
+    assert ReferralSettings().referral_commission_rate == Decimal("0." + "1" * 18)
 
 
 def test_referral_ask_again_period(monkeypatch: pytest.MonkeyPatch) -> None:
