@@ -1,5 +1,5 @@
-"""Swaps, express buy and liquidity funding over the real MongoDB store with a fake clock and a
-recording wallet sender: the quote lifecycle (firm for its TTL, single use also when executed
+"""Swaps, express buy and liquidity funding over each store (memory and the real MongoDB) with a
+fake clock and a recording wallet sender: the quote lifecycle (firm for its TTL, single use also when executed
 concurrently, owned by the asker, settled by wallet results exactly once) and the HTTP answers."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.http import create_app
 from shared.messaging import CreditCommand, ExchangeCommand, WalletCommand
 from trading.bootstrap import install_trading_errors
+from trading.conversions.adapters.memory import MemoryFundings, MemoryQuotes
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
-from trading.conversions.application import Conversions, Liquidity
+from trading.conversions.application import Conversions, Fundings, Liquidity, Quotes
 from trading.conversions.domain import ConversionKind, Status
 from trading.conversions.entrypoints import conversion_routes, liquidity_routes
 from trading.conversions.settings import ConversionSettings
@@ -27,19 +28,17 @@ from trading.errors import Conflict, Invalid, NotFound, TradingError
 from trading.prices.domain import Price, PriceBook
 from trading.testing import FakeClock, RecordingSender, result_of
 
-pytestmark = pytest.mark.integration
-
 SWAP, EXPRESS = ConversionKind.SWAP, ConversionKind.EXPRESS_BUY
 _rigs = itertools.count(1)
 
 
 class Rig:
-    def __init__(self, database: AsyncDatabase[dict[str, Any]], clock: FakeClock) -> None:
+    def __init__(self, quotes: Quotes, fundings: Fundings, clock: FakeClock) -> None:
         self.clock = clock
         self.book = PriceBook(max_age=timedelta(seconds=60))
         self.sender = RecordingSender()
         rig, ids = next(_rigs), itertools.count(1)
-        self.quotes = MongoQuotes(database)
+        self.quotes = quotes
         self.conversions = Conversions(
             quotes=self.quotes,
             wallet=self.sender,
@@ -48,7 +47,7 @@ class Rig:
             clock=clock,
             new_id=lambda: f"r{rig}-{next(ids)}",
         )
-        self.liquidity = Liquidity(MongoFundings(database), self.sender, clock)
+        self.liquidity = Liquidity(fundings, self.sender, clock)
         self.set_price("BTC", "52000")
         self.set_price("ETH", "2800")
 
@@ -56,9 +55,14 @@ class Rig:
         self.book.update(Price(currency, Decimal(value), self.clock(), "test"))
 
 
-@pytest.fixture
-def rig(mongo_database: AsyncDatabase[dict[str, Any]], clock: FakeClock) -> Rig:
-    return Rig(mongo_database, clock)
+@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
+def rig(request: pytest.FixtureRequest, clock: FakeClock) -> Rig:
+    """The MongoDB fixtures are pulled only by its variant (one database per module: each rig
+    makes ids of its own)."""
+    if request.param == "memory":
+        return Rig(MemoryQuotes(), MemoryFundings(), clock)
+    database: AsyncDatabase[dict[str, Any]] = request.getfixturevalue("mongo_database")
+    return Rig(MongoQuotes(database), MongoFundings(database), clock)
 
 
 async def refused(call: Any) -> TradingError:

@@ -30,31 +30,64 @@ log = structlog.get_logger(__name__)
 LIQUIDITY_FUNDING = "liquidity_funding"
 
 
-class Quotes(Protocol):
-    """Quotes and, once executed, the conversions they became (one document each)."""
+class QuoteExists(Exception):
+    """A quote was added under an id that is stored already (nothing was changed)."""
 
-    async def add(self, quote: Quote) -> None: ...
+
+class Quotes(Protocol):
+    """Quotes and, once executed, the conversions they became: one record per quote, keyed by
+    `quote_id`, never deleted. Two adapters keep them, MongoDB (`adapters.mongo`) and memory
+    (`adapters.memory`); one contract suite runs on both.
+
+    What is kept is what MongoDB keeps: instants in UTC to the millisecond (rounded down) and
+    compared at that precision; `pay_amount`, `fee` and `receive_amount` exact as decimal128 holds
+    them (more than 34 significant digits: `decimal.Inexact`, nothing stored); rates, prices, fee
+    rate and spread exact at any number of digits, as plain decimal strings (so without trailing
+    zeros: "1.50" comes back 1.5); the TTL as float seconds. Quotes are immutable values, so
+    nothing a caller holds changes what is stored. Besides the quote, a record knows when its
+    command was first sent (published) and last sent (asked).
+    """
+
+    async def add(self, quote: Quote) -> None:
+        """Stores a new quote as given (its status, execution fields and reason too), neither
+        published nor asked; `QuoteExists` if its id is stored already (that one is kept)."""
+        ...
+
     async def get(self, quote_id: str) -> Quote | None: ...
-    async def by_execution(self, kind: ConversionKind, execution_id: str) -> Quote | None: ...
+
+    async def by_execution(self, kind: ConversionKind, execution_id: str) -> Quote | None:
+        """The quote of `kind` claimed with `execution_id` (None for another kind's)."""
+        ...
 
     async def claim(
         self, quote_id: str, kind: ConversionKind, user_id: str, execution_id: str, now: datetime
     ) -> Quote | None:
-        """quoted → pending, only if it is this user's quote of this kind and unexpired at `now`
-        (one conditional update: of two racing executions exactly one gets the quote)."""
+        """quoted → pending, with `execution_id` and `executed_at` = `now`: only if it is this
+        user's quote of this kind, still quoted and unexpired at `now` (`expires_at` > `now`, at
+        millisecond precision). The claimed quote as now stored, else None and nothing changes.
+        One conditional update: of racing claims of a quote exactly one gets it; a second claim
+        gets None and leaves the first one's execution as it was."""
         ...
 
     async def mark_published(self, quote_id: str, at: datetime) -> None:
-        """The first send went out at `at` (it also counts as the last time the wallet was asked)."""
+        """The first send went out at `at`: published, and last asked, at `at`. Only the first
+        call counts (a later one changes nothing); an unknown quote is no error."""
         ...
 
-    async def unpublished(self, older_than: datetime) -> Sequence[Quote]: ...
-
-    async def awaiting_wallet(self, asked_before: datetime) -> Sequence[Quote]:
-        """Conversions sent and still pending whose command was last sent before `asked_before`."""
+    async def unpublished(self, older_than: datetime, limit: int = 100) -> Sequence[Quote]:
+        """Pending quotes never published whose `executed_at` is before `older_than`, at most
+        `limit` (0: no limit), in no promised order."""
         ...
 
-    async def mark_asked(self, quote_id: str, at: datetime) -> None: ...
+    async def awaiting_wallet(self, asked_before: datetime, limit: int = 100) -> Sequence[Quote]:
+        """Pending quotes published and last asked before `asked_before` (never-published ones are
+        `unpublished`'s), at most `limit` (0: no limit), in no promised order."""
+        ...
+
+    async def mark_asked(self, quote_id: str, at: datetime) -> None:
+        """The command was sent again at `at`: last asked at `at`, whatever the quote's status
+        (the caller asks about pending ones); an unknown quote is no error."""
+        ...
 
     async def settle(
         self,
@@ -65,8 +98,10 @@ class Quotes(Protocol):
         reason: str | None,
         at: datetime,
     ) -> bool:
-        """pending → completed | failed, for the quote of `user_id` only (a replayed result, or a
-        result of another user's command under this reference, changes nothing)."""
+        """pending → `status` (completed | failed) with `reason`, for the quote of `kind` claimed
+        with `execution_id` by `user_id` only; True if this call settled it. Once: a replayed
+        result, a racing one, or a result of another user's command under this reference changes
+        nothing and answers False."""
         ...
 
 
@@ -234,15 +269,22 @@ class Funding:
 
 
 class Fundings(Protocol):
+    """Liquidity fundings, one record per `reference_id`, never deleted; kept as `Quotes` keeps
+    its values (instants in UTC to the millisecond, amounts as decimal128 holds them)."""
+
     async def add(self, funding: Funding) -> Funding | None:
-        """Insert; None when the reference_id exists already (then `get` it)."""
+        """Stores a new funding and answers it as given (not read back); None when the
+        reference_id is stored already (then `get` it: the first one is kept, whatever this one
+        says). Of racing adds of one reference exactly one stores it."""
         ...
 
     async def get(self, reference_id: str) -> Funding | None: ...
+
     async def settle(
         self, reference_id: str, admin_id: str, status: Status, reason: str | None, at: datetime
     ) -> bool:
-        """pending → completed | failed, for the funding `admin_id` asked for only."""
+        """pending → `status` (completed | failed) with `reason`, for the funding `admin_id` asked
+        for only; True if this call settled it. Once: a later or racing settle answers False."""
         ...
 
 

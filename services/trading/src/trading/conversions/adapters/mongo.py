@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.money import format_amount
-from trading.conversions.application import Funding
+from trading.conversions.application import Funding, QuoteExists
 from trading.conversions.domain import ConversionKind, Quote, Status, Terms
 from trading.prices.domain import Price
 
@@ -98,7 +98,10 @@ class MongoQuotes:
         await self._quotes.create_index([("status", ASCENDING), ("asked_at", ASCENDING)])
 
     async def add(self, quote: Quote) -> None:
-        await self._quotes.insert_one(quote_document(quote))
+        try:
+            await self._quotes.insert_one(quote_document(quote))
+        except DuplicateKeyError:
+            raise QuoteExists(quote.quote_id) from None
 
     async def get(self, quote_id: str) -> Quote | None:
         doc = await self._quotes.find_one({"_id": quote_id})
@@ -137,23 +140,23 @@ class MongoQuotes:
             {"$set": {"published_at": at, "asked_at": at}},
         )
 
-    async def awaiting_wallet(self, asked_before: datetime) -> Sequence[Quote]:
+    async def awaiting_wallet(self, asked_before: datetime, limit: int = 100) -> Sequence[Quote]:
         cursor = self._quotes.find(
             {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
-        ).limit(100)
+        ).limit(limit)
         return [quote_from(doc) async for doc in cursor]
 
     async def mark_asked(self, quote_id: str, at: datetime) -> None:
         await self._quotes.update_one({"_id": quote_id}, {"$set": {"asked_at": at}})
 
-    async def unpublished(self, older_than: datetime) -> Sequence[Quote]:
+    async def unpublished(self, older_than: datetime, limit: int = 100) -> Sequence[Quote]:
         cursor = self._quotes.find(
             {
                 "status": Status.PENDING.value,
                 "published_at": None,
                 "executed_at": {"$lt": older_than},
             }
-        ).limit(100)
+        ).limit(limit)
         return [quote_from(doc) async for doc in cursor]
 
     async def settle(
