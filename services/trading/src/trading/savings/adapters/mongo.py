@@ -46,6 +46,7 @@ class MongoTransfers:
     async def insert(self, transfer: Document) -> bool:
         """Store a new transfer; False when its id exists (the same Idempotency-Key again)."""
         stored = dict(transfer)
+        stored["_id"] = stored.pop("transfer_id")
         stored["amount"] = Decimal128(transfer["amount"])
         try:
             await self._collection.insert_one(stored)

@@ -16,7 +16,12 @@ import structlog
 from shared.messaging import CommandResult
 from shared.money import add, format_amount, negate
 from shared.wallet_client import WalletClient, WalletTimeout
-from trading.savings.adapters.mongo import MongoAccruals, MongoSavingsHistory, MongoTransfers
+from trading.savings.application.ports import (
+    Accruals,
+    SavingsHistory,
+    TransferRecord,
+    Transfers,
+)
 from trading.savings.domain.accrual import (
     INTEREST_REFERENCE_PREFIX,
     INTEREST_TRANSACTION_TYPE,
@@ -59,9 +64,9 @@ class SavingsService:
     def __init__(
         self,
         *,
-        transfers: MongoTransfers,
-        history: MongoSavingsHistory,
-        accruals: MongoAccruals,
+        transfers: Transfers,
+        history: SavingsHistory,
+        accruals: Accruals,
         wallet: WalletClient,
         aprs: Mapping[str, Decimal],
         clock: Clock,
@@ -90,14 +95,14 @@ class SavingsService:
         direction: object,
         *,
         named_id: str | None = None,
-    ) -> Document:
+    ) -> TransferRecord:
         """A new transfer, or with `named_id` (the request's Idempotency-Key, named by the route)
         the transfer made under it before, if it is the same."""
         checked, value, way = validate_transfer(currency, amount, direction, self._aprs)
         now = self._clock()
         transfer_id = uuid.uuid4().hex if named_id is None else named_id
-        transfer: Document = {
-            "_id": transfer_id,
+        transfer: TransferRecord = {
+            "transfer_id": transfer_id,
             "user_id": user_id,
             "currency": checked.code,
             "amount": value,
@@ -127,7 +132,7 @@ class SavingsService:
             log.exception("savings.transfer_publish_failed", transfer_id=transfer_id)
         return stored
 
-    async def _send(self, transfer: Document, *, wait: bool) -> CommandResult | None:
+    async def _send(self, transfer: TransferRecord, *, wait: bool) -> CommandResult | None:
         move = (
             self._wallet.move_to_savings
             if transfer["direction"] == "to_savings"
@@ -151,7 +156,7 @@ class SavingsService:
             await self._send(transfer, wait=False)
         return len(stale)
 
-    async def transfer(self, transfer_id: str, user_id: str, *, is_admin: bool) -> Document:
+    async def transfer(self, transfer_id: str, user_id: str, *, is_admin: bool) -> TransferRecord:
         found = await self._transfers.get(transfer_id)
         if found is None or (found["user_id"] != user_id and not is_admin):
             raise SavingsNotFound("transfer_not_found", "no such savings transfer")
