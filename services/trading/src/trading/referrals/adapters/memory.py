@@ -12,43 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from shared.money import add
+from trading.memory_values import stored_decimal, stored_instant
 from trading.referrals.application.ports import CommissionRecord
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
 
 PENDING: Final = "pending"
 PAID: Final = "paid"
-
-# IEEE 754 decimal128, trapping what it cannot hold exactly (BSON's encoding of a Decimal).
-_DECIMAL128: Final = Context(
-    prec=34,
-    rounding=ROUND_HALF_EVEN,
-    Emin=-6143,
-    Emax=6144,
-    capitals=1,
-    flags=[],
-    traps=[InvalidOperation, Overflow, Inexact],
-    clamp=1,
-)
-
-
-def stored_instant(value: datetime) -> datetime:
-    """The instant as MongoDB keeps it: UTC (a naive one is taken as UTC), whole milliseconds."""
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-def stored_decimal(value: Decimal) -> Decimal:
-    """The amount as decimal128 holds it, or `decimal.Inexact` if it cannot exactly."""
-    stored = _DECIMAL128.create_decimal(value)
-    if stored.is_nan() and stored.as_tuple().digits:
-        raise ValueError("NaN with debug payload is not supported")
-    return stored
 
 
 @dataclass
