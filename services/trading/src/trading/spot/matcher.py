@@ -28,11 +28,11 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from trading.feature import Clock
-from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import EXPIRED, Fill, Order, OrderBook, OrderChange, Status
 from trading.spot.domain.markets import MARKETS, Fees, Market
 from trading.spot.messages import OrderMessage, decode
 from trading.spot.orders import SpotBatch, SpotOrder
+from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
 
 log = structlog.get_logger(__name__)
@@ -73,7 +73,7 @@ class MarketMatcher:
         self,
         market: Market,
         fees: Fees,
-        store: MongoSpotStore,
+        store: SpotStore,
         wallet: SpotWallet,
         clock: Clock,
         *,

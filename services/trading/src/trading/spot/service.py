@@ -16,7 +16,6 @@ from shared.money import LEDGER_CONTEXT, MoneyError, max_integer_digits, parse_d
 from trading.errors import Conflict, Invalid, NotFound
 from trading.feature import Clock
 from trading.messaging import EventPublisher
-from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import (
     CLOSED_STATUSES,
     NO_LIQUIDITY,
@@ -28,6 +27,7 @@ from trading.spot.domain.book import (
 from trading.spot.domain.markets import Fees, Market, MarketError, get_market
 from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import OPEN_STATUSES, SpotOrder
+from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
 
 log = structlog.get_logger(__name__)
@@ -66,7 +66,7 @@ def _fits(market: Market, fees: Fees, ticks: int, steps: int) -> bool:
 class SpotOrders:
     def __init__(
         self,
-        store: MongoSpotStore,
+        store: SpotStore,
         wallet: SpotWallet,
         publisher: EventPublisher,
         orders_topic: str,

@@ -6,134 +6,33 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.money import format_amount
-from trading.spot.domain.book import OrderType, Side, Status
-from trading.spot.domain.markets import Market
-from trading.spot.orders import (
-    OPEN_STATUSES,
-    OrderFill,
-    SpotBatch,
-    SpotOrder,
-    change_document,
-    change_from,
-    fill_document,
-    fill_for,
-    fill_from,
+from trading.spot.adapters.documents import (
+    RESTING,
+    Document,
+    batch_document,
+    batch_from,
+    fills_by_order,
+    last_changes,
+    market_snapshot,
+    order_document,
+    order_from,
+    projected_fields,
 )
-
-Document = dict[str, Any]
-RESTING = [Status.OPEN.value, Status.PARTIALLY_FILLED.value]
-
-
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else format_amount(value)
-
-
-def order_document(order: SpotOrder) -> Document:
-    return {
-        "_id": order.order_id,
-        "user_id": order.user_id,
-        "pair": order.pair,
-        "side": order.side.value,
-        "type": order.type.value,
-        "price": None if order.price is None else format(order.price, "f"),  # tick's decimals
-        "amount": _text(order.amount),
-        "quote_amount": _text(order.quote_amount),
-        "lock_currency": order.lock_currency,
-        "lock_amount": format_amount(order.lock_amount),
-        "status": order.status.value,
-        "reason": order.reason,
-        "filled_amount": format_amount(order.filled_amount),
-        "remaining": None if order.remaining is None else str(order.remaining),
-        "hold": str(order.hold),
-        "book_sequence": order.book_sequence,
-        "fills": [f.as_json() for f in order.fills],
-        "cancel_requested": order.cancel_requested,
-        "client_order_id": order.client_order_id,
-        "expires_at": order.expires_at,
-        "version": 0,  # the last batch projected onto it
-        "created_at": order.created_at,
-        "updated_at": order.updated_at or order.created_at,
-    }
-
-
-def order_from(doc: Document) -> SpotOrder:
-    return SpotOrder(
-        order_id=doc["_id"],
-        user_id=doc["user_id"],
-        pair=doc["pair"],
-        side=Side(doc["side"]),
-        type=OrderType(doc["type"]),
-        price=_decimal(doc["price"]),
-        amount=_decimal(doc["amount"]),
-        quote_amount=_decimal(doc["quote_amount"]),
-        lock_currency=doc["lock_currency"],
-        lock_amount=Decimal(doc["lock_amount"]),
-        created_at=doc["created_at"],
-        status=Status(doc["status"]),
-        reason=doc["reason"],
-        filled_amount=Decimal(doc["filled_amount"]),
-        remaining=None if doc["remaining"] is None else int(doc["remaining"]),
-        hold=int(doc["hold"]),
-        book_sequence=doc["book_sequence"],
-        fills=[
-            OrderFill(
-                f["trade_id"],
-                Decimal(f["price"]),
-                Decimal(f["amount"]),
-                Decimal(f["fee"]),
-                f["fee_currency"],
-                f["liquidity"],
-            )
-            for f in doc["fills"]
-        ],
-        cancel_requested=doc["cancel_requested"],
-        updated_at=doc["updated_at"],
-        client_order_id=doc.get("client_order_id"),
-        expires_at=doc.get("expires_at"),
-    )
-
-
-def batch_document(batch: SpotBatch, at: datetime) -> Document:
-    return {
-        "_id": batch.batch_id,
-        "pair": batch.pair,
-        "first": batch.first,
-        "last": batch.last,
-        "fills": [fill_document(f) for f in batch.fills],
-        "changes": [change_document(c) for c in batch.changes],
-        "bids": [[str(p), str(s)] for p, s in batch.bids],
-        "asks": [[str(p), str(s)] for p, s in batch.asks],
-        "dispatched": False,
-        "created_at": at,
-    }
-
-
-def batch_from(doc: Document) -> SpotBatch:
-    return SpotBatch(
-        doc["pair"],
-        doc["first"],
-        doc["last"],
-        [fill_from(f) for f in doc["fills"]],
-        [change_from(c) for c in doc["changes"]],
-        [(int(p), int(s)) for p, s in doc["bids"]],
-        [(int(p), int(s)) for p, s in doc["asks"]],
-    )
+from trading.spot.domain.book import Status
+from trading.spot.domain.markets import Market
+from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
+from trading.spot.ports import MarketState
 
 
 class MongoSpotStore:
+    """The spot store (`trading.spot.ports.SpotStore`) over MongoDB."""
+
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._orders: AsyncCollection[Document] = database["spot_orders"]
         self._batches: AsyncCollection[Document] = database["spot_batches"]
@@ -207,12 +106,12 @@ class MongoSpotStore:
     async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
         """Open orders whose time ran out (the matcher cancels them; pending ones on locking)."""
         # "$ne": None spelled out: an order without expiry must never match the date comparison
-        due = {"status": {"$in": RESTING}, "expires_at": {"$ne": None, "$lte": now}}
+        due = {"status": {"$in": list(RESTING)}, "expires_at": {"$ne": None, "$lte": now}}
         cursor = self._orders.find(due).limit(limit)
         return [order_from(doc) async for doc in cursor]
 
     async def resting(self, pair: str) -> list[SpotOrder]:
-        cursor = self._orders.find({"pair": pair, "status": {"$in": RESTING}}).sort(
+        cursor = self._orders.find({"pair": pair, "status": {"$in": list(RESTING)}}).sort(
             "book_sequence", ASCENDING
         )
         return [order_from(doc) async for doc in cursor]
@@ -248,50 +147,27 @@ class MongoSpotStore:
         doc = await self._batches.find_one({"pair": pair}, sort=[("last", DESCENDING)])
         return int(doc["last"]) if doc else 0
 
-    async def market_state(self, pair: str) -> Document | None:
+    async def market_state(self, pair: str) -> MarketState | None:
         return await self._markets.find_one({"_id": pair})
 
     async def project(self, batch: SpotBatch, market: Market, at: datetime) -> None:
         """Orders and the market snapshot after `batch`; a second projection changes nothing."""
-        last_change = {c.order_id: c for c in batch.changes}
-        fills: dict[str, list[dict[str, str]]] = {}
-        for fill in batch.fills:
-            for order_id in (fill.buy_order_id, fill.sell_order_id):
-                fills.setdefault(order_id, []).append(fill_for(order_id, fill, market).as_json())
+        fills = fills_by_order(batch, market)
         updates = [
             UpdateOne(
                 {"_id": order_id, "version": {"$lt": batch.last}},
                 {
-                    "$set": {
-                        "status": change.status.value,
-                        "reason": change.reason,
-                        "filled_amount": format_amount(market.amount(change.filled)),
-                        "remaining": None if change.remaining is None else str(change.remaining),
-                        "hold": str(change.hold),
-                        "book_sequence": change.sequence,
-                        "version": batch.last,
-                        "updated_at": at,
-                    },
+                    "$set": projected_fields(change, batch, market, at),
                     "$push": {"fills": {"$each": fills.get(order_id, [])}},
                 },
             )
-            for order_id, change in last_change.items()
+            for order_id, change in last_changes(batch).items()
         ]
         if updates:
             await self._orders.bulk_write(updates, ordered=False)
-        snapshot = {
-            "sequence": batch.last,
-            "bids": [
-                [market.price_text(p), format_amount(market.amount(s))] for p, s in batch.bids
-            ],
-            "asks": [
-                [market.price_text(p), format_amount(market.amount(s))] for p, s in batch.asks
-            ],
-            "updated_at": at,
-        }
         with contextlib.suppress(DuplicateKeyError):  # a later batch is already projected
             await self._markets.update_one(
                 {"_id": batch.pair, "sequence": {"$lt": batch.last}},
-                {"$set": snapshot},
+                {"$set": market_snapshot(batch, market, at)},
                 upsert=True,
             )

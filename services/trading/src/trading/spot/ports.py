@@ -1,0 +1,138 @@
+"""What spot trading needs from storage: orders, the matcher's batches of decisions and each
+market's projection state. Two adapters keep them, MongoDB (`adapters.mongo`, what the service runs
+on) and memory (`adapters.memory`); one contract suite runs on both.
+
+Both keep the documents of `adapters.documents`, so what is read back is what those hold:
+- instants in UTC to the millisecond (rounded down; a naive one is taken as UTC), and queries
+  compare them at that precision;
+- an order's amounts (`amount`, `quote_amount`, `lock_amount`, `filled_amount`, a fill's amount
+  and fee) exact, without trailing zeros ("0.0100" comes back as "0.01"); prices (the order's, a
+  fill's, the snapshot's) exact with the decimals they were given ("100.00" stays "100.00");
+  integers of units and steps exact at any size; sequence numbers within int64 (beyond it, the
+  write raises `OverflowError` and stores nothing).
+- Everything handed out is a copy: changing it changes nothing stored, and changing an object
+  after handing it to the store changes nothing stored either.
+
+Each method is one atomic step against concurrent callers (one conditional single-document write,
+or one insert), except `add_batch` and `project`, whose steps are spelt out below. A `limit` is
+a positive number of results (0: no limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+from trading.spot.domain.book import Status
+from trading.spot.domain.markets import Market
+from trading.spot.orders import SpotBatch, SpotOrder
+
+# A market's projection state, None until a batch of it is projected: `_id` (the pair),
+# `sequence` (the `last` of the batch projected), `bids` and `asks` (best first, as
+# [price with the tick's decimals, amount] strings) and `updated_at`. A copy.
+type MarketState = dict[str, Any]
+
+
+class SpotStore(Protocol):
+    # orders (the API's side)
+
+    async def add(self, order: SpotOrder) -> SpotOrder | None:
+        """Stores a new order (its `version` 0, `updated_at` its `created_at` unless it has one):
+        `order` itself, not read back, if stored; None if an order with its `order_id` exists
+        (a client_order_id used again: its id is derived from the user and that id), whatever
+        either says, and the stored one is left as it was. Of racing adds of one id, one stores.
+        """
+        ...
+
+    async def get(self, order_id: str) -> SpotOrder | None: ...
+
+    async def many(self, order_ids: Iterable[str]) -> dict[str, SpotOrder]:
+        """The stored ones of `order_ids` by id (unknown ids are absent; repeats count once)."""
+        ...
+
+    async def of_user(
+        self, user_id: str, statuses: Iterable[Status], limit: int = 500
+    ) -> list[SpotOrder]:
+        """The user's orders in one of `statuses`, newest `created_at` first (orders created in
+        the same millisecond in no promised order), the newest `limit` of them."""
+        ...
+
+    async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:
+        """Flags the order of `user_id` for cancelling if it is pending, open or partially filled
+        (`cancel_requested`, `updated_at` = `at`; nothing else changes) and answers it as stored
+        now. None, changing nothing, if it is closed, another user's or unknown. Flagging is not
+        cancelling: the matcher cancels it (a pending one on its lock, a resting one from the
+        book). A second request while it is still open flags it again and answers it again."""
+        ...
+
+    async def fail_pending(self, order_id: str, user_id: str, reason: str, at: datetime) -> bool:
+        """pending → failed (`reason`, `updated_at` = `at`) for an order of `user_id`: True if this
+        call made the change. False, changing nothing, if the order is not pending (any other
+        status, including failed already: of racing calls one wins), another user's or unknown.
+        """
+        ...
+
+    async def pending_before(self, before: datetime, limit: int = 200) -> list[SpotOrder]:
+        """Pending orders created strictly before `before`, at most `limit`, in no promised
+        order."""
+        ...
+
+    async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
+        """Open and partially filled orders whose `expires_at` is at or before `now` (not pending
+        ones, not those without expiry), at most `limit`, in no promised order."""
+        ...
+
+    async def resting(self, pair: str) -> list[SpotOrder]:
+        """The market's open and partially filled orders in `book_sequence` order (time priority;
+        an order without one first)."""
+        ...
+
+    # the matcher's decisions
+
+    async def add_batch(self, batch: SpotBatch, at: datetime) -> bool:
+        """Stores the batch (undispatched, created at `at`) under its id, its market and first
+        sequence number, unless one is stored under it. True if the stored batch is `batch`:
+        stored now, or already stored with the same decisions (a retry after a lost answer).
+        False if other decisions are stored under that number: the caller is fenced, and nothing
+        is stored (of matchers racing to one number with different decisions, exactly one gets
+        True).
+
+        The fence is the first number only: the store does not check that `batch.first` follows
+        the market's last batch, nor that its numbers overlap none stored under another first
+        number. A market's batches are numbered without gaps by its matchers (a batch that decides
+        nothing gives its number back), which is what makes two writers collide.
+        """
+        ...
+
+    async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
+        """The market's batches whose `last` is above `sequence`, by `last`, ascending."""
+        ...
+
+    async def undispatched(self, pair: str) -> list[SpotBatch]:
+        """The market's batches not marked dispatched, by `last`, ascending."""
+        ...
+
+    async def mark_dispatched(self, batch: SpotBatch) -> None:
+        """Marks the batch stored under `batch`'s id dispatched (for good); nothing if none is."""
+        ...
+
+    async def last_sequence(self, pair: str) -> int:
+        """The highest `last` of the market's batches; 0 if it has none."""
+        ...
+
+    async def market_state(self, pair: str) -> MarketState | None: ...
+
+    async def project(self, batch: SpotBatch, market: Market, at: datetime) -> None:
+        """Applies `batch` to its orders and to its market's state.
+
+        Each order of `batch.changes` takes its last change in the batch (status, reason,
+        filled_amount, remaining, hold, book_sequence; `updated_at` = `at`), gets the batch's
+        fills as it sees them appended, and `version` = `batch.last`, if it is stored and its
+        `version` is below `batch.last`: guarded by the sequence only, not by its status (the
+        batch decides the status). The market's state becomes `batch.last` with the batch's depth
+        if it is below `batch.last` or absent. So projecting a batch again, or an older batch
+        after a newer one, changes nothing. One atomic step per order and one for the market:
+        a concurrent reader may see some orders updated before others.
+        """
+        ...
