@@ -1,7 +1,8 @@
 """The matcher over the real (embedded) MongoDB: a crash between storing a batch of decisions and
 projecting it, then a restart: the decisions are projected, the book holds exactly the resting
 orders, the wallet commands of the batch are sent again, and the redelivered messages change
-nothing."""
+nothing. Two matchers of one market are fenced by the store, over MongoDB and over the in-memory
+store alike."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.testing.fixtures import unique_database_name
+from trading.spot.adapters.memory import MemorySpotStore
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import OrderType, Side, Status
 from trading.spot.domain.markets import MARKETS, Fees, Market
 from trading.spot.matcher import MarketMatcher
 from trading.spot.messages import OrderMessage
 from trading.spot.orders import SpotBatch, SpotOrder
+from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
 
 pytestmark = pytest.mark.integration
@@ -79,8 +82,12 @@ def locked(order_id: str) -> OrderMessage:
 
 
 async def store_with(database: AsyncDatabase[dict[str, Any]], *orders: SpotOrder) -> MongoSpotStore:
-    store = MongoSpotStore(database)
-    await store.ensure_indexes()
+    return await holding(MongoSpotStore(database), *orders)
+
+
+async def holding[S: SpotStore](store: S, *orders: SpotOrder) -> S:
+    if isinstance(store, MongoSpotStore):
+        await store.ensure_indexes()
     for order in orders:
         await store.add(order)
     return store
@@ -105,6 +112,16 @@ async def own_database(
         yield mongo_client[name]
     finally:
         await mongo_client.drop_database(name)
+
+
+@pytest.fixture(params=["memory", "mongo"])
+def empty_store(request: pytest.FixtureRequest) -> SpotStore:
+    """A store of this test's own, in memory or over MongoDB: a book that starts empty. Sync on
+    purpose: the MongoDB fixtures are pulled only by its variant."""
+    if request.param == "memory":
+        return MemorySpotStore()
+    database: AsyncDatabase[dict[str, Any]] = request.getfixturevalue("own_database")
+    return MongoSpotStore(database)
 
 
 async def test_a_crash_after_storing_decisions_loses_nothing(
@@ -179,13 +196,13 @@ async def test_only_orders_past_their_expiry_are_due(
 
 
 async def test_a_matcher_whose_book_is_stale_is_fenced_by_the_store(
-    own_database: AsyncDatabase[dict[str, Any]],
+    empty_store: SpotStore,
 ) -> None:
     """Two matchers of one market at once (a partition that moved while its old owner was still
     deciding): the second to store a sequence number is fenced. It acts on none of its decisions,
     rebuilds its book from the store and decides its messages again there: no order is filled
     twice, and no fill goes to the wallet that the store does not hold."""
-    store = await store_with(own_database, *cross_at_100("fenced"))
+    store = await holding(empty_store, *cross_at_100("fenced"))
     owner_wallet, stale_wallet = RecordingWallet(), RecordingWallet()
     owner = MarketMatcher(MARKET, FEES, store, owner_wallet, now)
     stale = MarketMatcher(MARKET, FEES, store, stale_wallet, now)
@@ -249,12 +266,12 @@ async def test_a_batch_stored_again_after_a_lost_answer_is_still_acted_on(
 
 
 async def test_a_batch_that_decides_nothing_leaves_no_gap_for_a_stale_matcher(
-    own_database: AsyncDatabase[dict[str, Any]],
+    empty_store: SpotStore,
 ) -> None:
     """A batch with nothing to decide stores nothing and gives its number back: otherwise the
     stale matcher's next batch would start after a number another matcher's batch covers, and
     no stored batch would share its first number to fence it."""
-    store = await store_with(own_database, *cross_at_100("gap"))
+    store = await holding(empty_store, *cross_at_100("gap"))
     stale_wallet = RecordingWallet()
     owner = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now)
     stale = MarketMatcher(MARKET, FEES, store, stale_wallet, now)
