@@ -180,7 +180,7 @@ async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
         available_field="available_balance",
         locked_field="locked_balance",
     )
-    source = MongoLegacySource(mongo_database)
+    source = MongoLegacySource(mongo_database, in_place=["wallets"])
     sender = WalletCommandSender(wallet_client)
     report = await migrate([mapping], source, wallet_runtime.store, sender)
     assert report.match is True, report.to_json()

@@ -1,9 +1,11 @@
 """`wallet migrate`: legacy balances in, as opening transactions through the running wallet.
 
 The migration is a producer like any other: it never writes balances itself. It reads the legacy
-collections (only reads them), plans one opening credit per (collection, document, bucket), sends
-them to `wallet.commands`, waits for every result, then reads the migrated users' wallets back and
-compares them with what the legacy rows add up to.
+collections, plans one opening credit per (collection, document, bucket), sends them to
+`wallet.commands`, waits for every result, then reads the migrated users' wallets back and compares
+them with what the legacy rows add up to. Before it sends anything, the source keeps a copy of every
+legacy document the ledger would replace (the `wallets` collection migrated in place), so that a run
+stopped part-way and run again still plans, sends and compares every bucket of it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,17 @@ from wallet.domain.migration import (
 
 
 class LegacySource(Protocol):
-    """The legacy database, read only."""
+    """The legacy database."""
 
-    def documents(self, collection: str) -> AsyncIterator[Mapping[str, Any]]: ...
+    def documents(self, collection: str) -> AsyncIterator[Mapping[str, Any]]:
+        """Every legacy document of the collection, those the ledger has replaced since they were
+        preserved included."""
+        ...
+
+    async def preserve(self, collections: Sequence[str]) -> None:
+        """Keep what the ledger's writes would replace of these collections (a no-op for one it
+        never writes), so that `documents` still returns it after an opening credit applied."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,14 +268,19 @@ async def migrate(
 ) -> MigrationReport:
     """Plan, send (unless dry_run or blocked), then verify against the ledger."""
     plan = await plan_migration(mappings, source)
+    if not dry_run and (skip_invalid or not plan.invalid):
+        if sender is None:
+            raise ValueError("a migration that is not a dry run needs a sender")
+        # Keep the documents the first credits will replace, then send exactly what was kept.
+        await source.preserve([m.name for m in mappings])
+        plan = await plan_migration(mappings, source)
     report = MigrationReport(plan, dry_run=dry_run, skip_invalid=skip_invalid)
     if plan.invalid and not skip_invalid:
         report.blocked = True
         return report
     if dry_run:
         return report
-    if sender is None:
-        raise ValueError("a migration that is not a dry run needs a sender")
+    assert sender is not None
     report.outcomes = await sender.send(plan.lines)
     report.post_balances = await ledger_balances(store, sorted(plan.users))
     report.differences = mismatches(plan.expected(), report.post_balances)

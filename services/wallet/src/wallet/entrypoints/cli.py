@@ -150,11 +150,20 @@ def migrate(
             "--skip-invalid", help="Migrate the valid rows and list the invalid as skipped."
         ),
     ] = False,
+    in_flight: Annotated[
+        int,
+        typer.Option(
+            "--in-flight", min=1, help="Opening transactions awaiting their result at once."
+        ),
+    ] = 100,
 ) -> None:
     """Consolidate legacy balance collections into the ledger as opening transactions.
 
-    The legacy collections are only read. Opening transactions go through wallet.commands to the
-    running wallet service; running migrate again changes nothing.
+    The legacy collections are only read, except `wallets` in the wallet's own database (migrated
+    in place): its legacy documents are first copied to `wallets_legacy_snapshot` there, since the
+    ledger replaces each with its wallet. Opening transactions go through wallet.commands to the
+    running wallet service; running migrate again (after a stop at any point) sends what is
+    missing and changes nothing else.
     """
     try:
         mappings = parse_mapping(tomllib.loads(mapping.read_text()))
@@ -164,12 +173,15 @@ def migrate(
 
     async def main() -> int:
         from shared.wallet_client import WalletClient
-        from wallet.adapters.legacy_source import MongoLegacySource
+        from wallet.adapters.legacy_source import MongoLegacySource, replaced_in_place
 
         settings = WalletSettings()
         legacy_client = connect(source_url)
         try:
-            source = MongoLegacySource(legacy_client[source_db])
+            source = MongoLegacySource(
+                legacy_client[source_db],
+                in_place=replaced_in_place(source_db, settings.mongodb_database),
+            )
             existing = set(await source.collection_names())
             missing = sorted(m.name for m in mappings if m.name not in existing)
             if missing:
@@ -190,7 +202,7 @@ def migrate(
                             mappings,
                             source,
                             store,
-                            WalletCommandSender(wallet),
+                            WalletCommandSender(wallet, in_flight=in_flight),
                             skip_invalid=skip_invalid,
                         )
         finally:
