@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
+from trading.memory_values import stored_instant
 from trading.spot.adapters.documents import (
     RESTING,
     Document,
@@ -33,12 +34,6 @@ from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
 from trading.spot.ports import MarketState
 
 _INT64: Final = range(-(2**63), 2**63)
-
-
-def stored_instant(value: datetime) -> datetime:
-    """The instant as MongoDB keeps it: UTC (a naive one is taken as UTC), whole milliseconds."""
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def _stored(value: Any) -> Any:
