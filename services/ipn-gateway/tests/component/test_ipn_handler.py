@@ -182,6 +182,32 @@ async def test_partially_paid_follows_policy(credit_partial: bool, expected: lis
     assert [c.amount for c in world.credits] == expected
 
 
+async def test_payer_sending_more_while_partially_paid_is_credited_the_difference() -> None:
+    """Credited partial payments: the payer sends more, still short of the price, and NOWPayments
+    reports partially_paid again with the larger amount. The difference is credited once; the
+    first report resent, or a later one for no more, credits nothing."""
+    world = World(ConfirmationPolicy(credit_partially_paid=True))
+    assert await world.handler.handle(signed(body("partially_paid", outcome="0.001"))) == (
+        "credited"
+    )
+    assert await world.handler.handle(signed(body("partially_paid", outcome="0.0012"))) == (
+        "credited"
+    )
+    for outcome in ("0.001", "0.0012"):
+        verdict = await world.handler.handle(signed(body("partially_paid", outcome=outcome)))
+        assert verdict == "duplicate"
+    assert await world.handler.handle(signed(body("finished", outcome="0.0015"))) == "credited"
+    assert await world.handler.handle(signed(body("partially_paid", outcome="0.002"))) == (
+        "duplicate"
+    )
+    assert [(c.reference_id, c.amount) for c in world.credits] == [
+        ("nowpayments:5077125051", Decimal("0.001")),
+        ("nowpayments:5077125051:topup:0.0012", Decimal("0.0002")),
+        ("nowpayments:5077125051:topup:0.0015", Decimal("0.0003")),
+    ]
+    assert world.payments.payments["5077125051"].reviews == ()
+
+
 async def test_larger_later_outcome_credits_only_the_difference_once() -> None:
     world = World(ConfirmationPolicy(credit_at={"btc": PaymentStatus.CONFIRMED}))
     await world.handler.handle(signed(body("confirmed", outcome="0.001")))

@@ -2,7 +2,8 @@
 
 A payment's status only moves forward along waiting → confirming → confirmed → sending →
 (partially_paid →) finished; failed, refunded and expired end it. An IPN with an older status, or
-one already seen, changes nothing. Crediting follows a per-coin policy (default: at `finished`),
+one already seen, changes nothing, except a credited partially_paid reporting more (the payer sent
+more while the payment is still partially paid). Crediting follows a per-coin policy (default: at `finished`),
 and a payment is credited at most its latest reported outcome in total: a later, larger outcome
 credits only the difference, under a reference of its own so the wallet applies it once.
 """
@@ -247,13 +248,18 @@ def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decisio
     """What one verified IPN does to a payment.
 
     A status whose IPN went to review (nothing credited) is not added to `seen`: a corrected
-    resend of that same status is decided again rather than answered `duplicate` forever.
+    resend of that same status is decided again rather than answered `duplicate` forever. A
+    credited partially_paid reporting more than was credited tops the payment up.
     """
     status = ipn.payment_status
     if status is None:
         detail = f"unknown payment_status {ipn.status_text[:40]!r}"
         return Decision("ignored", review_code="unknown_status", review_detail=detail)
     if status.value in state.seen:
+        if status is PaymentStatus.PARTIALLY_PAID and _paid_more(state, ipn, policy):
+            # The payer sent more, still short of the price: NOWPayments reports partially_paid
+            # again with the larger amount, and the difference is credited (a top-up).
+            return _credit(state, state, state, ipn)
         return Decision("duplicate")
     if state.status is not None and (
         STATUS_RANK[status] < STATUS_RANK[state.status]
@@ -282,6 +288,21 @@ def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decisio
             )
         return Decision("pending", moved)
     return _credit(state, moved, unresolved, ipn)
+
+
+def _paid_more(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> bool:
+    """Whether a partially_paid IPN of a payment still partially paid, and credited as such,
+    reports more than was credited, in the same currency."""
+    if state.status is not PaymentStatus.PARTIALLY_PAID:
+        return False
+    if not policy.credits(PaymentStatus.PARTIALLY_PAID, ipn.pay_currency):
+        return False
+    target = review_target(ipn)
+    return (
+        target is not None
+        and state.credit_currency in (None, target[0])
+        and target[1] > state.credited
+    )
 
 
 def _credit(
