@@ -3,9 +3,10 @@
 A payment's status only moves forward along waiting → confirming → confirmed → sending →
 (partially_paid →) finished; failed, refunded and expired end it. An IPN with an older status, or
 one already seen, changes nothing, except a credited partially_paid reporting more (the payer sent
-more while the payment is still partially paid). Crediting follows a per-coin policy (default: at `finished`),
-and a payment is credited at most its latest reported outcome in total: a later, larger outcome
-credits only the difference, under a reference of its own so the wallet applies it once.
+more while the payment is still partially paid). Crediting follows a per-coin policy (default: at
+`finished`), and a payment is credited at most its latest reported outcome in total: a later,
+larger outcome credits only the difference, under a reference of its own so the wallet applies it
+once.
 """
 
 from __future__ import annotations
