@@ -178,8 +178,11 @@ async def test_unmatched_order_credits_nothing_and_is_kept_for_review() -> None:
 @pytest.mark.parametrize(("credit_partial", "expected"), [(False, []), (True, [Decimal("0.001")])])
 async def test_partially_paid_follows_policy(credit_partial: bool, expected: list[Decimal]) -> None:
     world = World(ConfirmationPolicy(credit_partially_paid=credit_partial))
-    await world.handler.handle(signed(body("partially_paid", outcome="0.001")))
+    for _ in range(3):  # reported again by every poll while the payment stays partially paid
+        await world.handler.handle(signed(body("partially_paid", outcome="0.001")))
     assert [c.amount for c in world.credits] == expected
+    notes = [n.code for n in world.payments.payments["5077125051"].reviews]
+    assert notes == ([] if credit_partial else ["partially_paid_not_credited"])
 
 
 async def test_payer_sending_more_while_partially_paid_is_credited_the_difference() -> None:
@@ -231,6 +234,8 @@ async def test_over_precise_outcome_is_recorded_for_review_not_credited() -> Non
     # decided again (not `duplicate` forever) and credits once.
     assert await world.handler.handle(signed(body("finished", outcome="1.234e-7"))) == "ignored"
     assert len(world.reviews.items) == 1
+    # ... nor another note on the payment (the poller asks every few minutes for days)
+    assert [n.code for n in world.payments.payments["5077125051"].reviews] == ["amount_too_precise"]
     assert await world.handler.handle(signed(body("finished", outcome="0.0000012"))) == "credited"
     assert await world.handler.handle(signed(body("finished", outcome="0.0000012"))) == "duplicate"
     assert [c.amount for c in world.credits] == [Decimal("0.0000012")]

@@ -234,7 +234,12 @@ class IpnHandler:
             review = None
             if decision.review_code:
                 detail = decision.review_detail or ""
-                review = ReviewNote(decision.review_code, detail, self.clock())
+                noted = stored is not None and any(
+                    (n.code, n.detail) == (decision.review_code, detail) for n in stored.reviews
+                )
+                # Noted once: the same IPN comes again with every poll while it stays as it is.
+                if not noted:
+                    review = ReviewNote(decision.review_code, detail, self.clock())
                 # Queued before the state is saved: a crash in between leaves the item, and the
                 # resend finds the same item instead of queueing another.
                 await self._queue(ipn, order, decision.review_code, detail, bound=True)
