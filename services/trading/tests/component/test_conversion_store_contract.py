@@ -7,7 +7,6 @@ its admin; instants and amounts come back as MongoDB keeps them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, Inexact
@@ -15,10 +14,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.testing.fixtures import unique_database_name
 from trading.conversions.adapters.memory import MemoryFundings, MemoryQuotes
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
 from trading.conversions.application import Funding, Fundings, QuoteExists, Quotes
@@ -42,32 +39,13 @@ class Stores:
     fundings: Fundings
 
 
-@dataclass
-class MongoStores(Stores):
-    database: Database
-
-
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
-def bare_stores(request: pytest.FixtureRequest) -> Stores:
-    """Sync on purpose: the MongoDB fixtures are pulled only by its variant."""
-    if request.param == "memory":
-        return Stores(MemoryQuotes(), MemoryFundings())
-    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
-    database = client[unique_database_name(f"conversions_{request.node.originalname}")]
-    return MongoStores(MongoQuotes(database), MongoFundings(database), database)
-
-
 @pytest_asyncio.fixture
-async def stores(bare_stores: Stores) -> AsyncIterator[Stores]:
-    if not isinstance(bare_stores, MongoStores):
-        yield bare_stores
-        return
-    assert isinstance(bare_stores.quotes, MongoQuotes)
-    await bare_stores.quotes.ensure_indexes()
-    try:
-        yield bare_stores
-    finally:
-        await bare_stores.database.client.drop_database(bare_stores.database.name)
+async def stores(store_database: Database | None) -> Stores:
+    if store_database is None:
+        return Stores(MemoryQuotes(), MemoryFundings())
+    quotes = MongoQuotes(store_database)
+    await quotes.ensure_indexes()
+    return Stores(quotes, MongoFundings(store_database))
 
 
 def _quote(quote_id: str, **changes: Any) -> Quote:

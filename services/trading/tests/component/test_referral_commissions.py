@@ -6,7 +6,6 @@ commission whose result never came back is asked about again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,11 +13,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.messaging import LedgerTransaction, Posting, WalletCommand
-from shared.testing.fixtures import unique_database_name
 from trading.referrals.adapters.memory import MemoryBindings, MemoryCommissions
 from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, ensure_indexes
 from trading.referrals.application.ports import Bindings, Commissions
@@ -39,25 +36,19 @@ class Rig:
     clock: FakeClock
 
 
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
-def database(request: pytest.FixtureRequest) -> Database | None:
-    """Sync on purpose: the MongoDB fixtures are pulled only by its variant."""
-    if request.param == "memory":
-        return None
-    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
-    return client[unique_database_name(f"referrals_{request.node.originalname}")]
-
-
 @pytest_asyncio.fixture
-async def rig(database: Database | None) -> AsyncIterator[Rig]:
+async def rig(store_database: Database | None) -> Rig:
     clock, wallet = FakeClock(), AnsweringWallet()
     bindings: Bindings
     commissions: Commissions
-    if database is None:
+    if store_database is None:
         bindings, commissions = MemoryBindings(clock), MemoryCommissions()
     else:
-        await ensure_indexes(database)
-        bindings, commissions = MongoBindings(database, clock), MongoCommissions(database)
+        await ensure_indexes(store_database)
+        bindings, commissions = (
+            MongoBindings(store_database, clock),
+            MongoCommissions(store_database),
+        )
     service = ReferralService(
         bindings=bindings,
         commissions=commissions,
@@ -65,11 +56,7 @@ async def rig(database: Database | None) -> AsyncIterator[Rig]:
         rate=Decimal("0.20"),
         clock=clock,
     )
-    try:
-        yield Rig(service, bindings, commissions, wallet, clock)
-    finally:
-        if database is not None:
-            await database.client.drop_database(database.name)
+    return Rig(service, bindings, commissions, wallet, clock)
 
 
 def _swap(user: str, tx_id: str, at: datetime, fee: str = "0.00001") -> LedgerTransaction:

@@ -6,7 +6,6 @@ found by when they were last sent; instants and amounts come back as MongoDB kee
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, Inexact
@@ -51,32 +50,13 @@ class Stores:
     clock: Clock
 
 
-@dataclass
-class MongoStores(Stores):
-    database: Database
-
-
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
-def bare_stores(request: pytest.FixtureRequest) -> Stores:
-    """Sync on purpose: the MongoDB fixtures are pulled only by its variant."""
-    clock = Clock()
-    if request.param == "memory":
-        return Stores(MemoryBindings(clock), MemoryCommissions(), clock)
-    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
-    database = client[unique_database_name(f"referrals_{request.node.originalname}")]
-    return MongoStores(MongoBindings(database, clock), MongoCommissions(database), clock, database)
-
-
 @pytest_asyncio.fixture
-async def stores(bare_stores: Stores) -> AsyncIterator[Stores]:
-    if not isinstance(bare_stores, MongoStores):
-        yield bare_stores
-        return
-    await ensure_indexes(bare_stores.database)
-    try:
-        yield bare_stores
-    finally:
-        await bare_stores.database.client.drop_database(bare_stores.database.name)
+async def stores(store_database: Database | None) -> Stores:
+    clock = Clock()
+    if store_database is None:
+        return Stores(MemoryBindings(clock), MemoryCommissions(), clock)
+    await ensure_indexes(store_database)
+    return Stores(MongoBindings(store_database, clock), MongoCommissions(store_database), clock)
 
 
 def _due(source_transaction_id: str, at: datetime = T0, **changes: Any) -> CommissionDue:

@@ -7,7 +7,6 @@ reference and settled once; instants and amounts come back as MongoDB keeps them
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, Inexact
@@ -15,11 +14,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.messaging import LedgerTransaction, Posting
-from shared.testing.fixtures import unique_database_name
 from trading.savings.adapters.memory import MemoryAccruals, MemorySavingsHistory, MemoryTransfers
 from trading.savings.adapters.mongo import (
     MongoAccruals,
@@ -60,33 +57,16 @@ class Stores:
     accruals: Accruals
 
 
-@dataclass
-class MongoStores(Stores):
-    database: Database
-
-
-@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
-def bare_stores(request: pytest.FixtureRequest) -> Stores:
-    """Sync on purpose: the MongoDB fixtures are pulled only by its variant."""
-    if request.param == "memory":
-        return Stores(MemoryTransfers(), MemorySavingsHistory(), MemoryAccruals())
-    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
-    database = client[unique_database_name(f"savings_{request.node.originalname}")]
-    return MongoStores(
-        MongoTransfers(database), MongoSavingsHistory(database), MongoAccruals(database), database
-    )
-
-
 @pytest_asyncio.fixture
-async def stores(bare_stores: Stores) -> AsyncIterator[Stores]:
-    if not isinstance(bare_stores, MongoStores):
-        yield bare_stores
-        return
-    await ensure_indexes(bare_stores.database)
-    try:
-        yield bare_stores
-    finally:
-        await bare_stores.database.client.drop_database(bare_stores.database.name)
+async def stores(store_database: Database | None) -> Stores:
+    if store_database is None:
+        return Stores(MemoryTransfers(), MemorySavingsHistory(), MemoryAccruals())
+    await ensure_indexes(store_database)
+    return Stores(
+        MongoTransfers(store_database),
+        MongoSavingsHistory(store_database),
+        MongoAccruals(store_database),
+    )
 
 
 def _transfer(transfer_id: str = "t1", **changes: Any) -> TransferRecord:
