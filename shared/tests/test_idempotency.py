@@ -33,7 +33,9 @@ from shared.http.idempotency import (
     idempotency_responses,
 )
 
-T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+# Relative to now: the expiry index lets the server delete keys whose expires_at has passed, so a
+# fixed date went stale the day after it and the MongoDB half of the contract saw no stored keys.
+T0 = datetime.now(UTC).replace(microsecond=0)
 SECRET = "idempotency-tests-jwt-secret-of-32-bytes!"
 
 
@@ -282,7 +284,7 @@ async def test_the_same_key_twice_creates_once_and_answers_the_same(
         == {
             "thing_id": "t1",
             "amount": "1.50",
-            "created_at": "2026-11-30T12:00:00Z",
+            "created_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     )
     assert again.headers["Idempotent-Replayed"] == "true"
