@@ -150,6 +150,44 @@ async def test_refusals(api: httpx.AsyncClient, memory_p2p: Any) -> None:
     assert (await api.post(f"{P}/mark-paid", json={"trade_id": trade_id})).status_code == 401
 
 
+async def test_only_a_disputed_trade_is_resolved(api: httpx.AsyncClient, memory_p2p: Any) -> None:
+    async def resolve(trade_id: str, outcome: str) -> httpx.Response:
+        return await api.post(
+            f"{P}/resolve-dispute",
+            json={"trade_id": trade_id, "outcome": outcome},
+            headers=auth("ops", "admin"),
+        )
+
+    async def post(route: str, trade_id: str, user: str) -> None:
+        response = await api.post(f"{P}/{route}", json={"trade_id": trade_id}, headers=auth(user))
+        assert response.status_code == 200, response.text
+
+    released = await escrowed_trade(api, memory_p2p)
+    await post("mark-paid", released, "bea")
+    await post("release-crypto", released, "sam")
+    cancelled = await escrowed_trade(api, memory_p2p)
+    await post("cancel-trade", cancelled, "bea")
+    await memory_p2p.deliver_all()
+    # The seller released and the buyer cancelled: nobody disputed, there is nothing to resolve.
+    for trade_id, outcome in ((released, "buyer"), (cancelled, "seller")):
+        refused = await resolve(trade_id, outcome)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (409, "not_disputed")
+        trade = (await api.get(f"{P}/trades/{trade_id}", headers=auth("ops", "admin"))).json()
+        assert trade["resolution"] is None
+
+    disputed = await escrowed_trade(api, memory_p2p)
+    await post("mark-paid", disputed, "bea")
+    await post("dispute", disputed, "bea")
+    first = await resolve(disputed, "buyer")
+    await memory_p2p.deliver_all()
+    again = await resolve(disputed, "buyer")  # a double click: the same answer, nothing moves
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json()["status"] == "completed"
+    other = await resolve(disputed, "seller")
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "not_disputed")
+    assert str(memory_p2p.wallet.available("bea", "BTC").normalize()) == "0.02"
+
+
 async def test_offer_rules(api: httpx.AsyncClient, memory_p2p: Any) -> None:
     offer_id = await offer(api)
     own = await api.post(

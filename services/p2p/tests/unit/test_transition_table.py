@@ -118,9 +118,31 @@ def test_the_table_covers_every_cell() -> None:
     assert set(TABLE) == set(CELLS)
 
 
+RESOLVED_AS = {A.RESOLVE_BUYER: "buyer", A.RESOLVE_SELLER: "seller"}
+
+
 @pytest.mark.parametrize(("status", "action", "actor"), CELLS, ids=lambda v: str(v))
 def test_cell(status: TradeStatus, action: Action, actor: Actor) -> None:
-    assert decide(status, action, actor) == expected(status, action, actor)
+    # As on a trade that a resolve of this kind got to its status.
+    assert decide(status, action, actor, RESOLVED_AS.get(action)) == expected(status, action, actor)
+
+
+RESOLVE_REPEATS = [cell for cell in sorted(REPEATS) if cell[1] in RESOLVED_AS]
+
+
+@pytest.mark.parametrize(("status", "action", "actor"), RESOLVE_REPEATS, ids=lambda v: str(v))
+def test_a_resolve_repeats_only_the_resolution_that_was_made(
+    status: TradeStatus, action: Action, actor: Actor
+) -> None:
+    # Released by the seller or cancelled by the buyer (no resolution), or resolved the other way.
+    other = {"buyer": "seller", "seller": "buyer"}[RESOLVED_AS[action]]
+    for resolution in (None, other):
+        assert decide(status, action, actor, resolution) == Refusal("conflict", "not_disputed")
+    assert decide(status, action, actor, RESOLVED_AS[action]) == Repeat()
+
+
+def test_every_resolve_repeat_is_checked() -> None:
+    assert len(RESOLVE_REPEATS) == 4
 
 
 def test_finished_trades_never_move() -> None:

@@ -199,7 +199,7 @@ class TradeHandler:
         )
         acting = SYSTEM_ACTOR if caller is None else caller.user_id
         for _ in range(MAX_ATTEMPTS):
-            verdict = decide(trade.status, action, actor)
+            verdict = decide(trade.status, action, actor, trade.resolution)
             if isinstance(verdict, Refusal):
                 raise _REFUSALS[verdict.kind](verdict.code, _describe(trade, action, verdict))
             if isinstance(verdict, Repeat):

@@ -200,8 +200,21 @@ TABLE: Final[Mapping[tuple[TradeStatus, Action, Actor], Verdict]] = {
 }
 
 
-def decide(status: TradeStatus, action: Action, actor: Actor) -> Verdict:
-    return TABLE[(status, action, actor)]
+# What a resolve records on the trade (`resolution`): the repeat of a resolve is only a repeat when
+# the trade was resolved that way.
+RESOLUTIONS: Final[Mapping[Action, str]] = {A.RESOLVE_BUYER: "buyer", A.RESOLVE_SELLER: "seller"}
+
+
+def decide(
+    status: TradeStatus, action: Action, actor: Actor, resolution: str | None = None
+) -> Verdict:
+    """The table's verdict; `resolution` is the trade's recorded dispute resolution, if any."""
+    verdict = TABLE[(status, action, actor)]
+    if isinstance(verdict, Repeat) and action in RESOLUTIONS and resolution != RESOLUTIONS[action]:
+        # Released by its seller or cancelled by its buyer, never disputed: "resolved" would be a
+        # 200 for a decision nobody made.
+        return Refusal("conflict", "not_disputed")
+    return verdict
 
 
 # --- the wallet's results ------------------------------------------------------------------------
