@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from shared.messaging import CommandResult
+from shared.messaging import CommandResult, CreditCommand
 from shared.messaging.topics import PRODUCER_HEADER, Topics
 from shared.wallet_client import WalletClient, WalletTimeout
 
@@ -138,7 +138,9 @@ async def test_results_naming_another_producer_are_skipped_and_unnamed_ones_stil
     assert wallet.results_decoded == 1
 
 
-async def _next_command(bootstrap: str, topics: Topics) -> ConsumerRecord[bytes, bytes]:
+async def _next_command(
+    bootstrap: str, topics: Topics, reference_id: str = "dep-old"
+) -> ConsumerRecord[bytes, bytes]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -151,7 +153,99 @@ async def _next_command(bootstrap: str, topics: Topics) -> ConsumerRecord[bytes,
             while True:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
-                        if json.loads(record.value or b"{}").get("reference_id") == "dep-old":
+                        if json.loads(record.value or b"{}").get("reference_id") == reference_id:
                             return record
     finally:
         await consumer.stop()
+
+
+def _result_for(command: ConsumerRecord[bytes, bytes], status: str = "applied") -> bytes:
+    sent = json.loads(command.value or b"{}")
+    return (
+        CommandResult(
+            command_id=sent["command_id"],
+            type=sent["type"],
+            transaction_type=sent["transaction_type"],
+            reference_id=sent["reference_id"],
+            user_id=sent["user_id"],
+            status=status,
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+async def test_the_same_command_sent_twice_at_once_answers_both_callers(
+    kafka_bootstrap_servers: str, kafka_topics: Topics
+) -> None:
+    """A retry of a command while its first send still waits: one result answers both, and the
+    first caller leaving (its own shorter timeout) does not take the result from the second."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    command = CreditCommand(
+        user_id="u-twice",
+        currency="BTC",
+        amount="0.3",
+        transaction_type="deposit_nowpayments",
+        reference_id="dep-twice",
+    )
+    async with WalletClient(
+        kafka_bootstrap_servers, topics=kafka_topics, timeout=20, producer="gateway"
+    ) as wallet:
+        impatient = asyncio.create_task(wallet.send(command, result_timeout=1))
+        first = asyncio.create_task(wallet.send(command))
+        second = asyncio.create_task(wallet.send(command))
+        sent = await _next_command(kafka_bootstrap_servers, kafka_topics, "dep-twice")
+        with pytest.raises(WalletTimeout):
+            await impatient
+        await producer.send_and_wait(kafka_topics.results, _result_for(sent), key=b"u-twice")
+        answers = await asyncio.wait_for(asyncio.gather(first, second), 20)
+    await producer.stop()
+    assert [a.status if a else None for a in answers] == ["applied", "applied"]
+    assert {a.command_id if a else None for a in answers} == {command.command_id}
+
+
+async def test_the_results_listener_goes_on_after_a_failure(
+    kafka_bootstrap_servers: str, kafka_topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while reading results (here the first result read raises) is logged and the
+    listener reads on: a later command still gets its answer instead of every wait timing out."""
+    decode = CommandResult.model_validate_json
+    failures = []
+
+    def failing_once(data: bytes) -> CommandResult:
+        if not failures:
+            failures.append(data)
+            raise RuntimeError("the broker connection broke")
+        return decode(data)
+
+    monkeypatch.setattr(WalletClient, "listener_retry_seconds", 0.1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    async with WalletClient(
+        kafka_bootstrap_servers, topics=kafka_topics, timeout=20, producer="gateway"
+    ) as wallet:
+        monkeypatch.setattr(
+            "shared.wallet_client.CommandResult",
+            type("FailingOnce", (), {"model_validate_json": staticmethod(failing_once)}),
+        )
+        waiting = asyncio.create_task(
+            wallet.credit(
+                user_id="u-listener",
+                currency="BTC",
+                amount="0.2",
+                transaction_type="deposit_nowpayments",
+                reference_id="dep-listener",
+            )
+        )
+        sent = await _next_command(kafka_bootstrap_servers, kafka_topics, "dep-listener")
+        await producer.send_and_wait(kafka_topics.results, _result_for(sent), key=b"u-listener")
+        await asyncio.sleep(1)
+        assert len(failures) == 1
+        assert not waiting.done()
+        # The wallet answers a resend of the command with its result again: now it arrives.
+        await producer.send_and_wait(kafka_topics.results, _result_for(sent), key=b"u-listener")
+        answered = await asyncio.wait_for(waiting, 20)
+    await producer.stop()
+    assert answered is not None
+    assert answered.status == "applied"

@@ -20,6 +20,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Self
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import JsonValue, ValidationError
 
@@ -44,6 +45,8 @@ from shared.messaging.topics import CONTRACT_TOPICS, PRODUCER_HEADER, Topics
 Amount = Decimal | str
 Metadata = dict[str, JsonValue] | None
 
+log = structlog.get_logger(__name__)
+
 
 class WalletTimeout(TimeoutError):
     """No result arrived in time; the command may still be applied (idempotently) later."""
@@ -59,6 +62,9 @@ class WalletClient:
     producer before decoding them. Results without the header (a wallet from before it) are decoded
     and matched by command_id as before.
     """
+
+    # After a failure of the results listener (a broker error), it reads on from where it was.
+    listener_retry_seconds: float = 1.0
 
     def __init__(
         self,
@@ -77,7 +83,9 @@ class WalletClient:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: asyncio.Task[None] | None = None
+        # One future per command_id, shared by every caller waiting for it, with their count.
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+        self._waiters: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -116,6 +124,7 @@ class WalletClient:
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
+        self._waiters.clear()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -123,6 +132,17 @@ class WalletClient:
         self._listener = self._consumer = self._producer = None
 
     async def _listen(self) -> None:
+        # The listener must outlive a failure: once it ended, every later wait would time out.
+        while True:
+            try:
+                await self._match_results()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("wallet_client.results_listener_failed", producer=self.producer)
+                await asyncio.sleep(self.listener_retry_seconds)
+
+    async def _match_results(self) -> None:
         assert self._consumer is not None
         mine = self._producer_header[0][1]
         async for record in self._consumer:
@@ -135,7 +155,7 @@ class WalletClient:
                 result = CommandResult.model_validate_json(record.value)
             except ValidationError:
                 continue  # not ours to judge; the wallet publishes only valid results
-            future = self._waiting.pop(result.command_id, None)
+            future = self._waiting.get(result.command_id)
             if future is not None and not future.done():
                 future.set_result(result)
 
@@ -145,10 +165,16 @@ class WalletClient:
         """Publish a command; with wait, return its result or raise WalletTimeout."""
         if self._producer is None:
             raise RuntimeError("WalletClient is not started")
+        command_id = command.command_id
         future: asyncio.Future[CommandResult] | None = None
         if wait:
-            future = asyncio.get_running_loop().create_future()
-            self._waiting[command.command_id] = future
+            # The same command sent again while the first send waits (a retry): both wait for
+            # its one result, and neither's leaving takes the result away from the other.
+            future = self._waiting.get(command_id)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._waiting[command_id] = future
+            self._waiters[command_id] = self._waiters.get(command_id, 0) + 1
         try:
             await self._producer.send_and_wait(
                 self._topics.commands,
@@ -158,15 +184,25 @@ class WalletClient:
             )
             if future is None:
                 return None
+            timeout = result_timeout or self._timeout
             try:
-                return await asyncio.wait_for(future, result_timeout or self._timeout)
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
             except TimeoutError:
                 raise WalletTimeout(
-                    f"no result for command {command.command_id} "
-                    f"({command.type} {command.reference_id}) within {result_timeout or self._timeout}s"
+                    f"no result for command {command_id} "
+                    f"({command.type} {command.reference_id}) within {timeout}s"
                 ) from None
         finally:
-            self._waiting.pop(command.command_id, None)
+            if future is not None:
+                self._leave(command_id)
+
+    def _leave(self, command_id: str) -> None:
+        left = self._waiters.get(command_id, 0) - 1
+        if left > 0:
+            self._waiters[command_id] = left
+            return
+        self._waiters.pop(command_id, None)
+        self._waiting.pop(command_id, None)
 
     # The seed's API (see the refactor report's technical notes), one method per command type.
 
