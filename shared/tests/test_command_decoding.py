@@ -19,12 +19,13 @@ from shared.messaging.commands import (
     _envelope,
     _numbers_as_numbers,
     _refuse_constant,
+    _refuse_unencodable,
     reason_for,
 )
 
 
 def standard_parse(raw: bytes | str) -> Any:
-    """parse_command as it was, on the standard library's json alone."""
+    """parse_command on the standard library's json alone: the answers the fast path must give."""
     if len(raw) > MAX_COMMAND_BYTES:
         raise InvalidCommand("message_too_large", f"more than {MAX_COMMAND_BYTES} bytes")
     try:
@@ -34,6 +35,7 @@ def standard_parse(raw: bytes | str) -> Any:
     if not isinstance(document, dict):
         raise InvalidCommand("not_an_object", "a command is a JSON object")
     try:
+        _refuse_unencodable(document)  # a lone surrogate: refused before validation
         return WALLET_COMMAND.validate_python(_numbers_as_numbers(document))
     except InvalidCommand as error:
         error.envelope = _envelope(document)

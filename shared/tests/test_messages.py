@@ -136,6 +136,58 @@ def test_missing_fields_are_named() -> None:
     assert "to_user" in refused.value.detail
 
 
+# A lone UTF-16 surrogate as JSON can carry one: escaped (either half alone, the halves in the
+# wrong order), or encoded in the bytes as if it were a character. No UTF-8 can hold it.
+LONE_SURROGATES = {
+    "high": b"\\ud800",
+    "low": b"\\udfff",
+    "reversed": b"\\udc00\\ud83d",
+    "raw": b"\xed\xa0\x80",
+}
+ENVELOPE = {
+    "command_id": "0f8e",
+    "type": "transfer",
+    "transaction_type": "deposit_nowpayments",
+    "reference_id": "payment_12345",
+    "user_id": "user123",
+}
+
+
+@pytest.mark.parametrize("surrogate", LONE_SURROGATES.values(), ids=LONE_SURROGATES.keys())
+@pytest.mark.parametrize(
+    ("marked", "where"),
+    [
+        ({"user_id": "user@"}, "user_id:"),
+        ({"reference_id": "payment@"}, "reference_id:"),
+        ({"command_id": "0f8e@"}, "command_id:"),
+        ({"transaction_type": "deposit@"}, "transaction_type:"),
+        ({"type": "transfer@"}, "type:"),
+        ({"to_user": "user@"}, "to_user:"),
+        ({"metadata": {"order_id": "o-@"}}, "metadata.order_id:"),
+        ({"metadata": {"trace": ["a", {"n": "@"}]}}, "metadata.trace.1.n:"),
+        ({"metadata": {"key@": "v"}}, "metadata.key\\u"),
+        ({"note@": "v"}, "note\\u"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field_and_never_echoed(
+    marked: dict[str, Any], where: str, surrogate: bytes
+) -> None:
+    """Such text decodes to a str that can be neither stored nor published: the command is
+    refused as it arrives, and its refusal carries back only what can be written."""
+    raw = json.dumps(command_json("transfer", **marked)).encode().replace(b"@", surrogate)
+    # As bytes off the wire, and as a str holding the decoded surrogate: every decoding path.
+    for message in (raw, raw.decode("utf-8", "surrogatepass")):
+        with pytest.raises(InvalidCommand) as refused:
+            parse_command(message)
+        assert refused.value.reason == "invalid_field"
+        assert refused.value.detail.startswith(where)
+        assert "lone UTF-16 surrogate" in refused.value.detail
+        refused.value.detail.encode()
+        # The refusal echoes every identifying field but the one that cannot be written.
+        bad = next(iter(marked))
+        assert refused.value.envelope == {k: v for k, v in ENVELOPE.items() if k != bad}
+
+
 @pytest.mark.parametrize(
     ("changes", "code"),
     [

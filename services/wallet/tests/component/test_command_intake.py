@@ -27,6 +27,7 @@ class RecordingPublisher:
         self.results: list[CommandResult] = []
         self.events: list[LedgerTransaction] = []
         self.dead_letters: list[DeadLetter] = []
+        self.wire: list[tuple[bytes | None, bytes]] = []
 
     async def publish(
         self,
@@ -35,6 +36,11 @@ class RecordingPublisher:
         dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
         producers: Mapping[str, bytes],
     ) -> None:
+        # Keys and values written as the Kafka publisher writes them: what it could not write
+        # fails here too.
+        self.wire.extend((user_id.encode(), encode(result)) for user_id, result in results)
+        self.wire.extend((event.user_id.encode(), encode(event)) for event in events)
+        self.wire.extend((key, encode(letter)) for key, letter in dead_letters)
         self.results.extend(r for _, r in results)
         self.events.extend(events)
         self.dead_letters.extend(d for _, d in dead_letters)
@@ -123,4 +129,47 @@ async def test_a_message_the_decoder_fails_on_is_dead_lettered_and_the_rest_appl
     (letter,) = publisher.dead_letters
     assert (letter.reason, letter.source_offset) == ("processing_failed", 11)
     assert "ArithmeticError: a bug in decoding" in letter.detail
+    assert report.batch.count("applied") == 2
+
+
+async def test_a_lone_surrogate_is_refused_at_intake_and_the_rest_applied() -> None:
+    """Text no UTF-8 can hold (here escaped, "\\ud800") is refused as the command arrives: it
+    moves nothing, and what is published back echoes only what can be written."""
+    good = record("p1", 10)
+    surrogate = b"\\ud800"
+    in_metadata = record("p2", 11).value or b""
+    in_metadata = in_metadata.replace(b'"metadata":{}', b'"metadata":{"note":"' + surrogate + b'"}')
+    in_reference = (record("p3", 12).value or b"").replace(b'"p3"', b'"p3' + surrogate + b'"')
+    in_user = (record("p4", 13).value or b"").replace(b'"alice"', b'"al' + surrogate + b'ice"')
+    assert in_metadata.count(surrogate) == in_reference.count(surrogate) == 1
+    assert in_user.count(surrogate) == 1
+    records = [
+        good,
+        IncomingRecord(in_metadata, b"alice", "wallet.commands", 2, 11),
+        IncomingRecord(in_reference, b"alice", "wallet.commands", 2, 12),
+        IncomingRecord(in_user, b"alice", "wallet.commands", 2, 13),
+        record("p5", 14),
+    ]
+    publisher = RecordingPublisher()
+    store = InMemoryLedgerStore()
+    report = await CommandIntake(LedgerService(store), publisher).process(records)
+
+    # The senders that can be told are: rejected invalid_field, the unwritable reference left out.
+    # A user id that cannot be written cannot key a result: that one is dead-lettered only.
+    assert [(r.command_id, r.reference_id, r.status, r.reason) for r in publisher.results] == [
+        ("c-p1", "p1", "applied", None),
+        ("c-p5", "p5", "applied", None),
+        ("c-p2", "p2", "rejected", "invalid_field"),
+        ("c-p3", "", "rejected", "invalid_field"),
+    ]
+    assert [
+        (d.reason, d.source_offset, d.detail.split(":")[0]) for d in publisher.dead_letters
+    ] == [
+        ("invalid_field", 11, "metadata.note"),
+        ("invalid_field", 12, "reference_id"),
+        ("invalid_field", 13, "user_id"),
+    ]
+    assert publisher.dead_letters[0].raw_value == in_metadata.decode()
+    assert len(publisher.events) == 2
+    assert str(store.wallets[("alice", "BTC")].balances.available.normalize()) == "0.2"
     assert report.batch.count("applied") == 2

@@ -446,8 +446,55 @@ def reason_for(error: ValidationError) -> tuple[str, str]:
 
 
 def _envelope(document: dict[str, Any]) -> dict[str, str]:
+    # Only what the refusal can carry back: text UTF-8 can encode (never a lone surrogate).
     keys = ("command_id", "type", "transaction_type", "reference_id", "user_id")
-    return {k: v for k in keys if isinstance(v := document.get(k), str) and 0 < len(v) <= 200}
+    return {
+        k: v
+        for k in keys
+        if isinstance(v := document.get(k), str) and 0 < len(v) <= 200 and _encodable(v)
+    }
+
+
+def _encodable(text: str) -> bool:
+    """Whether UTF-8 can encode the text: a str decoded from JSON can hold a lone UTF-16
+    surrogate (`"\\ud800"`), which no document, message or key can then be written with."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_unencodable(value: Any, where: str = "") -> None:
+    """Refuse a document holding a string or a field name that UTF-8 cannot encode, naming the
+    field (`invalid_field`).
+
+    Accepted, such a command could be neither stored nor answered; refused by validation, its
+    refusal could not be published either, the text echoed back. Only the standard path needs
+    this: the fast decoder refuses every lone surrogate (escaped, in the bytes, or in a str).
+    """
+    if isinstance(value, str):
+        if not _encodable(value):
+            raise InvalidCommand("invalid_field", f"{where or 'message'}: {_UNENCODABLE}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = (f"{where}.{_printable(key)}" if where else _printable(key))[:200]
+            if not _encodable(key):
+                raise InvalidCommand("invalid_field", f"{name}: the name holds {_UNENCODABLE}")
+            _refuse_unencodable(item, name)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_unencodable(item, f"{where}.{index}"[:200])
+
+
+_UNENCODABLE: Final = "a lone UTF-16 surrogate, which UTF-8 cannot encode"
+
+
+def _printable(name: str) -> str:
+    # A field's name as a refusal can show it: a lone surrogate as its escape (\ud800).
+    return name.encode("utf-8", "backslashreplace").decode()
 
 
 def parse_command(raw: bytes | str) -> WalletCommand:
@@ -457,7 +504,8 @@ def parse_command(raw: bytes | str) -> WalletCommand:
     try:
         # The fast decoder gives the same document the standard one does, numbers converted as
         # `_numbers_as_numbers` would. It refuses more than it must (a BOM, lone surrogates,
-        # UTF-16, out-of-range numbers): then the standard path decides, with its own reasons.
+        # UTF-16, out-of-range numbers): then the standard path decides, with its own reasons
+        # (a lone surrogate anywhere: `invalid_field`, as nothing could store or echo it).
         document = _FAST_JSON.decode(raw)
     except Exception:
         document = _decode_standard(raw)
@@ -482,6 +530,7 @@ def _decode_standard(raw: bytes | str) -> Any:
     if not isinstance(document, dict):
         return document
     try:
+        _refuse_unencodable(document)
         return _numbers_as_numbers(document)
     except InvalidCommand as error:
         error.envelope = _envelope(document)
