@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -103,6 +104,12 @@ async def test_missing_token_is_401_with_challenge(
         jwt.encode({"sub": "u", "roles": "admin", "exp": 9999999999}, SECRET, algorithm="HS256"),
         jwt.encode({"sub": "u", "exp": 9999999999}, SECRET, algorithm="HS512"),  # other algorithm
         "not.a.jwt",
+        # Signed, but a subject no wallet command could carry as the user's id.
+        make_token(SECRET, "user 123"),
+        make_token(SECRET, "user123\n"),
+        make_token(SECRET, "u" * 201),
+        make_token(SECRET, "user\ud800"),
+        jwt.encode({"sub": "", "exp": 9999999999}, SECRET, algorithm="HS256"),
     ],
 )
 async def test_bad_tokens_are_401(client: tuple[httpx.AsyncClient, object], token: str) -> None:
@@ -200,3 +207,15 @@ async def test_a_failing_readiness_check_means_not_ready() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get("/healthz")
     assert (response.status_code, response.json()) == (503, {"status": "starting"})
+
+
+async def test_any_subject_a_command_can_carry_is_a_user(
+    client: tuple[httpx.AsyncClient, object],
+) -> None:
+    http, _ = client
+    for user_id in ("u" * 200, "usér-ß:42", "auth0|5f1c"):
+        response = await http.get(
+            f"/api/wallets/balances/{quote(user_id)}", headers=bearer(make_token(SECRET, user_id))
+        )
+        assert response.status_code == 200, (user_id, response.text)
+        assert response.json()["user_id"] == user_id

@@ -65,7 +65,12 @@ WireDecimal = Annotated[
     PlainSerializer(format_amount, return_type=str, when_used="always"),
 ]
 CurrencyCode = Annotated[str, BeforeValidator(_currency_code)]
-Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
+# Ids (user, command, reference, hold): 1 to 200 characters, no whitespace or control character.
+IDENTIFIER_PATTERN: Final = r"^[^\s\x00-\x1f]+$"
+IDENTIFIER_MAX_LENGTH: Final = 200
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN)
+]
 TransactionType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
 
 CommandType = Literal[
