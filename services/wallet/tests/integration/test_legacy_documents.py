@@ -149,8 +149,12 @@ async def test_verify_lists_them_and_replay_refuses_to_drop_them(
 
 
 async def test_a_command_to_a_legacy_wallet_applies_and_replaces_the_document(
-    legacy_wallets: list[str], wallet_runtime: WalletRuntime, wallet_client: WalletClient
+    legacy_wallets: list[str],
+    wallet_runtime: WalletRuntime,
+    wallet_client: WalletClient,
+    mongo_database: AsyncDatabase[dict[str, Any]],
 ) -> None:
+    legacy_bob = await mongo_database["wallets"].find_one({"user_id": "old-bob"})
     result = await wallet_client.credit(
         user_id="old-bob",
         currency="ETH",
@@ -163,6 +167,9 @@ async def test_a_command_to_a_legacy_wallet_applies_and_replaces_the_document(
     [wallet] = await wallet_runtime.store.wallets_of("old-bob")
     assert wallet.balances.available == Decimal("0.1")
     assert [w.user_id for w in await wallet_runtime.store.legacy_wallets()] == ["old-alice"]
+    # Its balances are not erased: the document as it was is kept for `wallet migrate`.
+    kept = await mongo_database["wallets_legacy_snapshot"].find({}).to_list()
+    assert kept == [legacy_bob]
 
 
 async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
@@ -183,10 +190,13 @@ async def test_migrate_over_the_wallets_collection_brings_the_rest_in(
     source = MongoLegacySource(mongo_database, in_place=["wallets"])
     sender = WalletCommandSender(wallet_client)
     report = await migrate([mapping], source, wallet_runtime.store, sender)
-    assert report.match is True, report.to_json()
-    assert report.to_json()["pre"]["collections"] == {
-        "wallets": {"records": 1}
-    }  # bob's is ledger's
+    # Bob's legacy 0.25 ETH comes in from the copy kept when his deposit replaced the document:
+    # he holds both, and the report shows the deposit that moved before the migration.
+    assert report.to_json()["pre"]["collections"] == {"wallets": {"records": 2}}
+    assert report.match is False
+    assert report.differences == ["old-bob ETH available: legacy 0.25, ledger 0.35"]
+    [bob] = await wallet_runtime.store.wallets_of("old-bob")
+    assert bob.balances.available == Decimal("0.35")
     [alice] = await wallet_runtime.store.wallets_of("old-alice")
     assert (alice.balances.available, alice.balances.locked) == (Decimal("1.5"), Decimal("0.5"))
     assert dict(alice.holds) == {f"legacy:wallets:{ALICE_DOCUMENT}": Decimal("0.5")}

@@ -34,6 +34,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
+from wallet.adapters.legacy_source import snapshot_collection
 from wallet.adapters.mongo_documents import (
     ACCOUNTS,
     HISTORY,
@@ -214,6 +215,9 @@ class MongoLedgerStore:
         )
         self._client = db.client
         self._rename_supported: bool | None = None
+        # Legacy documents (the seed's shape) found where a batch's wallets were read, by wallet:
+        # the commit that replaces one keeps it as it was (see `_keep_legacy_documents`).
+        self._legacy_read: dict[WalletKey, Document] = {}
 
     @property
     def database(self) -> AsyncDatabase[Document]:
@@ -294,7 +298,9 @@ class MongoLedgerStore:
             elif is_ledger_wallet(document):
                 record = wallet_of(document)
                 found.wallets[record.key] = record
-            # A legacy document counts as no wallet: the first command replaces it.
+            else:
+                # A legacy document counts as no wallet: the first command replaces it.
+                self._legacy_read[(document["user_id"], document["currency"])] = document
         return found
 
     async def _wallets_and_accounts(
@@ -321,12 +327,29 @@ class MongoLedgerStore:
             cursor = self._collection(name).find(query, batch_size=at_most + 1)
             return await cursor.to_list()
 
+    async def _keep_legacy_documents(self, batch: LedgerBatch, session: AsyncClientSession) -> None:
+        """Copy each legacy document these creates replace into `wallets_legacy_snapshot` (same
+        `_id`), in the batch's transaction: a command that reaches a legacy wallet before
+        `wallet migrate` does must not erase the balances it held; migrate plans from the copy."""
+        legacy = self._legacy_read
+        replaced = [legacy[r.key] for r, read in batch.wallets if read == 0 and r.key in legacy]
+        if replaced:
+            await self._collection(snapshot_collection(WALLETS)).bulk_write(
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in replaced],
+                ordered=True,
+                session=session,
+            )
+
     async def commit(self, batch: LedgerBatch) -> None:
         if not (batch.outcomes or batch.wallets or batch.history or batch.account_deltas):
             return
         with _mapped_errors():
             async with self._transaction() as session:
                 await self._write(batch, session)
+        if self._legacy_read:
+            for record, read in batch.wallets:
+                if read == 0:
+                    self._legacy_read.pop(record.key, None)
 
     async def _write(self, batch: LedgerBatch, session: AsyncClientSession) -> None:
         # Events first: an idempotency key already recorded aborts the batch before anything else.
@@ -340,6 +363,8 @@ class MongoLedgerStore:
             # no version): a racing creator's ledger wallet does not match, the upsert then hits
             # the unique (user_id, currency) index and the batch fails as a conflict. Creates go
             # before updates so that the bulk write is two commands.
+            if self._legacy_read:
+                await self._keep_legacy_documents(batch, session)
             creates: list[ReplaceOne[Document] | UpdateOne] = [
                 ReplaceOne(
                     {**wallet_filter(record.key), **LEGACY_WALLET},
