@@ -93,6 +93,9 @@ def test_undecodable_messages_have_a_reason(raw: bytes, reason: str) -> None:
     assert refused.value.reason == reason
 
 
+NUL_KEY = "metadata: metadata field names must not hold a NUL character"
+
+
 @pytest.mark.parametrize(
     ("changes", "reason", "detail_code"),
     [
@@ -110,6 +113,9 @@ def test_undecodable_messages_have_a_reason(raw: bytes, reason: str) -> None:
         ({"available_balance": "100"}, "unknown_field", None),
         ({"metadata": {"n": 2**64}}, "invalid_field", None),
         ({"metadata": {"blob": "x" * 9000}}, "invalid_field", None),
+        # No BSON document holds a NUL in a field name: the store would refuse the whole batch.
+        ({"metadata": {"a\u0000b": 1}}, "invalid_field", NUL_KEY),
+        ({"metadata": {"trace": [{"\u0000": "x"}]}}, "invalid_field", NUL_KEY),
     ],
 )
 def test_invalid_commands_have_a_reason_and_keep_their_envelope(

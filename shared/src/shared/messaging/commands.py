@@ -115,7 +115,13 @@ def _check_storable(value: JsonValue, depth: int) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise PydanticCustomError("metadata_number_out_of_range", "metadata numbers must be finite")
     if isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            if "\x00" in key:
+                # No BSON document can hold such a name: the store would refuse the whole batch.
+                raise PydanticCustomError(
+                    "metadata_key_not_storable",
+                    "metadata field names must not hold a NUL character",
+                )
             _check_storable(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
