@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
+from structlog.testing import capture_logs
 
 from shared.http import create_app
 from shared.messaging import CreditCommand, ExchangeCommand, WalletCommand
@@ -21,7 +23,7 @@ from trading.bootstrap import install_trading_errors
 from trading.conversions.adapters.memory import MemoryFundings, MemoryQuotes
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
 from trading.conversions.application import Conversions, Fundings, Liquidity, Quotes
-from trading.conversions.domain import ConversionKind, Status
+from trading.conversions.domain import ConversionKind, Quote, Status
 from trading.conversions.entrypoints import conversion_routes, liquidity_routes
 from trading.conversions.settings import ConversionSettings
 from trading.errors import Conflict, Invalid, NotFound, TradingError
@@ -255,6 +257,97 @@ async def test_a_command_whose_send_failed_is_sent_again_with_the_same_reference
     assert claimed is not None
     assert command.reference_id == claimed.wallet_reference
     assert await rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 0  # published
+
+
+@pytest.fixture
+def own_rig(store_database: AsyncDatabase[dict[str, Any]] | None, clock: FakeClock) -> Rig:
+    """A rig whose store holds this test's quotes only (a fresh MongoDB database each time)."""
+    if store_database is None:
+        return Rig(MemoryQuotes(), MemoryFundings(), clock)
+    return Rig(MongoQuotes(store_database), MongoFundings(store_database), clock)
+
+
+async def executed_swaps(rig: Rig, *, bad: dict[str, Any], sent: bool) -> list[Quote]:
+    """A swap whose command cannot be built from what is stored (`bad` changes its quote), then
+    two good ones, all executed; their sends failed unless `sent` (then only the bad one's did,
+    and the store records it as published, as an earlier version that accepted it would have)."""
+    template = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    broken = replace(template, quote_id=f"{template.quote_id}-bad", **bad)
+    await rig.quotes.add(broken)  # first: the stores hand pending quotes out in insertion order
+    quotes = [
+        broken,
+        await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01"),
+        await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.02"),
+    ]
+    executed = []
+    for quote in quotes:
+        rig.sender.fail_next = not sent
+        executed.append(await rig.conversions.execute(SWAP, "amy", quote.quote_id))
+    rig.sender.fail_next = False
+    if sent:
+        await rig.quotes.mark_published(broken.quote_id, rig.clock())
+    assert [q.status for q in executed] == [Status.PENDING] * 3
+    return executed
+
+
+UNSENDABLE = [
+    ({"pay_amount": Decimal("0.000000001")}, "invalid_amount: amount_too_precise"),
+    ({"fee": Decimal("0.02")}, "invalid_amount: fee_not_below_amount"),
+    ({"receive_currency": "DOGE"}, "unknown_currency"),
+]
+
+
+@pytest.mark.parametrize(("bad", "reason"), UNSENDABLE)
+async def test_a_quote_whose_command_cannot_be_built_holds_back_no_other_resend(
+    own_rig: Rig, bad: dict[str, Any], reason: str
+) -> None:
+    """Also at the service's start, which resends every unpublished command first: one bad quote
+    must neither stop the start nor keep the other conversions' commands from ever going out."""
+    broken, *good = await executed_swaps(own_rig, bad=bad, sent=False)
+    own_rig.sender.sent.clear()
+    own_rig.clock.advance(6)
+    with capture_logs() as logs:
+        assert await own_rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 2
+    assert [c.reference_id for c in own_rig.sender.sent] == [q.wallet_reference for q in good]
+    [unsendable] = [e for e in logs if e["event"] == "conversions.command_unsendable"]
+    assert (unsendable["quote_id"], unsendable["log_level"]) == (broken.quote_id, "error")
+    assert unsendable["reason"].startswith(reason)
+    # the good ones are published now; the bad one still pending, and named again next time
+    own_rig.sender.sent.clear()
+    with capture_logs() as logs:
+        assert await own_rig.conversions.resend_unpublished(grace=timedelta(seconds=5)) == 0
+    assert own_rig.sender.sent == []
+    assert [e["quote_id"] for e in logs if e["event"] == "conversions.command_unsendable"] == [
+        broken.quote_id
+    ]
+    kept = await own_rig.quotes.get(broken.quote_id)
+    assert kept is not None
+    assert kept.status is Status.PENDING
+
+
+@pytest.mark.parametrize(("bad", "reason"), UNSENDABLE)
+async def test_a_quote_whose_command_cannot_be_built_holds_back_no_other_ask_again(
+    own_rig: Rig, bad: dict[str, Any], reason: str
+) -> None:
+    broken, *good = await executed_swaps(own_rig, bad=bad, sent=True)
+    own_rig.sender.sent.clear()
+    own_rig.clock.advance(31)
+    with capture_logs() as logs:
+        assert await own_rig.conversions.ask_again(timedelta(seconds=30)) == 2
+    assert [c.reference_id for c in own_rig.sender.sent] == [q.wallet_reference for q in good]
+    [unsendable] = [e for e in logs if e["event"] == "conversions.command_unsendable"]
+    assert unsendable["quote_id"] == broken.quote_id
+    assert unsendable["reason"].startswith(reason)
+    for quote in good:  # settled: no longer awaited, so the next pass names only the bad one
+        command = next(c for c in own_rig.sender.sent if c.reference_id == quote.wallet_reference)
+        await own_rig.conversions.apply_result(result_of(command, "applied"))
+    own_rig.sender.sent.clear()
+    own_rig.clock.advance(31)
+    with capture_logs() as logs:
+        assert await own_rig.conversions.ask_again(timedelta(seconds=30)) == 0
+    assert [e["quote_id"] for e in logs if e["event"] == "conversions.command_unsendable"] == [
+        broken.quote_id
+    ]
 
 
 async def test_a_swap_whose_result_was_lost_is_asked_about_again(rig: Rig) -> None:

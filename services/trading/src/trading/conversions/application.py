@@ -24,6 +24,7 @@ from trading.conversions.domain import (
 )
 from trading.errors import Conflict, Invalid, NotFound
 from trading.prices.domain import PriceBook
+from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -225,21 +226,46 @@ class Conversions:
     async def ask_again(self, after: timedelta) -> int:
         """Send again the command of each conversion still pending `after` it was last sent: the
         wallet answers with the first outcome (a `duplicate` carrying it), so a result lost or
-        dead-lettered on its way back settles the conversion after all; at most once per `after`."""
-        stale = await self.quotes.awaiting_wallet(self.clock() - after)
-        for quote in stale:
-            await self.wallet.send(exchange_command(quote))
+        dead-lettered on its way back settles the conversion after all; at most once per `after`.
+        The number sent; a quote whose command cannot be built is skipped as in
+        `resend_unpublished`."""
+        sent = 0
+        for quote in await self.quotes.awaiting_wallet(self.clock() - after):
+            try:
+                await self.wallet.send(exchange_command(quote))
+            except ValueError as error:
+                _unsendable(quote, error)
+                continue
             await self.quotes.mark_asked(quote.quote_id, self.clock())
             log.warning("conversion.asked_again", reference=quote.wallet_reference)
-        return len(stale)
+            sent += 1
+        return sent
 
     async def resend_unpublished(self, grace: timedelta) -> int:
         """Send again what was claimed but never confirmed published (the process stopped, the
-        broker was away). Safe: the wallet applies each reference once."""
-        stale = await self.quotes.unpublished(self.clock() - grace)
-        for quote in stale:
-            await self._send(quote)
-        return len(stale)
+        broker was away); the number sent. Safe: the wallet applies each reference once. A quote
+        whose command cannot be built (a stored value the wallet's command refuses) is logged as
+        `conversions.command_unsendable` and left pending, and the others still go: one bad
+        quote holds back no other conversion (nor the service's start, which runs this first)."""
+        sent = 0
+        for quote in await self.quotes.unpublished(self.clock() - grace):
+            try:
+                await self._send(quote)
+            except ValueError as error:
+                _unsendable(quote, error)
+                continue
+            sent += 1
+        return sent
+
+
+def _unsendable(quote: Quote, error: ValueError) -> None:
+    log.error(
+        "conversions.command_unsendable",
+        quote_id=quote.quote_id,
+        kind=quote.kind.value,
+        execution_id=quote.execution_id,
+        reason=unsendable_reason(error),
+    )
 
 
 def exchange_command(quote: Quote) -> ExchangeCommand:

@@ -29,6 +29,7 @@ from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import OPEN_STATUSES, SpotOrder
 from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
+from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -297,9 +298,21 @@ class SpotOrders:
         return len(expired)
 
     async def resend_locks(self, grace: timedelta) -> int:
-        """Locks of orders still pending after `grace` (lost sends, lost results) go again."""
+        """Locks of orders still pending after `grace` (lost sends, lost results) go again; the
+        number sent. An order whose lock cannot be built (a stored value the wallet's command
+        refuses) is logged as `spot.lock_unsendable` and left pending, and the others still go:
+        one bad order holds back no other order's lock."""
         before: datetime = self._clock() - grace
-        pending = await self._store.pending_before(before)
-        for order in pending:
-            await self._wallet.lock(order)
-        return len(pending)
+        sent = 0
+        for order in await self._store.pending_before(before):
+            try:
+                await self._wallet.lock(order)
+            except ValueError as error:
+                log.error(
+                    "spot.lock_unsendable",
+                    order_id=order.order_id,
+                    reason=unsendable_reason(error),
+                )
+                continue
+            sent += 1
+        return sent

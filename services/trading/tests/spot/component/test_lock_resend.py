@@ -1,0 +1,102 @@
+"""The lock relay over the in-memory store: orders still pending after the grace period get their
+lock sent again, and one whose lock cannot be built from what is stored (a value the wallet's
+command refuses) is logged and skipped instead of holding back every order after it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from trading.messaging import EventPublisher
+from trading.spot.adapters.memory import MemorySpotStore
+from trading.spot.domain.book import OrderType, Side, Status
+from trading.spot.domain.markets import MARKETS, Fees
+from trading.spot.orders import SpotOrder
+from trading.spot.service import SpotOrders
+from trading.spot.wallet import SpotWallet
+from trading.testing import AnsweringWallet, FakeClock
+
+MARKET = MARKETS["BTC-GBP"]
+GRACE = timedelta(seconds=30)
+
+
+class Published(EventPublisher):
+    def __init__(self) -> None:
+        super().__init__("unused:9092")
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        raise AssertionError("resending a lock publishes nothing to the matchers")
+
+
+def pending_sell(order_id: str, clock: FakeClock, **changes: Any) -> SpotOrder:
+    """A pending limit sell of 0.01 BTC at 100.00, placed a minute ago (its lock unanswered)."""
+    steps = MARKET.steps(Decimal("0.01"))
+    order = SpotOrder(
+        order_id=order_id,
+        user_id="amy",
+        pair=MARKET.pair,
+        side=Side.SELL,
+        type=OrderType.LIMIT,
+        price=Decimal("100.00"),
+        amount=Decimal("0.01"),
+        quote_amount=None,
+        lock_currency="BTC",
+        lock_amount=Decimal("0.01"),
+        created_at=clock() - timedelta(minutes=1),
+        remaining=steps,
+        hold=MARKET.base_units(steps),
+    )
+    return replace(order, **changes)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"lock_amount": Decimal("0.000000001")}, "invalid_amount: amount_too_precise"),
+        ({"lock_amount": Decimal(0)}, "invalid_amount: amount_not_positive"),
+        ({"lock_currency": "DOGE"}, "unknown_currency"),
+        ({"user_id": "amy smith"}, "invalid_field: user_id"),
+    ],
+)
+async def test_an_order_whose_lock_cannot_be_built_holds_back_no_other(
+    clock: FakeClock, bad: dict[str, Any], reason: str
+) -> None:
+    store = MemorySpotStore()
+    client = AnsweringWallet()
+    orders = SpotOrders(
+        store, SpotWallet(client), Published(), "t.trading.orders", Fees.of("0.001", "0.002"), clock
+    )
+    # the bad one first: the store hands pending orders out in the order they were added
+    for order in (
+        pending_sell("bad", clock, **bad),
+        pending_sell("good-1", clock),
+        pending_sell("good-2", clock),
+    ):
+        assert await store.add(order) is order
+
+    with capture_logs() as logs:
+        assert await orders.resend_locks(GRACE) == 2
+
+    assert [c.reference_id for c in client.sent] == ["good-1:lock", "good-2:lock"]
+    assert [(c.type, c.hold_id, c.amount) for c in client.sent] == [  # type: ignore[union-attr]
+        ("lock", "good-1", Decimal("0.01")),
+        ("lock", "good-2", Decimal("0.01")),
+    ]
+    [unsendable] = [e for e in logs if e["event"] == "spot.lock_unsendable"]
+    assert unsendable["order_id"] == "bad"
+    assert unsendable["log_level"] == "error"
+    assert unsendable["reason"].startswith(reason)
+    # left as it was: still pending, and named again on the next pass (never silently dropped)
+    kept = await store.get("bad")
+    assert kept is not None
+    assert kept.status is Status.PENDING
+    client.sent.clear()
+    with capture_logs() as logs:
+        assert await orders.resend_locks(GRACE) == 2
+    assert [c.reference_id for c in client.sent] == ["good-1:lock", "good-2:lock"]
+    assert [e["order_id"] for e in logs if e["event"] == "spot.lock_unsendable"] == ["bad"]
