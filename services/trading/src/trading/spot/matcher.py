@@ -105,11 +105,11 @@ class MarketMatcher:
     async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
         """Decide the messages, store the decisions, then act on them (project, send to the wallet).
 
-        If the store already holds other decisions under this batch's number, another matcher
-        of this market got there first (a partition that moved while its old owner was still
-        deciding): this book is stale, so none of its decisions is acted on. The book is rebuilt
-        from the store and the messages decided again on it; those the other matcher decided
-        are skipped there as redeliveries.
+        If the store refuses the batch (it does not start right after the market's last stored
+        batch), another matcher of this market got there first (a partition that moved while its
+        old owner was still deciding, or a matcher racing its own restart): this book is stale,
+        so none of its decisions is acted on. The book is rebuilt from the store and the messages
+        decided again on it; those the other matcher decided are skipped there as redeliveries.
         """
         while True:
             batch = await self._decide(messages)
@@ -164,8 +164,8 @@ class MarketMatcher:
             fills += decided_fills
             changes += decided_changes
         if not changes:
-            # Nothing stored: give the number back, so that the market's batches stay numbered
-            # without gaps (the fence in `add_batch` relies on it).
+            # Nothing stored: give the number back, so that the next batch still starts right
+            # after the market's last one (`add_batch` refuses any other).
             book.sequence = first - 1
             return None
         bids, asks = book.depth(self._levels)

@@ -91,17 +91,17 @@ class SpotStore(Protocol):
     # the matcher's decisions
 
     async def add_batch(self, batch: SpotBatch, at: datetime) -> bool:
-        """Stores the batch (undispatched, created at `at`) under its id, its market and first
-        sequence number, unless one is stored under it. True if the stored batch is `batch`:
-        stored now, or already stored with the same decisions (a retry after a lost answer).
-        False if other decisions are stored under that number: the caller is fenced, and nothing
-        is stored (of matchers racing to one number with different decisions, exactly one gets
-        True).
+        """Appends the batch (undispatched, created at `at`) to its market, under its id (its
+        market and first sequence number), only if it starts right after the market's last
+        stored batch: `batch.first` is the highest `last` of the market's batches plus one (1 for
+        a market without batches). True if the stored batch is `batch`: appended now, or already
+        stored with the same decisions (a retry after a lost answer). False, storing nothing,
+        otherwise: other decisions under that number, or a batch that does not follow (after a
+        gap, or over numbers a stored batch covers). The caller is fenced.
 
-        The fence is the first number only: the store does not check that `batch.first` follows
-        the market's last batch, nor that its numbers overlap none stored under another first
-        number. A market's batches are numbered without gaps by its matchers (a batch that decides
-        nothing gives its number back), which is what makes two writers collide.
+        So a market's batches are a chain of numbers from 1, without gaps or overlaps, and one
+        position in it is taken once: of batches racing to follow the same last batch, whatever
+        their first and last numbers, exactly one gets True.
         """
         ...
 

@@ -268,9 +268,9 @@ async def test_a_batch_stored_again_after_a_lost_answer_is_still_acted_on(
 async def test_a_batch_that_decides_nothing_leaves_no_gap_for_a_stale_matcher(
     empty_store: SpotStore,
 ) -> None:
-    """A batch with nothing to decide stores nothing and gives its number back: otherwise the
-    stale matcher's next batch would start after a number another matcher's batch covers, and
-    no stored batch would share its first number to fence it."""
+    """A batch with nothing to decide stores nothing and gives its number back: the stale
+    matcher's next batch then starts right after the batch both books saw, where the owner's
+    batch already is, and is fenced there."""
     store = await holding(empty_store, *cross_at_100("gap"))
     stale_wallet = RecordingWallet()
     owner = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now)

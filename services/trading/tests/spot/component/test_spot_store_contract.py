@@ -1,9 +1,9 @@
 """The spot storage contract (`trading.spot.ports.SpotStore`), run against the in-memory store and
 against MongoDB: an order is added once per id and moves only by conditional transitions (a cancel
-requested only of an open order of its user, pending → failed once); a market's batch number is
-taken once, so of two matchers writing it one learns it lost; projections never go back; queries
-filter, order and limit as stated; values come back exact, in UTC to the millisecond, and as
-copies."""
+requested only of an open order of its user, pending → failed once); a market's batch is stored
+only right after its last one, so of two matchers appending at one position one learns it lost;
+projections never go back; queries filter, order and limit as stated; values come back exact, in
+UTC to the millisecond, and as copies."""
 
 from __future__ import annotations
 
@@ -461,21 +461,64 @@ async def test_a_number_is_taken_per_market(store: SpotStore) -> None:
     assert await store.last_sequence(OTHER.pair) == 1
 
 
-async def test_the_fence_is_the_first_number_only(store: SpotStore) -> None:
-    """The store refuses a number taken, not a gap nor an overlap: numbering a market's batches
-    without gaps is the matchers' part of the fence (a batch that decides nothing gives its
-    number back)."""
-    assert await store.add_batch(batch(1, 3), T0) is True
-    assert await store.add_batch(batch(2, 4), T0) is True  # overlaps 2..3 under another number
-    assert await store.add_batch(batch(9), T0) is True  # after a gap
-    assert await store.last_sequence(MARKET.pair) == 9
-    assert [b.first for b in await store.batches_after(MARKET.pair, 0)] == [1, 2, 9]
+async def test_a_batch_is_stored_only_right_after_the_markets_last(store: SpotStore) -> None:
+    """A batch must start at the number after the market's highest `last` (1 for a market without
+    batches): not after a gap, not inside or over a stored batch's numbers. A refused batch stores
+    nothing; a batch already stored with the same decisions is still told it won."""
+    assert await store.add_batch(batch(2), T0) is False  # the market's first batch starts at 1
+    assert await store.add_batch(batch(0, 1), T0) is False
+    first = batch(1, 3)
+    assert await store.add_batch(first, T0) is True
+    refused = [
+        batch(5),  # after a gap
+        batch(2, 4),  # overlaps 2..3 under another number
+        batch(3),  # the last number again
+        batch(2, 2),  # inside 1..3
+        batch(1, 4),  # the first number again, with other decisions
+    ]
+    for each in refused:
+        assert await store.add_batch(each, T0) is False, each
+    second = batch(4, 6)
+    assert await store.add_batch(second, T0) is True
+    assert await store.add_batch(first, T0 + timedelta(seconds=1)) is True  # a lost answer: ours
+    assert await store.add_batch(second, T0 + timedelta(seconds=1)) is True
+    assert await store.batches_after(MARKET.pair, 0) == [first, second]
+    assert await store.undispatched(MARKET.pair) == [first, second]
+    assert await store.last_sequence(MARKET.pair) == 6
+    # per market: another market's numbers are its own
+    assert await store.add_batch(batch(7, pair=OTHER.pair), T0) is False
+    assert await store.add_batch(batch(1, 2, pair=OTHER.pair), T0) is True
+    assert await store.add_batch(batch(7), T0) is True
+
+
+async def test_of_matchers_racing_to_follow_one_batch_one_appends(store: SpotStore) -> None:
+    """Two matchers of one market (or one racing its own restart) whose books disagree: of the
+    batches racing to follow the market's last one, whatever their first numbers, one is stored,
+    and every later batch follows that one."""
+    assert await store.add_batch(batch(1, 2), T0) is True
+    racing = [
+        batch(3, 4, changes=[change("bid-1", Status.FILLED, side=Side.BUY, sequence=4)]),
+        batch(3, 5, changes=[change("bid-2", Status.FILLED, side=Side.BUY, sequence=5)]),
+        batch(4, 6, changes=[change("bid-3", Status.FILLED, side=Side.BUY, sequence=6)]),
+        batch(7, 9, changes=[change("bid-4", Status.FILLED, side=Side.BUY, sequence=9)]),
+    ]
+    outcomes = await asyncio.gather(*(store.add_batch(b, T0) for b in racing))
+    assert outcomes.count(True) == 1
+    [winner] = [b for b, won in zip(racing, outcomes, strict=True) if won]
+    assert winner.first == 3
+    assert [b.last for b in await store.batches_after(MARKET.pair, 0)] == [2, winner.last]
+    assert await store.last_sequence(MARKET.pair) == winner.last
+    # the losers rebuild from the store and decide again after the winner's batch
+    for loser in (b for b in racing if b is not winner):
+        assert await store.add_batch(loser, T0) is False
+    assert await store.add_batch(batch(winner.last + 1), T0) is True
 
 
 async def test_sequence_numbers_beyond_int64_are_refused(store: SpotStore) -> None:
+    assert await store.add_batch(batch(1, 2**63 - 2), T0) is True
     with pytest.raises(OverflowError):
-        await store.add_batch(batch(2**63), T0)
-    assert await store.last_sequence(MARKET.pair) == 0
+        await store.add_batch(batch(2**63 - 1, 2**63), T0)
+    assert await store.last_sequence(MARKET.pair) == 2**63 - 2
     with pytest.raises(OverflowError):
         await store.add(order("o-1", status=Status.OPEN, book_sequence=2**63))
     assert await store.get("o-1") is None
@@ -490,7 +533,7 @@ async def test_a_batch_comes_back_exact(store: SpotStore) -> None:
         "t-1", 3, 10**20, 10**25, 10**28, 10**30, "b", "s", "bob", "amy", Side.SELL, 10**19, 1
     )
     kept = batch(
-        3,
+        1,
         7,
         fills=[trade("t-0", "b", "s"), huge],
         changes=[
@@ -507,7 +550,7 @@ async def test_a_batch_comes_back_exact(store: SpotStore) -> None:
 
 
 async def test_batches_after_a_sequence_by_last(store: SpotStore) -> None:
-    for each in (batch(5), batch(1), batch(2, 4), batch(1, 3, pair=OTHER.pair)):
+    for each in (batch(1), batch(1, 3, pair=OTHER.pair), batch(2, 4), batch(5)):
         assert await store.add_batch(each, T0) is True
 
     async def lasts(sequence: int) -> list[int]:
@@ -522,8 +565,8 @@ async def test_batches_after_a_sequence_by_last(store: SpotStore) -> None:
 
 
 async def test_batches_are_undispatched_until_marked(store: SpotStore) -> None:
-    for each in (batch(3), batch(1), batch(2), batch(1, pair=OTHER.pair)):
-        await store.add_batch(each, T0)
+    for each in (batch(1), batch(2), batch(1, pair=OTHER.pair), batch(3)):
+        assert await store.add_batch(each, T0) is True
     assert [b.first for b in await store.undispatched(MARKET.pair)] == [1, 2, 3]
     await store.mark_dispatched(batch(2))
     await store.mark_dispatched(batch(2))  # again: still dispatched
@@ -540,7 +583,7 @@ async def test_batches_are_undispatched_until_marked(store: SpotStore) -> None:
 async def test_the_last_sequence_of_a_market(store: SpotStore) -> None:
     assert await store.last_sequence(MARKET.pair) == 0
     for each in (batch(1, 4), batch(5, 6), batch(1, 9, pair=OTHER.pair)):
-        await store.add_batch(each, T0)
+        assert await store.add_batch(each, T0) is True
     assert await store.last_sequence(MARKET.pair) == 6
     assert await store.last_sequence(OTHER.pair) == 9
 

@@ -4,8 +4,8 @@ It keeps the same documents as the MongoDB store (`adapters.documents`), with wh
 them on the way in: instants in UTC to the millisecond (rounded down, and compared at that
 precision), integers refused beyond int64 (`OverflowError`, as encoding them raises). Each method
 reads and writes with no await in between, so in one event loop it is atomic: an order is added
-once per id, a conditional transition happens once, a batch number is taken once. What it hands
-out is built from its documents, or copied, never shared.
+once per id, a conditional transition happens once, a market's batch is appended only right after
+its last one, once. What it hands out is built from its documents, or copied, never shared.
 """
 
 from __future__ import annotations
@@ -142,11 +142,13 @@ class MemorySpotStore:
     # the matcher's decisions
 
     async def add_batch(self, batch: SpotBatch, at: datetime) -> bool:
-        document = _stored(batch_document(batch, at))
         stored = self._batches.get(batch.batch_id)
         if stored is not None:
             return batch_from(stored) == batch
-        self._batches[batch.batch_id] = document
+        if batch.first != self._last(batch.pair) + 1:
+            return False  # not the market's next batch: another matcher's numbers
+        # may raise (a number beyond int64) before anything is stored
+        self._batches[batch.batch_id] = _stored(batch_document(batch, at))
         return True
 
     def _of_market(self, pair: str) -> list[Document]:
@@ -154,6 +156,10 @@ class MemorySpotStore:
             (doc for doc in self._batches.values() if doc["pair"] == pair),
             key=lambda doc: int(doc["last"]),
         )
+
+    def _last(self, pair: str) -> int:
+        lasts = (int(doc["last"]) for doc in self._batches.values() if doc["pair"] == pair)
+        return max(lasts, default=0)
 
     async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
         return [batch_from(doc) for doc in self._of_market(pair) if doc["last"] > sequence]
@@ -167,8 +173,7 @@ class MemorySpotStore:
             stored["dispatched"] = True
 
     async def last_sequence(self, pair: str) -> int:
-        batches = self._of_market(pair)
-        return int(batches[-1]["last"]) if batches else 0
+        return self._last(pair)
 
     async def market_state(self, pair: str) -> MarketState | None:
         state = self._markets.get(pair)

@@ -47,6 +47,9 @@ class MongoSpotStore:
         await self._batches.create_index(
             [("pair", ASCENDING), ("dispatched", ASCENDING), ("last", ASCENDING)]
         )
+        # a market's last batch (`last_sequence`, the check in `add_batch`), and no two batches
+        # of a market ending at one number
+        await self._batches.create_index([("pair", ASCENDING), ("last", ASCENDING)], unique=True)
 
     # orders (the API's side)
 
@@ -119,16 +122,25 @@ class MongoSpotStore:
     # the matcher's decisions
 
     async def add_batch(self, batch: SpotBatch, at: datetime) -> bool:
-        """Store a batch under its first sequence number. True if these decisions are the market's:
-        stored now, or by an earlier try whose answer was lost. False if another matcher already
-        stored other decisions under that number: the store fences a matcher whose book is stale
-        (a market's batches are numbered without gaps, so two writers always collide)."""
-        try:
-            await self._batches.insert_one(batch_document(batch, at))
-        except DuplicateKeyError:
-            stored = await self._batches.find_one({"_id": batch.batch_id})
-            return stored is not None and batch_from(stored) == batch
-        return True
+        """Append a batch right after the market's last one. True if these decisions are the
+        market's: stored now, or by an earlier try whose answer was lost. False otherwise: the
+        store fences a matcher whose book is stale.
+
+        A conditional insert: the batch is inserted only if its first number follows the highest
+        `last` read, and its `_id` is (pair, first). Every stored batch followed the one before
+        it, so a market's batches are a chain from 1 and (pair, first) names one place in it: of
+        writers racing to follow one batch, whatever they read and whatever their last numbers,
+        one insert gets that `_id` and the others collide on it (the unique (pair, last) index is
+        a second guard). A batch whose first number does not follow is never inserted."""
+        if batch.first == await self.last_sequence(batch.pair) + 1:
+            try:
+                await self._batches.insert_one(batch_document(batch, at))
+            except DuplicateKeyError:
+                pass  # another writer appended there first, or our own earlier try did
+            else:
+                return True
+        stored = await self._batches.find_one({"_id": batch.batch_id})
+        return stored is not None and batch_from(stored) == batch
 
     async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
         cursor = self._batches.find({"pair": pair, "last": {"$gt": sequence}}).sort(
