@@ -88,15 +88,27 @@ class MarketMatcher:
         self.book = OrderBook(market, fees)
 
     async def recover(self) -> None:
+        """Rebuild the book from the store: project the batches stored after the market's
+        projected state, then the resting orders in their time priority, numbered on from the
+        last batch projected here.
+
+        Not from the last batch stored, nor from the resting orders' own numbers: another matcher
+        of the market (an old owner still deciding) may have stored a batch since the batches
+        were read, or be half-way through projecting one, so the resting orders may still show
+        an ask its batch filled, beside orders it rested. A book numbered past that batch would
+        append after it and fill that ask again; numbered from the last batch projected here,
+        its first batch starts where that batch is, the store refuses it, and the book is
+        rebuilt with that batch projected."""
         pair = self.market.pair
         state = await self._store.market_state(pair)
         projected = int(state["sequence"]) if state else 0
         for batch in await self._store.batches_after(pair, projected):
             await self._store.project(batch, self.market, self._clock())
-        sequence = max(projected, await self._store.last_sequence(pair))
-        book = OrderBook(self.market, self._fees, sequence=sequence)
+            projected = max(projected, batch.last)
+        book = OrderBook(self.market, self._fees, sequence=projected)
         for order in await self._store.resting(pair):
             book.restore(engine_order(order, self.market))
+        book.sequence = projected  # `restore` moves it to the orders' numbers
         self.book = book
         for batch in await self._store.undispatched(pair):
             await self._dispatch(batch)

@@ -2,11 +2,13 @@
 projecting it, then a restart: the decisions are projected, the book holds exactly the resting
 orders, the wallet commands of the batch are sent again, and the redelivered messages change
 nothing. Two matchers of one market are fenced by the store, over MongoDB and over the in-memory
-store alike."""
+store alike, also when one rebuilds its book beside a batch the other stored and has not (fully)
+projected: no resting quantity is filled twice."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -291,3 +293,132 @@ async def test_a_batch_that_decides_nothing_leaves_no_gap_for_a_stale_matcher(
     ask = await store.get("gap-ask-1")
     assert ask is not None
     assert (ask.status, len(ask.fills)) == (Status.FILLED, 1)
+
+
+class Rebuilding:
+    """The store as a matcher rebuilding its book sees it, with another matcher's work done in the
+    middle of the rebuild, once: right after the rebuild read the batches it projects
+    (`at="batches_after"`), or right before it reads the resting orders (`at="resting"`)."""
+
+    def __init__(self, store: SpotStore, at: str, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._at = at
+        self._meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def _once(self, point: str) -> None:
+        work = self._meanwhile
+        if point == self._at and work is not None:
+            self._meanwhile = None
+            await work()
+
+    async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
+        found = await self._store.batches_after(pair, sequence)
+        await self._once("batches_after")
+        return found
+
+    async def resting(self, pair: str) -> list[SpotOrder]:
+        await self._once("resting")
+        return await self._store.resting(pair)
+
+
+class DiesWhileProjecting:
+    """The store of a matcher whose process dies while projecting a batch it stored: the orders
+    in `reached` got their update, the batch's other orders and its market's state none."""
+
+    def __init__(self, store: SpotStore, reached: frozenset[str] = frozenset()) -> None:
+        self._store = store
+        self._reached = reached
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def project(self, batch: SpotBatch, market: Market, at: datetime) -> None:
+        reached = [c for c in batch.changes if c.order_id in self._reached]
+        if reached:
+            # `project` writes each order by its id and the state of the batch's market: under
+            # another market's name, only the orders' writes land where the real ones would
+            elsewhere = replace(batch, pair=MARKETS["ETH-GBP"].pair, changes=reached, fills=[])
+            await self._store.project(elsewhere, market, at)
+        raise RuntimeError("killed")
+
+
+def fills_of(batches: list[SpotBatch], order_id: str) -> list[str]:
+    return [
+        f.trade_id
+        for b in batches
+        for f in b.fills
+        if order_id in (f.buy_order_id, f.sell_order_id)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("at", "reached"),
+    [
+        # the owner stored a batch and died before projecting any of it, while the new owner,
+        # having read the batches to project, had yet to read the last number stored
+        ("batches_after", frozenset()),
+        # the owner's projection reached the order it rested last (at the batch's last number)
+        # but not the ask its bid took, when the new owner read the resting orders
+        ("resting", frozenset({"late-ask-2"})),
+    ],
+)
+async def test_a_rebuild_beside_a_half_projected_batch_fills_nothing_twice(
+    empty_store: SpotStore, at: str, reached: frozenset[str]
+) -> None:
+    """A matcher takes a market over (a partition that moved, a restart) while the old owner has
+    stored a batch that fills a resting ask but has not projected all of it: the ask still rests
+    in `spot_orders`. The new book starts from the last batch the rebuild projected itself, so its
+    first batch follows that one, where the old owner's batch is: it is fenced, rebuilds with the
+    old owner's batch projected, and the ask is not filled a second time."""
+    store = await holding(
+        empty_store,
+        limit("late-ask-1", "alice", Side.SELL, "100.00", "0.01"),
+        limit("late-bid-1", "bob", Side.BUY, "100.00", "0.01"),
+        limit("late-ask-2", "dave", Side.SELL, "101.00", "0.01"),
+        limit("late-bid-2", "carol", Side.BUY, "100.00", "0.01"),
+    )
+    owner = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now)
+    await owner.recover()
+    rested = await owner.apply([locked("late-ask-1")])
+    assert rested is not None
+    dying = MarketMatcher(MARKET, FEES, DiesWhileProjecting(store, reached), RecordingWallet(), now)
+    await dying.recover()  # the old owner's book, as it was before it died
+
+    async def old_owner_stores_a_fill_and_dies() -> None:
+        with pytest.raises(RuntimeError, match="killed"):
+            await dying.apply([locked("late-bid-1"), locked("late-ask-2")])
+        # half projected: the taken ask still rests, what the projection reached shows
+        shown = {o.order_id: o.book_sequence for o in await store.resting(MARKET.pair)}
+        assert shown == {"late-ask-1": rested.last} | dict.fromkeys(reached, rested.last + 4)
+        assert (await store.market_state(MARKET.pair) or {})["sequence"] == rested.last
+
+    wallet = RecordingWallet()
+    new_owner = MarketMatcher(
+        MARKET, FEES, Rebuilding(store, at, old_owner_stores_a_fill_and_dies), wallet, now
+    )
+    await new_owner.recover()
+    [stored] = await store.batches_after(MARKET.pair, rested.last)  # the old owner's, unprojected
+    assert fills_of([stored], "late-ask-1") != []
+
+    decided = await new_owner.apply([locked("late-bid-2")])
+
+    assert decided is not None
+    assert decided.first == stored.last + 1
+    assert decided.fills == []  # the ask was the old owner's bid's: carol's bid rests
+    batches = await store.batches_after(MARKET.pair, 0)
+    assert batches == [rested, stored, decided]
+    assert fills_of(batches, "late-ask-1") == [f.trade_id for f in stored.fills]
+    ask, bid, carol = [await store.get(o) for o in ("late-ask-1", "late-bid-1", "late-bid-2")]
+    assert ask is not None
+    assert bid is not None
+    assert carol is not None
+    assert (ask.status, len(ask.fills)) == (Status.FILLED, 1)
+    assert (bid.status, len(bid.fills)) == (Status.FILLED, 1)
+    assert (carol.status, carol.fills) == (Status.OPEN, [])
+    assert [o.order_id for o in new_owner.book.resting()] == ["late-ask-2", "late-bid-2"]
+    assert new_owner.book.sequence == decided.last
+    # what the new owner sent: the old owner's batch (stored, never dispatched) and its own
+    assert wallet.batches == [stored.batch_id, decided.batch_id]
