@@ -152,3 +152,93 @@ async def test_a_final_status_that_went_to_review_unresolved_is_asked_about_agai
     r.clock["now"] += timedelta(hours=1)
     assert await r.poller.run_once() == 0  # credited: the order is closed
     assert r.provider.asked == ["603"]
+
+
+def repeat_answer(
+    payment_id: str, status: str, outcome: str, order_id: str, parent: str
+) -> dict[str, JsonValue]:
+    """A repeat payment (a re-deposit to the order's address), as NOWPayments reports it."""
+    return {**answer(payment_id, status, outcome, order_id), "parent_payment_id": parent}
+
+
+async def test_a_repeat_payment_whose_later_ipns_were_lost_is_polled_and_credited_once() -> None:
+    """The user sends coins to the order's address again: NOWPayments makes a repeat payment,
+    and the gateway hears of it as confirming; its finished IPN is lost. The poller asks about it
+    on its own, after the order was closed, and credits it once under its own id."""
+    r = rig()
+    created = CreatedPayment("701", "addr", "btc", "0.002", "100", "usd")
+    r.orders.orders["dep_r"] = DepositOrder(
+        "dep_r", "alice", "btc", "100", "usd", NOW - timedelta(days=2), created
+    )
+    assert await r.handler.apply(read_ipn(answer("701", "finished", "0.002", "dep_r"))) == (
+        "credited",
+        None,
+    )
+    # A re-deposit heard of as confirming; one that ended by its IPNs; one heard of just now.
+    for payment_id in ("702", "703"):
+        confirming = repeat_answer(payment_id, "confirming", "0.001", "dep_r", "701")
+        assert (await r.handler.apply(read_ipn(confirming)))[0] == "pending"
+    ended = repeat_answer("703", "finished", "0.001", "dep_r", "701")
+    assert (await r.handler.apply(read_ipn(ended)))[0] == "credited"
+    stored = {p: await r.handler.payments.get(p) for p in ("701", "702", "703")}
+    assert {p: s.parent_payment_id for p, s in stored.items() if s} == {
+        "701": None,  # the order's own payment, polled with the order
+        "702": "701",
+        "703": "701",
+    }
+    assert await r.poller.run_once() == 0  # the order's payment ended; the repeats are young
+    assert r.orders.orders["dep_r"].closed
+    assert r.provider.asked == []
+
+    r.clock["now"] += timedelta(minutes=31)
+    young = repeat_answer("704", "confirming", "0.003", "dep_r", "701")
+    assert (await r.handler.apply(read_ipn(young)))[0] == "pending"
+    r.provider.status["702"] = repeat_answer("702", "finished", "0.001", "dep_r", "701")
+    r.provider.status["704"] = young
+    assert await r.poller.run_once() == 1
+    # The repeat payment whose IPN was lost, not the one its IPNs ended nor the young one.
+    assert r.provider.asked == ["702"]
+    credits = [c for c in r.publisher.published if isinstance(c, CreditCommand)]
+    assert [(c.reference_id, c.amount) for c in credits] == [
+        ("nowpayments:701", Decimal("0.002")),
+        ("nowpayments:703", Decimal("0.001")),
+        ("nowpayments:702", Decimal("0.001")),
+    ]
+    [polled] = r.ipn_log.records
+    assert (polled.source, polled.payment_id, polled.verdict) == ("poll", "702", "credited")
+
+    # The finished IPN arrives late: a duplicate, nothing more credited.
+    late = repeat_answer("702", "finished", "0.001", "dep_r", "701")
+    assert await r.handler.apply(read_ipn(late)) == ("duplicate", None)
+    r.clock["now"] += timedelta(hours=1)
+    r.provider.asked.clear()
+    assert await r.poller.run_once() == 1
+    assert r.provider.asked == ["704"]  # 702 ended: not asked again; 704 is old enough now
+    assert len([c for c in r.publisher.published if isinstance(c, CreditCommand)]) == 3
+
+
+async def test_an_open_repeat_payment_is_asked_about_until_the_poller_gives_up() -> None:
+    r = rig()
+    created = CreatedPayment("711", "addr", "btc", "0.002", "100", "usd")
+    # The order is closed (its own payment ended, say): its repeat payment is polled all the same.
+    r.orders.orders["dep_s"] = DepositOrder(
+        "dep_s", "alice", "btc", "100", "usd", NOW - timedelta(days=1), created, closed=True
+    )
+    waiting = repeat_answer("712", "waiting", "0", "dep_s", "711")
+    assert (await r.handler.apply(read_ipn(waiting)))[0] == "pending"
+    r.provider.status["712"] = waiting
+    r.clock["now"] += timedelta(minutes=31)
+    r.provider.down = True
+    assert await r.poller.run_once() == 0  # NOWPayments away: asked again next round
+    r.provider.down = False
+    r.clock["now"] += timedelta(minutes=11)
+    assert await r.poller.run_once() == 1
+    r.clock["now"] += timedelta(minutes=5)
+    assert await r.poller.run_once() == 0  # asked 5 minutes ago
+    assert r.provider.asked == ["712", "712"]
+    r.clock["now"] = NOW + timedelta(days=14, minutes=1)
+    assert await r.poller.run_once() == 1  # asked one last time, then left alone
+    r.clock["now"] += timedelta(hours=1)
+    assert await r.poller.run_once() == 0
+    assert r.provider.asked == ["712", "712", "712"]
+    assert r.publisher.published == []

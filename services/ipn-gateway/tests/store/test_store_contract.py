@@ -1,9 +1,10 @@
 """One contract for the gateway's stores, run against the in-memory adapters and MongoDB.
 
 Every guarantee a handler relies on is checked on both: conditional saves, outboxes, the wallet's
-answers kept beside the credit they answer, review items queued once and closed once (a claimed one
-only approved or released), withdrawal decisions taken once and undone only for the decision the
-wallet refused, the withdrawals waiting on the wallet's answer, paging.
+answers kept beside the credit they answer, the repeat payments the poller asks about, review
+items queued once and closed once (a claimed one only approved or released), withdrawal decisions
+taken once and undone only for the decision the wallet refused, the withdrawals waiting on the
+wallet's answer, paging.
 """
 
 from __future__ import annotations
@@ -203,6 +204,72 @@ async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
         ("credit_rejected", "nowpayments:502: unknown_currency")
     ]
     assert stored.outbox[0].published
+
+
+async def test_repeat_payments_are_found_for_polling_until_closed(stores: Stores) -> None:
+    payments = stores.payments
+
+    async def save(payment_id: str, at: datetime, parent: str | None, version: int | None) -> None:
+        state = PaymentState(
+            payment_id=payment_id, status=PaymentStatus.CONFIRMING, seen=frozenset({"confirming"})
+        )
+        kwargs: dict[str, Any] = {"order_id": "dep_1", "user_id": "alice", "credit": None}
+        if parent is not None:
+            kwargs["parent_payment_id"] = parent
+        assert await payments.save(state, expected_version=version, review=None, now=at, **kwargs)
+
+    await save("601", NOW - timedelta(hours=5), None, None)  # the order's own payment
+    await save("602", NOW - timedelta(hours=2), "601", None)
+    await save("603", NOW - timedelta(hours=3), "601", None)
+    await save("604", NOW, "601", None)  # too young
+    # Stored before it was known for a repeat payment (an approved review item, say): a later
+    # save names its parent, and a save that names none keeps it.
+    await save("605", NOW - timedelta(hours=4), None, None)
+    await save("605", NOW - timedelta(hours=1), "601", 0)
+    await save("605", NOW - timedelta(minutes=30), None, 1)
+    cutoff = NOW - timedelta(hours=1)
+    due = await payments.open_repeats_older_than(cutoff, NOW, 10)
+    assert [p.state.payment_id for p in due] == ["605", "603", "602"]  # oldest first
+    assert [(p.parent_payment_id, p.order_id, p.version) for p in due] == [
+        ("601", "dep_1", 2),
+        ("601", "dep_1", 0),
+        ("601", "dep_1", 0),
+    ]
+    assert [p.created_at for p in due] == [NOW - timedelta(hours=h) for h in (4, 3, 2)]
+    assert [(p.polled_at, p.poll_closed) for p in due] == [(None, False)] * 3
+    first_two = await payments.open_repeats_older_than(cutoff, NOW, 2)
+    assert [p.state.payment_id for p in first_two] == ["605", "603"]
+    own = await payments.get("601")
+    assert own is not None
+    assert own.parent_payment_id is None
+
+    await payments.mark_polled("603", NOW, closed=False)
+    due = await payments.open_repeats_older_than(cutoff, NOW, 10)
+    assert [p.state.payment_id for p in due] == ["605", "602"]  # 603 polled just now
+    later = NOW + timedelta(minutes=11)
+    due = await payments.open_repeats_older_than(cutoff, later, 10)
+    assert [p.state.payment_id for p in due] == ["605", "603", "602"]
+    polled = await payments.get("603")
+    assert polled is not None
+    # Polling changes neither the state nor the version: the next IPN saves over it.
+    assert (polled.polled_at, polled.poll_closed, polled.version) == (NOW, False, 0)
+    await save("603", later, None, 0)
+    saved_over = await payments.get("603")
+    assert saved_over is not None
+    assert (saved_over.polled_at, saved_over.version) == (NOW, 1)  # an IPN's save keeps it
+    await payments.mark_polled("603", later, closed=True)
+    await payments.mark_polled("603", later + timedelta(days=1), closed=False)  # stays closed
+    due = await payments.open_repeats_older_than(later, later + timedelta(days=2), 10)
+    assert [p.state.payment_id for p in due] == ["605", "602", "604"]  # 603 closed
+    closed = await payments.get("603")
+    assert closed is not None
+    assert (closed.poll_closed, closed.polled_at, closed.version) == (
+        True,
+        later + timedelta(days=1),
+        1,
+    )
+    assert closed.parent_payment_id == "601"
+    assert closed.created_at == NOW - timedelta(hours=3)
 
 
 async def test_orders_attach_a_payment_and_are_polled_until_closed(stores: Stores) -> None:

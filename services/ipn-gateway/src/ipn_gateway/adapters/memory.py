@@ -101,6 +101,7 @@ class MemoryPayments:
         credit: OutboxEntry | None,
         review: ReviewNote | None,
         now: datetime,
+        parent_payment_id: str | None = None,
     ) -> bool:
         stored = self.payments.get(state.payment_id)
         if (stored.version if stored else None) != expected_version:
@@ -112,8 +113,32 @@ class MemoryPayments:
             version=0 if expected_version is None else expected_version + 1,
             outbox=(*(stored.outbox if stored else ()), *((credit,) if credit else ())),
             reviews=(*(stored.reviews if stored else ()), *((review,) if review else ())),
+            parent_payment_id=parent_payment_id or (stored.parent_payment_id if stored else None),
+            created_at=stored.created_at if stored else now,
+            polled_at=stored.polled_at if stored else None,
+            poll_closed=stored.poll_closed if stored else False,
         )
         return True
+
+    async def open_repeats_older_than(
+        self, created_before: datetime, polled_before: datetime, limit: int
+    ) -> Sequence[Payment]:
+        due = [
+            p
+            for p in self.payments.values()
+            if p.parent_payment_id is not None
+            and not p.poll_closed
+            and p.created_at is not None
+            and p.created_at < created_before
+            and (p.polled_at is None or p.polled_at < polled_before)
+        ]
+        return sorted(due, key=lambda p: (p.created_at, p.state.payment_id))[:limit]
+
+    async def mark_polled(self, payment_id: str, now: datetime, *, closed: bool) -> None:
+        payment = self.payments[payment_id]
+        self.payments[payment_id] = replace(
+            payment, polled_at=now, poll_closed=payment.poll_closed or closed
+        )
 
     async def mark_published(self, payment_id: str, command_id: str) -> None:
         payment = self.payments[payment_id]

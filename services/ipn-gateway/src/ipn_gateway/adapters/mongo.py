@@ -165,34 +165,41 @@ def _order(document: Document) -> DepositOrder:
     )
 
 
+def _payment(document: Document) -> Payment:
+    state = PaymentState(
+        payment_id=document["_id"],
+        status=PaymentStatus(document["status"]) if document.get("status") else None,
+        seen=frozenset(document["seen"]),
+        credited=_decimal(document["credited"]),
+        credit_currency=document.get("credit_currency"),
+        credits=document["credits"],
+        approved_reviews=frozenset(document.get("approved_reviews", [])),
+    )
+    reviews = tuple(
+        ReviewNote(r["code"], r["detail"], _utc(r["at"])) for r in document.get("reviews", [])
+    )
+    created_at, polled_at = document.get("created_at"), document.get("polled_at")
+    return Payment(
+        state=state,
+        order_id=document["order_id"],
+        user_id=document["user_id"],
+        version=document["version"],
+        outbox=_outbox(document.get("outbox", [])),
+        reviews=reviews,
+        parent_payment_id=document.get("parent_payment_id"),
+        created_at=_utc(created_at) if created_at else None,
+        polled_at=_utc(polled_at) if polled_at else None,
+        poll_closed=bool(document.get("poll_closed", False)),
+    )
+
+
 class MongoPayments:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._payments = database[PAYMENTS]
 
     async def get(self, payment_id: str) -> Payment | None:
         document = await self._payments.find_one({"_id": payment_id})
-        if document is None:
-            return None
-        state = PaymentState(
-            payment_id=payment_id,
-            status=PaymentStatus(document["status"]) if document.get("status") else None,
-            seen=frozenset(document["seen"]),
-            credited=_decimal(document["credited"]),
-            credit_currency=document.get("credit_currency"),
-            credits=document["credits"],
-            approved_reviews=frozenset(document.get("approved_reviews", [])),
-        )
-        reviews = tuple(
-            ReviewNote(r["code"], r["detail"], _utc(r["at"])) for r in document.get("reviews", [])
-        )
-        return Payment(
-            state=state,
-            order_id=document["order_id"],
-            user_id=document["user_id"],
-            version=document["version"],
-            outbox=_outbox(document.get("outbox", [])),
-            reviews=reviews,
-        )
+        return _payment(document) if document else None
 
     async def save(
         self,
@@ -204,6 +211,7 @@ class MongoPayments:
         credit: OutboxEntry | None,
         review: ReviewNote | None,
         now: datetime,
+        parent_payment_id: str | None = None,
     ) -> bool:
         fields: Document = {
             "status": state.status.value if state.status else None,
@@ -214,6 +222,8 @@ class MongoPayments:
             "approved_reviews": sorted(state.approved_reviews),
             "updated_at": now,
         }
+        if parent_payment_id is not None:
+            fields["parent_payment_id"] = parent_payment_id
         new_entries = [_outbox_document(credit)] if credit else []
         new_reviews = [asdict(review)] if review else []
         if expected_version is None:
@@ -226,6 +236,9 @@ class MongoPayments:
                 "created_at": now,
                 "outbox": new_entries,
                 "reviews": new_reviews,
+                "parent_payment_id": None,
+                "polled_at": None,
+                "poll_closed": False,
                 **fields,
             }
             try:
@@ -242,6 +255,24 @@ class MongoPayments:
             },
         )
         return updated.matched_count == 1
+
+    async def open_repeats_older_than(
+        self, created_before: datetime, polled_before: datetime, limit: int
+    ) -> Sequence[Payment]:
+        query = {
+            "parent_payment_id": {"$ne": None},
+            "poll_closed": {"$ne": True},
+            "created_at": {"$lt": created_before},
+            "$or": [{"polled_at": None}, {"polled_at": {"$lt": polled_before}}],
+        }
+        cursor = self._payments.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        return [_payment(d) async for d in cursor.limit(limit)]
+
+    async def mark_polled(self, payment_id: str, now: datetime, *, closed: bool) -> None:
+        changes: Document = {"polled_at": now}
+        if closed:
+            changes["poll_closed"] = True
+        await self._payments.update_one({"_id": payment_id}, {"$set": changes})
 
     async def mark_published(self, payment_id: str, command_id: str) -> None:
         await _mark_published(self._payments, payment_id, command_id)
@@ -629,6 +660,10 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
     await database[ORDERS].create_index([("payment.payment_id", ASCENDING)])
     await database[PAYMENTS].create_index([("outbox.command_id", ASCENDING)])
+    # The poller's due repeat payments: those with a parent, their polling not closed, oldest first.
+    await database[PAYMENTS].create_index(
+        [("parent_payment_id", ASCENDING), ("poll_closed", ASCENDING), ("created_at", ASCENDING)]
+    )
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[REVIEWS].create_index([("outbox.published", ASCENDING)])
     await MongoIdempotencyStore(database).ensure_indexes()

@@ -111,11 +111,14 @@ async def save_payment(
     credit: OutboxEntry | None,
     review: ReviewNote | None,
     now: datetime,
+    parent_payment_id: str | None = None,
 ) -> bool:
     """Save the payment's new state over the version read (`stored`), with its credit in the
     outbox, then publish the credit. False when another writer was faster (read and decide again).
 
     `order` is (order_id, user_id) for a payment not stored yet; a stored one keeps its own.
+    `parent_payment_id` marks a repeat payment of the order (the missed-webhook poller asks
+    about it too).
     """
     saved = await payments.save(
         state,
@@ -125,6 +128,7 @@ async def save_payment(
         credit=credit,
         review=review,
         now=now,
+        parent_payment_id=parent_payment_id,
     )
     if saved and credit is not None:
         await publish_recorded(
@@ -217,6 +221,8 @@ class IpnHandler:
                 "ipn.not_bound", order_id=ipn.order_id, payment_id=ipn.payment_id, code=code
             )
             return "unmatched", code
+        # Bound, and not the order's own payment: a repeat payment, linked by parent_payment_id.
+        parent = order_payment if ipn.payment_id != order_payment else None
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(ipn.payment_id)
             if stored is not None and stored.order_id != order.order_id:
@@ -267,6 +273,7 @@ class IpnHandler:
                 credit=entry,
                 review=review,
                 now=self.clock(),
+                parent_payment_id=parent,
             )
             if saved:
                 if decision.review_code:

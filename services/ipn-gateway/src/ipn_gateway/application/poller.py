@@ -1,5 +1,10 @@
 """Missed webhooks: ask NOWPayments about deposits that stay open too long, and apply its answer
-through the same rules as an IPN (bound to the order's payment, decided, credited once)."""
+through the same rules as an IPN (bound to the order's payment, decided, credited once).
+
+A re-deposit to an order's address is a repeat payment of its own (its `parent_payment_id` is the
+order's payment): once an IPN has stored it, it is asked about in the same way, on its own, so
+that a repeat payment whose later IPNs were lost is still credited after the order was closed.
+"""
 
 from __future__ import annotations
 
@@ -33,52 +38,74 @@ class MissedIpnPoller:
     give_up_after: timedelta = timedelta(days=14)
 
     async def run_once(self) -> int:
-        """Poll the due deposits once; how many NOWPayments answered."""
+        """Poll the due deposits, then the due repeat payments, once; how many NOWPayments
+        answered."""
         now = self.clock()
-        due = await self.orders.open_older_than(now - self.older_than, now - self.every, self.batch)
+        created_before, polled_before = now - self.older_than, now - self.every
         answered = 0
+        due = await self.orders.open_older_than(created_before, polled_before, self.batch)
         for order in due:
             assert order.payment is not None
-            payment_id = order.payment.payment_id
-            known = await self.ipn.payments.get(payment_id)
-            if known is not None and _ended(known.state):
-                # Its IPNs already ended it: nothing to ask NOWPayments.
-                await self.orders.mark_polled(order.order_id, now, closed=True)
-                continue
-            try:
-                body = await self.provider.payment_status(payment_id)
-                require_canonical_numbers(body)
-                ipn = read_ipn(body)
-                verdict, review = await self.ipn.apply(ipn)
-            except GatewayError as error:
-                log.warning("poll.failed", order_id=order.order_id, code=error.code)
-                await self.orders.mark_polled(order.order_id, now, closed=False)
-                continue
-            answered += 1
-            await self.ipn.ipn_log.record(
-                IpnRecord(
-                    received_at=now,
-                    raw_body=js_stringify(body)[:4096],
-                    raw_body_base64=False,
-                    body_size=len(js_stringify(body)),
-                    headers={},
-                    client_ip=None,
-                    trusted=True,
-                    verdict=verdict,
-                    payment_id=ipn.payment_id,
-                    payment_status=ipn.status_text,
-                    order_id=ipn.order_id,
-                    review_code=review,
-                    source="poll",
-                )
+            asked, closed = await self._poll(
+                order.payment.payment_id, order.created_at, now, order_id=order.order_id
             )
-            stored = await self.ipn.payments.get(payment_id)
-            closed = (stored is not None and _ended(stored.state)) or (
-                order.created_at < now - self.give_up_after
-            )
+            answered += asked
             await self.orders.mark_polled(order.order_id, now, closed=closed)
-            log.info("poll.applied", order_id=order.order_id, verdict=verdict, closed=closed)
+        # Their own query: closing an order does not stop the polling of its repeat payments.
+        payments = self.ipn.payments
+        repeats = await payments.open_repeats_older_than(created_before, polled_before, self.batch)
+        for repeat in repeats:
+            payment_id = repeat.state.payment_id
+            assert repeat.created_at is not None
+            asked, closed = await self._poll(
+                payment_id, repeat.created_at, now, order_id=repeat.order_id
+            )
+            answered += asked
+            await payments.mark_polled(payment_id, now, closed=closed)
         return answered
+
+    async def _poll(
+        self, payment_id: str, created_at: datetime, now: datetime, *, order_id: str
+    ) -> tuple[bool, bool]:
+        """Ask NOWPayments about one payment and apply the answer as an IPN: whether it answered,
+        and whether the payment is to be asked about no more (it ended, or it is too old)."""
+        known = await self.ipn.payments.get(payment_id)
+        if known is not None and _ended(known.state):
+            # Its IPNs already ended it: nothing to ask NOWPayments.
+            return False, True
+        try:
+            body = await self.provider.payment_status(payment_id)
+            require_canonical_numbers(body)
+            ipn = read_ipn(body)
+            verdict, review = await self.ipn.apply(ipn)
+        except GatewayError as error:
+            log.warning("poll.failed", order_id=order_id, payment_id=payment_id, code=error.code)
+            return False, False
+        await self.ipn.ipn_log.record(
+            IpnRecord(
+                received_at=now,
+                raw_body=js_stringify(body)[:4096],
+                raw_body_base64=False,
+                body_size=len(js_stringify(body)),
+                headers={},
+                client_ip=None,
+                trusted=True,
+                verdict=verdict,
+                payment_id=ipn.payment_id,
+                payment_status=ipn.status_text,
+                order_id=ipn.order_id,
+                review_code=review,
+                source="poll",
+            )
+        )
+        stored = await self.ipn.payments.get(payment_id)
+        closed = (stored is not None and _ended(stored.state)) or (
+            created_at < now - self.give_up_after
+        )
+        log.info(
+            "poll.applied", order_id=order_id, payment_id=payment_id, verdict=verdict, closed=closed
+        )
+        return True, closed
 
 
 def _ended(state: PaymentState) -> bool:

@@ -64,9 +64,25 @@ class Payments(Protocol):
         credit: OutboxEntry | None,
         review: ReviewNote | None,
         now: datetime,
+        parent_payment_id: str | None = None,
     ) -> bool:
         """Store the new state, appending the credit and review note, if the stored version is
-        still `expected_version` (None: not stored yet). False when another IPN was faster."""
+        still `expected_version` (None: not stored yet). False when another IPN was faster.
+
+        `parent_payment_id` marks a repeat payment (its order's payment); once given it is kept,
+        and None leaves it as stored."""
+        ...
+
+    async def open_repeats_older_than(
+        self, created_before: datetime, polled_before: datetime, limit: int
+    ) -> Sequence[Payment]:
+        """Repeat payments (stored with a `parent_payment_id`) whose polling is not closed, first
+        stored before `created_before` and not polled since `polled_before`, oldest first."""
+        ...
+
+    async def mark_polled(self, payment_id: str, now: datetime, *, closed: bool) -> None:
+        """Note that the poller asked about the payment at `now`; `closed`: ask no more. Neither
+        its state nor its version changes."""
         ...
 
     async def mark_published(self, payment_id: str, command_id: str) -> None: ...

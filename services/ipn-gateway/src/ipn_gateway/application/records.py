@@ -78,6 +78,15 @@ class Payment:
     version: int = 0
     outbox: tuple[OutboxEntry, ...] = ()
     reviews: tuple[ReviewNote, ...] = ()
+    # A repeat payment (a re-deposit to the order's address): the order's payment, which
+    # NOWPayments named as its `parent_payment_id`. None for the order's own payment.
+    parent_payment_id: str | None = None
+    # When the gateway first stored it.
+    created_at: datetime | None = None
+    # The missed-webhook poller, for a repeat payment: when it last asked NOWPayments, and
+    # whether it stopped asking (the payment ended, or it gave up).
+    polled_at: datetime | None = None
+    poll_closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
