@@ -217,6 +217,29 @@ async def test_a_repeat_payment_whose_later_ipns_were_lost_is_polled_and_credite
     assert len([c for c in r.publisher.published if isinstance(c, CreditCommand)]) == 3
 
 
+async def test_a_polled_repeat_payment_is_bound_by_its_stored_parent() -> None:
+    """NOWPayments' status answer for a repeat payment need not name its parent: the poller binds
+    it to the order by the parent stored from its first IPN, never by guessing."""
+    r = rig()
+    created = CreatedPayment("801", "addr", "btc", "0.002", "100", "usd")
+    r.orders.orders["dep_p"] = DepositOrder(
+        "dep_p", "alice", "btc", "100", "usd", NOW - timedelta(days=2), created
+    )
+    confirming = repeat_answer("802", "confirming", "0.001", "dep_p", "801")
+    assert (await r.handler.apply(read_ipn(confirming)))[0] == "pending"
+    r.clock["now"] += timedelta(minutes=31)
+    r.provider.status["801"] = answer("801", "waiting", "0.002", "dep_p")
+    r.provider.status["802"] = answer("802", "finished", "0.001", "dep_p")  # no parent named
+    assert await r.poller.run_once() == 2
+    credits = [c for c in r.publisher.published if isinstance(c, CreditCommand)]
+    assert [(c.reference_id, c.amount) for c in credits] == [("nowpayments:802", Decimal("0.001"))]
+    # A payment never stored as a repeat is not taken for one: 803 stays unmatched.
+    assert await r.handler.apply(read_ipn(answer("803", "finished", "0.001", "dep_p"))) == (
+        "unmatched",
+        "payment_id_mismatch",
+    )
+
+
 async def test_an_open_repeat_payment_is_asked_about_until_the_poller_gives_up() -> None:
     r = rig()
     created = CreatedPayment("711", "addr", "btc", "0.002", "100", "usd")

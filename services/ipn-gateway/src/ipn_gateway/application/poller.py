@@ -9,7 +9,7 @@ that a repeat payment whose later IPNs were lost is still credited after the ord
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -77,6 +77,15 @@ class MissedIpnPoller:
             body = await self.provider.payment_status(payment_id)
             require_canonical_numbers(body)
             ipn = read_ipn(body)
+            if (
+                ipn.parent_payment_id is None
+                and known is not None
+                and known.parent_payment_id is not None
+                and ipn.payment_id == payment_id
+            ):
+                # The payment's own status answer need not name its parent: the link to the
+                # order is the one stored when its first IPN arrived, not a guess from this text.
+                ipn = replace(ipn, parent_payment_id=known.parent_payment_id)
             verdict, review = await self.ipn.apply(ipn)
         except GatewayError as error:
             log.warning("poll.failed", order_id=order_id, payment_id=payment_id, code=error.code)
