@@ -265,3 +265,29 @@ async def test_an_open_repeat_payment_is_asked_about_until_the_poller_gives_up()
     assert await r.poller.run_once() == 0
     assert r.provider.asked == ["712", "712", "712"]
     assert r.publisher.published == []
+
+
+async def test_a_poll_that_keeps_failing_stops_at_the_same_age_as_one_that_answers() -> None:
+    """NOWPayments never answers about a deposit (away, or a body it keeps getting wrong): the
+    deposit and its repeat payment are asked about every round until the 14-day limit, once more
+    past it, and then left alone; nothing is credited."""
+    r = rig()
+    created = CreatedPayment("801", "addr", "btc", "0.002", "100", "usd")
+    r.orders.orders["dep_f"] = DepositOrder(
+        "dep_f", "alice", "btc", "100", "usd", NOW - timedelta(hours=1), created
+    )
+    waiting = repeat_answer("802", "waiting", "0", "dep_f", "801")
+    assert (await r.handler.apply(read_ipn(waiting)))[0] == "pending"
+    r.provider.down = True
+    r.clock["now"] += timedelta(minutes=31)
+    assert await r.poller.run_once() == 0
+    assert r.provider.asked == ["801", "802"]
+    r.clock["now"] = NOW + timedelta(days=13)
+    assert await r.poller.run_once() == 0
+    assert r.provider.asked == ["801", "802"] * 2  # still failing, still younger than 14 days
+    r.clock["now"] = NOW + timedelta(days=14, minutes=1)
+    assert await r.poller.run_once() == 0  # asked one last time, failed, then left alone
+    r.clock["now"] += timedelta(hours=1)
+    assert await r.poller.run_once() == 0
+    assert r.provider.asked == ["801", "802"] * 3
+    assert r.publisher.published == []

@@ -34,7 +34,8 @@ class MissedIpnPoller:
     older_than: timedelta = timedelta(minutes=30)
     every: timedelta = timedelta(minutes=10)
     batch: int = 50
-    # NOWPayments expires an unpaid payment within days; after this the order is left alone.
+    # NOWPayments expires an unpaid payment within days; after this the order is left alone,
+    # whether or not NOWPayments answered the last question.
     give_up_after: timedelta = timedelta(days=14)
 
     async def run_once(self) -> int:
@@ -88,8 +89,13 @@ class MissedIpnPoller:
                 ipn = replace(ipn, parent_payment_id=known.parent_payment_id)
             verdict, review = await self.ipn.apply(ipn)
         except GatewayError as error:
-            log.warning("poll.failed", order_id=order_id, payment_id=payment_id, code=error.code)
-            return False, False
+            # An answer that keeps failing (NOWPayments away, a body it keeps getting wrong) ends
+            # the polling at the same age as any other: loudly, since nothing was learnt.
+            too_old = created_at < now - self.give_up_after
+            report = log.error if too_old else log.warning
+            event = "poll.given_up" if too_old else "poll.failed"
+            report(event, order_id=order_id, payment_id=payment_id, code=error.code)
+            return False, too_old
         await self.ipn.ipn_log.record(
             IpnRecord(
                 received_at=now,
