@@ -73,9 +73,12 @@ class SpotStore(Protocol):
         """
         ...
 
-    async def pending_before(self, before: datetime, limit: int = 200) -> list[SpotOrder]:
-        """Pending orders created strictly before `before`, at most `limit`, in no promised
-        order."""
+    async def pending_before(
+        self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+    ) -> list[SpotOrder]:
+        """Pending orders created strictly before `before`, oldest first (by `created_at`, then
+        `order_id`), only those after `after` (a `(created_at, order_id)` of an order this
+        returned) when given, at most `limit`."""
         ...
 
     async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:

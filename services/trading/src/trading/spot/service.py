@@ -76,6 +76,7 @@ class SpotOrders:
         *,
         market_buy_margin: Decimal = Decimal("0.05"),
         cancel_wait_seconds: float = 2.0,
+        resend_page: int = 200,
     ) -> None:
         self._store = store
         self._wallet = wallet
@@ -85,6 +86,10 @@ class SpotOrders:
         self._clock = clock
         self._margin = market_buy_margin
         self._cancel_wait = cancel_wait_seconds
+        self._resend_page = resend_page
+        # Where the next lock relay pass goes on: after the last order of a full page, from the
+        # oldest pending order again once a pass reached the end.
+        self._resend_after: tuple[datetime, str] | None = None
 
     async def place(
         self,
@@ -301,10 +306,17 @@ class SpotOrders:
         """Locks of orders still pending after `grace` (lost sends, lost results) go again; the
         number sent. An order whose lock cannot be built (a stored value the wallet's command
         refuses) is logged as `spot.lock_unsendable` and left pending, and the others still go:
-        one bad order holds back no other order's lock."""
+        one bad order holds back no other order's lock. A pass takes at most `resend_page`
+        orders, oldest first, and the next pass goes on after them: however many pending orders
+        cannot be sent, every other one gets its turn."""
         before: datetime = self._clock() - grace
+        page = await self._store.pending_before(
+            before, limit=self._resend_page, after=self._resend_after
+        )
+        full = len(page) == self._resend_page
+        self._resend_after = (page[-1].created_at, page[-1].order_id) if full else None
         sent = 0
-        for order in await self._store.pending_before(before):
+        for order in page:
             try:
                 await self._wallet.lock(order)
             except ValueError as error:

@@ -71,7 +71,7 @@ async def test_an_order_whose_lock_cannot_be_built_holds_back_no_other(
     orders = SpotOrders(
         store, SpotWallet(client), Published(), "t.trading.orders", Fees.of("0.001", "0.002"), clock
     )
-    # the bad one first: the store hands pending orders out in the order they were added
+    # the bad one first: the store hands pending orders out oldest first, then by id
     for order in (
         pending_sell("bad", clock, **bad),
         pending_sell("good-1", clock),
@@ -100,3 +100,33 @@ async def test_an_order_whose_lock_cannot_be_built_holds_back_no_other(
         assert await orders.resend_locks(GRACE) == 2
     assert [c.reference_id for c in client.sent] == ["good-1:lock", "good-2:lock"]
     assert [e["order_id"] for e in logs if e["event"] == "spot.lock_unsendable"] == ["bad"]
+
+
+async def test_orders_that_cannot_be_sent_leave_every_other_its_turn(clock: FakeClock) -> None:
+    """More unsendable orders than a pass takes: the passes go on page after page, so the good
+    order behind them is sent on the second pass, and the first pass starts again after the end."""
+    store = MemorySpotStore()
+    client = AnsweringWallet()
+    orders = SpotOrders(
+        store,
+        SpotWallet(client),
+        Published(),
+        "t.trading.orders",
+        Fees.of("0.001", "0.002"),
+        clock,
+        resend_page=2,
+    )
+    placed = clock() - timedelta(minutes=1)
+    for index, order_id in enumerate(("bad-1", "bad-2", "bad-3", "good")):
+        changes: dict[str, Any] = {"created_at": placed + timedelta(seconds=index)}
+        if order_id.startswith("bad"):
+            changes["lock_currency"] = "DOGE"
+        assert await store.add(pending_sell(order_id, clock, **changes)) is not None
+
+    named: list[list[str]] = []
+    for _ in range(4):
+        with capture_logs() as logs:
+            await orders.resend_locks(GRACE)
+        named.append([e["order_id"] for e in logs if e["event"] == "spot.lock_unsendable"])
+    assert named == [["bad-1", "bad-2"], ["bad-3"], [], ["bad-1", "bad-2"]]
+    assert [c.reference_id for c in client.sent] == ["good:lock"]

@@ -285,6 +285,34 @@ async def test_pending_orders_created_before_an_instant(store: SpotStore) -> Non
     assert await store.pending_before(T0) == []
 
 
+async def test_pending_orders_come_oldest_first_a_page_at_a_time(store: SpotStore) -> None:
+    """(created_at, order_id) order, whatever order they were added in, and `after` goes on
+    right after an order a page ended with, including past others of the same millisecond."""
+    await add_all(
+        store,
+        order("c", created_at=T0 + timedelta(seconds=2)),
+        order("b2", created_at=T0 + timedelta(seconds=1)),
+        order("a", created_at=T0),
+        order("b1", created_at=T0 + timedelta(seconds=1, microseconds=300)),  # same ms as b2
+        order("d", created_at=T0 + timedelta(seconds=3)),
+        order("open", created_at=T0, status=Status.OPEN),
+    )
+    cutoff = T0 + timedelta(minutes=1)
+    assert ids(await store.pending_before(cutoff)) == ["a", "b1", "b2", "c", "d"]
+    first = await store.pending_before(cutoff, limit=2)
+    assert ids(first) == ["a", "b1"]
+    last = first[-1]
+    second = await store.pending_before(cutoff, limit=2, after=(last.created_at, last.order_id))
+    assert ids(second) == ["b2", "c"]
+    last = second[-1]
+    rest = await store.pending_before(cutoff, limit=2, after=(last.created_at, last.order_id))
+    assert ids(rest) == ["d"]
+    assert await store.pending_before(cutoff, after=(rest[0].created_at, "d")) == []
+    # the cutoff still holds on a later page
+    early = T0 + timedelta(seconds=2)
+    assert ids(await store.pending_before(early, after=(second[0].created_at, "b2"))) == []
+
+
 async def test_created_before_is_compared_to_the_millisecond(store: SpotStore) -> None:
     await add_all(store, order("o-1", created_at=T0 + timedelta(microseconds=200)))
     assert await store.pending_before(T0 + timedelta(microseconds=900)) == []

@@ -111,12 +111,21 @@ class MemorySpotStore:
         doc.update(changes)
         return True
 
-    async def pending_before(self, before: datetime, limit: int = 200) -> list[SpotOrder]:
+    async def pending_before(
+        self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+    ) -> list[SpotOrder]:
         cutoff = stored_instant(before)
-        found = (
-            doc
-            for doc in self._orders.values()
-            if doc["status"] == Status.PENDING.value and doc["created_at"] < cutoff
+        if after is not None:
+            after = (stored_instant(after[0]), after[1])
+        found = sorted(
+            (
+                doc
+                for doc in self._orders.values()
+                if doc["status"] == Status.PENDING.value
+                and doc["created_at"] < cutoff
+                and (after is None or (doc["created_at"], doc["_id"]) > after)
+            ),
+            key=lambda doc: (doc["created_at"], doc["_id"]),
         )
         return [order_from(doc) for doc in _first(limit, found)]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -44,6 +45,10 @@ class MongoSpotStore:
             [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
         )
         await self._orders.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        # pending orders oldest first, a page at a time (the lock relay)
+        await self._orders.create_index(
+            [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+        )
         await self._batches.create_index(
             [("pair", ASCENDING), ("dispatched", ASCENDING), ("last", ASCENDING)]
         )
@@ -100,10 +105,21 @@ class MongoSpotStore:
         )
         return updated.modified_count == 1
 
-    async def pending_before(self, before: datetime, limit: int = 200) -> list[SpotOrder]:
-        cursor = self._orders.find(
-            {"status": Status.PENDING.value, "created_at": {"$lt": before}}
-        ).limit(limit)
+    async def pending_before(
+        self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+    ) -> list[SpotOrder]:
+        query: dict[str, Any] = {"status": Status.PENDING.value, "created_at": {"$lt": before}}
+        if after is not None:
+            created_at, order_id = after
+            query["$or"] = [
+                {"created_at": {"$gt": created_at}},
+                {"created_at": created_at, "_id": {"$gt": order_id}},
+            ]
+        cursor = (
+            self._orders.find(query)
+            .sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
         return [order_from(doc) async for doc in cursor]
 
     async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
