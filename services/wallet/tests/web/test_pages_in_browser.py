@@ -277,3 +277,58 @@ async def test_a_price_change_revalues_the_open_allocation_page(
         )
         assert charts == [len(allocation)]  # the old chart was let go with its canvas
         assert open_page.errors == []
+
+
+# Every animation frame while the page updates: whether the chart's canvas shows a drawn chart.
+_WATCH_CHART_FRAMES = """() => {
+    window.chartFrames = {frames: 0, blank: 0, swaps: 0, watching: true};
+    document.addEventListener("htmx:afterSwap", () => { window.chartFrames.swaps += 1; });
+    const painted = (canvas) => {
+        if (!canvas || !Chart.getChart(canvas)) return false;
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        for (let i = 3; i < pixels.length; i += 4 * 31) if (pixels[i] > 0) return true;
+        return false;
+    };
+    const frame = () => {
+        const seen = window.chartFrames;
+        if (!seen.watching) return;
+        seen.frames += 1;
+        if (!painted(document.querySelector("canvas[data-chart='doughnut']"))) seen.blank += 1;
+        requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
+async def test_the_chart_does_not_blink_when_an_update_redraws_it(
+    browser: Any, server: PageServer
+) -> None:
+    """A live update swaps the allocation part, canvas included: the new chart is drawn before
+    the browser paints the new canvas, so no frame shows the chart's place empty."""
+    async with opened(browser, server, "/allocations", "alice", DESKTOP) as open_page:
+        page = open_page.page
+        await page.wait_for_function("() => Object.keys(Chart.instances).length === 1")
+        await page.evaluate(_WATCH_CHART_FRAMES)
+        btc = "table[data-testid='allocation'] tr[data-label='BTC'] td[data-field='value'] .figure"
+        for step, price in enumerate(("61000", "62000", "63000"), start=2):
+            server.runtime.prices.update(
+                Quote("BTC", Decimal(price), PRICES_AS_OF + timedelta(minutes=step), "builtin")
+            )
+            allocation = (await server.api("/api/wallets/portfolio/alice", "alice"))["allocation"]
+            expected = next(s["value"] for s in allocation if s["label"] == "BTC")
+            await page.wait_for_function(
+                """([selector, expected]) => {
+                    const cell = document.querySelector(selector);
+                    return cell !== null && cell.textContent.trim() === expected;
+                }""",
+                arg=[btc, expected],
+                timeout=2_000,
+            )
+            await page.wait_for_timeout(100)  # a few frames after the swap
+        seen = await page.evaluate(
+            "() => { window.chartFrames.watching = false; return window.chartFrames; }"
+        )
+        assert seen["swaps"] >= 3, seen
+        assert seen["frames"] > 10, seen
+        assert seen["blank"] == 0, seen
+        assert open_page.errors == []

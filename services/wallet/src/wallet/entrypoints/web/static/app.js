@@ -93,7 +93,9 @@
     drawCharts(document);
     connect();
   });
-  document.addEventListener("htmx:afterSettle", function () { drawCharts(document); });
+  // Drawn as soon as the new part is in the page, in the same task as the swap: on settle (a
+  // moment later) the browser had already painted the new canvas blank, a flicker on every update.
+  document.addEventListener("htmx:afterSwap", function () { drawCharts(document); });
   document.addEventListener("htmx:responseError", staleNotice);
   document.addEventListener("htmx:sendError", staleNotice);
 })();
