@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from shared.money import format_amount
+from shared.money import format_amount, subtract
 from wallet.application.ports import LedgerStore
 from wallet.domain.migration import (
     MIGRATION_BUCKETS,
     BucketTotals,
     CollectionMapping,
     MigrationBucket,
+    Mismatch,
     OpeningLine,
     Plan,
     mismatches,
@@ -75,7 +76,11 @@ class MigrationReport:
     blocked: bool = False
     outcomes: list[SendOutcome] = field(default_factory=list)
     post_balances: dict[tuple[str, str], BucketTotals] | None = None
-    differences: list[str] = field(default_factory=list)
+    mismatched: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def differences(self) -> list[str]:
+        return [str(mismatch) for mismatch in self.mismatched]
 
     @property
     def failed(self) -> list[SendOutcome]:
@@ -83,9 +88,13 @@ class MigrationReport:
 
     @property
     def match(self) -> bool | None:
+        """Every migrated wallet (so every currency's total) equals the legacy sums after the
+        listed rounding, and every opening transaction took effect. In `tables` a currency line
+        says `matches` only when its total and each of its wallets do, every difference and every
+        transaction that did not take effect is listed, and `match: NO (…)` counts both."""
         if self.post_balances is None:
             return None
-        return not self.differences and not self.failed
+        return not self.mismatched and not self.failed
 
     @property
     def exit_code(self) -> int:
@@ -197,11 +206,8 @@ class MigrationReport:
         lines.append(f"Total Users: {len(users)} ({_verdict(len(users) == len(plan.users))})")
         for currency in sorted(set(pre_totals) | set(post_totals)):
             post = post_totals.get(currency, {})
-            same = all(
-                post.get(b, Decimal(0)) == pre_totals.get(currency, {}).get(b, Decimal(0))
-                for b in MIGRATION_BUCKETS
-            )
-            lines.append(f"Total {currency}: {_bucket_text(post)} ({_verdict(same)})")
+            verdict = self._currency_verdict(currency, pre_totals.get(currency, {}), post)
+            lines.append(f"Total {currency}: {_bucket_text(post)} ({verdict})")
         lines.append("Collection:")
         lines.append(
             f"  - wallets: {len(self.post_balances)} records"
@@ -213,8 +219,53 @@ class MigrationReport:
             f"{len(self.failed)} failed"
         )
         lines += [f"  ! {difference}" for difference in self.differences]
-        lines.append(f"match: {'yes' if self.match else 'NO'}")
+        lines += [f"  ! not applied: {_failure_text(outcome)}" for outcome in self.failed]
+        lines.append(f"match: {'yes' if self.match else f'NO ({self._why_not()})'}")
         return "\n".join(lines)
+
+    def _currency_verdict(
+        self,
+        currency: str,
+        pre: Mapping[MigrationBucket, Decimal],
+        post: Mapping[MigrationBucket, Decimal],
+    ) -> str:
+        """`matches` when the currency's total and every migrated wallet of it equal the legacy
+        sums; otherwise by how much the total differs and how many wallets differ."""
+        reasons = []
+        for bucket in MIGRATION_BUCKETS:
+            delta = subtract(post.get(bucket, Decimal(0)), pre.get(bucket, Decimal(0)))
+            if delta:
+                reasons.append(f"{bucket} {'+' if delta > 0 else ''}{format_amount(delta)}")
+        wallets = len({m.user_id for m in self.mismatched if m.currency == currency})
+        if not reasons and not wallets:
+            return _verdict(True)
+        if not reasons:
+            reasons.append("the total matches")
+        if wallets:
+            reasons.append(f"{wallets} wallet{' differs' if wallets == 1 else 's differ'}")
+        return f"{_verdict(False)}: {', '.join(reasons)}"
+
+    def _why_not(self) -> str:
+        reasons = []
+        if self.mismatched:
+            n = len(self.mismatched)
+            reasons.append(f"{n} difference{'' if n == 1 else 's'}")
+        if self.failed:
+            n = len(self.failed)
+            reasons.append(f"{n} opening transaction{'' if n == 1 else 's'} not applied")
+        return "; ".join(reasons)
+
+
+def _failure_text(outcome: SendOutcome) -> str:
+    line = outcome.line
+    status = outcome.status
+    if status == "duplicate":
+        status = f"first {outcome.original_status or 'answered'}"
+    return (
+        f"{line.user_id} {line.currency} {line.bucket} {format_amount(line.amount)}"
+        f" ({line.reference_id}, {line.transaction_type}): {status}"
+        + (f", {outcome.reason}" if outcome.reason else "")
+    )
 
 
 def _verdict(same: bool) -> str:
@@ -283,7 +334,7 @@ async def migrate(
     assert sender is not None
     report.outcomes = await sender.send(plan.lines)
     report.post_balances = await ledger_balances(store, sorted(plan.users))
-    report.differences = mismatches(plan.expected(), report.post_balances)
+    report.mismatched = mismatches(plan.expected(), report.post_balances)
     return report
 
 

@@ -377,19 +377,35 @@ def totals_by_currency(
     return totals
 
 
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One (user, currency, bucket) whose ledger balance is not what the legacy rows add up to."""
+
+    user_id: str
+    currency: str
+    bucket: MigrationBucket
+    legacy: Decimal
+    ledger: Decimal
+
+    def __str__(self) -> str:
+        return (
+            f"{self.user_id} {self.currency} {self.bucket}: legacy {format_amount(self.legacy)},"
+            f" ledger {format_amount(self.ledger)}"
+        )
+
+
 def mismatches(
     expected: Mapping[tuple[str, str], Mapping[MigrationBucket, Decimal]],
     actual: Mapping[tuple[str, str], Mapping[MigrationBucket, Decimal]],
-) -> list[str]:
-    """Every (user, currency, bucket) whose ledger balance is not what the legacy rows add up to."""
-    found: list[str] = []
-    for key in sorted(expected):
+) -> list[Mismatch]:
+    """Every (user, currency, bucket) whose ledger balance is not what the legacy rows add up to:
+    a wallet the legacy rows never held (a deposit in another currency before the migration)
+    counts from a legacy 0, as it does in its currency's total."""
+    found: list[Mismatch] = []
+    for key in sorted(set(expected) | set(actual)):
         for bucket in MIGRATION_BUCKETS:
-            want = expected[key].get(bucket, ZERO)
+            want = expected.get(key, {}).get(bucket, ZERO)
             have = actual.get(key, {}).get(bucket, ZERO)
             if want != have:
-                found.append(
-                    f"{key[0]} {key[1]} {bucket}: legacy {format_amount(want)},"
-                    f" ledger {format_amount(have)}"
-                )
+                found.append(Mismatch(key[0], key[1], bucket, want, have))
     return found
