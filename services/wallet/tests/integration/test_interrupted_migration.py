@@ -20,20 +20,13 @@ from wallet.adapters.legacy_source import MongoLegacySource
 from wallet.application.migration import SendOutcome, WalletCommandSender, migrate
 from wallet.application.reconciliation import verify
 from wallet.bootstrap import WalletRuntime
-from wallet.domain.migration import CollectionMapping, OpeningLine
+from wallet.domain.migration import SEED_WALLETS, OpeningLine
 
 SEED_TIME = datetime(2025, 11, 26, 15, 45, tzinfo=UTC)
 IVY_DOCUMENT = ObjectId("65f0000000000000000000b1")
 JOE_DOCUMENT = ObjectId("65f0000000000000000000b2")
 
-MAPPING = CollectionMapping(
-    "wallets",
-    "user_id",
-    "currency",
-    available_field="available_balance",
-    locked_field="locked_balance",
-    savings_field="savings_balance",
-)
+MAPPING = SEED_WALLETS  # the seed's field names, as verify reads a kept copy
 
 
 class Stopped(Exception):
@@ -108,6 +101,14 @@ async def test_a_rerun_after_an_interrupted_in_place_migration_brings_every_buck
     replaced = await mongo_database["wallets"].find_one({"_id": IVY_DOCUMENT})
     assert replaced is not None
     assert "version" in replaced  # the ledger's wallet now
+    # Verify names what is still waiting: ivy's buckets not yet in (from her copy), joe's document.
+    assert [str(d) for d in await verify(wallet_runtime.store)] == [
+        "wallet old-joe/ETH: shape expected a ledger wallet (run wallet migrate), found a legacy"
+        " document (available_balance 3.0, locked_balance 1.0, total_balance 4.0)",
+        "wallet old-ivy/BTC: legacy copy expected brought in (run wallet migrate), found locked"
+        " 0.25, savings 0.125 not migrated from wallets_legacy_snapshot (available_balance 1.5,"
+        " locked_balance 0.25, total_balance 1.875)",
+    ]
 
     # A dry run now still plans ivy's every bucket (from the copy kept before the first send).
     dry = await migrate([MAPPING], source, wallet_runtime.store, None, dry_run=True)

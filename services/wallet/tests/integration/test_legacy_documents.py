@@ -1,6 +1,7 @@
 """Documents in the seed's old `wallets` shape (float balances, no ledger fields) never break the
-wallet: reads answer, commands apply (never a dead letter), verify lists them, replay refuses to
-drop them, and `wallet migrate` over the `wallets` collection itself brings them into the ledger.
+wallet: reads answer, commands apply (never a dead letter), verify lists them (and the copy of one a
+command replaced, until migrate brings it in), replay refuses to drop them, and `wallet migrate`
+over the `wallets` collection itself brings them into the ledger.
 The seed's own `wallet_transactions` rows (float amounts, no ledger fields) are not the ledger's
 history: reads, balances at an instant and verify leave them out, and replay keeps them."""
 
@@ -170,6 +171,20 @@ async def test_a_command_to_a_legacy_wallet_applies_and_replaces_the_document(
     # Its balances are not erased: the document as it was is kept for `wallet migrate`.
     kept = await mongo_database["wallets_legacy_snapshot"].find({}).to_list()
     assert kept == [legacy_bob]
+
+
+async def test_verify_lists_the_kept_copy_until_migrate_brings_it_in(
+    legacy_wallets: list[str], wallet_runtime: WalletRuntime
+) -> None:
+    # Bob's legacy 0.25 ETH is no longer in wallets, only in its copy: money waiting for migrate.
+    differences = [str(d) for d in await verify(wallet_runtime.store)]
+    assert differences == [
+        "wallet old-alice/BTC: shape expected a ledger wallet (run wallet migrate), found a legacy"
+        " document (available_balance 1.5, locked_balance 0.5, total_balance 2.0)",
+        "wallet old-bob/ETH: legacy copy expected brought in (run wallet migrate), found available"
+        " 0.25 not migrated from wallets_legacy_snapshot (available_balance 0.25, locked_balance"
+        " 0.0, total_balance 0.25)",
+    ]
 
 
 async def test_migrate_over_the_wallets_collection_brings_the_rest_in(

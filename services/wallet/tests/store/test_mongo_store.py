@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.messaging import CreditCommand, ExchangeCommand, TransferLockedCommand
 from shared.testing.fixtures import unique_database_name
+from wallet.adapters.legacy_source import snapshot_collection
 from wallet.adapters.mongo_documents import (
     ACCOUNTS,
     HISTORY,
@@ -359,3 +360,34 @@ async def test_outcomes_stored_under_the_former_collection_name_are_adopted(
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_copies_of_replaced_legacy_wallets_are_read_back_exactly(
+    monitored: tuple[MongoLedgerStore, CommandLog],
+) -> None:
+    # The seed's wallets: a command replaces carol's (keeping it as it was), dan's is still there.
+    store, _ = monitored
+    carol = {
+        "_id": "w-carol",
+        "user_id": "carol",
+        "currency": "BTC",
+        "available_balance": Decimal128("0.12345678"),
+        "locked_balance": 0.5,
+        "total_balance": 0.62345678,
+    }
+    dan = {"_id": "w-dan", "user_id": "dan", "currency": "ETH", "available_balance": 2.0}
+    await store.database[WALLETS].insert_many([dict(carol), dict(dan)])
+    assert await store.replaced_legacy_wallets() == []
+    await LedgerService(store).handle_batch([credit("carol", "BTC", "1", "dep-carol")])
+    # `wallet migrate` keeps every legacy document it plans from: dan's is still in wallets.
+    await store.database[snapshot_collection(WALLETS)].insert_one(dict(dan))
+
+    [copy] = await store.replaced_legacy_wallets()
+    assert (copy.wallet.user_id, copy.wallet.currency) == ("carol", "BTC")
+    assert copy.wallet.fields == {
+        "available_balance": "0.12345678",
+        "locked_balance": "0.5",
+        "total_balance": "0.62345678",
+    }
+    assert copy.document == {**carol, "available_balance": D("0.12345678")}
+    assert [w.user_id for w in await store.legacy_wallets()] == ["dan"]

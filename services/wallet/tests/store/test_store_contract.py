@@ -710,6 +710,15 @@ async def test_verify_and_replay_follow_commit_order_when_clocks_disagree(
     assert await balances(store, "alice") == {"BTC": Balances()}
 
 
+async def test_a_ledger_that_never_held_legacy_wallets_has_no_copies_of_them(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch([credit("alice", "BTC", "1", "d1")])
+    assert await store.legacy_wallets() == []
+    assert await store.replaced_legacy_wallets() == []
+    assert await verify(store) == []
+
+
 # Idempotency across versions: recorded outcomes of earlier fingerprint formats ------------------
 
 RECORDED = json.loads(

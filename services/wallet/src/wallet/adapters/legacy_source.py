@@ -43,7 +43,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _id_key(document: Document) -> bytes:
+def plain_document(document: Document) -> dict[str, Any]:
+    """A legacy document as migration reads it: every Decimal128 the exact Decimal it stores."""
+    return {key: _plain(value) for key, value in document.items()}
+
+
+def id_key(document: Document) -> bytes:
     # An _id as a set member whatever its type (an embedded document is not hashable).
     return encode({"_id": document["_id"]})
 
@@ -91,12 +96,12 @@ class MongoLegacySource:
         async for document in self._database[collection].find({}).sort("_id", 1):
             if _is_ledgers(document):
                 continue
-            seen.add(_id_key(document))
-            yield {key: _plain(value) for key, value in document.items()}
+            seen.add(id_key(document))
+            yield plain_document(document)
         if collection not in self._in_place:
             return
         # Then the legacy documents the ledger has replaced since they were kept, by _id too.
         snapshot = self._database[snapshot_collection(collection)]
         async for document in snapshot.find({}).sort("_id", 1):
-            if _id_key(document) not in seen:
-                yield {key: _plain(value) for key, value in document.items()}
+            if id_key(document) not in seen:
+                yield plain_document(document)

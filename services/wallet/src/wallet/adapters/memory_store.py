@@ -17,6 +17,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
+    LegacyCopy,
     LegacyWallet,
     Outcome,
     StoredBalances,
@@ -110,6 +111,9 @@ class InMemoryLedgerStore:
 
     async def legacy_wallets(self) -> list[LegacyWallet]:
         return []  # only a database that held the seed's wallets has them
+
+    async def replaced_legacy_wallets(self) -> list[LegacyCopy]:
+        return []  # nor copies of them
 
     async def all_history(self) -> AsyncIterator[HistoryRow]:
         for row in list(self.history.values()):

@@ -34,7 +34,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from wallet.adapters.legacy_source import snapshot_collection
+from wallet.adapters.legacy_source import id_key, plain_document, snapshot_collection
 from wallet.adapters.mongo_documents import (
     ACCOUNTS,
     HISTORY,
@@ -71,6 +71,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
+    LegacyCopy,
     LegacyWallet,
     Outcome,
     StoredBalances,
@@ -494,6 +495,16 @@ class MongoLedgerStore:
         with _mapped_errors():
             cursor = self._collection(WALLETS).find(LEGACY_WALLET).sort("_id", 1)
             return [legacy_wallet_of(document) for document in await cursor.to_list()]
+
+    async def replaced_legacy_wallets(self) -> list[LegacyCopy]:
+        with _mapped_errors():
+            legacy = self._collection(WALLETS).find(LEGACY_WALLET, projection=["_id"])
+            still_there = {id_key(document) async for document in legacy}
+        return [
+            LegacyCopy(legacy_wallet_of(document), plain_document(document))
+            async for document in self._scan(snapshot_collection(WALLETS), [("_id", ASCENDING)])
+            if id_key(document) not in still_there
+        ]
 
     async def all_history(self) -> AsyncIterator[HistoryRow]:
         # Client-made ObjectIds of one process increase: _id order is insertion order.

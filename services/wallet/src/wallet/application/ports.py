@@ -13,6 +13,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
+    LegacyCopy,
     LegacyWallet,
     Outcome,
     StoredBalances,
@@ -87,6 +88,12 @@ class LedgerStore(Protocol):
         """`wallets` documents in the seed's old shape (no ledger fields): skipped by every read
         above, listed by verify when they hold money, replaced by the first ledger write of their
         wallet."""
+        ...
+
+    async def replaced_legacy_wallets(self) -> list[LegacyCopy]:
+        """The copies in `wallets_legacy_snapshot` of legacy documents no longer in `wallets` (the
+        ledger wrote its wallet over them): a copy of one still there is that document, which
+        `legacy_wallets` lists."""
         ...
 
     async def replace_projections(

@@ -1,7 +1,9 @@
 """Replay and verify: the event store is the truth, the projections are derived from it.
 
 `rebuild` folds every recorded outcome into fresh read models; `verify` compares them with the live
-ones and checks that every currency sums to zero across all accounts; `replay` swaps rebuilt
+ones, checks that every currency sums to zero across all accounts and lists legacy balances not
+yet migrated (legacy documents in `wallets`, and copies of replaced ones in
+`wallets_legacy_snapshot` whose opening credits have not all applied); `replay` swaps rebuilt
 projections in.
 """
 
@@ -24,8 +26,9 @@ from wallet.domain.ledger import (
     is_balanced,
     with_hold,
 )
+from wallet.domain.migration import not_brought_in
 from wallet.domain.projection import history_rows
-from wallet.domain.records import HistoryRow, Outcome, WalletRecord
+from wallet.domain.records import HistoryRow, LegacyWallet, Outcome, WalletRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +146,30 @@ async def verify(store: LedgerStore) -> list[Difference]:
     for legacy in await store.legacy_wallets():
         if not legacy.holds_money:
             continue  # nothing to migrate: reads skip it, the first ledger write replaces it
-        stored = ", ".join(f"{k} {v}" for k, v in sorted(legacy.fields.items()))
         differences.append(
             Difference(
                 _wallet_name((legacy.user_id, legacy.currency)),
                 "shape",
                 "a ledger wallet (run wallet migrate)",
-                f"a legacy document ({stored or 'no balances'})",
+                f"a legacy document ({_stored_text(legacy)})",
             )
         )
+
+    # A legacy document the ledger replaced before `wallet migrate` brought it in is kept in
+    # wallets_legacy_snapshot: its balances wait there until migrate's opening credits apply.
+    applied = {outcome.key for outcome in outcomes if outcome.status == "applied"}
+    for copy in await store.replaced_legacy_wallets():
+        waiting = not_brought_in(copy.document, applied)
+        if waiting:
+            differences.append(
+                Difference(
+                    _wallet_name((copy.wallet.user_id, copy.wallet.currency)),
+                    "legacy copy",
+                    "brought in (run wallet migrate)",
+                    f"{', '.join(waiting)} not migrated from wallets_legacy_snapshot"
+                    f" ({_stored_text(copy.wallet)})",
+                )
+            )
 
     live_wallet_list = [w async for w in store.all_wallets()]
     live_wallets = {w.key: w for w in live_wallet_list}
@@ -249,6 +267,10 @@ async def replay(store: LedgerStore) -> Projections:
 
 def _holds_money(balances: Balances) -> bool:
     return any((balances.available, balances.locked, balances.savings))
+
+
+def _stored_text(legacy: LegacyWallet) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(legacy.fields.items())) or "no balances"
 
 
 def _wallet_name(key: WalletKey) -> str:

@@ -15,7 +15,7 @@ migration unless the operator chooses to skip it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, Inexact, InvalidOperation
 from typing import Any, Final, Literal
@@ -156,6 +156,11 @@ class OpeningLine:
     @property
     def transaction_type(self) -> str:
         return OPENING_TRANSACTION_TYPES[self.bucket]
+
+    @property
+    def idempotency_key(self) -> tuple[str, str, str]:
+        """The key its credit is recorded under: what tells a later run it was brought in."""
+        return ("credit", self.transaction_type, self.reference_id)
 
 
 def opening_reference(collection: str, document_id: str) -> str:
@@ -323,6 +328,35 @@ def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> Re
     if invalid:
         return ReadDocument(invalid=tuple(invalid))
     return ReadDocument(tuple(lines), tuple(rounded))
+
+
+# How the seed's own `wallets` documents name their fields: migrating `wallets` in place maps them
+# so, and `wallet verify` reads a legacy copy the ledger kept in `wallets_legacy_snapshot` so.
+SEED_WALLETS: Final = CollectionMapping(
+    "wallets",
+    "user_id",
+    "currency",
+    available_field="available_balance",
+    locked_field="locked_balance",
+    savings_field="savings_balance",
+)
+
+
+def not_brought_in(
+    document: Mapping[str, Any], applied: Container[tuple[str, str, str]]
+) -> list[str]:
+    """What of a legacy `wallets` document is still to be migrated, given the idempotency keys of
+    the applied ledger transactions: each bucket whose opening credit has not applied (`locked
+    0.5`), or why the document cannot be migrated as it is (`available_balance
+    unreadable_amount`); empty once every bucket is in, or when it holds nothing to migrate."""
+    read = read_document(SEED_WALLETS, document)
+    if read.invalid:
+        return [f"{row.field} {row.reason}" for row in read.invalid]
+    return [
+        f"{line.bucket} {format_amount(line.amount)}"
+        for line in read.lines
+        if line.idempotency_key not in applied
+    ]
 
 
 BucketTotals = dict[MigrationBucket, Decimal]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import JsonValue
 
@@ -59,6 +59,17 @@ class LegacyWallet:
     currency: str
     fields: dict[str, str]
     holds_money: bool = True  # an amount that cannot be read counts as money
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyCopy:
+    """A legacy `wallets` document the ledger replaced with its wallet (a command reached it, or an
+    opening credit of `wallet migrate` applied), as kept in `wallets_legacy_snapshot`: what it
+    said, and the document itself (amounts as exact decimals) for `wallet verify` to tell whether
+    migrate has brought its balances in."""
+
+    wallet: LegacyWallet
+    document: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
