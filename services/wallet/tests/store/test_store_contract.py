@@ -35,7 +35,7 @@ from shared.messaging import (
 from wallet.adapters.mongo_store import MongoLedgerStore
 from wallet.application.ledger_service import BatchReport, LedgerService
 from wallet.application.ports import ConcurrencyConflict, LedgerStore
-from wallet.application.reconciliation import replay, verify
+from wallet.application.reconciliation import Replay, replay, verify
 from wallet.domain.accounts import user_account
 from wallet.domain.ledger import Balances, Entry
 from wallet.domain.projection import history_rows
@@ -561,6 +561,44 @@ async def test_holds_are_stored_per_reference_and_survive_replay(
     assert await verify(store) == []
 
 
+async def test_replay_names_each_platform_account_it_resets_as_verify_does(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    await service.handle_batch([credit("alice", "BTC", "1.5", "d1")])
+    wallets = [w async for w in store.all_wallets()]
+    history = [h async for h in store.all_history()]
+    # Stored balances no event explains: one changed by hand, one written around the ledger.
+    drifted = {(NOWPAYMENTS, "BTC"): D("-2"), ("platform:fees", "BTC"): D("0.0000001")}
+    await store.replace_projections(wallets, history, drifted)
+    assert [str(d) for d in await verify(store)] == [
+        "account external:nowpayments/BTC: balance expected -1.5, found -2",
+        "account platform:fees/BTC: balance expected 0, found 0.0000001",
+        "currency BTC: sum of all accounts expected 0, found -0.49999990",
+    ]
+
+    resets = [
+        "account external:nowpayments/BTC: stored -2, rebuilt -1.5",
+        "account platform:fees/BTC: stored 0.0000001, rebuilt 0",
+    ]
+    # They are handed over before anything is replaced: an announcement that fails stops it.
+    announced: list[list[str]] = []
+
+    def fails(planned: Replay) -> None:
+        announced.append([str(d) for d in planned.account_drift])
+        raise RuntimeError("the output is gone")
+
+    with pytest.raises(RuntimeError):
+        await replay(store, before_swap=fails)
+    assert announced == [resets]
+    assert await store.account_balances() == drifted
+
+    replayed = await replay(store)
+    assert [str(d) for d in replayed.account_drift] == resets
+    assert await store.account_balances() == {(NOWPAYMENTS, "BTC"): D("-1.5")}
+    assert await verify(store) == []
+    assert (await replay(store)).account_drift == []
+
+
 # Platform accounts a batch spends: read with the wallets, guarded at commit ----------------------
 
 
@@ -701,7 +739,7 @@ async def test_verify_and_replay_follow_commit_order_when_clocks_disagree(
     await behind.handle_batch([DebitCommand(reference_id="w2", transaction_type="withdrawal",
                                             user_id="bob", currency="BTC", amount=D("0.6"))])  # fmt: skip
     assert await verify(store) == []
-    projections = await replay(store)
+    projections = (await replay(store)).projections
     assert {(w.key, w.version) for w in projections.wallets} == {
         (("alice", "BTC"), 4),
         (("bob", "BTC"), 2),

@@ -9,7 +9,7 @@ projections in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
@@ -36,6 +36,34 @@ class Projections:
     wallets: list[WalletRecord]
     history: list[HistoryRow]
     accounts: dict[tuple[str, str], Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDrift:
+    """A platform or external account whose stored balance is not what the events explain."""
+
+    account: str
+    currency: str
+    stored: Decimal
+    rebuilt: Decimal
+
+    def __str__(self) -> str:
+        return (
+            f"account {self.account}/{self.currency}: stored {format_amount(self.stored)},"
+            f" rebuilt {format_amount(self.rebuilt)}"
+        )
+
+
+def account_drift(
+    rebuilt: Mapping[AccountKey, Decimal], stored: Mapping[AccountKey, Decimal]
+) -> list[AccountDrift]:
+    """Every account whose stored balance differs from the rebuilt one (a missing one is 0)."""
+    drift = []
+    for key in sorted(set(rebuilt) | set(stored)):
+        want, have = rebuilt.get(key, ZERO), stored.get(key, ZERO)
+        if want != have:
+            drift.append(AccountDrift(key[0], key[1], have, want))
+    return drift
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +215,16 @@ async def verify(store: LedgerStore) -> list[Difference]:
         )
 
     live_accounts = {k: v for k, v in (await store.account_balances()).items() if v != 0}
-    for key in sorted(set(expected.accounts) | set(live_accounts)):
-        want, have = expected.accounts.get(key, ZERO), live_accounts.get(key, ZERO)
-        if want != have:
-            differences.append(
-                Difference(f"account {key[0]}/{key[1]}", "balance", str(want), str(have))
+    # What replay would reset, named the same way (see `replay`).
+    for drift in account_drift(expected.accounts, live_accounts):
+        differences.append(
+            Difference(
+                f"account {drift.account}/{drift.currency}",
+                "balance",
+                format_amount(drift.rebuilt),
+                format_amount(drift.stored),
             )
+        )
 
     for (account, currency), balance in sorted(live_accounts.items()):
         if account in FLOORS and balance < 0:
@@ -239,13 +271,31 @@ class ReplayRefused(Exception):
         self.wallets = wallets
 
 
-async def replay(store: LedgerStore) -> Projections:
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a replay swaps in, and every platform or external account whose stored balance it
+    resets to what the events explain."""
+
+    projections: Projections
+    account_drift: list[AccountDrift]
+
+
+def _nothing(_: Replay) -> None:
+    pass
+
+
+async def replay(store: LedgerStore, *, before_swap: Callable[[Replay], None] = _nothing) -> Replay:
     """Rebuild the projections from the events and swap them in.
 
     Refused when a live wallet holds money that no event explains (a legacy document, or a
     balance written around the ledger): replacing the projections would erase it. A legacy
     document without money is dropped like an empty wallet without events. `wallet
     migrate` turns such balances into events first.
+
+    A platform or external account is derived from the events only, so one whose stored balance
+    no event explains is reset to what they do: `before_swap` is handed every such account (with
+    its stored and rebuilt balance) before anything is replaced, so that it is never lost
+    silently.
     """
     projections = rebuild([o async for o in store.all_outcomes()])
     rebuilt = {wallet.key for wallet in projections.wallets}
@@ -261,8 +311,12 @@ async def replay(store: LedgerStore) -> Projections:
     ]
     if orphans:
         raise ReplayRefused(orphans)
+    planned = Replay(
+        projections, account_drift(projections.accounts, await store.account_balances())
+    )
+    before_swap(planned)
     await store.replace_projections(projections.wallets, projections.history, projections.accounts)
-    return projections
+    return planned
 
 
 def _holds_money(balances: Balances) -> bool:

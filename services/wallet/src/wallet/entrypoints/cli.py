@@ -20,7 +20,7 @@ from shared.mongo import connect
 from wallet.application.migration import WalletCommandSender
 from wallet.application.migration import migrate as run_migration
 from wallet.application.ports import LedgerStore
-from wallet.application.reconciliation import ReplayRefused
+from wallet.application.reconciliation import Replay, ReplayRefused
 from wallet.application.reconciliation import replay as replay_projections
 from wallet.application.reconciliation import verify as verify_projections
 from wallet.domain.migration import LEGACY_UNLOCK_TRANSACTION_TYPE, MappingError, parse_mapping
@@ -79,7 +79,9 @@ def verify() -> None:
 def replay(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Rebuild wallets and wallet_transactions from the outcomes (ledger_outcomes) and swap them in.
+    """Rebuild wallets, wallet_transactions and ledger_accounts from the outcomes (ledger_outcomes)
+    and swap them in. Each platform account whose stored balance no event explains is printed
+    (stored and rebuilt balance) before the swap resets it.
 
     Stop the wallet service first: a batch committed during the swap would be missing from the
     rebuilt projections (never from the events; a second replay brings it back).
@@ -91,15 +93,24 @@ def replay(
             abort=True,
         )
 
+    def announce(planned: Replay) -> None:
+        # Before the swap: once it is done, these stored balances are gone.
+        for drift in planned.account_drift:
+            typer.echo(
+                f"{drift} (the events do not explain the stored balance: reset to the rebuilt one)"
+            )
+
     async def action(store: LedgerStore) -> int:
         try:
-            projections = await replay_projections(store)
+            replayed = await replay_projections(store, before_swap=announce)
         except ReplayRefused as refused:
             typer.echo(f"refused: {refused}", err=True)
             return 1
+        projections, reset = replayed.projections, len(replayed.account_drift)
         typer.echo(
             f"replayed: {len(projections.wallets)} wallets, {len(projections.history)} history rows,"
             f" {len(projections.accounts)} platform accounts"
+            + (f"; {reset} platform account balance(s) reset, listed above" if reset else "")
         )
         return 0
 
