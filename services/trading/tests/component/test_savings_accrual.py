@@ -3,6 +3,7 @@ each (currency, day, user) is paid once — the amount decided at the first clai
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -159,3 +160,23 @@ async def test_nothing_is_paid_while_the_history_is_behind(rig: Rig) -> None:
         await rig.service.accrue(DAY)
     assert (refused.value.code, refused.value.http_status) == ("ledger_history_behind", 503)
     assert rig.wallet.sent == []
+
+
+async def test_a_user_id_too_long_for_the_plain_key_is_paid_under_a_hashed_one(rig: Rig) -> None:
+    # A user id may have 200 characters; "interest:USDT:2026-11-29:" before it would make a
+    # reference no wallet command can carry, and the run failed for every saver of every
+    # currency after it, that day and (the scheduler retrying it) every day after.
+    long_id = "u" * 200
+    await rig.save(long_id, "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    await rig.save("gus", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    report = await rig.service.accrue(DAY)
+    assert (report["items"][0]["paid"], report["items"][0]["pending"]) == (2, 0)
+    hashed = "interest:sha256:USDT:2026-11-29:" + hashlib.sha256(long_id.encode()).hexdigest()
+    assert sorted(rig.paid()) == [
+        ("interest:USDT:2026-11-29:gus", "gus", Decimal("0.5")),
+        (hashed, long_id, Decimal("0.5")),
+    ]
+    assert (await rig.service.positions(long_id))[0]["interest_earned"] == "0.5"
+    again = await rig.service.accrue(DAY)
+    assert (again["items"][0]["paid"], again["items"][0]["already_settled"]) == (0, 2)
+    assert len(rig.wallet.sent) == 2

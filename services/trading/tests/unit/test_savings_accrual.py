@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -102,6 +103,21 @@ def test_the_key_names_currency_day_and_user() -> None:
         for u in ("u1", "u2")
     }
     assert len(keys) == 8
+
+
+def test_a_key_too_long_for_a_reference_names_the_user_by_its_hash() -> None:
+    day = date(2026, 11, 29)
+    longest_plain = "u" * (200 - len("interest:USDT:2026-11-29:"))
+    assert (
+        accrual_reference("USDT", day, longest_plain) == f"interest:USDT:2026-11-29:{longest_plain}"
+    )
+    long_id = longest_plain + "u"
+    digest = hashlib.sha256(long_id.encode()).hexdigest()
+    assert accrual_reference("USDT", day, long_id) == f"interest:sha256:USDT:2026-11-29:{digest}"
+    # A user whose id looks like a hashed key still gets a plain key of their own.
+    assert accrual_reference("USDT", day, f"sha256:{digest}") != accrual_reference(
+        "USDT", day, long_id
+    )
 
 
 def test_accruals_due_skip_dust_and_are_keyed_per_user() -> None:

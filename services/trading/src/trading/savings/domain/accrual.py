@@ -11,6 +11,7 @@ wallet command's reference is derived from exactly that key.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,6 +20,7 @@ from fractions import Fraction
 from typing import Final
 
 from shared.messaging import LedgerTransaction
+from shared.messaging.commands import IDENTIFIER_MAX_LENGTH
 from shared.money import Currency, add, get_currency
 from trading.rounding import floor_to_scale
 from trading.savings.domain.errors import SavingsRefused
@@ -39,8 +41,17 @@ def daily_interest(balance: Decimal, apr: Decimal, currency: Currency) -> Decima
 
 
 def accrual_reference(currency: str, day: date, user_id: str) -> str:
-    """The wallet reference of one accrual: the same key always names the same payment."""
-    return f"{INTEREST_REFERENCE_PREFIX}{currency}:{day.isoformat()}:{user_id}"
+    """The wallet reference of one accrual: the same key always names the same payment.
+
+    A user id may have up to 200 characters, as a reference may: when the plain key would be
+    longer than a reference can be, the user id is replaced by its SHA-256 and the currency is
+    preceded by `sha256`, which no currency code is, so no plain key can be a hashed one.
+    """
+    plain = f"{INTEREST_REFERENCE_PREFIX}{currency}:{day.isoformat()}:{user_id}"
+    if len(plain) <= IDENTIFIER_MAX_LENGTH:
+        return plain
+    digest = hashlib.sha256(user_id.encode()).hexdigest()
+    return f"{INTEREST_REFERENCE_PREFIX}sha256:{currency}:{day.isoformat()}:{digest}"
 
 
 def end_of_day(day: date) -> datetime:
