@@ -107,6 +107,25 @@ async def test_a_transfer_completes_once(
     assert (await service.positions("amy"))[0]["savings_balance"] == "100"
 
 
+async def test_a_result_of_another_command_type_under_the_reference_settles_nothing(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+) -> None:
+    service, wallet, _ = rig
+    transfer = await service.request_transfer("ann", "USDT", "40", "to_savings")
+    [command] = wallet.sent
+    # The saver's own id and the transfer's reference, but not its savings_in: a refusal of
+    # another producer's command (a credit, a savings_out) says nothing of this transfer.
+    for other_type in ("credit", "savings_out"):
+        foreign = result_of(command, "rejected", reason="unknown_transaction_type")
+        await service.on_transfer_result(foreign.model_copy(update={"type": other_type}))
+    stored = await service.transfer(transfer["transfer_id"], "ann", is_admin=False)
+    assert (stored["status"], stored["reason"]) == ("pending", None)
+    await service.on_transfer_result(result_of(command, "applied", transaction_id="tx-ann"))
+    done = await service.transfer(transfer["transfer_id"], "ann", is_admin=False)
+    assert done["status"] == "completed"
+    assert (await service.positions("ann"))[0]["savings_balance"] == "40"
+
+
 async def test_an_unpublished_transfer_is_sent_again(
     rig: tuple[SavingsService, FlakyWallet, FakeClock],
 ) -> None:

@@ -34,6 +34,7 @@ from trading.savings.domain.errors import SavingsConflict, SavingsNotFound, Savi
 from trading.savings.domain.products import SavingsProduct, products_from
 from trading.savings.domain.transfers import (
     TransferStatus,
+    command_type_of,
     reference_id,
     same_transfer,
     status_after,
@@ -180,8 +181,13 @@ class SavingsService:
         transfer = await self._transfers.get(transfer_id)
         if status is None or transfer is None or transfer["status"] != TransferStatus.PENDING:
             return
-        if transfer["user_id"] != result.user_id:
-            return  # another user's command under this reference: not this transfer's answer
+        if (result.user_id, result.type) != (
+            transfer["user_id"],
+            command_type_of(transfer["direction"]),
+        ):
+            # Another user's command, or another command type, under this reference: not the
+            # answer to this transfer's savings_in / savings_out.
+            return
         if status is TransferStatus.COMPLETED and result.transaction_id:
             # The balance history first: once a transfer reads completed, positions show it.
             # Negated exactly: a product with -1 would round to the default context's 28 digits.

@@ -59,6 +59,11 @@ def transaction_type_of(direction: Direction) -> str:
     return DEPOSIT_TRANSACTION_TYPE if direction == "to_savings" else WITHDRAWAL_TRANSACTION_TYPE
 
 
+def command_type_of(direction: Direction) -> str:
+    """The wallet command a transfer of `direction` is: only its result answers the transfer."""
+    return "savings_in" if direction == "to_savings" else "savings_out"
+
+
 def validate_transfer(
     currency: object, amount: object, direction: object, aprs: Mapping[str, Decimal]
 ) -> tuple[Currency, Decimal, Direction]:
