@@ -21,7 +21,7 @@ from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, en
 from trading.referrals.application.ports import Bindings, Commissions
 from trading.referrals.application.service import ReferralService
 from trading.referrals.domain.commissions import commission_reference
-from trading.referrals.domain.errors import AlreadyBound
+from trading.referrals.domain.errors import AlreadyBound, ReferralRefused
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
 type Database = AsyncDatabase[dict[str, Any]]
@@ -89,6 +89,19 @@ async def test_two_racing_binds_bind_once(rig: Rig) -> None:
     summary = await rig.service.summary("ivy")
     assert summary["referrer_id"] in {"rex", "ron"}
     assert (await rig.service.summary(summary["referrer_id"]))["invitees"] == 1
+
+
+async def test_a_referrer_id_no_command_can_carry_is_refused_and_nothing_is_bound(
+    rig: Rig,
+) -> None:
+    # A lone surrogate passes every character rule but UTF-8 cannot encode it: MongoDB could not
+    # store the binding (a 500), and no commission credit to it could ever be sent.
+    with pytest.raises(ReferralRefused) as refused:
+        await rig.service.bind("ivy", "ref\ud800")
+    assert (refused.value.code, refused.value.http_status) == ("invalid_referrer", 400)
+    assert await rig.bindings.of("ivy") is None
+    bound = await rig.service.bind("ivy", "ref")
+    assert bound.referrer_id == "ref"
 
 
 async def test_a_redelivered_fee_is_paid_on_once(rig: Rig) -> None:

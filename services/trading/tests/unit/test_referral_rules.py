@@ -36,7 +36,9 @@ def test_binding_to_oneself_is_refused() -> None:
     assert (refused.value.code, refused.value.http_status) == ("self_referral", 400)
 
 
-@pytest.mark.parametrize("referrer", ["", " ", "a b", "x" * 201, None, 42, "tab\there"])
+@pytest.mark.parametrize(
+    "referrer", ["", " ", "a b", "x" * 201, None, 42, "tab\there", "\ud800", "bob\udfff"]
+)
 def test_a_referrer_id_that_is_not_a_user_id_is_refused(referrer: object) -> None:
     with pytest.raises(ReferralRefused) as refused:
         check_binding("alice", referrer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,13 +13,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from shared.http.errors import ApiError
-from shared.messaging.commands import IDENTIFIER_MAX_LENGTH, IDENTIFIER_PATTERN
+from shared.messaging.commands import is_identifier
 
 ADMIN_ROLE: Final = "admin"
 ALGORITHM: Final = "HS256"
 _SECRET_STATE: Final = "auth_jwt_secret"  # noqa: S105 - the attribute name on app.state
 _CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
-_USER_ID: Final = re.compile(IDENTIFIER_PATTERN)
 
 # auto_error=False: a missing header must produce our error body, not FastAPI's default.
 _bearer = HTTPBearer(auto_error=False, description="JWT signed with AUTH_JWT_SECRET (HS256)")
@@ -60,7 +58,9 @@ def decode_token(token: str, secret: str | SecretStr) -> User:
     except jwt.InvalidTokenError:
         raise _unauthorized("invalid token") from None
     sub, roles = claims.get("sub"), claims.get("roles", [])
-    if not isinstance(sub, str) or not _is_user_id(sub):
+    # A subject that could not be a user's id in the wallet's commands: every action would pass
+    # here and fail at the wallet.
+    if not is_identifier(sub):
         raise _unauthorized("invalid token")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise _unauthorized("invalid token")
@@ -109,18 +109,6 @@ def ensure_can_read(user: User, user_id: str) -> None:
     """A user reads only their own data; admins read anyone's (403 otherwise)."""
     if user.user_id != user_id and not user.is_admin:
         raise ApiError(403, "forbidden", "not allowed to access another user's data")
-
-
-def _is_user_id(sub: str) -> bool:
-    """Whether the subject can be a user's id in the wallet's commands (the commands' rule, and
-    text UTF-8 can encode). Otherwise every action would pass here and fail at the wallet."""
-    if not 0 < len(sub) <= IDENTIFIER_MAX_LENGTH or not _USER_ID.fullmatch(sub):
-        return False
-    try:
-        sub.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _unauthorized(message: str) -> ApiError:

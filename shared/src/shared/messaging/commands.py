@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import typing
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self, TypeIs
 
 import msgspec
 from pydantic import (
@@ -464,6 +465,20 @@ def _envelope(document: dict[str, Any]) -> dict[str, str]:
         for k in keys
         if isinstance(v := document.get(k), str) and 0 < len(v) <= 200 and _encodable(v)
     }
+
+
+_IDENTIFIER: Final = re.compile(IDENTIFIER_PATTERN)
+
+
+def is_identifier(text: object) -> TypeIs[str]:
+    """Whether `text` can be an id (a user's, a reference) in a wallet command: 1 to 200
+    characters, no whitespace or control character, and text UTF-8 can encode."""
+    return (
+        isinstance(text, str)
+        and 0 < len(text) <= IDENTIFIER_MAX_LENGTH
+        and _IDENTIFIER.fullmatch(text) is not None
+        and _encodable(text)
+    )
 
 
 def _encodable(text: str) -> bool:

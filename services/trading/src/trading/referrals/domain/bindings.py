@@ -6,15 +6,11 @@ racing binds store one); this module checks what can be checked without storage.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
+from shared.messaging.commands import is_identifier
 from trading.referrals.domain.errors import AlreadyBound, ReferralRefused
-
-# The same shape as a wallet command's user id: what can be bound can be paid.
-_USER_ID: Final = re.compile(r"[^\s\x00-\x1f]{1,200}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +25,8 @@ class Binding:
 
 def check_binding(invitee_id: str, referrer_id: object) -> str:
     """The referrer id to bind `invitee_id` to, or ReferralRefused (400)."""
-    if not isinstance(referrer_id, str) or not _USER_ID.fullmatch(referrer_id):
+    # What a wallet command's user id can be (UTF-8 text included): what can be bound can be paid.
+    if not is_identifier(referrer_id):
         raise ReferralRefused(
             "invalid_referrer", "referrer_id must be a user id (1-200 characters, no spaces)"
         )
