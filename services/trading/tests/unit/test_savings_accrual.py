@@ -205,7 +205,20 @@ def test_the_cutoff_is_the_end_of_a_past_day_or_now_for_today() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["2026-13-01", "2026-02-30", "20261129", "yesterday", 20261129, None, ""]
+    "raw",
+    [
+        "2026-13-01",
+        "2026-02-30",
+        "20261129",
+        "yesterday",
+        20261129,
+        None,
+        "",
+        # ISO 8601 week dates, the one other form of ten characters a date parser reads:
+        # 2026-W48-1 was taken for Monday 2026-11-23 and that day accrued.
+        "2026-W48-1",
+        "2026-W49-7",
+    ],
 )
 def test_bad_dates_are_refused(raw: object) -> None:
     with pytest.raises(SavingsRefused) as refused:

@@ -12,6 +12,7 @@ wallet command's reference is derived from exactly that key.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -31,6 +32,7 @@ INTEREST_REFERENCE_PREFIX: Final = "interest:"
 SAVINGS_ACCOUNT_SUFFIX: Final = ":savings"
 USER_ACCOUNT_PREFIX: Final = "user:"
 ZERO: Final = Decimal(0)
+_CALENDAR_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def daily_interest(balance: Decimal, apr: Decimal, currency: Currency) -> Decimal:
@@ -73,15 +75,16 @@ def accrual_cutoff(day: date, now: datetime) -> datetime:
 
 
 def parse_accrual_date(raw: object) -> date:
+    """A calendar date written YYYY-MM-DD, and only so: a date parser also reads ISO week dates
+    ("2026-W48-1") and compact forms, which would name a day the text does not show."""
     if not isinstance(raw, str):
         raise SavingsRefused("invalid_date", "date must be a string YYYY-MM-DD")
+    if _CALENDAR_DATE.fullmatch(raw) is None:
+        raise SavingsRefused("invalid_date", f"not a date YYYY-MM-DD: {raw[:40]!r}")
     try:
-        day = date.fromisoformat(raw)
+        return date.fromisoformat(raw)
     except ValueError:
         raise SavingsRefused("invalid_date", f"not a date YYYY-MM-DD: {raw[:40]!r}") from None
-    if len(raw) != len("YYYY-MM-DD"):
-        raise SavingsRefused("invalid_date", f"not a date YYYY-MM-DD: {raw[:40]!r}")
-    return day
 
 
 def days_to_catch_up(today: date, lookback_days: int) -> list[date]:
