@@ -153,3 +153,16 @@ async def test_steady_state_accrues_each_day_once_even_when_the_clock_steps_back
     assert [at for _, at in world.accrued[1:]] == [
         datetime(2026, 12, day, 0, 0, 5, tzinfo=UTC) for day in range(1, 6)
     ]
+
+
+async def test_a_start_within_the_delay_after_midnight_waits_for_the_day_that_just_ended() -> None:
+    # Started 2 s after midnight: the day that ended is accrued at its run time (5 s after), not
+    # at once, so events still on their way from the wallet are in the balances it pays on.
+    world = World(datetime(2026, 12, 1, 0, 0, 2, tzinfo=UTC), stop_after=3)
+    with pytest.raises(Stop):
+        await _scheduler(world, lookback=2).run()
+    assert world.accrued == [
+        (date(2026, 11, 28), datetime(2026, 12, 1, 0, 0, 2, tzinfo=UTC)),
+        (date(2026, 11, 29), datetime(2026, 12, 1, 0, 0, 2, tzinfo=UTC)),
+        (date(2026, 11, 30), datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)),
+    ]

@@ -45,11 +45,13 @@ class AccrualScheduler:
 
     async def run(self) -> None:
         started = self._clock()
-        # Days whose run time passed before the start are the lookback's (none without one).
+        # Days whose run time passed before the start are the lookback's (none without one),
+        # counted back from the newest of them: within the delay after midnight, the day that
+        # just ended is not due yet (events of its last moments may still be on their way), and
+        # the loop below runs it at its run time.
         last = last_day_due(started, self._delay)
-        for day in days_to_catch_up(started.date(), self._lookback_days):
+        for day in days_to_catch_up(last + timedelta(days=1), self._lookback_days):
             await self._accrue_until_done(day)
-            last = max(last, day)
         while True:
             due = days_due(last, self._clock(), self._delay)
             for day in due:
