@@ -13,7 +13,9 @@ from typing import Any, Final
 
 import httpx
 import pytest_asyncio
+from bson import Decimal128
 from pymongo.asynchronous.database import AsyncDatabase
+from structlog.testing import capture_logs
 
 from shared.http import create_app
 from shared.http.idempotency import KeyRecord, MemoryIdempotencyStore, StoredResponse
@@ -139,6 +141,41 @@ async def test_an_unpublished_transfer_is_sent_again(
     clock.advance(31)
     assert await service.resend_pending(timedelta(seconds=30)) == 1
     assert [c.reference_id for c in wallet.sent] == [f"savings:{transfer['transfer_id']}"]
+
+
+async def test_a_transfer_whose_command_cannot_be_built_holds_back_no_other_resend(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    service, wallet, clock = rig
+    # Stored by an earlier version that took a token subject with a space for a user id: no
+    # wallet command can carry it, and its first send failed as every resend will.
+    broken = {
+        "_id": "old-transfer",
+        "user_id": "old user",
+        "currency": "USDT",
+        "amount": Decimal128("7"),
+        "direction": "to_savings",
+        "status": "pending",
+        "reason": None,
+        "transaction_id": None,
+        "created_at": clock() - timedelta(hours=1),
+        "updated_at": clock() - timedelta(hours=1),
+    }
+    await mongo_database[TRANSFERS].insert_one(broken)
+    wallet.broker_down = True
+    good = await service.request_transfer("gil", "USDT", "3", "to_savings")
+    wallet.broker_down = False
+    clock.advance(31)
+    with capture_logs() as logs:
+        assert await service.resend_pending(timedelta(seconds=30)) == 1
+    assert [c.reference_id for c in wallet.sent] == [f"savings:{good['transfer_id']}"]
+    [unsendable] = [e for e in logs if e["event"] == "savings.transfer_unsendable"]
+    assert (unsendable["transfer_id"], unsendable["log_level"]) == ("old-transfer", "error")
+    assert unsendable["reason"].startswith("invalid_field")
+    assert (await service.transfer("old-transfer", "old user", is_admin=False))["status"] == (
+        "pending"
+    )
 
 
 class LostAnswerStore(MemoryIdempotencyStore):

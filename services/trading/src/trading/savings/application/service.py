@@ -42,6 +42,7 @@ from trading.savings.domain.transfers import (
     transfer_id_of,
     validate_transfer,
 )
+from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -151,11 +152,22 @@ class SavingsService:
 
     async def resend_pending(self, older_than: timedelta) -> int:
         """Publishes again what is still pending after `older_than` (the same idempotency key:
-        the wallet answers a duplicate with the first outcome)."""
-        stale = await self._transfers.pending_before(self._clock() - older_than)
-        for transfer in stale:
-            await self._send(transfer, wait=False)
-        return len(stale)
+        the wallet answers a duplicate with the first outcome); the number sent. A transfer whose
+        command cannot be built from what is stored (a value the wallet's command refuses) is
+        logged as `savings.transfer_unsendable` and left pending, and the others still go."""
+        sent = 0
+        for transfer in await self._transfers.pending_before(self._clock() - older_than):
+            try:
+                await self._send(transfer, wait=False)
+            except ValueError as error:
+                log.error(
+                    "savings.transfer_unsendable",
+                    transfer_id=transfer["transfer_id"],
+                    reason=unsendable_reason(error),
+                )
+                continue
+            sent += 1
+        return sent
 
     async def transfer(self, transfer_id: str, user_id: str, *, is_admin: bool) -> TransferRecord:
         found = await self._transfers.get(transfer_id)
