@@ -8,7 +8,7 @@ carry the batch's sequence as a guard, so projecting a batch twice changes nothi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -78,9 +78,16 @@ class SpotOrder:
     expires_at: datetime | None = None  # cancelled (reason expired) when still open then
 
     def same_request(self, other: SpotOrder) -> bool:
-        """Whether two placements asked for the same order (a retry, not a new order)."""
+        """Whether two placements asked for the same order (a retry, not a new order): the same
+        figures and the same lifetime (`expires_in_seconds`, so a retry placed later still is)."""
         fields = ("user_id", "pair", "side", "type", "price", "amount", "quote_amount")
-        return all(getattr(self, f) == getattr(other, f) for f in fields)
+        same = all(getattr(self, f) == getattr(other, f) for f in fields)
+        return same and self.lifetime == other.lifetime
+
+    @property
+    def lifetime(self) -> timedelta | None:
+        """How long the order was asked to rest (None: until cancelled)."""
+        return None if self.expires_at is None else self.expires_at - self.created_at
 
     @property
     def closed(self) -> bool:

@@ -822,6 +822,49 @@ class _Locks(SpotWallet):
         raise AssertionError("not the API's job")
 
 
+async def _sell_eth(
+    orders: SpotOrders,
+    amount: str,
+    client_order_id: str,
+    expires_in_seconds: int | None = None,
+) -> SpotOrder:
+    """amy's limit sell of `amount` ETH at 0.05 BTC under `client_order_id`."""
+    return await orders.place(
+        "amy",
+        pair="ETH-BTC",
+        side=Side.SELL,
+        type=OrderType.LIMIT,
+        amount=amount,
+        price="0.05000",
+        quote_amount=None,
+        client_order_id=client_order_id,
+        expires_in_seconds=expires_in_seconds,
+    )
+
+
+async def test_a_client_order_id_used_again_with_another_expiry_is_another_order(
+    store: SpotStore,
+) -> None:
+    clock = FakeClock()
+    orders = SpotOrders(
+        store, _Locks(), _Published(), "t.trading.orders", Fees.of("0.001", "0.002"), clock
+    )
+
+    async def place(expires_in_seconds: int | None) -> SpotOrder:
+        return await _sell_eth(orders, "0.5", "mine-2", expires_in_seconds)
+
+    first = await place(60)
+    clock.advance(5.0005)  # a retry a moment later asks for the same order: its lifetime
+    assert (await place(60)).order_id == first.order_id
+    # An order resting for an hour, or until cancelled, is not the one that lives a minute: the
+    # answer would show an order the request did not ask for, one that may fill after the
+    # minute the user meant it to trade in.
+    for other in (3600, None):
+        with pytest.raises(Conflict) as refused:
+            await place(other)
+        assert refused.value.code == "idempotency_conflict"
+
+
 async def test_a_client_order_id_used_again_places_no_second_order(store: SpotStore) -> None:
     locks = _Locks()
     orders = SpotOrders(
@@ -829,16 +872,7 @@ async def test_a_client_order_id_used_again_places_no_second_order(store: SpotSt
     )
 
     async def place(amount: str) -> SpotOrder:
-        return await orders.place(
-            "amy",
-            pair="ETH-BTC",
-            side=Side.SELL,
-            type=OrderType.LIMIT,
-            amount=amount,
-            price="0.05000",
-            quote_amount=None,
-            client_order_id="mine-1",
-        )
+        return await _sell_eth(orders, amount, "mine-1")
 
     first, again = await place("0.5"), await place("0.5")
     assert again.order_id == first.order_id
