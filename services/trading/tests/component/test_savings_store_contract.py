@@ -230,6 +230,24 @@ async def test_pending_transfers_are_found_by_when_they_were_made(stores: Stores
     assert early == _transfer("early")
 
 
+async def test_pending_transfers_come_oldest_first_and_a_page_goes_on_after_another(
+    stores: Stores,
+) -> None:
+    transfers = stores.transfers
+    for transfer_id, at in (("b", 2 * MS), ("c", MS), ("a", MS), ("d", 0 * MS), ("e", 3 * MS)):
+        await transfers.insert(_transfer(transfer_id, created_at=T0 + at))
+    later = T0 + timedelta(seconds=1)
+    # By when each was made, then by id (two made within one millisecond).
+    assert [t["transfer_id"] for t in await transfers.pending_before(later)] == list("dacbe")
+    first = await transfers.pending_before(later, limit=2)
+    assert [t["transfer_id"] for t in first] == ["d", "a"]
+    after = (first[-1]["created_at"], first[-1]["transfer_id"])
+    second = await transfers.pending_before(later, limit=2, after=after)
+    assert [t["transfer_id"] for t in second] == ["c", "b"]
+    after = (second[-1]["created_at"], second[-1]["transfer_id"])
+    assert [t["transfer_id"] for t in await transfers.pending_before(later, after=after)] == ["e"]
+
+
 async def test_at_most_limit_pending_transfers_are_found(stores: Stores) -> None:
     for n in range(5):
         await stores.transfers.insert(_transfer(f"t{n}"))

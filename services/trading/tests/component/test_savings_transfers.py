@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ from trading.savings.adapters.mongo import (
     MongoSavingsHistory,
     MongoTransfers,
 )
-from trading.savings.application.service import SavingsService
+from trading.savings.application.service import RESEND_PAGE, SavingsService
 from trading.savings.entrypoints import savings_routes
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
@@ -143,15 +143,11 @@ async def test_an_unpublished_transfer_is_sent_again(
     assert [c.reference_id for c in wallet.sent] == [f"savings:{transfer['transfer_id']}"]
 
 
-async def test_a_transfer_whose_command_cannot_be_built_holds_back_no_other_resend(
-    rig: tuple[SavingsService, FlakyWallet, FakeClock],
-    mongo_database: AsyncDatabase[dict[str, Any]],
-) -> None:
-    service, wallet, clock = rig
-    # Stored by an earlier version that took a token subject with a space for a user id: no
-    # wallet command can carry it, and its first send failed as every resend will.
-    broken = {
-        "_id": "old-transfer",
+def _unsendable_transfer(transfer_id: str, created_at: datetime) -> dict[str, Any]:
+    """A pending transfer as an earlier version stored it for a token subject with a space: no
+    wallet command can carry its user id."""
+    return {
+        "_id": transfer_id,
         "user_id": "old user",
         "currency": "USDT",
         "amount": Decimal128("7"),
@@ -159,14 +155,42 @@ async def test_a_transfer_whose_command_cannot_be_built_holds_back_no_other_rese
         "status": "pending",
         "reason": None,
         "transaction_id": None,
-        "created_at": clock() - timedelta(hours=1),
-        "updated_at": clock() - timedelta(hours=1),
+        "created_at": created_at,
+        "updated_at": created_at,
     }
-    await mongo_database[TRANSFERS].insert_one(broken)
+
+
+async def _behind_unsendable(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    database: AsyncDatabase[dict[str, Any]],
+    unsendable_ids: list[str],
+) -> dict[str, Any]:
+    """Unsendable transfers made an hour ago (oldest first, in the order given), then a good
+    transfer whose first send failed (the broker away), and the clock on past the resend delay:
+    that transfer is due to be sent again."""
+    service, wallet, clock = rig
+    an_hour_ago = clock() - timedelta(hours=1)
+    await database[TRANSFERS].insert_many(
+        [
+            _unsendable_transfer(transfer_id, an_hour_ago + timedelta(seconds=n))
+            for n, transfer_id in enumerate(unsendable_ids)
+        ]
+    )
     wallet.broker_down = True
     good = await service.request_transfer("gil", "USDT", "3", "to_savings")
     wallet.broker_down = False
     clock.advance(31)
+    return good
+
+
+async def test_a_transfer_whose_command_cannot_be_built_holds_back_no_other_resend(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    service, wallet, _ = rig
+    # Stored by an earlier version that took a token subject with a space for a user id: no
+    # wallet command can carry it, and its first send failed as every resend will.
+    good = await _behind_unsendable(rig, mongo_database, ["old-transfer"])
     with capture_logs() as logs:
         assert await service.resend_pending(timedelta(seconds=30)) == 1
     assert [c.reference_id for c in wallet.sent] == [f"savings:{good['transfer_id']}"]
@@ -176,6 +200,24 @@ async def test_a_transfer_whose_command_cannot_be_built_holds_back_no_other_rese
     assert (await service.transfer("old-transfer", "old user", is_admin=False))["status"] == (
         "pending"
     )
+
+
+async def test_a_page_of_transfers_that_cannot_be_sent_holds_back_no_transfer_behind_it(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+    mongo_database: AsyncDatabase[dict[str, Any]],
+) -> None:
+    service, wallet, _ = rig
+    # As many as a pass takes, older than any other, each logged and left pending every time.
+    good = await _behind_unsendable(
+        rig, mongo_database, [f"old-{n:03}" for n in range(RESEND_PAGE)]
+    )
+    stale = timedelta(seconds=30)
+    assert await service.resend_pending(stale) == 0  # the first page: none can be sent
+    assert await service.resend_pending(stale) == 1  # the next one goes on after it
+    assert [c.reference_id for c in wallet.sent] == [f"savings:{good['transfer_id']}"]
+    assert await service.resend_pending(stale) == 0  # from the oldest again
+    assert await service.resend_pending(stale) == 1
+    assert len(wallet.sent) == 2
 
 
 class LostAnswerStore(MemoryIdempotencyStore):

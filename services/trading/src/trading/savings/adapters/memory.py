@@ -79,14 +79,18 @@ class MemoryTransfers:
         }
         return self._view(transfer_id)
 
-    async def pending_before(self, before: datetime, limit: int = 100) -> list[TransferRecord]:
+    async def pending_before(
+        self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+    ) -> list[TransferRecord]:
         cutoff = stored_instant(before)
-        found = [
-            self._view(transfer_id)
+        found = sorted(
+            (stored["created_at"], transfer_id)
             for transfer_id, stored in self._transfers.items()
             if stored["status"] == TransferStatus.PENDING.value and stored["created_at"] < cutoff
-        ]
-        return _first(found, limit)
+        )
+        if after is not None:
+            found = [key for key in found if key > after]
+        return [self._view(transfer_id) for _, transfer_id in _first(found, limit)]
 
     def _view(self, transfer_id: str) -> TransferRecord:
         return {"transfer_id": transfer_id} | self._transfers[transfer_id]

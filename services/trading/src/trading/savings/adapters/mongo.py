@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.messaging import LedgerTransaction
 from shared.money import add
-from trading.mongo_values import decimal_of, utc
+from trading.mongo_values import decimal_of, oldest_first, utc
 from trading.payouts import PayoutRecords
 from trading.savings.domain.accrual import (
     INTEREST_TRANSACTION_TYPE,
@@ -34,7 +34,10 @@ ZERO: Final = Decimal(0)
 
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[TRANSFERS].create_index([("user_id", ASCENDING), ("created_at", ASCENDING)])
-    await database[TRANSFERS].create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+    # pending transfers oldest first, a page at a time (the resend)
+    await database[TRANSFERS].create_index(
+        [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await database[MOVEMENTS].create_index([("currency", ASCENDING), ("occurred_at", ASCENDING)])
     await database[MOVEMENTS].create_index([("user_id", ASCENDING)])
 
@@ -82,11 +85,11 @@ class MongoTransfers:
         )
         return _transfer(updated) if updated else None
 
-    async def pending_before(self, before: datetime, limit: int = 100) -> list[Document]:
-        cursor = self._collection.find(
-            {"status": TransferStatus.PENDING.value, "created_at": {"$lt": before}}
-        ).limit(limit)
-        return [_transfer(d) async for d in cursor]
+    async def pending_before(
+        self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+    ) -> list[Document]:
+        query = {"status": TransferStatus.PENDING.value, "created_at": {"$lt": before}}
+        return [_transfer(d) async for d in oldest_first(self._collection, query, limit, after)]
 
 
 def _transfer(document: Document) -> Document:

@@ -52,9 +52,12 @@ class Transfers(Protocol):
         changes (unknown, or settled already: by a replayed or a racing result)."""
         ...
 
-    async def pending_before(self, before: datetime, limit: int = 100) -> list[TransferRecord]:
-        """Pending transfers created before `before`, at most `limit` (0: no limit), in no
-        promised order."""
+    async def pending_before(
+        self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+    ) -> list[TransferRecord]:
+        """Pending transfers created before `before`, oldest first (by `created_at`, then
+        `transfer_id`), only those after `after` (the `(created_at, transfer_id)` of a transfer
+        this returned) when given, at most `limit` (0: no limit)."""
         ...
 
 

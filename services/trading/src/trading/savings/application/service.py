@@ -51,6 +51,8 @@ Clock = Callable[[], datetime]
 ZERO: Final = Decimal(0)
 # Interest payments in flight at once during a run (each waits for its wallet result).
 ACCRUAL_CONCURRENCY: Final = 16
+# Pending transfers a resend pass takes (the next pass goes on after them).
+RESEND_PAGE: Final = 100
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class SavingsService:
         self._clock = clock
         self._history_caught_up = history_caught_up
         self._result_timeout = result_timeout
+        # Where the next resend pass goes on: after the last transfer of a full page, from the
+        # oldest pending transfer again once a pass reached the end.
+        self._resend_after: tuple[datetime, str] | None = None
 
     # Products, transfers, positions
 
@@ -150,13 +155,21 @@ class SavingsService:
             wait=wait,
         )
 
-    async def resend_pending(self, older_than: timedelta) -> int:
+    async def resend_pending(self, older_than: timedelta, page: int = RESEND_PAGE) -> int:
         """Publishes again what is still pending after `older_than` (the same idempotency key:
         the wallet answers a duplicate with the first outcome); the number sent. A transfer whose
         command cannot be built from what is stored (a value the wallet's command refuses) is
-        logged as `savings.transfer_unsendable` and left pending, and the others still go."""
+        logged as `savings.transfer_unsendable` and left pending, and the others still go. A pass
+        takes at most `page` transfers, oldest first, and the next pass goes on after them:
+        however many pending transfers cannot be sent, every other one gets its turn."""
+        transfers = await self._transfers.pending_before(
+            self._clock() - older_than, limit=page, after=self._resend_after
+        )
+        full = len(transfers) == page > 0
+        last = transfers[-1] if full else None
+        self._resend_after = None if last is None else (last["created_at"], last["transfer_id"])
         sent = 0
-        for transfer in await self._transfers.pending_before(self._clock() - older_than):
+        for transfer in transfers:
             try:
                 await self._send(transfer, wait=False)
             except ValueError as error:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from trading.mongo_values import oldest_first
 from trading.spot.adapters.documents import (
     RESTING,
     Document,
@@ -108,19 +108,8 @@ class MongoSpotStore:
     async def pending_before(
         self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
     ) -> list[SpotOrder]:
-        query: dict[str, Any] = {"status": Status.PENDING.value, "created_at": {"$lt": before}}
-        if after is not None:
-            created_at, order_id = after
-            query["$or"] = [
-                {"created_at": {"$gt": created_at}},
-                {"created_at": created_at, "_id": {"$gt": order_id}},
-            ]
-        cursor = (
-            self._orders.find(query)
-            .sort([("created_at", ASCENDING), ("_id", ASCENDING)])
-            .limit(limit)
-        )
-        return [order_from(doc) async for doc in cursor]
+        query = {"status": Status.PENDING.value, "created_at": {"$lt": before}}
+        return [order_from(doc) async for doc in oldest_first(self._orders, query, limit, after)]
 
     async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
         """Open orders whose time ran out (the matcher cancels them; pending ones on locking)."""
