@@ -389,6 +389,25 @@ async def test_at_most_limit_quotes_are_found_by_the_relay(stores: Stores) -> No
     assert _ids(await quotes.awaiting_wallet(later, limit=0)) == published
 
 
+async def test_the_relay_finds_quotes_oldest_first_a_page_after_another(stores: Stores) -> None:
+    quotes = stores.quotes
+    made = (("b", 2 * MS), ("c", MS), ("a", MS), ("d", 0 * MS), ("e", 3 * MS))
+    for quote_id, at in made:
+        await _claimed(quotes, f"u-{quote_id}", created_at=T0 + at)
+        await _claimed(quotes, f"p-{quote_id}", created_at=T0 + at)
+        await quotes.mark_published(f"p-{quote_id}", T0)
+    later = T0 + timedelta(seconds=1)
+    for prefix, find in (("u-", quotes.unpublished), ("p-", quotes.awaiting_wallet)):
+        # By when each was made, then by id (two made within one millisecond).
+        assert [q.quote_id for q in await find(later)] == [prefix + x for x in "dacbe"]
+        first = await find(later, limit=2)
+        assert [q.quote_id for q in first] == [prefix + "d", prefix + "a"]
+        second = await find(later, limit=2, after=(first[-1].created_at, first[-1].quote_id))
+        assert [q.quote_id for q in second] == [prefix + "c", prefix + "b"]
+        rest = await find(later, after=(second[-1].created_at, second[-1].quote_id))
+        assert [q.quote_id for q in rest] == [prefix + "e"]
+
+
 async def test_the_relay_finds_at_most_100_at_a_time_by_default(stores: Stores) -> None:
     quotes = stores.quotes
     for n in range(101):

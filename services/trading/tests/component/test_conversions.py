@@ -22,7 +22,13 @@ from shared.messaging import CreditCommand, ExchangeCommand, WalletCommand
 from trading.bootstrap import install_trading_errors
 from trading.conversions.adapters.memory import MemoryFundings, MemoryQuotes
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
-from trading.conversions.application import Conversions, Fundings, Liquidity, Quotes
+from trading.conversions.application import (
+    RELAY_PAGE,
+    Conversions,
+    Fundings,
+    Liquidity,
+    Quotes,
+)
 from trading.conversions.domain import ConversionKind, Quote, Status
 from trading.conversions.entrypoints import conversion_routes, liquidity_routes
 from trading.conversions.settings import ConversionSettings
@@ -273,7 +279,7 @@ async def executed_swaps(rig: Rig, *, bad: dict[str, Any], sent: bool) -> list[Q
     and the store records it as published, as an earlier version that accepted it would have)."""
     template = await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
     broken = replace(template, quote_id=f"{template.quote_id}-bad", **bad)
-    await rig.quotes.add(broken)  # first: the stores hand pending quotes out in insertion order
+    await rig.quotes.add(broken)  # first: made with the template, its id sorts before theirs
     quotes = [
         broken,
         await rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01"),
@@ -348,6 +354,40 @@ async def test_a_quote_whose_command_cannot_be_built_holds_back_no_other_ask_aga
     assert [e["quote_id"] for e in logs if e["event"] == "conversions.command_unsendable"] == [
         broken.quote_id
     ]
+
+
+async def test_a_page_of_quotes_that_cannot_be_sent_holds_back_no_quote_behind_it(
+    own_rig: Rig,
+) -> None:
+    """As many unsendable quotes as a relay pass takes, older than a good one: each pass of the
+    resend and of the ask-again goes on after the last, so the good one gets its turn."""
+    template = await own_rig.conversions.quote_swap("amy", "BTC", "ETH", "0.01")
+    broken = [
+        replace(template, quote_id=f"{template.quote_id}-bad-{n:03}", pay_amount=Decimal("1e-9"))
+        for n in range(RELAY_PAGE)
+    ]
+    for quote in broken:
+        await own_rig.quotes.add(quote)
+        await own_rig.conversions.execute(SWAP, "amy", quote.quote_id)  # its send fails
+    own_rig.clock.advance(1)
+    later = await own_rig.conversions.quote_swap("amy", "BTC", "ETH", "0.02")
+    own_rig.sender.fail_next = True
+    good = await own_rig.conversions.execute(SWAP, "amy", later.quote_id)
+    own_rig.sender.sent.clear()
+    own_rig.clock.advance(6)
+    grace = timedelta(seconds=5)
+    assert await own_rig.conversions.resend_unpublished(grace) == 0  # the broken page
+    assert await own_rig.conversions.resend_unpublished(grace) == 1  # then the good one
+    assert [c.reference_id for c in own_rig.sender.sent] == [good.wallet_reference]
+
+    for quote in broken:  # as an earlier version that could send them would have recorded
+        await own_rig.quotes.mark_published(quote.quote_id, own_rig.clock())
+    own_rig.sender.sent.clear()
+    own_rig.clock.advance(31)
+    after = timedelta(seconds=30)
+    assert await own_rig.conversions.ask_again(after) == 0
+    assert await own_rig.conversions.ask_again(after) == 1
+    assert [c.reference_id for c in own_rig.sender.sent] == [good.wallet_reference]
 
 
 async def test_a_swap_whose_result_was_lost_is_asked_about_again(rig: Rig) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 
@@ -29,6 +29,12 @@ from trading.unsendable import unsendable_reason
 log = structlog.get_logger(__name__)
 
 LIQUIDITY_FUNDING = "liquidity_funding"
+
+
+# A quote's place in the relays' order: (created_at, quote_id).
+type Position = tuple[datetime, str]
+# Quotes a relay pass takes (the next pass goes on after them).
+RELAY_PAGE: Final = 100
 
 
 class QuoteExists(Exception):
@@ -75,14 +81,20 @@ class Quotes(Protocol):
         call counts (a later one changes nothing); an unknown quote is no error."""
         ...
 
-    async def unpublished(self, older_than: datetime, limit: int = 100) -> Sequence[Quote]:
-        """Pending quotes never published whose `executed_at` is before `older_than`, at most
-        `limit` (0: no limit), in no promised order."""
+    async def unpublished(
+        self, older_than: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Quote]:
+        """Pending quotes never published whose `executed_at` is before `older_than`, oldest
+        first (by `created_at`, then `quote_id`), only those after `after` (the `(created_at,
+        quote_id)` of a quote this returned) when given, at most `limit` (0: no limit)."""
         ...
 
-    async def awaiting_wallet(self, asked_before: datetime, limit: int = 100) -> Sequence[Quote]:
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Quote]:
         """Pending quotes published and last asked before `asked_before` (never-published ones are
-        `unpublished`'s), at most `limit` (0: no limit), in no promised order."""
+        `unpublished`'s), in the order and from the place `unpublished` takes them, at most
+        `limit` (0: no limit)."""
         ...
 
     async def mark_asked(self, quote_id: str, at: datetime) -> None:
@@ -134,6 +146,10 @@ class Conversions:
     terms: dict[ConversionKind, Terms]
     clock: Callable[[], datetime]
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+    # Where the next pass of each relay goes on: after the last quote of a full page, from the
+    # oldest pending quote again once a pass reached the end.
+    _resend_after: Position | None = field(default=None, init=False)
+    _ask_after: Position | None = field(default=None, init=False)
 
     async def quote_swap(
         self, user_id: str, from_code: str, to_code: str, raw_amount: str
@@ -228,9 +244,13 @@ class Conversions:
         wallet answers with the first outcome (a `duplicate` carrying it), so a result lost or
         dead-lettered on its way back settles the conversion after all; at most once per `after`.
         The number sent; a quote whose command cannot be built is skipped as in
-        `resend_unpublished`."""
+        `resend_unpublished`, and a pass goes on after the last as there."""
+        page = await self.quotes.awaiting_wallet(
+            self.clock() - after, limit=RELAY_PAGE, after=self._ask_after
+        )
+        self._ask_after = _next_page(page)
         sent = 0
-        for quote in await self.quotes.awaiting_wallet(self.clock() - after):
+        for quote in page:
             try:
                 await self.wallet.send(exchange_command(quote))
             except ValueError as error:
@@ -246,9 +266,15 @@ class Conversions:
         broker was away); the number sent. Safe: the wallet applies each reference once. A quote
         whose command cannot be built (a stored value the wallet's command refuses) is logged as
         `conversions.command_unsendable` and left pending, and the others still go: one bad
-        quote holds back no other conversion (nor the service's start, which runs this first)."""
+        quote holds back no other conversion (nor the service's start, which runs this first).
+        A pass takes at most RELAY_PAGE quotes, oldest first, and the next pass goes on after
+        them: however many pending quotes cannot be sent, every other one gets its turn."""
+        page = await self.quotes.unpublished(
+            self.clock() - grace, limit=RELAY_PAGE, after=self._resend_after
+        )
+        self._resend_after = _next_page(page)
         sent = 0
-        for quote in await self.quotes.unpublished(self.clock() - grace):
+        for quote in page:
             try:
                 await self._send(quote)
             except ValueError as error:
@@ -256,6 +282,14 @@ class Conversions:
                 continue
             sent += 1
         return sent
+
+
+def _next_page(page: Sequence[Quote]) -> Position | None:
+    """Where the next pass goes on: after this page's last quote if the page was full, else
+    from the start again."""
+    if len(page) < RELAY_PAGE:
+        return None
+    return (page[-1].created_at, page[-1].quote_id)
 
 
 def _unsendable(quote: Quote, error: ValueError) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from shared.money import format_amount
-from trading.conversions.application import Funding, QuoteExists
+from trading.conversions.application import Funding, Position, QuoteExists
 from trading.conversions.domain import ConversionKind, Quote, Status, Terms
 from trading.memory_values import stored_decimal, stored_instant
 from trading.prices.domain import Price
@@ -67,6 +67,14 @@ def _first[T](found: list[T], limit: int) -> list[T]:
     return found[: abs(limit)] if limit else found
 
 
+def _page(found: list[Quote], limit: int, after: Position | None) -> list[Quote]:
+    """The relays' order: by when each quote was made, then by id; only those after `after`."""
+    found = sorted(found, key=lambda q: (q.created_at, q.quote_id))
+    if after is not None:
+        found = [q for q in found if (q.created_at, q.quote_id) > after]
+    return _first(found, limit)
+
+
 class MemoryQuotes:
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
@@ -110,9 +118,11 @@ class MemoryQuotes:
         if record is not None and record.published_at is None:
             record.published_at = record.asked_at = stored_instant(at)
 
-    async def unpublished(self, older_than: datetime, limit: int = 100) -> Sequence[Quote]:
+    async def unpublished(
+        self, older_than: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Quote]:
         cutoff = stored_instant(older_than)
-        return _first(
+        return _page(
             [
                 r.quote
                 for r in self._records.values()
@@ -122,11 +132,14 @@ class MemoryQuotes:
                 and r.quote.executed_at < cutoff
             ],
             limit,
+            after,
         )
 
-    async def awaiting_wallet(self, asked_before: datetime, limit: int = 100) -> Sequence[Quote]:
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Quote]:
         cutoff = stored_instant(asked_before)
-        return _first(
+        return _page(
             [
                 r.quote
                 for r in self._records.values()
@@ -135,6 +148,7 @@ class MemoryQuotes:
                 and r.asked_at < cutoff
             ],
             limit,
+            after,
         )
 
     async def mark_asked(self, quote_id: str, at: datetime) -> None:

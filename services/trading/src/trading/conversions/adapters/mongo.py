@@ -15,8 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.money import format_amount
-from trading.conversions.application import Funding, QuoteExists
+from trading.conversions.application import Funding, Position, QuoteExists
 from trading.conversions.domain import ConversionKind, Quote, Status, Terms
+from trading.mongo_values import oldest_first
 from trading.prices.domain import Price
 
 Document = dict[str, Any]
@@ -96,6 +97,10 @@ class MongoQuotes:
     async def ensure_indexes(self) -> None:
         await self._quotes.create_index([("execution_id", ASCENDING)])
         await self._quotes.create_index([("status", ASCENDING), ("asked_at", ASCENDING)])
+        # pending quotes oldest first, a page at a time (the relays)
+        await self._quotes.create_index(
+            [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+        )
 
     async def add(self, quote: Quote) -> None:
         try:
@@ -140,24 +145,24 @@ class MongoQuotes:
             {"$set": {"published_at": at, "asked_at": at}},
         )
 
-    async def awaiting_wallet(self, asked_before: datetime, limit: int = 100) -> Sequence[Quote]:
-        cursor = self._quotes.find(
-            {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
-        ).limit(limit)
-        return [quote_from(doc) async for doc in cursor]
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Quote]:
+        query = {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
+        return [quote_from(doc) async for doc in oldest_first(self._quotes, query, limit, after)]
 
     async def mark_asked(self, quote_id: str, at: datetime) -> None:
         await self._quotes.update_one({"_id": quote_id}, {"$set": {"asked_at": at}})
 
-    async def unpublished(self, older_than: datetime, limit: int = 100) -> Sequence[Quote]:
-        cursor = self._quotes.find(
-            {
-                "status": Status.PENDING.value,
-                "published_at": None,
-                "executed_at": {"$lt": older_than},
-            }
-        ).limit(limit)
-        return [quote_from(doc) async for doc in cursor]
+    async def unpublished(
+        self, older_than: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Quote]:
+        query = {
+            "status": Status.PENDING.value,
+            "published_at": None,
+            "executed_at": {"$lt": older_than},
+        }
+        return [quote_from(doc) async for doc in oldest_first(self._quotes, query, limit, after)]
 
     async def settle(
         self,
