@@ -107,7 +107,7 @@ async def test_a_rerun_after_an_interrupted_in_place_migration_brings_every_buck
         " document (available_balance 3.0, locked_balance 1.0, total_balance 4.0)",
         "wallet old-ivy/BTC: legacy copy expected brought in (run wallet migrate), found locked"
         " 0.25, savings 0.125 not migrated from wallets_legacy_snapshot (available_balance 1.5,"
-        " locked_balance 0.25, total_balance 1.875)",
+        " locked_balance 0.25, savings_balance 0.125, total_balance 1.875)",
     ]
 
     # A dry run now still plans ivy's every bucket (from the copy kept before the first send).

@@ -265,7 +265,20 @@ async def test_an_empty_legacy_wallet_is_no_difference_and_replay_does_not_wait_
         [seed_wallet("old-erin", "ETH", 0.0, 0.1), {**seed_wallet("old-finn", "BTC", 0, 0),
                                                     "available_balance": "abc"}]
     )  # fmt: skip
+    # Money in savings only (the seed's wallets have no such field, a mapping may name one).
+    await mongo_database["wallets"].insert_one(
+        {**seed_wallet("old-hana", "USDT", 0.0, 0.0), "savings_balance": 12.5}
+    )
     differences = [str(d) for d in await verify(wallet_runtime.store)]
-    assert [d.split(":")[0] for d in differences] == ["wallet old-erin/ETH", "wallet old-finn/BTC"]
+    assert [d.split(":")[0] for d in differences] == [
+        "wallet old-erin/ETH",
+        "wallet old-finn/BTC",
+        "wallet old-hana/USDT",
+    ]
+    assert "savings_balance 12.5" in differences[2]
     with pytest.raises(ReplayRefused, match="old-erin/ETH"):
         await replay(wallet_runtime.store)
+    await mongo_database["wallets"].delete_many({"user_id": {"$in": ["old-erin", "old-finn"]}})
+    with pytest.raises(ReplayRefused, match="old-hana/USDT"):
+        await replay(wallet_runtime.store)
+    assert await mongo_database["wallets"].count_documents({"user_id": "old-hana"}) == 1

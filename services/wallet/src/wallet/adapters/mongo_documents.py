@@ -185,7 +185,9 @@ def is_ledger_wallet(document: Document) -> bool:
     return isinstance(document.get("version"), int)
 
 
-_LEGACY_AMOUNTS: Final = ("available_balance", "locked_balance", "total_balance")
+# Every amount field a legacy document may have (savings_balance as migrating `wallets` in place
+# maps it): a document holding money in any of them is listed by verify and kept by replay.
+_LEGACY_AMOUNTS: Final = ("available_balance", "locked_balance", "savings_balance", "total_balance")
 
 
 def legacy_wallet_of(document: Document) -> LegacyWallet:
