@@ -60,7 +60,7 @@ class Rig:
         self.set_price("ETH", "2800")
 
     def set_price(self, currency: str, value: str) -> None:
-        self.book.update(Price(currency, Decimal(value), self.clock(), "test"))
+        self.book.update(Price(currency, Decimal(value), self.clock(), "test"), self.clock())
 
 
 @pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])

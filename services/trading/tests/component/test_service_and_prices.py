@@ -21,6 +21,7 @@ from shared.messaging.topics import Topics
 from shared.money import CURRENCIES
 from trading.bootstrap import TradingService, build_service, create_trading_app
 from trading.conversions.entrypoints import build_conversions_feature
+from trading.feature import utc_now
 from trading.messaging import RecentMessagesReader
 from trading.prices.adapters.kafka import PriceBookUpdater
 from trading.prices.domain import PriceBook
@@ -104,7 +105,7 @@ async def test_a_pin_reaches_another_process_within_two_seconds_and_unpin_restor
     # Another process's view: its own book, fed only by the topic.
     elsewhere = PriceBook(max_age=timedelta(seconds=60))
     reader = RecentMessagesReader(
-        kafka_bootstrap_servers, kafka_topics.prices, PriceBookUpdater(elsewhere)
+        kafka_bootstrap_servers, kafka_topics.prices, PriceBookUpdater(elsewhere, utc_now)
     )
     await reader.start()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -99,3 +99,16 @@ def test_unusable_answers_are_refused(
 def test_a_coin_missing_from_the_answer_is_skipped_not_zero() -> None:
     prices = parse_coingecko({"bitcoin": {"gbp": Decimal("52000")}}, NOW)
     assert [(p.currency, p.price) for p in prices] == [("BTC", Decimal("52000.000"))]
+
+
+def test_a_coingecko_stamp_ahead_of_the_fetch_is_kept_as_given_for_the_feed_to_refuse() -> None:
+    # CoinGecko's clock an hour ahead for bitcoin: its stamp was cut to the fetch time, so a
+    # price whose real age could not be known was published as fresh on every poll. Kept as
+    # given, the feed drops it (test_prices: the feed drops a fetched price stamped ahead).
+    ahead = NOW + timedelta(hours=1)
+    document = {
+        "bitcoin": {"gbp": Decimal("99000"), "last_updated_at": Decimal(int(ahead.timestamp()))},
+        "ethereum": {"gbp": Decimal("2800"), "last_updated_at": Decimal(int(NOW.timestamp()))},
+    }
+    parsed = {p.currency: p.as_of for p in parse_coingecko(document, NOW)}
+    assert parsed == {"BTC": ahead, "ETH": NOW}

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from structlog.testing import capture_logs
 
 from shared.money import CURRENCIES
 from trading.prices.adapters.kafka import PriceMessageError, decode_price, encode_price
 from trading.prices.application import PriceFeed
 from trading.prices.domain import (
+    FUTURE_TOLERANCE,
     STARTING_PRICES,
     Price,
     PriceBook,
@@ -26,16 +28,16 @@ NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
 def test_the_latest_price_wins_and_an_older_message_never_replaces_it() -> None:
     book = PriceBook(max_age=timedelta(seconds=60))
-    assert book.update(Price("BTC", Decimal("52000"), NOW, "builtin"))
-    assert not book.update(Price("BTC", Decimal("1"), NOW - timedelta(seconds=1), "builtin"))
-    assert book.update(Price("BTC", Decimal("50000"), NOW + timedelta(seconds=1), "pinned"))
+    assert book.update(Price("BTC", Decimal("52000"), NOW, "builtin"), NOW)
+    assert not book.update(Price("BTC", Decimal("1"), NOW - timedelta(seconds=1), "builtin"), NOW)
+    assert book.update(Price("BTC", Decimal("50000"), NOW + timedelta(seconds=1), "pinned"), NOW)
     assert book.current("BTC", NOW + timedelta(seconds=1)).price == Decimal("50000")
 
 
 def test_a_stale_or_missing_price_is_unavailable_and_not_listed() -> None:
     book = PriceBook(max_age=timedelta(seconds=60))
-    book.update(Price("BTC", Decimal("52000"), NOW, "builtin"))
-    book.update(Price("ETH", Decimal("2800"), NOW - timedelta(seconds=61), "builtin"))
+    book.update(Price("BTC", Decimal("52000"), NOW, "builtin"), NOW)
+    book.update(Price("ETH", Decimal("2800"), NOW - timedelta(seconds=61), "builtin"), NOW)
     with pytest.raises(PriceUnavailable) as stale:
         book.current("ETH", NOW)
     assert stale.value.code == "price_unavailable"
@@ -47,6 +49,66 @@ def test_a_stale_or_missing_price_is_unavailable_and_not_listed() -> None:
         ("GBP", Decimal(1)),
         ("BTC", Decimal("52000")),
     ]
+
+
+def test_a_price_stamped_ahead_of_the_clock_is_refused_logged_and_holds_nothing_back() -> None:
+    # A publisher whose clock ran an hour ahead: kept, it would have stayed "fresh" for an hour
+    # and every correct price stamped before it would have been ignored until then.
+    book = PriceBook(max_age=timedelta(seconds=60))
+    assert book.update(Price("BTC", Decimal("52000"), NOW, "builtin"), NOW)
+    ahead = NOW + timedelta(hours=1)
+    with capture_logs() as logs:
+        assert not book.update(Price("BTC", Decimal("99000"), ahead, "coingecko"), NOW)
+    assert [(e["log_level"], e["event"], e["currency"], e["as_of"], e["source"]) for e in logs] == [
+        ("warning", "prices.future_stamped", "BTC", ahead.isoformat(), "coingecko")
+    ]
+    assert book.current("BTC", NOW).price == Decimal("52000")
+    later = NOW + timedelta(seconds=2)
+    assert book.update(Price("BTC", Decimal("52100"), later, "builtin"), later)
+    assert book.current("BTC", later).price == Decimal("52100")
+    # Never held: a currency with only a price from the future has no price at all.
+    assert not book.update(Price("ETH", Decimal("2800"), ahead, "builtin"), NOW)
+    assert book.latest("ETH") is None
+
+
+def test_a_price_within_the_tolerance_ahead_is_taken_and_the_tolerance_is_small() -> None:
+    assert timedelta(0) < FUTURE_TOLERANCE <= timedelta(seconds=5)
+    book = PriceBook(max_age=timedelta(seconds=60))
+    edge = NOW + FUTURE_TOLERANCE
+    assert book.update(Price("BTC", Decimal("52000"), edge, "builtin"), NOW)
+    beyond = edge + timedelta(milliseconds=1)
+    assert not book.update(Price("BTC", Decimal("52001"), beyond, "builtin"), NOW)
+    # Judged by the receiving clock: the same stamp is fine once this clock has moved on.
+    assert book.update(
+        Price("BTC", Decimal("52001"), beyond, "builtin"), NOW + timedelta(seconds=1)
+    )
+
+
+def test_a_price_is_never_fresh_longer_than_the_max_age_after_it_was_taken() -> None:
+    book = PriceBook(max_age=timedelta(seconds=60))
+    book.update(Price("BTC", Decimal("52000"), NOW + timedelta(seconds=4), "builtin"), NOW)
+    assert book.current("BTC", NOW + timedelta(seconds=60)).price == Decimal("52000")
+    gone = NOW + timedelta(seconds=60, milliseconds=1)
+    with pytest.raises(PriceUnavailable):
+        book.current("BTC", gone)
+    assert [p.currency for p in book.current_prices(gone)] == ["GBP"]
+    # A redelivery of that same message later does not make it fresh again.
+    book.update(Price("BTC", Decimal("52000"), NOW + timedelta(seconds=4), "builtin"), gone)
+    with pytest.raises(PriceUnavailable):
+        book.current("BTC", gone)
+
+
+def test_a_source_whose_clock_steps_back_is_held_back_no_longer_than_the_tolerance() -> None:
+    # Its clock ran 4 s ahead (within the tolerance), then was set right: its next prices are
+    # stamped before the one held, and are taken again once its clock passes that stamp.
+    book = PriceBook(max_age=timedelta(seconds=60))
+    held = NOW + timedelta(seconds=4)
+    assert book.update(Price("BTC", Decimal("52000"), held, "builtin"), NOW)
+    t = NOW + timedelta(seconds=2)
+    assert not book.update(Price("BTC", Decimal("52100"), t, "builtin"), t)
+    t = held
+    assert book.update(Price("BTC", Decimal("52200"), t, "builtin"), t)
+    assert book.current("BTC", t).price == Decimal("52200")
 
 
 def test_the_walk_prices_every_crypto_currency_and_repeats_with_its_seed() -> None:
@@ -157,3 +219,32 @@ async def test_the_feed_publishes_pins_instead_of_the_source_and_survives_a_fail
     assert (restored.price, restored.source, restored.as_of) == (Decimal("51000"), "test", clock())
     assert book.current("BTC", clock()).price == Decimal("51000")
     assert published.prices[-1] == restored
+
+
+class _AheadSource:
+    """A source whose clock runs an hour ahead for BTC only."""
+
+    name = "test"
+
+    async def fetch(self) -> list[Price]:
+        return [
+            Price("BTC", Decimal("99000"), NOW + timedelta(hours=1), "test"),
+            Price("ETH", Decimal("2800"), NOW, "test"),
+        ]
+
+
+async def test_the_feed_drops_a_fetched_price_stamped_ahead_and_never_publishes_it() -> None:
+    clock = FakeClock(NOW)
+    published, pins = _Published(), _Pins()
+    book = PriceBook(max_age=timedelta(seconds=60))
+    feed = PriceFeed(_AheadSource(), published, pins, book, clock)
+    with capture_logs() as logs:
+        ticked = await feed.tick()
+    assert [(p.currency, p.price) for p in ticked] == [("ETH", Decimal("2800"))]
+    assert published.prices == ticked
+    assert book.latest("BTC") is None
+    assert [(e["event"], e["currency"], e["source"]) for e in logs] == [
+        ("prices.future_stamped", "BTC", "test")
+    ]
+    # Nor is it what an unpin restores.
+    assert await feed.unpin("BTC") is None

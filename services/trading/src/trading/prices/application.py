@@ -11,7 +11,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from trading.prices.domain import Price, PriceBook
+from trading.prices.domain import Price, PriceBook, stamped_ahead
 
 log = structlog.get_logger(__name__)
 
@@ -62,10 +62,12 @@ class PriceFeed:
             log.warning("prices.source_failed", source=self.source.name, exc_info=True)
             fetched = []
         async with self._lock:
+            now = self.clock()
+            # A price stamped ahead of this clock is dropped here, never published nor restored.
+            fetched = [p for p in fetched if not stamped_ahead(p, now)]
             for price in fetched:
                 self._last_fetched[price.currency] = price
             pins = await self.pins.all()
-            now = self.clock()
             published = [p for p in fetched if p.currency not in pins]
             published += [Price(code, value, now, PINNED_SOURCE) for code, value in pins.items()]
             for price in published:
@@ -93,7 +95,7 @@ class PriceFeed:
             return restored
 
     async def _publish(self, price: Price) -> None:
-        self.book.update(price)
+        self.book.update(price, self.clock())
         await self.publisher.publish(price)
 
     async def run(self, interval_seconds: float) -> None:

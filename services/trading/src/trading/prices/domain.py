@@ -10,11 +10,18 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
+import structlog
+
 from trading.errors import Unavailable
+
+log = structlog.get_logger(__name__)
 
 VALUATION_CURRENCY: Final = "GBP"
 # The valuation currency's own price, always 1; never published, never stale.
 UNIT_SOURCE: Final = "fixed"
+# How far ahead of this process's clock a price's as_of may be (clocks of honest hosts differ by
+# less): a price stamped further ahead is refused, never clamped to now.
+FUTURE_TOLERANCE: Final = timedelta(seconds=5)
 
 
 class PriceUnavailable(Unavailable):
@@ -42,18 +49,44 @@ class Price:
             raise ValueError("as_of must be timezone-aware")
 
 
+def stamped_ahead(price: Price, now: datetime) -> bool:
+    """Whether `price` is stamped more than FUTURE_TOLERANCE after `now` (this process's clock):
+    such a price is logged and refused, so that it neither stays fresh past its time nor holds
+    back the correct prices stamped before it."""
+    if price.as_of - now <= FUTURE_TOLERANCE:
+        return False
+    log.warning(
+        "prices.future_stamped",
+        currency=price.currency,
+        as_of=price.as_of.isoformat(),
+        source=price.source,
+        now=now.isoformat(),
+    )
+    return True
+
+
 class PriceBook:
     """The latest price per currency. Older messages (a redelivery, a lagging instance) never
-    replace a newer price; a price older than `max_age` is stale and is never quoted."""
+    replace a newer price; a price stamped ahead of this process's clock is refused.
+
+    A price is fresh for `max_age` from its as_of and at most `max_age` from when this book took
+    it (both by this process's clock); a stale price is never quoted."""
 
     def __init__(self, max_age: timedelta) -> None:
         self.max_age = max_age
         self._latest: dict[str, Price] = {}
+        self._taken_at: dict[str, datetime] = {}
 
-    def update(self, price: Price) -> bool:
+    def update(self, price: Price, now: datetime) -> bool:
+        """Take `price`, received at `now`, unless it is older than the one held or stamped
+        ahead of `now` (see stamped_ahead)."""
+        if stamped_ahead(price, now):
+            return False
         current = self._latest.get(price.currency)
         if current is not None and current.as_of > price.as_of:
             return False
+        if current is None or current.as_of < price.as_of:
+            self._taken_at[price.currency] = now  # a redelivery does not make it fresh again
         self._latest[price.currency] = price
         return True
 
@@ -67,14 +100,18 @@ class PriceBook:
         price = self._latest.get(currency)
         if price is None:
             raise PriceUnavailable(currency, "no price received yet")
-        if now - price.as_of > self.max_age:
+        if not self._fresh(price, now):
             raise PriceUnavailable(currency, f"the latest price is from {price.as_of.isoformat()}")
         return price
 
     def current_prices(self, now: datetime) -> list[Price]:
         """Every fresh price, GBP first, then by currency code."""
-        fresh = [p for code, p in sorted(self._latest.items()) if now - p.as_of <= self.max_age]
+        fresh = [p for _, p in sorted(self._latest.items()) if self._fresh(p, now)]
         return [self.current(VALUATION_CURRENCY, now), *fresh]
+
+    def _fresh(self, price: Price, now: datetime) -> bool:
+        since = min(price.as_of, self._taken_at[price.currency])
+        return now - since <= self.max_age
 
 
 # Where the built-in feed starts (GBP); it wanders around these and is pulled back towards them.

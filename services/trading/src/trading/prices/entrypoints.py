@@ -157,7 +157,7 @@ def build_prices_feature(context: TradingContext, settings: PriceSettings | None
     reader = RecentMessagesReader(
         context.settings.kafka_bootstrap_servers,
         context.settings.topics.prices,
-        PriceBookUpdater(context.prices),
+        PriceBookUpdater(context.prices, context.clock),
         lookback=settings.price_topic_lookback,
     )
     tasks: list[asyncio.Task[None]] = []

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -63,10 +64,12 @@ class KafkaPricePublisher:
 
 
 class PriceBookUpdater:
-    """Keeps a PriceBook at the latest price of each currency read from market.prices."""
+    """Keeps a PriceBook at the latest price of each currency read from market.prices, each
+    taken at `clock()` (this process's clock: a price stamped ahead of it is refused)."""
 
-    def __init__(self, book: PriceBook) -> None:
+    def __init__(self, book: PriceBook, clock: Callable[[], datetime]) -> None:
         self._book = book
+        self._clock = clock
 
     async def __call__(self, value: bytes, key: bytes | None) -> None:
         try:
@@ -74,4 +77,4 @@ class PriceBookUpdater:
         except PriceMessageError as error:
             log.warning("prices.unreadable_message", error=str(error), value=value[:200])
             return
-        self._book.update(price)
+        self._book.update(price, self._clock())

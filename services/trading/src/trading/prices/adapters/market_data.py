@@ -54,7 +54,9 @@ def _positive(raw: object, what: str) -> Decimal:
 def parse_coingecko(document: object, fetched_at: datetime) -> list[Price]:
     """`{"bitcoin": {"gbp": 52012.34, "last_updated_at": 1764540000}, …}` → GBP prices.
 
-    A coin missing from the answer is skipped (its last price ages until it is stale).
+    A coin missing from the answer is skipped (its last price ages until it is stale). A coin's
+    `last_updated_at` is its as_of as given, also one ahead of `fetched_at`: the feed refuses a
+    price stamped ahead of its clock rather than restamping it with the fetch time.
     """
     if not isinstance(document, dict):
         raise MarketDataError("expected an object of coin id → prices")
@@ -66,7 +68,7 @@ def parse_coingecko(document: object, fetched_at: datetime) -> list[Price]:
         as_of = fetched_at
         updated = entry.get("last_updated_at")
         if isinstance(updated, Decimal) and updated.is_finite():
-            as_of = min(fetched_at, datetime.fromtimestamp(int(updated), UTC))
+            as_of = datetime.fromtimestamp(int(updated), UTC)
         value = round_price(_positive(entry["gbp"], f"coingecko {coin_id}"))
         prices.append(Price(code, value, as_of, "coingecko"))
     return prices
