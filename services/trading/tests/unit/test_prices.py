@@ -10,10 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from shared.money import CURRENCIES
+from shared.prices import FUTURE_TOLERANCE
 from trading.prices.adapters.kafka import PriceMessageError, decode_price, encode_price
 from trading.prices.application import PriceFeed
 from trading.prices.domain import (
-    FUTURE_TOLERANCE,
     STARTING_PRICES,
     Price,
     PriceBook,

@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaProducer
 from shared.http import make_token
 from shared.messaging.topics import Topics
 from shared.wallet_client import WalletClient
-from wallet.bootstrap import WalletRuntime, build_http_app
+from wallet.bootstrap import WalletRuntime, build_http_app, build_runtime
+
+from .conftest import started
 
 NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
 
@@ -84,3 +86,37 @@ async def test_latest_prices_value_the_portfolio(
         "26006.17",
         "2026-11-30T21:00:05Z",
     )
+
+
+async def _until_quote(runtime: WalletRuntime, currency: str, value: Decimal) -> None:
+    async with asyncio.timeout(30):
+        while (q := runtime.prices.snapshot().quotes.get(currency)) is None or q.price != value:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_future_stamped_price_neither_stands_nor_holds_back_also_after_a_restart(
+    kafka_bootstrap_servers: str, kafka_topics: Topics, wallet_runtime: WalletRuntime
+) -> None:
+    # The wallet's own clock: a publisher an hour ahead of it, then the correct prices.
+    now = datetime.now(UTC)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for value in (
+            price("SOL", "999", now + timedelta(hours=1)),
+            price("SOL", "110", now),
+            price("SOL", "111", now + timedelta(seconds=1)),
+        ):
+            await producer.send_and_wait(kafka_topics.prices, value, key=b"SOL")
+    finally:
+        await producer.stop()
+    await _until_quote(wallet_runtime, "SOL", Decimal("111"))
+
+    # A wallet started now reads the topic from the beginning: the one from the future is still
+    # there, and is refused again.
+    restarted = await started(build_runtime(wallet_runtime.settings))
+    try:
+        await _until_quote(restarted, "SOL", Decimal("111"))
+        assert restarted.prices.snapshot().quotes["SOL"].as_of == now + timedelta(seconds=1)
+    finally:
+        await restarted.stop()

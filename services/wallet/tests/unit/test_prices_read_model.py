@@ -5,7 +5,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from structlog.testing import capture_logs
 
+from shared.prices import FUTURE_TOLERANCE
 from wallet.application.prices import PriceBook
 from wallet.entrypoints.prices_consumer import apply_price_message
 
@@ -65,3 +67,52 @@ def test_unreadable_or_foreign_messages_change_nothing(raw: bytes) -> None:
     book = PriceBook()
     assert not apply_price_message(book, raw)
     assert book.snapshot().quotes == {}
+
+
+def test_a_quote_stamped_ahead_of_the_wallets_clock_is_refused_logged_and_holds_nothing_back() -> (
+    None
+):
+    # A publisher whose clock ran an hour ahead: kept, its price would have valued every holding
+    # for an hour, dated from the future, and every correct price before then would be ignored.
+    book = PriceBook(clock=lambda: T)
+    assert apply_price_message(book, message(price="52000"))
+    ahead = T + timedelta(hours=1)
+    with capture_logs() as logs:
+        assert not apply_price_message(
+            book, message(price="99000", as_of=ahead.isoformat(), source="coingecko")
+        )
+    assert [(e["log_level"], e["event"], e["currency"], e["as_of"], e["source"]) for e in logs] == [
+        ("warning", "prices.future_stamped", "BTC", ahead.isoformat(), "coingecko")
+    ]
+    assert book.snapshot().quotes["BTC"].price == Decimal("52000")
+    later = (T + timedelta(seconds=1)).isoformat()
+    assert apply_price_message(book, message(price="52100", as_of=later))
+    assert book.snapshot().quotes["BTC"].price == Decimal("52100")
+    assert not apply_price_message(book, message(currency="ETH", as_of=ahead.isoformat()))
+    assert "ETH" not in book.snapshot().quotes
+
+
+def test_the_tolerance_is_small_and_judged_by_the_wallets_clock_when_the_quote_arrives() -> None:
+    assert timedelta(0) < FUTURE_TOLERANCE <= timedelta(seconds=5)
+    now = [T]
+    book = PriceBook(clock=lambda: now[0])
+    assert apply_price_message(book, message(as_of=(T + FUTURE_TOLERANCE).isoformat()))
+    beyond = (T + FUTURE_TOLERANCE + timedelta(milliseconds=1)).isoformat()
+    assert not apply_price_message(book, message(price="52013", as_of=beyond))
+    now[0] = T + timedelta(seconds=1)
+    assert apply_price_message(book, message(price="52013", as_of=beyond))
+
+
+def test_a_future_stamped_quote_read_back_from_the_topic_after_a_restart_holds_nothing_back() -> (
+    None
+):
+    # The topic still holds a quote from the future, written before the rule: a wallet started
+    # now reads the whole topic again, refuses it and takes the correct quotes after it.
+    written = [
+        message(price="99000", as_of=(T + timedelta(hours=1)).isoformat()),
+        message(price="52000", as_of=T.isoformat()),
+        message(price="52100", as_of=(T + timedelta(seconds=2)).isoformat()),
+    ]
+    restarted = PriceBook(clock=lambda: T + timedelta(seconds=3))
+    assert [apply_price_message(restarted, raw) for raw in written] == [False, True, True]
+    assert restarted.snapshot().quotes["BTC"].price == Decimal("52100")

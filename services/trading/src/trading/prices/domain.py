@@ -10,18 +10,12 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
-import structlog
-
+from shared.prices import stamped_ahead as stamped_ahead_of
 from trading.errors import Unavailable
-
-log = structlog.get_logger(__name__)
 
 VALUATION_CURRENCY: Final = "GBP"
 # The valuation currency's own price, always 1; never published, never stale.
 UNIT_SOURCE: Final = "fixed"
-# How far ahead of this process's clock a price's as_of may be (clocks of honest hosts differ by
-# less): a price stamped further ahead is refused, never clamped to now.
-FUTURE_TOLERANCE: Final = timedelta(seconds=5)
 
 
 class PriceUnavailable(Unavailable):
@@ -50,19 +44,9 @@ class Price:
 
 
 def stamped_ahead(price: Price, now: datetime) -> bool:
-    """Whether `price` is stamped more than FUTURE_TOLERANCE after `now` (this process's clock):
-    such a price is logged and refused, so that it neither stays fresh past its time nor holds
-    back the correct prices stamped before it."""
-    if price.as_of - now <= FUTURE_TOLERANCE:
-        return False
-    log.warning(
-        "prices.future_stamped",
-        currency=price.currency,
-        as_of=price.as_of.isoformat(),
-        source=price.source,
-        now=now.isoformat(),
-    )
-    return True
+    """Whether `price` is stamped too far ahead of `now` (this process's clock) to be taken:
+    logged, and refused by the feed and the book (shared.prices)."""
+    return stamped_ahead_of(price.currency, price.as_of, price.source, now)
 
 
 class PriceBook:

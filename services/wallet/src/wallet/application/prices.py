@@ -6,14 +6,20 @@ prices are the trading service's to keep; the wallet only values holdings with t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
+from shared.prices import stamped_ahead
+
 VALUATION_CURRENCY: Final = "GBP"  # every price on market.prices is in GBP (CONTRACT.md, "Prices")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +47,23 @@ class PriceSnapshot:
 
 
 class PriceBook:
-    """Latest quote per currency; an older quote arriving late (a redelivery) changes nothing."""
+    """Latest quote per currency; an older quote arriving late (a redelivery) changes nothing,
+    and neither does one stamped more than FUTURE_TOLERANCE ahead of `clock()` (logged): kept, it
+    would value holdings and date them from the future, every correct quote before it ignored."""
 
-    def __init__(self, valuation_currency: str = VALUATION_CURRENCY) -> None:
+    def __init__(
+        self,
+        valuation_currency: str = VALUATION_CURRENCY,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self.valuation_currency = valuation_currency
+        self._clock = clock
         self._quotes: dict[str, Quote] = {}
         self._snapshot = PriceSnapshot(valuation_currency, MappingProxyType({}))
 
     def update(self, quote: Quote) -> bool:
+        if stamped_ahead(quote.currency, quote.as_of, quote.source, self._clock()):
+            return False
         current = self._quotes.get(quote.currency)
         if current is not None and current.as_of > quote.as_of:
             return False
