@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from shared.money import CURRENCIES
 from shared.prices import FUTURE_TOLERANCE
 from trading.prices.adapters.kafka import PriceMessageError, decode_price, encode_price
-from trading.prices.application import PriceFeed
+from trading.prices.application import PriceFeed, PriceSource
 from trading.prices.domain import (
     STARTING_PRICES,
     Price,
@@ -186,13 +186,17 @@ class _Source:
         return [Price("BTC", self.value, NOW, "test"), Price("ETH", Decimal("2800"), NOW, "test")]
 
 
+def _feed(source: PriceSource) -> tuple[PriceFeed, FakeClock, _Published, PriceBook]:
+    clock, published = FakeClock(NOW), _Published()
+    book = PriceBook(max_age=timedelta(seconds=60))
+    return PriceFeed(source, published, _Pins(), book, clock), clock, published, book
+
+
 async def test_the_feed_publishes_pins_instead_of_the_source_and_survives_a_failing_source() -> (
     None
 ):
-    clock = FakeClock(NOW)
-    source, published, pins = _Source(), _Published(), _Pins()
-    book = PriceBook(max_age=timedelta(seconds=60))
-    feed = PriceFeed(source, published, pins, book, clock)
+    source = _Source()
+    feed, clock, published, book = _feed(source)
 
     assert [(p.currency, p.price) for p in await feed.tick()] == [
         ("BTC", Decimal("52000")),
@@ -234,10 +238,7 @@ class _AheadSource:
 
 
 async def test_the_feed_drops_a_fetched_price_stamped_ahead_and_never_publishes_it() -> None:
-    clock = FakeClock(NOW)
-    published, pins = _Published(), _Pins()
-    book = PriceBook(max_age=timedelta(seconds=60))
-    feed = PriceFeed(_AheadSource(), published, pins, book, clock)
+    feed, _, published, book = _feed(_AheadSource())
     with capture_logs() as logs:
         ticked = await feed.tick()
     assert [(p.currency, p.price) for p in ticked] == [("ETH", Decimal("2800"))]
@@ -248,3 +249,20 @@ async def test_the_feed_drops_a_fetched_price_stamped_ahead_and_never_publishes_
     ]
     # Nor is it what an unpin restores.
     assert await feed.unpin("BTC") is None
+
+
+async def test_an_unpin_never_restamps_a_price_the_source_gave_longer_ago_than_the_max_age() -> (
+    None
+):
+    # The source went away after its last price: unpinned ten minutes later, that price was
+    # published stamped "now" and quoted as fresh for another minute.
+    source = _Source()
+    feed, clock, published, _ = _feed(source)
+    await feed.tick()
+    await feed.pin("BTC", Decimal("50000"), by="ops")
+    source.fail = True
+    clock.advance(600)
+    await feed.tick()
+    assert await feed.unpin("BTC") is None
+    assert published.prices[-1].source == "pinned"
+    assert not [p for p in published.prices if p.source == "test" and p.as_of != NOW]

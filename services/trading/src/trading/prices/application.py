@@ -83,14 +83,16 @@ class PriceFeed:
             return pinned
 
     async def unpin(self, currency: str) -> Price | None:
-        """Drop the pin and publish the source's latest price again (None if it has none)."""
+        """Drop the pin and publish the source's latest price again (None if it has none, or
+        only one the book would hold stale)."""
         async with self._lock:
             await self.pins.unpin(currency)
             latest = self._last_fetched.get(currency)
-            if latest is None:
-                return None
+            now = self.clock()
+            if latest is None or now - latest.as_of > self.book.max_age:
+                return None  # restamped, a price from a source long gone would look fresh
             # Restamped: it replaces the pin, which is newer than the fetch.
-            restored = Price(currency, latest.price, self.clock(), latest.source)
+            restored = Price(currency, latest.price, now, latest.source)
             await self._publish(restored)
             return restored
 
