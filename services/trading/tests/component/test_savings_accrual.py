@@ -1,5 +1,6 @@
-"""The accrual over the real MongoDB with a wallet double: which balance a day pays on, and that
-each (currency, day, user) is paid once — the amount decided at the first claim."""
+"""The accrual over the real MongoDB with a wallet double: which balance a day pays on, that
+each (currency, day, user) is paid once — the amount decided at the first claim — and that a run
+that claimed every payment of its day makes the day final, while one stopped midway is continued."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
 from trading.savings.adapters.mongo import (
+    ACCRUAL_RUNS,
     ACCRUALS,
     MOVEMENTS,
     MongoAccruals,
@@ -23,11 +25,24 @@ from trading.savings.adapters.mongo import (
     MongoTransfers,
 )
 from trading.savings.application.service import SavingsService
-from trading.savings.domain.accrual import SavingsMovement
+from trading.savings.domain.accrual import AccrualDue, SavingsMovement
 from trading.savings.domain.errors import SavingsUnavailable
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
 DAY = date(2026, 11, 29)
+
+
+class InterruptibleAccruals(MongoAccruals):
+    """The MongoDB store, whose claims for the users in `failing` fail (a run stopped midway)."""
+
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        super().__init__(database)
+        self.failing: set[str] = set()
+
+    async def claim(self, due: AccrualDue, at: datetime) -> dict[str, Any]:
+        if due.user_id in self.failing:
+            raise RuntimeError("the run stopped here")
+        return await super().claim(due, at)
 
 
 @dataclass
@@ -36,6 +51,7 @@ class Rig:
     wallet: AnsweringWallet
     history: MongoSavingsHistory
     clock: FakeClock
+    accruals: InterruptibleAccruals
     caught_up: list[bool] = field(default_factory=lambda: [True])
 
     async def save(self, user: str, amount: str, at: datetime, currency: str = "USDT") -> None:
@@ -51,12 +67,13 @@ class Rig:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Rig]:
-    for collection in (MOVEMENTS, ACCRUALS):
+    for collection in (MOVEMENTS, ACCRUALS, ACCRUAL_RUNS):
         await mongo_database[collection].delete_many({})
     clock = FakeClock(datetime(2026, 11, 30, 0, 0, 5, tzinfo=UTC))
     wallet = AnsweringWallet()
     history = MongoSavingsHistory(mongo_database)
     caught_up = [True]
+    accruals = InterruptibleAccruals(mongo_database)
 
     async def history_caught_up() -> bool:
         return caught_up[0]
@@ -64,14 +81,14 @@ async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Ri
     service = SavingsService(
         transfers=MongoTransfers(mongo_database),
         history=history,
-        accruals=MongoAccruals(mongo_database),
+        accruals=accruals,
         wallet=wallet,
         aprs={"USDT": Decimal("0.05")},
         clock=clock,
         history_caught_up=history_caught_up,
         result_timeout=1.0,
     )
-    yield Rig(service, wallet, history, clock, caught_up)
+    yield Rig(service, wallet, history, clock, accruals, caught_up)
 
 
 async def test_a_day_pays_on_its_end_of_day_balance_once(rig: Rig) -> None:
@@ -180,3 +197,80 @@ async def test_a_user_id_too_long_for_the_plain_key_is_paid_under_a_hashed_one(r
     again = await rig.service.accrue(DAY)
     assert (again["items"][0]["paid"], again["items"][0]["already_settled"]) == (0, 2)
     assert len(rig.wallet.sent) == 2
+
+
+TODAY = date(2026, 11, 30)
+
+
+async def test_today_run_again_pays_no_one_who_started_saving_after_the_first_run(
+    rig: Rig,
+) -> None:
+    rig.clock.now = datetime(2026, 11, 30, 10, tzinfo=UTC)
+    await rig.save("amy", "3650", datetime(2026, 11, 30, 9, tzinfo=UTC))
+    first = await rig.service.accrue(TODAY)
+    assert first["items"][0]["paid"] == 1
+    # After the run: a new saver, and amy saves more.
+    await rig.save("bob", "7300", datetime(2026, 11, 30, 11, tzinfo=UTC))
+    await rig.save("amy", "3650", datetime(2026, 11, 30, 11, tzinfo=UTC))
+    rig.clock.now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    again = await rig.service.accrue(TODAY)
+    assert again["items"][0] == {
+        "currency": "USDT",
+        "apr": "0.05",
+        "accounts_owed": 1,
+        "paid": 0,
+        "paid_amount": "0",
+        "already_settled": 1,
+        "pending": 0,
+        "failed": 0,
+    }
+    # The scheduler's run for the day once it ended: the day is final, as the operator left it.
+    rig.clock.now = datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)
+    after_midnight = await rig.service.accrue(TODAY)
+    assert (after_midnight["items"][0]["paid"], after_midnight["items"][0]["already_settled"]) == (
+        0,
+        1,
+    )
+    assert rig.paid() == [("interest:USDT:2026-11-30:amy", "amy", Decimal("0.5"))]
+
+
+async def test_a_completed_day_run_again_only_resends_what_got_no_result(rig: Rig) -> None:
+    rig.clock.now = datetime(2026, 11, 30, 10, tzinfo=UTC)
+    await rig.save("cal", "3650", datetime(2026, 11, 30, 9, tzinfo=UTC))
+    await rig.save("dee", "3650", datetime(2026, 11, 30, 9, tzinfo=UTC))
+    rig.wallet.answers = ["timeout"]  # cal's result is lost
+    assert (await rig.service.accrue(TODAY))["items"][0]["pending"] == 1
+    await rig.save("eve", "3650", datetime(2026, 11, 30, 11, tzinfo=UTC))
+    await rig.save("cal", "3650", datetime(2026, 11, 30, 11, tzinfo=UTC))
+    rig.clock.now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    rig.wallet.answers = ["duplicate"]
+    rerun = await rig.service.accrue(TODAY)
+    item = rerun["items"][0]
+    assert (item["accounts_owed"], item["paid"], item["already_settled"]) == (2, 1, 1)
+    assert (item["paid_amount"], item["pending"]) == ("0.5", 0)
+    assert rig.paid() == [
+        ("interest:USDT:2026-11-30:cal", "cal", Decimal("0.5")),
+        ("interest:USDT:2026-11-30:dee", "dee", Decimal("0.5")),
+        ("interest:USDT:2026-11-30:cal", "cal", Decimal("0.5")),
+    ]
+
+
+async def test_a_run_stopped_before_it_claimed_every_payment_is_continued(rig: Rig) -> None:
+    await rig.save("fay", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    await rig.save("gil", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.accruals.failing = {"gil"}
+    with pytest.raises(RuntimeError):
+        await rig.service.accrue(DAY)
+    assert rig.wallet.sent == []  # fay's payment was claimed, not sent
+    # A saver whose deposit event reached the history late: the stopped run had not seen them.
+    await rig.save("hal", "3650", datetime(2026, 11, 29, 23, tzinfo=UTC))
+    rig.accruals.failing = set()
+    rig.clock.now += timedelta(minutes=1)
+    report = await rig.service.accrue(DAY)
+    assert (report["items"][0]["paid"], report["items"][0]["accounts_owed"]) == (3, 3)
+    assert sorted(rig.paid()) == [
+        (f"interest:USDT:2026-11-29:{user}", user, Decimal("0.5")) for user in ("fay", "gil", "hal")
+    ]
+    await rig.save("ivy", "3650", datetime(2026, 11, 29, 23, 30, tzinfo=UTC))
+    assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 3
+    assert len(rig.wallet.sent) == 3

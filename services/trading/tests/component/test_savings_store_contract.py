@@ -2,7 +2,8 @@
 is inserted once per id and settled once, and the pending ones are found by when they were made;
 a history row is the ledger event's whatever a result wrote before, and a result's only where
 nothing is; balances and positions are exact sums; an interest record is claimed once per
-reference and settled once; instants and amounts come back as MongoDB keeps them, in copies."""
+reference and settled once, a day's records are found by currency and day, and a completed run is
+noted once per currency and day; instants and amounts come back as MongoDB keeps them, in copies."""
 
 from __future__ import annotations
 
@@ -525,3 +526,38 @@ async def test_interest_records_handed_out_are_copies(stores: Stores) -> None:
     again = await accruals.claim(_due(), T0)
     assert (again["status"], again["amount"]) == ("pending", D("0.136986"))
     assert await accruals.get(_due().reference_id) == again
+
+
+async def test_a_days_interest_records_are_found_by_currency_and_day(stores: Stores) -> None:
+    accruals = stores.accruals
+    for due in (
+        _due("bob"),
+        _due("amy"),
+        _due("amy", currency="BTC", reference_id=accrual_reference("BTC", DAY, "amy")),
+        _due("cy", day=DAY + timedelta(days=1)),
+    ):
+        await accruals.claim(due, T0)
+    await accruals.settle(_due("bob").reference_id, "paid", None, T0 + MS)
+    found = await accruals.of_day("USDT", DAY)
+    assert [(r["reference_id"], r["status"]) for r in found] == [
+        ("interest:USDT:2026-11-29:amy", "pending"),
+        ("interest:USDT:2026-11-29:bob", "paid"),
+    ]
+    assert found[0] == await accruals.get(_due("amy").reference_id)
+    found[0]["amount"] = D("1000")  # a copy
+    assert (await accruals.of_day("USDT", DAY))[0]["amount"] == D("0.136986")
+    assert await accruals.of_day("USDT", DAY - timedelta(days=1)) == []
+
+
+async def test_a_completed_run_is_noted_per_currency_and_day(stores: Stores) -> None:
+    accruals = stores.accruals
+    assert not await accruals.run_completed("USDT", DAY)
+    await accruals.complete_run("USDT", DAY, T0)
+    await asyncio.gather(*(accruals.complete_run("USDT", DAY, T0 + n * MS) for n in range(3)))
+    assert await accruals.run_completed("USDT", DAY)
+    assert not await accruals.run_completed("BTC", DAY)
+    assert not await accruals.run_completed("USDT", DAY + timedelta(days=1))
+    # A run that claimed nothing (no saver owed anything) completes its day too.
+    await accruals.complete_run("ETH", DAY, T0)
+    assert await accruals.run_completed("ETH", DAY)
+    assert await accruals.of_day("ETH", DAY) == []

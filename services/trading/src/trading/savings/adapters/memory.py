@@ -3,15 +3,15 @@
 Each method reads and writes without an await in between, so in one event loop it is atomic: a
 transfer is inserted once per id and settled once, a history row is written by its event over
 whatever a result wrote and by a result only where nothing is, an interest record is claimed once
-per reference and settled once. What it keeps is what MongoDB would keep: instants in UTC to the
-millisecond (rounded down, and compared at that precision), amounts as decimal128 holds them (more
-than 34 significant digits raise `decimal.Inexact`, as encoding them does). Records are handed out
-as copies.
+per reference and settled once, a completed run is noted once per (currency, day). What it keeps
+is what MongoDB would keep: instants in UTC to the millisecond (rounded down, and compared at that
+precision), amounts as decimal128 holds them (more than 34 significant digits raise
+`decimal.Inexact`, as encoding them does). Records are handed out as copies.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -149,6 +149,8 @@ class MemoryAccruals:
     def __init__(self) -> None:
         # By reference, in claim order; each in the shape it would have as a document.
         self._records: dict[str, dict[str, Any]] = {}
+        # The completed runs: (currency, ISO day) → when the first was noted.
+        self._runs: dict[tuple[str, str], datetime] = {}
 
     async def claim(self, due: AccrualDue, at: datetime) -> AccrualRecord:
         fields: dict[str, Any] = {
@@ -175,6 +177,19 @@ class MemoryAccruals:
         record = self._records.get(reference_id)
         if record is not None and record["status"] == PENDING:
             record |= {"status": status, "reason": reason, "updated_at": stored_instant(at)}
+
+    async def of_day(self, currency: str, day: date) -> list[AccrualRecord]:
+        return [
+            self._view(reference_id)
+            for reference_id, record in sorted(self._records.items())
+            if (record["currency"], record["date"]) == (currency, day.isoformat())
+        ]
+
+    async def complete_run(self, currency: str, day: date, at: datetime) -> None:
+        self._runs.setdefault((currency, day.isoformat()), stored_instant(at))
+
+    async def run_completed(self, currency: str, day: date) -> bool:
+        return (currency, day.isoformat()) in self._runs
 
     def _view(self, reference_id: str) -> AccrualRecord:
         return self._records[reference_id] | {"reference_id": reference_id}

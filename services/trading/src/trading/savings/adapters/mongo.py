@@ -3,7 +3,8 @@ updates), amounts as Decimal128, datetimes in UTC."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from contextlib import suppress
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -29,6 +30,7 @@ type Document = dict[str, Any]
 TRANSFERS: Final = "savings_transfers"
 MOVEMENTS: Final = "savings_movements"
 ACCRUALS: Final = "savings_accruals"
+ACCRUAL_RUNS: Final = "savings_accrual_runs"
 ZERO: Final = Decimal(0)
 
 
@@ -40,6 +42,10 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     )
     await database[MOVEMENTS].create_index([("currency", ASCENDING), ("occurred_at", ASCENDING)])
     await database[MOVEMENTS].create_index([("user_id", ASCENDING)])
+    # a day's interest records (a run of a day whose run completed)
+    await database[ACCRUALS].create_index(
+        [("currency", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)]
+    )
 
 
 class MongoTransfers:
@@ -172,6 +178,7 @@ class MongoAccruals(PayoutRecords):
 
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         super().__init__(database[ACCRUALS], decimal_fields=("balance", "apr", "amount"))
+        self._runs = database[ACCRUAL_RUNS]
 
     async def claim(self, due: AccrualDue, at: datetime) -> Document:
         """The record for `due`'s key: new (status pending) or the one an earlier run stored."""
@@ -184,3 +191,19 @@ class MongoAccruals(PayoutRecords):
             "amount": Decimal128(due.amount),
         }
         return await self._claim(due.reference_id, fields, at)
+
+    async def of_day(self, currency: str, day: date) -> list[Document]:
+        """Every record of (`currency`, `day`), by reference."""
+        query = {"currency": currency, "date": day.isoformat()}
+        cursor = self._collection.find(query).sort("_id", ASCENDING)
+        return [self._view(document) async for document in cursor]
+
+    async def complete_run(self, currency: str, day: date, at: datetime) -> None:
+        """One document per completed (currency, day), inserted once: the first `at` is kept."""
+        run_id = f"{currency}:{day.isoformat()}"
+        fields = {"currency": currency, "date": day.isoformat(), "completed_at": at}
+        with suppress(DuplicateKeyError):  # a racing run noted it first
+            await self._runs.update_one({"_id": run_id}, {"$setOnInsert": fields}, upsert=True)
+
+    async def run_completed(self, currency: str, day: date) -> bool:
+        return await self._runs.find_one({"_id": f"{currency}:{day.isoformat()}"}) is not None

@@ -10,7 +10,7 @@ handed out as copies: changing one changes nothing stored.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -92,7 +92,9 @@ class SavingsHistory(Protocol):
 
 class Accruals(Protocol):
     """One interest record per payment reference (currency, day, user), `pending` until the
-    wallet's result settles it: the amount sent under a reference is decided once."""
+    wallet's result settles it: the amount sent under a reference is decided once. And the runs
+    of each (currency, day) that completed: once one has claimed every payment it owed, the
+    day's records are final (a later run only sends those still pending again)."""
 
     async def claim(self, due: AccrualDue, at: datetime) -> AccrualRecord:
         """The record of `due`'s reference: new (pending, created at `at`; answered as given, not
@@ -106,4 +108,17 @@ class Accruals(Protocol):
         self, reference_id: str, status: str, reason: str | None, at: datetime
     ) -> None:
         """pending → `status` (paid | failed), once: a settled record is not changed again."""
+        ...
+
+    async def of_day(self, currency: str, day: date) -> list[AccrualRecord]:
+        """Every interest record of `currency` for `day`, whatever its status, by reference."""
+        ...
+
+    async def complete_run(self, currency: str, day: date, at: datetime) -> None:
+        """Notes that a run of (`currency`, `day`) claimed every payment it owed, at `at`; noting
+        it again changes nothing (the first `at` is kept)."""
+        ...
+
+    async def run_completed(self, currency: str, day: date) -> bool:
+        """Whether a run of (`currency`, `day`) was noted completed."""
         ...

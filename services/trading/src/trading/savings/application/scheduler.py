@@ -2,7 +2,9 @@
 every ended day of the lookback a stopped service may have missed. The scheduler remembers the
 last day it finished: each time it wakes it accrues every day due since, oldest first, so a run
 that goes on past midnight (a long catch-up, a history that stays behind) skips no day. Each
-payment has its own key, so catching up a day that was already paid sends nothing."""
+payment has its own key, so catching up a day that was already paid sends nothing; a day whose
+run completed (the scheduler's or an operator's, today's included) is final: its run again only
+resends the payments whose result was lost."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +17,7 @@ from shared.messaging import CommandResult
 from shared.money import add, format_amount, negate
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.application.ports import (
+    AccrualRecord,
     Accruals,
     SavingsHistory,
     TransferRecord,
@@ -25,7 +26,6 @@ from trading.savings.application.ports import (
 from trading.savings.domain.accrual import (
     INTEREST_REFERENCE_PREFIX,
     INTEREST_TRANSACTION_TYPE,
-    AccrualDue,
     SavingsMovement,
     accrual_cutoff,
     accruals_due,
@@ -49,7 +49,7 @@ log = structlog.get_logger(__name__)
 Document = dict[str, Any]
 Clock = Callable[[], datetime]
 ZERO: Final = Decimal(0)
-# Interest payments in flight at once during a run (each waits for its wallet result).
+# Interest claims or payments in flight at once during a run (a payment waits for its result).
 ACCRUAL_CONCURRENCY: Final = 16
 # Pending transfers a resend pass takes (the next pass goes on after them).
 RESEND_PAGE: Final = 100
@@ -238,7 +238,8 @@ class SavingsService:
     # The daily accrual
 
     async def accrue(self, day: date) -> Document:
-        """Pays every interest owed for `day` that no earlier run paid; returns what it did."""
+        """Runs `day`'s accrual for each currency, or finishes the run that completed it there;
+        returns what it did."""
         now = self._clock()
         cutoff = accrual_cutoff(day, now)
         if not await self._history_caught_up():
@@ -246,48 +247,56 @@ class SavingsService:
                 "ledger_history_behind",
                 "the savings history has not yet read every ledger event; try again shortly",
             )
-        limit = asyncio.Semaphore(ACCRUAL_CONCURRENCY)
-
-        async def pay(due: AccrualDue) -> AccrualOutcome:
-            async with limit:
-                return await self._pay(due)
-
         items = []
         for currency in sorted(self._aprs):
             apr = self._aprs[currency]
-            balances = await self._history.balances(currency, cutoff)
-            outcomes = await asyncio.gather(
-                *(pay(due) for due in accruals_due(currency, day, apr, balances))
-            )
+            records = await self._claims(currency, day, apr, cutoff)
+            outcomes = await _bounded(self._pay, records)
             items.append(_summary(currency, apr, outcomes))
         log.info("savings.accrued", day=day.isoformat(), items=items)
         return {"date": day.isoformat(), "balances_at": cutoff.isoformat(), "items": items}
 
-    async def _pay(self, due: AccrualDue) -> AccrualOutcome:
-        record = await self._accruals.claim(due, self._clock())
-        amount = record["amount"]  # what the key was first claimed for, on a rerun too
+    async def _claims(
+        self, currency: str, day: date, apr: Decimal, cutoff: datetime
+    ) -> list[AccrualRecord]:
+        """The day's payments in `currency`. Once a run has claimed every payment it owed, the
+        day is final: later runs (an operator's, the scheduler's after midnight) get the records
+        that run claimed, to send again those still pending, and pay no one and nothing more.
+        Until then each run claims what the balances at `cutoff` owe (a claim an interrupted
+        run made keeps its amount) and, all claimed, notes the run completed."""
+        if await self._accruals.run_completed(currency, day):
+            return await self._accruals.of_day(currency, day)
+        balances = await self._history.balances(currency, cutoff)
+        dues = accruals_due(currency, day, apr, balances)
+        records = await _bounded(lambda due: self._accruals.claim(due, self._clock()), dues)
+        await self._accruals.complete_run(currency, day, self._clock())
+        return records
+
+    async def _pay(self, record: AccrualRecord) -> AccrualOutcome:
+        """Sends a pending payment with the figures it was claimed with; a settled one is not."""
+        reference, currency, amount = record["reference_id"], record["currency"], record["amount"]
         if record["status"] != "pending":
-            return AccrualOutcome(due.reference_id, due.currency, amount, record["status"], False)
+            return AccrualOutcome(reference, currency, amount, record["status"], False)
         try:
             result = await self._wallet.credit(
-                user_id=due.user_id,
-                currency=due.currency,
+                user_id=record["user_id"],
+                currency=currency,
                 amount=amount,
                 transaction_type=INTEREST_TRANSACTION_TYPE,
-                reference_id=due.reference_id,
+                reference_id=reference,
                 metadata={
-                    "date": due.day.isoformat(),
+                    "date": record["date"],
                     "apr": format_amount(record["apr"]),
                     "savings_balance": format_amount(record["balance"]),
                 },
                 result_timeout=self._result_timeout,
             )
         except WalletTimeout:
-            log.warning("savings.interest_result_timeout", reference=due.reference_id)
-            return AccrualOutcome(due.reference_id, due.currency, amount, "pending", True)
+            log.warning("savings.interest_result_timeout", reference=reference)
+            return AccrualOutcome(reference, currency, amount, "pending", True)
         assert result is not None
         status = await self.settle_interest(result)
-        return AccrualOutcome(due.reference_id, due.currency, amount, status or "pending", True)
+        return AccrualOutcome(reference, currency, amount, status or "pending", True)
 
     async def on_interest_result(self, result: CommandResult) -> None:
         await self.settle_interest(result)
@@ -321,6 +330,17 @@ class SavingsService:
             await self._accruals.settle(result.reference_id, "failed", result.reason, self._clock())
             return "failed"
         return None
+
+
+async def _bounded[T, R](work: Callable[[T], Awaitable[R]], items: Iterable[T]) -> list[R]:
+    """`work` on each item, at most ACCRUAL_CONCURRENCY at once; the results in the items' order."""
+    limit = asyncio.Semaphore(ACCRUAL_CONCURRENCY)
+
+    async def one(item: T) -> R:
+        async with limit:
+            return await work(item)
+
+    return await asyncio.gather(*(one(item) for item in items))
 
 
 def _summary(currency: str, apr: Decimal, outcomes: list[AccrualOutcome]) -> dict[str, Any]:
