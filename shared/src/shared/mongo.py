@@ -1,14 +1,17 @@
 """One way to open MongoDB: timezone-aware UTC datetimes, so nothing naive leaks into the domain;
-and reading values back: Decimal128 amounts as Decimal, datetimes as UTC."""
+reading values back: Decimal128 amounts as Decimal, datetimes as UTC; and a relay's page of
+records oldest first, each pass going on after the last."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from bson import Decimal128
 from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 
@@ -23,6 +26,22 @@ def decimal_of(value: Any) -> Decimal:
 def utc(value: datetime) -> datetime:
     # Drivers hand back naive datetimes unless the client was made tz-aware; all are UTC.
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def oldest_first(
+    collection: AsyncCollection[dict[str, Any]],
+    query: dict[str, Any],
+    limit: int,
+    after: tuple[datetime, str] | None,
+    field: str = "created_at",
+) -> AsyncIterator[dict[str, Any]]:
+    """The documents `query` matches by `field` (an instant), then `_id`, only those after
+    `after` (the `(field, _id)` of one it returned) when given, at most `limit`: a relay's page,
+    each pass going on after the last (index: the query's fields, then `field` and `_id`)."""
+    if after is not None:
+        at, last_id = after
+        query = query | {"$or": [{field: {"$gt": at}}, {field: at, "_id": {"$gt": last_id}}]}
+    return aiter(collection.find(query).sort([(field, ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
 
 class MongoDeadLetters:

@@ -6,6 +6,7 @@ malformed message, must not fail, release or cancel a trade."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -90,7 +91,8 @@ async def test_a_trade_whose_result_was_lost_is_asked_about_again(memory_p2p: An
     assert await relay.ask_again() == 0  # escrowed: nothing awaited from the wallet
 
 
-async def test_a_command_the_wallet_refused_is_not_asked_about_again(memory_p2p: Any) -> None:
+async def refused_release(memory_p2p: Any) -> Trade:
+    """A trade whose release the wallet refused: noted for ops, still `releasing`."""
     trade = await pending_trade(memory_p2p)
     await memory_p2p.deliver_all()
     await memory_p2p.trades.act(Caller("bea"), trade.trade_id, Action.MARK_PAID)
@@ -99,6 +101,7 @@ async def test_a_command_the_wallet_refused_is_not_asked_about_again(memory_p2p:
     assert releasing.status is TradeStatus.RELEASING
     [release] = memory_p2p.publisher.queue
     memory_p2p.publisher.queue.clear()
+    memory_p2p.publisher.answer_now = True
     refused = CommandResult.model_validate(
         {
             "command_id": release.command_id,
@@ -110,9 +113,42 @@ async def test_a_command_the_wallet_refused_is_not_asked_about_again(memory_p2p:
             "reason": "insufficient_funds",
         }
     )
-    noted = await memory_p2p.trades.apply_result(refused)
+    noted: Trade = await memory_p2p.trades.apply_result(refused)
+    return noted
+
+
+async def test_a_command_the_wallet_refused_is_not_asked_about_again(memory_p2p: Any) -> None:
+    noted = await refused_release(memory_p2p)
     assert noted.status is TradeStatus.RELEASING
     assert noted.notes == ("transfer_locked_rejected: insufficient_funds",)
 
     memory_p2p.clock.advance(memory_p2p.relay.ask_again_after * 2)
     assert await memory_p2p.relay.ask_again() == 0  # ops must look; asking would repeat it
+
+
+async def test_refused_trades_waiting_for_ops_do_not_keep_a_lost_result_from_being_asked_about(
+    memory_p2p: Any,
+) -> None:
+    """Refused trades stay in flight and unmoved, the oldest of all: a pass takes a page of
+    them, oldest first, and the next pass goes on after it, so a whole page of them no longer
+    takes every pass and leaves the trade behind them never asked about again."""
+    noted = await refused_release(memory_p2p)
+    page = memory_p2p.relay.ask_again_page
+    for n in range(1, page):
+        copy = replace(noted, trade_id=f"{noted.trade_id}-{n:03}")
+        memory_p2p.store.trades[copy.trade_id] = copy
+    memory_p2p.clock.advance(timedelta(minutes=1))
+    trade = await pending_trade(memory_p2p)
+    [lock] = memory_p2p.publisher.queue
+    memory_p2p.publisher.queue.clear()
+    memory_p2p.wallet.apply(lock)  # applied; its result is lost on the way back
+
+    relay = memory_p2p.relay
+    memory_p2p.clock.advance(relay.ask_again_after * 2)
+    assert await relay.ask_again() == 0  # a full page of refused trades
+    assert await relay.ask_again() == 1  # on after it: the lost result
+    await memory_p2p.deliver_all()
+    escrowed = memory_p2p.store.trades[trade.trade_id]
+    assert (escrowed.status, escrowed.escrow_locked) == (TradeStatus.ESCROWED, True)
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal("0.01001") * 2
+    assert await relay.ask_again() == 0  # back to the start: the refused ones again, no other

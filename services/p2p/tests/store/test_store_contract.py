@@ -233,6 +233,29 @@ async def test_awaiting_wallet_lists_trades_in_flight_unmoved_since(stores: Stor
     assert [t.updated_at for t in oldest] == [T0]
 
 
+async def test_trades_awaiting_the_wallet_come_unmoved_longest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    moved = {"p2p_d": 2, "p2p_b": 0, "p2p_c": 1, "p2p_a": 1, "p2p_e": 3}
+    for trade_id, seconds in moved.items():
+        at = T0 + timedelta(seconds=seconds)
+        await stores.trades.insert(trade(trade_id, status=S.RELEASING, updated_at=at))
+    since = T0 + timedelta(seconds=3)  # p2p_e moved since
+    first = await stores.trades.awaiting_wallet(since, 2)
+    assert [t.trade_id for t in first] == ["p2p_b", "p2p_a"]
+    last = first[-1]
+    second = await stores.trades.awaiting_wallet(since, 2, after=(last.updated_at, last.trade_id))
+    assert [t.trade_id for t in second] == ["p2p_c", "p2p_d"]
+    end = (second[-1].updated_at, second[-1].trade_id)
+    assert await stores.trades.awaiting_wallet(since, 2, after=end) == []
+    assert [t.trade_id for t in await stores.trades.awaiting_wallet(since, 10)] == [
+        "p2p_b",
+        "p2p_a",
+        "p2p_c",
+        "p2p_d",
+    ]
+
+
 async def test_the_outbox(stores: Stores) -> None:
     original = trade()
     await stores.trades.insert(original)

@@ -112,13 +112,17 @@ class MemoryTrades:
         if trade is not None and note not in trade.notes:
             self.trades[trade_id] = replace(trade, notes=(*trade.notes, note), updated_at=now)
 
-    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:
+    async def awaiting_wallet(
+        self, unmoved_since: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Trade]:
         found = [
             t
             for t in self.trades.values()
-            if t.status in IN_FLIGHT and t.updated_at < unmoved_since
+            if t.status in IN_FLIGHT
+            and t.updated_at < unmoved_since
+            and (after is None or (t.updated_at, t.trade_id) > after)
         ]
-        found.sort(key=lambda t: t.updated_at)
+        found.sort(key=lambda t: (t.updated_at, t.trade_id))
         return found[:limit]
 
     async def due(self, now: datetime, limit: int) -> Sequence[Trade]:

@@ -19,6 +19,7 @@ from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import WalletCommand, parse_command
 from shared.mongo import decimal_of as _decimal
+from shared.mongo import oldest_first
 from shared.mongo import utc as _utc
 
 type Document = dict[str, Any]
@@ -238,13 +239,15 @@ class MongoTrades:
             {"$push": {"notes": note}, "$set": {"updated_at": now}},
         )
 
-    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:
+    async def awaiting_wallet(
+        self, unmoved_since: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Trade]:
         query = {
             "status": {"$in": [s.value for s in IN_FLIGHT]},
             "updated_at": {"$lt": unmoved_since},
         }
-        cursor = self._trades.find(query).sort("updated_at", ASCENDING).limit(limit)
-        return [_trade(d) async for d in cursor]
+        page = oldest_first(self._trades, query, limit, after, field="updated_at")
+        return [_trade(d) async for d in page]
 
     async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
         query = {
@@ -275,6 +278,9 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[TRADES].create_index([("buyer_id", ASCENDING), ("created_at", DESCENDING)])
     await database[TRADES].create_index([("seller_id", ASCENDING), ("created_at", DESCENDING)])
     await database[TRADES].create_index([("status", ASCENDING), ("payment_deadline", ASCENDING)])
-    await database[TRADES].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+    # trades in flight unmoved the longest first, a page at a time (the ask-again pass)
+    await database[TRADES].create_index(
+        [("status", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await database[TRADES].create_index([("outbox.published", ASCENDING)])
     await MongoIdempotencyStore(database).ensure_indexes()

@@ -182,8 +182,12 @@ class Trades(Protocol):
         """Unpaid trades whose payment deadline is not after `now`."""
         ...
 
-    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Trade]:
-        """Trades waiting on the wallet (IN_FLIGHT) that have not changed since `unmoved_since`."""
+    async def awaiting_wallet(
+        self, unmoved_since: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Trade]:
+        """Trades waiting on the wallet (IN_FLIGHT) that have not changed since `unmoved_since`,
+        oldest first (by `updated_at`, then `trade_id`), only those after `after` (the
+        `(updated_at, trade_id)` of a trade this returned) when given, at most `limit`."""
         ...
 
     async def mark_published(self, trade_id: str, command_id: str) -> None: ...

@@ -4,7 +4,7 @@ asks the wallet again about trades whose answer never came (a result lost or dea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -14,7 +14,8 @@ from p2p.application.ports import CommandPublisher, Trades
 
 log = structlog.get_logger(__name__)
 
-ASK_AGAIN_LIMIT: Final = 200
+# Trades an ask-again pass takes (the next pass goes on after them).
+ASK_AGAIN_PAGE: Final = 200
 
 
 @dataclass
@@ -29,6 +30,10 @@ class OutboxRelay:
     grace: timedelta = timedelta(seconds=5)
     # A trade waiting on the wallet this long without moving has its last command sent again.
     ask_again_after: timedelta = timedelta(seconds=60)
+    ask_again_page: int = ASK_AGAIN_PAGE
+    # Where the next ask-again pass goes on: after the last trade of a full page, from the trade
+    # unmoved the longest again once a pass reached the end.
+    _ask_again_from: tuple[datetime, str] | None = field(default=None, init=False)
 
     async def run_once(self, *, grace: timedelta | None = None) -> int:
         cutoff = self.clock() - (self.grace if grace is None else grace)
@@ -47,11 +52,18 @@ class OutboxRelay:
         result that was lost or dead-lettered on the way back moves the trade after all. A trade
         whose command the wallet refused (noted `<type>_rejected`) waits for ops instead: asking
         again would only repeat the refusal. Run every `ask_again_after`, so a trade is asked at
-        most once per period.
+        most once per period. A pass takes at most `ask_again_page` trades, unmoved the longest
+        first, and the next pass goes on after them: however many refused trades wait for ops
+        (they stay in flight, unmoved), every other trade gets its turn.
         """
         asked = 0
         unmoved_since = self.clock() - self.ask_again_after
-        for trade in await self.trades.awaiting_wallet(unmoved_since, ASK_AGAIN_LIMIT):
+        page = await self.trades.awaiting_wallet(
+            unmoved_since, self.ask_again_page, after=self._ask_again_from
+        )
+        full = len(page) == self.ask_again_page > 0
+        self._ask_again_from = (page[-1].updated_at, page[-1].trade_id) if full else None
+        for trade in page:
             if not trade.outbox or not trade.outbox[-1].published:
                 continue  # never sent: run_once sends it
             command = trade.outbox[-1].command
