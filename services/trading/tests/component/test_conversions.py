@@ -611,6 +611,66 @@ async def test_bad_requests_answer_the_contracts_error_body(
     assert response.json()["error"]["code"] == code
 
 
+class LaggingReads:
+    """A quote store whose reads of a frozen quote answer it as it was when frozen, as a read
+    from a replica that has not yet applied the latest writes does; claims go to the store."""
+
+    def __init__(self, store: Quotes) -> None:
+        self._store = store
+        self._frozen: dict[str, Quote] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def freeze(self, quote_id: str) -> None:
+        quote = await self._store.get(quote_id)
+        assert quote is not None
+        self._frozen[quote_id] = quote
+
+    def catch_up(self) -> None:
+        self._frozen.clear()
+
+    async def get(self, quote_id: str) -> Quote | None:
+        return self._frozen.get(quote_id) or await self._store.get(quote_id)
+
+
+async def test_an_execute_whose_read_lags_a_racing_claim_is_409_quote_busy(
+    rig: Rig, jwt_secret: str, auth_headers: Any
+) -> None:
+    """The claim (a conditional update) is refused, and the quote read to tell why still shows it
+    quoted and unexpired: the read has not seen the racing execute that claimed it. Nothing was
+    executed by this request; executing the same quote again answers why, once the read shows it."""
+    lagging = LaggingReads(rig.quotes)
+    rig = Rig(lagging, MemoryFundings(), rig.clock)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app_for(rig, jwt_secret))
+    amy = auth_headers("amy")
+    async with httpx.AsyncClient(transport=transport, base_url="http://trading") as http:
+        for quote_path, execute_path, body in (
+            (
+                "/api/swap/quote",
+                "/api/swap/execute",
+                {"from_currency": "BTC", "to_currency": "ETH", "from_amount": "0.01"},
+            ),
+            (
+                "/api/express-buy/quote",
+                "/api/express-buy/execute",
+                {"fiat_currency": "GBP", "fiat_amount": "100.00", "crypto_currency": "BTC"},
+            ),
+        ):
+            quote_id = (await http.post(quote_path, json=body, headers=amy)).json()["quote_id"]
+            await lagging.freeze(quote_id)
+            sent = len(rig.sender.sent)
+            first = await http.post(execute_path, json={"quote_id": quote_id}, headers=amy)
+            assert first.status_code == 202, first.text
+            busy = await http.post(execute_path, json={"quote_id": quote_id}, headers=amy)
+            assert busy.status_code == 409, busy.text
+            assert busy.json()["error"]["code"] == "quote_busy"
+            assert len(rig.sender.sent) == sent + 1  # the quote is executed once
+            lagging.catch_up()
+            again = await http.post(execute_path, json={"quote_id": quote_id}, headers=amy)
+            assert (again.status_code, again.json()["error"]["code"]) == (409, "quote_used")
+
+
 async def test_no_token_is_401_and_liquidity_is_for_admins(
     rig: Rig, http: httpx.AsyncClient, auth_headers: Any
 ) -> None:
@@ -649,6 +709,10 @@ def test_openapi_documents_every_error_answer(rig: Rig, jwt_secret: str) -> None
         ("/api/express-buy/execute", "post"): {"401", "404", "409", "422"},
         ("/api/admin/liquidity", "post"): {"401", "403", "409", "422"},
     }
+    for path in ("/api/swap/execute", "/api/express-buy/execute"):
+        described = paths[path]["post"]["description"]
+        for code in ("quote_used", "quote_expired", "quote_busy"):
+            assert code in described, (path, code)
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert statuses <= set(responses), (path, set(responses))

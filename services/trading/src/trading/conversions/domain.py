@@ -181,7 +181,9 @@ def refusal_to_execute(
         return Conflict("quote_used", "this quote was already executed")
     if quote.expired(now):
         return Conflict("quote_expired", "this quote has expired; ask for a new one")
-    # Claimable after all (e.g. a clock step between the claim and this read): try again.
+    # Claimable after all, though the claim (at the same `now`) was refused: this read has not
+    # seen the write that refused it (a racing execute's claim, read where that write has not yet
+    # arrived). Nothing was executed by this request: executing the quote again tells why.
     return Conflict("quote_busy", "the quote changed while executing; try again")
 
 

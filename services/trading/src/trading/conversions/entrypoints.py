@@ -180,7 +180,9 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
         responses=error_responses(400, 401, 404, 409, 422),
     )
     async def swap_execute(body: ExecuteRequest, user: CurrentUser) -> SwapView:
-        """Execute once: 409 quote_used / quote_expired; 404 for someone else's quote."""
+        """Execute once: 409 quote_used / quote_expired, or quote_busy (nothing executed: the
+        quote read as still open though a racing execute had claimed it; execute it again);
+        404 for someone else's quote."""
         return SwapView.of(await conversions.execute(swap, user.user_id, body.quote_id))
 
     @router.get(
@@ -208,6 +210,9 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
         responses=error_responses(400, 401, 404, 409, 422),
     )
     async def express_execute(body: ExecuteRequest, user: CurrentUser) -> ExpressBuyView:
+        """Execute once: 409 quote_used / quote_expired, or quote_busy (nothing executed: the
+        quote read as still open though a racing execute had claimed it; execute it again);
+        404 for someone else's quote."""
         return ExpressBuyView.of(await conversions.execute(express, user.user_id, body.quote_id))
 
     @router.get(
