@@ -1,7 +1,8 @@
 """`wallet …`: the ops CLI. replay rebuilds projections from the events, verify checks them, balances
-prints a user's balances, migrate brings legacy balances in and release-legacy-hold frees a
-migrated locked balance. Reads MONGODB_URL, WALLET_MONGODB_DATABASE and (for the commands that send
-wallet commands) KAFKA_BOOTSTRAP_SERVERS like the service."""
+prints a user's balances, migrate brings legacy balances in, release-legacy-hold frees a migrated
+locked balance and dead-letters shows what the wallet dead-lettered. Reads MONGODB_URL,
+WALLET_MONGODB_DATABASE and (for the commands that use Kafka) KAFKA_BOOTSTRAP_SERVERS and
+KAFKA_TOPIC_PREFIX like the service."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +26,9 @@ from wallet.application.reconciliation import replay as replay_projections
 from wallet.application.reconciliation import verify as verify_projections
 from wallet.domain.migration import LEGACY_UNLOCK_TRANSACTION_TYPE, MappingError, parse_mapping
 from wallet.settings import WalletSettings
+
+if TYPE_CHECKING:
+    from wallet.adapters.dead_letters import StoredDeadLetter  # aiokafka only where it is used
 
 app = typer.Typer(
     help="Wallet operations: rebuild, verify and inspect the ledger's projections.",
@@ -270,6 +274,64 @@ def release_legacy_hold(
     code = asyncio.run(main())
     if code:
         raise typer.Exit(code)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    last: Annotated[
+        int, typer.Option("--last", min=1, help="How many of the newest dead letters to show.")
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per letter.")] = False,
+) -> None:
+    """Show the newest commands the wallet dead-lettered (wallet.commands.dlq): why, where they
+    came from, and the message as received. Reads only: nothing is committed or moved."""
+
+    async def main() -> int:
+        from wallet.adapters.dead_letters import read_dead_letters
+
+        settings = WalletSettings()
+        topic = settings.topics.dead_letters
+        try:
+            found = await read_dead_letters(settings.kafka_bootstrap_servers, topic, last)
+        except LookupError as missing:
+            typer.echo(str(missing), err=True)
+            return 1
+        for stored in found.last:
+            typer.echo(_dead_letter_json(stored) if as_json else _dead_letter_text(stored))
+        if not as_json:
+            typer.echo(
+                f"{found.total} dead letter(s) on {topic}, the newest {len(found.last)} above"
+            )
+        return 0
+
+    code = asyncio.run(main())
+    if code:
+        raise typer.Exit(code)
+
+
+def _dead_letter_text(stored: StoredDeadLetter) -> str:
+    letter, where = stored.letter, f"{stored.partition}@{stored.offset}"
+    if letter is None:
+        return f"[{where}] not a dead letter: {_shortened(stored.text)}"
+    source = (
+        f"{letter.source_topic} partition {letter.source_partition} offset {letter.source_offset}"
+    )
+    return (
+        f"[{where}] {letter.failed_at.isoformat()} {letter.reason}: {letter.detail}\n"
+        f"  from {source}, key {letter.key!r}\n"
+        f"  {_shortened(letter.raw_value)}"
+    )
+
+
+def _dead_letter_json(stored: StoredDeadLetter) -> str:
+    where = {"dlq_partition": stored.partition, "dlq_offset": stored.offset}
+    if stored.letter is None:
+        return json.dumps({**where, "text": stored.text})
+    return json.dumps({**where, **stored.letter.model_dump(mode="json")})
+
+
+def _shortened(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 if __name__ == "__main__":
