@@ -34,9 +34,7 @@ def letter(minute: int, reason: str, key: str) -> DeadLetter:
 async def invoke(bootstrap: str, topics: Topics, *args: str) -> tuple[int, str]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_TOPIC_PREFIX": topics.prefix}
     # The command runs its own event loop: in a thread of its own, beside the test's.
-    result = await asyncio.to_thread(
-        CliRunner().invoke, cli.app, ["dead-letters", *args], env=env
-    )
+    result = await asyncio.to_thread(CliRunner().invoke, cli.app, ["dead-letters", *args], env=env)
     return result.exit_code, result.output
 
 
