@@ -14,6 +14,8 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.outbox import Unpublished
+
 
 def connect(url: str, **options: Any) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(url, tz_aware=True, **options)
@@ -42,6 +44,25 @@ def oldest_first(
         at, last_id = after
         query = query | {"$or": [{field: {"$gt": at}}, {field: at, "_id": {"$gt": last_id}}]}
     return aiter(collection.find(query).sort([(field, ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+
+async def unpublished(
+    collection: AsyncCollection[dict[str, Any]],
+    older_than: datetime,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> list[Unpublished]:
+    """An embedded outbox's page (`shared.outbox.Outbox.unpublished`): the entries not published
+    and recorded before `older_than` of at most `limit` documents, oldest first by `created_at`,
+    then `_id` (index: `outbox.published`, `created_at`, `_id`). Commands come back as stored,
+    unparsed: one the command model refuses is the relay's to report, not a failed read."""
+    query = {"outbox": {"$elemMatch": {"published": False, "created_at": {"$lt": older_than}}}}
+    return [
+        Unpublished(document["_id"], utc(document["created_at"]), entry["command"])
+        async for document in oldest_first(collection, query, limit, after)
+        for entry in document["outbox"]
+        if not entry["published"] and utc(entry["created_at"]) < older_than
+    ]
 
 
 class MongoDeadLetters:

@@ -4,7 +4,7 @@ rely on (conditional moves that change a trade once, the embedded outbox, the de
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -233,13 +233,18 @@ async def test_awaiting_wallet_lists_trades_in_flight_unmoved_since(stores: Stor
     assert [t.updated_at for t in oldest] == [T0]
 
 
+async def insert_scattered(stores: Stores, make: Callable[[str, datetime], Trade]) -> None:
+    """Five trades, made at T0 plus 2, 0, 1, 1 and 3 seconds: oldest first (then by id) they are
+    p2p_b, p2p_a, p2p_c, p2p_d, p2p_e."""
+    scattered = {"p2p_d": 2, "p2p_b": 0, "p2p_c": 1, "p2p_a": 1, "p2p_e": 3}
+    for trade_id, seconds in scattered.items():
+        await stores.trades.insert(make(trade_id, T0 + timedelta(seconds=seconds)))
+
+
 async def test_trades_awaiting_the_wallet_come_unmoved_longest_first_a_page_after_another(
     stores: Stores,
 ) -> None:
-    moved = {"p2p_d": 2, "p2p_b": 0, "p2p_c": 1, "p2p_a": 1, "p2p_e": 3}
-    for trade_id, seconds in moved.items():
-        at = T0 + timedelta(seconds=seconds)
-        await stores.trades.insert(trade(trade_id, status=S.RELEASING, updated_at=at))
+    await insert_scattered(stores, lambda i, at: trade(i, status=S.RELEASING, updated_at=at))
     since = T0 + timedelta(seconds=3)  # p2p_e moved since
     first = await stores.trades.awaiting_wallet(since, 2)
     assert [t.trade_id for t in first] == ["p2p_b", "p2p_a"]
@@ -263,18 +268,57 @@ async def test_the_outbox(stores: Stores) -> None:
     await stores.trades.move(
         "p2p_1", Expected(S.PENDING_ESCROW), S.CANCELLING, {}, unlock("p2p_1"), later
     )
-    pending = await stores.trades.unpublished(T0 + timedelta(seconds=11))
-    assert sorted(c.type for _, c in pending) == ["lock", "unlock"]
-    assert {t for t, _ in pending} == {"p2p_1"}
+    pending = await stores.trades.unpublished(T0 + timedelta(seconds=11), 10)
+    assert sorted(u.command["type"] for u in pending) == ["lock", "unlock"]
+    assert {(u.owner_id, u.owner_created_at) for u in pending} == {("p2p_1", T0)}
     # Only entries older than the cutoff (younger ones are being published by their request).
-    assert [c.type for _, c in await stores.trades.unpublished(T0 + timedelta(seconds=5))] == [
-        "lock"
-    ]
-    [(_, lock_command)] = [p for p in pending if p[1].type == "lock"]
+    younger = await stores.trades.unpublished(T0 + timedelta(seconds=5), 10)
+    assert [u.command["type"] for u in younger] == ["lock"]
+    [lock_command] = [u.build() for u in pending if u.command["type"] == "lock"]
     assert lock_command == original.outbox[0].command  # resent as recorded: same id and payload
     await stores.trades.mark_published("p2p_1", lock_command.command_id)
-    remaining = await stores.trades.unpublished(T0 + timedelta(seconds=11))
-    assert [c.type for _, c in remaining] == ["unlock"]
+    remaining = await stores.trades.unpublished(T0 + timedelta(seconds=11), 10)
+    assert [u.command["type"] for u in remaining] == ["unlock"]
+
+
+async def test_unpublished_commands_come_by_trade_oldest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    await insert_scattered(
+        stores, lambda i, at: trade(i, created_at=at, outbox=(OutboxEntry(lock(i), created_at=at),))
+    )
+    await stores.trades.insert(  # published: not the relay's
+        trade("p2p_0", outbox=(OutboxEntry(lock("p2p_0"), created_at=T0, published=True),))
+    )
+    cutoff = T0 + timedelta(seconds=3)  # p2p_e's command is younger
+    first = await stores.trades.unpublished(cutoff, 2)
+    assert [u.owner_id for u in first] == ["p2p_b", "p2p_a"]
+    last = (first[-1].owner_created_at, first[-1].owner_id)
+    second = await stores.trades.unpublished(cutoff, 2, after=last)
+    assert [u.owner_id for u in second] == ["p2p_c", "p2p_d"]
+    end = (second[-1].owner_created_at, second[-1].owner_id)
+    assert await stores.trades.unpublished(cutoff, 2, after=end) == []
+    everything = await stores.trades.unpublished(cutoff, 10)
+    assert [u.owner_id for u in everything] == ["p2p_b", "p2p_a", "p2p_c", "p2p_d"]
+
+
+async def test_an_unpublished_command_the_model_refuses_comes_back_as_stored(
+    stores: Stores,
+) -> None:
+    """Stored by an earlier version (a user id from a token subject with a space): reading the
+    outbox does not fail on it; building it does, for the relay to report and go on."""
+    refused = lock("p2p_old").model_copy(update={"user_id": "old user"})
+    await stores.trades.insert(trade("p2p_old", outbox=(OutboxEntry(refused, created_at=T0),)))
+    newer = trade("p2p_new", created_at=T0 + timedelta(seconds=1))
+    await stores.trades.insert(newer)
+    found = await stores.trades.unpublished(T0 + timedelta(seconds=1), 10)
+    assert [(u.owner_id, u.command["user_id"]) for u in found] == [
+        ("p2p_old", "old user"),
+        ("p2p_new", "sam"),
+    ]
+    with pytest.raises(ValueError, match="invalid_field"):
+        found[0].build()
+    assert found[1].build() == newer.outbox[0].command
 
 
 async def test_notes_and_listing(stores: Stores) -> None:

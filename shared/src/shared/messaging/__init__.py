@@ -20,6 +20,7 @@ from shared.messaging.commands import (
     canonical_fingerprint,
     encode,
     parse_command,
+    unsendable_reason,
 )
 from shared.messaging.outcomes import (
     BalanceSnapshot,
@@ -56,4 +57,5 @@ __all__ = [
     "canonical_fingerprint",
     "encode",
     "parse_command",
+    "unsendable_reason",
 ]

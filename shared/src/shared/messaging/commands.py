@@ -470,6 +470,17 @@ def _envelope(document: dict[str, Any]) -> dict[str, str]:
 _IDENTIFIER: Final = re.compile(IDENTIFIER_PATTERN)
 
 
+def unsendable_reason(error: ValueError) -> str:
+    """Why a wallet command could not be built from a stored record (a value the command model
+    refuses), in one line: the model's reason and detail (`invalid_amount: amount_too_precise:
+    amount: …`), else the error's own text. The relays that send stored commands again log it
+    and go on with the others."""
+    if isinstance(error, ValidationError):
+        reason, detail = reason_for(error)
+        return f"{reason}: {detail}"
+    return str(error) or type(error).__name__
+
+
 def is_identifier(text: object) -> TypeIs[str]:
     """Whether `text` can be an id (a user's, a reference) in a wallet command: 1 to 200
     characters, no whitespace or control character, and text UTF-8 can encode."""

@@ -16,6 +16,7 @@ from p2p.application.ports import (
 from p2p.domain.offers import OfferStatus
 from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.messaging import WalletCommand
+from shared.outbox import After, Unpublished, unpublished_page
 
 
 def matches(trade: Trade, expected: Expected) -> bool:
@@ -141,10 +142,8 @@ class MemoryTrades:
         )
         self.trades[trade_id] = replace(trade, outbox=outbox)
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return [
-            (t.trade_id, e.command)
-            for t in self.trades.values()
-            for e in t.outbox
-            if not e.published and e.created_at < older_than
-        ]
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        owners = ((t.trade_id, t.created_at, t.outbox) for t in self.trades.values())
+        return unpublished_page(owners, older_than, limit, after)

@@ -19,8 +19,9 @@ from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import WalletCommand, parse_command
 from shared.mongo import decimal_of as _decimal
-from shared.mongo import oldest_first
+from shared.mongo import oldest_first, unpublished
 from shared.mongo import utc as _utc
+from shared.outbox import After, Unpublished
 
 type Document = dict[str, Any]
 
@@ -263,14 +264,10 @@ class MongoTrades:
             {"$set": {"outbox.$.published": True}},
         )
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        pending: list[tuple[str, WalletCommand]] = []
-        query = {"outbox": {"$elemMatch": {"published": False, "created_at": {"$lt": older_than}}}}
-        async for document in self._trades.find(query, {"outbox": 1}).limit(500):
-            for entry in document["outbox"]:
-                if not entry["published"] and _utc(entry["created_at"]) < older_than:
-                    pending.append((document["_id"], parse_command(json.dumps(entry["command"]))))
-        return pending
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        return await unpublished(self._trades, older_than, limit, after)
 
 
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
@@ -282,5 +279,8 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[TRADES].create_index(
         [("status", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)]
     )
-    await database[TRADES].create_index([("outbox.published", ASCENDING)])
+    # trades with a command not published, oldest first, a page at a time (the outbox relay)
+    await database[TRADES].create_index(
+        [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await MongoIdempotencyStore(database).ensure_indexes()

@@ -18,6 +18,7 @@ from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import TradeStatus
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import LEDGER_CONTEXT, decimal_places, format_amount, get_currency
+from shared.outbox import After, Unpublished
 
 
 def fiat_text(value: Decimal, currency: str) -> str:
@@ -191,7 +192,12 @@ class Trades(Protocol):
         ...
 
     async def mark_published(self, trade_id: str, command_id: str) -> None: ...
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        """The outbox entries not published and recorded before `older_than` of at most `limit`
+        trades, oldest first (`shared.outbox.Outbox`)."""
+        ...
 
 
 class CommandPublisher(Protocol):

@@ -11,6 +11,7 @@ from typing import Final
 import structlog
 
 from p2p.application.ports import CommandPublisher, Trades
+from shared.outbox import OUTBOX_PAGE, OutboxRelayPass
 
 log = structlog.get_logger(__name__)
 
@@ -31,19 +32,25 @@ class OutboxRelay:
     # A trade waiting on the wallet this long without moving has its last command sent again.
     ask_again_after: timedelta = timedelta(seconds=60)
     ask_again_page: int = ASK_AGAIN_PAGE
+    # Trades an outbox pass takes (the next pass goes on after them).
+    outbox_page: int = OUTBOX_PAGE
     # Where the next ask-again pass goes on: after the last trade of a full page, from the trade
     # unmoved the longest again once a pass reached the end.
     _ask_again_from: tuple[datetime, str] | None = field(default=None, init=False)
 
+    # The passes over the trades' outbox: trades oldest first, a page per pass.
+    _outbox: OutboxRelayPass = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._outbox = OutboxRelayPass(self.trades, "trade_id", self.outbox_page)
+
     async def run_once(self, *, grace: timedelta | None = None) -> int:
+        """Publish the commands recorded before the grace and never marked published; the number
+        sent. A pass takes the trades oldest first, `outbox_page` at a time, the next going on
+        after them; a command that cannot be built from what is stored is logged
+        (`outbox.command_unsendable`) and left, and the others still go (`shared.outbox`)."""
         cutoff = self.clock() - (self.grace if grace is None else grace)
-        sent = 0
-        for trade_id, command in await self.trades.unpublished(cutoff):
-            await self.publisher.publish(command)
-            await self.trades.mark_published(trade_id, command.command_id)
-            log.info("outbox.republished", trade_id=trade_id, type=command.type)
-            sent += 1
-        return sent
+        return await self._outbox.run(self.publisher, cutoff)
 
     async def ask_again(self) -> int:
         """Send again the command each trade in flight has waited on for `ask_again_after`.

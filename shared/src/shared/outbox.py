@@ -1,0 +1,130 @@
+"""An embedded outbox's relay (p2p's trades; the gateway's payments, reviews and withdrawals):
+wallet commands recorded inside their owner's document and not yet marked published are sent
+again, owners oldest first (by `created_at`, then id) a page per pass, each pass going on after
+the last and back to the oldest after a short page. A command that cannot be built from what is
+stored (a value the command model refuses) is logged as `outbox.command_unsendable` and left
+unpublished, and the others still go: one bad record holds back no other, nor a service's start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+from shared.logging import get_logger
+from shared.messaging import WalletCommand, parse_command, unsendable_reason
+
+log = get_logger(__name__)
+
+# Owners a relay pass takes (the next pass goes on after them).
+OUTBOX_PAGE: Final = 500
+
+type After = tuple[datetime, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Unpublished:
+    """A command not yet marked published, as stored (its JSON form), with its owner and the
+    owner's place in the relay's order."""
+
+    owner_id: str
+    owner_created_at: datetime
+    command: Mapping[str, Any]
+
+    def build(self) -> WalletCommand:
+        """The command, or `ValueError` when the command model refuses what is stored."""
+        return parse_command(json.dumps(self.command))
+
+
+class Entry(Protocol):
+    """An outbox entry as a memory store holds it."""
+
+    @property
+    def command(self) -> WalletCommand: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def published(self) -> bool: ...
+
+
+def unpublished_page(
+    owners: Iterable[tuple[str, datetime, Iterable[Entry]]],
+    older_than: datetime,
+    limit: int,
+    after: After | None,
+) -> list[Unpublished]:
+    """A memory store's page: the entries not published and older than `older_than` of at most
+    `limit` owners `(id, created_at, outbox)`, oldest first by (created_at, id), only owners
+    after `after` when given (what the MongoDB stores answer with `shared.mongo.unpublished`)."""
+    pending = sorted(
+        (
+            (created_at, owner_id, waiting)
+            for owner_id, created_at, outbox in owners
+            if (waiting := [e for e in outbox if not e.published and e.created_at < older_than])
+            and (after is None or (created_at, owner_id) > after)
+        ),
+        key=lambda row: (row[0], row[1]),
+    )
+    return [
+        Unpublished(owner_id, created_at, entry.command.model_dump(mode="json"))
+        for created_at, owner_id, waiting in pending[:limit]
+        for entry in waiting
+    ]
+
+
+class Outbox(Protocol):
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        """Commands not marked published and recorded before `older_than`, of at most `limit`
+        owners, oldest owner first (by `created_at`, then id), only owners after `after` (the
+        `(owner_created_at, owner_id)` of one this returned) when given."""
+        ...
+
+    async def mark_published(self, owner_id: str, command_id: str) -> None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, command: WalletCommand) -> None: ...
+
+
+@dataclass
+class OutboxRelayPass:
+    """The passes over one outbox. Resending is safe: the wallet applies each (type,
+    transaction_type, reference) once and answers a resend with the first outcome."""
+
+    outbox: Outbox
+    # The log field naming an owner (`trade_id`, `owner`).
+    owner_field: str = "owner"
+    page: int = OUTBOX_PAGE
+    # Where the next pass goes on: after the last owner of a full page, from the oldest again
+    # once a pass reached the end.
+    _from: After | None = field(default=None, init=False)
+
+    async def run(self, publisher: Publisher, older_than: datetime) -> int:
+        """One pass: the number of commands sent."""
+        found = await self.outbox.unpublished(older_than, self.page, after=self._from)
+        owners = {(u.owner_created_at, u.owner_id) for u in found}
+        self._from = max(owners) if len(owners) == self.page > 0 else None
+        sent = 0
+        for entry in found:
+            owner = {self.owner_field: entry.owner_id}
+            try:
+                command = entry.build()
+            except ValueError as error:
+                log.error(
+                    "outbox.command_unsendable",
+                    **owner,
+                    command_id=entry.command.get("command_id"),
+                    reason=unsendable_reason(error),
+                )
+                continue
+            await publisher.publish(command)
+            await self.outbox.mark_published(entry.owner_id, command.command_id)
+            log.info(
+                "outbox.republished", **owner, type=command.type, reference=command.reference_id
+            )
+            sent += 1
+        return sent
