@@ -284,7 +284,7 @@ async def test_a_mismatched_payment_approved_credits_the_order_owner_once() -> N
         "nowpayments:5077125099"
     ]
     assert payment.state.approved_reviews == {item.review_id}
-    assert await world.payments.unpublished(NOW.replace(year=2027)) == []
+    assert await world.payments.unpublished(NOW.replace(year=2027), 10) == []
 
 
 async def test_dismiss_credits_nothing_and_needs_a_reason() -> None:

@@ -176,11 +176,12 @@ async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
         review=None,
         now=NOW,
     )
-    assert await payments.unpublished(NOW) == []  # too young
-    [(owner, command)] = await payments.unpublished(NOW + timedelta(seconds=1))
-    assert (owner, command.reference_id) == ("502", "nowpayments:502")
+    assert await payments.unpublished(NOW, 10) == []  # too young
+    [pending] = await payments.unpublished(NOW + timedelta(seconds=1), 10)
+    assert (pending.owner_id, pending.owner_created_at) == ("502", NOW)
+    assert pending.build() == first.command  # sent again as recorded: same id and payload
     await payments.mark_published("502", first.command_id)
-    assert await payments.unpublished(NOW + timedelta(seconds=1)) == []
+    assert await payments.unpublished(NOW + timedelta(seconds=1), 10) == []
 
     assert await payments.result_of("502", "nowpayments:502") is None
     # Results that only name the credit's reference answer none of its commands: no effect.
@@ -204,6 +205,62 @@ async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
         ("credit_rejected", "nowpayments:502: unknown_currency")
     ]
     assert stored.outbox[0].published
+
+
+async def unpublished_credit(
+    payments: Payments, payment_id: str, at: datetime, user_id: str = "alice"
+) -> OutboxEntry:
+    """A payment stored at `at` with a credit recorded and never published; with `user_id`, the
+    credit as an earlier version may have stored it."""
+    command = credit(f"nowpayments:{payment_id}").model_copy(update={"user_id": user_id})
+    entry = OutboxEntry(command, created_at=at)
+    state = PaymentState(payment_id=payment_id, status=PaymentStatus.FINISHED)
+    await payments.save(
+        state,
+        order_id=f"dep_{payment_id}",
+        user_id="alice",
+        expected_version=None,
+        credit=entry,
+        review=None,
+        now=at,
+    )
+    return entry
+
+
+async def test_unpublished_commands_come_by_owner_oldest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    payments = stores.payments
+    made = {"504": 2, "502": 0, "503": 1, "501": 1, "505": 3}
+    for payment_id, seconds in made.items():
+        await unpublished_credit(payments, payment_id, NOW + timedelta(seconds=seconds))
+    sent = await unpublished_credit(payments, "500", NOW)
+    await payments.mark_published("500", sent.command_id)  # not the relay's any more
+    cutoff = NOW + timedelta(seconds=3)  # 505's credit is younger
+    first = await payments.unpublished(cutoff, 2)
+    assert [u.owner_id for u in first] == ["502", "501"]
+    second = await payments.unpublished(cutoff, 2, (first[-1].owner_created_at, "501"))
+    assert [u.owner_id for u in second] == ["503", "504"]
+    assert await payments.unpublished(cutoff, 2, (second[-1].owner_created_at, "504")) == []
+    everything = await payments.unpublished(cutoff, 10)
+    assert [u.owner_id for u in everything] == ["502", "501", "503", "504"]
+
+
+async def test_an_unpublished_command_the_model_refuses_comes_back_as_stored(
+    stores: Stores,
+) -> None:
+    """Reading the outbox does not fail on it (over MongoDB it failed the whole page); building
+    it does, for the relay to report and go on."""
+    await unpublished_credit(stores.payments, "601", NOW, user_id="old user")
+    newer = await unpublished_credit(stores.payments, "602", NOW + timedelta(seconds=1))
+    found = await stores.payments.unpublished(NOW + timedelta(seconds=2), 10)
+    assert [(u.owner_id, u.command["user_id"]) for u in found] == [
+        ("601", "old user"),
+        ("602", "alice"),
+    ]
+    with pytest.raises(ValueError, match="invalid_field"):
+        found[0].build()
+    assert found[1].build() == newer.command
 
 
 async def test_repeat_payments_are_found_for_polling_until_closed(stores: Stores) -> None:
@@ -352,11 +409,11 @@ async def test_review_items_are_queued_once_and_closed_once(stores: Stores) -> N
     assert [i.review_id for i in await reviews.list("open", 10)] == []
     assert [i.review_id for i in await reviews.list("approved", 10)] == ["rv_b"]
     later = NOW + timedelta(seconds=1)
-    assert [(o, c.reference_id) for o, c in await reviews.unpublished(later)] == [
-        ("rv_b", "nowpayments:501")
+    assert [(u.owner_id, u.build()) for u in await reviews.unpublished(later, 10)] == [
+        ("rv_b", entry.command)
     ]
     await reviews.mark_published("rv_b", entry.command_id)
-    assert await reviews.unpublished(later) == []
+    assert await reviews.unpublished(later, 10) == []
 
 
 async def test_a_claimed_review_item_is_only_approved_or_released(stores: Stores) -> None:

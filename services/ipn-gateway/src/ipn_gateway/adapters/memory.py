@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from ipn_gateway.application.paging import decode_cursor, encode_cursor
@@ -34,6 +34,10 @@ from ipn_gateway.domain.withdrawals import (
 )
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
+from shared.outbox import After, Unpublished, unpublished_page
+
+# Where a payment made without a creation time (a test's) sorts among the unpublished.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _mark(outbox: tuple[OutboxEntry, ...], command_id: str) -> tuple[OutboxEntry, ...]:
@@ -144,13 +148,11 @@ class MemoryPayments:
         payment = self.payments[payment_id]
         self.payments[payment_id] = replace(payment, outbox=_mark(payment.outbox, command_id))
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return [
-            (payment_id, entry.command)
-            for payment_id, payment in self.payments.items()
-            for entry in payment.outbox
-            if not entry.published and entry.created_at < older_than
-        ]
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        owners = ((i, p.created_at or _EARLIEST, p.outbox) for i, p in self.payments.items())
+        return unpublished_page(owners, older_than, limit, after)
 
     async def record_result(self, result: CommandResult) -> None:
         for payment_id, payment in self.payments.items():
@@ -237,13 +239,11 @@ class MemoryReviews:
         item = self.items[review_id]
         self.items[review_id] = replace(item, outbox=_mark(item.outbox, command_id))
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return [
-            (i.review_id, e.command)
-            for i in self.items.values()
-            for e in i.outbox
-            if not e.published and e.created_at < older_than
-        ]
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        owners = ((i.review_id, i.created_at, i.outbox) for i in self.items.values())
+        return unpublished_page(owners, older_than, limit, after)
 
 
 class MemoryDeadLetters:
@@ -369,13 +369,11 @@ class MemoryWithdrawals:
         current = self.withdrawals[withdrawal_id]
         self.withdrawals[withdrawal_id] = replace(current, outbox=_mark(current.outbox, command_id))
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return [
-            (w.withdrawal_id, e.command)
-            for w in self.withdrawals.values()
-            for e in w.outbox
-            if not e.published and e.created_at < older_than
-        ]
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        owners = ((w.withdrawal_id, w.created_at, w.outbox) for w in self.withdrawals.values())
+        return unpublished_page(owners, older_than, limit, after)
 
     async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
         found = [

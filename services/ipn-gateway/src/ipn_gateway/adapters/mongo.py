@@ -44,7 +44,9 @@ from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand, parse_command
 from shared.money import add
 from shared.mongo import decimal_of as _decimal
+from shared.mongo import unpublished
 from shared.mongo import utc as _utc
+from shared.outbox import After, Unpublished
 
 type Document = dict[str, Any]
 
@@ -85,18 +87,6 @@ def _outbox(documents: list[Document]) -> tuple[OutboxEntry, ...]:
         )
         for d in documents
     )
-
-
-async def _unpublished(
-    collection: AsyncCollection[Document], older_than: datetime
-) -> list[tuple[str, WalletCommand]]:
-    pending: list[tuple[str, WalletCommand]] = []
-    query = {"outbox": {"$elemMatch": {"published": False, "created_at": {"$lt": older_than}}}}
-    async for document in collection.find(query, {"outbox": 1}).limit(500):
-        for entry in document["outbox"]:
-            if not entry["published"] and _utc(entry["created_at"]) < older_than:
-                pending.append((document["_id"], _command(entry)))
-    return pending
 
 
 async def _mark_published(
@@ -277,8 +267,10 @@ class MongoPayments:
     async def mark_published(self, payment_id: str, command_id: str) -> None:
         await _mark_published(self._payments, payment_id, command_id)
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return await _unpublished(self._payments, older_than)
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        return await unpublished(self._payments, older_than, limit, after)
 
     async def record_result(self, result: CommandResult) -> None:
         """Keep the wallet's first answer beside the credit it answers (`CommandResult.answers`:
@@ -413,8 +405,10 @@ class MongoReviews:
     async def mark_published(self, review_id: str, command_id: str) -> None:
         await _mark_published(self._reviews, review_id, command_id)
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return await _unpublished(self._reviews, older_than)
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        return await unpublished(self._reviews, older_than, limit, after)
 
 
 class MongoIpnLog:
@@ -582,8 +576,10 @@ class MongoWithdrawals:
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None:
         await _mark_published(self._withdrawals, withdrawal_id, command_id)
 
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]:
-        return await _unpublished(self._withdrawals, older_than)
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        return await unpublished(self._withdrawals, older_than, limit, after)
 
     async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
         query: Document = {
@@ -650,11 +646,17 @@ class MongoWithdrawals:
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[ORDERS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
     await database[PAYMENTS].create_index([("order_id", ASCENDING)])
-    await database[PAYMENTS].create_index([("outbox.published", ASCENDING)])
+    # unpublished commands, oldest first, a page at a time (the outbox relay)
+    await database[PAYMENTS].create_index(
+        [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await database[IPNS].create_index([("payment_id", ASCENDING), ("payment_status", ASCENDING)])
     await database[IPNS].create_index([("received_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
-    await database[WITHDRAWALS].create_index([("outbox.published", ASCENDING)])
+    # unpublished commands, oldest first, a page at a time (the outbox relay)
+    await database[WITHDRAWALS].create_index(
+        [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
     await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
@@ -665,5 +667,8 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
         [("parent_payment_id", ASCENDING), ("poll_closed", ASCENDING), ("created_at", ASCENDING)]
     )
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
-    await database[REVIEWS].create_index([("outbox.published", ASCENDING)])
+    # unpublished commands, oldest first, a page at a time (the outbox relay)
+    await database[REVIEWS].create_index(
+        [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await MongoIdempotencyStore(database).ensure_indexes()

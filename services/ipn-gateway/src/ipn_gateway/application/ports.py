@@ -30,6 +30,7 @@ from ipn_gateway.domain.js_json import JsonValue
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import Decision, WithdrawalStatus
 from shared.messaging import CommandResult, WalletCommand
+from shared.outbox import After, Unpublished
 
 
 class DepositOrders(Protocol):
@@ -86,7 +87,11 @@ class Payments(Protocol):
         ...
 
     async def mark_published(self, payment_id: str, command_id: str) -> None: ...
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        """`shared.outbox.Outbox.unpublished`."""
+        ...
 
     async def record_result(self, result: CommandResult) -> None:
         """Keep the wallet's answer beside the credit it answers (found by reference_id)."""
@@ -133,7 +138,11 @@ class Reviews(Protocol):
         ...
 
     async def mark_published(self, review_id: str, command_id: str) -> None: ...
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        """`shared.outbox.Outbox.unpublished`."""
+        ...
 
 
 class IpnLog(Protocol):
@@ -196,7 +205,11 @@ class Withdrawals(Protocol):
         ...
 
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None: ...
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
+    async def unpublished(
+        self, older_than: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Unpublished]:
+        """`shared.outbox.Outbox.unpublished`."""
+        ...
 
     async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
         """Withdrawals waiting on the wallet's answer to their last command (`awaits_wallet`),

@@ -3,44 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
 from ipn_gateway.application.ports import CommandPublisher, Payments
 from ipn_gateway.application.withdrawals import WithdrawalHandler
-from shared.messaging import CommandResult, WalletCommand
+from shared.messaging import CommandResult
+from shared.outbox import OUTBOX_PAGE, Outbox, OutboxRelayPass
 
 log = structlog.get_logger(__name__)
-
-
-class Outbox(Protocol):
-    async def unpublished(self, older_than: datetime) -> Sequence[tuple[str, WalletCommand]]: ...
-    async def mark_published(self, owner_id: str, command_id: str) -> None: ...
 
 
 @dataclass
 class OutboxRelay:
     """Publishes recorded commands that were never marked published (the gateway stopped, or
-    the broker was away). Resending is safe: the wallet applies each reference once."""
+    the broker was away). Resending is safe: the wallet applies each reference once. Each
+    outbox's pass takes its owners oldest first, `page` at a time, the next pass going on after
+    them; a command that cannot be built from what is stored is logged
+    (`outbox.command_unsendable`) and left, and the others still go (`shared.outbox`)."""
 
     outboxes: Sequence[Outbox]
     publisher: CommandPublisher
     clock: Callable[[], datetime]
     # Younger entries are probably being published by the request that wrote them.
     grace: timedelta = timedelta(seconds=10)
+    # Owners (payments, withdrawals, review items) a pass takes from each outbox.
+    page: int = OUTBOX_PAGE
+    _passes: list[OutboxRelayPass] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._passes = [OutboxRelayPass(outbox, "owner", self.page) for outbox in self.outboxes]
 
     async def run_once(self, *, grace: timedelta | None = None) -> int:
         cutoff = self.clock() - (self.grace if grace is None else grace)
         sent = 0
-        for outbox in self.outboxes:
-            for owner_id, command in await outbox.unpublished(cutoff):
-                await self.publisher.publish(command)
-                await outbox.mark_published(owner_id, command.command_id)
-                log.info("outbox.republished", owner=owner_id, reference=command.reference_id)
-                sent += 1
+        for outbox in self._passes:
+            sent += await outbox.run(self.publisher, cutoff)
         return sent
 
 
