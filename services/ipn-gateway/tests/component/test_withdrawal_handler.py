@@ -470,3 +470,33 @@ async def test_a_decision_taken_again_after_a_refusal_is_asked_about_when_its_re
     approved = await answer_again(handler, wallet, resent)
     assert approved.status is WithdrawalStatus.APPROVED
     assert wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal(0))
+
+
+async def test_withdrawals_the_wallet_never_answers_do_not_keep_a_lost_result_from_being_asked(
+    asking: Any,
+) -> None:
+    """Withdrawals whose answer never comes stay pending, unmoved ahead of every newer one, and
+    each is eligible again once its period passed: a pass took the same page of them every time,
+    and a withdrawal behind them whose lock result was lost was never asked about and stayed
+    pending. A pass now goes on after the last one's page."""
+    handler, publisher, wallet, clock = asking
+    handler.ask_again_page = 2
+    for user in ("ann", "ben"):
+        await handler.request(user, "BTC", "0.004", BTC_ADDRESS)  # never answered
+    clock.advance(timedelta(seconds=1))
+    withdrawal = await handler.request("alice", "BTC", "0.004", BTC_ADDRESS)
+    lock = publisher.published[-1]
+    wallet.apply(lock)  # applied; its result is lost on the way back
+
+    clock.advance(handler.ask_again_after + timedelta(seconds=1))
+    assert await handler.ask_again() == 2  # a full page of the two never answered
+    clock.advance(handler.ask_again_after + timedelta(seconds=1))
+    assert await handler.ask_again() == 1  # on after it: the lost result
+    assert publisher.published[-1] == lock
+    moved = await answer_again(handler, wallet, lock)
+    assert (moved.withdrawal_id, moved.status) == (
+        withdrawal.withdrawal_id,
+        WithdrawalStatus.LOCKED,
+    )
+    clock.advance(handler.ask_again_after + timedelta(seconds=1))
+    assert await handler.ask_again() == 2  # back to the start: the two again, no other

@@ -9,7 +9,7 @@ wallet's answer, paging.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -207,6 +207,32 @@ async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
     assert stored.outbox[0].published
 
 
+def scattered(prefix: str) -> list[tuple[str, datetime]]:
+    """Five ids with instants, in no order: oldest first, then by id, they are the prefix and b,
+    a, c, d, e."""
+    seconds = {"d": 2, "b": 0, "c": 1, "a": 1, "e": 3}
+    return [(f"{prefix}{name}", NOW + timedelta(seconds=n)) for name, n in seconds.items()]
+
+
+# A record's place in a relay's order: (its instant, its id).
+type Key = tuple[datetime, str]
+
+
+async def pages_of_two[T](
+    page: Callable[[int, Key | None], Awaitable[Sequence[T]]], key: Callable[[T], Key]
+) -> list[list[str]]:
+    """The ids of the pages `page` gives two at a time, each after the last one's last record
+    (its `key`), until an empty one; all at once it gives the same, in the same order."""
+    pages: list[list[str]] = []
+    after = None
+    while found := [key(record) for record in await page(2, after)]:
+        pages.append([record_id for _, record_id in found])
+        after = found[-1]
+    everything = [key(record)[1] for record in await page(10, None)]
+    assert everything == [record_id for ids in pages for record_id in ids]
+    return pages
+
+
 async def unpublished_credit(
     payments: Payments, payment_id: str, at: datetime, user_id: str = "alice"
 ) -> OutboxEntry:
@@ -231,19 +257,16 @@ async def test_unpublished_commands_come_by_owner_oldest_first_a_page_after_anot
     stores: Stores,
 ) -> None:
     payments = stores.payments
-    made = {"504": 2, "502": 0, "503": 1, "501": 1, "505": 3}
-    for payment_id, seconds in made.items():
-        await unpublished_credit(payments, payment_id, NOW + timedelta(seconds=seconds))
-    sent = await unpublished_credit(payments, "500", NOW)
-    await payments.mark_published("500", sent.command_id)  # not the relay's any more
-    cutoff = NOW + timedelta(seconds=3)  # 505's credit is younger
-    first = await payments.unpublished(cutoff, 2)
-    assert [u.owner_id for u in first] == ["502", "501"]
-    second = await payments.unpublished(cutoff, 2, (first[-1].owner_created_at, "501"))
-    assert [u.owner_id for u in second] == ["503", "504"]
-    assert await payments.unpublished(cutoff, 2, (second[-1].owner_created_at, "504")) == []
-    everything = await payments.unpublished(cutoff, 10)
-    assert [u.owner_id for u in everything] == ["502", "501", "503", "504"]
+    for payment_id, at in scattered("pay_"):
+        await unpublished_credit(payments, payment_id, at)
+    sent = await unpublished_credit(payments, "pay_0", NOW)
+    await payments.mark_published("pay_0", sent.command_id)  # not the relay's any more
+    cutoff = NOW + timedelta(seconds=3)  # pay_e's credit is younger
+    pages = await pages_of_two(
+        lambda limit, after: payments.unpublished(cutoff, limit, after),
+        lambda u: (u.owner_created_at, u.owner_id),
+    )
+    assert pages == [["pay_b", "pay_a"], ["pay_c", "pay_d"]]
 
 
 async def test_an_unpublished_command_the_model_refuses_comes_back_as_stored(
@@ -585,6 +608,22 @@ async def test_withdrawals_awaiting_the_wallet_are_those_whose_last_command_is_u
     asked = await withdrawals.get("wd_asked")
     assert asked is not None
     assert (asked.asked_at, asked.updated_at) == (NOW + timedelta(minutes=2), NOW)
+
+
+async def test_withdrawals_awaiting_the_wallet_come_unmoved_longest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    withdrawals = stores.withdrawals
+    for withdrawal_id, at in scattered("wd_"):
+        made = withdrawal(withdrawal_id, "alice", at)
+        entry = OutboxEntry(unlock(withdrawal_id, 0), created_at=made.created_at, published=True)
+        await withdrawals.insert(replace(made, outbox=(entry,)))
+    since = NOW + timedelta(seconds=3)  # wd_e moved since
+    pages = await pages_of_two(
+        lambda limit, after: withdrawals.awaiting_wallet(since, limit, after),
+        lambda w: (w.updated_at, w.withdrawal_id),
+    )
+    assert pages == [["wd_b", "wd_a"], ["wd_c", "wd_d"]]
 
 
 async def test_withdrawal_pages_counts_and_guard(stores: Stores) -> None:

@@ -375,7 +375,9 @@ class MemoryWithdrawals:
         owners = ((w.withdrawal_id, w.created_at, w.outbox) for w in self.withdrawals.values())
         return unpublished_page(owners, older_than, limit, after)
 
-    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
+    async def awaiting_wallet(
+        self, unmoved_since: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Withdrawal]:
         found = [
             w
             for w in self.withdrawals.values()
@@ -384,8 +386,9 @@ class MemoryWithdrawals:
             and w.outbox[-1].published
             and w.updated_at < unmoved_since
             and (w.asked_at is None or w.asked_at < unmoved_since)
+            and (after is None or (w.updated_at, w.withdrawal_id) > after)
         ]
-        return sorted(found, key=lambda w: w.updated_at)[:limit]
+        return sorted(found, key=lambda w: (w.updated_at, w.withdrawal_id))[:limit]
 
     async def mark_asked(self, withdrawal_id: str, now: datetime) -> None:
         current = self.withdrawals[withdrawal_id]

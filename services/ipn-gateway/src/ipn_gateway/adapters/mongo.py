@@ -44,7 +44,7 @@ from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand, parse_command
 from shared.money import add
 from shared.mongo import decimal_of as _decimal
-from shared.mongo import unpublished
+from shared.mongo import oldest_first, unpublished
 from shared.mongo import utc as _utc
 from shared.outbox import After, Unpublished
 
@@ -581,7 +581,9 @@ class MongoWithdrawals:
     ) -> Sequence[Unpublished]:
         return await unpublished(self._withdrawals, older_than, limit, after)
 
-    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
+    async def awaiting_wallet(
+        self, unmoved_since: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Withdrawal]:
         query: Document = {
             "$and": [
                 # `awaits_wallet`: pending, or locked with a decision.
@@ -597,8 +599,8 @@ class MongoWithdrawals:
             # The outbox's last entry is published.
             "$expr": {"$eq": [{"$arrayElemAt": ["$outbox.published", -1]}, True]},
         }
-        found = self._withdrawals.find(query).sort("updated_at", ASCENDING).limit(limit)
-        return [_withdrawal(d) async for d in found]
+        page = oldest_first(self._withdrawals, query, limit, after, field="updated_at")
+        return [_withdrawal(d) async for d in page]
 
     async def mark_asked(self, withdrawal_id: str, now: datetime) -> None:
         await self._withdrawals.update_one({"_id": withdrawal_id}, {"$set": {"asked_at": now}})
@@ -658,7 +660,10 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
         [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
     )
     await database[WITHDRAWALS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
-    await database[WITHDRAWALS].create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+    # withdrawals waiting on the wallet unmoved the longest first, a page at a time (ask-again)
+    await database[WITHDRAWALS].create_index(
+        [("status", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
     await database[ORDERS].create_index([("payment.payment_id", ASCENDING)])
     await database[PAYMENTS].create_index([("outbox.command_id", ASCENDING)])

@@ -211,10 +211,13 @@ class Withdrawals(Protocol):
         """`shared.outbox.Outbox.unpublished`."""
         ...
 
-    async def awaiting_wallet(self, unmoved_since: datetime, limit: int) -> Sequence[Withdrawal]:
+    async def awaiting_wallet(
+        self, unmoved_since: datetime, limit: int, after: After | None = None
+    ) -> Sequence[Withdrawal]:
         """Withdrawals waiting on the wallet's answer to their last command (`awaits_wallet`),
         that command published, neither moved nor asked again since `unmoved_since`; the longest
-        unmoved first."""
+        unmoved first (by `updated_at`, then `withdrawal_id`), only those after `after` (the
+        `(updated_at, withdrawal_id)` of one this returned) when given, at most `limit`."""
         ...
 
     async def mark_asked(self, withdrawal_id: str, now: datetime) -> None:

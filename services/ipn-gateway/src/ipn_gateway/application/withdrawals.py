@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -37,11 +37,13 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import add
+from shared.outbox import After
 
 # How often an admin's decision on a withdrawal whose lock is in flight looks again.
 LOCK_POLL_SECONDS: Final = 0.05
 # The most withdrawals one round of asking the wallet again sends a command for.
-ASK_AGAIN_LIMIT: Final = 200
+# Withdrawals an ask-again pass takes (the next pass goes on after them).
+ASK_AGAIN_PAGE: Final = 200
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +63,10 @@ class WithdrawalHandler:
     decision_wait_seconds: float = 5.0
     # A withdrawal waiting on the wallet this long without moving has its last command sent again.
     ask_again_after: timedelta = timedelta(seconds=60)
+    ask_again_page: int = ASK_AGAIN_PAGE
+    # Where the next ask-again pass goes on: after the last withdrawal of a full page, from the
+    # one unmoved the longest again once a pass reached the end.
+    _ask_again_from: After | None = field(default=None, init=False)
 
     async def request(
         self,
@@ -250,10 +256,19 @@ class WithdrawalHandler:
         never asked about: its refusal was recorded (the lock's failed the withdrawal, a
         decision's was undone for an admin to decide again), so nothing waits on it. A command
         never published is the outbox relay's to send.
+
+        A pass takes at most `ask_again_page` withdrawals, unmoved the longest first, and the next
+        pass goes on after them: however many withdrawals the wallet never answers (each asked
+        once per period, unmoved ahead of every newer one), every other gets its turn.
         """
         asked = 0
         unmoved_since = self.clock() - self.ask_again_after
-        for withdrawal in await self.withdrawals.awaiting_wallet(unmoved_since, ASK_AGAIN_LIMIT):
+        page = await self.withdrawals.awaiting_wallet(
+            unmoved_since, self.ask_again_page, after=self._ask_again_from
+        )
+        full = len(page) == self.ask_again_page > 0
+        self._ask_again_from = (page[-1].updated_at, page[-1].withdrawal_id) if full else None
+        for withdrawal in page:
             command = withdrawal.outbox[-1].command
             await self.publisher.publish(command)
             await self.withdrawals.mark_asked(withdrawal.withdrawal_id, self.clock())
