@@ -42,7 +42,9 @@ def oldest_first(
     each pass going on after the last (index: the query's fields, then `field` and `_id`)."""
     if after is not None:
         at, last_id = after
-        query = query | {"$or": [{field: {"$gt": at}}, {field: at, "_id": {"$gt": last_id}}]}
+        later = {"$or": [{field: {"$gt": at}}, {field: at, "_id": {"$gt": last_id}}]}
+        # A query's own `$or` is kept beside this one, not replaced by it.
+        query = {"$and": [query, later]} if "$or" in query else query | later
     return aiter(collection.find(query).sort([(field, ASCENDING), ("_id", ASCENDING)]).limit(limit))
 
 

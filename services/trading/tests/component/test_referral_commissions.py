@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
+from structlog.testing import capture_logs
 
 from shared.messaging import LedgerTransaction, Posting, WalletCommand
 from trading.referrals.adapters.memory import MemoryBindings, MemoryCommissions
@@ -266,3 +267,55 @@ async def test_a_refused_commission_is_not_asked_again(rig: Rig) -> None:
     rig.clock.advance(3600)
     assert await _asked_again(rig, command.reference_id) == []
     assert rig.wallet.sent == [command]
+
+
+async def _unsendable_commission(rig: Rig, invitee: str, tx_id: str) -> str:
+    """A commission owed to a referrer an earlier version bound with an id no wallet command can
+    carry (a space): its credit cannot be built, its first send failed as every send will. Its
+    reference."""
+    await rig.bindings.insert(invitee, "old user")
+    with pytest.raises(ValueError, match="user_id"):
+        await rig.service.on_ledger_transaction(_swap(invitee, tx_id, rig.clock.now))
+    return commission_reference(tx_id, "BTC")
+
+
+async def _lost_commission(rig: Rig) -> WalletCommand:
+    """A commission the wallet applied whose result never came back: its command."""
+    await rig.service.bind("lia", "rob")
+    await rig.service.on_ledger_transaction(_swap("lia", "tx-lost", rig.clock.now))
+    [command] = rig.wallet.sent
+    return command
+
+
+async def test_a_commission_whose_command_cannot_be_built_holds_back_no_other(rig: Rig) -> None:
+    """It stopped the ask-again at that commission on every pass, so no commission after it whose
+    result was lost was ever asked about again; it is logged and left pending, and the others go."""
+    unsendable = await _unsendable_commission(rig, "ivy", "tx-old")
+    rig.clock.advance(1)
+    lost = await _lost_commission(rig)
+    rig.clock.advance(61)
+    with capture_logs() as logs:
+        assert await rig.service.ask_again(timedelta(seconds=60)) == 1
+    assert rig.wallet.sent[-1].fingerprint() == lost.fingerprint()  # the same command again
+    [logged] = [e for e in logs if e["event"] == "referrals.commission_unsendable"]
+    assert (logged["reference"], logged["log_level"]) == (unsendable, "error")
+    assert logged["reason"].startswith("invalid_field")
+    record = await rig.commissions.get(unsendable)
+    assert record is not None
+    assert record["status"] == "pending"
+
+
+async def test_unsendable_commissions_do_not_take_every_pass(rig: Rig) -> None:
+    """A pass takes a page of pending commissions, oldest first, and the next goes on after it: a
+    page of commissions that cannot be sent (never marked asked, so due on every pass) no longer
+    keeps a newer one from ever being asked about."""
+    rig.service.ask_again_page = 2
+    for n in range(2):
+        await _unsendable_commission(rig, f"ivy{n}", f"tx-old-{n}")
+    rig.clock.advance(1)
+    lost = await _lost_commission(rig)
+    rig.clock.advance(61)
+    assert await rig.service.ask_again(timedelta(seconds=60)) == 0  # a page of unsendable ones
+    assert await rig.service.ask_again(timedelta(seconds=60)) == 1  # on after it
+    assert rig.wallet.sent[-1].fingerprint() == lost.fingerprint()  # the same command again
+    assert await rig.service.ask_again(timedelta(seconds=60)) == 0  # back to the start

@@ -313,6 +313,25 @@ async def test_at_most_limit_commissions_are_awaiting_the_wallet(stores: Stores)
     assert _references(await stores.commissions.awaiting_wallet(cutoff, limit=0)) == everyone
 
 
+async def test_commissions_awaiting_the_wallet_come_oldest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    """By `created_at`, then reference; each page after the last one's last (the ask-again's
+    pass), an empty page at the end."""
+    for seconds, source in [(2, "tx-d"), (0, "tx-b"), (1, "tx-c"), (1, "tx-a"), (3, "tx-e")]:
+        await stores.commissions.claim(_due(source), T0 + timedelta(seconds=seconds))
+    cutoff = T0 + timedelta(seconds=3)  # tx-e was sent since
+    await stores.commissions.mark_asked(commission_reference("tx-c", "BTC"), cutoff)  # and tx-c
+    pages: list[list[str]] = []
+    after = None
+    while page := await stores.commissions.awaiting_wallet(cutoff, 2, after=after):
+        pages.append([r["source_transaction_id"] for r in page])
+        after = (page[-1]["created_at"], page[-1]["reference_id"])
+    assert pages == [["tx-b", "tx-a"], ["tx-d"]]
+    everything = await stores.commissions.awaiting_wallet(cutoff, 10)
+    assert [r["source_transaction_id"] for r in everything] == ["tx-b", "tx-a", "tx-d"]
+
+
 async def test_when_last_sent_is_compared_to_the_millisecond(stores: Stores) -> None:
     """Within one millisecond nothing was sent before anything: both sides are kept, and
     compared, in whole milliseconds."""

@@ -97,15 +97,20 @@ class MemoryCommissions:
             record |= {"status": status, "reason": reason, "updated_at": stored_instant(at)}
 
     async def awaiting_wallet(
-        self, asked_before: datetime, limit: int = 100
+        self, asked_before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
     ) -> list[CommissionRecord]:
         cutoff = stored_instant(asked_before)
-        found = [
-            self._view(reference_id)
-            for reference_id, record in self._records.items()
-            if record["status"] == PENDING
-            and (record.get("asked_at") or record["created_at"]) < cutoff
-        ]
+        start = None if after is None else (stored_instant(after[0]), after[1])
+        found = sorted(
+            (
+                self._view(reference_id)
+                for reference_id, record in self._records.items()
+                if record["status"] == PENDING
+                and (record.get("asked_at") or record["created_at"]) < cutoff
+                and (start is None or (record["created_at"], reference_id) > start)
+            ),
+            key=lambda record: (record["created_at"], record["reference_id"]),
+        )
         # A limit of 0 is no limit, a negative one counts as its absolute value (as a cursor's).
         return found[: abs(limit)] if limit else found
 

@@ -23,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.money import add
-from trading.mongo_values import decimal_of, utc
+from trading.mongo_values import decimal_of, oldest_first, utc
 from trading.payouts import PENDING, PayoutRecords
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
@@ -38,6 +38,10 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[BINDINGS].create_index([("referrer_id", ASCENDING)])
     await database[COMMISSIONS].create_index([("referrer_id", ASCENDING)])
     await database[COMMISSIONS].create_index([("status", ASCENDING), ("asked_at", ASCENDING)])
+    # pending commissions oldest first, a page at a time (the ask-again pass)
+    await database[COMMISSIONS].create_index(
+        [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
 
 
 def _binding(document: Document) -> Binding:
@@ -111,19 +115,21 @@ class MongoCommissions(PayoutRecords):
         }
         return await self._claim(due.reference_id, fields, at)
 
-    async def awaiting_wallet(self, asked_before: datetime, limit: int = 100) -> list[Document]:
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+    ) -> list[Document]:
         """Commissions still pending whose command was last sent before `asked_before`: when
-        asked again (`asked_at`), else when claimed (it is sent right after its claim)."""
-        cursor = self._collection.find(
-            {
-                "status": PENDING,
-                "$or": [
-                    {"asked_at": {"$lt": asked_before}},
-                    {"asked_at": None, "created_at": {"$lt": asked_before}},
-                ],
-            }
-        ).limit(limit)
-        return [self._view(document) async for document in cursor]
+        asked again (`asked_at`), else when claimed (it is sent right after its claim); oldest
+        first, a page after `after`."""
+        query = {
+            "status": PENDING,
+            "$or": [
+                {"asked_at": {"$lt": asked_before}},
+                {"asked_at": None, "created_at": {"$lt": asked_before}},
+            ],
+        }
+        page = oldest_first(self._collection, query, limit, after)
+        return [self._view(document) async for document in page]
 
     async def mark_asked(self, reference_id: str, at: datetime) -> None:
         await self._collection.update_one(

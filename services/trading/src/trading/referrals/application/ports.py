@@ -61,11 +61,12 @@ class Commissions(Protocol):
         ...
 
     async def awaiting_wallet(
-        self, asked_before: datetime, limit: int = 100
+        self, asked_before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
     ) -> list[CommissionRecord]:
         """Pending records whose command was last sent before `asked_before` (when asked again,
-        `asked_at`, else when claimed), at most `limit` of them (0: no limit), in no promised
-        order."""
+        `asked_at`, else when claimed), oldest first (by `created_at`, then `reference_id`), only
+        those after `after` (the `(created_at, reference_id)` of one this returned) when given,
+        at most `limit` of them (0: no limit)."""
         ...
 
     async def mark_asked(self, reference_id: str, at: datetime) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -21,8 +21,12 @@ from trading.referrals.domain.commissions import (
     commissions_due,
     fees_charged,
 )
+from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
+
+# Commissions an ask-again pass takes (the next pass goes on after them).
+ASK_AGAIN_PAGE: Final = 100
 
 Clock = Callable[[], datetime]
 
@@ -42,6 +46,10 @@ class ReferralService:
         self._wallet = wallet
         self._rate = rate
         self._clock = clock
+        self.ask_again_page = ASK_AGAIN_PAGE
+        # Where the next ask-again pass goes on: after the last commission of a full page, from
+        # the oldest again once a pass reached the end.
+        self._ask_again_from: tuple[datetime, str] | None = None
 
     async def bind(self, invitee_id: str, referrer_id: object) -> Binding:
         existing = await self._bindings.insert(invitee_id, check_binding(invitee_id, referrer_id))
@@ -81,13 +89,34 @@ class ReferralService:
         """Send again the command of each commission still pending `after` it was last sent: the
         wallet answers with the first outcome (a `duplicate` carrying it), so a result lost or
         dead-lettered on its way back settles the commission after all; at most once per `after`.
-        A refused one is `failed`, not pending: it is not asked again."""
-        stale = await self._commissions.awaiting_wallet(self._clock() - after)
-        for record in stale:
-            await self._send(record)
-            await self._commissions.mark_asked(record["reference_id"], self._clock())
-            log.warning("referrals.commission_asked_again", reference=record["reference_id"])
-        return len(stale)
+        A refused one is `failed`, not pending: it is not asked again. The number sent.
+
+        A commission whose command cannot be built from what is stored (a value the wallet's
+        command refuses) is logged as `referrals.commission_unsendable` and left pending, and the
+        others still go. A pass takes at most `ask_again_page` commissions, oldest first, and the
+        next pass goes on after them: however many cannot be sent, every other gets its turn."""
+        page = await self._commissions.awaiting_wallet(
+            self._clock() - after, self.ask_again_page, after=self._ask_again_from
+        )
+        full = len(page) == self.ask_again_page > 0
+        last = page[-1] if full else None
+        self._ask_again_from = None if last is None else (last["created_at"], last["reference_id"])
+        sent = 0
+        for record in page:
+            reference_id = record["reference_id"]
+            try:
+                await self._send(record)
+            except ValueError as error:
+                log.error(
+                    "referrals.commission_unsendable",
+                    reference=reference_id,
+                    reason=unsendable_reason(error),
+                )
+                continue
+            await self._commissions.mark_asked(reference_id, self._clock())
+            log.warning("referrals.commission_asked_again", reference=reference_id)
+            sent += 1
+        return sent
 
     async def _send(self, record: CommissionRecord) -> None:
         # The stored figures, not today's: a redelivery or a resend is the very same command.
