@@ -81,9 +81,13 @@ class SpotStore(Protocol):
         returned) when given, at most `limit`."""
         ...
 
-    async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
+    async def expired(
+        self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+    ) -> list[SpotOrder]:
         """Open and partially filled orders whose `expires_at` is at or before `now` (not pending
-        ones, not those without expiry), at most `limit`, in no promised order."""
+        ones, not those without expiry), the earliest expiry first (then by `order_id`), only
+        those after `after` (the `(expires_at, order_id)` of one this returned) when given, at
+        most `limit`."""
         ...
 
     async def resting(self, pair: str) -> list[SpotOrder]:

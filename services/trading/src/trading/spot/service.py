@@ -77,6 +77,7 @@ class SpotOrders:
         market_buy_margin: Decimal = Decimal("0.05"),
         cancel_wait_seconds: float = 2.0,
         resend_page: int = 200,
+        expire_page: int = 200,
     ) -> None:
         self._store = store
         self._wallet = wallet
@@ -90,6 +91,9 @@ class SpotOrders:
         # Where the next lock relay pass goes on: after the last order of a full page, from the
         # oldest pending order again once a pass reached the end.
         self._resend_after: tuple[datetime, str] | None = None
+        self._expire_page = expire_page
+        # Where the next expiry sweep goes on, as the lock relay does.
+        self._expire_after: tuple[datetime, str] | None = None
 
     async def place(
         self,
@@ -293,8 +297,16 @@ class SpotOrders:
 
     async def expire(self) -> int:
         """Ask the matchers to cancel the open orders whose time ran out (again on every sweep
-        until they are closed: a cancel of an order no longer resting changes nothing)."""
-        expired = await self._store.expired(self._clock())
+        until they are closed: a cancel of an order no longer resting changes nothing). A sweep
+        takes at most `expire_page` orders, the earliest expiry first, and the next goes on after
+        them: however many expired orders stay open (a market whose matcher is not running), every
+        other one gets its cancel."""
+        expired = await self._store.expired(
+            self._clock(), limit=self._expire_page, after=self._expire_after
+        )
+        last = expired[-1] if len(expired) == self._expire_page else None
+        at = None if last is None else last.expires_at
+        self._expire_after = None if last is None or at is None else (at, last.order_id)
         for order in expired:
             message = OrderMessage(
                 kind="cancel", order_id=order.order_id, pair=order.pair, reason="expired"

@@ -1,6 +1,7 @@
 """The lock relay over the in-memory store: orders still pending after the grace period get their
 lock sent again, and one whose lock cannot be built from what is stored (a value the wallet's
-command refuses) is logged and skipped instead of holding back every order after it."""
+command refuses) is logged and skipped instead of holding back every order after it; and the
+expiry sweep, whose expired orders left open hold back no other's cancel."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from trading.messaging import EventPublisher
 from trading.spot.adapters.memory import MemorySpotStore
 from trading.spot.domain.book import OrderType, Side, Status
 from trading.spot.domain.markets import MARKETS, Fees
+from trading.spot.messages import decode
 from trading.spot.orders import SpotOrder
 from trading.spot.service import SpotOrders
 from trading.spot.wallet import SpotWallet
@@ -130,3 +132,43 @@ async def test_orders_that_cannot_be_sent_leave_every_other_its_turn(clock: Fake
         named.append([e["order_id"] for e in logs if e["event"] == "spot.lock_unsendable"])
     assert named == [["bad-1", "bad-2"], ["bad-3"], [], ["bad-1", "bad-2"]]
     assert [c.reference_id for c in client.sent] == ["good:lock"]
+
+
+class Cancels(EventPublisher):
+    """Keeps the ids of the orders the expiry sweep asks the matchers to cancel."""
+
+    def __init__(self) -> None:
+        super().__init__("unused:9092")
+        self.order_ids: list[str] = []
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        message = decode(value)
+        assert (message.kind, message.reason) == ("cancel", "expired")
+        self.order_ids.append(message.order_id)
+
+
+async def test_expired_orders_left_open_do_not_keep_another_from_its_cancel(
+    clock: FakeClock,
+) -> None:
+    """Expired orders a matcher does not close (their market's matcher is not running) stay open,
+    the earliest expiry of all: a sweep took up to 200 of them in no set order on every pass, so an
+    expired order behind them never had its cancel sent and could still fill. A sweep now takes
+    them the earliest expiry first, a page at a time, the next going on after the last."""
+    store, cancels = MemorySpotStore(), Cancels()
+    orders = SpotOrders(
+        store,
+        SpotWallet(AnsweringWallet()),
+        cancels,
+        "t.trading.orders",
+        Fees.of("0.001", "0.002"),
+        clock,
+        expire_page=2,
+    )
+    for n, order_id in enumerate(("stuck-1", "stuck-2", "due")):
+        expires_at = clock() - timedelta(minutes=3 - n)
+        open_order = pending_sell(order_id, clock, status=Status.OPEN, expires_at=expires_at)
+        assert await store.add(open_order) is not None
+    assert await orders.expire() == 2  # a full page: the stuck ones
+    assert await orders.expire() == 1  # on after it
+    assert await orders.expire() == 2  # back to the start: the stuck ones still open
+    assert cancels.order_ids == ["stuck-1", "stuck-2", "due", "stuck-1", "stuck-2"]

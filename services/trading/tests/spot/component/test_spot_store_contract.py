@@ -332,9 +332,26 @@ async def test_open_orders_past_their_expiry(store: SpotStore) -> None:
         order("filled-due", status=Status.FILLED, expires_at=due),
         order("cancelled-due", status=Status.CANCELLED, expires_at=due),
     )
-    assert sorted(ids(await store.expired(due))) == ["open-due", "partial-due", "same-ms"]
-    assert len(await store.expired(due, limit=2)) == 2
+    assert ids(await store.expired(due)) == ["partial-due", "open-due", "same-ms"]
+    first = await store.expired(due, limit=2)
+    assert ids(first) == ["partial-due", "open-due"]
+    last = first[-1]
+    assert last.expires_at is not None
+    assert ids(await store.expired(due, after=(last.expires_at, last.order_id))) == ["same-ms"]
+    assert await store.expired(due, after=(due + MS, "")) == []
     assert await store.expired(due - timedelta(days=2)) == []
+
+
+async def test_orders_expired_at_the_same_instant_come_by_id_a_page_after_another(
+    store: SpotStore,
+) -> None:
+    due = T0 + timedelta(minutes=5)
+    await add_all(
+        store, *(order(i, status=Status.OPEN, expires_at=due) for i in ("e-c", "e-a", "e-b"))
+    )
+    first = await store.expired(due, limit=2)
+    assert ids(first) == ["e-a", "e-b"]
+    assert ids(await store.expired(due, limit=2, after=(due, "e-b"))) == ["e-c"]
 
 
 async def test_resting_orders_of_a_market_in_time_priority(store: SpotStore) -> None:

@@ -129,14 +129,22 @@ class MemorySpotStore:
         )
         return [order_from(doc) for doc in _first(limit, found)]
 
-    async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
+    async def expired(
+        self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+    ) -> list[SpotOrder]:
         cutoff = stored_instant(now)
-        found = (
-            doc
-            for doc in self._orders.values()
-            if doc["status"] in RESTING
-            and doc["expires_at"] is not None
-            and doc["expires_at"] <= cutoff
+        if after is not None:
+            after = (stored_instant(after[0]), after[1])
+        found = sorted(
+            (
+                doc
+                for doc in self._orders.values()
+                if doc["status"] in RESTING
+                and doc["expires_at"] is not None
+                and doc["expires_at"] <= cutoff
+                and (after is None or (doc["expires_at"], doc["_id"]) > after)
+            ),
+            key=lambda doc: (doc["expires_at"], doc["_id"]),
         )
         return [order_from(doc) for doc in _first(limit, found)]
 

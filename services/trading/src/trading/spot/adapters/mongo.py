@@ -44,7 +44,10 @@ class MongoSpotStore:
         await self._orders.create_index(
             [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
         )
-        await self._orders.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        # expired resting orders, the earliest expiry first, a page at a time (the expiry sweep)
+        await self._orders.create_index(
+            [("status", ASCENDING), ("expires_at", ASCENDING), ("_id", ASCENDING)]
+        )
         # pending orders oldest first, a page at a time (the lock relay)
         await self._orders.create_index(
             [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
@@ -111,12 +114,15 @@ class MongoSpotStore:
         query = {"status": Status.PENDING.value, "created_at": {"$lt": before}}
         return [order_from(doc) async for doc in oldest_first(self._orders, query, limit, after)]
 
-    async def expired(self, now: datetime, limit: int = 200) -> list[SpotOrder]:
-        """Open orders whose time ran out (the matcher cancels them; pending ones on locking)."""
+    async def expired(
+        self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+    ) -> list[SpotOrder]:
+        """Open orders whose time ran out (the matcher cancels them; pending ones on locking),
+        the earliest expiry first, a page after `after`."""
         # "$ne": None spelled out: an order without expiry must never match the date comparison
         due = {"status": {"$in": list(RESTING)}, "expires_at": {"$ne": None, "$lte": now}}
-        cursor = self._orders.find(due).limit(limit)
-        return [order_from(doc) async for doc in cursor]
+        page = oldest_first(self._orders, due, limit, after, field="expires_at")
+        return [order_from(doc) async for doc in page]
 
     async def resting(self, pair: str) -> list[SpotOrder]:
         cursor = self._orders.find({"pair": pair, "status": {"$in": list(RESTING)}}).sort(
