@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from structlog.testing import capture_logs
+
 from ipn_gateway.adapters.memory import (
     MemoryDepositOrders,
     MemoryIpnLog,
@@ -291,3 +293,33 @@ async def test_a_poll_that_keeps_failing_stops_at_the_same_age_as_one_that_answe
     assert await r.poller.run_once() == 0
     assert r.provider.asked == ["801", "802"] * 3
     assert r.publisher.published == []
+
+
+async def test_a_deposit_whose_credit_cannot_be_built_holds_back_no_other() -> None:
+    """An order an earlier version stored for a user id no wallet command can carry (a space):
+    the credit its finished payment is owed cannot be built. The poller stopped at it, the oldest
+    order due, on every pass, so no deposit after it was ever asked about; it is logged and asked
+    about again at the usual interval, as a failed question, and the others go."""
+    r = rig()
+    for order_id, payment_id, user in (("dep_old", "701", "old user"), ("dep_new", "702", "ann")):
+        created = CreatedPayment(payment_id, "addr", "btc", "0.002", "100", "usd")
+        age = timedelta(minutes=60 if order_id == "dep_old" else 50)
+        r.orders.orders[order_id] = DepositOrder(
+            order_id, user, "btc", "100", "usd", NOW - age, created
+        )
+        r.provider.status[payment_id] = answer(payment_id, "finished", "0.002", order_id)
+    with capture_logs() as logs:
+        assert await r.poller.run_once() == 1
+    assert [c.reference_id for c in r.publisher.published] == ["nowpayments:702"]
+    [logged] = [e for e in logs if e["event"] == "poll.credit_unsendable"]
+    assert (logged["order_id"], logged["payment_id"], logged["log_level"]) == (
+        "dep_old",
+        "701",
+        "error",
+    )
+    assert logged["reason"].startswith("invalid_field: user_id")
+    assert await r.handler.payments.get("701") is None  # nothing stored or sent for it
+    assert await r.poller.run_once() == 0  # asked again at the usual interval, not every pass
+    r.clock["now"] += timedelta(minutes=11)
+    assert await r.poller.run_once() == 0
+    assert r.provider.asked == ["701", "702", "701"]

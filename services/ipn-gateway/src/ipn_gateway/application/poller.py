@@ -20,6 +20,7 @@ from ipn_gateway.application.records import IpnRecord
 from ipn_gateway.domain.errors import GatewayError
 from ipn_gateway.domain.js_json import js_stringify, require_canonical_numbers
 from ipn_gateway.domain.payments import OPEN_STATUSES, PaymentState, read_ipn
+from shared.messaging import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +97,17 @@ class MissedIpnPoller:
             event = "poll.given_up" if too_old else "poll.failed"
             report(event, order_id=order_id, payment_id=payment_id, code=error.code)
             return False, too_old
+        except ValueError as error:
+            # The answer's credit cannot be built from what is stored (a user id an earlier
+            # version took that no wallet command can carry): nothing was stored or sent. Asked
+            # again at the usual interval, as a failed question, while the others go on.
+            log.error(
+                "poll.credit_unsendable",
+                order_id=order_id,
+                payment_id=payment_id,
+                reason=unsendable_reason(error),
+            )
+            return False, created_at < now - self.give_up_after
         await self.ipn.ipn_log.record(
             IpnRecord(
                 received_at=now,
