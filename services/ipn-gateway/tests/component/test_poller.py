@@ -323,3 +323,21 @@ async def test_a_deposit_whose_credit_cannot_be_built_holds_back_no_other() -> N
     r.clock["now"] += timedelta(minutes=11)
     assert await r.poller.run_once() == 0
     assert r.provider.asked == ["701", "702", "701"]
+
+
+async def test_deposits_open_for_days_do_not_keep_a_newer_one_from_being_asked_about() -> None:
+    """A pass takes a batch of the due deposits and the next goes on after it: with more open
+    deposits than a pass takes (each due again once its interval passed), the oldest batch took
+    every pass and a newer deposit whose IPNs were lost was never asked about."""
+    r = rig()
+    r.poller.batch = 2
+    for n, order_id in enumerate(("dep_a", "dep_b", "dep_c")):
+        payment_id = f"80{n}"
+        created = CreatedPayment(payment_id, "addr", "btc", "0.002", "100", "usd")
+        at = NOW - timedelta(hours=3 - n)
+        r.orders.orders[order_id] = DepositOrder(order_id, "ann", "btc", "100", "usd", at, created)
+        r.provider.status[payment_id] = answer(payment_id, "confirming", "0.002", order_id)
+    for _ in range(3):
+        await r.poller.run_once()
+        r.clock["now"] += timedelta(minutes=11)  # each one asked is due again
+    assert r.provider.asked == ["800", "801", "802", "800", "801"]

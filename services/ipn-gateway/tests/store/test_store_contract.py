@@ -382,6 +382,42 @@ async def test_orders_attach_a_payment_and_are_polled_until_closed(stores: Store
     assert (closed.closed, closed.polled_at) == (True, later)
 
 
+async def test_orders_and_repeat_payments_due_a_poll_come_oldest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    """The poller's pages: each after the last one's last (by creation, then id), and the poll
+    stamp still holds on a later page."""
+    orders, payments = stores.orders, stores.payments
+    created = CreatedPayment("5077", "bc1q", "btc", "0.0015", "100", "usd")
+    for order_id, at in scattered("dep_"):
+        await orders.add(DepositOrder(order_id, "alice", "btc", "100", "usd", at, created))
+    for payment_id, at in scattered("pay_"):
+        state = PaymentState(payment_id=payment_id, status=PaymentStatus.CONFIRMING)
+        await payments.save(
+            state,
+            order_id="dep_a",
+            user_id="alice",
+            expected_version=None,
+            credit=None,
+            review=None,
+            now=at,
+            parent_payment_id="5077",
+        )
+    await orders.mark_polled("dep_c", NOW, closed=False)  # polled since: not due
+    await payments.mark_polled("pay_c", NOW, closed=False)
+    cutoff = NOW + timedelta(seconds=3)  # the e ones are too young
+    order_pages = await pages_of_two(
+        lambda limit, after: orders.open_older_than(cutoff, NOW, limit, after),
+        lambda o: (o.created_at, o.order_id),
+    )
+    assert order_pages == [["dep_b", "dep_a"], ["dep_d"]]
+    repeat_pages = await pages_of_two(
+        lambda limit, after: payments.open_repeats_older_than(cutoff, NOW, limit, after),
+        lambda p: (p.created_at or NOW, p.state.payment_id),
+    )
+    assert repeat_pages == [["pay_b", "pay_a"], ["pay_d"]]
+
+
 async def test_an_order_holding_a_payment_is_found_by_the_payment(stores: Stores) -> None:
     orders = stores.orders
     for order_id in ("dep_1", "dep_2"):

@@ -71,7 +71,11 @@ class MemoryDepositOrders:
         return None
 
     async def open_older_than(
-        self, created_before: datetime, polled_before: datetime, limit: int
+        self,
+        created_before: datetime,
+        polled_before: datetime,
+        limit: int,
+        after: After | None = None,
     ) -> Sequence[DepositOrder]:
         due = [
             o
@@ -80,8 +84,9 @@ class MemoryDepositOrders:
             and not o.closed
             and o.created_at < created_before
             and (o.polled_at is None or o.polled_at < polled_before)
+            and (after is None or (o.created_at, o.order_id) > after)
         ]
-        return sorted(due, key=lambda o: o.created_at)[:limit]
+        return sorted(due, key=lambda o: (o.created_at, o.order_id))[:limit]
 
     async def mark_polled(self, order_id: str, now: datetime, *, closed: bool) -> None:
         order = self.orders[order_id]
@@ -125,7 +130,11 @@ class MemoryPayments:
         return True
 
     async def open_repeats_older_than(
-        self, created_before: datetime, polled_before: datetime, limit: int
+        self,
+        created_before: datetime,
+        polled_before: datetime,
+        limit: int,
+        after: After | None = None,
     ) -> Sequence[Payment]:
         due = [
             p
@@ -135,6 +144,7 @@ class MemoryPayments:
             and p.created_at is not None
             and p.created_at < created_before
             and (p.polled_at is None or p.polled_at < polled_before)
+            and (after is None or (p.created_at, p.state.payment_id) > after)
         ]
         return sorted(due, key=lambda p: (p.created_at, p.state.payment_id))[:limit]
 

@@ -121,7 +121,11 @@ class MongoDepositOrders:
         return str(found["_id"]) if found else None
 
     async def open_older_than(
-        self, created_before: datetime, polled_before: datetime, limit: int
+        self,
+        created_before: datetime,
+        polled_before: datetime,
+        limit: int,
+        after: After | None = None,
     ) -> Sequence[DepositOrder]:
         query = {
             "payment": {"$ne": None},
@@ -129,8 +133,7 @@ class MongoDepositOrders:
             "created_at": {"$lt": created_before},
             "$or": [{"polled_at": None}, {"polled_at": {"$lt": polled_before}}],
         }
-        cursor = self._orders.find(query).sort("created_at", ASCENDING).limit(limit)
-        return [_order(d) async for d in cursor]
+        return [_order(d) async for d in oldest_first(self._orders, query, limit, after)]
 
     async def mark_polled(self, order_id: str, now: datetime, *, closed: bool) -> None:
         changes: Document = {"polled_at": now}
@@ -247,7 +250,11 @@ class MongoPayments:
         return updated.matched_count == 1
 
     async def open_repeats_older_than(
-        self, created_before: datetime, polled_before: datetime, limit: int
+        self,
+        created_before: datetime,
+        polled_before: datetime,
+        limit: int,
+        after: After | None = None,
     ) -> Sequence[Payment]:
         query = {
             "parent_payment_id": {"$ne": None},
@@ -255,8 +262,7 @@ class MongoPayments:
             "created_at": {"$lt": created_before},
             "$or": [{"polled_at": None}, {"polled_at": {"$lt": polled_before}}],
         }
-        cursor = self._payments.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
-        return [_payment(d) async for d in cursor.limit(limit)]
+        return [_payment(d) async for d in oldest_first(self._payments, query, limit, after)]
 
     async def mark_polled(self, payment_id: str, now: datetime, *, closed: bool) -> None:
         changes: Document = {"polled_at": now}
@@ -664,12 +670,20 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[WITHDRAWALS].create_index(
         [("status", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)]
     )
-    await database[ORDERS].create_index([("closed", ASCENDING), ("created_at", ASCENDING)])
+    # open orders oldest first, a page at a time (the missed-IPN poller)
+    await database[ORDERS].create_index(
+        [("closed", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
     await database[ORDERS].create_index([("payment.payment_id", ASCENDING)])
     await database[PAYMENTS].create_index([("outbox.command_id", ASCENDING)])
     # The poller's due repeat payments: those with a parent, their polling not closed, oldest first.
     await database[PAYMENTS].create_index(
-        [("parent_payment_id", ASCENDING), ("poll_closed", ASCENDING), ("created_at", ASCENDING)]
+        [
+            ("parent_payment_id", ASCENDING),
+            ("poll_closed", ASCENDING),
+            ("created_at", ASCENDING),
+            ("_id", ASCENDING),
+        ]
     )
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
     # unpublished commands, oldest first, a page at a time (the outbox relay)

@@ -9,7 +9,7 @@ that a repeat payment whose later IPNs were lost is still credited after the ord
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -21,6 +21,7 @@ from ipn_gateway.domain.errors import GatewayError
 from ipn_gateway.domain.js_json import js_stringify, require_canonical_numbers
 from ipn_gateway.domain.payments import OPEN_STATUSES, PaymentState, read_ipn
 from shared.messaging import unsendable_reason
+from shared.outbox import After
 
 log = structlog.get_logger(__name__)
 
@@ -38,14 +39,24 @@ class MissedIpnPoller:
     # NOWPayments expires an unpaid payment within days; after this the order is left alone,
     # whether or not NOWPayments answered the last question.
     give_up_after: timedelta = timedelta(days=14)
+    # Where the next pass goes on, in the orders and in the repeat payments: after the last of a
+    # full batch, from the oldest again once a pass reached the end.
+    _orders_from: After | None = field(default=None, init=False)
+    _repeats_from: After | None = field(default=None, init=False)
 
     async def run_once(self) -> int:
         """Poll the due deposits, then the due repeat payments, once; how many NOWPayments
-        answered."""
+        answered. A pass takes at most `batch` of each, oldest first, and the next pass goes on
+        after them: however many are due (each due again `every` after it was asked), each gets
+        its turn, not only the oldest `batch`."""
         now = self.clock()
         created_before, polled_before = now - self.older_than, now - self.every
         answered = 0
-        due = await self.orders.open_older_than(created_before, polled_before, self.batch)
+        due = await self.orders.open_older_than(
+            created_before, polled_before, self.batch, after=self._orders_from
+        )
+        full = len(due) == self.batch > 0
+        self._orders_from = (due[-1].created_at, due[-1].order_id) if full else None
         for order in due:
             assert order.payment is not None
             asked, closed = await self._poll(
@@ -55,7 +66,15 @@ class MissedIpnPoller:
             await self.orders.mark_polled(order.order_id, now, closed=closed)
         # Their own query: closing an order does not stop the polling of its repeat payments.
         payments = self.ipn.payments
-        repeats = await payments.open_repeats_older_than(created_before, polled_before, self.batch)
+        repeats = await payments.open_repeats_older_than(
+            created_before, polled_before, self.batch, after=self._repeats_from
+        )
+        last = repeats[-1] if len(repeats) == self.batch > 0 else None
+        self._repeats_from = (
+            None
+            if last is None or last.created_at is None
+            else (last.created_at, last.state.payment_id)
+        )
         for repeat in repeats:
             payment_id = repeat.state.payment_id
             assert repeat.created_at is not None

@@ -43,10 +43,15 @@ class DepositOrders(Protocol):
         ...
 
     async def open_older_than(
-        self, created_before: datetime, polled_before: datetime, limit: int
+        self,
+        created_before: datetime,
+        polled_before: datetime,
+        limit: int,
+        after: After | None = None,
     ) -> Sequence[DepositOrder]:
         """Orders with a payment, not closed, created before `created_before` and not polled
-        since `polled_before`, oldest first."""
+        since `polled_before`, oldest first (by `created_at`, then `order_id`), only those after
+        `after` (the `(created_at, order_id)` of one this returned) when given."""
         ...
 
     async def mark_polled(self, order_id: str, now: datetime, *, closed: bool) -> None: ...
@@ -75,10 +80,16 @@ class Payments(Protocol):
         ...
 
     async def open_repeats_older_than(
-        self, created_before: datetime, polled_before: datetime, limit: int
+        self,
+        created_before: datetime,
+        polled_before: datetime,
+        limit: int,
+        after: After | None = None,
     ) -> Sequence[Payment]:
         """Repeat payments (stored with a `parent_payment_id`) whose polling is not closed, first
-        stored before `created_before` and not polled since `polled_before`, oldest first."""
+        stored before `created_before` and not polled since `polled_before`, oldest first (by
+        `created_at`, then payment id), only those after `after` (the `(created_at, payment_id)`
+        of one this returned) when given."""
         ...
 
     async def mark_polled(self, payment_id: str, now: datetime, *, closed: bool) -> None:
