@@ -219,6 +219,19 @@ async def test_due_lists_unpaid_trades_past_their_deadline(stores: Stores) -> No
     assert await stores.trades.due(now - timedelta(milliseconds=1), 10) == []
 
 
+async def test_trades_past_their_deadline_come_earliest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    await insert_scattered(stores, lambda i, at: trade(i, status=S.ESCROWED, payment_deadline=at))
+    now = T0 + timedelta(seconds=2)  # p2p_e's deadline is still ahead
+    pages: list[list[str]] = []
+    after = None
+    while page := await stores.trades.due(now, 2, after=after):
+        pages.append([t.trade_id for t in page])
+        after = (page[-1].payment_deadline, page[-1].trade_id)
+    assert pages == [["p2p_b", "p2p_a"], ["p2p_c", "p2p_d"]]
+
+
 async def test_awaiting_wallet_lists_trades_in_flight_unmoved_since(stores: Stores) -> None:
     statuses = [S.PENDING_ESCROW, S.ESCROWED, S.PAID, S.RELEASING, S.CANCELLING, S.COMPLETED]
     for index, status in enumerate(statuses):

@@ -126,11 +126,17 @@ class MemoryTrades:
         found.sort(key=lambda t: (t.updated_at, t.trade_id))
         return found[:limit]
 
-    async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
+    async def due(
+        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Trade]:
         found = [
-            t for t in self.trades.values() if t.status in UNPAID and t.payment_deadline <= now
+            t
+            for t in self.trades.values()
+            if t.status in UNPAID
+            and t.payment_deadline <= now
+            and (after is None or (t.payment_deadline, t.trade_id) > after)
         ]
-        found.sort(key=lambda t: t.payment_deadline)
+        found.sort(key=lambda t: (t.payment_deadline, t.trade_id))
         return found[:limit]
 
     async def mark_published(self, trade_id: str, command_id: str) -> None:

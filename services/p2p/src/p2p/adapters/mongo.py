@@ -250,13 +250,15 @@ class MongoTrades:
         page = oldest_first(self._trades, query, limit, after, field="updated_at")
         return [_trade(d) async for d in page]
 
-    async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
+    async def due(
+        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Trade]:
         query = {
             "status": {"$in": [s.value for s in UNPAID]},
             "payment_deadline": {"$lte": now},
         }
-        cursor = self._trades.find(query).sort("payment_deadline", ASCENDING).limit(limit)
-        return [_trade(d) async for d in cursor]
+        page = oldest_first(self._trades, query, limit, after, field="payment_deadline")
+        return [_trade(d) async for d in page]
 
     async def mark_published(self, trade_id: str, command_id: str) -> None:
         await self._trades.update_one(
@@ -274,7 +276,10 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[OFFERS].create_index([("status", ASCENDING), ("currency", ASCENDING)])
     await database[TRADES].create_index([("buyer_id", ASCENDING), ("created_at", DESCENDING)])
     await database[TRADES].create_index([("seller_id", ASCENDING), ("created_at", DESCENDING)])
-    await database[TRADES].create_index([("status", ASCENDING), ("payment_deadline", ASCENDING)])
+    # unpaid trades past their deadline, the earliest first, a page at a time (the sweeper)
+    await database[TRADES].create_index(
+        [("status", ASCENDING), ("payment_deadline", ASCENDING), ("_id", ASCENDING)]
+    )
     # trades in flight unmoved the longest first, a page at a time (the ask-again pass)
     await database[TRADES].create_index(
         [("status", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)]

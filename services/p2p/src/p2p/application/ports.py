@@ -179,8 +179,12 @@ class Trades(Protocol):
         added again, and then the trade is left as it was."""
         ...
 
-    async def due(self, now: datetime, limit: int) -> Sequence[Trade]:
-        """Unpaid trades whose payment deadline is not after `now`."""
+    async def due(
+        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> Sequence[Trade]:
+        """Unpaid trades whose payment deadline is not after `now`, the earliest deadline first
+        (then by `trade_id`), only those after `after` (the `(payment_deadline, trade_id)` of one
+        this returned) when given, at most `limit`."""
         ...
 
     async def awaiting_wallet(

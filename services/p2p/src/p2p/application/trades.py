@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
@@ -54,6 +54,7 @@ from shared.messaging import (
     TransferLockedCommand,
     UnlockCommand,
     WalletCommand,
+    unsendable_reason,
 )
 from shared.money import add
 
@@ -97,6 +98,9 @@ class TradeHandler:
     clock: Callable[[], datetime]
     # How long an action waits for the wallet before answering with the trade as it is (202).
     action_wait_seconds: float = 5.0
+    # Where the next deadline sweep goes on: after the last trade of a full page, from the
+    # earliest deadline again once a sweep reached the end.
+    _expire_from: tuple[datetime, str] | None = field(default=None, init=False)
 
     async def create(
         self, buyer_id: str, offer_id: str, amount: object, named_id: str | None = None
@@ -211,13 +215,29 @@ class TradeHandler:
         raise Conflict("busy", "the trade is changing; try again")
 
     async def expire_due(self, limit: int = 100) -> int:
-        """Cancel the unpaid trades whose payment deadline passed; how many it cancelled."""
+        """Cancel the unpaid trades whose payment deadline passed; how many it cancelled.
+
+        A trade whose unlock cannot be built from what is stored (a value the wallet's command
+        refuses) is logged as `trade.unlock_unsendable` and left as it is, and the others still
+        go. A sweep takes at most `limit` trades, the earliest deadline first, and the next goes
+        on after them: however many such trades stay unpaid past their deadline, every other one
+        gets its turn."""
         cancelled = 0
-        for trade in await self.trades.due(self.clock(), limit):
+        page = await self.trades.due(self.clock(), limit, after=self._expire_from)
+        full = len(page) == limit > 0
+        self._expire_from = (page[-1].payment_deadline, page[-1].trade_id) if full else None
+        for trade in page:
             try:
                 moved = await self.act(None, trade.trade_id, Action.EXPIRE)
             except (Conflict, NotFound) as refused:
                 log.info("trade.not_expired", trade_id=trade.trade_id, code=refused.code)
+                continue
+            except ValueError as error:
+                log.error(
+                    "trade.unlock_unsendable",
+                    trade_id=trade.trade_id,
+                    reason=unsendable_reason(error),
+                )
                 continue
             if moved.status in (TradeStatus.CANCELLING, TradeStatus.CANCELLED):
                 log.info("trade.expired", trade_id=trade.trade_id)
