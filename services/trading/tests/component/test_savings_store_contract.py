@@ -231,6 +231,26 @@ async def test_pending_transfers_are_found_by_when_they_were_made(stores: Stores
     assert early == _transfer("early")
 
 
+async def test_a_pending_transfer_sent_again_is_found_once_that_was_before_the_cutoff(
+    stores: Stores,
+) -> None:
+    transfers = stores.transfers
+    await transfers.insert(_transfer("asked"))
+    await transfers.insert(_transfer("settled"))
+    asked_at = T0 + timedelta(seconds=30)
+    await transfers.mark_asked("asked", asked_at)
+    await transfers.settle("settled", COMPLETED, reason=None, transaction_id="tx", at=T0)
+    await transfers.mark_asked("settled", asked_at)  # settled: untouched
+    assert await transfers.pending_before(asked_at) == []
+    [found] = await transfers.pending_before(asked_at + MS)
+    assert (found["transfer_id"], found["asked_at"], found["updated_at"]) == ("asked", asked_at, T0)
+    settled = await transfers.get("settled")
+    assert settled is not None
+    assert "asked_at" not in settled
+    await transfers.mark_asked("missing", asked_at)  # nothing to mark
+    assert await transfers.get("missing") is None
+
+
 async def test_pending_transfers_come_oldest_first_and_a_page_goes_on_after_another(
     stores: Stores,
 ) -> None:

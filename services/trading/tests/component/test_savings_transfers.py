@@ -143,6 +143,26 @@ async def test_an_unpublished_transfer_is_sent_again(
     assert [c.reference_id for c in wallet.sent] == [f"savings:{transfer['transfer_id']}"]
 
 
+async def test_a_pending_transfer_is_sent_again_once_per_period_not_on_every_pass(
+    rig: tuple[SavingsService, FlakyWallet, FakeClock],
+) -> None:
+    """The resend runs every few seconds; a transfer still pending (its result lost again, or the
+    wallet slow) was sent again on every one of them once it was older than the delay."""
+    service, wallet, clock = rig
+    wallet.broker_down = True
+    transfer = await service.request_transfer("gil", "USDT", "3", "to_savings")
+    wallet.broker_down = False
+    stale = timedelta(seconds=30)
+    clock.advance(31)
+    assert await service.resend_pending(stale) == 1
+    for _ in range(5):
+        clock.advance(5)  # a pass every few seconds
+        assert await service.resend_pending(stale) == 0
+    clock.advance(6)  # 31 s after it was sent again
+    assert await service.resend_pending(stale) == 1
+    assert [c.reference_id for c in wallet.sent] == [f"savings:{transfer['transfer_id']}"] * 2
+
+
 def _unsendable_transfer(transfer_id: str, created_at: datetime) -> dict[str, Any]:
     """A pending transfer as an earlier version stored it for a token subject with a space: no
     wallet command can carry its user id."""
@@ -216,8 +236,8 @@ async def test_a_page_of_transfers_that_cannot_be_sent_holds_back_no_transfer_be
     assert await service.resend_pending(stale) == 1  # the next one goes on after it
     assert [c.reference_id for c in wallet.sent] == [f"savings:{good['transfer_id']}"]
     assert await service.resend_pending(stale) == 0  # from the oldest again
-    assert await service.resend_pending(stale) == 1
-    assert len(wallet.sent) == 2
+    assert await service.resend_pending(stale) == 0  # sent again just now: not yet due
+    assert len(wallet.sent) == 1
 
 
 class LostAnswerStore(MemoryIdempotencyStore):

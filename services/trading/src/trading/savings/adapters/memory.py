@@ -86,11 +86,17 @@ class MemoryTransfers:
         found = sorted(
             (stored["created_at"], transfer_id)
             for transfer_id, stored in self._transfers.items()
-            if stored["status"] == TransferStatus.PENDING.value and stored["created_at"] < cutoff
+            if stored["status"] == TransferStatus.PENDING.value
+            and (stored.get("asked_at") or stored["created_at"]) < cutoff
         )
         if after is not None:
             found = [key for key in found if key > after]
         return [self._view(transfer_id) for _, transfer_id in _first(found, limit)]
+
+    async def mark_asked(self, transfer_id: str, at: datetime) -> None:
+        stored = self._transfers.get(transfer_id)
+        if stored is not None and stored["status"] == TransferStatus.PENDING.value:
+            stored["asked_at"] = stored_instant(at)
 
     def _view(self, transfer_id: str) -> TransferRecord:
         return {"transfer_id": transfer_id} | self._transfers[transfer_id]

@@ -94,8 +94,18 @@ class MongoTransfers:
     async def pending_before(
         self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
     ) -> list[Document]:
-        query = {"status": TransferStatus.PENDING.value, "created_at": {"$lt": before}}
+        query = {
+            "status": TransferStatus.PENDING.value,
+            "created_at": {"$lt": before},
+            "$or": [{"asked_at": None}, {"asked_at": {"$lt": before}}],
+        }
         return [_transfer(d) async for d in oldest_first(self._collection, query, limit, after)]
+
+    async def mark_asked(self, transfer_id: str, at: datetime) -> None:
+        await self._collection.update_one(
+            {"_id": transfer_id, "status": TransferStatus.PENDING.value},
+            {"$set": {"asked_at": at}},
+        )
 
 
 def _transfer(document: Document) -> Document:

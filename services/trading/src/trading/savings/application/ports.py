@@ -55,9 +55,15 @@ class Transfers(Protocol):
     async def pending_before(
         self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
     ) -> list[TransferRecord]:
-        """Pending transfers created before `before`, oldest first (by `created_at`, then
-        `transfer_id`), only those after `after` (the `(created_at, transfer_id)` of a transfer
-        this returned) when given, at most `limit` (0: no limit)."""
+        """Pending transfers whose command was last sent before `before` (when sent again,
+        `asked_at`, else when created: it is sent right after), oldest first (by `created_at`,
+        then `transfer_id`), only those after `after` (the `(created_at, transfer_id)` of a
+        transfer this returned) when given, at most `limit` (0: no limit)."""
+        ...
+
+    async def mark_asked(self, transfer_id: str, at: datetime) -> None:
+        """The command of a pending transfer was sent again at `at` (a settled one is untouched;
+        `updated_at` stays)."""
         ...
 
 

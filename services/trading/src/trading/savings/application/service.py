@@ -161,7 +161,8 @@ class SavingsService:
         command cannot be built from what is stored (a value the wallet's command refuses) is
         logged as `savings.transfer_unsendable` and left pending, and the others still go. A pass
         takes at most `page` transfers, oldest first, and the next pass goes on after them:
-        however many pending transfers cannot be sent, every other one gets its turn."""
+        however many pending transfers cannot be sent, every other one gets its turn. A transfer
+        sent again is stamped (`asked_at`) and sent again at most once per `older_than`."""
         transfers = await self._transfers.pending_before(
             self._clock() - older_than, limit=page, after=self._resend_after
         )
@@ -179,6 +180,7 @@ class SavingsService:
                     reason=unsendable_reason(error),
                 )
                 continue
+            await self._transfers.mark_asked(transfer["transfer_id"], self._clock())
             sent += 1
         return sent
 
