@@ -76,9 +76,15 @@ class SpotStore(Protocol):
     async def pending_before(
         self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
     ) -> list[SpotOrder]:
-        """Pending orders created strictly before `before`, oldest first (by `created_at`, then
-        `order_id`), only those after `after` (a `(created_at, order_id)` of an order this
+        """Pending orders whose lock was last sent strictly before `before` (when sent again,
+        `asked_at`, else when created: it is sent right after), oldest first (by `created_at`,
+        then `order_id`), only those after `after` (a `(created_at, order_id)` of an order this
         returned) when given, at most `limit`."""
+        ...
+
+    async def mark_asked(self, order_id: str, at: datetime) -> None:
+        """The lock of a pending order was sent again at `at` (another order is untouched;
+        `updated_at` stays)."""
         ...
 
     async def expired(

@@ -320,7 +320,8 @@ class SpotOrders:
         refuses) is logged as `spot.lock_unsendable` and left pending, and the others still go:
         one bad order holds back no other order's lock. A pass takes at most `resend_page`
         orders, oldest first, and the next pass goes on after them: however many pending orders
-        cannot be sent, every other one gets its turn."""
+        cannot be sent, every other one gets its turn. A lock sent again is stamped on its order
+        (`asked_at`), which is sent again at most once per `grace`."""
         before: datetime = self._clock() - grace
         page = await self._store.pending_before(
             before, limit=self._resend_page, after=self._resend_after
@@ -338,5 +339,6 @@ class SpotOrders:
                     reason=unsendable_reason(error),
                 )
                 continue
+            await self._store.mark_asked(order.order_id, self._clock())
             sent += 1
         return sent

@@ -99,9 +99,30 @@ async def test_an_order_whose_lock_cannot_be_built_holds_back_no_other(
     assert kept.status is Status.PENDING
     client.sent.clear()
     with capture_logs() as logs:
-        assert await orders.resend_locks(GRACE) == 2
-    assert [c.reference_id for c in client.sent] == ["good-1:lock", "good-2:lock"]
+        assert await orders.resend_locks(GRACE) == 0  # the good ones were sent just now
     assert [e["order_id"] for e in logs if e["event"] == "spot.lock_unsendable"] == ["bad"]
+    clock.advance(GRACE.total_seconds() + 1)  # once per grace: due again
+    assert await orders.resend_locks(GRACE) == 2
+    assert [c.reference_id for c in client.sent] == ["good-1:lock", "good-2:lock"]
+
+
+async def test_a_pending_order_has_its_lock_sent_again_once_per_grace_not_every_pass(
+    clock: FakeClock,
+) -> None:
+    """The relay runs every few seconds; an order still pending (its lock's result lost again,
+    or the wallet slow) had its lock sent again on every one of them once past the grace."""
+    store, client = MemorySpotStore(), AnsweringWallet()
+    orders = SpotOrders(
+        store, SpotWallet(client), Published(), "t.trading.orders", Fees.of("0.001", "0.002"), clock
+    )
+    assert await store.add(pending_sell("slow", clock)) is not None
+    assert await orders.resend_locks(GRACE) == 1
+    for _ in range(5):
+        clock.advance(5)  # a pass every few seconds
+        assert await orders.resend_locks(GRACE) == 0
+    clock.advance(6)  # past the grace since it was sent again
+    assert await orders.resend_locks(GRACE) == 1
+    assert [c.reference_id for c in client.sent] == ["slow:lock", "slow:lock"]
 
 
 async def test_orders_that_cannot_be_sent_leave_every_other_its_turn(clock: FakeClock) -> None:

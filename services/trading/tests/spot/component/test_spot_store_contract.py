@@ -313,6 +313,20 @@ async def test_pending_orders_come_oldest_first_a_page_at_a_time(store: SpotStor
     assert ids(await store.pending_before(early, after=(second[0].created_at, "b2"))) == []
 
 
+async def test_a_pending_order_whose_lock_was_sent_again_is_found_once_that_was_before(
+    store: SpotStore,
+) -> None:
+    await add_all(store, order("asked"), order("open", status=Status.OPEN))
+    asked_at = T0 + timedelta(seconds=30)
+    await store.mark_asked("asked", asked_at)
+    await store.mark_asked("open", asked_at)  # not pending: untouched
+    await store.mark_asked("missing", asked_at)  # nothing to mark
+    assert await store.pending_before(asked_at) == []
+    [found] = await store.pending_before(asked_at + MS)
+    assert (found.order_id, found.updated_at) == ("asked", T0)
+    assert await store.get("missing") is None
+
+
 async def test_created_before_is_compared_to_the_millisecond(store: SpotStore) -> None:
     await add_all(store, order("o-1", created_at=T0 + timedelta(microseconds=200)))
     assert await store.pending_before(T0 + timedelta(microseconds=900)) == []

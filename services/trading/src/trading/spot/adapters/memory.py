@@ -122,12 +122,17 @@ class MemorySpotStore:
                 doc
                 for doc in self._orders.values()
                 if doc["status"] == Status.PENDING.value
-                and doc["created_at"] < cutoff
+                and (doc.get("asked_at") or doc["created_at"]) < cutoff
                 and (after is None or (doc["created_at"], doc["_id"]) > after)
             ),
             key=lambda doc: (doc["created_at"], doc["_id"]),
         )
         return [order_from(doc) for doc in _first(limit, found)]
+
+    async def mark_asked(self, order_id: str, at: datetime) -> None:
+        doc = self._orders.get(order_id)
+        if doc is not None and doc["status"] == Status.PENDING.value:
+            doc["asked_at"] = stored_instant(at)
 
     async def expired(
         self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None

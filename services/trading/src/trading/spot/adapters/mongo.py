@@ -111,8 +111,17 @@ class MongoSpotStore:
     async def pending_before(
         self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
     ) -> list[SpotOrder]:
-        query = {"status": Status.PENDING.value, "created_at": {"$lt": before}}
+        query = {
+            "status": Status.PENDING.value,
+            "created_at": {"$lt": before},
+            "$or": [{"asked_at": None}, {"asked_at": {"$lt": before}}],
+        }
         return [order_from(doc) async for doc in oldest_first(self._orders, query, limit, after)]
+
+    async def mark_asked(self, order_id: str, at: datetime) -> None:
+        await self._orders.update_one(
+            {"_id": order_id, "status": Status.PENDING.value}, {"$set": {"asked_at": at}}
+        )
 
     async def expired(
         self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
