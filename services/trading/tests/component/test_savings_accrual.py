@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
+from structlog.testing import capture_logs
 
 from trading.savings.adapters.mongo import (
     ACCRUAL_RUNS,
@@ -109,6 +110,7 @@ async def test_a_day_pays_on_its_end_of_day_balance_once(rig: Rig) -> None:
         "already_settled": 0,
         "pending": 0,
         "failed": 0,
+        "unsendable": 0,
     }
     command = rig.wallet.sent[0]
     assert (command.type, command.transaction_type) == ("credit", "savings_interest")
@@ -119,6 +121,39 @@ async def test_a_day_pays_on_its_end_of_day_balance_once(rig: Rig) -> None:
     again = await rig.service.accrue(DAY)
     assert len(rig.wallet.sent) == 1
     assert (again["items"][0]["paid"], again["items"][0]["already_settled"]) == (0, 1)
+
+
+async def test_a_payment_whose_credit_cannot_be_built_holds_back_no_other_saver_or_day(
+    rig: Rig,
+) -> None:
+    """A saver the ledger knows under an id an earlier version accepted and no wallet command can
+    carry now (a space): the day's run stopped at that payment and raised, the scheduler retried
+    that day forever and paid no saver on any later day. The payment is logged, left pending and
+    counted apart; the others are paid, and nothing is left for the scheduler to wait on."""
+    await rig.save("old user", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    await rig.save("amy", "730", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    with capture_logs() as logs:
+        report = await rig.service.accrue(DAY)
+    assert rig.paid() == [("interest:USDT:2026-11-29:amy", "amy", Decimal("0.1"))]
+    [item] = report["items"]
+    assert (item["paid"], item["pending"], item["unsendable"], item["already_settled"]) == (
+        1,
+        0,
+        1,
+        0,
+    )
+    [logged] = [e for e in logs if e["event"] == "savings.interest_unsendable"]
+    assert (logged["reference"], logged["log_level"]) == (
+        "interest:USDT:2026-11-29:old user",
+        "error",
+    )
+    assert logged["reason"].startswith("invalid_field")
+    stored = await rig.accruals.get("interest:USDT:2026-11-29:old user")
+    assert stored is not None
+    assert stored["status"] == "pending"
+    again = await rig.service.accrue(DAY)  # a rerun names it again, and pays nothing twice
+    assert (again["items"][0]["unsendable"], again["items"][0]["already_settled"]) == (1, 1)
+    assert len(rig.wallet.sent) == 1
 
 
 async def test_a_payment_without_a_result_is_resent_with_the_amount_first_claimed(rig: Rig) -> None:
@@ -223,6 +258,7 @@ async def test_today_run_again_pays_no_one_who_started_saving_after_the_first_ru
         "already_settled": 1,
         "pending": 0,
         "failed": 0,
+        "unsendable": 0,
     }
     # The scheduler's run for the day once it ended: the day is final, as the operator left it.
     rig.clock.now = datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)

@@ -105,6 +105,11 @@ class AccrualItem(BaseModel):
     already_settled: int = Field(description="payments an earlier run made (or saw refused)")
     pending: int = Field(description="payments without a wallet result yet (a rerun resends)")
     failed: int
+    unsendable: int = Field(
+        0,
+        description="payments whose credit cannot be built from what is stored (logged as "
+        "savings.interest_unsendable; they stay pending and a rerun names them again)",
+    )
 
 
 class AccrualReport(BaseModel):

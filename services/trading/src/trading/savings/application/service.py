@@ -60,8 +60,10 @@ class AccrualOutcome:
     reference_id: str
     currency: str
     amount: Decimal
-    status: str  # paid | failed | pending (no result yet: a rerun sends the same payment again)
-    sent: bool  # False: an earlier run had already settled this key
+    # paid | failed | pending (no result yet: a rerun sends the same payment again) | unsendable
+    # (its credit cannot be built from what is stored: it stays pending, a rerun names it again)
+    status: str
+    sent: bool  # False: an earlier run had already settled this key, or it could not be sent
 
 
 class SavingsService:
@@ -296,6 +298,13 @@ class SavingsService:
         except WalletTimeout:
             log.warning("savings.interest_result_timeout", reference=reference)
             return AccrualOutcome(reference, currency, amount, "pending", True)
+        except ValueError as error:
+            # Sending again can never help: the run goes on with the other savers and days, and
+            # the payment stays pending for a person to look at.
+            log.error(
+                "savings.interest_unsendable", reference=reference, reason=unsendable_reason(error)
+            )
+            return AccrualOutcome(reference, currency, amount, "unsendable", False)
         assert result is not None
         status = await self.settle_interest(result)
         return AccrualOutcome(reference, currency, amount, status or "pending", True)
@@ -356,7 +365,8 @@ def _summary(currency: str, apr: Decimal, outcomes: list[AccrualOutcome]) -> dic
         "accounts_owed": len(outcomes),
         "paid": len(paid_now),
         "paid_amount": format_amount(total),
-        "already_settled": sum(1 for o in outcomes if not o.sent),
+        "already_settled": sum(1 for o in outcomes if not o.sent and o.status != "unsendable"),
         "pending": sum(1 for o in outcomes if o.status == "pending"),
         "failed": sum(1 for o in outcomes if o.sent and o.status == "failed"),
+        "unsendable": sum(1 for o in outcomes if o.status == "unsendable"),
     }
