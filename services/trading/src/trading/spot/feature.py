@@ -54,7 +54,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
 
     async def relay() -> None:
         await orders.resend_locks(grace=resend_after)
-        await orders.expire()
+        await orders.expire(again_after=resend_after)
 
     async def start() -> None:
         await store.ensure_indexes()

@@ -88,12 +88,21 @@ class SpotStore(Protocol):
         ...
 
     async def expired(
-        self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+        self,
+        now: datetime,
+        limit: int = 200,
+        after: tuple[datetime, str] | None = None,
+        cancelled_before: datetime | None = None,
     ) -> list[SpotOrder]:
         """Open and partially filled orders whose `expires_at` is at or before `now` (not pending
         ones, not those without expiry), the earliest expiry first (then by `order_id`), only
-        those after `after` (the `(expires_at, order_id)` of one this returned) when given, at
-        most `limit`."""
+        those after `after` (the `(expires_at, order_id)` of one this returned) when given, and
+        with `cancelled_before` only those whose cancel was not sent since (`mark_cancel_sent`),
+        at most `limit`."""
+        ...
+
+    async def mark_cancel_sent(self, order_id: str, at: datetime) -> None:
+        """The cancel of an expired order was sent at `at` (`updated_at` stays)."""
         ...
 
     async def resting(self, pair: str) -> list[SpotOrder]:

@@ -295,14 +295,18 @@ class SpotOrders:
                 encode(OrderMessage(kind="locked", order_id=order_id, pair=order.pair)),
             )
 
-    async def expire(self) -> int:
-        """Ask the matchers to cancel the open orders whose time ran out (again on every sweep
-        until they are closed: a cancel of an order no longer resting changes nothing). A sweep
-        takes at most `expire_page` orders, the earliest expiry first, and the next goes on after
-        them: however many expired orders stay open (a market whose matcher is not running), every
-        other one gets its cancel."""
+    async def expire(self, again_after: timedelta) -> int:
+        """Ask the matchers to cancel the open orders whose time ran out, and again, at most once
+        per `again_after`, while they stay open (a cancel of an order no longer resting changes
+        nothing). A sweep takes at most `expire_page` orders, the earliest expiry first, and the
+        next goes on after them: however many expired orders stay open (a market whose matcher is
+        not running), every other one gets its cancel."""
+        now = self._clock()
         expired = await self._store.expired(
-            self._clock(), limit=self._expire_page, after=self._expire_after
+            now,
+            limit=self._expire_page,
+            after=self._expire_after,
+            cancelled_before=now - again_after,
         )
         last = expired[-1] if len(expired) == self._expire_page else None
         at = None if last is None else last.expires_at
@@ -312,6 +316,7 @@ class SpotOrders:
                 kind="cancel", order_id=order.order_id, pair=order.pair, reason="expired"
             )
             await self._publisher.publish(self._topic, order.pair, encode(message))
+            await self._store.mark_cancel_sent(order.order_id, self._clock())
         return len(expired)
 
     async def resend_locks(self, grace: timedelta) -> int:

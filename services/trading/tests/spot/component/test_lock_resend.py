@@ -168,6 +168,19 @@ class Cancels(EventPublisher):
         self.order_ids.append(message.order_id)
 
 
+def sweeping(
+    clock: FakeClock, expire_page: int = 200
+) -> tuple[MemorySpotStore, Cancels, SpotOrders]:
+    """A store, the cancels published, and the orders service whose expiry sweep publishes them."""
+    store, cancels = MemorySpotStore(), Cancels()
+    fees = Fees.of("0.001", "0.002")
+    wallet = SpotWallet(AnsweringWallet())
+    orders = SpotOrders(
+        store, wallet, cancels, "t.trading.orders", fees, clock, expire_page=expire_page
+    )
+    return store, cancels, orders
+
+
 async def test_expired_orders_left_open_do_not_keep_another_from_its_cancel(
     clock: FakeClock,
 ) -> None:
@@ -175,21 +188,29 @@ async def test_expired_orders_left_open_do_not_keep_another_from_its_cancel(
     the earliest expiry of all: a sweep took up to 200 of them in no set order on every pass, so an
     expired order behind them never had its cancel sent and could still fill. A sweep now takes
     them the earliest expiry first, a page at a time, the next going on after the last."""
-    store, cancels = MemorySpotStore(), Cancels()
-    orders = SpotOrders(
-        store,
-        SpotWallet(AnsweringWallet()),
-        cancels,
-        "t.trading.orders",
-        Fees.of("0.001", "0.002"),
-        clock,
-        expire_page=2,
-    )
+    store, cancels, orders = sweeping(clock, expire_page=2)
     for n, order_id in enumerate(("stuck-1", "stuck-2", "due")):
         expires_at = clock() - timedelta(minutes=3 - n)
         open_order = pending_sell(order_id, clock, status=Status.OPEN, expires_at=expires_at)
         assert await store.add(open_order) is not None
-    assert await orders.expire() == 2  # a full page: the stuck ones
-    assert await orders.expire() == 1  # on after it
-    assert await orders.expire() == 2  # back to the start: the stuck ones still open
+    for expected in (2, 1, 2):  # a full page of the stuck ones; on after it; back to the start
+        assert await orders.expire(GRACE) == expected
+        clock.advance(GRACE.total_seconds() + 1)  # each due again
     assert cancels.order_ids == ["stuck-1", "stuck-2", "due", "stuck-1", "stuck-2"]
+
+
+async def test_an_expired_order_left_open_has_its_cancel_sent_again_once_per_period(
+    clock: FakeClock,
+) -> None:
+    """The sweep runs every few seconds; an expired order that stays open (its market's matcher
+    not running, or slow) had its cancel published on every one of them."""
+    store, cancels, orders = sweeping(clock)
+    expires_at = clock() - timedelta(seconds=1)
+    assert await store.add(pending_sell("gtt", clock, status=Status.OPEN, expires_at=expires_at))
+    assert await orders.expire(GRACE) == 1
+    for _ in range(5):
+        clock.advance(5)  # a sweep every few seconds
+        assert await orders.expire(GRACE) == 0
+    clock.advance(6)  # past the period since it was sent
+    assert await orders.expire(GRACE) == 1
+    assert cancels.order_ids == ["gtt", "gtt"]

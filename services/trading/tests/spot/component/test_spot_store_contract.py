@@ -356,6 +356,25 @@ async def test_open_orders_past_their_expiry(store: SpotStore) -> None:
     assert await store.expired(due - timedelta(days=2)) == []
 
 
+async def test_an_expired_order_whose_cancel_was_sent_is_found_again_once_that_was_before(
+    store: SpotStore,
+) -> None:
+    due = T0 + timedelta(minutes=5)
+    await add_all(
+        store,
+        order("sent", status=Status.OPEN, expires_at=due),
+        order("unsent", status=Status.OPEN, expires_at=due),
+    )
+    sent_at = due + timedelta(seconds=1)
+    await store.mark_cancel_sent("sent", sent_at)
+    assert ids(await store.expired(sent_at, cancelled_before=sent_at)) == ["unsent"]
+    assert ids(await store.expired(sent_at, cancelled_before=sent_at + MS)) == ["sent", "unsent"]
+    assert ids(await store.expired(sent_at)) == ["sent", "unsent"]  # no period: every one
+    stored = await store.get("sent")
+    assert stored is not None
+    assert stored.updated_at == T0
+
+
 async def test_orders_expired_at_the_same_instant_come_by_id_a_page_after_another(
     store: SpotStore,
 ) -> None:

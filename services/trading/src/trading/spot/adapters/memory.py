@@ -129,17 +129,27 @@ class MemorySpotStore:
         )
         return [order_from(doc) for doc in _first(limit, found)]
 
+    async def mark_cancel_sent(self, order_id: str, at: datetime) -> None:
+        doc = self._orders.get(order_id)
+        if doc is not None:
+            doc["cancel_sent_at"] = stored_instant(at)
+
     async def mark_asked(self, order_id: str, at: datetime) -> None:
         doc = self._orders.get(order_id)
         if doc is not None and doc["status"] == Status.PENDING.value:
             doc["asked_at"] = stored_instant(at)
 
     async def expired(
-        self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+        self,
+        now: datetime,
+        limit: int = 200,
+        after: tuple[datetime, str] | None = None,
+        cancelled_before: datetime | None = None,
     ) -> list[SpotOrder]:
         cutoff = stored_instant(now)
         if after is not None:
             after = (stored_instant(after[0]), after[1])
+        sent_cutoff = None if cancelled_before is None else stored_instant(cancelled_before)
         found = sorted(
             (
                 doc
@@ -148,6 +158,11 @@ class MemorySpotStore:
                 and doc["expires_at"] is not None
                 and doc["expires_at"] <= cutoff
                 and (after is None or (doc["expires_at"], doc["_id"]) > after)
+                and (
+                    sent_cutoff is None
+                    or doc.get("cancel_sent_at") is None
+                    or doc["cancel_sent_at"] < sent_cutoff
+                )
             ),
             key=lambda doc: (doc["expires_at"], doc["_id"]),
         )

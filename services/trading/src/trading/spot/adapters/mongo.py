@@ -118,18 +118,27 @@ class MongoSpotStore:
         }
         return [order_from(doc) async for doc in oldest_first(self._orders, query, limit, after)]
 
+    async def mark_cancel_sent(self, order_id: str, at: datetime) -> None:
+        await self._orders.update_one({"_id": order_id}, {"$set": {"cancel_sent_at": at}})
+
     async def mark_asked(self, order_id: str, at: datetime) -> None:
         await self._orders.update_one(
             {"_id": order_id, "status": Status.PENDING.value}, {"$set": {"asked_at": at}}
         )
 
     async def expired(
-        self, now: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+        self,
+        now: datetime,
+        limit: int = 200,
+        after: tuple[datetime, str] | None = None,
+        cancelled_before: datetime | None = None,
     ) -> list[SpotOrder]:
         """Open orders whose time ran out (the matcher cancels them; pending ones on locking),
         the earliest expiry first, a page after `after`."""
         # "$ne": None spelled out: an order without expiry must never match the date comparison
-        due = {"status": {"$in": list(RESTING)}, "expires_at": {"$ne": None, "$lte": now}}
+        due: Document = {"status": {"$in": list(RESTING)}, "expires_at": {"$ne": None, "$lte": now}}
+        if cancelled_before is not None:
+            due["$or"] = [{"cancel_sent_at": None}, {"cancel_sent_at": {"$lt": cancelled_before}}]
         page = oldest_first(self._orders, due, limit, after, field="expires_at")
         return [order_from(doc) async for doc in page]
 
