@@ -102,9 +102,9 @@ async def test_verify_names_a_corrupted_wallet_and_replay_repairs_it(
     code, output = await asyncio.to_thread(cli, "verify", env=env)
     assert code == 1
     assert output.splitlines() == [
-        "wallet bob/BTC: available_balance expected 0.75000000, found 1000.75",
-        "wallet bob/BTC: total_balance expected 0.75000000, found 1000.75",
-        "currency BTC: sum of all accounts expected 0, found 1000.00000000",
+        "wallet bob/BTC: available_balance expected 0.75, found 1000.75",
+        "wallet bob/BTC: total_balance expected 0.75, found 1000.75",
+        "currency BTC: sum of all accounts expected 0, found 1000",
         "3 difference(s) found",
     ]
 

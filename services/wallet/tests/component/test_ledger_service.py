@@ -456,9 +456,9 @@ async def test_verify_names_a_corrupted_wallet_and_replay_repairs_it(
     store.wallets[bob.key] = replace(bob, balances=bob.balances.moved("available", D("100")))
     differences = await verify(store)
     assert [str(d) for d in differences] == [
-        "wallet bob/BTC: available_balance expected 1.50000000, found 101.50000000",
-        "wallet bob/BTC: total_balance expected 2.00000000, found 102.00000000",
-        "currency BTC: sum of all accounts expected 0, found 100.00000000",
+        "wallet bob/BTC: available_balance expected 1.5, found 101.5",
+        "wallet bob/BTC: total_balance expected 2, found 102",
+        "currency BTC: sum of all accounts expected 0, found 100",
     ]
     await replay(store)
     assert await verify(store) == []

@@ -58,7 +58,7 @@ def test_replay_prints_each_platform_account_it_resets_before_it_does(
     assert output.splitlines() == [
         "account external:nowpayments/BTC: balance expected -1.5, found -2",
         "account platform:fees/BTC: balance expected 0, found 0.0000001",
-        "currency BTC: sum of all accounts expected 0, found -0.49999990",
+        "currency BTC: sum of all accounts expected 0, found -0.4999999",
         "3 difference(s) found",
     ]
 

@@ -295,7 +295,7 @@ async def test_verify_catches_a_stored_total_that_drifted_from_its_parts(
         {"user_id": "reader"}, {"$set": {"total_balance": Decimal128("2.5")}}
     )
     assert [str(d) for d in await verify(store)] == [
-        "wallet reader/BTC: total_balance expected 1.50000000, found 2.5"
+        "wallet reader/BTC: total_balance expected 1.5, found 2.5"
     ]
 
 

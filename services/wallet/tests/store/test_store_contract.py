@@ -573,7 +573,7 @@ async def test_replay_names_each_platform_account_it_resets_as_verify_does(
     assert [str(d) for d in await verify(store)] == [
         "account external:nowpayments/BTC: balance expected -1.5, found -2",
         "account platform:fees/BTC: balance expected 0, found 0.0000001",
-        "currency BTC: sum of all accounts expected 0, found -0.49999990",
+        "currency BTC: sum of all accounts expected 0, found -0.4999999",
     ]
 
     resets = [

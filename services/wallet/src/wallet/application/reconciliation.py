@@ -229,7 +229,7 @@ async def verify(store: LedgerStore) -> list[Difference]:
     for (account, currency), balance in sorted(live_accounts.items()):
         if account in FLOORS and balance < 0:
             differences.append(
-                Difference(f"account {account}/{currency}", "balance", ">= 0", str(balance))
+                Difference(f"account {account}/{currency}", "balance", ">= 0", _shown(balance))
             )
 
     # Conservation is checked on the live read models: what users and ops actually see.
@@ -253,7 +253,7 @@ def live_wallets_total(
 
 def _conservation(totals: dict[str, Decimal]) -> list[Difference]:
     return [
-        Difference(f"currency {currency}", "sum of all accounts", "0", str(total))
+        Difference(f"currency {currency}", "sum of all accounts", "0", _shown(total))
         for currency, total in sorted(totals.items())
         if total != 0
     ]
@@ -343,7 +343,15 @@ def _compare_wallet(expected: WalletRecord, actual: WalletRecord | None) -> list
         ("version", expected.version, actual.version),
         ("holds", _holds_text(expected.holds), _holds_text(actual.holds)),
     ]
-    return [Difference(name, f, str(want), str(have)) for f, want, have in pairs if want != have]
+    return [
+        Difference(name, f, _shown(want), _shown(have)) for f, want, have in pairs if want != have
+    ]
+
+
+def _shown(value: object) -> str:
+    """A value as ops read it: an amount as a plain decimal (`0.75`, not `0.75000000` as a store
+    may keep it, nor `1E-7`), anything else as its text."""
+    return format_amount(value) if isinstance(value, Decimal) else str(value)
 
 
 def _total_of(wallet: WalletRecord) -> Decimal:
@@ -361,7 +369,7 @@ def _compare_row(expected: HistoryRow, actual: HistoryRow | None) -> list[Differ
     if actual is None:
         return [Difference(name, "existence", "present", "absent")]
     return [
-        Difference(name, f.name, str(getattr(expected, f.name)), str(getattr(actual, f.name)))
+        Difference(name, f.name, _shown(getattr(expected, f.name)), _shown(getattr(actual, f.name)))
         for f in fields(HistoryRow)
         if getattr(expected, f.name) != getattr(actual, f.name)
     ]
