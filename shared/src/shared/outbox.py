@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Self
 
 from shared.logging import get_logger
 from shared.messaging import WalletCommand, parse_command, unsendable_reason
@@ -35,14 +35,86 @@ class Unpublished:
 
     def build(self) -> WalletCommand:
         """The command, or `ValueError` when the command model refuses what is stored."""
-        return parse_command(json.dumps(self.command))
+        return build_command(self.command)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCommand:
+    """A wallet command recorded in its owner's document before it is published; `published`
+    once the broker has it. `command` is None when what is stored is a command the command model
+    now refuses (an earlier version's): `stored` keeps it as stored, so the record is read all
+    the same, and sending it fails (`build`) for the sender to report and go on."""
+
+    command: WalletCommand | None
+    created_at: datetime
+    published: bool = False
+    stored: Mapping[str, Any] | None = None
+
+    @classmethod
+    def read(cls, stored: Mapping[str, Any], **fields: Any) -> Self:
+        """An entry as a store reads it: its command built from what is stored, or kept as
+        stored when the command model refuses it."""
+        command = read_command(stored)
+        return cls(command, stored=None if command is not None else stored, **fields)
+
+    @property
+    def command_id(self) -> str:
+        if self.command is not None:
+            return self.command.command_id
+        return str((self.stored or {}).get("command_id"))
+
+    @property
+    def type(self) -> str | None:
+        """The command's type, as stored."""
+        kind = self.as_stored().get("type")
+        return kind if isinstance(kind, str) else None
+
+    def as_stored(self) -> Mapping[str, Any]:
+        """The command as stored (its JSON form)."""
+        if self.command is None:
+            return self.stored or {}
+        return self.command.model_dump(mode="json")
+
+    def build(self) -> WalletCommand:
+        """The command to send, or `ValueError` when the command model refuses what is stored
+        (built from its stored form, as a resend from a read record would be)."""
+        return build_command(self.as_stored())
+
+
+def sendable(entry: RecordedCommand, event: str, **owner: str) -> WalletCommand | None:
+    """The entry's command to send, or None when the command model refuses what is stored: then
+    it is logged as `event` (an error) with `owner`, the command id and the reason, for the
+    sender to leave the record as it is and go on with the others."""
+    try:
+        return entry.build()
+    except ValueError as error:
+        log.error(event, **owner, command_id=entry.command_id, reason=unsendable_reason(error))
+        return None
+
+
+def build_command(stored: Mapping[str, Any]) -> WalletCommand:
+    """A stored command (its JSON form) as the command model takes it, or `ValueError` when the
+    model refuses what is stored."""
+    return parse_command(json.dumps(stored))
+
+
+def read_command(stored: Mapping[str, Any]) -> WalletCommand | None:
+    """A stored command as a record read holds it: None when the command model refuses what is
+    stored (an earlier version's), for the record to keep it as stored and be read all the same;
+    the places that send it report it (`build_command`)."""
+    try:
+        return build_command(stored)
+    except ValueError:
+        return None
 
 
 class Entry(Protocol):
     """An outbox entry as a memory store holds it."""
 
-    @property
-    def command(self) -> WalletCommand: ...
+    def as_stored(self) -> Mapping[str, Any]:
+        """The command as stored (its JSON form)."""
+        ...
+
     @property
     def created_at(self) -> datetime: ...
     @property
@@ -68,7 +140,7 @@ def unpublished_page(
         key=lambda row: (row[0], row[1]),
     )
     return [
-        Unpublished(owner_id, created_at, entry.command.model_dump(mode="json"))
+        Unpublished(owner_id, created_at, entry.as_stored())
         for created_at, owner_id, waiting in pending[:limit]
         for entry in waiting
     ]

@@ -334,6 +334,55 @@ async def test_an_unpublished_command_the_model_refuses_comes_back_as_stored(
     assert found[1].build() == newer.outbox[0].command
 
 
+async def test_a_trade_whose_stored_command_the_model_refuses_is_read_all_the_same(
+    stores: Stores,
+) -> None:
+    """Stored by an earlier version (a user id from a token subject with a space, an amount with
+    more decimals than its currency now has): over MongoDB reading it failed, and with it every
+    page it was on (the ask-again pass, the deadline sweeper) and its GET. It is read with the
+    command as stored, which only sending refuses, and the pages hold every trade."""
+    refused = {
+        "p2p_b": lock("p2p_b").model_copy(update={"user_id": "old user"}),
+        "p2p_c": lock("p2p_c").model_copy(update={"amount": D("0.010010001")}),
+    }
+
+    def make(trade_id: str, at: datetime) -> Trade:
+        command = refused.get(trade_id, lock(trade_id))
+        return trade(
+            trade_id,
+            status=S.PENDING_ESCROW,  # in flight and unpaid: on both pages
+            updated_at=at,
+            payment_deadline=at,
+            outbox=(OutboxEntry(command, created_at=T0, published=True),),
+        )
+
+    await insert_scattered(stores, make)
+    now = T0 + timedelta(seconds=4)
+    order = ["p2p_b", "p2p_a", "p2p_c", "p2p_d", "p2p_e"]
+    assert [t.trade_id for t in await stores.trades.awaiting_wallet(now, 10)] == order
+    assert [t.trade_id for t in await stores.trades.due(now, 10)] == order
+    first = await stores.trades.due(now, 2)
+    after = (first[-1].payment_deadline, first[-1].trade_id)
+    assert [t.trade_id for t in await stores.trades.due(now, 2, after=after)] == order[2:4]
+    for trade_id, command in refused.items():
+        read = await stores.trades.get(trade_id)
+        assert read is not None
+        [entry] = read.outbox
+        assert entry.as_stored() == command.model_dump(mode="json")
+        assert (entry.command_id, entry.type, entry.published) == (command.command_id, "lock", True)
+        with pytest.raises(ValueError, match="invalid_"):
+            entry.build()
+        [listed] = [t for t in await stores.trades.list_for("bea", 10) if t.trade_id == trade_id]
+        assert listed == read
+    good = await stores.trades.get("p2p_a")
+    assert good is not None
+    assert (
+        good.outbox[0].build()
+        == good.outbox[0].command
+        == lock("p2p_a").model_copy(update={"command_id": good.outbox[0].command_id})
+    )
+
+
 async def test_notes_and_listing(stores: Stores) -> None:
     await stores.trades.insert(trade("p2p_a"))
     await stores.trades.insert(trade("p2p_b", buyer_id="bob", created_at=T0 + timedelta(1)))

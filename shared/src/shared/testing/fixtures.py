@@ -81,6 +81,17 @@ async def mongo_client(mongodb_url: str) -> AsyncIterator[AsyncMongoClient[dict[
         await client.close()
 
 
+@pytest.fixture(params=["memory", pytest.param("mongo", marks=pytest.mark.integration)])
+def memory_or_mongo(request: pytest.FixtureRequest) -> AsyncDatabase[dict[str, Any]] | None:
+    """For a test run over the memory stores and over MongoDB: None for the memory variant, a
+    database of its own for the MongoDB one (the test's fixtures drop it). Sync on purpose: the
+    MongoDB fixtures are pulled only by its variant."""
+    if request.param == "memory":
+        return None
+    client: AsyncMongoClient[dict[str, Any]] = request.getfixturevalue("mongo_client")
+    return client[unique_database_name(request.node.originalname)]
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def mongo_database(
     request: pytest.FixtureRequest, mongo_client: AsyncMongoClient[dict[str, Any]]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import Decision, WithdrawalStatus
@@ -28,6 +28,9 @@ class OutboxEntry:
     @property
     def command_id(self) -> str:
         return self.command.command_id
+
+    def as_stored(self) -> Mapping[str, Any]:
+        return self.command.model_dump(mode="json")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ with the expected status in the filter). Amounts are Decimal128; every datetime 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -17,7 +16,7 @@ from p2p.application.ports import Expected, Offer, OutboxEntry, Trade, TradeChan
 from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
-from shared.messaging import WalletCommand, parse_command
+from shared.messaging import WalletCommand
 from shared.mongo import decimal_of as _decimal
 from shared.mongo import oldest_first, unpublished
 from shared.mongo import utc as _utc
@@ -32,7 +31,7 @@ TRADES: Final = "p2p_trades"
 def _outbox_document(entry: OutboxEntry) -> Document:
     return {
         "command_id": entry.command_id,
-        "command": entry.command.model_dump(mode="json"),
+        "command": entry.as_stored(),
         "published": entry.published,
         "created_at": entry.created_at,
     }
@@ -138,11 +137,11 @@ def _trade(document: Document) -> Trade:
         resolution=document.get("resolution"),
         paid_at=_utc(paid_at) if paid_at else None,
         notes=tuple(document.get("notes", ())),
+        # A command the command model refuses (an earlier version's) is kept as stored: the
+        # trade is read all the same, and the places that send it report it.
         outbox=tuple(
-            OutboxEntry(
-                parse_command(json.dumps(e["command"])),
-                created_at=_utc(e["created_at"]),
-                published=e["published"],
+            OutboxEntry.read(
+                e["command"], created_at=_utc(e["created_at"]), published=e["published"]
             )
             for e in document.get("outbox", ())
         ),

@@ -18,7 +18,7 @@ from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import TradeStatus
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import LEDGER_CONTEXT, decimal_places, format_amount, get_currency
-from shared.outbox import After, Unpublished
+from shared.outbox import After, RecordedCommand, Unpublished
 
 
 def fiat_text(value: Decimal, currency: str) -> str:
@@ -29,17 +29,9 @@ def fiat_text(value: Decimal, currency: str) -> str:
     return format(value.quantize(get_currency(currency).quantum, context=LEDGER_CONTEXT), "f")
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A wallet command recorded before it is published; `published` once the broker has it."""
-
-    command: WalletCommand
-    created_at: datetime
-    published: bool = False
-
-    @property
-    def command_id(self) -> str:
-        return self.command.command_id
+# A wallet command recorded in the trade before it is published (`shared.outbox`): its command
+# is None when what is stored is one the command model now refuses, kept as stored.
+OutboxEntry = RecordedCommand
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Final
 import structlog
 
 from p2p.application.ports import CommandPublisher, Trades
-from shared.outbox import OUTBOX_PAGE, OutboxRelayPass
+from shared.outbox import OUTBOX_PAGE, OutboxRelayPass, sendable
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,9 @@ class OutboxRelay:
         again would only repeat the refusal. Run every `ask_again_after`, so a trade is asked at
         most once per period. A pass takes at most `ask_again_page` trades, unmoved the longest
         first, and the next pass goes on after them: however many refused trades wait for ops
-        (they stay in flight, unmoved), every other trade gets its turn.
+        (they stay in flight, unmoved), every other trade gets its turn. A trade whose command
+        cannot be built from what is stored (a value the command model now refuses) is logged
+        (`trade.command_unsendable`) and left as it is, and the others are still asked.
         """
         asked = 0
         unmoved_since = self.clock() - self.ask_again_after
@@ -73,8 +75,11 @@ class OutboxRelay:
         for trade in page:
             if not trade.outbox or not trade.outbox[-1].published:
                 continue  # never sent: run_once sends it
-            command = trade.outbox[-1].command
-            if any(note.startswith(f"{command.type}_rejected") for note in trade.notes):
+            last = trade.outbox[-1]
+            if any(note.startswith(f"{last.type}_rejected") for note in trade.notes):
+                continue
+            command = sendable(last, "trade.command_unsendable", trade_id=trade.trade_id)
+            if command is None:
                 continue
             await self.publisher.publish(command)
             log.warning("outbox.asked_again", trade_id=trade.trade_id, type=command.type)

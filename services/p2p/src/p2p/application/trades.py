@@ -57,6 +57,7 @@ from shared.messaging import (
     unsendable_reason,
 )
 from shared.money import add
+from shared.outbox import sendable
 
 log = structlog.get_logger(__name__)
 
@@ -169,8 +170,12 @@ class TradeHandler:
         if not same:
             raise Conflict("idempotency_conflict", "this Idempotency-Key created another trade")
         for entry in stored.outbox:
-            if not entry.published:  # it stopped before sending: send now, not at the relay's pace
-                await self._publish(stored.trade_id, entry.command)
+            if entry.published:
+                continue
+            # It stopped before sending: send now, not at the relay's pace.
+            command = sendable(entry, "trade.command_unsendable", trade_id=stored.trade_id)
+            if command is not None:
+                await self._publish(stored.trade_id, command)
         return await self.trades.get(stored.trade_id) or stored
 
     async def get(self, caller: Caller, trade_id: str) -> Trade:
@@ -258,7 +263,7 @@ class TradeHandler:
         trade = await self.trades.get(trade_id)
         if trade is None:
             return None
-        if not any(result.answers(entry.command) for entry in trade.outbox):
+        if not any(e.command is not None and result.answers(e.command) for e in trade.outbox):
             # The reference names this trade, but the trade never sent that command: another
             # producer's command, or a refusal echoing a malformed message. It says nothing
             # about this trade's money, which only its own commands move.
