@@ -662,6 +662,60 @@ async def test_withdrawals_awaiting_the_wallet_come_unmoved_longest_first_a_page
     assert pages == [["wd_b", "wd_a"], ["wd_c", "wd_d"]]
 
 
+async def test_a_withdrawal_whose_stored_command_the_model_refuses_is_read_all_the_same(
+    stores: Stores,
+) -> None:
+    """Stored by an earlier version (a user id from a token subject with a space, an amount with
+    more decimals than its currency now has): over MongoDB reading it failed, and with it every
+    ask-again page it was on and its GET. It is read with the command as stored, which only
+    sending refuses, and the pages hold every withdrawal."""
+    withdrawals = stores.withdrawals
+    refused = {
+        "wd_b": unlock("wd_b", 0).model_copy(update={"user_id": "old user"}),
+        "wd_c": unlock("wd_c", 0).model_copy(update={"amount": Decimal("0.100100001")}),
+    }
+    for withdrawal_id, at in scattered("wd_"):
+        command = refused.get(withdrawal_id, unlock(withdrawal_id, 0))
+        entry = OutboxEntry(command, created_at=at, published=True)
+        await withdrawals.insert(replace(withdrawal(withdrawal_id, "alice", at), outbox=(entry,)))
+    since = NOW + timedelta(seconds=4)
+    pages = await pages_of_two(
+        lambda limit, after: withdrawals.awaiting_wallet(since, limit, after),
+        lambda w: (w.updated_at, w.withdrawal_id),
+    )
+    assert pages == [["wd_b", "wd_a"], ["wd_c", "wd_d"], ["wd_e"]]
+    listed = await withdrawals.page("alice", None, 10, None)
+    assert {w.withdrawal_id for w in listed.items} == {"wd_a", "wd_b", "wd_c", "wd_d", "wd_e"}
+    for withdrawal_id, command in refused.items():
+        read = await withdrawals.get(withdrawal_id)
+        assert read is not None
+        assert read in listed.items
+        [entry] = read.outbox
+        assert entry.as_stored() == command.model_dump(mode="json")
+        assert (entry.command_id, entry.type, entry.published) == (
+            command.command_id,
+            "unlock",
+            True,
+        )
+        with pytest.raises(ValueError, match="invalid_"):
+            entry.build()
+    good = await withdrawals.get("wd_a")
+    assert good is not None
+    assert good.outbox[0].build() == good.outbox[0].command is not None
+
+
+async def test_a_payment_whose_stored_credit_the_model_refuses_is_read_all_the_same(
+    stores: Stores,
+) -> None:
+    entry = await unpublished_credit(stores.payments, "603", NOW, user_id="old user")
+    stored = await stores.payments.get("603")
+    assert stored is not None
+    [read] = stored.outbox
+    assert (read.command_id, read.as_stored()["user_id"]) == (entry.command_id, "old user")
+    with pytest.raises(ValueError, match="invalid_field"):
+        read.build()
+
+
 async def test_withdrawal_pages_counts_and_guard(stores: Stores) -> None:
     withdrawals = stores.withdrawals
     for i in range(5):

@@ -46,7 +46,8 @@ def _mark(outbox: tuple[OutboxEntry, ...], command_id: str) -> tuple[OutboxEntry
 
 def _first_answer(result: CommandResult, entry: OutboxEntry) -> bool:
     """Whether `result` answers the entry's command, and is the first answer to it."""
-    return entry.result_status is None and result.answers(entry.command)
+    command = entry.command
+    return entry.result_status is None and command is not None and result.answers(command)
 
 
 class MemoryDepositOrders:
@@ -184,7 +185,8 @@ class MemoryPayments:
     async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:
         payment = self.payments.get(payment_id)
         for entry in payment.outbox if payment else ():
-            if entry.command.reference_id == reference_id and entry.result_status is not None:
+            stored = entry.as_stored()
+            if stored.get("reference_id") == reference_id and entry.result_status is not None:
                 return entry.result_status, entry.result_reason
         return None
 

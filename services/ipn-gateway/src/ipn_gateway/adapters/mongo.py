@@ -3,7 +3,6 @@ updates). Amounts are Decimal128; every datetime is UTC."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -41,7 +40,7 @@ from ipn_gateway.domain.withdrawals import (
     attempt_of,
 )
 from shared.http.idempotency import MongoIdempotencyStore
-from shared.messaging import CommandResult, WalletCommand, parse_command
+from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
 from shared.mongo import decimal_of as _decimal
 from shared.mongo import oldest_first, unpublished
@@ -62,24 +61,23 @@ GUARD_LEASE: Final = timedelta(seconds=10)
 
 
 def _outbox_document(entry: OutboxEntry) -> Document:
+    command = entry.as_stored()
     return {
         "command_id": entry.command_id,
-        "reference_id": entry.command.reference_id,
-        "command": entry.command.model_dump(mode="json"),
+        "reference_id": command.get("reference_id"),
+        "command": command,
         "published": entry.published,
         "created_at": entry.created_at,
         "result": None,
     }
 
 
-def _command(document: Document) -> WalletCommand:
-    return parse_command(json.dumps(document["command"]))
-
-
 def _outbox(documents: list[Document]) -> tuple[OutboxEntry, ...]:
+    """An owner's outbox as read: a command the command model refuses (an earlier version's) is
+    kept as stored, so the owner is read all the same and the places that send it report it."""
     return tuple(
-        OutboxEntry(
-            _command(d),
+        OutboxEntry.read(
+            d["command"],
             created_at=_utc(d["created_at"]),
             published=d["published"],
             result_status=(d.get("result") or {}).get("status"),

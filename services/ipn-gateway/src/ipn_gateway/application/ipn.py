@@ -143,7 +143,7 @@ async def publish_recorded(
     """Publish a command already durable in an outbox, then mark it (by command id) published.
     A failure only delays it until the outbox relay publishes it again."""
     try:
-        await publisher.publish(entry.command)
+        await publisher.publish(entry.build())
         await mark(entry.command_id)
     except Exception:
         log.exception("outbox.publish_deferred", command=entry.command_id)

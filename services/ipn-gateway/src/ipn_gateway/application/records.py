@@ -7,30 +7,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import Decision, WithdrawalStatus
-from shared.messaging import WalletCommand
+from shared.outbox import RecordedCommand
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A wallet command recorded before it is published; `published` once the broker has it."""
+class OutboxEntry(RecordedCommand):
+    """A wallet command recorded before it is published; `published` once the broker has it. Its
+    command is None when what is stored is one the command model now refuses, kept as stored
+    (`shared.outbox.RecordedCommand`)."""
 
-    command: WalletCommand
-    created_at: datetime
-    published: bool = False
     # The wallet's answer, once it came: its status (applied, duplicate, rejected) and reason.
     result_status: str | None = None
     result_reason: str | None = None
-
-    @property
-    def command_id(self) -> str:
-        return self.command.command_id
-
-    def as_stored(self) -> Mapping[str, Any]:
-        return self.command.model_dump(mode="json")
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import add
-from shared.outbox import After
+from shared.outbox import After, sendable
 
 # How often an admin's decision on a withdrawal whose lock is in flight looks again.
 LOCK_POLL_SECONDS: Final = 0.05
@@ -51,6 +51,9 @@ MAX_REASON_LENGTH: Final = 500
 # As many as the list returned before it was paged, so existing clients see no change.
 DEFAULT_PAGE_SIZE: Final = 200
 MAX_PAGE_SIZE: Final = 200
+
+# A stored command the command model refuses, where it would be sent (with its withdrawal).
+_UNSENDABLE: Final = "withdrawal.command_unsendable"
 
 
 @dataclass
@@ -130,8 +133,12 @@ class WithdrawalHandler:
         if not same:
             raise Conflict("idempotency_conflict", "this Idempotency-Key made another withdrawal")
         for entry in stored.outbox:
-            if not entry.published:  # it stopped before sending: send now, not at the relay's pace
-                await self._publish(stored.withdrawal_id, entry.command)
+            if entry.published:
+                continue
+            # It stopped before sending: send now, not at the relay's pace.
+            command = sendable(entry, _UNSENDABLE, withdrawal_id=stored.withdrawal_id)
+            if command is not None:
+                await self._publish(stored.withdrawal_id, command)
         return await self.withdrawals.get(stored.withdrawal_id) or stored
 
     async def approve(self, admin_id: str, withdrawal_id: str) -> Withdrawal:
@@ -216,7 +223,7 @@ class WithdrawalHandler:
         withdrawal = await self.withdrawals.get(withdrawal_id)
         if withdrawal is None:
             return None
-        if not any(result.answers(entry.command) for entry in withdrawal.outbox):
+        if not any(e.command is not None and result.answers(e.command) for e in withdrawal.outbox):
             # The reference names this withdrawal, but it never sent that command (another
             # producer's, or a refusal echoing a malformed message): it says nothing of its money.
             log.warning(
@@ -259,7 +266,10 @@ class WithdrawalHandler:
 
         A pass takes at most `ask_again_page` withdrawals, unmoved the longest first, and the next
         pass goes on after them: however many withdrawals the wallet never answers (each asked
-        once per period, unmoved ahead of every newer one), every other gets its turn.
+        once per period, unmoved ahead of every newer one), every other gets its turn. A
+        withdrawal whose last command cannot be built from what is stored (a value the command
+        model now refuses) is logged (`withdrawal.command_unsendable`) and left as it is, and the
+        others are still asked.
         """
         asked = 0
         unmoved_since = self.clock() - self.ask_again_after
@@ -269,7 +279,10 @@ class WithdrawalHandler:
         full = len(page) == self.ask_again_page > 0
         self._ask_again_from = (page[-1].updated_at, page[-1].withdrawal_id) if full else None
         for withdrawal in page:
-            command = withdrawal.outbox[-1].command
+            last = withdrawal.outbox[-1]
+            command = sendable(last, _UNSENDABLE, withdrawal_id=withdrawal.withdrawal_id)
+            if command is None:
+                continue  # left as it is, not marked asked: named again on each pass
             await self.publisher.publish(command)
             await self.withdrawals.mark_asked(withdrawal.withdrawal_id, self.clock())
             log.warning(
