@@ -11,7 +11,13 @@ from typing import Final, Protocol
 
 import structlog
 
-from shared.messaging import CommandResult, CreditCommand, ExchangeCommand, WalletCommand
+from shared.messaging import (
+    CommandResult,
+    CreditCommand,
+    ExchangeCommand,
+    WalletCommand,
+    unsendable_reason,
+)
 from shared.money import Currency, MoneyError, get_currency, parse_amount
 from trading.conversions.domain import (
     ConversionKind,
@@ -24,7 +30,6 @@ from trading.conversions.domain import (
 )
 from trading.errors import Conflict, Invalid, NotFound
 from trading.prices.domain import PriceBook
-from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from shared.messaging import CommandResult
+from shared.messaging import CommandResult, unsendable_reason
 from shared.money import LEDGER_CONTEXT, MoneyError, max_integer_digits, parse_decimal
 from trading.errors import Conflict, Invalid, NotFound
 from trading.feature import Clock
@@ -29,7 +29,6 @@ from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import OPEN_STATUSES, SpotOrder
 from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
-from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 

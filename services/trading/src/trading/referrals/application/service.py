@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import structlog
 
-from shared.messaging import CommandResult, LedgerTransaction
+from shared.messaging import CommandResult, LedgerTransaction, unsendable_reason
 from shared.money import format_amount
 from shared.wallet_client import WalletClient
 from trading.referrals.application.ports import Bindings, CommissionRecord, Commissions
@@ -21,7 +21,6 @@ from trading.referrals.domain.commissions import (
     commissions_due,
     fees_charged,
 )
-from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import structlog
 
-from shared.messaging import CommandResult
+from shared.messaging import CommandResult, unsendable_reason
 from shared.money import add, format_amount, negate
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.application.ports import (
@@ -42,7 +42,6 @@ from trading.savings.domain.transfers import (
     transfer_id_of,
     validate_transfer,
 )
-from trading.unsendable import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
