@@ -15,6 +15,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.outbox import Unpublished
+from shared.paging import Position
 
 
 def connect(url: str, **options: Any) -> AsyncMongoClient[dict[str, Any]]:
@@ -34,7 +35,7 @@ def oldest_first(
     collection: AsyncCollection[dict[str, Any]],
     query: dict[str, Any],
     limit: int,
-    after: tuple[datetime, str] | None,
+    after: Position | None,
     field: str = "created_at",
 ) -> AsyncIterator[dict[str, Any]]:
     """The documents `query` matches by `field` (an instant), then `_id`, only those after
@@ -52,7 +53,7 @@ async def unpublished(
     collection: AsyncCollection[dict[str, Any]],
     older_than: datetime,
     limit: int,
-    after: tuple[datetime, str] | None,
+    after: Position | None,
 ) -> list[Unpublished]:
     """An embedded outbox's page (`shared.outbox.Outbox.unpublished`): the entries not published
     and recorded before `older_than` of at most `limit` documents, oldest first by `created_at`,

@@ -15,13 +15,12 @@ from typing import Any, Final, Protocol, Self
 
 from shared.logging import get_logger
 from shared.messaging import WalletCommand, parse_command, unsendable_reason
+from shared.paging import PageCursor, Position
 
 log = get_logger(__name__)
 
 # Owners a relay pass takes (the next pass goes on after them).
 OUTBOX_PAGE: Final = 500
-
-type After = tuple[datetime, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +124,7 @@ def unpublished_page(
     owners: Iterable[tuple[str, datetime, Iterable[Entry]]],
     older_than: datetime,
     limit: int,
-    after: After | None,
+    after: Position | None,
 ) -> list[Unpublished]:
     """A memory store's page: the entries not published and older than `older_than` of at most
     `limit` owners `(id, created_at, outbox)`, oldest first by (created_at, id), only owners
@@ -148,7 +147,7 @@ def unpublished_page(
 
 class Outbox(Protocol):
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         """Commands not marked published and recorded before `older_than`, of at most `limit`
         owners, oldest owner first (by `created_at`, then id), only owners after `after` (the
@@ -171,15 +170,17 @@ class OutboxRelayPass:
     # The log field naming an owner (`trade_id`, `owner`).
     owner_field: str = "owner"
     page: int = OUTBOX_PAGE
-    # Where the next pass goes on: after the last owner of a full page, from the oldest again
-    # once a pass reached the end.
-    _from: After | None = field(default=None, init=False)
+    # Where the next pass goes on, by owner (created_at, id).
+    _cursor: PageCursor[Position] = field(
+        default_factory=lambda: PageCursor(lambda owner: owner), init=False
+    )
 
     async def run(self, publisher: Publisher, older_than: datetime) -> int:
         """One pass: the number of commands sent."""
-        found = await self.outbox.unpublished(older_than, self.page, after=self._from)
-        owners = {(u.owner_created_at, u.owner_id) for u in found}
-        self._from = max(owners) if len(owners) == self.page > 0 else None
+        found = await self.outbox.unpublished(older_than, self.page, after=self._cursor.after)
+        # A page holds every waiting command of each owner, owners oldest first.
+        owners = list(dict.fromkeys((u.owner_created_at, u.owner_id) for u in found))
+        self._cursor.advance(owners, self.page)
         sent = 0
         for entry in found:
             owner = {self.owner_field: entry.owner_id}

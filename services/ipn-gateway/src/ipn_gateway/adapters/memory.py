@@ -34,7 +34,8 @@ from ipn_gateway.domain.withdrawals import (
 )
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
-from shared.outbox import After, Unpublished, unpublished_page
+from shared.outbox import Unpublished, unpublished_page
+from shared.paging import Position
 
 # Where a payment made without a creation time (a test's) sorts among the unpublished.
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -76,7 +77,7 @@ class MemoryDepositOrders:
         created_before: datetime,
         polled_before: datetime,
         limit: int,
-        after: After | None = None,
+        after: Position | None = None,
     ) -> Sequence[DepositOrder]:
         due = [
             o
@@ -135,7 +136,7 @@ class MemoryPayments:
         created_before: datetime,
         polled_before: datetime,
         limit: int,
-        after: After | None = None,
+        after: Position | None = None,
     ) -> Sequence[Payment]:
         due = [
             p
@@ -160,7 +161,7 @@ class MemoryPayments:
         self.payments[payment_id] = replace(payment, outbox=_mark(payment.outbox, command_id))
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         owners = ((i, p.created_at or _EARLIEST, p.outbox) for i, p in self.payments.items())
         return unpublished_page(owners, older_than, limit, after)
@@ -252,7 +253,7 @@ class MemoryReviews:
         self.items[review_id] = replace(item, outbox=_mark(item.outbox, command_id))
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         owners = ((i.review_id, i.created_at, i.outbox) for i in self.items.values())
         return unpublished_page(owners, older_than, limit, after)
@@ -382,13 +383,13 @@ class MemoryWithdrawals:
         self.withdrawals[withdrawal_id] = replace(current, outbox=_mark(current.outbox, command_id))
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         owners = ((w.withdrawal_id, w.created_at, w.outbox) for w in self.withdrawals.values())
         return unpublished_page(owners, older_than, limit, after)
 
     async def awaiting_wallet(
-        self, unmoved_since: datetime, limit: int, after: After | None = None
+        self, unmoved_since: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Withdrawal]:
         found = [
             w

@@ -45,7 +45,8 @@ from shared.money import add
 from shared.mongo import decimal_of as _decimal
 from shared.mongo import oldest_first, unpublished
 from shared.mongo import utc as _utc
-from shared.outbox import After, Unpublished
+from shared.outbox import Unpublished
+from shared.paging import Position
 
 type Document = dict[str, Any]
 
@@ -123,7 +124,7 @@ class MongoDepositOrders:
         created_before: datetime,
         polled_before: datetime,
         limit: int,
-        after: After | None = None,
+        after: Position | None = None,
     ) -> Sequence[DepositOrder]:
         query = {
             "payment": {"$ne": None},
@@ -252,7 +253,7 @@ class MongoPayments:
         created_before: datetime,
         polled_before: datetime,
         limit: int,
-        after: After | None = None,
+        after: Position | None = None,
     ) -> Sequence[Payment]:
         query = {
             "parent_payment_id": {"$ne": None},
@@ -272,7 +273,7 @@ class MongoPayments:
         await _mark_published(self._payments, payment_id, command_id)
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         return await unpublished(self._payments, older_than, limit, after)
 
@@ -410,7 +411,7 @@ class MongoReviews:
         await _mark_published(self._reviews, review_id, command_id)
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         return await unpublished(self._reviews, older_than, limit, after)
 
@@ -581,12 +582,12 @@ class MongoWithdrawals:
         await _mark_published(self._withdrawals, withdrawal_id, command_id)
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         return await unpublished(self._withdrawals, older_than, limit, after)
 
     async def awaiting_wallet(
-        self, unmoved_since: datetime, limit: int, after: After | None = None
+        self, unmoved_since: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Withdrawal]:
         query: Document = {
             "$and": [

@@ -16,12 +16,12 @@ import structlog
 
 from ipn_gateway.application.ipn import IpnHandler
 from ipn_gateway.application.ports import DepositOrders, PaymentProvider
-from ipn_gateway.application.records import IpnRecord
+from ipn_gateway.application.records import DepositOrder, IpnRecord, Payment
 from ipn_gateway.domain.errors import GatewayError
 from ipn_gateway.domain.js_json import js_stringify, require_canonical_numbers
 from ipn_gateway.domain.payments import OPEN_STATUSES, PaymentState, read_ipn
 from shared.messaging import unsendable_reason
-from shared.outbox import After
+from shared.paging import PageCursor, Position
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +39,14 @@ class MissedIpnPoller:
     # NOWPayments expires an unpaid payment within days; after this the order is left alone,
     # whether or not NOWPayments answered the last question.
     give_up_after: timedelta = timedelta(days=14)
-    # Where the next pass goes on, in the orders and in the repeat payments: after the last of a
-    # full batch, from the oldest again once a pass reached the end.
-    _orders_from: After | None = field(default=None, init=False)
-    _repeats_from: After | None = field(default=None, init=False)
+    # Where the next pass goes on, in the orders and in the repeat payments.
+    _orders_cursor: PageCursor[DepositOrder] = field(
+        default_factory=lambda: PageCursor(lambda order: (order.created_at, order.order_id)),
+        init=False,
+    )
+    _repeats_cursor: PageCursor[Payment] = field(
+        default_factory=lambda: PageCursor(_repeat_position), init=False
+    )
 
     async def run_once(self) -> int:
         """Poll the due deposits, then the due repeat payments, once; how many NOWPayments
@@ -53,10 +57,9 @@ class MissedIpnPoller:
         created_before, polled_before = now - self.older_than, now - self.every
         answered = 0
         due = await self.orders.open_older_than(
-            created_before, polled_before, self.batch, after=self._orders_from
+            created_before, polled_before, self.batch, after=self._orders_cursor.after
         )
-        full = len(due) == self.batch > 0
-        self._orders_from = (due[-1].created_at, due[-1].order_id) if full else None
+        self._orders_cursor.advance(due, self.batch)
         for order in due:
             assert order.payment is not None
             asked, closed = await self._poll(
@@ -67,14 +70,9 @@ class MissedIpnPoller:
         # Their own query: closing an order does not stop the polling of its repeat payments.
         payments = self.ipn.payments
         repeats = await payments.open_repeats_older_than(
-            created_before, polled_before, self.batch, after=self._repeats_from
+            created_before, polled_before, self.batch, after=self._repeats_cursor.after
         )
-        last = repeats[-1] if len(repeats) == self.batch > 0 else None
-        self._repeats_from = (
-            None
-            if last is None or last.created_at is None
-            else (last.created_at, last.state.payment_id)
-        )
+        self._repeats_cursor.advance(repeats, self.batch)
         for repeat in repeats:
             payment_id = repeat.state.payment_id
             assert repeat.created_at is not None
@@ -160,3 +158,10 @@ def _ended(state: PaymentState) -> bool:
     `seen`) is not an end: NOWPayments is asked again, and its answer may carry what was missing."""
     status = state.status
     return status is not None and status not in OPEN_STATUSES and status.value in state.seen
+
+
+def _repeat_position(repeat: Payment) -> Position | None:
+    # One without `created_at` has no place in the order: the next pass starts from the oldest.
+    if repeat.created_at is None:
+        return None
+    return (repeat.created_at, repeat.state.payment_id)

@@ -30,7 +30,8 @@ from ipn_gateway.domain.js_json import JsonValue
 from ipn_gateway.domain.payments import PaymentState
 from ipn_gateway.domain.withdrawals import Decision, WithdrawalStatus
 from shared.messaging import CommandResult, WalletCommand
-from shared.outbox import After, Unpublished
+from shared.outbox import Unpublished
+from shared.paging import Position
 
 
 class DepositOrders(Protocol):
@@ -47,7 +48,7 @@ class DepositOrders(Protocol):
         created_before: datetime,
         polled_before: datetime,
         limit: int,
-        after: After | None = None,
+        after: Position | None = None,
     ) -> Sequence[DepositOrder]:
         """Orders with a payment, not closed, created before `created_before` and not polled
         since `polled_before`, oldest first (by `created_at`, then `order_id`), only those after
@@ -84,7 +85,7 @@ class Payments(Protocol):
         created_before: datetime,
         polled_before: datetime,
         limit: int,
-        after: After | None = None,
+        after: Position | None = None,
     ) -> Sequence[Payment]:
         """Repeat payments (stored with a `parent_payment_id`) whose polling is not closed, first
         stored before `created_before` and not polled since `polled_before`, oldest first (by
@@ -99,7 +100,7 @@ class Payments(Protocol):
 
     async def mark_published(self, payment_id: str, command_id: str) -> None: ...
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         """`shared.outbox.Outbox.unpublished`."""
         ...
@@ -150,7 +151,7 @@ class Reviews(Protocol):
 
     async def mark_published(self, review_id: str, command_id: str) -> None: ...
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         """`shared.outbox.Outbox.unpublished`."""
         ...
@@ -217,13 +218,13 @@ class Withdrawals(Protocol):
 
     async def mark_published(self, withdrawal_id: str, command_id: str) -> None: ...
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         """`shared.outbox.Outbox.unpublished`."""
         ...
 
     async def awaiting_wallet(
-        self, unmoved_since: datetime, limit: int, after: After | None = None
+        self, unmoved_since: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Withdrawal]:
         """Withdrawals waiting on the wallet's answer to their last command (`awaits_wallet`),
         that command published, neither moved nor asked again since `unmoved_since`; the longest

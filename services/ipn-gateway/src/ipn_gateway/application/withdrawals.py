@@ -37,7 +37,8 @@ from shared.messaging import (
     WalletCommand,
 )
 from shared.money import add
-from shared.outbox import After, sendable
+from shared.outbox import sendable
+from shared.paging import PageCursor
 
 # How often an admin's decision on a withdrawal whose lock is in flight looks again.
 LOCK_POLL_SECONDS: Final = 0.05
@@ -67,9 +68,10 @@ class WithdrawalHandler:
     # A withdrawal waiting on the wallet this long without moving has its last command sent again.
     ask_again_after: timedelta = timedelta(seconds=60)
     ask_again_page: int = ASK_AGAIN_PAGE
-    # Where the next ask-again pass goes on: after the last withdrawal of a full page, from the
-    # one unmoved the longest again once a pass reached the end.
-    _ask_again_from: After | None = field(default=None, init=False)
+    # Where the next ask-again pass goes on, by (updated_at, withdrawal_id).
+    _ask_again_cursor: PageCursor[Withdrawal] = field(
+        default_factory=lambda: PageCursor(lambda w: (w.updated_at, w.withdrawal_id)), init=False
+    )
 
     async def request(
         self,
@@ -274,10 +276,9 @@ class WithdrawalHandler:
         asked = 0
         unmoved_since = self.clock() - self.ask_again_after
         page = await self.withdrawals.awaiting_wallet(
-            unmoved_since, self.ask_again_page, after=self._ask_again_from
+            unmoved_since, self.ask_again_page, after=self._ask_again_cursor.after
         )
-        full = len(page) == self.ask_again_page > 0
-        self._ask_again_from = (page[-1].updated_at, page[-1].withdrawal_id) if full else None
+        self._ask_again_cursor.advance(page, self.ask_again_page)
         for withdrawal in page:
             last = withdrawal.outbox[-1]
             command = sendable(last, _UNSENDABLE, withdrawal_id=withdrawal.withdrawal_id)

@@ -16,7 +16,8 @@ from p2p.application.ports import (
 from p2p.domain.offers import OfferStatus
 from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.messaging import WalletCommand
-from shared.outbox import After, Unpublished, unpublished_page
+from shared.outbox import Unpublished, unpublished_page
+from shared.paging import Position
 
 
 def matches(trade: Trade, expected: Expected) -> bool:
@@ -114,7 +115,7 @@ class MemoryTrades:
             self.trades[trade_id] = replace(trade, notes=(*trade.notes, note), updated_at=now)
 
     async def awaiting_wallet(
-        self, unmoved_since: datetime, limit: int, after: tuple[datetime, str] | None = None
+        self, unmoved_since: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Trade]:
         found = [
             t
@@ -127,7 +128,7 @@ class MemoryTrades:
         return found[:limit]
 
     async def due(
-        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+        self, now: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Trade]:
         found = [
             t
@@ -149,7 +150,7 @@ class MemoryTrades:
         self.trades[trade_id] = replace(trade, outbox=outbox)
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         owners = ((t.trade_id, t.created_at, t.outbox) for t in self.trades.values())
         return unpublished_page(owners, older_than, limit, after)

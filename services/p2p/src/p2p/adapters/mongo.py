@@ -20,7 +20,8 @@ from shared.messaging import WalletCommand
 from shared.mongo import decimal_of as _decimal
 from shared.mongo import oldest_first, unpublished
 from shared.mongo import utc as _utc
-from shared.outbox import After, Unpublished
+from shared.outbox import Unpublished
+from shared.paging import Position
 
 type Document = dict[str, Any]
 
@@ -240,7 +241,7 @@ class MongoTrades:
         )
 
     async def awaiting_wallet(
-        self, unmoved_since: datetime, limit: int, after: tuple[datetime, str] | None = None
+        self, unmoved_since: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Trade]:
         query = {
             "status": {"$in": [s.value for s in IN_FLIGHT]},
@@ -250,7 +251,7 @@ class MongoTrades:
         return [_trade(d) async for d in page]
 
     async def due(
-        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+        self, now: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Trade]:
         query = {
             "status": {"$in": [s.value for s in UNPAID]},
@@ -266,7 +267,7 @@ class MongoTrades:
         )
 
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         return await unpublished(self._trades, older_than, limit, after)
 

@@ -18,7 +18,8 @@ from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import TradeStatus
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import LEDGER_CONTEXT, decimal_places, format_amount, get_currency
-from shared.outbox import After, RecordedCommand, Unpublished
+from shared.outbox import RecordedCommand, Unpublished
+from shared.paging import Position
 
 
 def fiat_text(value: Decimal, currency: str) -> str:
@@ -172,7 +173,7 @@ class Trades(Protocol):
         ...
 
     async def due(
-        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+        self, now: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Trade]:
         """Unpaid trades whose payment deadline is not after `now`, the earliest deadline first
         (then by `trade_id`), only those after `after` (the `(payment_deadline, trade_id)` of one
@@ -180,7 +181,7 @@ class Trades(Protocol):
         ...
 
     async def awaiting_wallet(
-        self, unmoved_since: datetime, limit: int, after: tuple[datetime, str] | None = None
+        self, unmoved_since: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Trade]:
         """Trades waiting on the wallet (IN_FLIGHT) that have not changed since `unmoved_since`,
         oldest first (by `updated_at`, then `trade_id`), only those after `after` (the
@@ -189,7 +190,7 @@ class Trades(Protocol):
 
     async def mark_published(self, trade_id: str, command_id: str) -> None: ...
     async def unpublished(
-        self, older_than: datetime, limit: int, after: After | None = None
+        self, older_than: datetime, limit: int, after: Position | None = None
     ) -> Sequence[Unpublished]:
         """The outbox entries not published and recorded before `older_than` of at most `limit`
         trades, oldest first (`shared.outbox.Outbox`)."""

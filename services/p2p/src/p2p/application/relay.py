@@ -10,8 +10,9 @@ from typing import Final
 
 import structlog
 
-from p2p.application.ports import CommandPublisher, Trades
+from p2p.application.ports import CommandPublisher, Trade, Trades
 from shared.outbox import OUTBOX_PAGE, OutboxRelayPass, sendable
+from shared.paging import PageCursor
 
 log = structlog.get_logger(__name__)
 
@@ -34,9 +35,11 @@ class OutboxRelay:
     ask_again_page: int = ASK_AGAIN_PAGE
     # Trades an outbox pass takes (the next pass goes on after them).
     outbox_page: int = OUTBOX_PAGE
-    # Where the next ask-again pass goes on: after the last trade of a full page, from the trade
-    # unmoved the longest again once a pass reached the end.
-    _ask_again_from: tuple[datetime, str] | None = field(default=None, init=False)
+    # Where the next ask-again pass goes on, by (updated_at, trade_id).
+    _ask_again_cursor: PageCursor[Trade] = field(
+        default_factory=lambda: PageCursor(lambda trade: (trade.updated_at, trade.trade_id)),
+        init=False,
+    )
 
     # The passes over the trades' outbox: trades oldest first, a page per pass.
     _outbox: OutboxRelayPass = field(init=False)
@@ -68,10 +71,9 @@ class OutboxRelay:
         asked = 0
         unmoved_since = self.clock() - self.ask_again_after
         page = await self.trades.awaiting_wallet(
-            unmoved_since, self.ask_again_page, after=self._ask_again_from
+            unmoved_since, self.ask_again_page, after=self._ask_again_cursor.after
         )
-        full = len(page) == self.ask_again_page > 0
-        self._ask_again_from = (page[-1].updated_at, page[-1].trade_id) if full else None
+        self._ask_again_cursor.advance(page, self.ask_again_page)
         for trade in page:
             if not trade.outbox or not trade.outbox[-1].published:
                 continue  # never sent: run_once sends it

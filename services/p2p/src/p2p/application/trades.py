@@ -58,6 +58,7 @@ from shared.messaging import (
 )
 from shared.money import add
 from shared.outbox import sendable
+from shared.paging import PageCursor
 
 log = structlog.get_logger(__name__)
 
@@ -99,9 +100,10 @@ class TradeHandler:
     clock: Callable[[], datetime]
     # How long an action waits for the wallet before answering with the trade as it is (202).
     action_wait_seconds: float = 5.0
-    # Where the next deadline sweep goes on: after the last trade of a full page, from the
-    # earliest deadline again once a sweep reached the end.
-    _expire_from: tuple[datetime, str] | None = field(default=None, init=False)
+    # Where the next deadline sweep goes on, by (payment_deadline, trade_id).
+    _expire_cursor: PageCursor[Trade] = field(
+        default_factory=lambda: PageCursor(lambda t: (t.payment_deadline, t.trade_id)), init=False
+    )
 
     async def create(
         self, buyer_id: str, offer_id: str, amount: object, named_id: str | None = None
@@ -228,9 +230,8 @@ class TradeHandler:
         on after them: however many such trades stay unpaid past their deadline, every other one
         gets its turn."""
         cancelled = 0
-        page = await self.trades.due(self.clock(), limit, after=self._expire_from)
-        full = len(page) == limit > 0
-        self._expire_from = (page[-1].payment_deadline, page[-1].trade_id) if full else None
+        page = await self.trades.due(self.clock(), limit, after=self._expire_cursor.after)
+        self._expire_cursor.advance(page, limit)
         for trade in page:
             try:
                 moved = await self.act(None, trade.trade_id, Action.EXPIRE)

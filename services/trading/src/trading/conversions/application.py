@@ -19,6 +19,7 @@ from shared.messaging import (
     unsendable_reason,
 )
 from shared.money import Currency, MoneyError, get_currency, parse_amount
+from shared.paging import PageCursor, Position
 from trading.conversions.domain import (
     ConversionKind,
     Quote,
@@ -36,8 +37,6 @@ log = structlog.get_logger(__name__)
 LIQUIDITY_FUNDING = "liquidity_funding"
 
 
-# A quote's place in the relays' order: (created_at, quote_id).
-type Position = tuple[datetime, str]
 # Quotes a relay pass takes (the next pass goes on after them).
 RELAY_PAGE: Final = 100
 
@@ -151,10 +150,13 @@ class Conversions:
     terms: dict[ConversionKind, Terms]
     clock: Callable[[], datetime]
     new_id: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
-    # Where the next pass of each relay goes on: after the last quote of a full page, from the
-    # oldest pending quote again once a pass reached the end.
-    _resend_after: Position | None = field(default=None, init=False)
-    _ask_after: Position | None = field(default=None, init=False)
+    # Where the next pass of each relay goes on, by (created_at, quote_id).
+    _resend_cursor: PageCursor[Quote] = field(
+        default_factory=lambda: PageCursor(_quote_position), init=False
+    )
+    _ask_cursor: PageCursor[Quote] = field(
+        default_factory=lambda: PageCursor(_quote_position), init=False
+    )
 
     async def quote_swap(
         self, user_id: str, from_code: str, to_code: str, raw_amount: str
@@ -251,9 +253,9 @@ class Conversions:
         The number sent; a quote whose command cannot be built is skipped as in
         `resend_unpublished`, and a pass goes on after the last as there."""
         page = await self.quotes.awaiting_wallet(
-            self.clock() - after, limit=RELAY_PAGE, after=self._ask_after
+            self.clock() - after, limit=RELAY_PAGE, after=self._ask_cursor.after
         )
-        self._ask_after = _next_page(page)
+        self._ask_cursor.advance(page, RELAY_PAGE)
         sent = 0
         for quote in page:
             try:
@@ -275,9 +277,9 @@ class Conversions:
         A pass takes at most RELAY_PAGE quotes, oldest first, and the next pass goes on after
         them: however many pending quotes cannot be sent, every other one gets its turn."""
         page = await self.quotes.unpublished(
-            self.clock() - grace, limit=RELAY_PAGE, after=self._resend_after
+            self.clock() - grace, limit=RELAY_PAGE, after=self._resend_cursor.after
         )
-        self._resend_after = _next_page(page)
+        self._resend_cursor.advance(page, RELAY_PAGE)
         sent = 0
         for quote in page:
             try:
@@ -289,12 +291,8 @@ class Conversions:
         return sent
 
 
-def _next_page(page: Sequence[Quote]) -> Position | None:
-    """Where the next pass goes on: after this page's last quote if the page was full, else
-    from the start again."""
-    if len(page) < RELAY_PAGE:
-        return None
-    return (page[-1].created_at, page[-1].quote_id)
+def _quote_position(quote: Quote) -> Position:
+    return (quote.created_at, quote.quote_id)
 
 
 def _unsendable(quote: Quote, error: ValueError) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from shared.paging import Position
 from trading.spot.domain.book import Status
 from trading.spot.domain.markets import Market
 from trading.spot.orders import SpotBatch, SpotOrder
@@ -74,7 +75,7 @@ class SpotStore(Protocol):
         ...
 
     async def pending_before(
-        self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+        self, before: datetime, limit: int = 200, after: Position | None = None
     ) -> list[SpotOrder]:
         """Pending orders whose lock was last sent strictly before `before` (when sent again,
         `asked_at`, else when created: it is sent right after), oldest first (by `created_at`,
@@ -91,7 +92,7 @@ class SpotStore(Protocol):
         self,
         now: datetime,
         limit: int = 200,
-        after: tuple[datetime, str] | None = None,
+        after: Position | None = None,
         cancelled_before: datetime | None = None,
     ) -> list[SpotOrder]:
         """Open and partially filled orders whose `expires_at` is at or before `now` (not pending

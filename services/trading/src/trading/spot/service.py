@@ -13,6 +13,7 @@ import structlog
 
 from shared.messaging import CommandResult, unsendable_reason
 from shared.money import LEDGER_CONTEXT, MoneyError, max_integer_digits, parse_decimal
+from shared.paging import PageCursor, Position
 from trading.errors import Conflict, Invalid, NotFound
 from trading.feature import Clock
 from trading.messaging import EventPublisher
@@ -87,12 +88,13 @@ class SpotOrders:
         self._margin = market_buy_margin
         self._cancel_wait = cancel_wait_seconds
         self._resend_page = resend_page
-        # Where the next lock relay pass goes on: after the last order of a full page, from the
-        # oldest pending order again once a pass reached the end.
-        self._resend_after: tuple[datetime, str] | None = None
+        # Where the next lock relay pass goes on, by (created_at, order_id).
+        self._resend_cursor: PageCursor[SpotOrder] = PageCursor(
+            lambda order: (order.created_at, order.order_id)
+        )
         self._expire_page = expire_page
-        # Where the next expiry sweep goes on, as the lock relay does.
-        self._expire_after: tuple[datetime, str] | None = None
+        # Where the next expiry sweep goes on, by (expires_at, order_id).
+        self._expire_cursor: PageCursor[SpotOrder] = PageCursor(_expiry_position)
 
     async def place(
         self,
@@ -304,12 +306,10 @@ class SpotOrders:
         expired = await self._store.expired(
             now,
             limit=self._expire_page,
-            after=self._expire_after,
+            after=self._expire_cursor.after,
             cancelled_before=now - again_after,
         )
-        last = expired[-1] if len(expired) == self._expire_page else None
-        at = None if last is None else last.expires_at
-        self._expire_after = None if last is None or at is None else (at, last.order_id)
+        self._expire_cursor.advance(expired, self._expire_page)
         for order in expired:
             message = OrderMessage(
                 kind="cancel", order_id=order.order_id, pair=order.pair, reason="expired"
@@ -328,10 +328,9 @@ class SpotOrders:
         (`asked_at`), which is sent again at most once per `grace`."""
         before: datetime = self._clock() - grace
         page = await self._store.pending_before(
-            before, limit=self._resend_page, after=self._resend_after
+            before, limit=self._resend_page, after=self._resend_cursor.after
         )
-        full = len(page) == self._resend_page
-        self._resend_after = (page[-1].created_at, page[-1].order_id) if full else None
+        self._resend_cursor.advance(page, self._resend_page)
         sent = 0
         for order in page:
             try:
@@ -346,3 +345,8 @@ class SpotOrders:
             await self._store.mark_asked(order.order_id, self._clock())
             sent += 1
         return sent
+
+
+def _expiry_position(order: SpotOrder) -> Position | None:
+    # An order without an expiry is never in an expiry page; were one there, the sweep restarts.
+    return None if order.expires_at is None else (order.expires_at, order.order_id)

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from shared.money import format_amount
-from trading.conversions.application import Funding, Position, QuoteExists
+from shared.paging import Position
+from trading.conversions.application import Funding, QuoteExists
 from trading.conversions.domain import ConversionKind, Quote, Status, Terms
 from trading.memory_values import stored_decimal, stored_instant
 from trading.prices.domain import Price

@@ -15,7 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.money import format_amount
-from trading.conversions.application import Funding, Position, QuoteExists
+from shared.paging import Position
+from trading.conversions.application import Funding, QuoteExists
 from trading.conversions.domain import ConversionKind, Quote, Status, Terms
 from trading.mongo_values import oldest_first
 from trading.prices.domain import Price

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from shared.money import add
+from shared.paging import Position
 from trading.memory_values import stored_decimal, stored_instant
 from trading.referrals.application.ports import CommissionRecord
 from trading.referrals.domain.bindings import Binding
@@ -97,7 +98,7 @@ class MemoryCommissions:
             record |= {"status": status, "reason": reason, "updated_at": stored_instant(at)}
 
     async def awaiting_wallet(
-        self, asked_before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[CommissionRecord]:
         cutoff = stored_instant(asked_before)
         start = None if after is None else (stored_instant(after[0]), after[1])

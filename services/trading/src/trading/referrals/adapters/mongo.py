@@ -23,6 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.money import add
+from shared.paging import Position
 from trading.mongo_values import decimal_of, oldest_first, utc
 from trading.payouts import PENDING, PayoutRecords
 from trading.referrals.domain.bindings import Binding
@@ -116,7 +117,7 @@ class MongoCommissions(PayoutRecords):
         return await self._claim(due.reference_id, fields, at)
 
     async def awaiting_wallet(
-        self, asked_before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[Document]:
         """Commissions still pending whose command was last sent before `asked_before`: when
         asked again (`asked_at`), else when claimed (it is sent right after its claim); oldest

@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from shared.paging import Position
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
 
@@ -61,7 +62,7 @@ class Commissions(Protocol):
         ...
 
     async def awaiting_wallet(
-        self, asked_before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[CommissionRecord]:
         """Pending records whose command was last sent before `asked_before` (when asked again,
         `asked_at`, else when claimed), oldest first (by `created_at`, then `reference_id`), only

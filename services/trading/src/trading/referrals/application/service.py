@@ -12,6 +12,7 @@ import structlog
 
 from shared.messaging import CommandResult, LedgerTransaction, unsendable_reason
 from shared.money import format_amount
+from shared.paging import PageCursor
 from shared.wallet_client import WalletClient
 from trading.referrals.application.ports import Bindings, CommissionRecord, Commissions
 from trading.referrals.domain.bindings import Binding, already_bound, check_binding
@@ -46,9 +47,10 @@ class ReferralService:
         self._rate = rate
         self._clock = clock
         self.ask_again_page = ASK_AGAIN_PAGE
-        # Where the next ask-again pass goes on: after the last commission of a full page, from
-        # the oldest again once a pass reached the end.
-        self._ask_again_from: tuple[datetime, str] | None = None
+        # Where the next ask-again pass goes on, by (created_at, reference_id).
+        self._ask_again_cursor: PageCursor[CommissionRecord] = PageCursor(
+            lambda record: (record["created_at"], record["reference_id"])
+        )
 
     async def bind(self, invitee_id: str, referrer_id: object) -> Binding:
         existing = await self._bindings.insert(invitee_id, check_binding(invitee_id, referrer_id))
@@ -95,11 +97,9 @@ class ReferralService:
         others still go. A pass takes at most `ask_again_page` commissions, oldest first, and the
         next pass goes on after them: however many cannot be sent, every other gets its turn."""
         page = await self._commissions.awaiting_wallet(
-            self._clock() - after, self.ask_again_page, after=self._ask_again_from
+            self._clock() - after, self.ask_again_page, after=self._ask_again_cursor.after
         )
-        full = len(page) == self.ask_again_page > 0
-        last = page[-1] if full else None
-        self._ask_again_from = None if last is None else (last["created_at"], last["reference_id"])
+        self._ask_again_cursor.advance(page, self.ask_again_page)
         sent = 0
         for record in page:
             reference_id = record["reference_id"]

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from shared.messaging import LedgerTransaction
 from shared.money import add
+from shared.paging import Position
 from trading.memory_values import stored_decimal, stored_instant
 from trading.savings.application.ports import AccrualRecord, TransferRecord
 from trading.savings.domain.accrual import (
@@ -80,7 +81,7 @@ class MemoryTransfers:
         return self._view(transfer_id)
 
     async def pending_before(
-        self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+        self, before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[TransferRecord]:
         cutoff = stored_instant(before)
         found = sorted(

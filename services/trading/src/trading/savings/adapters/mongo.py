@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.messaging import LedgerTransaction
 from shared.money import add
+from shared.paging import Position
 from trading.mongo_values import decimal_of, oldest_first, utc
 from trading.payouts import PayoutRecords
 from trading.savings.domain.accrual import (
@@ -92,7 +93,7 @@ class MongoTransfers:
         return _transfer(updated) if updated else None
 
     async def pending_before(
-        self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+        self, before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[Document]:
         query = {
             "status": TransferStatus.PENDING.value,

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from shared.messaging import LedgerTransaction
+from shared.paging import Position
 from trading.savings.domain.accrual import AccrualDue, SavingsMovement
 from trading.savings.domain.transfers import TransferStatus
 
@@ -53,7 +54,7 @@ class Transfers(Protocol):
         ...
 
     async def pending_before(
-        self, before: datetime, limit: int = 100, after: tuple[datetime, str] | None = None
+        self, before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[TransferRecord]:
         """Pending transfers whose command was last sent before `before` (when sent again,
         `asked_at`, else when created: it is sent right after), oldest first (by `created_at`,

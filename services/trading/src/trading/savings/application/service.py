@@ -15,6 +15,7 @@ import structlog
 
 from shared.messaging import CommandResult, unsendable_reason
 from shared.money import add, format_amount, negate
+from shared.paging import PageCursor
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.savings.application.ports import (
     AccrualRecord,
@@ -86,9 +87,10 @@ class SavingsService:
         self._clock = clock
         self._history_caught_up = history_caught_up
         self._result_timeout = result_timeout
-        # Where the next resend pass goes on: after the last transfer of a full page, from the
-        # oldest pending transfer again once a pass reached the end.
-        self._resend_after: tuple[datetime, str] | None = None
+        # Where the next resend pass goes on, by (created_at, transfer_id).
+        self._resend_cursor: PageCursor[TransferRecord] = PageCursor(
+            lambda transfer: (transfer["created_at"], transfer["transfer_id"])
+        )
 
     # Products, transfers, positions
 
@@ -165,11 +167,9 @@ class SavingsService:
         however many pending transfers cannot be sent, every other one gets its turn. A transfer
         sent again is stamped (`asked_at`) and sent again at most once per `older_than`."""
         transfers = await self._transfers.pending_before(
-            self._clock() - older_than, limit=page, after=self._resend_after
+            self._clock() - older_than, limit=page, after=self._resend_cursor.after
         )
-        full = len(transfers) == page > 0
-        last = transfers[-1] if full else None
-        self._resend_after = None if last is None else (last["created_at"], last["transfer_id"])
+        self._resend_cursor.advance(transfers, page)
         sent = 0
         for transfer in transfers:
             try:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
+from shared.paging import Position
 from trading.memory_values import stored_instant
 from trading.spot.adapters.documents import (
     RESTING,
@@ -112,7 +113,7 @@ class MemorySpotStore:
         return True
 
     async def pending_before(
-        self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+        self, before: datetime, limit: int = 200, after: Position | None = None
     ) -> list[SpotOrder]:
         cutoff = stored_instant(before)
         if after is not None:
@@ -143,7 +144,7 @@ class MemorySpotStore:
         self,
         now: datetime,
         limit: int = 200,
-        after: tuple[datetime, str] | None = None,
+        after: Position | None = None,
         cancelled_before: datetime | None = None,
     ) -> list[SpotOrder]:
         cutoff = stored_instant(now)

@@ -12,6 +12,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.paging import Position
 from trading.mongo_values import oldest_first
 from trading.spot.adapters.documents import (
     RESTING,
@@ -109,7 +110,7 @@ class MongoSpotStore:
         return updated.modified_count == 1
 
     async def pending_before(
-        self, before: datetime, limit: int = 200, after: tuple[datetime, str] | None = None
+        self, before: datetime, limit: int = 200, after: Position | None = None
     ) -> list[SpotOrder]:
         query = {
             "status": Status.PENDING.value,
@@ -130,7 +131,7 @@ class MongoSpotStore:
         self,
         now: datetime,
         limit: int = 200,
-        after: tuple[datetime, str] | None = None,
+        after: Position | None = None,
         cancelled_before: datetime | None = None,
     ) -> list[SpotOrder]:
         """Open orders whose time ran out (the matcher cancels them; pending ones on locking),
