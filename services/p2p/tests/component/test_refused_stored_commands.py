@@ -24,6 +24,7 @@ from shared.http import create_app, make_token
 
 SECRET = "component-jwt-secret-of-at-least-32-bytes"
 REFUSED = "old user"
+REFUSED_SELLER = "old sam"
 
 
 @pytest_asyncio.fixture
@@ -31,7 +32,8 @@ async def p2p(
     memory_or_mongo: AsyncDatabase[dict[str, Any]] | None, memory_p2p: Any
 ) -> AsyncIterator[Any]:
     """The memory service, its trades and offers on MongoDB for the MongoDB variant; `plant`
-    makes a trade's first command one the model refuses, as an earlier version stored it."""
+    makes a trade's first command one the model refuses, as an earlier version stored it, and
+    `plant_seller` its seller id one no wallet command can carry."""
     database = memory_or_mongo
     if database is None:
 
@@ -42,7 +44,12 @@ async def p2p(
             outbox = (replace(entry, command=refused), *trade.outbox[1:])
             memory_p2p.store.trades[trade_id] = replace(trade, outbox=outbox)
 
+        async def plant_seller_in_memory(trade_id: str) -> None:
+            trade = memory_p2p.store.trades[trade_id]
+            memory_p2p.store.trades[trade_id] = replace(trade, seller_id=REFUSED_SELLER)
+
         memory_p2p.plant = plant_in_memory
+        memory_p2p.plant_seller = plant_seller_in_memory
         yield memory_p2p
         return
     await ensure_indexes(database)
@@ -56,7 +63,13 @@ async def p2p(
             {"_id": trade_id}, {"$set": {"outbox.0.command.user_id": REFUSED}}
         )
 
+    async def plant_seller_in_mongo(trade_id: str) -> None:
+        await database[TRADES].update_one(
+            {"_id": trade_id}, {"$set": {"seller_id": REFUSED_SELLER}}
+        )
+
     memory_p2p.plant = plant_in_mongo
+    memory_p2p.plant_seller = plant_seller_in_mongo
     try:
         yield memory_p2p
     finally:
@@ -119,6 +132,34 @@ async def test_its_get_and_the_listing_answer(p2p: Any) -> None:
         mine = await client.get("/api/p2p/enhanced/trades", headers=headers)
         assert mine.status_code == 200, mine.text
         assert stuck.trade_id in str(mine.json())
+
+
+async def test_an_action_whose_command_cannot_be_built_is_refused(p2p: Any) -> None:
+    """The buyer cancelling an escrowed trade whose seller id an earlier version stored with a
+    space: the unlock cannot be built, and the request failed with a 500 after the decision. It is
+    refused with 409 `trade_unsendable` before anything moves, and logged for support."""
+    made: Trade = await p2p.trades.create("bea", await p2p.funded_offer(), "0.01")
+    await p2p.deliver_all()
+    await p2p.plant_seller(made.trade_id)
+    before = await p2p.store.get(made.trade_id)
+    assert before.status is TradeStatus.ESCROWED
+    app = create_app(title="p2p", auth_secret=SECRET, ready=_ready)
+    include_routes(app, Handlers(offers=p2p.offers, trades=p2p.trades))
+    headers = {"Authorization": f"Bearer {make_token(SECRET, 'bea', ())}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p2p") as client:
+        with capture_logs() as logs:
+            cancel = await client.post(
+                "/api/p2p/enhanced/cancel-trade",
+                json={"trade_id": made.trade_id, "reason": "changed my mind"},
+                headers=headers,
+            )
+    assert (cancel.status_code, cancel.json()["error"]["code"]) == (409, "trade_unsendable")
+    assert await p2p.store.get(made.trade_id) == before
+    assert p2p.publisher.queue == []
+    [logged] = [e for e in logs if e["event"] == "trade.action_unsendable"]
+    assert (logged["trade_id"], logged["action"], logged["by"]) == (made.trade_id, "cancel", "bea")
+    assert (logged["log_level"], logged["reason"][:22]) == ("error", "invalid_field: user_id")
 
 
 async def _ready() -> bool:

@@ -27,7 +27,7 @@ from p2p.application.ports import (
     TradeChanges,
     Trades,
 )
-from p2p.domain.errors import Conflict, Forbidden, NotFound, Refused
+from p2p.domain.errors import Conflict, Forbidden, NotFound, Refused, Unsendable
 from p2p.domain.offers import OfferStatus, trade_amounts
 from p2p.domain.trades import (
     CANCEL_TRANSACTION_TYPE,
@@ -215,7 +215,18 @@ class TradeHandler:
                 raise _REFUSALS[verdict.kind](verdict.code, _describe(trade, action, verdict))
             if isinstance(verdict, Repeat):
                 return trade
-            moved = await self._move(trade, action, verdict, acting, reason)
+            try:
+                moved = await self._move(trade, action, verdict, acting, reason)
+            except Unsendable as refused:
+                if caller is not None:  # the sweeper logs its own
+                    log.error(
+                        "trade.action_unsendable",
+                        trade_id=trade_id,
+                        action=action.value,
+                        by=acting,
+                        reason=refused.reason,
+                    )
+                raise
             if moved is not None:
                 return moved
             trade = await self._stored(trade_id)
@@ -235,15 +246,11 @@ class TradeHandler:
         for trade in page:
             try:
                 moved = await self.act(None, trade.trade_id, Action.EXPIRE)
+            except Unsendable as refused:
+                log.error("trade.unlock_unsendable", trade_id=trade.trade_id, reason=refused.reason)
+                continue
             except (Conflict, NotFound) as refused:
                 log.info("trade.not_expired", trade_id=trade.trade_id, code=refused.code)
-                continue
-            except ValueError as error:
-                log.error(
-                    "trade.unlock_unsendable",
-                    trade_id=trade.trade_id,
-                    reason=unsendable_reason(error),
-                )
                 continue
             if moved.status in (TradeStatus.CANCELLING, TradeStatus.CANCELLED):
                 log.info("trade.expired", trade_id=trade.trade_id)
@@ -319,7 +326,10 @@ class TradeHandler:
             expected = Expected(trade.status, deadline_open_at=now)
         elif action is Action.EXPIRE:
             expected = Expected(trade.status, deadline_passed_at=now)
-        command = self._command(trade, move.command, acting)
+        try:
+            command = self._command(trade, move.command, acting)
+        except ValueError as error:  # a value an earlier version stored; nothing has moved yet
+            raise Unsendable(unsendable_reason(error)) from error
         moved = await self.trades.move(
             trade.trade_id, expected, move.to, _changes(action, acting, reason, now), command, now
         )

@@ -29,3 +29,16 @@ class Forbidden(P2pError):
 
 class Conflict(P2pError):
     """The object's state does not allow this action now (409)."""
+
+
+class Unsendable(Conflict):
+    """The wallet command this action needs cannot be built from what the trade holds (a value an
+    earlier version stored that the command now refuses) (409): nothing moves; support has to
+    look at the trade. `reason` names the refused field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "trade_unsendable",
+            "this trade's wallet command cannot be built from what it holds; contact support",
+        )
+        self.reason = reason
