@@ -13,7 +13,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 from structlog.testing import capture_logs
 
@@ -22,9 +24,11 @@ from ipn_gateway.adapters.mongo import WITHDRAWALS, MongoWithdrawals, ensure_ind
 from ipn_gateway.application.records import Withdrawal
 from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.domain.withdrawals import WithdrawalPolicy, WithdrawalStatus
-from ipn_gateway.entrypoints.http import withdrawals_router
+from ipn_gateway.entrypoints.http import include_routes
 from shared.http import create_app, make_token
+from shared.http.auth import ADMIN_ROLE
 from shared.http.idempotency import MemoryIdempotencyStore
+from shared.messaging import CommandResult
 
 SECRET = "component-jwt-secret-of-at-least-32-bytes"
 REFUSED = "old user"
@@ -55,6 +59,8 @@ class Gateway:
     clock: Clock
     # Makes a withdrawal's first command one the model refuses, as an earlier version stored it.
     plant: Callable[[str], Awaitable[None]]
+    # Makes a withdrawal's user id one no wallet command can carry, as an earlier version stored it.
+    plant_user: Callable[[str], Awaitable[None]]
 
 
 @pytest_asyncio.fixture
@@ -75,8 +81,12 @@ async def gateway(
             outbox = (replace(entry, command=refused), *stored.outbox[1:])
             memory.withdrawals[withdrawal_id] = replace(stored, outbox=outbox)
 
+        async def plant_user_in_memory(withdrawal_id: str) -> None:
+            stored = memory.withdrawals[withdrawal_id]
+            memory.withdrawals[withdrawal_id] = replace(stored, user_id=REFUSED)
+
         handler = WithdrawalHandler(memory, publisher, POLICY, clock=clock)
-        yield Gateway(handler, publisher, clock, plant_in_memory)
+        yield Gateway(handler, publisher, clock, plant_in_memory, plant_user_in_memory)
         return
     await ensure_indexes(database)
 
@@ -85,9 +95,14 @@ async def gateway(
             {"_id": withdrawal_id}, {"$set": {"outbox.0.command.user_id": REFUSED}}
         )
 
+    async def plant_user_in_mongo(withdrawal_id: str) -> None:
+        await database[WITHDRAWALS].update_one(
+            {"_id": withdrawal_id}, {"$set": {"user_id": REFUSED}}
+        )
+
     handler = WithdrawalHandler(MongoWithdrawals(database), publisher, POLICY, clock=clock)
     try:
-        yield Gateway(handler, publisher, clock, plant_in_mongo)
+        yield Gateway(handler, publisher, clock, plant_in_mongo, plant_user_in_mongo)
     finally:
         await database.client.drop_database(database.name)
 
@@ -130,9 +145,7 @@ async def test_the_ask_again_pass_asks_about_the_others(gateway: Gateway) -> Non
 
 async def test_its_get_and_the_listing_answer(gateway: Gateway) -> None:
     stuck = await withdrawal(gateway, refused=True)
-    app = create_app(title="ipn-gateway", auth_secret=SECRET, ready=_ready)
-    handlers = SimpleNamespace(withdrawals=gateway.handler, idempotency=MemoryIdempotencyStore())
-    app.include_router(withdrawals_router(handlers))  # type: ignore[arg-type]
+    app = _app(gateway)
     headers = {"Authorization": f"Bearer {make_token(SECRET, 'alice', ())}"}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -145,6 +158,62 @@ async def test_its_get_and_the_listing_answer(gateway: Gateway) -> None:
         mine = await client.get("/api/withdrawals", headers=headers)
         assert mine.status_code == 200, mine.text
         assert stuck.withdrawal_id in mine.text
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_decision_whose_command_cannot_be_built_is_refused(
+    gateway: Gateway, decision: str
+) -> None:
+    """An admin deciding on a locked withdrawal whose user id an earlier version stored with a
+    space: its release or unlock cannot be built, and the request failed with a 500. It is
+    refused with 409 `withdrawal_unsendable`, nothing moves, and it is logged for an engineer."""
+    made = await withdrawal(gateway)
+    [lock] = gateway.publisher.published
+    await gateway.handler.apply_result(
+        CommandResult(
+            command_id=lock.command_id,
+            type=lock.type,
+            transaction_type=lock.transaction_type,
+            reference_id=lock.reference_id,
+            user_id=lock.user_id,
+            status="applied",
+        )
+    )
+    await gateway.plant_user(made.withdrawal_id)
+    before = await gateway.handler.withdrawals.get(made.withdrawal_id)
+    assert before is not None
+    assert before.status is WithdrawalStatus.LOCKED
+    app = _app(gateway)
+    token = make_token(SECRET, "ops", (ADMIN_ROLE,))
+    body = {"withdrawal_id": made.withdrawal_id, "reason": "address on a sanctions list"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        with capture_logs() as logs:
+            answer = await client.post(
+                f"/api/withdrawals/{decision}",
+                json=body if decision == "reject" else {"withdrawal_id": made.withdrawal_id},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (409, "withdrawal_unsendable")
+    assert await gateway.handler.withdrawals.get(made.withdrawal_id) == before
+    assert gateway.publisher.published == [lock]
+    [logged] = [e for e in logs if e["event"] == "withdrawal.decision_unsendable"]
+    assert (logged["withdrawal_id"], logged["decision"], logged["by"]) == (
+        made.withdrawal_id,
+        decision,
+        "ops",
+    )
+    assert (logged["log_level"], logged["reason"][:22]) == ("error", "invalid_field: user_id")
+
+
+def _app(gateway: Gateway) -> FastAPI:
+    """The gateway's routes over the withdrawals handler (the others are not reached)."""
+    app = create_app(title="ipn-gateway", auth_secret=SECRET, ready=_ready)
+    handlers = SimpleNamespace(
+        withdrawals=gateway.handler, idempotency=MemoryIdempotencyStore(), trusted_proxies=()
+    )
+    include_routes(app, handlers)  # type: ignore[arg-type]
+    return app
 
 
 async def _ready() -> bool:

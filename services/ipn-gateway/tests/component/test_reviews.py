@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ipn_gateway.adapters.memory import (
     MemoryDepositOrders,
@@ -525,3 +526,28 @@ async def test_an_ipn_of_a_payment_stored_for_another_order_is_held_for_review(
     [item] = await world.items_of(BOBS, "open")
     assert (item.user_id, item.reason, item.bound) == ("bob", "payment_of_another_order", False)
     assert world.credits == []
+
+
+async def test_an_item_whose_credit_cannot_be_built_is_refused_and_can_be_dismissed() -> None:
+    """An item for a user id an earlier version stored with a space: its credit cannot be built.
+    Approving it failed with a 500 and left it `approving`, which no dismissal may close, for
+    good. It is refused with 409 `review_unsendable` before anything moves, logged, and goes back
+    to open, so an admin can dismiss it."""
+    world = World()
+    world.orders.orders["dep_a"] = replace(world.orders.orders["dep_a"], user_id="old alice")
+    assert await world.send("partially_paid", "0.001") == "ignored"
+    [item] = await world.items_of("5077125051")
+    with capture_logs() as logs, pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops1", item.review_id)
+    assert refused.value.code == "review_unsendable"
+    assert world.credits == []
+    assert (await world.handler.reviews.get(item.review_id)) == item
+    [logged] = [e for e in logs if e["event"] == "review.credit_unsendable"]
+    assert (logged["review_id"], logged["by"], logged["log_level"]) == (
+        item.review_id,
+        "ops1",
+        "error",
+    )
+    assert logged["reason"].startswith("invalid_field: user_id")
+    dismissed = await world.handler.dismiss("ops1", item.review_id, "a user id no wallet takes")
+    assert dismissed.status == "dismissed"

@@ -34,6 +34,7 @@ from ipn_gateway.application.ports import CommandPublisher, DepositOrders, Payme
 from ipn_gateway.application.records import OutboxEntry, ReviewItem, ReviewStatus
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
 from ipn_gateway.domain.payments import Credit, PaymentState, approve_review
+from shared.messaging import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +76,7 @@ class ReviewHandler:
             claimed = await self.reviews.claim(review_id, admin_id, self.clock())
             if claimed is None:
                 raise Conflict("review_closed", "another admin decided this item meanwhile")
-        refusal = await self._credit_payment(item)
+        refusal = await self._credit_payment(item, admin_id)
         if refusal is not None:
             # Nothing was or can be credited for this item: it goes back to open, so that it can
             # be dismissed.
@@ -109,7 +110,7 @@ class ReviewHandler:
             raise NotFound("review_not_found", f"no review item {review_id[:64]!r}")
         return item
 
-    async def _credit_payment(self, item: ReviewItem) -> Conflict | None:
+    async def _credit_payment(self, item: ReviewItem, admin_id: str) -> Conflict | None:
         """Credit the item through its payment's document, or the refusal when nothing can be."""
         assert item.currency is not None
         assert item.cumulative is not None
@@ -135,7 +136,20 @@ class ReviewHandler:
                 return Conflict(decision.review_code, decision.review_detail or "")
             if decision.state is None:
                 return None  # approved on the payment already (an approval that stopped before)
-            entry = self._entry(item, decision.credit) if decision.credit else None
+            try:
+                entry = self._entry(item, decision.credit) if decision.credit else None
+            except ValueError as error:  # a value an earlier version stored; nothing moved
+                log.error(
+                    "review.credit_unsendable",
+                    review_id=item.review_id,
+                    by=admin_id,
+                    reason=unsendable_reason(error),
+                )
+                return Conflict(
+                    "review_unsendable",
+                    "this item's credit cannot be built from what it holds; dismiss it or have "
+                    "an engineer look at it",
+                )
             saved = await save_payment(
                 self.payments,
                 self.publisher,

@@ -35,6 +35,7 @@ from shared.messaging import (
     ReleaseLockedCommand,
     UnlockCommand,
     WalletCommand,
+    unsendable_reason,
 )
 from shared.money import add
 from shared.outbox import sendable
@@ -149,21 +150,26 @@ class WithdrawalHandler:
             raise Forbidden(
                 "self_approval_forbidden", "an admin cannot approve their own withdrawal"
             )
-        command = ReleaseLockedCommand(
-            user_id=withdrawal.user_id,
-            currency=withdrawal.currency,
-            amount=add(withdrawal.amount, withdrawal.fee),
-            fee=withdrawal.fee,
-            destination="withdrawals",
-            transaction_type=RELEASE_TRANSACTION_TYPE,
-            reference_id=reference_id(withdrawal_id, withdrawal.attempt + 1),
-            hold_id=reference_id(withdrawal_id),
-            metadata={
-                "withdrawal_id": withdrawal_id,
-                "address": withdrawal.address,
-                "approved_by": admin_id,
-            },
-            issued_at=self.clock(),
+        command = _built(
+            withdrawal,
+            "approve",
+            admin_id,
+            lambda: ReleaseLockedCommand(
+                user_id=withdrawal.user_id,
+                currency=withdrawal.currency,
+                amount=add(withdrawal.amount, withdrawal.fee),
+                fee=withdrawal.fee,
+                destination="withdrawals",
+                transaction_type=RELEASE_TRANSACTION_TYPE,
+                reference_id=reference_id(withdrawal_id, withdrawal.attempt + 1),
+                hold_id=reference_id(withdrawal_id),
+                metadata={
+                    "withdrawal_id": withdrawal_id,
+                    "address": withdrawal.address,
+                    "approved_by": admin_id,
+                },
+                issued_at=self.clock(),
+            ),
         )
         return await self._decide(withdrawal, "approve", admin_id, None, command)
 
@@ -174,15 +180,24 @@ class WithdrawalHandler:
                 "invalid_reason", f"a reason of 1 to {MAX_REASON_LENGTH} characters is required"
             )
         withdrawal = await self._get(withdrawal_id)
-        command = UnlockCommand(
-            user_id=withdrawal.user_id,
-            currency=withdrawal.currency,
-            amount=add(withdrawal.amount, withdrawal.fee),
-            transaction_type=UNLOCK_TRANSACTION_TYPE,
-            reference_id=reference_id(withdrawal_id, withdrawal.attempt + 1),
-            hold_id=reference_id(withdrawal_id),
-            metadata={"withdrawal_id": withdrawal_id, "rejected_by": admin_id, "reason": reason},
-            issued_at=self.clock(),
+        command = _built(
+            withdrawal,
+            "reject",
+            admin_id,
+            lambda: UnlockCommand(
+                user_id=withdrawal.user_id,
+                currency=withdrawal.currency,
+                amount=add(withdrawal.amount, withdrawal.fee),
+                transaction_type=UNLOCK_TRANSACTION_TYPE,
+                reference_id=reference_id(withdrawal_id, withdrawal.attempt + 1),
+                hold_id=reference_id(withdrawal_id),
+                metadata={
+                    "withdrawal_id": withdrawal_id,
+                    "rejected_by": admin_id,
+                    "reason": reason,
+                },
+                issued_at=self.clock(),
+            ),
         )
         return await self._decide(withdrawal, "reject", admin_id, reason, command)
 
@@ -350,3 +365,25 @@ class WithdrawalHandler:
         except Exception:
             log.exception("withdrawal.publish_deferred", withdrawal_id=withdrawal_id)
             return None
+
+
+def _built(
+    withdrawal: Withdrawal, decision: Decision, admin_id: str, build: Callable[[], WalletCommand]
+) -> WalletCommand:
+    """The decision's wallet command; refused (409) before anything moves when the withdrawal's
+    own fields cannot make one (a value an earlier version stored that the command refuses)."""
+    try:
+        return build()
+    except ValueError as error:
+        log.error(
+            "withdrawal.decision_unsendable",
+            withdrawal_id=withdrawal.withdrawal_id,
+            decision=decision,
+            by=admin_id,
+            reason=unsendable_reason(error),
+        )
+        raise Conflict(
+            "withdrawal_unsendable",
+            "this withdrawal's wallet command cannot be built from what it holds; "
+            "it needs an engineer",
+        ) from error
