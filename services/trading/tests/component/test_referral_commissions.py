@@ -274,9 +274,28 @@ async def _unsendable_commission(rig: Rig, invitee: str, tx_id: str) -> str:
     carry (a space): its credit cannot be built, its first send failed as every send will. Its
     reference."""
     await rig.bindings.insert(invitee, "old user")
-    with pytest.raises(ValueError, match="user_id"):
+    with capture_logs() as logs:
         await rig.service.on_ledger_transaction(_swap(invitee, tx_id, rig.clock.now))
-    return commission_reference(tx_id, "BTC")
+    reference = commission_reference(tx_id, "BTC")
+    [logged] = [e for e in logs if e["event"] == "referrals.commission_unsendable"]
+    assert (logged["reference"], logged["log_level"]) == (reference, "error")
+    assert logged["reason"].startswith("invalid_field: user_id")
+    return reference
+
+
+async def test_an_event_owing_a_commission_that_cannot_be_built_is_handled(rig: Rig) -> None:
+    """Its handler raised on every delivery: the events consumer retried it for good, and no later
+    transaction of its partition paid a commission again. It is handled (the commission stays
+    pending, logged), the same event again changes nothing, and the next pays."""
+    unsendable = await _unsendable_commission(rig, "ivy", "tx-old")
+    await rig.service.on_ledger_transaction(_swap("ivy", "tx-old", rig.clock.now))  # redelivered
+    record = await rig.commissions.get(unsendable)
+    assert record is not None
+    assert record["status"] == "pending"
+    assert rig.wallet.sent == []
+    lost = await _lost_commission(rig)
+    assert rig.wallet.sent == [lost]
+    assert lost.user_id == "rob"
 
 
 async def _lost_commission(rig: Rig) -> WalletCommand:

@@ -84,7 +84,12 @@ class ReferralService:
             record = await self._commissions.claim(due, self._clock())
             if record["status"] != "pending":
                 continue  # paid (or refused) the first time this event was read
-            await self._send(record)
+            try:
+                await self._send(record)
+            except ValueError as error:
+                # Raising would hold this event, and every later one of its partition, for good:
+                # it stays pending, and each ask-again pass names it.
+                _unsendable(record, error)
 
     async def ask_again(self, after: timedelta) -> int:
         """Send again the command of each commission still pending `after` it was last sent: the
@@ -106,11 +111,7 @@ class ReferralService:
             try:
                 await self._send(record)
             except ValueError as error:
-                log.error(
-                    "referrals.commission_unsendable",
-                    reference=reference_id,
-                    reason=unsendable_reason(error),
-                )
+                _unsendable(record, error)
                 continue
             await self._commissions.mark_asked(reference_id, self._clock())
             log.warning("referrals.commission_asked_again", reference=reference_id)
@@ -161,3 +162,11 @@ class ReferralService:
             await self._commissions.settle(
                 result.reference_id, "failed", result.reason, self._clock()
             )
+
+
+def _unsendable(record: CommissionRecord, error: ValueError) -> None:
+    log.error(
+        "referrals.commission_unsendable",
+        reference=record["reference_id"],
+        reason=unsendable_reason(error),
+    )
