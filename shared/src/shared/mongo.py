@@ -1,10 +1,11 @@
 """One way to open MongoDB: timezone-aware UTC datetimes, so nothing naive leaks into the domain;
-reading values back: Decimal128 amounts as Decimal, datetimes as UTC; and a relay's page of
-records oldest first, each pass going on after the last."""
+reading values back: Decimal128 amounts as Decimal, datetimes as UTC; a relay's page of records
+oldest first, each pass going on after the last; and dropping the indexes an earlier version made
+that newer ones replaced."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,7 @@ from bson import Decimal128
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from shared.outbox import Unpublished
 from shared.paging import Position
@@ -20,6 +22,31 @@ from shared.paging import Position
 
 def connect(url: str, **options: Any) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(url, tz_aware=True, **options)
+
+
+# The server's code for dropping an index that is not there (another instance dropped it first).
+_INDEX_NOT_FOUND = 27
+
+
+async def drop_replaced_indexes(
+    collection: AsyncCollection[dict[str, Any]], names: Iterable[str]
+) -> list[str]:
+    """Drop, where they exist, these indexes an earlier version created (`create_index` leaves
+    them when their successor gets a new name): each is a prefix of the one that replaced it,
+    which serves its queries, so kept it only costs every write. The names it dropped."""
+    present = {index["name"] async for index in await collection.list_indexes()}
+    dropped = []
+    for name in names:
+        if name not in present:
+            continue
+        try:
+            await collection.drop_index(name)
+        except OperationFailure as error:
+            if error.code != _INDEX_NOT_FOUND:
+                raise
+            continue
+        dropped.append(name)
+    return dropped
 
 
 def decimal_of(value: Any) -> Decimal:

@@ -43,7 +43,7 @@ from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
 from shared.mongo import decimal_of as _decimal
-from shared.mongo import oldest_first, unpublished
+from shared.mongo import drop_replaced_indexes, oldest_first, unpublished
 from shared.mongo import utc as _utc
 from shared.outbox import Unpublished
 from shared.paging import Position
@@ -690,3 +690,13 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
         [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
     )
     await MongoIdempotencyStore(database).ensure_indexes()
+    # Earlier versions' indexes that the paged ones above replaced (each a prefix of its successor).
+    await drop_replaced_indexes(database[ORDERS], ["closed_1_created_at_1"])
+    await drop_replaced_indexes(
+        database[PAYMENTS],
+        ["outbox.published_1", "parent_payment_id_1_poll_closed_1_created_at_1"],
+    )
+    await drop_replaced_indexes(
+        database[WITHDRAWALS], ["outbox.published_1", "status_1_updated_at_1"]
+    )
+    await drop_replaced_indexes(database[REVIEWS], ["outbox.published_1"])

@@ -18,7 +18,7 @@ from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import WalletCommand
 from shared.mongo import decimal_of as _decimal
-from shared.mongo import oldest_first, unpublished
+from shared.mongo import drop_replaced_indexes, oldest_first, unpublished
 from shared.mongo import utc as _utc
 from shared.outbox import Unpublished
 from shared.paging import Position
@@ -289,3 +289,8 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
         [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
     )
     await MongoIdempotencyStore(database).ensure_indexes()
+    # Earlier versions' indexes that the paged ones above replaced (each a prefix of its successor).
+    await drop_replaced_indexes(
+        database[TRADES],
+        ["status_1_payment_deadline_1", "status_1_updated_at_1", "outbox.published_1"],
+    )

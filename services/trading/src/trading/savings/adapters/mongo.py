@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.messaging import LedgerTransaction
 from shared.money import add
+from shared.mongo import drop_replaced_indexes
 from shared.paging import Position
 from trading.mongo_values import decimal_of, oldest_first, utc
 from trading.payouts import PayoutRecords
@@ -41,6 +42,8 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[TRANSFERS].create_index(
         [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
     )
+    # An earlier version's index that the resend's replaced (a prefix of it).
+    await drop_replaced_indexes(database[TRANSFERS], ["status_1_created_at_1"])
     await database[MOVEMENTS].create_index([("currency", ASCENDING), ("occurred_at", ASCENDING)])
     await database[MOVEMENTS].create_index([("user_id", ASCENDING)])
     # a day's interest records (a run of a day whose run completed)

@@ -12,6 +12,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.mongo import drop_replaced_indexes
 from shared.paging import Position
 from trading.mongo_values import oldest_first
 from trading.spot.adapters.documents import (
@@ -59,6 +60,8 @@ class MongoSpotStore:
         # a market's last batch (`last_sequence`, the check in `add_batch`), and no two batches
         # of a market ending at one number
         await self._batches.create_index([("pair", ASCENDING), ("last", ASCENDING)], unique=True)
+        # An earlier version's index that the expiry sweep's replaced (a prefix of it).
+        await drop_replaced_indexes(self._orders, ["status_1_expires_at_1"])
 
     # orders (the API's side)
 
