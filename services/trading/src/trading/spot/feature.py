@@ -50,11 +50,12 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
     )
     interval = context.settings.outbox_relay_interval_seconds
     resend_after = timedelta(seconds=settings.spot_lock_resend_after_seconds)
+    cancel_again_after = timedelta(seconds=settings.spot_expiry_cancel_again_after_seconds)
     background = BackgroundTasks()
 
     async def relay() -> None:
         await orders.resend_locks(grace=resend_after)
-        await orders.expire(again_after=resend_after)
+        await orders.expire(again_after=cancel_again_after)
 
     async def start() -> None:
         await store.ensure_indexes()

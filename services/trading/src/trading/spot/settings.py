@@ -29,6 +29,9 @@ class SpotSettings(BaseSettings):
     # An order still pending this long gets its lock sent again (a send lost in a crash); well
     # above the wallet's usual answer time, so a busy wallet is not sent every lock twice.
     spot_lock_resend_after_seconds: float = Field(30.0, gt=0)
+    # An expired order still open this long after its cancel was sent gets the cancel sent again
+    # (its matcher was down or the message lost); the matcher answers each once.
+    spot_expiry_cancel_again_after_seconds: float = Field(30.0, gt=0)
 
     def fees(self) -> Fees:
         return Fees(FeeRate(self.spot_maker_fee_rate), FeeRate(self.spot_taker_fee_rate))
