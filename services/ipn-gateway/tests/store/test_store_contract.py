@@ -9,6 +9,7 @@ wallet's answer, paging.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -740,6 +741,12 @@ async def test_withdrawal_pages_counts_and_guard(stores: Stores) -> None:
     assert len(everyone.items) == 6
     with pytest.raises(ValueError, match="cursor"):
         await withdrawals.page(None, None, 10, "bm90LWEtY3Vyc29y")
+    # Instants whose offset takes them past year 1 or 9999: MongoDB's driver cannot encode them,
+    # which answered 500 instead of 400 invalid_cursor.
+    for edge in ("0001-01-01T00:00:00+14:00|wd_x", "9999-12-31T23:59:59-14:00|wd_x"):
+        crafted = base64.urlsafe_b64encode(edge.encode()).decode()
+        with pytest.raises(ValueError, match="cursor"):
+            await withdrawals.page("alice", None, 10, crafted)
     assert await withdrawals.open_count("alice") == 5
     # Fees count against the limit; failed ones do not.
     assert await withdrawals.total_since("alice", "BTC", NOW) == Decimal("0.5005")

@@ -159,6 +159,9 @@ async def test_balances_at_show_when_each_wallet_last_changed(
         "?at=0.5",
         "?at=1764504000",
         "?when=2026-11-30T12:00:00Z",
+        # Past year 1 or 9999 in UTC: no store can compare or encode it (a 500 before).
+        "?at=0001-01-01T00:00:00%2B14:00",
+        "?at=9999-12-31T23:59:59-14:00",
     ],
 )
 async def test_a_bad_instant_is_a_422_with_the_error_body(

@@ -24,4 +24,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     created_at = datetime.fromisoformat(stamp)
     if not separator or not item_id or created_at.tzinfo is None:
         raise ValueError("cursor is not a position")
-    return created_at, item_id
+    try:
+        # In UTC, as stored: an offset that takes it past year 1 or 9999 (which no stored record
+        # has) failed only when MongoDB's driver encoded it, as a 500.
+        return created_at.astimezone(UTC), item_id
+    except OverflowError:
+        raise ValueError("cursor is not a position") from None

@@ -84,8 +84,11 @@ def _iso_instant(raw: object) -> object:
     # ISO 8601 text only: pydantic would also read "0.5" as seconds since the epoch.
     if isinstance(raw, str):
         try:
-            return datetime.fromisoformat(raw)
-        except ValueError:
+            instant = datetime.fromisoformat(raw)
+            # In UTC, as stored: an offset taking it past year 1 or 9999 failed only later, when
+            # compared or encoded for MongoDB, as a 500.
+            return instant.astimezone(UTC) if instant.tzinfo is not None else instant
+        except (ValueError, OverflowError):
             raise PydanticCustomError("iso_instant", "an ISO 8601 instant with offset") from None
     return raw
 
