@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -203,6 +204,15 @@ async def test_offer_rules(api: httpx.AsyncClient, memory_p2p: Any) -> None:
         f"{P}/offers", json={**OFFER, "payment_window_minutes": 61}, headers=auth("sam")
     )
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_payment_window")
+    # JSON numbers as clients write them: 1.5e1 minutes is 15 minutes.
+    spelled = await api.post(
+        f"{P}/offers",
+        content=json.dumps({**OFFER, "payment_window_minutes": 0}).replace(
+            '"payment_window_minutes": 0', '"payment_window_minutes": 1.5e1'
+        ),
+        headers={**auth("sam"), "Content-Type": "application/json"},
+    )
+    assert (spelled.status_code, spelled.json()["payment_window_minutes"]) == (201, 15)
     default_window = dict(OFFER)
     del default_window["payment_window_minutes"]
     made = await api.post(f"{P}/offers", json=default_window, headers=auth("sam"))

@@ -90,6 +90,12 @@ def test_fiat_amount_rounds_half_up(amount: str, price: str, fiat: str) -> None:
         ({"payment_window_minutes": 61}, "invalid_payment_window"),
         ({"payment_window_minutes": "15"}, "invalid_payment_window"),
         ({"payment_window_minutes": True}, "invalid_payment_window"),
+        ({"payment_window_minutes": 15.5}, "invalid_payment_window"),
+        ({"payment_window_minutes": float("nan")}, "invalid_payment_window"),
+        ({"payment_window_minutes": float("inf")}, "invalid_payment_window"),
+        ({"payment_window_minutes": D("NaN")}, "invalid_payment_window"),
+        ({"payment_window_minutes": 60.0000001}, "invalid_payment_window"),
+        ({"payment_window_minutes": None}, "invalid_payment_window"),
     ],
 )
 def test_offer_refusals(changes: dict[str, Any], code: str) -> None:
@@ -101,6 +107,13 @@ def test_offer_refusals(changes: dict[str, Any], code: str) -> None:
 @pytest.mark.parametrize("window", [1, 60])
 def test_window_bounds_are_allowed(window: int) -> None:
     assert terms(payment_window_minutes=window).payment_window_minutes == window
+
+
+@pytest.mark.parametrize("window", [15, 15.0, D("15"), D("1.5E+1"), D("15.000")])
+def test_a_window_is_a_number_however_written(window: object) -> None:
+    """`15.0` and `1.5e1` are 15 minutes, as `15` is: they were refused."""
+    kept = terms(payment_window_minutes=window).payment_window_minutes
+    assert (kept, type(kept)) == (15, int)
 
 
 @pytest.mark.parametrize(

@@ -98,12 +98,8 @@ def validate_offer(
             "invalid_payment_methods",
             f"1 to {MAX_PAYMENT_METHODS} payment methods, each of a-z, 0-9 and _",
         )
-    window = payment_window_minutes
-    if (
-        isinstance(window, bool)
-        or not isinstance(window, int)
-        or not MIN_PAYMENT_WINDOW_MINUTES <= window <= MAX_PAYMENT_WINDOW_MINUTES
-    ):
+    window = _whole_number(payment_window_minutes)
+    if window is None or not MIN_PAYMENT_WINDOW_MINUTES <= window <= MAX_PAYMENT_WINDOW_MINUTES:
         raise Refused(
             "invalid_payment_window",
             f"payment_window_minutes must be an integer from {MIN_PAYMENT_WINDOW_MINUTES} "
@@ -174,3 +170,17 @@ def trade_amounts(terms: OfferTerms, amount_text: object, fee_rate: Decimal) -> 
     except MoneyError as error:
         raise Refused(error.code, error.message) from None
     return TradeAmounts(amount=amount, fee=fee, fiat_amount=fiat_value)
+
+
+def _whole_number(value: object) -> int | None:
+    """A JSON number's value when it is a whole number, however written (`15`, `15.0`, `1.5e1`);
+    None for anything else (a fraction, a boolean, a string, NaN or an infinity)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return None
