@@ -584,9 +584,10 @@ async def test_express_buy_over_http(rig: Rig, http: httpx.AsyncClient, auth_hea
         ),
         (
             "/api/express-buy/quote",
+            # GBP only: no source prices another fiat (503, which a client retries, it answered)
             {"fiat_currency": "EUR", "fiat_amount": "1", "crypto_currency": "ETH"},
-            503,
-            "price_unavailable",
+            422,
+            "unsupported_fiat",
         ),
         (
             "/api/express-buy/quote",

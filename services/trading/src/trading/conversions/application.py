@@ -30,7 +30,7 @@ from trading.conversions.domain import (
     refusal_to_execute,
 )
 from trading.errors import Conflict, Invalid, NotFound
-from trading.prices.domain import PriceBook
+from trading.prices.domain import VALUATION_CURRENCY, PriceBook
 
 log = structlog.get_logger(__name__)
 
@@ -175,6 +175,10 @@ class Conversions:
         crypto = _currency(crypto_code, "crypto_currency")
         if fiat.kind != "fiat":
             raise Invalid("not_fiat", f"{fiat.code} is not a fiat currency")
+        if fiat.code != VALUATION_CURRENCY:
+            # Liquidity is priced in GBP only: no source prices another fiat, so a quote in it
+            # could never be made (it answered 503, which a client retries for ever).
+            raise Invalid("unsupported_fiat", f"express buy pays in {VALUATION_CURRENCY}")
         if crypto.kind != "crypto":
             raise Invalid("not_crypto", f"{crypto.code} is not a crypto currency")
         amount = _amount(raw_amount, fiat, "fiat_amount")

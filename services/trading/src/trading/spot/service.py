@@ -20,7 +20,6 @@ from trading.messaging import EventPublisher
 from trading.spot.domain.book import (
     CLOSED_STATUSES,
     NO_LIQUIDITY,
-    USER_CANCELLED,
     OrderType,
     Side,
     Status,
@@ -192,6 +191,10 @@ class SpotOrders:
             order.hold = market.quote_ceil(ticks, order.remaining)
         elif order.quote_amount is not None:
             order.hold = market.quote_units_of(order.quote_amount)
+            if self._fees.maker.of(order.hold) >= order.hold:
+                # Whatever the price, a fill's quote is at most this, and the seller's (a
+                # maker's) fee on it, rounded up, would take all of it: locked, it could only fail.
+                raise Invalid("order_too_small", "quote_amount is too small to trade")
         else:
             assert order.remaining is not None
             order.hold = await self._market_buy_budget(market, order.remaining)
@@ -245,8 +248,8 @@ class SpotOrders:
         order = await self._store.request_cancel(order_id, user_id, self._clock())
         if order is None:
             current = await self.get(order_id, user_id)
-            if current.status is Status.CANCELLED and current.reason == USER_CANCELLED:
-                return current, True  # the same request again
+            if current.status is Status.CANCELLED:
+                return current, True  # the same request again, or cancelled already (its reason)
             raise Conflict("order_not_open", f"the order is {current.status.value}")
         await self._publisher.publish(
             self._topic,

@@ -12,6 +12,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.messaging import CommandResult
+from trading.errors import Invalid
 from trading.messaging import EventPublisher
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import OrderType, Side, Status
@@ -157,3 +158,42 @@ async def test_an_answer_to_another_users_lock_moves_no_order(
     # amy's own answers still count
     await orders.apply_result(result(applied, "applied"))
     assert [decode(value).order_id for _, _, value in published.messages] == [applied]
+
+
+@pytest.mark.parametrize(
+    ("fees", "smallest"),
+    [
+        (("0.001", "0.002"), "0.02"),
+        (("0.6", "0.001"), "0.03"),  # the maker's rate counts: the seller rests, the buyer takes
+        (("0.001", "0.6"), "0.02"),
+        (("0", "0"), "0.01"),
+    ],
+)
+async def test_a_market_buy_by_quote_amount_is_refused_only_when_no_fill_could_pay_its_fee(
+    mongo_database: AsyncDatabase[dict[str, Any]], fees: tuple[str, str], smallest: str
+) -> None:
+    """Below the smallest quote whose seller's fee (rounded up) leaves something, it is refused
+    at placement; from it on, it is locked and sent (it was always locked, then failed)."""
+    clock, published, locks = Clock(), Published(), Locks()
+    store = MongoSpotStore(mongo_database)
+    orders = SpotOrders(store, locks, published, "t.trading.orders", Fees.of(*fees), clock)
+
+    async def buy(quote_amount: str) -> SpotOrder:
+        return await orders.place(
+            "amy",
+            pair="BTC-GBP",
+            side=Side.BUY,
+            type=OrderType.MARKET,
+            amount=None,
+            price=None,
+            quote_amount=quote_amount,
+        )
+
+    below = Decimal(smallest) - Decimal("0.01")
+    if below > 0:
+        with pytest.raises(Invalid) as refused:
+            await buy(str(below))
+        assert refused.value.code == "order_too_small"
+    placed = await buy(smallest)
+    assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal(smallest))
+    assert locks.locked == [placed.order_id]

@@ -56,6 +56,12 @@ LIMIT = {"pair": "BTC-GBP", "side": "buy", "type": "limit", "amount": "0.01", "p
             "amount_too_precise",
         ),
         ({"type": "market", "price": None, "expires_in_seconds": 60}, "expiry_not_allowed"),
+        # 1 penny: at any price, the seller's fee on it (rounded up) is all of it; it was locked
+        # and then failed as `slippage`
+        (
+            {"type": "market", "price": None, "amount": None, "quote_amount": "0.01"},
+            "order_too_small",
+        ),
         ({"expires_in_seconds": 0}, "validation_error"),
         # what the order would lock is more than a wallet amount of its currency can be
         ({"pair": "ETH-GBP", "side": "sell", "amount": "1000000000000000"}, "amount_too_large"),

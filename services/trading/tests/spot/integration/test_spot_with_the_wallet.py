@@ -391,6 +391,15 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     assert brief["expires_at"] is not None
     expired = await system.settled("alice", brief["order_id"], "cancelled")
     assert (expired["reason"], expired["filled_amount"]) == ("expired", "0")
+    # Cancelling it now: it is cancelled already, and says why (it answered 409 order_not_open).
+    late = await system.http.delete(
+        f"{system.trading.url}/api/trading/orders/{brief['order_id']}", headers=system.auth("alice")
+    )
+    assert (late.status_code, late.json()["status"], late.json()["reason"]) == (
+        200,
+        "cancelled",
+        "expired",
+    )
     await system.expect_balances("alice", {"GBP": ("830.6", "0"), "BTC": ("0.984", "0")})
     for user in ("alice", "bob"):
         await system.locks_match_open_orders(user)
