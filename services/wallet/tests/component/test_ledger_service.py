@@ -1,6 +1,7 @@
 """The batch handler over the in-memory store: exact balances, idempotency, retries, reconciliation."""
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.messaging import (
     WalletCommand,
 )
 from wallet.adapters.memory_store import InMemoryLedgerStore
+from wallet.application.balance_queries import balances_at
 from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import ConcurrencyConflict, TransientStoreError
 from wallet.application.reconciliation import replay, verify
@@ -35,6 +37,9 @@ def credit(user: str, amount: str, ref: str, **extra: Any) -> CreditCommand:
         reference_id=ref,
         **extra,
     )
+
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -384,6 +389,40 @@ async def test_a_version_conflict_retries_the_whole_batch_against_fresh_state() 
     assert balance(report.results[0][1], "alice") == ("2.5", "0", "2.5")
     assert store.wallets[("alice", "BTC")].balances.available == D("2.5")
     assert len(store.outcomes) == 2
+
+
+async def test_a_wallets_times_grow_with_its_versions_whatever_the_writers_clocks(
+    store: InMemoryLedgerStore,
+) -> None:
+    """Two wallet processes on one wallet (a transfer is handled on its payer's partition), the
+    second's clock 40 ms behind: its later transfer was stamped before the first's credit, so the
+    balances ?at= an hour later left the transfer out (1 BTC where the wallet holds 3) and
+    newest-first history showed them the wrong way round. It is stamped just after it now."""
+    ahead = LedgerService(store, clock=lambda: T0 + timedelta(milliseconds=40))
+    behind = LedgerService(store, clock=lambda: T0)
+    await behind.handle_batch([credit("vic", "5", "dep-v")])
+    await ahead.handle_batch([credit("una", "1", "dep-u")])
+    transfer = TransferCommand(
+        user_id="vic",
+        to_user="una",
+        currency="BTC",
+        amount="2",
+        transaction_type="p2p_payment",
+        reference_id="pay-1",
+    )
+    await behind.handle_batch([transfer])
+    rows = await store.history_of("una", currency=None, limit=10, before=None)
+    assert [(r.reference_id, r.timestamp - T0) for r in rows] == [
+        ("pay-1", timedelta(milliseconds=41)),
+        ("dep-u", timedelta(milliseconds=40)),
+    ]
+    [then] = await balances_at(store, "una", T0 + timedelta(hours=1))
+    assert then.balances.available == D("3")
+    [wallet] = await store.wallets_of("una")
+    assert (wallet.version, wallet.last_updated) == (2, T0 + timedelta(milliseconds=41))
+    # One batch, one time: the payer's row carries it too.
+    [payer] = await store.history_of("vic", currency=None, limit=1, before=None)
+    assert payer.timestamp == T0 + timedelta(milliseconds=41)
 
 
 class LostCommitAnswerStore(InMemoryLedgerStore):

@@ -16,7 +16,7 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -41,9 +41,18 @@ from wallet.domain.ledger import (
     wallet_keys,
 )
 from wallet.domain.projection import history_rows
-from wallet.domain.records import BalanceAfter, IdempotencyKey, LedgerBatch, Outcome
+from wallet.domain.records import (
+    BalanceAfter,
+    IdempotencyKey,
+    LedgerBatch,
+    Outcome,
+    StoredBalances,
+)
 
 log = structlog.get_logger(__name__)
+
+# MongoDB keeps milliseconds: the least step that orders two stored instants.
+_MILLISECOND = timedelta(milliseconds=1)
 
 # Re-exported for the modules and tests that take them from here.
 __all__ = ["BatchReport", "LedgerService", "ledger_event", "new_transaction_id", "utc_now_ms"]
@@ -186,6 +195,7 @@ class LedgerService:
             dict.fromkeys(k for c in fresh for k in floored_accounts(c))
         )
         stored = await self._store.read_balances(wallets, accounts)
+        now = batch_time(now, stored)
         state = WorkingState(stored, now)
         report = BatchReport()
         decided: dict[IdempotencyKey, Outcome] = {}
@@ -284,3 +294,14 @@ class LedgerService:
         return Outcome(
             idempotency_key, fingerprint, command, "applied", transaction_id, now, decision, after
         )
+
+
+def batch_time(clock_now: datetime, stored: StoredBalances) -> datetime:
+    """When a batch is recorded: its clock's time, or just after the last change of a wallet it
+    touches if that is later (another wallet process's clock ahead, or this one stepped back). So
+    each wallet's history times grow with its versions, as `?at=` and newest-first read them; the
+    batch's commit is conditional on the versions it read, so no change can slip in between."""
+    latest = max((w.last_updated for w in stored.wallets.values()), default=None)
+    if latest is None or latest < clock_now:
+        return clock_now
+    return latest + _MILLISECOND
