@@ -167,7 +167,7 @@ async def test_a_command_to_a_legacy_wallet_applies_and_replaces_the_document(
     assert (result.status, result.reason) == ("applied", None)
     [wallet] = await wallet_runtime.store.wallets_of("old-bob")
     assert wallet.balances.available == Decimal("0.1")
-    assert [w.user_id for w in await wallet_runtime.store.legacy_wallets()] == ["old-alice"]
+    assert [w.wallet.user_id for w in await wallet_runtime.store.legacy_wallets()] == ["old-alice"]
     # Its balances are not erased: the document as it was is kept for `wallet migrate`.
     kept = await mongo_database["wallets_legacy_snapshot"].find({}).to_list()
     assert kept == [legacy_bob]

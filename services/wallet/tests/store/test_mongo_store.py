@@ -390,4 +390,4 @@ async def test_copies_of_replaced_legacy_wallets_are_read_back_exactly(
         "total_balance": "0.62345678",
     }
     assert copy.document == {**carol, "available_balance": D("0.12345678")}
-    assert [w.user_id for w in await store.legacy_wallets()] == ["dan"]
+    assert [w.wallet.user_id for w in await store.legacy_wallets()] == ["dan"]

@@ -17,8 +17,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
-    LegacyCopy,
-    LegacyWallet,
+    LegacyDocument,
     Outcome,
     StoredBalances,
     WalletRecord,
@@ -109,10 +108,10 @@ class InMemoryLedgerStore:
         for record in list(self.wallets.values()):
             yield record
 
-    async def legacy_wallets(self) -> list[LegacyWallet]:
+    async def legacy_wallets(self) -> list[LegacyDocument]:
         return []  # only a database that held the seed's wallets has them
 
-    async def replaced_legacy_wallets(self) -> list[LegacyCopy]:
+    async def replaced_legacy_wallets(self) -> list[LegacyDocument]:
         return []  # nor copies of them
 
     async def all_history(self) -> AsyncIterator[HistoryRow]:

@@ -71,8 +71,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
-    LegacyCopy,
-    LegacyWallet,
+    LegacyDocument,
     Outcome,
     StoredBalances,
     WalletRecord,
@@ -491,17 +490,20 @@ class MongoLedgerStore:
             if is_ledger_wallet(document):
                 yield wallet_of(document)
 
-    async def legacy_wallets(self) -> list[LegacyWallet]:
+    async def legacy_wallets(self) -> list[LegacyDocument]:
         with _mapped_errors():
             cursor = self._collection(WALLETS).find(LEGACY_WALLET).sort("_id", 1)
-            return [legacy_wallet_of(document) for document in await cursor.to_list()]
+            return [
+                LegacyDocument(legacy_wallet_of(document), plain_document(document))
+                for document in await cursor.to_list()
+            ]
 
-    async def replaced_legacy_wallets(self) -> list[LegacyCopy]:
+    async def replaced_legacy_wallets(self) -> list[LegacyDocument]:
         with _mapped_errors():
             legacy = self._collection(WALLETS).find(LEGACY_WALLET, projection=["_id"])
             still_there = {id_key(document) async for document in legacy}
         return [
-            LegacyCopy(legacy_wallet_of(document), plain_document(document))
+            LegacyDocument(legacy_wallet_of(document), plain_document(document))
             async for document in self._scan(snapshot_collection(WALLETS), [("_id", ASCENDING)])
             if id_key(document) not in still_there
         ]

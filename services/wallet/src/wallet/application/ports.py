@@ -13,8 +13,7 @@ from wallet.domain.records import (
     HistoryRow,
     IdempotencyKey,
     LedgerBatch,
-    LegacyCopy,
-    LegacyWallet,
+    LegacyDocument,
     Outcome,
     StoredBalances,
     WalletRecord,
@@ -84,13 +83,14 @@ class LedgerStore(Protocol):
 
     def all_history(self) -> AsyncIterator[HistoryRow]: ...
 
-    async def legacy_wallets(self) -> list[LegacyWallet]:
+    async def legacy_wallets(self) -> list[LegacyDocument]:
         """`wallets` documents in the seed's old shape (no ledger fields): skipped by every read
-        above, listed by verify when they hold money, replaced by the first ledger write of their
-        wallet."""
+        above, listed by verify while they hold money migrate has not brought in, replaced by the
+        first ledger write of their wallet (one whose user id or currency the ledger writes
+        otherwise, `btc` or a number, stays after migrate brought it in as `BTC` or `"42"`)."""
         ...
 
-    async def replaced_legacy_wallets(self) -> list[LegacyCopy]:
+    async def replaced_legacy_wallets(self) -> list[LegacyDocument]:
         """The copies in `wallets_legacy_snapshot` of legacy documents no longer in `wallets` (the
         ledger wrote its wallet over them): a copy of one still there is that document, which
         `legacy_wallets` lists."""

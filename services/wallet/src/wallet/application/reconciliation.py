@@ -9,7 +9,7 @@ projections in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
@@ -28,7 +28,14 @@ from wallet.domain.ledger import (
 )
 from wallet.domain.migration import not_brought_in
 from wallet.domain.projection import history_rows
-from wallet.domain.records import HistoryRow, LegacyWallet, Outcome, WalletRecord
+from wallet.domain.records import (
+    HistoryRow,
+    IdempotencyKey,
+    LegacyDocument,
+    LegacyWallet,
+    Outcome,
+    WalletRecord,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,21 +178,21 @@ async def verify(store: LedgerStore) -> list[Difference]:
                 )
             )
 
+    applied = {outcome.key for outcome in outcomes if outcome.status == "applied"}
     for legacy in await store.legacy_wallets():
-        if not legacy.holds_money:
-            continue  # nothing to migrate: reads skip it, the first ledger write replaces it
+        if not _waiting(legacy, applied):
+            continue  # nothing to migrate, or migrate brought it in (see `_waiting`)
         differences.append(
             Difference(
-                _wallet_name((legacy.user_id, legacy.currency)),
+                _wallet_name((legacy.wallet.user_id, legacy.wallet.currency)),
                 "shape",
                 "a ledger wallet (run wallet migrate)",
-                f"a legacy document ({_stored_text(legacy)})",
+                f"a legacy document ({_stored_text(legacy.wallet)})",
             )
         )
 
     # A legacy document the ledger replaced before `wallet migrate` brought it in is kept in
     # wallets_legacy_snapshot: its balances wait there until migrate's opening credits apply.
-    applied = {outcome.key for outcome in outcomes if outcome.status == "applied"}
     for copy in await store.replaced_legacy_wallets():
         waiting = not_brought_in(copy.document, applied)
         if waiting:
@@ -297,17 +304,19 @@ async def replay(store: LedgerStore, *, before_swap: Callable[[Replay], None] = 
     its stored and rebuilt balance) before anything is replaced, so that it is never lost
     silently.
     """
-    projections = rebuild([o async for o in store.all_outcomes()])
+    outcomes = [o async for o in store.all_outcomes()]
+    projections = rebuild(outcomes)
     rebuilt = {wallet.key for wallet in projections.wallets}
     orphans = [
         _wallet_name(wallet.key)
         async for wallet in store.all_wallets()
         if wallet.key not in rebuilt and _holds_money(wallet.balances)
     ]
+    applied = {outcome.key for outcome in outcomes if outcome.status == "applied"}
     orphans += [
-        f"{_wallet_name((legacy.user_id, legacy.currency))} (legacy document)"
+        f"{_wallet_name((legacy.wallet.user_id, legacy.wallet.currency))} (legacy document)"
         for legacy in await store.legacy_wallets()
-        if legacy.holds_money
+        if _waiting(legacy, applied)
     ]
     if orphans:
         raise ReplayRefused(orphans)
@@ -373,3 +382,12 @@ def _compare_row(expected: HistoryRow, actual: HistoryRow | None) -> list[Differ
         for f in fields(HistoryRow)
         if getattr(expected, f.name) != getattr(actual, f.name)
     ]
+
+
+def _waiting(legacy: LegacyDocument, applied: Container[IdempotencyKey]) -> bool:
+    """Whether a legacy document still in `wallets` holds money no event explains. One migrate
+    brought in (every bucket's opening credit applied) stays there when the ledger writes its
+    wallet under another key (`btc` as `BTC`, a number user id as text), and one whose amounts
+    round to nothing at the currency's scale gets no credit at all: neither is waiting, and
+    migrate keeps the document in `wallets_legacy_snapshot`."""
+    return legacy.wallet.holds_money and bool(not_brought_in(legacy.document, applied))

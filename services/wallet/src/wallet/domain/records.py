@@ -62,11 +62,11 @@ class LegacyWallet:
 
 
 @dataclass(frozen=True, slots=True)
-class LegacyCopy:
-    """A legacy `wallets` document the ledger replaced with its wallet (a command reached it, or an
-    opening credit of `wallet migrate` applied), as kept in `wallets_legacy_snapshot`: what it
-    said, and the document itself (amounts as exact decimals) for `wallet verify` to tell whether
-    migrate has brought its balances in."""
+class LegacyDocument:
+    """A legacy `wallets` document, still in `wallets` or, once the ledger replaced it with its
+    wallet (a command reached it, or an opening credit of `wallet migrate` applied), as kept in
+    `wallets_legacy_snapshot`: what it said, and the document itself (amounts as exact decimals)
+    for `wallet verify` and `wallet replay` to tell whether migrate has brought its balances in."""
 
     wallet: LegacyWallet
     document: dict[str, Any]
