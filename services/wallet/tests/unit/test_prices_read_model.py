@@ -61,9 +61,10 @@ def test_a_snapshot_does_not_change_under_its_reader() -> None:
         message(as_of="2026-11-30T21:00:00"),  # no offset
         message(valuation_currency="EUR"),
         json.dumps({"currency": "BTC", "price": "1"}).encode(),
+        None,  # a tombstone: it raised inside the subscriber
     ],
 )
-def test_unreadable_or_foreign_messages_change_nothing(raw: bytes) -> None:
+def test_unreadable_or_foreign_messages_change_nothing(raw: bytes | None) -> None:
     book = PriceBook()
     assert not apply_price_message(book, raw)
     assert book.snapshot().quotes == {}

@@ -38,9 +38,13 @@ class PriceMessage(BaseModel):
         return value
 
 
-def apply_price_message(book: PriceBook, raw: bytes) -> bool:
-    """Update the book from one message; an unreadable one, or one in another valuation currency,
-    is logged and skipped (prices are advisory: one bad quote must not stop the others)."""
+def apply_price_message(book: PriceBook, raw: bytes | None) -> bool:
+    """Update the book from one message; an unreadable one (a tombstone too), or one in another
+    valuation currency, is logged and skipped (prices are advisory: one bad quote must not stop
+    the others)."""
+    if raw is None:
+        log.warning("price_message_unreadable", error="no value (a tombstone)", value=None)
+        return False
     try:
         message = PriceMessage.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as error:
