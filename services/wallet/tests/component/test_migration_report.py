@@ -9,12 +9,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from shared.messaging import CreditCommand, TransferCommand, WalletCommand
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.ledger_service import LedgerService
-from wallet.application.migration import MigrationReport, SendOutcome, migrate
+from wallet.application.migration import (
+    MigrationReport,
+    SendOutcome,
+    WalletCommandSender,
+    migrate,
+)
 from wallet.domain.migration import CollectionMapping, OpeningLine
 
 D = Decimal
@@ -193,3 +199,36 @@ async def test_a_transaction_without_a_result_is_listed_with_why_the_match_is_no
         ],
         match="NO (1 opening transaction not applied)",
     )
+
+
+class CommandBuildingWallet:
+    """Builds each credit's command as the wallet client does, and answers it applied."""
+
+    def __init__(self) -> None:
+        self.sent: list[CreditCommand] = []
+
+    async def credit(self, **fields: Any) -> Any:
+        fields.pop("result_timeout")
+        command = CreditCommand(**fields)
+        self.sent.append(command)
+        return SimpleNamespace(status="applied", original_status=None, reason=None)
+
+
+async def test_a_line_the_command_refuses_is_one_rejected_outcome_not_a_dead_run() -> None:
+    """Planning lists such rows as invalid; were one to reach the sender all the same, its
+    refusal raised out of the whole send (other credits already out, no report written)."""
+    lines = [
+        OpeningLine("c", "d1", "alice", "BTC", "available", Decimal(1)),
+        OpeningLine("c", "d2", "bob\x01", "BTC", "available", Decimal(1)),
+        OpeningLine("c", "d3", "carol", "BTC", "available", Decimal(1)),
+    ]
+    wallet = CommandBuildingWallet()
+    outcomes = await WalletCommandSender(wallet).send(lines)
+    assert [(o.line.user_id, o.status) for o in outcomes] == [
+        ("alice", "applied"),
+        ("bob\x01", "rejected"),
+        ("carol", "applied"),
+    ]
+    assert outcomes[1].reason is not None
+    assert outcomes[1].reason.startswith("unsendable: invalid_field: user_id")
+    assert [c.user_id for c in wallet.sent] == ["alice", "carol"]

@@ -103,6 +103,11 @@ def test_nowpayments_tickers_map_to_the_asset() -> None:
         ({"balance": "12abc"}, "balance", "unreadable_amount"),
         ({"balance": True}, "balance", "unreadable_amount"),
         ({"balance": 1e30}, "balance", "amount_too_large"),
+        # what no wallet command carries: a control character, an id too long once prefixed;
+        # the dry run passed them and the real run died on its first such credit
+        ({"user_id": "bob\x01", "balance": 1}, "user_id", "missing_user_id"),
+        ({"user_id": "é" * 201, "balance": 1}, "user_id", "missing_user_id"),
+        ({"_id": "x" * 180, "balance": 1}, "_id", "unusable_document_id"),
     ],
 )
 def test_invalid_rows_are_listed_with_why_and_make_no_line(
@@ -112,7 +117,7 @@ def test_invalid_rows_are_listed_with_why_and_make_no_line(
     assert read.lines == ()
     assert [(row.field, row.reason) for row in read.invalid] == [(field, reason)]
     assert read.invalid[0].collection == "crypto_balances"
-    assert read.invalid[0].document_id == "d1"
+    assert read.invalid[0].document_id == str(fields.get("_id", "d1"))
 
 
 def test_one_invalid_bucket_keeps_the_whole_document_out() -> None:
@@ -177,3 +182,6 @@ def test_the_mapping_file_is_checked() -> None:
         parse_mapping({"collection": [{**good["collection"][0], "balance": "x"}]})
     with pytest.raises(MappingError, match="twice"):
         parse_mapping({"collection": good["collection"] * 2})
+    # The name is in every opening credit's reference, which no space may be in.
+    with pytest.raises(MappingError, match="reference"):
+        parse_mapping({"collection": [{**good["collection"][0], "name": "old wallets"}]})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from shared.messaging import unsendable_reason
 from shared.money import format_amount, subtract
 from wallet.application.ports import LedgerStore
 from wallet.domain.migration import (
@@ -369,4 +370,10 @@ class WalletCommandSender:
                 )
             except TimeoutError:
                 return SendOutcome(line, "timeout", reason="no result in time; run migrate again")
+            except ValueError as error:
+                # A line the command refuses (planning should have listed it as invalid): one
+                # line, not the whole run, and the report is still written.
+                return SendOutcome(
+                    line, "rejected", reason=f"unsendable: {unsendable_reason(error)}"
+                )
         return SendOutcome(line, result.status, result.original_status, result.reason)

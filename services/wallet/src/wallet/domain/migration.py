@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, Inexact, InvalidOperation
 from typing import Any, Final, Literal
 
+from shared.messaging.commands import is_identifier
 from shared.money import (
     LEDGER_CONTEXT,
     Currency,
@@ -46,7 +47,6 @@ REFERENCE_PREFIX: Final = "legacy:"
 # The ledger's context traps Inexact; here rounding to the scale is the listed, intended step.
 _ROUNDING_CONTEXT: Final = LEDGER_CONTEXT.copy()
 _ROUNDING_CONTEXT.traps[Inexact] = False
-_MAX_IDENTIFIER: Final = 200
 
 
 class MappingError(ValueError):
@@ -99,6 +99,11 @@ def parse_mapping(document: Mapping[str, Any]) -> tuple[CollectionMapping, ...]:
             if required not in entry:
                 raise MappingError(f"collection #{index}: {required} is missing")
         mapping = CollectionMapping(**entry)
+        if not is_identifier(opening_reference(mapping.name, "0")):
+            # Its name is part of every opening credit's reference, which no space may be in.
+            raise MappingError(
+                f"collection #{index}: name {mapping.name!r} cannot be in a reference"
+            )
         if not any(mapping.field_of(b) for b in MIGRATION_BUCKETS):
             raise MappingError(
                 f"collection {mapping.name}: give at least one of available_field, locked_field,"
@@ -220,9 +225,7 @@ def read_amount(value: object) -> Decimal | None:
 def document_id_text(raw: object) -> str | None:
     """The document's `_id` as a stable identifier (an ObjectId as its hex), None if unusable."""
     text = str(raw) if raw is not None else ""
-    if not text or len(text) > _MAX_IDENTIFIER or any(c.isspace() or ord(c) < 32 for c in text):
-        return None
-    return text
+    return text if is_identifier(text) else None
 
 
 def _user_text(raw: object) -> str | None:
@@ -230,7 +233,7 @@ def _user_text(raw: object) -> str | None:
         return None
     if isinstance(raw, str | int):
         text = str(raw)
-        if text and len(text) <= _MAX_IDENTIFIER and not any(c.isspace() for c in text):
+        if is_identifier(text):  # what a wallet command carries (no space, no control character)
             return text
     return None
 
@@ -273,6 +276,9 @@ def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> Re
             )
         )
 
+    if document_id is not None and not is_identifier(opening_reference(mapping.name, document_id)):
+        # Too long for a reference once prefixed: the credit's command would refuse it.
+        document_id = None
     if document_id is None:
         refuse("_id", document.get("_id"), "unusable_document_id")
     if user_id is None:
