@@ -67,6 +67,7 @@ async def http(runtime: WalletRuntime) -> AsyncIterator[httpx.AsyncClient]:
         ],  # T0 + 2 min
         # Two credits whose sum is beyond any input limit: stored values must still be readable.
         [_credit("whale", "BTC", "999999999999999999", f"big{i}") for i in range(2)],
+        [_credit("acme/alice", "USDT", "1", "slash1")],  # a token subject with a "/"
     ]
     for minutes, batch in enumerate(steps):
         clock.now = T0 + timedelta(minutes=minutes)
@@ -104,6 +105,25 @@ async def test_stored_sums_beyond_the_input_limits_are_served_not_500(
     history = await http.get("/api/wallets/transactions/whale", headers=auth(runtime, "whale"))
     assert history.status_code == 200, history.text
     assert history.json()["items"][0]["balance_after"] == "1999999999999999998"
+
+
+@pytest.mark.parametrize("spelled", ["acme/alice", "acme%2Falice"])
+async def test_a_user_id_with_a_slash_reaches_its_routes(
+    http: httpx.AsyncClient, runtime: WalletRuntime, spelled: str
+) -> None:
+    """Its pages showed its money while these routes answered 404: `{user_id}` stopped at "/"."""
+    headers = auth(runtime, "acme/alice")
+    balances = await http.get(f"/api/wallets/balances/{spelled}", headers=headers)
+    assert (balances.status_code, balances.json()["user_id"]) == (200, "acme/alice")
+    assert _figures(balances.json()) == {"USDT": ("1", "0", "1")}
+    history = await http.get(f"/api/wallets/transactions/{spelled}", headers=headers)
+    assert [i["reference_id"] for i in history.json()["items"]] == ["slash1"]
+    portfolio = await http.get(f"/api/wallets/portfolio/{spelled}", headers=headers)
+    assert portfolio.status_code == 200, portfolio.text
+    other = await http.get(f"/api/wallets/balances/{spelled}", headers=auth(runtime, "acme"))
+    assert other.status_code == 403
+    nobody = await http.get("/api/wallets/balances/", headers=headers)
+    assert nobody.status_code == 404
 
 
 async def test_a_user_without_wallets_has_an_empty_list(

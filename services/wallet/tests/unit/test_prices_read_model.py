@@ -1,7 +1,7 @@
 """The prices read model: latest quote per currency, late and unreadable messages change nothing."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -39,6 +39,15 @@ def test_the_latest_quote_wins_and_a_late_one_is_ignored() -> None:
     )
 
 
+def test_a_quote_stamped_with_another_offset_is_kept_in_utc() -> None:
+    """The pages print it with "UTC" after it: 10:00-05:00 showed as 10:00 UTC."""
+    book = PriceBook(clock=lambda: T + timedelta(hours=1))
+    eastern = T.astimezone(timezone(timedelta(hours=-5)))
+    assert apply_price_message(book, message(as_of=eastern.isoformat()))
+    as_of = book.snapshot().quotes["BTC"].as_of
+    assert (as_of, as_of.utcoffset()) == (T, timedelta(0))
+
+
 def test_a_snapshot_does_not_change_under_its_reader() -> None:
     book = PriceBook()
     apply_price_message(book, message(price="50000"))
@@ -62,6 +71,7 @@ def test_a_snapshot_does_not_change_under_its_reader() -> None:
         message(valuation_currency="EUR"),
         json.dumps({"currency": "BTC", "price": "1"}).encode(),
         None,  # a tombstone: it raised inside the subscriber
+        message(as_of="0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
     ],
 )
 def test_unreadable_or_foreign_messages_change_nothing(raw: bytes | None) -> None:

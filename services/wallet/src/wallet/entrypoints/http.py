@@ -20,6 +20,7 @@ from pydantic import (
     PlainSerializer,
 )
 from pydantic_core import PydanticCustomError
+from starlette.convertors import Convertor, register_url_convertor
 
 from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read, error_responses
 from shared.money import MoneyError, format_amount, get_currency
@@ -206,7 +207,24 @@ router = APIRouter(
 )
 
 
-@router.get("/balances/{user_id}", response_model=BalancesView)
+class _UserIdConvertor(Convertor[str]):
+    """A user id is the token's subject, which may hold a "/" (`acme/alice`): the rest of the
+    path, percent-encoded or not, not one segment (such a user's routes answered 404), and any
+    character the subject may (`:path` stops at a line break)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("user_id", _UserIdConvertor())
+
+
+@router.get("/balances/{user_id:user_id}", response_model=BalancesView)
 async def get_balances(
     user_id: str,
     user: CurrentUser,
@@ -222,7 +240,7 @@ async def get_balances(
 
 
 @router.get(
-    "/transactions/{user_id}",
+    "/transactions/{user_id:user_id}",
     response_model=TransactionsPage,
     responses=error_responses(400),  # unknown currency, a cursor this API did not issue
 )

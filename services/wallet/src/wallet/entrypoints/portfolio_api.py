@@ -97,7 +97,7 @@ router = APIRouter(
 
 
 @router.get(
-    "/portfolio/{user_id}",
+    "/portfolio/{user_id:user_id}",
     response_model=PortfolioView,
     responses=error_responses(400),  # an unknown valuation currency, or one prices are not in
 )

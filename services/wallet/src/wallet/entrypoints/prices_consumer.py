@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from faststream import AckPolicy
@@ -47,13 +48,15 @@ def apply_price_message(book: PriceBook, raw: bytes | None) -> bool:
         return False
     try:
         message = PriceMessage.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as error:
+        # In UTC, as the pages label it (a source may stamp another offset).
+        as_of = message.as_of.astimezone(UTC)
+    except (ValueError, ValidationError, OverflowError) as error:
         log.warning("price_message_unreadable", error=str(error)[:300], value=raw[:200])
         return False
     if message.valuation_currency != book.valuation_currency:
         log.warning("price_message_other_valuation", currency=message.valuation_currency)
         return False
-    return book.update(Quote(message.currency, message.price, message.as_of, message.source))
+    return book.update(Quote(message.currency, message.price, as_of, message.source))
 
 
 async def _leave_undecoded(message: StreamMessage[Any]) -> None:
