@@ -132,6 +132,22 @@ async def test_a_message_the_decoder_fails_on_is_dead_lettered_and_the_rest_appl
     assert report.batch.count("applied") == 2
 
 
+async def test_a_dead_letter_stays_far_below_the_brokers_message_limit() -> None:
+    """A 200 KB key of control characters made a 1.4 MB letter (each escaped in six bytes) on a
+    key of 200 KB: over real Kafka's 1 MB default, its publish failed on every try and held the
+    partition's batch back for good. What it keeps of key and value is cut."""
+    garbage = IncomingRecord(b"\x01" * 900_000, b"\x01" * 200_000, "wallet.commands", 2, 11)
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(InMemoryLedgerStore()), publisher)
+    await intake.process([record("p1", 10), garbage, record("p2", 12)])
+    assert [r.reference_id for r in publisher.results] == ["p1", "p2"]
+    [(key, letter)] = [(k, v) for k, v in publisher.wire if b'"source_offset":11' in v]
+    assert key == b"\x01" * 1_024
+    assert len(key) + len(letter) < 512 * 1024
+    [dead] = publisher.dead_letters
+    assert (dead.key, len(dead.raw_value)) == ("\x01" * 1_024, 65_536)
+
+
 async def test_a_lone_surrogate_is_refused_at_intake_and_the_rest_applied() -> None:
     """Text no UTF-8 can hold (here escaped, "\\ud800") is refused as the command arrives: it
     moves nothing, and what is published back echoes only what can be written."""

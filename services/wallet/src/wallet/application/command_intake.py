@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 
@@ -70,12 +70,19 @@ def _as_text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", errors="backslashreplace")
 
 
+# What a dead letter keeps of the record (more is cut): escaped as JSON, a control character takes
+# six bytes, so a letter must stay well under the broker's message limit (1 MB by default) or
+# publishing it fails for good and holds the partition's batch back.
+DEAD_LETTER_VALUE_CHARS: Final = 65_536
+DEAD_LETTER_KEY_BYTES: Final = 1_024
+
+
 def dead_letter_for(record: IncomingRecord, error: InvalidCommand) -> DeadLetter:
     return DeadLetter(
         reason=error.reason,
         detail=error.detail,
-        raw_value=_as_text(record.value)[:65_536],
-        key=None if record.key is None else _as_text(record.key),
+        raw_value=_as_text(record.value)[:DEAD_LETTER_VALUE_CHARS],
+        key=None if record.key is None else _as_text(record.key[:DEAD_LETTER_KEY_BYTES]),
         source_topic=record.topic,
         source_partition=record.partition,
         source_offset=record.offset,
@@ -232,7 +239,9 @@ class CommandIntake:
             offset=record.offset,
             **error.envelope,
         )
-        report.dead_letters.append((record.key, dead_letter_for(record, error)))
+        # Its Kafka key only spreads the letters over the partitions: cut like the letter's.
+        key = None if record.key is None else record.key[:DEAD_LETTER_KEY_BYTES]
+        report.dead_letters.append((key, dead_letter_for(record, error)))
         refusal = rejection_for_invalid(error)
         if refusal is not None:
             refusals.append(refusal)
