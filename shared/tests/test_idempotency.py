@@ -205,6 +205,10 @@ def test_fingerprint_ignores_key_order_and_spacing_only() -> None:
     assert fingerprint_of(b'{"a":"1","b":[1,2]}') == fingerprint_of(b'{ "b": [1, 2], "a": "1" }')
     assert fingerprint_of(b'{"a":"1"}') != fingerprint_of(b'{"a":"1.0"}')
     assert fingerprint_of(b"not json") != fingerprint_of(b"not json ")
+    # Nested deeper than Python parses: fingerprinted as sent (it raised, a 500 on every keyed
+    # route whose body is not read as JSON first).
+    deep = b"[" * 100_000
+    assert fingerprint_of(deep) == fingerprint_of(deep) != fingerprint_of(b"[" * 99_999)
 
 
 # A route using it, over HTTP.

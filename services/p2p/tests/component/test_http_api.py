@@ -350,3 +350,15 @@ def test_openapi_documents_the_idempotency_key(api: httpx.AsyncClient) -> None:
         operation = paths[path]["post"]
         assert [p["name"] for p in operation["parameters"]] == ["Idempotency-Key"]
         assert "idempotency_key_in_use" in operation["responses"]["409"]["description"]
+
+
+async def test_a_keyed_body_nested_too_deep_is_a_4xx(api: httpx.AsyncClient) -> None:
+    """Its fingerprint raised RecursionError: a 500 with a key, a 422 without one."""
+    for headers in ({}, {"Idempotency-Key": "deep-1"}):
+        response = await api.post(
+            f"{P}/offers",
+            content=b"[" * 100_000,
+            headers={**auth("sam"), **headers, "Content-Type": "text/plain"},
+        )
+        assert 400 <= response.status_code < 500, (headers, response.status_code)
+        assert response.json()["error"]["code"]

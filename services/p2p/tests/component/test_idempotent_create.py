@@ -110,3 +110,46 @@ async def test_a_retry_finds_its_trade_after_the_seller_withdrew_the_offer(
     with pytest.raises(Conflict) as refused:
         await memory_p2p.trades.create("bea", offer_id, "0.01", "another-key")
     assert refused.value.code == "offer_not_active"
+
+
+async def test_a_retry_that_takes_over_a_stalled_offer_request_finds_its_offer(
+    memory_p2p: Any,
+) -> None:
+    """Offers were stored under a random id: a retry that took the key over from a request that
+    stalled after storing its offer listed a second one."""
+    sam = User(user_id="sam", roles=frozenset())
+    once = Idempotency(MemoryIdempotencyStore(), "p2p:offers", clock=memory_p2p.clock)
+    request = IdempotentRequest("offer-key", "same-body")
+    stalled = asyncio.Event()
+
+    async def create(price: str = "52000") -> dict[str, Any]:
+        offer = await memory_p2p.offers.create(
+            "sam",
+            currency="BTC",
+            fiat_currency="GBP",
+            price=price,
+            min_amount="0.001",
+            max_amount="0.5",
+            payment_methods=["bank_transfer"],
+            payment_window_minutes=15,
+            named_id=once.named_id(sam, request),
+        )
+        return offer.public()  # type: ignore[no-any-return]
+
+    async def create_then_stall() -> dict[str, Any]:
+        answer = await create()
+        await stalled.wait()
+        return answer
+
+    first = asyncio.create_task(once.run(sam, request, create_then_stall, status_code=201))
+    await asyncio.sleep(0)
+    memory_p2p.clock.advance(timedelta(seconds=61))  # past the key's stale_after: taken over
+    second = await once.run(sam, request, create, status_code=201)
+    stalled.set()
+    first_answer = await first
+    ids = {json.loads(a.body)["offer_id"] for a in (first_answer, second)}  # type: ignore[union-attr]
+    assert len(ids) == 1
+    assert len(await memory_p2p.offers.list_active(None, None)) == 1
+    with pytest.raises(Conflict) as refused:
+        await create(price="53000")
+    assert refused.value.code == "idempotency_conflict"

@@ -402,6 +402,15 @@ async def test_notes_and_listing(stores: Stores) -> None:
     assert await stores.trades.list_for("eve", 10) == []
 
 
+async def test_an_offer_is_inserted_once_and_answers_the_one_stored_first(
+    stores: Stores,
+) -> None:
+    assert await stores.offers.insert(offer()) is None
+    again = offer(terms=replace(offer().terms, price=D("53000")))
+    assert await stores.offers.insert(again) == offer()
+    assert await stores.offers.get("offer_1") == offer()
+
+
 async def test_offers(stores: Stores) -> None:
     await stores.offers.insert(offer())
     await stores.offers.insert(

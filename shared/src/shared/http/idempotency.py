@@ -228,7 +228,7 @@ def fingerprint_of(body: bytes) -> str:
         canonical = json.dumps(
             json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True
         ).encode()
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than Python parses: not JSON to us
         canonical = b"raw:" + body
     return hashlib.sha256(canonical).hexdigest()
 

@@ -40,10 +40,12 @@ class MemoryOffers:
     def __init__(self) -> None:
         self.offers: dict[str, Offer] = {}
 
-    async def insert(self, offer: Offer) -> None:
-        if offer.offer_id in self.offers:
-            raise KeyError(offer.offer_id)
+    async def insert(self, offer: Offer) -> Offer | None:
+        stored = self.offers.get(offer.offer_id)
+        if stored is not None:
+            return stored
         self.offers[offer.offer_id] = offer
+        return None
 
     async def get(self, offer_id: str) -> Offer | None:
         return self.offers.get(offer_id)

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from bson import Decimal128
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -163,12 +164,27 @@ def _filter(trade_id: str, expected: Expected) -> Document:
     return query
 
 
+async def _insert_once(
+    collection: AsyncCollection[Document], document: Document
+) -> Document | None:
+    """Store a new document; None when stored, else the one already stored under its `_id`
+    (offers and trades are never deleted)."""
+    try:
+        await collection.insert_one(document)
+    except DuplicateKeyError:
+        stored = await collection.find_one({"_id": document["_id"]})
+        assert stored is not None
+        return stored
+    return None
+
+
 class MongoOffers:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._offers = database[OFFERS]
 
-    async def insert(self, offer: Offer) -> None:
-        await self._offers.insert_one(_offer_document(offer))
+    async def insert(self, offer: Offer) -> Offer | None:
+        stored = await _insert_once(self._offers, _offer_document(offer))
+        return None if stored is None else _offer(stored)
 
     async def get(self, offer_id: str) -> Offer | None:
         document = await self._offers.find_one({"_id": offer_id})
@@ -199,13 +215,8 @@ class MongoTrades:
         self._trades = database[TRADES]
 
     async def insert(self, trade: Trade) -> Trade | None:
-        try:
-            await self._trades.insert_one(_trade_document(trade))
-        except DuplicateKeyError:
-            stored = await self.get(trade.trade_id)
-            assert stored is not None  # trades are never deleted
-            return stored
-        return None
+        stored = await _insert_once(self._trades, _trade_document(trade))
+        return None if stored is None else _trade(stored)
 
     async def get(self, trade_id: str) -> Trade | None:
         document = await self._trades.find_one({"_id": trade_id})

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Final
 
 from p2p.application.ports import Offer, Offers
-from p2p.domain.errors import Forbidden, NotFound, Refused
+from p2p.domain.errors import Conflict, Forbidden, NotFound, Refused
 from p2p.domain.offers import OfferStatus, validate_offer
 from shared.money import MoneyError, get_currency
 
@@ -32,7 +32,11 @@ class OfferHandler:
         max_amount: object,
         payment_methods: object,
         payment_window_minutes: object,
+        named_id: str | None = None,
     ) -> Offer:
+        """A new active offer of the seller's. With `named_id` (the request's Idempotency-Key,
+        named by the route) it is stored under it: a retry that took over the key from a request
+        that stopped before answering finds that offer instead of listing a second one."""
         terms = validate_offer(
             currency,
             fiat_currency,
@@ -44,15 +48,19 @@ class OfferHandler:
         )
         now = self.clock()
         offer = Offer(
-            offer_id=f"offer_{secrets.token_hex(12)}",
+            offer_id=f"offer_{named_id or secrets.token_hex(12)}",
             seller_id=seller_id,
             terms=terms,
             status=OfferStatus.ACTIVE,
             created_at=now,
             updated_at=now,
         )
-        await self.offers.insert(offer)
-        return offer
+        stored = await self.offers.insert(offer)
+        if stored is None:
+            return offer
+        if (stored.seller_id, stored.terms) != (seller_id, terms):
+            raise Conflict("idempotency_conflict", "this Idempotency-Key created another offer")
+        return stored  # withdrawn since or not: what that request created
 
     async def list_active(self, currency: str | None, fiat_currency: str | None) -> Sequence[Offer]:
         try:

@@ -135,7 +135,10 @@ TradeChanges = Mapping[str, str | bool | datetime | None]
 
 
 class Offers(Protocol):
-    async def insert(self, offer: Offer) -> None: ...
+    async def insert(self, offer: Offer) -> Offer | None:
+        """Store a new offer; None when stored, else the offer already stored under its id."""
+        ...
+
     async def get(self, offer_id: str) -> Offer | None: ...
     async def list_active(
         self, currency: str | None, fiat_currency: str | None, limit: int

@@ -128,6 +128,7 @@ def offers_router(handlers: Handlers) -> APIRouter:
                 max_amount=body.max_amount,
                 payment_methods=body.payment_methods,
                 payment_window_minutes=body.payment_window_minutes,
+                named_id=once.named_id(user, key),
             )
             return offer.public()
 
