@@ -302,6 +302,7 @@ def batch_time(clock_now: datetime, stored: StoredBalances) -> datetime:
     each wallet's history times grow with its versions, as `?at=` and newest-first read them; the
     batch's commit is conditional on the versions it read, so no change can slip in between."""
     latest = max((w.last_updated for w in stored.wallets.values()), default=None)
-    if latest is None or latest < clock_now:
+    if latest is None or latest <= clock_now:
+        # The same millisecond as its last change: history orders the two by transaction id.
         return clock_now
     return latest + _MILLISECOND
