@@ -178,8 +178,8 @@ class OutboxRelayPass:
     async def run(self, publisher: Publisher, older_than: datetime) -> int:
         """One pass: the number of commands sent."""
         found = await self.outbox.unpublished(older_than, self.page, after=self._cursor.after)
-        # A page holds every waiting command of each owner, owners oldest first.
-        owners = list(dict.fromkeys((u.owner_created_at, u.owner_id) for u in found))
+        # A page holds every waiting command of each owner: the owners, oldest first.
+        owners = sorted({(u.owner_created_at, u.owner_id) for u in found})
         self._cursor.advance(owners, self.page)
         sent = 0
         for entry in found:

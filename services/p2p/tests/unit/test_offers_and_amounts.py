@@ -94,6 +94,7 @@ def test_fiat_amount_rounds_half_up(amount: str, price: str, fiat: str) -> None:
         ({"payment_window_minutes": float("nan")}, "invalid_payment_window"),
         ({"payment_window_minutes": float("inf")}, "invalid_payment_window"),
         ({"payment_window_minutes": D("NaN")}, "invalid_payment_window"),
+        ({"payment_window_minutes": D("1E+999999999")}, "invalid_payment_window"),  # at once
         ({"payment_window_minutes": 60.0000001}, "invalid_payment_window"),
         ({"payment_window_minutes": None}, "invalid_payment_window"),
     ],

@@ -181,6 +181,11 @@ def _whole_number(value: object) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() < 18  # int() of 1E+999999999 would build a billion-digit number
+        and value == value.to_integral_value()
+    ):
         return int(value)
     return None

@@ -299,8 +299,9 @@ class LedgerService:
 def batch_time(clock_now: datetime, stored: StoredBalances) -> datetime:
     """When a batch is recorded: its clock's time, or just after the last change of a wallet it
     touches if that is later (another wallet process's clock ahead, or this one stepped back). So
-    each wallet's history times grow with its versions, as `?at=` and newest-first read them; the
-    batch's commit is conditional on the versions it read, so no change can slip in between."""
+    a wallet's history times never go back as its versions grow, as `?at=` and newest-first read
+    them; the batch's commit is conditional on the versions it read, so no change slips in
+    between."""
     latest = max((w.last_updated for w in stored.wallets.values()), default=None)
     if latest is None or latest <= clock_now:
         # The same millisecond as its last change: history orders the two by transaction id.

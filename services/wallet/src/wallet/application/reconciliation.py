@@ -388,6 +388,7 @@ def _waiting(legacy: LegacyDocument, applied: Container[IdempotencyKey]) -> bool
     """Whether a legacy document still in `wallets` holds money no event explains. One migrate
     brought in (every bucket's opening credit applied) stays there when the ledger writes its
     wallet under another key (`btc` as `BTC`, a number user id as text), and one whose amounts
-    round to nothing at the currency's scale gets no credit at all: neither is waiting, and
-    migrate keeps the document in `wallets_legacy_snapshot`."""
+    round to nothing at the currency's scale gets no credit at all: neither is waiting. Migrating
+    in place keeps a copy in `wallets_legacy_snapshot`; one never migrated whose amounts round to
+    nothing is dropped by replay like an empty one."""
     return legacy.wallet.holds_money and bool(not_brought_in(legacy.document, applied))
