@@ -13,8 +13,11 @@ from functools import partial
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect
+from structlog.testing import capture_logs
 
 from shared.infra.net import free_port
 from shared.messaging.topics import Topics
@@ -24,6 +27,7 @@ from trading.conversions.entrypoints import build_conversions_feature
 from trading.feature import utc_now
 from trading.messaging import RecentMessagesReader
 from trading.prices.adapters.kafka import PriceBookUpdater
+from trading.prices.adapters.mongo import MongoPins
 from trading.prices.domain import PriceBook
 from trading.prices.entrypoints import build_prices_feature
 from trading.prices.settings import PriceSettings
@@ -217,3 +221,38 @@ async def test_outside_staging_pin_and_unpin_do_not_exist(
     assert (put.status_code, put.json()["error"]["code"]) == (404, "not_found")
     assert delete.status_code == 404
     assert listed.status_code == 200
+
+
+async def test_a_failed_tick_is_logged_and_the_feed_goes_on(
+    running: Running, monkeypatch: pytest.MonkeyPatch, until: Callable[..., Awaitable[None]]
+) -> None:
+    # A MongoDB blip while the feed reads its pins: before, the feed's task ended on it, /healthz
+    # stayed 503 and every quote answered price_unavailable once the last price went stale.
+    failures = 0
+    read_pins = MongoPins.all
+
+    async def blip(self: MongoPins) -> dict[str, Decimal]:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise AutoReconnect("primary stepped down")
+        return await read_pins(self)
+
+    book = running.service.context.prices
+    with capture_logs() as logs:
+        monkeypatch.setattr(MongoPins, "all", blip)
+
+        async def failed() -> bool:
+            return failures == 1
+
+        await until(failed, within=5)
+        failed_at = utc_now()
+
+        async def published_after_the_failure() -> bool:
+            latest = book.latest("BTC")
+            return latest is not None and latest.as_of > failed_at
+
+        await until(published_after_the_failure, within=5)
+    assert [e["task"] for e in logs if e["event"] == "prices.feed_failed"] == ["price-feed"]
+    assert await running.service.ready()
+    assert (await running.http.get("/healthz")).status_code == 200

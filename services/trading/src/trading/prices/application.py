@@ -99,8 +99,3 @@ class PriceFeed:
     async def _publish(self, price: Price) -> None:
         self.book.update(price, self.clock())
         await self.publisher.publish(price)
-
-    async def run(self, interval_seconds: float) -> None:
-        while True:
-            await self.tick()
-            await asyncio.sleep(interval_seconds)

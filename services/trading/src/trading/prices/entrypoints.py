@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
@@ -12,6 +10,7 @@ import httpx
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.background import BackgroundTasks
 from shared.http import AdminUser, ApiError, error_responses
 from shared.money import MoneyError, format_amount, get_currency, parse_decimal
 from trading.feature import Feature, TradingContext
@@ -160,29 +159,29 @@ def build_prices_feature(context: TradingContext, settings: PriceSettings | None
         PriceBookUpdater(context.prices, context.clock),
         lookback=settings.price_topic_lookback,
     )
-    tasks: list[asyncio.Task[None]] = []
+    background = BackgroundTasks()
 
     async def start() -> None:
         await reader.start()
         if settings.price_feed_enabled:
             await feed.tick()  # prices at once, before /healthz turns green
-            tasks.append(
-                asyncio.create_task(
-                    feed.run(settings.price_feed_interval_seconds), name="price-feed"
-                )
+            # A failed tick (a MongoDB or broker blip) is logged and the next one comes as
+            # usual: a feed that ended would leave every quote without a price until a restart.
+            background.every(
+                "price-feed",
+                settings.price_feed_interval_seconds,
+                feed.tick,
+                failure_event="prices.feed_failed",
             )
 
     async def stop() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop()
         await reader.stop()
         if http is not None:
             await http.aclose()
 
     async def ready() -> bool:
-        return reader.running and all(not t.done() for t in tasks)
+        return reader.running and background.alive()
 
     routers = [price_routes(context.prices, context.clock)]
     if context.settings.is_staging:
