@@ -195,6 +195,7 @@ async def test_a_stale_price_is_never_quoted(rig: Rig) -> None:
         (("BTC", "DOGE", "1"), "unknown_currency"),
         (("BTC", "GBP", "1"), "not_crypto"),
         (("BTC", "BTC", "1"), "same_currency"),
+        (("SOL", "SOL", "1"), "same_currency"),  # no SOL price: still bad input, not a 503
         (("BTC", "ETH", "0.00000001"), "amount_too_small"),
     ],
 )

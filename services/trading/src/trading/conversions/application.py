@@ -28,6 +28,7 @@ from trading.conversions.domain import (
     make_quote,
     outcome_of,
     refusal_to_execute,
+    refuse_same_currency,
 )
 from trading.errors import Conflict, Invalid, NotFound
 from trading.prices.domain import VALUATION_CURRENCY, PriceBook
@@ -165,6 +166,9 @@ class Conversions:
         receive = _currency(to_code, "to_currency")
         if pay.kind != "crypto" or receive.kind != "crypto":
             raise Invalid("not_crypto", "a swap exchanges one crypto currency for another")
+        # Before the prices are looked up: without a fresh one this answered 503, which a client
+        # retries, for a request that can never succeed.
+        refuse_same_currency(pay, receive)
         amount = _amount(raw_amount, pay, "from_amount")
         return await self._quote(ConversionKind.SWAP, user_id, pay, amount, receive)
 

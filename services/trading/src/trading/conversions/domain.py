@@ -125,6 +125,11 @@ class Quote:
         return now >= self.expires_at
 
 
+def refuse_same_currency(pay: Currency, receive: Currency) -> None:
+    if pay.code == receive.code:
+        raise Invalid("same_currency", "pay and receive currencies must differ")
+
+
 def make_quote(
     *,
     quote_id: str,
@@ -139,8 +144,7 @@ def make_quote(
     now: datetime,
 ) -> Quote:
     """A quote by the contract's formulas, or Invalid when the user would receive nothing."""
-    if pay.code == receive.code:
-        raise Invalid("same_currency", "pay and receive currencies must differ")
+    refuse_same_currency(pay, receive)
     fee = fee_up(pay_amount, terms.fee_rate, pay)
     rate = rate_down(pay_price.price, receive_price.price, terms.spread)
     receive_amount = receive_down(pay_amount, fee, rate, receive)
