@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Final, TypeVar
@@ -86,6 +87,9 @@ class MarketMatcher:
         self._clock = clock
         self._levels = levels
         self.book = OrderBook(market, fees)
+        # The resting orders that have an expiry, the earliest first (an entry whose order has
+        # left the book since is dropped when its time comes).
+        self._expiries: list[tuple[datetime, str]] = []
 
     async def recover(self) -> None:
         """Rebuild the book from the store: project the batches stored after the market's
@@ -106,10 +110,13 @@ class MarketMatcher:
             await self._store.project(batch, self.market, self._clock())
             projected = max(projected, batch.last)
         book = OrderBook(self.market, self._fees, sequence=projected)
-        for order in await self._store.resting(pair):
+        resting = await self._store.resting(pair)
+        for order in resting:
             book.restore(engine_order(order, self.market))
         book.sequence = projected  # `restore` moves it to the orders' numbers
         self.book = book
+        self._expiries = [(o.expires_at, o.order_id) for o in resting if o.expires_at is not None]
+        heapq.heapify(self._expiries)
         for batch in await self._store.undispatched(pair):
             await self._dispatch(batch)
         log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
@@ -149,6 +156,14 @@ class MarketMatcher:
         first = book.sequence
         fills: list[Fill] = []
         changes: list[OrderChange] = []
+        now = self._clock()
+        # Orders whose time ran out leave the book before anything is matched: the expiry sweep
+        # (every few seconds, through Kafka) would come after a taker had filled them.
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            change = book.cancel(heapq.heappop(expiries)[1], EXPIRED)
+            if change is not None:
+                changes.append(change)
         entered: set[str] = set()
         for message in messages:
             if message.kind == "cancel":
@@ -169,12 +184,14 @@ class MarketMatcher:
             if order.cancel_requested:
                 changes.append(book.withdraw(taker))
                 continue
-            if order.expires_at is not None and order.expires_at <= self._clock():
+            if order.expires_at is not None and order.expires_at <= now:
                 changes.append(book.withdraw(taker, EXPIRED))
                 continue
             decided_fills, decided_changes = book.submit(taker)
             fills += decided_fills
             changes += decided_changes
+            if order.expires_at is not None and order.order_id in book:
+                heapq.heappush(expiries, (order.expires_at, order.order_id))
         if not changes:
             # Nothing stored: give the number back, so that the next batch still starts right
             # after the market's last one (`add_batch` refuses any other).

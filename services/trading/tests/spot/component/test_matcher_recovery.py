@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -422,3 +422,42 @@ async def test_a_rebuild_beside_a_half_projected_batch_fills_nothing_twice(
     assert new_owner.book.sequence == decided.last
     # what the new owner sent: the old owner's batch (stored, never dispatched) and its own
     assert wallet.batches == [stored.batch_id, decided.batch_id]
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["rested-here", "after-a-restart"])
+async def test_a_resting_order_past_its_expiry_is_cancelled_before_a_taker_can_fill_it(
+    empty_store: SpotStore, restarted: bool
+) -> None:
+    """Before, only an order entering the book was checked: a resting one past its
+    `expires_in_seconds` was filled by the next taker until the expiry sweep's cancel arrived."""
+    clock = [now()]
+    brief = limit("brief-ask", "alice", Side.SELL, "100.00", "0.01")
+    brief.expires_at = now() + timedelta(seconds=1)
+    lasting = limit("lasting-ask", "alice", Side.SELL, "100.00", "0.01")
+    lasting.expires_at = now() + timedelta(hours=1)
+    bid = limit("bid", "bob", Side.BUY, "100.00", "0.01")
+    store = await holding(empty_store, brief, lasting, bid)
+    wallet = RecordingWallet()
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, lambda: clock[0])
+    await matcher.recover()
+    assert await matcher.apply([locked("brief-ask"), locked("lasting-ask")]) is not None
+    if restarted:
+        matcher = MarketMatcher(MARKET, FEES, store, wallet, lambda: clock[0])
+        await matcher.recover()
+
+    clock[0] = now() + timedelta(seconds=3)
+    decided = await matcher.apply([locked("bid")])
+
+    assert decided is not None
+    expired = next(c for c in decided.changes if c.order_id == "brief-ask")
+    assert (expired.status, expired.reason, expired.released) == (
+        Status.CANCELLED,
+        "expired",
+        1_000_000,
+    )
+    [fill] = decided.fills  # the bid took the order whose time had not run out
+    assert (fill.sell_order_id, fill.buy_order_id) == ("lasting-ask", "bid")
+    ask = await store.get("brief-ask")
+    assert ask is not None
+    assert (ask.status, ask.reason, ask.fills) == (Status.CANCELLED, "expired", [])
+    assert [o.order_id for o in matcher.book.resting()] == []
