@@ -213,14 +213,19 @@ class SpotOrders:
     async def _market_buy_budget(self, market: Market, steps: int) -> int:
         """Quote units to lock for buying `steps` now: the asks' cost of them plus the margin."""
         state = await self._store.market_state(market.pair) or {}
-        cost = Decimal(0)
-        left = market.amount(steps)
-        for price_text, amount_text in state.get("asks", []):
-            take = min(left, Decimal(amount_text))
-            cost = LEDGER_CONTEXT.add(cost, LEDGER_CONTEXT.multiply(Decimal(price_text), take))
-            left -= take
-            if left == 0:
-                break
+        wanted = market.amount(steps)
+        shown = [(Decimal(price), Decimal(amount)) for price, amount in state.get("asks", [])]
+        cost, left = _cost_of(shown, wanted)
+        if left > 0 and shown:
+            # The market's snapshot shows the best levels only (the matcher's `levels`): priced
+            # from them alone, the lock ran out there and the rest was cancelled as slippage
+            # while the book still had asks.
+            asks = sorted(
+                (o.price, market.amount(o.remaining))
+                for o in await self._store.resting(market.pair)
+                if o.side is Side.SELL and o.price is not None and o.remaining
+            )
+            cost, left = _cost_of(asks, wanted)
         if cost == 0:
             return 0
         budget = LEDGER_CONTEXT.multiply(cost, 1 + self._margin)
@@ -348,6 +353,20 @@ class SpotOrders:
             await self._store.mark_asked(order.order_id, self._clock())
             sent += 1
         return sent
+
+
+def _cost_of(asks: list[tuple[Decimal, Decimal]], amount: Decimal) -> tuple[Decimal, Decimal]:
+    """What buying `amount` from these asks (price, amount; best first) costs, and what of it
+    they cannot give."""
+    cost = Decimal(0)
+    left = amount
+    for price, available in asks:
+        take = min(left, available)
+        cost = LEDGER_CONTEXT.add(cost, LEDGER_CONTEXT.multiply(price, take))
+        left -= take
+        if left == 0:
+            break
+    return cost, left
 
 
 def _expiry_position(order: SpotOrder) -> Position | None:

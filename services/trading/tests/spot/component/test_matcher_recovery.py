@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.testing.fixtures import unique_database_name
+from trading.messaging import EventPublisher
 from trading.spot.adapters.memory import MemorySpotStore
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import OrderType, Side, Status
@@ -27,6 +28,7 @@ from trading.spot.matcher import MarketMatcher
 from trading.spot.messages import OrderMessage
 from trading.spot.orders import SpotBatch, SpotOrder
 from trading.spot.ports import SpotStore
+from trading.spot.service import SpotOrders
 from trading.spot.wallet import SpotWallet
 
 pytestmark = pytest.mark.integration
@@ -461,3 +463,51 @@ async def test_a_resting_order_past_its_expiry_is_cancelled_before_a_taker_can_f
     assert ask is not None
     assert (ask.status, ask.reason, ask.fills) == (Status.CANCELLED, "expired", [])
     assert [o.order_id for o in matcher.book.resting()] == []
+
+
+class NoLocks(RecordingWallet):
+    async def lock(self, order: SpotOrder) -> None:
+        pass
+
+
+class NoPublisher(EventPublisher):
+    def __init__(self) -> None:
+        pass
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        pass
+
+
+async def test_a_market_buy_is_locked_for_asks_deeper_than_the_snapshot_shows(
+    empty_store: SpotStore,
+) -> None:
+    """The market's snapshot keeps the best `levels` only. A market buy by amount priced from it
+    alone locked too little for the asks below them, and got cancelled as slippage after a
+    fraction of its amount while the book still had asks at a price within its margin."""
+    shallow = [
+        limit(f"shallow-{i}", "alice", Side.SELL, f"{100 + i}.00", "0.001") for i in range(3)
+    ]
+    deep = limit("deep", "alice", Side.SELL, "110.00", "1")
+    store = await holding(empty_store, *shallow, deep)
+    matcher = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now, levels=3)
+    await matcher.recover()
+    assert await matcher.apply([locked(o.order_id) for o in (*shallow, deep)]) is not None
+    assert len((await store.market_state(MARKET.pair) or {})["asks"]) == 3
+    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
+
+    placed = await orders.place(
+        "bob",
+        pair=MARKET.pair,
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount="0.5",
+        price=None,
+        quote_amount=None,
+    )
+
+    # 0.001 × (100 + 101 + 102) + 0.497 × 110 = 54.973, plus the 5 % margin, rounded up
+    assert placed.lock_amount == Decimal("57.73")
+    assert (await matcher.apply([locked(placed.order_id)])) is not None
+    bought = await store.get(placed.order_id)
+    assert bought is not None
+    assert (bought.status, bought.filled_amount) == (Status.FILLED, Decimal("0.5"))
