@@ -4,6 +4,7 @@ phone and desktop widths go to build/screenshots/."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -332,3 +333,39 @@ async def test_the_chart_does_not_blink_when_an_update_redraws_it(
         assert seen["frames"] > 10, seen
         assert seen["blank"] == 0, seen
         assert open_page.errors == []
+
+
+async def test_a_change_made_before_the_stream_connects_still_reaches_the_open_page(
+    browser: Any, server: PageServer
+) -> None:
+    """The stream tells of changes after it opened. Before, a change that landed while the page
+    was loading (or while the stream reconnected, after a wallet restart) was never shown."""
+    context = await browser.new_context(viewport=PHONE, device_scale_factor=1)
+    await context.add_cookies(
+        [{"name": "access_token", "value": server.token("dora"), "url": server.base_url}]
+    )
+    page = await context.new_page()
+    committed = asyncio.Event()
+
+    async def change_before_connecting(route: Any) -> None:
+        if not committed.is_set():  # the page is rendered; its stream is not open yet
+            await server.ledger.handle_batch([deposit("dora", "SOL", "2.5", "dora-gap-1")])
+            committed.set()
+        await route.continue_()
+
+    try:
+        await server.ledger.handle_batch([deposit("dora", "SOL", "1", "dora-gap-0")])
+        await page.route("**/events", change_before_connecting)
+        await page.goto(server.base_url + "/wallet", wait_until="load")
+        await page.locator("#live-status.on").wait_for(timeout=5_000)
+        assert committed.is_set()
+        await page.wait_for_function(
+            """([selector, expected]) => {
+                const cell = document.querySelector(selector);
+                return cell !== null && cell.textContent.trim() === expected;
+            }""",
+            arg=[_row("SOL", "available_balance"), "3.5"],
+            timeout=2_000,
+        )
+    finally:
+        await context.close()

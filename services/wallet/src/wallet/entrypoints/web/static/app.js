@@ -61,7 +61,13 @@
   function connect() {
     if (document.body.dataset.live !== "on" || !window.EventSource) return;
     var source = new EventSource("/events");
-    source.addEventListener("ready", function () { setLive("Live", true); });
+    source.addEventListener("ready", function () {
+      setLive("Live", true);
+      // The stream tells of changes after it opened: one that landed while the page loaded or
+      // while the stream reconnected would never show. Every connect refreshes every part (each
+      // listens to wallet-changed; prices-changed too would load some of them twice).
+      window.htmx.trigger(document.body, "wallet-changed");
+    });
     ["wallet-changed", "prices-changed"].forEach(function (name) {
       source.addEventListener(name, function () { window.htmx.trigger(document.body, name); });
     });
