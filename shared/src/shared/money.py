@@ -105,6 +105,13 @@ def get_currency(code: object) -> Currency:
     return currency
 
 
+def is_decimal_text(text: str) -> bool:
+    """Whether `text` is written as the system writes and accepts amounts: ASCII digits, an
+    optional sign, point and short exponent (`Decimal()` also reads `1_000` and other scripts'
+    digits)."""
+    return _AMOUNT_SYNTAX.fullmatch(text) is not None
+
+
 def parse_decimal(raw: object) -> Decimal:
     """A finite decimal from a string (or a Decimal from code); floats and JSON numbers are refused.
 
@@ -119,7 +126,7 @@ def parse_decimal(raw: object) -> Decimal:
                 "amount_too_long", f"amount has more than {MAX_AMOUNT_TEXT} characters"
             )
         # The syntax first: what matches it (digits) cannot be a special value (letters).
-        if not _AMOUNT_SYNTAX.fullmatch(text):
+        if not is_decimal_text(text):
             if _SPECIAL_VALUES.fullmatch(text):
                 code = "amount_not_a_number" if "nan" in text.lower() else "amount_infinite"
                 raise MoneyError(code, f"amount must be a finite number, got {text!r}")

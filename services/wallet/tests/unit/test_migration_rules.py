@@ -45,7 +45,12 @@ def test_amounts_are_read_exactly(stored: object, expected: Decimal) -> None:
 
 
 @pytest.mark.parametrize(
-    "stored", [True, False, float("nan"), float("inf"), "abc", "", "1e", [1], {"v": 1}, "NaN"]
+    "stored",
+    [
+        *(True, False, float("nan"), float("inf"), "abc", "", "1e", [1], {"v": 1}, "NaN"),
+        # Decimal() reads these; the system's amounts are ASCII decimal text only
+        *("1_000.5", "\u0661\u0660\u0660", "\uff11.\uff15", "1e99999"),
+    ],
 )
 def test_unreadable_amounts(stored: object) -> None:
     assert read_amount(stored) is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, Inexact, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, Inexact
 from typing import Any, Final, Literal
 
 from shared.messaging.commands import is_identifier
@@ -28,6 +28,7 @@ from shared.money import (
     add,
     format_amount,
     get_currency,
+    is_decimal_text,
     max_integer_digits,
     subtract,
 )
@@ -209,12 +210,9 @@ def read_amount(value: object) -> Decimal | None:
         number = Decimal(repr(value))
     elif isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > 64:
-            return None
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            return None
+        if len(text) > 64 or not is_decimal_text(text):
+            return None  # `1_000.5` or `１.５` is what someone typed by hand: listed, never guessed
+        number = Decimal(text)
     else:
         return None
     if not number.is_finite():
