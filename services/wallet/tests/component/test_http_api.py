@@ -176,6 +176,28 @@ async def test_bad_queries_get_a_4xx_with_a_code(
     assert (response.status_code, response.json()["error"]["code"]) == (status, code)
 
 
+async def test_parameters_left_empty_are_absent(
+    http: httpx.AsyncClient, runtime: WalletRuntime
+) -> None:
+    """`?currency=&limit=&cursor=`, as the contract writes the route and as a form sends it: no
+    filter, the default page. Before, an empty currency was 400 unknown_currency, an empty limit
+    or instant 422."""
+    headers = auth(runtime, "alice")
+    history = "/api/wallets/transactions/alice"
+    plain = await http.get(history, headers=headers)
+    assert plain.status_code == 200
+    assert plain.json()["items"]  # a history to compare
+    empty = await http.get(f"{history}?currency=&limit=&cursor=&reference_id=", headers=headers)
+    assert (empty.status_code, empty.json()) == (200, plain.json())
+    balances = "/api/wallets/balances/alice"
+    now = await http.get(balances, headers=headers)
+    assert now.json()["balances"]
+    assert (await http.get(f"{balances}?at=", headers=headers)).json() == now.json()
+    # Empty is absent, not anything goes: an unknown parameter is still refused.
+    unknown = await http.get(f"{history}?colour=", headers=headers)
+    assert unknown.status_code == 422
+
+
 async def test_health_is_503_until_the_consumer_joins(http: httpx.AsyncClient) -> None:
     response = await http.get("/healthz")
     assert (response.status_code, response.json()) == (503, {"status": "starting"})

@@ -136,7 +136,6 @@ async def test_auth_like_the_other_wallet_routes(
     [
         ("?currency=DOGE", 400, "unknown_currency"),
         ("?currency=EUR", 400, "unsupported_valuation_currency"),
-        ("?currency=", 400, "unknown_currency"),
         ("?valuation=GBP", 422, "validation_error"),
     ],
 )
@@ -145,6 +144,16 @@ async def test_bad_queries_get_a_4xx_with_a_code(
 ) -> None:
     response = await http.get(f"/api/wallets/portfolio/erin{query}", headers=auth(runtime, "erin"))
     assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+
+
+async def test_an_empty_currency_is_the_default_gbp(
+    http: httpx.AsyncClient, runtime: WalletRuntime
+) -> None:
+    path = "/api/wallets/portfolio/erin"
+    empty = await http.get(f"{path}?currency=", headers=auth(runtime, "erin"))
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == (await http.get(path, headers=auth(runtime, "erin"))).json()
+    assert empty.json()["valuation_currency"] == "GBP"
 
 
 async def test_lowercase_gbp_is_gbp(http: httpx.AsyncClient, runtime: WalletRuntime) -> None:

@@ -175,7 +175,6 @@ async def test_balances_at_show_when_each_wallet_last_changed(
         "?at=yesterday",
         "?at=2026-11-30T12:00:00",
         "?at=2026-11-30",
-        "?at=",
         "?at=0.5",
         "?at=1764504000",
         "?when=2026-11-30T12:00:00Z",

@@ -30,6 +30,7 @@ from shared.http.errors import (
     install_error_handlers,
 )
 from shared.http.health import Readiness, health_router, metrics_router
+from shared.http.query import QueryParameters
 
 __all__ = [
     "ADMIN_ROLE",
@@ -37,6 +38,7 @@ __all__ = [
     "ApiError",
     "CurrentUser",
     "ErrorBody",
+    "QueryParameters",
     "Readiness",
     "User",
     "configure_auth",

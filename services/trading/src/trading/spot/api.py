@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.http import CurrentUser, error_responses
+from shared.http import CurrentUser, QueryParameters, error_responses
 from shared.money import format_amount
 from trading.spot.domain.book import OrderType, Side
 from trading.spot.domain.markets import MARKETS
@@ -49,10 +49,8 @@ class ExecuteRequest(BaseModel):
     )
 
 
-class OrdersQuery(BaseModel):
-    """The list's query parameters; an unknown one is refused (422), not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
+class OrdersQuery(QueryParameters):
+    """The list's query parameters."""
 
     status: Literal["open", "closed"] | None = None
 

@@ -416,3 +416,13 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
         taker["order_id"],
         brief["order_id"],
     }
+    every = await system.http.get(
+        f"{system.trading.url}/api/trading/orders", headers=system.auth("alice")
+    )
+    empty = await system.http.get(
+        f"{system.trading.url}/api/trading/orders?status=", headers=system.auth("alice")
+    )
+    assert (empty.status_code, empty.json()) == (200, every.json())  # empty is no filter
+    assert {o["order_id"] for o in closed.json()["items"]} <= {
+        o["order_id"] for o in every.json()["items"]
+    }

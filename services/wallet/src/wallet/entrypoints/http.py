@@ -14,7 +14,6 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     JsonValue,
     PlainSerializer,
@@ -22,7 +21,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from starlette.convertors import Convertor, register_url_convertor
 
-from shared.http import AdminUser, ApiError, CurrentUser, ensure_can_read, error_responses
+from shared.http import (
+    AdminUser,
+    ApiError,
+    CurrentUser,
+    QueryParameters,
+    ensure_can_read,
+    error_responses,
+)
 from shared.money import MoneyError, format_amount, get_currency
 from wallet.application.balance_queries import BalancesAsOf, balances_at
 from wallet.application.ports import LedgerStore
@@ -70,10 +76,8 @@ class TransactionView(BaseModel):
     timestamp: AwareDatetime
 
 
-class TransactionsQuery(BaseModel):
-    """The history's query parameters; an unknown one is refused (422), not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
+class TransactionsQuery(QueryParameters):
+    """The history's query parameters."""
 
     currency: str | None = Field(default=None, max_length=20)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
@@ -97,9 +101,7 @@ def _iso_instant(raw: object) -> object:
 IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_instant)]
 
 
-class BalancesQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BalancesQuery(QueryParameters):
     at: IsoInstant | None = Field(
         default=None,
         description="An instant with its offset: the balances as the wallet had committed them then.",

@@ -6,9 +6,9 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.http import ApiError, CurrentUser, ensure_can_read, error_responses
+from shared.http import ApiError, CurrentUser, QueryParameters, ensure_can_read, error_responses
 from shared.money import MoneyError, get_currency
 from wallet.application.portfolio_query import PortfolioReport, portfolio_of
 from wallet.application.prices import PriceBook
@@ -43,9 +43,7 @@ class PortfolioView(BaseModel):
     unpriced: list[str]
 
 
-class PortfolioQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PortfolioQuery(QueryParameters):
     currency: str = Field(default="GBP", max_length=20, description="The valuation currency.")
 
 
