@@ -293,6 +293,41 @@ async def test_bodies_with_extra_fields_are_refused(
             )
 
 
+async def test_text_utf8_cannot_encode_is_refused_with_a_code(
+    service: tuple[Service, httpx.AsyncClient],
+) -> None:
+    """A lone UTF-16 surrogate in any text of any body: no document, message or log line can be
+    written with it. Before, a reason or an id holding one reached MongoDB and answered 500
+    (p2p cancel and dispute, the gateway's withdrawal decisions)."""
+    svc, http = service
+    if svc.name == "wallet":
+        pytest.skip("the wallet's HTTP side takes no request body")
+    bodies = [
+        *(("POST", route.path, route.body) for route in svc.amount_routes),
+        *((method, path, body) for method, path, body in svc.admin_only if body),
+        *((method, path, body) for method, path, body, _ in svc.owned_actions if body),
+        *(("POST", path, body) for path, body, _ in svc.owned_keys),
+    ]
+    tried = 0
+    for method, path, body in bodies:
+        for name, value in body.items():
+            if not isinstance(value, str):
+                continue
+            tried += 1
+            # json.dumps writes the lone surrogate as the escape `\ud800`, as a client would.
+            text = json.dumps({**body, name: value + "\ud800"})
+            headers = {**svc.token(OWNER, "admin"), "content-type": "application/json"}
+            response = await http.request(
+                method, path.format(**svc.owned_ids), content=text, headers=headers
+            )
+            assert (response.status_code, code_of(response)) == (400, "invalid_text"), (
+                path,
+                name,
+                response.text,
+            )
+    assert tried >= 2, svc.name  # each service's bodies have text to try
+
+
 @pytest.mark.parametrize(("amount", "code"), AMOUNTS, ids=[str(a)[:20] for a, _ in AMOUNTS])
 async def test_absurd_amounts_over_http_get_a_4xx_with_their_code(
     service: tuple[Service, httpx.AsyncClient], amount: Any, code: str
@@ -352,12 +387,10 @@ async def own_withdrawals_only(svc: Service, http: httpx.AsyncClient) -> None:
         "limit=-1",
         "limit=0",
         "limit=1.5",
-        "limit=",
         "currency=NaN",
         "currency=Infinity",
         f"currency={'B' * 5_000}",
         "currency=BTC%00",
-        "currency=",
         f"cursor={'A' * 5_000}",
         "cursor=NaN",
         "cursor=MTAwMDAwMDAwMDAwMDAwMDAwMDAwfHg=",  # a timestamp far beyond datetime's range

@@ -362,3 +362,25 @@ async def test_a_keyed_body_nested_too_deep_is_a_4xx(api: httpx.AsyncClient) -> 
         )
         assert 400 <= response.status_code < 500, (headers, response.status_code)
         assert response.json()["error"]["code"]
+
+
+async def test_text_utf8_cannot_encode_is_refused_and_nothing_moves(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    """A lone surrogate in a reason: before, the cancel was applied (the seller's coins
+    unlocked), answered 500, and the stored reason made every read of the trade a 500."""
+    trade_id = await escrowed_trade(api, memory_p2p)
+    locked = memory_p2p.wallet.locked("sam", "BTC")
+    headers = {**auth("bea"), "content-type": "application/json"}
+    for route in ("cancel-trade", "dispute"):
+        body = '{"trade_id": "%s", "reason": "x\\ud800y"}' % trade_id
+        refused = await api.post(f"{P}/{route}", content=body, headers=headers)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_text")
+        assert "body.reason" in refused.json()["error"]["message"]
+    got = await api.get(f"{P}/trades/{trade_id}", headers=auth("bea"))
+    assert (got.status_code, got.json()["status"]) == (200, "escrowed")
+    assert memory_p2p.wallet.locked("sam", "BTC") == locked
+    # A surrogate pair is one character (an emoji): text as any other.
+    body = '{"trade_id": "%s", "reason": "changed my mind \\ud83d\\ude00"}' % trade_id
+    cancelled = await api.post(f"{P}/cancel-trade", content=body, headers=headers)
+    assert cancelled.status_code in (200, 202), cancelled.text

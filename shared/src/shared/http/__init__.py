@@ -31,6 +31,7 @@ from shared.http.errors import (
 )
 from shared.http.health import Readiness, health_router, metrics_router
 from shared.http.query import QueryParameters
+from shared.http.text import TextCheckedRoute
 
 __all__ = [
     "ADMIN_ROLE",
@@ -40,6 +41,7 @@ __all__ = [
     "ErrorBody",
     "QueryParameters",
     "Readiness",
+    "TextCheckedRoute",
     "User",
     "configure_auth",
     "create_app",

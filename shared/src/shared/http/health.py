@@ -9,6 +9,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from shared.http.text import TextCheckedRoute
+
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[bool]]
@@ -16,7 +18,7 @@ Readiness = Callable[[], Awaitable[bool]]
 
 def health_router(ready: Readiness) -> APIRouter:
     """200 ``{"status": "ok"}`` once ``ready()`` says so, 503 ``{"status": "starting"}`` before."""
-    router = APIRouter()
+    router = APIRouter(route_class=TextCheckedRoute)
 
     @router.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -34,7 +36,7 @@ def health_router(ready: Readiness) -> APIRouter:
 
 
 def metrics_router(registry: CollectorRegistry = REGISTRY) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=TextCheckedRoute)
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -43,6 +43,7 @@ from shared.money import (
     parse_amount,
     parse_decimal,
 )
+from shared.text import utf8_encodable
 
 
 def _decimal_from_wire(raw: object) -> Decimal:
@@ -463,7 +464,7 @@ def _envelope(document: dict[str, Any]) -> dict[str, str]:
     return {
         k: v
         for k in keys
-        if isinstance(v := document.get(k), str) and 0 < len(v) <= 200 and _encodable(v)
+        if isinstance(v := document.get(k), str) and 0 < len(v) <= 200 and utf8_encodable(v)
     }
 
 
@@ -488,20 +489,8 @@ def is_identifier(text: object) -> TypeIs[str]:
         isinstance(text, str)
         and 0 < len(text) <= IDENTIFIER_MAX_LENGTH
         and _IDENTIFIER.fullmatch(text) is not None
-        and _encodable(text)
+        and utf8_encodable(text)
     )
-
-
-def _encodable(text: str) -> bool:
-    """Whether UTF-8 can encode the text: a str decoded from JSON can hold a lone UTF-16
-    surrogate (`"\\ud800"`), which no document, message or key can then be written with."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _refuse_unencodable(value: Any, where: str = "") -> None:
@@ -513,12 +502,12 @@ def _refuse_unencodable(value: Any, where: str = "") -> None:
     this: the fast decoder refuses every lone surrogate (escaped, in the bytes, or in a str).
     """
     if isinstance(value, str):
-        if not _encodable(value):
+        if not utf8_encodable(value):
             raise InvalidCommand("invalid_field", f"{where or 'message'}: {_UNENCODABLE}")
     elif isinstance(value, dict):
         for key, item in value.items():
             name = (f"{where}.{_printable(key)}" if where else _printable(key))[:200]
-            if not _encodable(key):
+            if not utf8_encodable(key):
                 raise InvalidCommand("invalid_field", f"{name}: the name holds {_UNENCODABLE}")
             _refuse_unencodable(item, name)
     elif isinstance(value, list):

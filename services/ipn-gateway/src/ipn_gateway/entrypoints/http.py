@@ -29,7 +29,7 @@ from ipn_gateway.domain.errors import (
     UpstreamUnavailable,
 )
 from ipn_gateway.entrypoints.shapes import review_view, withdrawal_view
-from shared.http import AdminUser, CurrentUser, error_response, error_responses
+from shared.http import AdminUser, CurrentUser, TextCheckedRoute, error_response, error_responses
 from shared.http.idempotency import (
     Idempotency,
     IdempotencyKey,
@@ -147,7 +147,10 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
 def nowpayments_router(handlers: Handlers) -> APIRouter:
     # Documented so that clients and schema-driven tests know every answer and its error body.
     router = APIRouter(
-        prefix="/api/nowpayments", tags=["nowpayments"], responses=error_responses(400, 401)
+        route_class=TextCheckedRoute,
+        prefix="/api/nowpayments",
+        tags=["nowpayments"],
+        responses=error_responses(400, 401),
     )
 
     @router.post("/ipn", responses=error_responses(403, 413, 429, 503))
@@ -202,7 +205,10 @@ def nowpayments_router(handlers: Handlers) -> APIRouter:
 
 def withdrawals_router(handlers: Handlers) -> APIRouter:
     router = APIRouter(
-        prefix="/api/withdrawals", tags=["withdrawals"], responses=error_responses(401)
+        route_class=TextCheckedRoute,
+        prefix="/api/withdrawals",
+        tags=["withdrawals"],
+        responses=error_responses(401),
     )
     decisions = error_responses(400, 403, 404, 409, 422, 502)
 

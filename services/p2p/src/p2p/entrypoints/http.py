@@ -15,7 +15,7 @@ from p2p.application.trades import Caller, TradeHandler
 from p2p.domain.errors import Conflict, Forbidden, NotFound, P2pError
 from p2p.domain.offers import DEFAULT_PAYMENT_WINDOW_MINUTES
 from p2p.domain.trades import IN_FLIGHT, Action
-from shared.http import CurrentUser, User, error_response, error_responses
+from shared.http import CurrentUser, TextCheckedRoute, User, error_response, error_responses
 from shared.http.idempotency import (
     Idempotency,
     IdempotencyKey,
@@ -105,7 +105,12 @@ def _answer(trade: Trade) -> JSONResponse:
 
 
 def offers_router(handlers: Handlers) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, tags=["p2p offers"], responses=error_responses(401))
+    router = APIRouter(
+        route_class=TextCheckedRoute,
+        prefix=PREFIX,
+        tags=["p2p offers"],
+        responses=error_responses(401),
+    )
 
     once = Idempotency(handlers.idempotency, f"p2p:POST {PREFIX}/offers", (P2pError,))
 
@@ -153,7 +158,12 @@ def offers_router(handlers: Handlers) -> APIRouter:
 
 
 def trades_router(handlers: Handlers) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, tags=["p2p trades"], responses=error_responses(401))
+    router = APIRouter(
+        route_class=TextCheckedRoute,
+        prefix=PREFIX,
+        tags=["p2p trades"],
+        responses=error_responses(401),
+    )
     actions: dict[int | str, dict[str, Any]] = {
         **_ACCEPTED,
         **error_responses(400, 403, 404, 409, 422),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.background import BackgroundTasks
-from shared.http import AdminUser, CurrentUser, error_responses
+from shared.http import AdminUser, CurrentUser, TextCheckedRoute, error_responses
 from shared.money import format_amount
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
 from trading.conversions.adapters.wallet import WalletCommandSender
@@ -158,7 +158,7 @@ class FundingView(BaseModel):
 
 
 def conversion_routes(conversions: Conversions) -> APIRouter:
-    router = APIRouter(tags=["swap and express buy"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["swap and express buy"])
     swap, express = ConversionKind.SWAP, ConversionKind.EXPRESS_BUY
 
     @router.post(
@@ -228,7 +228,7 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
 
 
 def liquidity_routes(liquidity: Liquidity) -> APIRouter:
-    router = APIRouter(tags=["liquidity (admin)"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["liquidity (admin)"])
 
     @router.post(
         "/api/admin/liquidity",

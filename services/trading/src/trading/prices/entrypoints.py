@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.background import BackgroundTasks
-from shared.http import AdminUser, ApiError, error_responses
+from shared.http import AdminUser, ApiError, TextCheckedRoute, error_responses
 from shared.money import MoneyError, format_amount, get_currency, parse_decimal
 from trading.feature import Feature, TradingContext
 from trading.messaging import RecentMessagesReader
@@ -75,7 +75,7 @@ def _pinnable(raw: str) -> str:
 
 
 def price_routes(book: PriceBook, clock: Callable[[], datetime]) -> APIRouter:
-    router = APIRouter(tags=["prices"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["prices"])
 
     @router.get("/api/prices", response_model=PriceList)
     async def list_prices() -> PriceList:
@@ -94,7 +94,7 @@ def price_routes(book: PriceBook, clock: Callable[[], datetime]) -> APIRouter:
 
 def pin_routes(feed: PriceFeed) -> APIRouter:
     """Staging only: the composition mounts these only when IS_STAGING=true (404 otherwise)."""
-    router = APIRouter(tags=["prices (staging)"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["prices (staging)"])
 
     @router.put(
         "/api/admin/prices",

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.background import BackgroundTasks
-from shared.http import CurrentUser, error_responses
+from shared.http import CurrentUser, TextCheckedRoute, error_responses
 from trading.feature import Feature, TradingContext
 from trading.ledger_events import LedgerEventsConsumer
 from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, ensure_indexes
@@ -41,7 +41,7 @@ class Summary(BaseModel):
 
 
 def referral_routes(service: ReferralService) -> APIRouter:
-    router = APIRouter(tags=["referrals"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["referrals"])
 
     @router.post(
         "/api/referrals/bind",

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.background import BackgroundTasks
-from shared.http import AdminUser, CurrentUser, error_responses
+from shared.http import AdminUser, CurrentUser, TextCheckedRoute, error_responses
 from shared.http.idempotency import (
     Idempotency,
     IdempotencyKey,
@@ -121,7 +121,7 @@ class AccrualReport(BaseModel):
 def savings_routes(
     service: SavingsService, idempotency: IdempotencyStore | None = None
 ) -> APIRouter:
-    router = APIRouter(tags=["savings"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["savings"])
     once = Idempotency(
         idempotency or MemoryIdempotencyStore(),
         "trading:POST /api/savings/transfer",

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.http import CurrentUser, QueryParameters, error_responses
+from shared.http import CurrentUser, QueryParameters, TextCheckedRoute, error_responses
 from shared.money import format_amount
 from trading.spot.domain.book import OrderType, Side
 from trading.spot.domain.markets import MARKETS
@@ -134,7 +134,7 @@ class OrderBookView(BaseModel):
 
 
 def spot_routes(orders: SpotOrders) -> APIRouter:
-    router = APIRouter(tags=["spot trading"])
+    router = APIRouter(route_class=TextCheckedRoute, tags=["spot trading"])
 
     @router.get("/api/trading/markets", response_model=MarketList)
     async def markets() -> MarketList:

@@ -26,6 +26,7 @@ from shared.http import (
     ApiError,
     CurrentUser,
     QueryParameters,
+    TextCheckedRoute,
     ensure_can_read,
     error_responses,
 )
@@ -205,7 +206,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 # Every route answers 401 without a valid token, 403 for someone else's data and 422 for a
 # malformed query; documented so that clients and schema-driven tests know the error body.
 router = APIRouter(
-    prefix="/api/wallets", tags=["wallets"], responses=error_responses(401, 403, 422)
+    route_class=TextCheckedRoute,
+    prefix="/api/wallets",
+    tags=["wallets"],
+    responses=error_responses(401, 403, 422),
 )
 
 

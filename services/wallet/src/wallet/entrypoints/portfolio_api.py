@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.http import ApiError, CurrentUser, QueryParameters, ensure_can_read, error_responses
+from shared.http import (
+    ApiError,
+    CurrentUser,
+    QueryParameters,
+    TextCheckedRoute,
+    ensure_can_read,
+    error_responses,
+)
 from shared.money import MoneyError, get_currency
 from wallet.application.portfolio_query import PortfolioReport, portfolio_of
 from wallet.application.prices import PriceBook
@@ -90,7 +97,10 @@ async def load_portfolio(request: Request, user_id: str) -> PortfolioView:
 
 
 router = APIRouter(
-    prefix="/api/wallets", tags=["wallets"], responses=error_responses(401, 403, 422)
+    route_class=TextCheckedRoute,
+    prefix="/api/wallets",
+    tags=["wallets"],
+    responses=error_responses(401, 403, 422),
 )
 
 

@@ -20,7 +20,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from shared.http import ApiError
+from shared.http import ApiError, TextCheckedRoute
 from shared.http.auth import User, user_of_token
 from shared.logging import get_logger
 from wallet.application.ports import LedgerStore
@@ -173,7 +173,7 @@ PAGES: Final = (
     Page("/transactions", "Transactions", "Transactions", ("transactions",)),
 )
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=TextCheckedRoute, include_in_schema=False)
 
 
 def _html(content: str, status_code: int = 200) -> HTMLResponse:
