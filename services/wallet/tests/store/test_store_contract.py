@@ -493,6 +493,26 @@ async def test_iterators_return_everything_outcomes_in_commit_order(
     )
 
 
+async def test_a_view_at_one_instant_reads_everything_committed_before_it(
+    store: LedgerStore, service: LedgerService
+) -> None:
+    """What verify reads through. Whether a batch committed while the view is open stays out of
+    it is the database's (a snapshot session on a replica set; the embedded stand-in reads the
+    latest data), so this suite checks what every store does: the view reads it all."""
+    await service.handle_batch([credit(u, "BTC", "1", f"view-{u}") for u in ("ann", "ben")])
+    await service.handle_batch(
+        [
+            TransferCommand(reference_id="view-t", transaction_type="p2p_payment",
+                            user_id="ann", to_user="ben", currency="BTC", amount=D("0.25")),
+        ]
+    )  # fmt: skip
+    live = await snapshot(store)
+    assert len(live[0]) == 3
+    async with store.reading_at_one_instant() as view:
+        assert await snapshot(view) == live
+        assert [o.transaction_id async for o in view.all_outcomes()] == live[0]
+
+
 async def test_replace_projections_swaps_in_new_read_models(
     store: LedgerStore, service: LedgerService
 ) -> None:

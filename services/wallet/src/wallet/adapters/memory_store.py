@@ -7,6 +7,7 @@ so the same store test suite passes against both.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 
@@ -99,6 +100,14 @@ class InMemoryLedgerStore:
 
     async def account_balances(self) -> dict[tuple[str, str], Decimal]:
         return dict(self.accounts)
+
+    @asynccontextmanager
+    async def reading_at_one_instant(self) -> AsyncIterator[InMemoryLedgerStore]:
+        # The records are immutable: copies of the maps are the store as it is now.
+        view = InMemoryLedgerStore()
+        view.outcomes, view.wallets = dict(self.outcomes), dict(self.wallets)
+        view.history, view.accounts = dict(self.history), dict(self.accounts)
+        yield view
 
     async def all_outcomes(self) -> AsyncIterator[Outcome]:
         for outcome in list(self.outcomes.values()):

@@ -208,12 +208,16 @@ def _mapped_errors() -> Iterator[None]:
 class MongoLedgerStore:
     """LedgerStore on MongoDB (a replica set: multi-document transactions need one)."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], *, reads: AsyncClientSession | None = None
+    ) -> None:
         # Datetimes come back aware, in UTC; MongoDB keeps milliseconds, as the domain clock does.
         self._db: AsyncDatabase[Document] = db.with_options(
             codec_options=CodecOptions(tz_aware=True, tzinfo=UTC)
         )
         self._client = db.client
+        # The snapshot session of a view from `reading_at_one_instant`, which the ops reads use.
+        self._reads = reads
         self._rename_supported: bool | None = None
         # Legacy documents (the seed's shape) found where a batch's wallets were read, by wallet:
         # the commit that replaces one keeps it as it was (see `_keep_legacy_documents`).
@@ -475,10 +479,20 @@ class MongoLedgerStore:
 
     async def account_balances(self) -> dict[tuple[str, str], Decimal]:
         with _mapped_errors():
-            documents = await self._collection(ACCOUNTS).find({}).to_list()
+            documents = await self._collection(ACCOUNTS).find({}, session=self._reads).to_list()
         return {(d["account"], d["currency"]): from_d128(d["balance"]) for d in documents}
 
     # Ops --------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def reading_at_one_instant(self) -> AsyncIterator[MongoLedgerStore]:
+        """A view whose reads share one snapshot session: on a replica set each read sees the
+        data as of one majority-committed instant, and a batch's transaction is in all of them
+        or none. MongoDB keeps that instant `minSnapshotHistoryWindowInSeconds` (300 s by
+        default); a read after it fails (SnapshotTooOld) and the command stops with an error.
+        The embedded stand-in accepts the session and reads the latest data."""
+        async with self._client.start_session(snapshot=True) as session:
+            yield MongoLedgerStore(self._db, reads=session)
 
     async def all_outcomes(self) -> AsyncIterator[Outcome]:
         order = [("recorded_at", ASCENDING), ("batch", ASCENDING), ("position", ASCENDING)]
@@ -492,7 +506,8 @@ class MongoLedgerStore:
 
     async def legacy_wallets(self) -> list[LegacyDocument]:
         with _mapped_errors():
-            cursor = self._collection(WALLETS).find(LEGACY_WALLET).sort("_id", 1)
+            cursor = self._collection(WALLETS).find(LEGACY_WALLET, session=self._reads)
+            cursor = cursor.sort("_id", 1)
             return [
                 LegacyDocument(legacy_wallet_of(document), plain_document(document))
                 for document in await cursor.to_list()
@@ -500,7 +515,9 @@ class MongoLedgerStore:
 
     async def replaced_legacy_wallets(self) -> list[LegacyDocument]:
         with _mapped_errors():
-            legacy = self._collection(WALLETS).find(LEGACY_WALLET, projection=["_id"])
+            legacy = self._collection(WALLETS).find(
+                LEGACY_WALLET, projection=["_id"], session=self._reads
+            )
             still_there = {id_key(document) async for document in legacy}
         return [
             LegacyDocument(legacy_wallet_of(document), plain_document(document))
@@ -518,7 +535,9 @@ class MongoLedgerStore:
         self, name: str, order: list[tuple[str, int]], query: Document | None = None
     ) -> AsyncIterator[Document]:
         with _mapped_errors():
-            cursor = self._collection(name).find(query or {}, sort=order, batch_size=_SCAN_BATCH)
+            cursor = self._collection(name).find(
+                query or {}, sort=order, batch_size=_SCAN_BATCH, session=self._reads
+            )
             async for document in cursor:
                 yield document
 

@@ -4,6 +4,7 @@ the intake that uses it, `command_intake.IntakePublisher`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -77,6 +78,12 @@ class LedgerStore(Protocol):
         ...
 
     # Ops: replay and verify read everything and swap projections in.
+    def reading_at_one_instant(self) -> AbstractAsyncContextManager[LedgerStore]:
+        """A view for reading only, whose reads all see the store as it was at one instant: a
+        batch the wallet commits while they run is in every one of them or in none (verify
+        runs beside the wallet, and reads the events after the projections)."""
+        ...
+
     def all_outcomes(self) -> AsyncIterator[Outcome]: ...
 
     def all_wallets(self) -> AsyncIterator[WalletRecord]: ...

@@ -161,7 +161,15 @@ def rebuild(outcomes: Iterable[Outcome]) -> Projections:
 
 
 async def verify(store: LedgerStore) -> list[Difference]:
-    """Every difference between the projections and the fold of the events, and every imbalance."""
+    """Every difference between the projections and the fold of the events, and every imbalance.
+
+    Every read is of one instant (`reading_at_one_instant`): verify runs beside the wallet, and a
+    batch it committed between two of the reads showed as differences on a correct ledger."""
+    async with store.reading_at_one_instant() as view:
+        return await _verify(view)
+
+
+async def _verify(store: LedgerStore) -> list[Difference]:
     outcomes = [o async for o in store.all_outcomes()]
     try:
         expected = rebuild(outcomes)
