@@ -288,6 +288,59 @@ async def test_a_mismatched_payment_approved_credits_the_order_owner_once() -> N
     assert await world.payments.unpublished(NOW.replace(year=2027), 10) == []
 
 
+async def test_an_outcome_with_more_decimals_than_the_coin_is_approvable_rounded_down() -> None:
+    """NOWPayments works its outcomes out in doubles after its fees. Before, such an item had no
+    amount: approve answered nothing_to_credit, and no route could ever credit the deposit."""
+    world = World()
+    assert await world.send("finished", "0.000123456789") == "ignored"
+    [item] = await world.handler.list("open")
+    assert (item.reason, item.currency, item.cumulative) == (
+        "amount_too_precise",
+        "BTC",
+        Decimal("0.00012345"),  # down to BTC's 8 places, never up
+    )
+    approved = await world.handler.approve("ops", item.review_id)
+    assert approved.status == "approved"
+    reference = f"nowpayments:5077125051:review:{item.review_id}"
+    assert world.credits == [(reference, Decimal("0.00012345"))]
+    with pytest.raises(Conflict):
+        await world.handler.approve("ops", item.review_id)
+    assert len(world.credits) == 1
+
+
+async def test_a_refund_after_a_credit_is_an_alert_that_credits_nothing() -> None:
+    """Before, the alert carried the refund's outcome: approving it credited the difference to
+    the credit already made, on top of the refund NOWPayments sent back to the payer."""
+    world = World()
+    assert await world.send("finished", "0.001") == "credited"
+    assert await world.send("refunded", "0.0012") == "ignored"
+    [alert] = await world.handler.list("open")
+    assert (alert.reason, alert.cumulative) == ("status_after_credit", None)
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", alert.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    assert world.credits == [("nowpayments:5077125051", Decimal("0.001"))]
+    dismissed = await world.handler.dismiss("ops", alert.review_id, "refund seen on chain")
+    assert dismissed.status == "dismissed"
+
+
+@pytest.mark.parametrize("ended", ["refunded", "failed"])
+async def test_no_item_of_a_payment_that_ended_unpaid_credits(ended: str) -> None:
+    """A partial payment held for review, then refunded or failed: its coins went back or never
+    came. Before, approving the item still credited them."""
+    world = World()
+    assert await world.send("partially_paid", "0.001") == "ignored"
+    [item] = await world.handler.list("open")
+    assert await world.send(ended, "0.001") == "ignored"
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", item.review_id)
+    assert refused.value.code == "payment_ended"
+    assert world.credits == []
+    [still] = await world.handler.list("open")  # open again, to be dismissed
+    assert still.review_id == item.review_id
+    assert (await world.handler.dismiss("ops", item.review_id, "refunded")).status == "dismissed"
+
+
 async def test_dismiss_credits_nothing_and_needs_a_reason() -> None:
     world = World()
     await world.send("finished", "0.000000001")  # more decimals than BTC has

@@ -42,10 +42,10 @@ from ipn_gateway.domain.payments import (
     Ipn,
     PaymentState,
     Verdict,
+    approvable_target,
     binding_problem,
     decide,
     read_ipn,
-    review_target,
 )
 from ipn_gateway.domain.signature import verify_ipn
 from shared.messaging import CreditCommand
@@ -284,7 +284,7 @@ class IpnHandler:
     async def _queue(
         self, ipn: Ipn, order: DepositOrder, code: str, detail: str, *, bound: bool
     ) -> None:
-        target = review_target(ipn)
+        target = approvable_target(ipn, code)
         await self.reviews.add(
             ReviewItem(
                 review_id=review_id_of(ipn, code, detail, target),

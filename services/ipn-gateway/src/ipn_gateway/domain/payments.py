@@ -14,13 +14,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Final, Literal
 
 from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue
-from shared.money import Currency, MoneyError, format_amount, get_currency, parse_amount, subtract
+from shared.money import (
+    Currency,
+    MoneyError,
+    format_amount,
+    get_currency,
+    parse_amount,
+    parse_decimal,
+    subtract,
+)
 
 DEPOSIT_TRANSACTION_TYPE: Final = "deposit_nowpayments"
 
@@ -345,6 +353,37 @@ def _credit(
     return Decision("credited", credited_state, credit=credit)
 
 
+# Review reasons that are alerts about a payment already credited: an admin looks and dismisses;
+# approving one could only credit more (a refund's amount, say), so they carry no amount.
+ALERT_ONLY: Final = frozenset({"status_after_credit", "outcome_decreased"})
+# Statuses after which nothing of the payment may be credited, approved or not: its coins went
+# back to the payer (refunded) or never arrived (failed).
+ENDED: Final = frozenset({PaymentStatus.FAILED, PaymentStatus.REFUNDED})
+
+
+def approvable_target(ipn: Ipn, code: str) -> tuple[str, Decimal] | None:
+    """What approving a review item of this IPN (queued for `code`) brings the payment's credited
+    total to, or None when the item can only be dismissed.
+
+    An outcome with more decimals than the coin has (`amount_too_precise`: NOWPayments works its
+    outcomes out in doubles after its fees) is approvable rounded down to the coin's scale: what
+    a user receives rounds down, and only an admin's approval credits it."""
+    if code in ALERT_ONLY:
+        return None
+    target = review_target(ipn)
+    if target is not None or code != "amount_too_precise":
+        return target
+    if ipn.outcome_amount is None or ipn.outcome_currency is None:
+        return None
+    try:
+        currency = get_currency(ipn.outcome_currency)
+        reported = parse_decimal(ipn.outcome_amount)
+        rounded = reported.quantize(Decimal(1).scaleb(-currency.scale), rounding=ROUND_DOWN)
+        return currency.code, parse_amount(rounded, currency)
+    except (MoneyError, InvalidOperation):
+        return None
+
+
 def review_target(ipn: Ipn) -> tuple[str, Decimal] | None:
     """What approving a review of this IPN would bring the payment's credited total to: its
     outcome, when that is an amount the ledger can hold (else an admin has nothing to approve)."""
@@ -373,6 +412,9 @@ def approve_review(
     """
     if review_id in state.approved_reviews:
         return Decision("duplicate")
+    if state.status in ENDED:
+        detail = f"the payment is {state.status}: nothing of it can be credited; dismiss the item"
+        return Decision("ignored", review_code="payment_ended", review_detail=detail)
     if state.credit_currency is not None and state.credit_currency != currency:
         detail = f"the payment was credited in {state.credit_currency}, not {currency}"
         return Decision("ignored", review_code="outcome_currency_changed", review_detail=detail)
