@@ -1,4 +1,4 @@
-"""shared.http.text: where a decoded JSON body holds text UTF-8 cannot encode."""
+"""shared.text: where a decoded JSON body holds text UTF-8 cannot encode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shared.http.text import unencodable_at
+from shared.text import unencodable_at
 
 
 @pytest.mark.parametrize(

@@ -258,8 +258,10 @@ async def test_credit_survives_a_broker_failure_through_the_outbox_relay() -> No
 @pytest.mark.parametrize(
     ("raw", "signature", "code"),
     [
-        (b"not json", "0" * 128, "invalid_json"),
-        (b"[]", "0" * 128, "invalid_json"),
+        # No signature can cover a body that is not a JSON object: the contract's 401.
+        (b"not json", "0" * 128, "invalid_signature"),
+        (b"[]", "0" * 128, "invalid_signature"),
+        (b'{"payment_id":1,"payment_id":2}', "0" * 128, "invalid_signature"),
         (b"{}", None, "invalid_signature"),
     ],
 )

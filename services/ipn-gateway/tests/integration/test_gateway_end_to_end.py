@@ -424,7 +424,7 @@ async def test_bad_deposits_and_ipns(stack: Stack) -> None:
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), body
     ipn_cases = [
         (b'{"payment_id":1}', {}, 401, "invalid_signature"),
-        (b"not json", {"x-nowpayments-sig": "0" * 128}, 400, "invalid_json"),
+        (b"not json", {"x-nowpayments-sig": "0" * 128}, 401, "invalid_signature"),
         (b"{" + b" " * (64 * 1024) + b"}", {"x-nowpayments-sig": "0" * 128}, 413, "body_too_large"),
     ]
     for raw, headers, status, code in ipn_cases:

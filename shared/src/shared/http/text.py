@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
-from shared.text import utf8_encodable
+from shared.text import unencodable_at
 
 INVALID_TEXT = "invalid_text"
 
@@ -23,25 +23,6 @@ class TextRefused(HTTPException):
     """A fastapi HTTPException: FastAPI lets it through its body parsing as it is."""
 
     code = INVALID_TEXT
-
-
-def unencodable_at(document: Any) -> str | None:
-    """Where in a decoded JSON document a string or a field name UTF-8 cannot encode is (a
-    dotted path), or None. Walked without recursion: a body may nest deeper than Python does."""
-    stack: list[tuple[str, Any]] = [("body", document)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if not utf8_encodable(value):
-                return where
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if not utf8_encodable(key):
-                    return f"{where}.{key!r}"  # the repr shows the surrogate escaped
-                stack.append((f"{where}.{key}", item))
-        elif isinstance(value, list):
-            stack.extend((f"{where}.{index}", item) for index, item in enumerate(value))
-    return None
 
 
 class _CheckedRequest(Request):

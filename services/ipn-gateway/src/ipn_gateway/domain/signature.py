@@ -9,6 +9,7 @@ from typing import Final
 
 from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonValue, js_canonical, parse_json
+from shared.text import unencodable_at
 
 _HEX_SHA512: Final = re.compile(r"[0-9a-f]{128}")
 
@@ -40,9 +41,19 @@ def verify_ipn(raw_body: bytes, signature: str | None, secret: str) -> dict[str,
     """
     if signature is None or not signature.strip():
         raise IpnRejected("invalid_signature", "x-nowpayments-sig header is missing")
-    body = parse_json(raw_body)
+    try:
+        body = parse_json(raw_body)
+    except IpnRejected as refused:
+        # No signature covers a body that is not JSON: the contract's "bad signature" (401).
+        raise IpnRejected(
+            "invalid_signature", f"no signature can match: {refused.message}"
+        ) from None
     if not isinstance(body, dict):
-        raise IpnRejected("invalid_json", "an IPN body is a JSON object")
+        raise IpnRejected("invalid_signature", "no signature can match: the body is not an object")
     if not signature_matches(body, signature, secret):
         raise IpnRejected("invalid_signature", "x-nowpayments-sig does not match the body")
+    where = unencodable_at(body)
+    if where is not None:
+        # Signed, but holding a lone UTF-16 surrogate: nothing could store or log it.
+        raise IpnRejected("invalid_text", f"{where[:200]}: holds text UTF-8 cannot encode")
     return body

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import httpx
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
 
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
 from ipn_gateway.domain.payments import PaymentStatus
@@ -118,12 +119,26 @@ def _address(coin: str) -> str:
     return f"bc1q{token}"
 
 
+def _js_amount(text: str | None) -> str | None:
+    """An amount NOWPayments could send: decimal text a JavaScript double holds (finite). Checked
+    before the payment changes: stored, a bad one made every later read of the payment a 500."""
+    if text is None:
+        return None
+    try:
+        value = parse_decimal(text)
+    except MoneyError as error:
+        raise ValueError(error.message) from None
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{text[:40]!r} is beyond what a JavaScript number holds")
+    return text
+
+
 class FireIpnBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: PaymentStatus
-    actually_paid: str | None = None
-    outcome_amount: str | None = None
+    actually_paid: Annotated[str | None, AfterValidator(_js_amount)] = None
+    outcome_amount: Annotated[str | None, AfterValidator(_js_amount)] = None
     outcome_currency: str | None = None
     # Deliberately wrong signature, to test the gateway's refusal.
     tamper: bool = False
