@@ -1,6 +1,6 @@
 """The batch handler over the in-memory store: exact balances, idempotency, retries, reconciliation."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,7 +27,7 @@ from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import ConcurrencyConflict, TransientStoreError
 from wallet.application.reconciliation import replay, verify
 from wallet.domain.ledger import Balances
-from wallet.domain.records import LedgerBatch, WalletRecord
+from wallet.domain.records import IdempotencyKey, LedgerBatch, Outcome, WalletRecord
 
 
 def credit(user: str, amount: str, ref: str, **extra: Any) -> CreditCommand:
@@ -465,6 +465,54 @@ async def test_a_commit_that_went_through_although_reported_failed_answers_appli
     # A later redelivery of the same command is a duplicate, as before.
     again = await ledger.handle_batch([first])
     assert [(r.status, r.original_status) for _, r in again.results] == [("duplicate", "applied")]
+
+
+class FailingOver(LostCommitAnswerStore):
+    """A commit lands but its answer is lost, then the next read fails too (a failover): two
+    failures in a row, so the batch is split."""
+
+    def __init__(self) -> None:
+        super().__init__(lost=1)
+        self.reads_failing = 0
+
+    async def commit(self, batch: LedgerBatch) -> None:
+        try:
+            await super().commit(batch)
+        except TransientStoreError:
+            self.reads_failing = 1  # the failover goes on: the retry's first read fails too
+            raise
+
+    async def find_outcomes(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, Outcome]:
+        if self.reads_failing:
+            self.reads_failing -= 1
+            raise TransientStoreError("no primary")
+        return await super().find_outcomes(keys)
+
+
+@pytest.mark.parametrize(
+    ("second", "answer"),
+    [
+        (credit("alice", "5", "p1"), ("rejected", None, "idempotency_conflict")),
+        (credit("alice", "1", "p1"), ("duplicate", "applied", None)),
+    ],
+    ids=["conflicting", "resent"],
+)
+async def test_a_split_after_a_lost_commit_answer_still_tells_conflicts_and_duplicates(
+    second: CreditCommand, answer: tuple[str, str | None, str | None]
+) -> None:
+    """Before, both halves of the split took the key for this delivery's own outcome: the
+    conflicting command was answered applied with the first one's transaction, and a resend
+    applied instead of duplicate (money still moved once)."""
+    store = FailingOver()
+    ledger = LedgerService(store, backoff_seconds=0)
+    first = credit("alice", "1", "p1")
+    report = await ledger.handle_batch([first, second])
+    assert report.splits == 1
+    (_, applied), (_, other) = report.results
+    assert (applied.status, applied.original_status) == ("applied", None)
+    assert applied.transaction_id == store.outcomes[first.idempotency_key].transaction_id
+    assert (other.status, other.original_status, other.reason) == answer
+    assert store.wallets[("alice", "BTC")].balances.available == D("1")
 
 
 async def test_retries_give_up_after_max_attempts() -> None:

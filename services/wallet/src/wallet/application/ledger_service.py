@@ -208,6 +208,7 @@ class LedgerService:
                 and key in known
                 and key not in own
                 and tried.get(key) == prior.transaction_id
+                and same_request(prior, command)
             ):
                 # This delivery's own outcome, committed by an attempt reported as failed.
                 own.add(key)
@@ -256,6 +257,10 @@ class LedgerService:
             # Committed and known as committed: from now on these keys are plain duplicates.
             for outcome in outcomes:
                 tried.pop(outcome.key, None)
+        # Answered as this delivery's own, in a report that now stands: a later occurrence of the
+        # key (in the other half of a split batch) is a duplicate or a conflict, never own again.
+        for key in own:
+            tried.pop(key, None)
         return report
 
     def _decide_one(
