@@ -202,6 +202,23 @@ async def test_eth_with_15_integer_digits_and_18_decimals_stays_exact(
     assert outcome.balances_after == (BalanceAfter("whale", "ETH", expected, version=3),)
     assert outcome.command.amount == one_wei
 
+    # A history row's amount is the size of the move, all 33 digits: abs() rounded it at 28.
+    most = D("123456789012345.123456789012345675")
+    moved = await service.handle_batch(
+        [
+            LockCommand(reference_id="lk-big", transaction_type="p2p_escrow", user_id="whale",
+                        currency="ETH", amount=most),
+            SavingsInCommand(reference_id="sv-big", transaction_type="savings_deposit",
+                             user_id="whale", currency="ETH", amount=D("0.000000000000000001")),
+        ]
+    )  # fmt: skip
+    assert statuses(moved) == ["applied", "applied"]
+    rows = await store.history_of("whale", currency="ETH", limit=2, before=None)
+    assert sorted((row.direction, row.amount) for row in rows) == [
+        ("lock", most),
+        ("savings_in", one_wei),
+    ]
+
 
 async def test_platform_account_sums_stay_exact_to_34_digits(
     store: LedgerStore, service: LedgerService, request: pytest.FixtureRequest

@@ -29,7 +29,7 @@ def _direction(command_type: str, buckets: dict[Bucket, Decimal]) -> tuple[str, 
     if command_type in _NAMED_DIRECTIONS:
         largest: Decimal | None = None
         for delta in buckets.values():
-            size = abs(delta)
+            size = delta if delta >= 0 else negate(delta)  # abs() rounds at 28 digits
             if largest is None or size > largest:
                 largest = size
         assert largest is not None  # a wallet in the deltas has a bucket
