@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
@@ -115,3 +116,15 @@ def test_edge_cases_of_json_answer_as_the_standard_path() -> None:
     raw_numbers = [r.replace(b'"1e400"', b"1e400").replace(b'"1E2"', b"1E2") for r in numbers]
     for raw in [*EDGE_CASES, *raw_numbers]:
         assert answer(parse_command, raw) == answer(standard_parse, raw), raw[:40]
+
+
+def test_a_command_nested_deeper_than_python_parses_is_malformed_json() -> None:
+    """Both decoders raise RecursionError on it: before, the intake dead-lettered it as
+    processing_failed, a reason that says the wallet failed rather than the message."""
+    depth = 20_000
+    raw = json.dumps({**VALID, "metadata": {"x": 0}}).replace(
+        "0}}", "[" * depth + "]" * depth + "}}"
+    )
+    with pytest.raises(InvalidCommand) as refused:
+        parse_command(raw.encode())
+    assert refused.value.reason == "malformed_json"

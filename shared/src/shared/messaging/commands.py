@@ -553,11 +553,17 @@ def _decode_standard(raw: bytes | str) -> Any:
         document = json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidCommand("malformed_json", str(error)[:200]) from None
+    except RecursionError:
+        raise InvalidCommand("malformed_json", "nested deeper than a command can be") from None
     if not isinstance(document, dict):
         return document
     try:
         _refuse_unencodable(document)
         return _numbers_as_numbers(document)
+    except RecursionError:
+        too_deep = InvalidCommand("malformed_json", "nested deeper than a command can be")
+        too_deep.envelope = _envelope(document)
+        raise too_deep from None
     except InvalidCommand as error:
         error.envelope = _envelope(document)
         raise
