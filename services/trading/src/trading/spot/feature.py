@@ -20,7 +20,7 @@ from trading.spot.wallet import SpotWallet
 def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
     settings = settings or SpotSettings()
     store = MongoSpotStore(context.database)
-    wallet = SpotWallet(context.wallet)
+    wallet = SpotWallet(context.wallet, settle_wait_seconds=settings.spot_settle_wait_seconds)
     fees = settings.fees()
     topic = context.settings.topics.orders
     orders = SpotOrders(

@@ -1,13 +1,16 @@
 """One writer per market: the matcher applies a market's trading.orders messages in order.
 
-Per batch of messages: decide with the pure book, store the decisions (one insert), project them
-onto the orders and the market's snapshot, send the wallet commands they need, mark the batch
-dispatched, and only then commit the Kafka offsets. A crash anywhere replays safely:
-- decisions stored but not projected are projected on recovery (projection is idempotent);
+Per batch of messages: decide with the pure book, store the decisions (one insert), send the
+wallet commands they need and wait for the wallet's answers, mark the batch dispatched, project
+the decisions onto the orders and the market's snapshot, and only then commit the Kafka offsets.
+The orders show a fill or a cancel once the wallet has applied it: a `filled` or `cancelled` order's
+money has moved (the contract's rule for a status that follows a wallet result). A crash anywhere
+replays safely:
+- decisions stored but not projected are sent (if not marked dispatched) and projected on
+  recovery (the wallet applies each reference once; projection is idempotent);
 - decisions not stored were never acted on: the messages are consumed again and decided again
   (a `locked` message only enters the book while its order is still `pending`);
-- commands of a stored batch not marked dispatched are sent again (the wallet applies each
-  reference once).
+- commands of a stored batch not marked dispatched are sent again.
 After a restart the book is the stored resting orders in their time priority: nothing open is
 lost, and an order is in the book only once its lock is applied (it came from a `locked` message).
 """
@@ -106,7 +109,10 @@ class MarketMatcher:
         pair = self.market.pair
         state = await self._store.market_state(pair)
         projected = int(state["sequence"]) if state else 0
+        unsent = {batch.batch_id for batch in await self._store.undispatched(pair)}
         for batch in await self._store.batches_after(pair, projected):
+            if batch.batch_id in unsent:  # the wallet first, as `apply` does
+                await self._dispatch(batch)
             await self._store.project(batch, self.market, self._clock())
             projected = max(projected, batch.last)
         book = OrderBook(self.market, self._fees, sequence=projected)
@@ -118,7 +124,7 @@ class MarketMatcher:
         self._expiries = [(o.expires_at, o.order_id) for o in resting if o.expires_at is not None]
         heapq.heapify(self._expiries)
         for batch in await self._store.undispatched(pair):
-            await self._dispatch(batch)
+            await self._dispatch(batch)  # projected by a version that sent after projecting
         log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
 
     async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
@@ -139,8 +145,9 @@ class MarketMatcher:
                 break
             log.warning("spot.fenced", pair=self.market.pair, batch=batch.batch_id)
             await self.recover()
-        await retrying("project decisions", lambda: self._store.project(batch, self.market, now))
+        # The wallet first: an order shows a fill or a cancel once its money has moved.
         await self._dispatch(batch)
+        await retrying("project decisions", lambda: self._store.project(batch, self.market, now))
         return batch
 
     async def _store_decisions(self, batch: SpotBatch, now: datetime) -> bool:

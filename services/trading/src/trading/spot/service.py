@@ -74,7 +74,7 @@ class SpotOrders:
         clock: Clock,
         *,
         market_buy_margin: Decimal = Decimal("0.05"),
-        cancel_wait_seconds: float = 2.0,
+        cancel_wait_seconds: float = 5.0,
         resend_page: int = 200,
         expire_page: int = 200,
     ) -> None:

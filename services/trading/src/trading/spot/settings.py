@@ -23,9 +23,14 @@ class SpotSettings(BaseSettings):
     spot_matcher_heartbeat_interval_ms: int = 1000
     spot_matcher_batch_size: int = Field(500, ge=1)
     spot_book_levels: int = Field(50, ge=1)
-    # A cancel answers 200 with the cancelled order when the matcher confirms within this time,
-    # else 202 with the order as it is (the cancel is on its way).
-    spot_cancel_wait_seconds: float = Field(2.0, ge=0)
+    # A cancel answers 200 with the cancelled order when it shows cancelled within this time (the
+    # matcher decided it and the wallet unlocked), else 202 with the order as it is (the cancel is
+    # on its way). As long as p2p's actions wait for the wallet.
+    spot_cancel_wait_seconds: float = Field(5.0, ge=0)
+    # The matcher shows a batch's fills and cancels on the orders once the wallet answered its
+    # commands (settle_trade, unlock), so that a `filled` or `cancelled` order's money has moved;
+    # a wallet slower than this is not waited for longer (the commands still apply, once).
+    spot_settle_wait_seconds: float = Field(5.0, gt=0)
     # An order still pending this long gets its lock sent again (a send lost in a crash); well
     # above the wallet's usual answer time, so a busy wallet is not sent every lock twice.
     spot_lock_resend_after_seconds: float = Field(30.0, gt=0)

@@ -1,12 +1,16 @@
 """The wallet commands of spot trading: one lock per order, one settle_trade per fill, one unlock
-per release. Sent without waiting: outcomes come back on wallet.results (see `feature`)."""
+per release. A lock is sent without waiting: its outcome comes back on wallet.results (see
+`feature`). A batch's settlements and unlocks are waited for (up to `settle_wait_seconds`): the
+matcher shows them on the orders only once the wallet has applied them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
 
-from shared.wallet_client import WalletClient
+import structlog
+
+from shared.wallet_client import WalletClient, WalletTimeout
 from trading.spot.domain.book import Side
 from trading.spot.domain.markets import Market
 from trading.spot.orders import (
@@ -18,10 +22,13 @@ from trading.spot.orders import (
     unlock_reference,
 )
 
+log = structlog.get_logger(__name__)
+
 
 class SpotWallet:
-    def __init__(self, client: WalletClient) -> None:
+    def __init__(self, client: WalletClient, *, settle_wait_seconds: float = 5.0) -> None:
         self._client = client
+        self._settle_wait = settle_wait_seconds
 
     async def lock(self, order: SpotOrder) -> None:
         await self._client.lock_balance(
@@ -60,7 +67,7 @@ class SpotWallet:
                         "sell_order_id": fill.sell_order_id,
                         "taker_side": fill.taker_side.value,
                     },
-                    wait=False,
+                    result_timeout=self._settle_wait,
                 )
             )
         for change in batch.changes:
@@ -76,8 +83,16 @@ class SpotWallet:
                     reference_id=unlock_reference(change.order_id, change.status.value),
                     hold_id=change.order_id,
                     metadata={"pair": market.pair, "order_id": change.order_id},
-                    wait=False,
+                    result_timeout=self._settle_wait,
                 )
             )
-        # concurrently: the producer batches them into few requests
-        await asyncio.gather(*sends)
+        # Concurrently: the producer batches them into few requests. A send the broker refused
+        # raises (the matcher sends the batch again; the wallet applies each reference once); a
+        # result not back in time is logged, and the batch is shown anyway (a refusal is logged
+        # where results are read, `SpotOrders.apply_result`).
+        answers = await asyncio.gather(*sends, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, WalletTimeout):
+                log.warning("spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer))
+            elif isinstance(answer, BaseException):
+                raise answer

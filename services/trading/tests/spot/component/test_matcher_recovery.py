@@ -128,27 +128,58 @@ def empty_store(request: pytest.FixtureRequest) -> SpotStore:
     return MongoSpotStore(database)
 
 
+class KilledBeforeTheWallet(RecordingWallet):
+    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+        raise RuntimeError("killed")
+
+
+class SeeingTheOrders(RecordingWallet):
+    """Records what the orders of each batch showed while the wallet applied it."""
+
+    def __init__(self, store: SpotStore) -> None:
+        super().__init__()
+        self.store = store
+        self.shown: list[tuple[str, Status]] = []
+
+    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+        for change in batch.changes:
+            order = await self.store.get(change.order_id)
+            assert order is not None
+            self.shown.append((change.order_id, order.status))
+        await super().dispatch(batch, market)
+
+
+@pytest.mark.parametrize("killed", ["before-the-wallet", "before-projection"])
 async def test_a_crash_after_storing_decisions_loses_nothing(
-    mongo_database: AsyncDatabase[dict[str, Any]],
+    own_database: AsyncDatabase[dict[str, Any]], killed: str
 ) -> None:
+    """The wallet applies a batch before its orders show it; a crash between storing the
+    decisions and showing them sends each command (again, if it had not been marked sent) and
+    shows them on restart."""
     store = await store_with(
-        mongo_database,
+        own_database,
         limit("ask-1", "alice", Side.SELL, "100.00", "0.01"),
         limit("ask-2", "alice", Side.SELL, "101.00", "0.01"),
         limit("bid-1", "bob", Side.BUY, "102.00", "0.015"),
     )
-    first = RecordingWallet()
+    first = SeeingTheOrders(store)
     matcher = MarketMatcher(MARKET, FEES, store, first, now)
     await matcher.recover()
     rested = await matcher.apply([locked("ask-1"), locked("ask-2")])
     assert rested is not None
     assert first.batches == [rested.batch_id]
+    # The wallet had the asks' decisions while the orders still showed them pending.
+    assert first.shown == [("ask-1", Status.PENDING), ("ask-2", Status.PENDING)]
 
-    crashing = MarketMatcher(MARKET, FEES, CrashBeforeProjection(mongo_database), first, now)
+    if killed == "before-the-wallet":
+        crashing = MarketMatcher(MARKET, FEES, store, KilledBeforeTheWallet(), now)
+    else:
+        crashing = MarketMatcher(MARKET, FEES, CrashBeforeProjection(own_database), first, now)
     await crashing.recover()
     with pytest.raises(RuntimeError, match="killed"):
         await crashing.apply([locked("bid-1")])
-    assert first.batches == [rested.batch_id]  # nothing sent for the unprojected batch
+    sent_before = first.batches[1:]
+    assert len(sent_before) == (0 if killed == "before-the-wallet" else 1)
     assert (await store.get("bid-1")).status is Status.PENDING  # type: ignore[union-attr]
 
     second = RecordingWallet()
@@ -166,10 +197,11 @@ async def test_a_crash_after_storing_decisions_loses_nothing(
     assert (ask2.status, ask2.filled_amount) == (Status.PARTIALLY_FILLED, Decimal("0.005"))
     assert [o.order_id for o in restarted.book.resting()] == ["ask-2"]
     assert restarted.book.depth() == ([], [(10100, 500)])
-    # the crashed batch's commands went out after the restart. bob locked 1.53 (0.015 × 102) and
-    # paid 1.00 + 0.50 (0.005 × 101 = 0.505, down): 0.03 GBP is unlocked
-    assert len(second.batches) == 1
-    assert second.released == [("bid-1", 3)]
+    # The crashed batch's commands went out once: before the crash, or after the restart. bob
+    # locked 1.53 (0.015 × 102) and paid 1.00 + 0.50 (0.005 × 101 = 0.505, down): 0.03 GBP is
+    # unlocked.
+    assert len(sent_before) + len(second.batches) == 1
+    assert first.released + second.released == [("bid-1", 3)]
     assert (await store.market_state(MARKET.pair) or {})["asks"] == [["101.00", "0.005"]]
 
     # the messages are delivered again (offsets were never committed): nothing changes
@@ -185,9 +217,9 @@ async def test_a_crash_after_storing_decisions_loses_nothing(
 
 
 async def test_only_orders_past_their_expiry_are_due(
-    mongo_database: AsyncDatabase[dict[str, Any]],
+    own_database: AsyncDatabase[dict[str, Any]],
 ) -> None:
-    store = MongoSpotStore(mongo_database)
+    store = MongoSpotStore(own_database)
     forever = limit("gtc", "carol", Side.SELL, "100.00", "0.01")
     brief = limit("gtt", "carol", Side.SELL, "100.00", "0.01")
     brief.expires_at = now()
@@ -422,8 +454,9 @@ async def test_a_rebuild_beside_a_half_projected_batch_fills_nothing_twice(
     assert (carol.status, carol.fills) == (Status.OPEN, [])
     assert [o.order_id for o in new_owner.book.resting()] == ["late-ask-2", "late-bid-2"]
     assert new_owner.book.sequence == decided.last
-    # what the new owner sent: the old owner's batch (stored, never dispatched) and its own
-    assert wallet.batches == [stored.batch_id, decided.batch_id]
+    # what the new owner sent: its own batch only (the old owner had the wallet apply its batch
+    # before it began to project it)
+    assert wallet.batches == [decided.batch_id]
 
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["rested-here", "after-a-restart"])

@@ -232,6 +232,8 @@ async def system(
         "SPOT_MATCHER_GROUP": f"spot-e2e-matcher-{trading_port}",
         "SPOT_MATCHER_SESSION_TIMEOUT_MS": "3000",
         "SPOT_MATCHER_HEARTBEAT_INTERVAL_MS": "500",
+        # A cancel answers 200 once the wallet unlocked: room for a loaded machine.
+        "SPOT_CANCEL_WAIT_SECONDS": "15",
         "TRADING_OUTBOX_RELAY_INTERVAL_SECONDS": "2",
         "PRICE_FEED_INTERVAL_SECONDS": "5",
     }
@@ -295,6 +297,13 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
         "bob", pair="BTC-GBP", side="buy", type="limit", amount="0.015", price="52100.00"
     )
     filled = await system.settled("bob", bid["order_id"], "filled")
+    # The contract: a status that follows a wallet result is shown once the wallet applied it.
+    # Read at once, no waiting: before, the order read filled while the wallet had yet to settle.
+    assert await system.balances("bob") == {"GBP": (D("9219.5"), D(0)), "BTC": (D("0.01497"), D(0))}
+    assert await system.balances("alice") == {
+        "GBP": (D("779.71"), D(0)),
+        "BTC": (D("0.97"), D("0.015")),
+    }
     assert [
         (f["price"], f["amount"], f["fee"], f["fee_currency"], f["liquidity"])
         for f in filled["fills"]
@@ -361,7 +370,9 @@ async def test_two_users_trade_through_the_book_and_the_wallet(system: System) -
     response = await system.http.delete(
         f"{system.trading.url}/api/trading/orders/{ask2['order_id']}", headers=system.auth("alice")
     )
-    assert response.status_code in (200, 202), response.text
+    assert (response.status_code, response.json()["status"]) == (200, "cancelled"), response.text
+    # answered cancelled: the remainder is unlocked already (read at once, no waiting)
+    assert (await system.balances("alice"))["BTC"] == (D("0.984"), D(0))
     cancelled = await system.settled("alice", ask2["order_id"], "cancelled")
     assert (cancelled["reason"], cancelled["filled_amount"]) == ("user_cancelled", "0.005")
     again = await system.http.delete(
