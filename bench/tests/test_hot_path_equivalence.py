@@ -5,7 +5,10 @@ idempotency conflicts, a redelivery, invalid and garbage values) through `Comman
 memory store with a fixed clock and counted transaction ids. The fixture holds the digests of what
 that ledger published (results, events: bytes, keys, order), dead-lettered, and left in the store;
 `python -m bench.differential --write <fixture>` wrote it, and `--baseline REV --dump FILE`
-compares two revisions in full when they differ.
+compares two revisions in full when they differ. It was written again only where a fix changed
+answers on purpose, the full dump compared first: a transaction type written other than as
+registered ones are (`UPPER`) is rejected `unknown_transaction_type`, as the contract names it,
+not `invalid_field` (the results and dead letters of those commands, nothing else).
 """
 
 from __future__ import annotations

@@ -100,6 +100,11 @@ NUL_KEY = "metadata: metadata field names must not hold a NUL character"
     ("changes", "reason", "detail_code"),
     [
         ({"type": "mint"}, "unknown_type", None),
+        # The contract: an unregistered transaction type is rejected unknown_transaction_type.
+        ({"transaction_type": "Bonus"}, "unknown_transaction_type", None),
+        ({"transaction_type": "DEPOSIT_NOWPAYMENTS"}, "unknown_transaction_type", None),
+        ({"transaction_type": "x" * 65}, "unknown_transaction_type", None),
+        ({"transaction_type": 7}, "invalid_field", None),
         ({"currency": "DOGE"}, "unknown_currency", None),
         ({"amount": "NaN"}, "invalid_amount", "amount_not_a_number"),
         ({"amount": "1E+9999"}, "invalid_amount", "amount_too_large"),

@@ -440,7 +440,8 @@ _MONEY_CODES: Final = frozenset(
 
 def reason_for(error: ValidationError) -> tuple[str, str]:
     """The (reason, detail) of the first validation error: `unknown_currency`, `invalid_amount`,
-    `missing_field`, `unknown_field`, `unknown_type` or `invalid_field`; detail says which and why."""
+    `missing_field`, `unknown_field`, `unknown_type`, `unknown_transaction_type` or
+    `invalid_field`; detail says which and why."""
     first = error.errors(include_url=False)[0]
     kind = first["type"]
     where = ".".join(str(part) for part in first["loc"][1:] or first["loc"]) or "message"
@@ -455,7 +456,16 @@ def reason_for(error: ValidationError) -> tuple[str, str]:
         return "unknown_field", detail
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
         return "unknown_type", detail
+    if first["loc"][-1:] == ("transaction_type",) and kind in _TEXT_OUT_OF_SHAPE:
+        # Text, but not as any registered type is written (short lowercase): one the registry
+        # does not have, as the contract names it (`Bonus`, `DEPOSIT_NOWPAYMENTS`).
+        return "unknown_transaction_type", detail
     return "invalid_field", detail
+
+
+_TEXT_OUT_OF_SHAPE: Final = frozenset(
+    {"string_pattern_mismatch", "string_too_long", "string_too_short"}
+)
 
 
 def _envelope(document: dict[str, Any]) -> dict[str, str]:
