@@ -11,9 +11,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+_KEPT_OUTSIDE: tuple[str, ...] = ("title", "description", "default", "examples")
+
+
+def _empty_allowed(schema: dict[str, Any]) -> None:
+    """The parameter's schema says an empty value is valid too (documented as clients see it)."""
+    value = {k: v for k, v in schema.items() if k not in _KEPT_OUTSIDE}
+    kept = {k: v for k, v in schema.items() if k in _KEPT_OUTSIDE}
+    schema.clear()
+    schema.update(kept)
+    alternatives = value["anyOf"] if set(value) == {"anyOf"} else [value]
+    schema["anyOf"] = [*alternatives, {"type": "string", "maxLength": 0}]
+
 
 class QueryParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # FastAPI documents each parameter from its field: each says that empty is absent.
+        for field in cls.model_fields.values():
+            field.json_schema_extra = _empty_allowed
 
     @model_validator(mode="before")
     @classmethod
