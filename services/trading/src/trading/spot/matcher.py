@@ -109,8 +109,11 @@ class MarketMatcher:
         pair = self.market.pair
         state = await self._store.market_state(pair)
         projected = int(state["sequence"]) if state else 0
+        stored = await self._store.batches_after(pair, projected)
+        # Read after the batches: one an old owner stores meanwhile is not in `stored`, and one
+        # listed is found here unless it was marked sent (by then the wallet applied it).
         unsent = {batch.batch_id for batch in await self._store.undispatched(pair)}
-        for batch in await self._store.batches_after(pair, projected):
+        for batch in stored:
             if batch.batch_id in unsent:  # the wallet first, as `apply` does
                 await self._dispatch(batch)
             await self._store.project(batch, self.market, self._clock())
@@ -128,7 +131,8 @@ class MarketMatcher:
         log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
 
     async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
-        """Decide the messages, store the decisions, then act on them (project, send to the wallet).
+        """Decide the messages, store the decisions, then act on them (send them to the wallet
+        and wait for its answers, then project them onto the orders).
 
         If the store refuses the batch (it does not start right after the market's last stored
         batch), another matcher of this market got there first (a partition that moved while its
@@ -199,6 +203,11 @@ class MarketMatcher:
             changes += decided_changes
             if order.expires_at is not None and order.order_id in book:
                 heapq.heappush(expiries, (order.expires_at, order.order_id))
+        if len(expiries) > 2 * len(book) + 64:
+            # Entries of orders filled or cancelled since stay until their time comes (up to
+            # 90 days): dropped when they outnumber the book.
+            expiries[:] = [entry for entry in expiries if entry[1] in book]
+            heapq.heapify(expiries)
         if not changes:
             # Nothing stored: give the number back, so that the next batch still starts right
             # after the market's last one (`add_batch` refuses any other).

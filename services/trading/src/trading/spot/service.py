@@ -215,8 +215,13 @@ class SpotOrders:
         state = await self._store.market_state(market.pair) or {}
         wanted = market.amount(steps)
         shown = [(Decimal(price), Decimal(amount)) for price, amount in state.get("asks", [])]
+        # A batch is shown once the wallet applied it: the book after the latest batch the
+        # matcher stored is in that batch (the snapshot may be a wallet round trip behind).
+        newer = await self._store.batches_after(market.pair, int(state.get("sequence", 0)))
+        if newer:
+            shown = [(market.price(ticks), market.amount(n)) for ticks, n in newer[-1].asks]
         cost, left = _cost_of(shown, wanted)
-        if left > 0 and shown:
+        if left > 0 and shown:  # (the resting orders show the batches the wallet applied)
             # The market's snapshot shows the best levels only (the matcher's `levels`): priced
             # from them alone, the lock ran out there and the rest was cancelled as slippage
             # while the book still had asks.

@@ -7,6 +7,7 @@ projected: no resting quantity is filled twice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -357,6 +358,11 @@ class Rebuilding:
         await self._once("resting")
         return await self._store.resting(pair)
 
+    async def undispatched(self, pair: str) -> list[SpotBatch]:
+        found = await self._store.undispatched(pair)
+        await self._once("undispatched")
+        return found
+
 
 class DiesWhileProjecting:
     """The store of a matcher whose process dies while projecting a batch it stored: the orders
@@ -457,6 +463,113 @@ async def test_a_rebuild_beside_a_half_projected_batch_fills_nothing_twice(
     # what the new owner sent: its own batch only (the old owner had the wallet apply its batch
     # before it began to project it)
     assert wallet.batches == [decided.batch_id]
+
+
+class WaitingOnTheWallet(RecordingWallet):
+    """An owner whose batch with fills is stored and waits on the wallet until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+        if batch.fills:
+            self.entered.set()
+            await self.release.wait()
+        await super().dispatch(batch, market)
+
+
+@pytest.mark.parametrize("at", ["batches_after", "undispatched"])
+async def test_a_rebuild_beside_a_batch_waiting_on_the_wallet_shows_it_only_once_sent(
+    empty_store: SpotStore, at: str
+) -> None:
+    """The old owner stores a fill and waits on the wallet while a new owner rebuilds. Before,
+    a batch stored between the rebuild's read of the unsent batches and its read of the batches
+    to project was projected without being sent: the bid read filled, the wallet not asked."""
+    store = await holding(
+        empty_store,
+        limit("wait-ask-1", "alice", Side.SELL, "100.00", "0.01"),
+        limit("wait-bid-1", "bob", Side.BUY, "100.00", "0.01"),
+    )
+    old_wallet = WaitingOnTheWallet()
+    old_owner = MarketMatcher(MARKET, FEES, store, old_wallet, now)
+    await old_owner.recover()
+    assert await old_owner.apply([locked("wait-ask-1")]) is not None
+    waiting: list[asyncio.Task[SpotBatch | None]] = []
+
+    async def old_owner_stores_a_fill() -> None:
+        waiting.append(asyncio.create_task(old_owner.apply([locked("wait-bid-1")])))
+        await old_wallet.entered.wait()  # stored; its commands wait on the wallet
+
+    new_wallet = SeeingTheOrders(store)
+    new_owner = MarketMatcher(
+        MARKET, FEES, Rebuilding(store, at, old_owner_stores_a_fill), new_wallet, now
+    )
+    await new_owner.recover()
+
+    bid = await store.get("wait-bid-1")
+    assert bid is not None
+    sent_first = ("wait-bid-1", Status.PENDING) in new_wallet.shown
+    assert bid.status is Status.PENDING or sent_first, (bid.status, new_wallet.shown)
+    # what the new owner sent, it sent before any of its orders showed it
+    assert all(status is not Status.FILLED for _, status in new_wallet.shown), new_wallet.shown
+    old_wallet.release.set()
+    await waiting[0]
+    assert (await store.get("wait-bid-1")).status is Status.FILLED  # type: ignore[union-attr]
+
+
+async def test_a_market_buy_is_priced_from_the_latest_batch_while_the_wallet_settles_it(
+    empty_store: SpotStore,
+) -> None:
+    """The snapshot shows a batch once the wallet applied it. Before, a market buy placed while
+    the batch that rested an ask waited on the wallet saw no asks and failed no_liquidity."""
+    bid = limit("lag-bid", "bob", Side.BUY, "100.00", "0.01")
+    ask = limit("lag-ask", "alice", Side.SELL, "100.00", "0.5")
+    store = await holding(empty_store, bid, ask)
+    wallet = WaitingOnTheWallet()
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await matcher.recover()
+    assert await matcher.apply([locked("lag-bid")]) is not None
+    settling = asyncio.create_task(matcher.apply([locked("lag-ask")]))  # takes the bid, rests 0.49
+    await wallet.entered.wait()
+    assert (await store.market_state(MARKET.pair) or {})["asks"] == []  # not shown yet
+    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
+
+    placed = await orders.place(
+        "carol",
+        pair=MARKET.pair,
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount="0.1",
+        price=None,
+        quote_amount=None,
+    )
+
+    assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal("10.50"))  # 10 + 5 %
+    wallet.release.set()
+    await settling
+    assert (await store.market_state(MARKET.pair) or {})["asks"] == [["100.00", "0.49"]]
+
+
+async def test_the_expiries_of_orders_gone_from_the_book_are_dropped(
+    empty_store: SpotStore,
+) -> None:
+    """Before, an order with an expiry stayed in the matcher's expiry heap after it was filled or
+    cancelled, until its time came (up to 90 days)."""
+    asks = [limit(f"gone-{i}", "alice", Side.SELL, "100.00", "0.01") for i in range(300)]
+    for ask in asks:
+        ask.expires_at = now() + timedelta(days=90)
+    store = await holding(empty_store, *asks)
+    matcher = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now)
+    await matcher.recover()
+    assert await matcher.apply([locked(a.order_id) for a in asks]) is not None
+    cancels = [OrderMessage(kind="cancel", order_id=a.order_id, pair=MARKET.pair) for a in asks]
+    assert await matcher.apply(cancels[:-1]) is not None
+    assert len(matcher.book) == 1
+    assert await matcher.apply([locked("none")]) is None  # the next batch tidies up
+    assert len(matcher._expiries) <= 2 * len(matcher.book) + 64
+    assert [entry[1] for entry in matcher._expiries] == ["gone-299"]
 
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["rested-here", "after-a-restart"])
