@@ -21,7 +21,7 @@ from ipn_gateway.adapters.memory import (
     MemoryReviews,
     RecordingPublisher,
 )
-from ipn_gateway.application.ipn import IpnHandler, IpnRequest
+from ipn_gateway.application.ipn import IpnHandler, IpnRequest, review_id_of
 from ipn_gateway.application.records import (
     CreatedPayment,
     DepositOrder,
@@ -32,7 +32,7 @@ from ipn_gateway.application.records import (
 from ipn_gateway.application.reviews import ReviewHandler
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
-from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentState
+from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentState, read_ipn
 from ipn_gateway.domain.signature import sign
 from shared.messaging import CreditCommand
 
@@ -339,6 +339,70 @@ async def test_no_item_of_a_payment_that_ended_unpaid_credits(ended: str) -> Non
     [still] = await world.handler.list("open")  # open again, to be dismissed
     assert still.review_id == item.review_id
     assert (await world.handler.dismiss("ops", item.review_id, "refunded")).status == "dismissed"
+
+
+async def test_no_item_of_a_payment_not_tied_to_its_order_credits_once_it_was_refunded() -> None:
+    """Such a payment keeps no state: its items are all it reported. Before, its refund was not
+    seen at approval, and both its partial payment's item and the refund's own credited."""
+    world = World()
+    assert await world.send("partially_paid", "0.001", payment_id=UNBOUND) == "unmatched"
+    assert await world.send("refunded", "0.001", payment_id=UNBOUND) == "unmatched"
+    partial, refund = sorted(
+        await world.items_of(UNBOUND, "open"), key=lambda item: item.payment_status
+    )
+    assert (partial.payment_status, refund.payment_status) == ("partially_paid", "refunded")
+    assert refund.cumulative is None  # a refund reports nothing to credit
+    with pytest.raises(Conflict) as ended:
+        await world.handler.approve("ops", partial.review_id)
+    assert ended.value.code == "payment_ended"
+    with pytest.raises(Conflict) as nothing:
+        await world.handler.approve("ops", refund.review_id)
+    assert nothing.value.code == "nothing_to_credit"
+    assert world.credits == []
+
+
+async def test_an_alert_queued_with_an_amount_by_an_earlier_version_credits_nothing() -> None:
+    world = World()
+    assert await world.send("finished", "0.001") == "credited"
+    alert = ReviewItem(
+        review_id="rv_old_alert",
+        reason="status_after_credit",
+        detail="refunded after 0.001 was credited",
+        order_id="dep_a",
+        payment_id="5077125051",
+        payment_status="refunded",
+        user_id="alice",
+        bound=True,
+        currency="BTC",
+        cumulative=Decimal("0.0012"),
+        created_at=NOW,
+    )
+    await world.reviews.add(alert)
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", alert.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    assert world.credits == [("nowpayments:5077125051", Decimal("0.001"))]
+
+
+async def test_an_items_id_is_what_the_ipn_reported_not_what_approving_credits() -> None:
+    """The id an earlier version gave an over-precise outcome's item (no amount): the same IPN
+    sent again after the upgrade queues no second item beside it."""
+    world = World()
+    assert await world.send("finished", "0.000123456789") == "ignored"
+    [item] = await world.handler.list("open")
+    assert item.cumulative == Decimal("0.00012345")
+    reported = read_ipn(
+        {
+            "payment_id": JsonNumber("5077125051"),
+            "payment_status": "finished",
+            "pay_currency": "btc",
+            "order_id": "dep_a",
+            "actually_paid": JsonNumber("0.000123456789"),
+            "outcome_amount": JsonNumber("0.000123456789"),
+            "outcome_currency": "btc",
+        }
+    )
+    assert item.review_id == review_id_of(reported, item.reason, item.detail, None)
 
 
 async def test_dismiss_credits_nothing_and_needs_a_reason() -> None:

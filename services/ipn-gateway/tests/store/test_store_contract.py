@@ -444,6 +444,17 @@ def review_item(review_id: str, at: datetime, *, bound: bool = True) -> ReviewIt
     )
 
 
+async def test_a_payments_review_items_tell_what_it_reported(stores: Stores) -> None:
+    reviews = stores.reviews
+    assert await reviews.payment_statuses("501") == set()
+    await reviews.add(review_item("rv_p1", NOW))
+    await reviews.add(replace(review_item("rv_p2", NOW), payment_status="refunded"))
+    await reviews.add(replace(review_item("rv_p3", NOW), payment_id="502", payment_status="failed"))
+    assert await reviews.payment_statuses("501") == {"finished", "refunded"}
+    assert await reviews.payment_statuses("502") == {"failed"}
+    assert await reviews.payment_statuses("50") == set()
+
+
 async def test_review_items_are_queued_once_and_closed_once(stores: Stores) -> None:
     reviews = stores.reviews
     assert await reviews.add(review_item("rv_a", NOW))

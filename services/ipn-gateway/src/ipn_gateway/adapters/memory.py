@@ -205,6 +205,9 @@ class MemoryReviews:
     async def get(self, review_id: str) -> ReviewItem | None:
         return self.items.get(review_id)
 
+    async def payment_statuses(self, payment_id: str) -> set[str]:
+        return {i.payment_status for i in self.items.values() if i.payment_id == payment_id}
+
     async def list(self, status: ReviewStatus | None, limit: int) -> Sequence[ReviewItem]:
         found = [i for i in self.items.values() if status is None or i.status == status]
         return sorted(found, key=lambda i: (i.created_at, i.review_id), reverse=True)[:limit]

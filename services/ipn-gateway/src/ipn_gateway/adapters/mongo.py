@@ -366,6 +366,10 @@ class MongoReviews:
             return False
         return True
 
+    async def payment_statuses(self, payment_id: str) -> set[str]:
+        found = self._reviews.find({"payment_id": payment_id}, projection=["payment_status"])
+        return {str(document["payment_status"]) async for document in found}
+
     async def get(self, review_id: str) -> ReviewItem | None:
         document = await self._reviews.find_one({"_id": review_id})
         return _review(document) if document else None
@@ -685,6 +689,7 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
         ]
     )
     await database[REVIEWS].create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+    await database[REVIEWS].create_index([("payment_id", ASCENDING)])  # a payment's items
     # unpublished commands, oldest first, a page at a time (the outbox relay)
     await database[REVIEWS].create_index(
         [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]

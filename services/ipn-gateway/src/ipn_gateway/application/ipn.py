@@ -46,6 +46,7 @@ from ipn_gateway.domain.payments import (
     binding_problem,
     decide,
     read_ipn,
+    review_target,
 )
 from ipn_gateway.domain.signature import verify_ipn
 from shared.messaging import CreditCommand
@@ -287,7 +288,9 @@ class IpnHandler:
         target = approvable_target(ipn, code)
         await self.reviews.add(
             ReviewItem(
-                review_id=review_id_of(ipn, code, detail, target),
+                # Named by what the IPN reported (`review_target`), not by what approving credits:
+                # an IPN sent again after an upgrade that changed the latter queues no second item.
+                review_id=review_id_of(ipn, code, detail, review_target(ipn)),
                 reason=code,
                 detail=detail,
                 order_id=order.order_id,

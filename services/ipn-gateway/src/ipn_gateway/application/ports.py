@@ -122,6 +122,11 @@ class Reviews(Protocol):
     async def get(self, review_id: str) -> ReviewItem | None: ...
     async def list(self, status: ReviewStatus | None, limit: int) -> Sequence[ReviewItem]: ...
 
+    async def payment_statuses(self, payment_id: str) -> set[str]:
+        """The payment statuses the payment's items were queued with (every IPN of a payment not
+        tied to its order is an item: for such a payment, all it reported)."""
+        ...
+
     async def close(
         self,
         review_id: str,

@@ -33,13 +33,20 @@ from ipn_gateway.application.ipn import (
 from ipn_gateway.application.ports import CommandPublisher, DepositOrders, Payments, Reviews
 from ipn_gateway.application.records import OutboxEntry, ReviewItem, ReviewStatus
 from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFound
-from ipn_gateway.domain.payments import Credit, PaymentState, approve_review
+from ipn_gateway.domain.payments import (
+    ALERT_ONLY,
+    ENDED,
+    Credit,
+    PaymentState,
+    approve_review,
+)
 from shared.messaging import unsendable_reason
 
 log = structlog.get_logger(__name__)
 
 LIST_LIMIT: Final = 200
 MAX_NOTE_LENGTH: Final = 500
+ENDED_TEXTS: Final = frozenset(status.value for status in ENDED)
 
 
 @dataclass
@@ -59,7 +66,12 @@ class ReviewHandler:
             raise Conflict("review_closed", f"this item is already {item.status}")
         if item.user_id == admin_id:
             raise Forbidden("self_approval_forbidden", "an admin cannot approve their own deposit")
-        if item.currency is None or item.cumulative is None or item.user_id is None:
+        if (
+            item.reason in ALERT_ONLY  # one queued by an earlier version carries an amount
+            or item.currency is None
+            or item.cumulative is None
+            or item.user_id is None
+        ):
             raise Conflict("nothing_to_credit", "this item has no amount the ledger can credit")
         approved = await self._approve_payment(admin_id, item)
         log.info(
@@ -120,6 +132,13 @@ class ReviewHandler:
         holder = await self.orders.holding(item.payment_id)
         if holder is not None and holder != item.order_id:
             return _another_order(item.payment_id, holder)
+        # A payment not tied to its order keeps no state: what its IPNs reported is its items.
+        ended = ENDED_TEXTS & await self.reviews.payment_statuses(item.payment_id)
+        if ended:
+            return Conflict(
+                "payment_ended",
+                f"the payment is {min(ended)}: nothing of it can be credited; dismiss the item",
+            )
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(item.payment_id)
             if stored is not None and (stored.order_id, stored.user_id) != (

@@ -368,8 +368,8 @@ def approvable_target(ipn: Ipn, code: str) -> tuple[str, Decimal] | None:
     An outcome with more decimals than the coin has (`amount_too_precise`: NOWPayments works its
     outcomes out in doubles after its fees) is approvable rounded down to the coin's scale: what
     a user receives rounds down, and only an admin's approval credits it."""
-    if code in ALERT_ONLY:
-        return None
+    if code in ALERT_ONLY or ipn.payment_status in NEVER_CREDITED:
+        return None  # a refund, a failure or an expiry reports nothing to credit
     target = review_target(ipn)
     if target is not None or code != "amount_too_precise":
         return target
