@@ -361,6 +361,25 @@ async def test_no_item_of_a_payment_not_tied_to_its_order_credits_once_it_was_re
     assert world.credits == []
 
 
+@pytest.mark.parametrize("bound", [True, False], ids=["bound", "not-tied"])
+async def test_an_approval_that_credited_before_a_refund_arrived_is_finished(bound: bool) -> None:
+    """An approval stopped after its credit, then NOWPayments refunded the payment. Finishing it
+    was refused payment_ended and the item went back to open, to be dismissed although its credit
+    went out; it is approved, and nothing more is credited."""
+    world = World()
+    payment_id = "5077125051" if bound else UNBOUND
+    await world.send("partially_paid", "0.001", payment_id=payment_id)
+    [item] = await world.items_of(payment_id, "open")
+    await approve_dying_after_the_credit(world, "ops1", item.review_id)
+    assert len(world.credits) == 1
+    await world.send("refunded", "0.001", payment_id=payment_id)
+    finished = await world.handler.approve("ops2", item.review_id)
+    assert finished.status == "approved"
+    assert len(world.credits) == 1
+    with pytest.raises(Conflict):
+        await world.handler.dismiss("ops2", item.review_id, "refunded")
+
+
 async def test_an_alert_queued_with_an_amount_by_an_earlier_version_credits_nothing() -> None:
     world = World()
     assert await world.send("finished", "0.001") == "credited"
@@ -381,6 +400,14 @@ async def test_an_alert_queued_with_an_amount_by_an_earlier_version_credits_noth
     with pytest.raises(Conflict) as refused:
         await world.handler.approve("ops", alert.review_id)
     assert refused.value.code == "nothing_to_credit"
+    assert world.credits == [("nowpayments:5077125051", Decimal("0.001"))]
+    # One an earlier version left `approving` (claimed, nothing credited yet) goes back to open,
+    # to be dismissed, instead of staying approving for good.
+    await world.reviews.claim(alert.review_id, "ops", NOW)
+    with pytest.raises(Conflict) as again:
+        await world.handler.approve("ops", alert.review_id)
+    assert again.value.code == "nothing_to_credit"
+    assert (await world.handler.dismiss("ops", alert.review_id, "refund")).status == "dismissed"
     assert world.credits == [("nowpayments:5077125051", Decimal("0.001"))]
 
 

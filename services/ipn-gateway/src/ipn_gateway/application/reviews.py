@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 LIST_LIMIT: Final = 200
 MAX_NOTE_LENGTH: Final = 500
 ENDED_TEXTS: Final = frozenset(status.value for status in ENDED)
+NOTHING_TO_CREDIT: Final = "this item has no amount the ledger can credit"
 
 
 @dataclass
@@ -67,12 +68,12 @@ class ReviewHandler:
         if item.user_id == admin_id:
             raise Forbidden("self_approval_forbidden", "an admin cannot approve their own deposit")
         if (
-            item.reason in ALERT_ONLY  # one queued by an earlier version carries an amount
+            (item.reason in ALERT_ONLY and item.status == "open")  # an earlier version's: amount
             or item.currency is None
             or item.cumulative is None
             or item.user_id is None
         ):
-            raise Conflict("nothing_to_credit", "this item has no amount the ledger can credit")
+            raise Conflict("nothing_to_credit", NOTHING_TO_CREDIT)
         approved = await self._approve_payment(admin_id, item)
         log.info(
             "review.approved", review_id=review_id, admin=admin_id, decided_by=approved.decided_by
@@ -132,13 +133,16 @@ class ReviewHandler:
         holder = await self.orders.holding(item.payment_id)
         if holder is not None and holder != item.order_id:
             return _another_order(item.payment_id, holder)
+        # Refusals the payment's state cannot tell, given to `approve_review`: an approval that
+        # already credited (the item left `approving`) is finished whatever they say.
+        refused: tuple[str, str] | None = None
         # A payment not tied to its order keeps no state: what its IPNs reported is its items.
         ended = ENDED_TEXTS & await self.reviews.payment_statuses(item.payment_id)
-        if ended:
-            return Conflict(
-                "payment_ended",
-                f"the payment is {min(ended)}: nothing of it can be credited; dismiss the item",
-            )
+        if item.reason in ALERT_ONLY:  # an earlier version's alert, left `approving`
+            refused = ("nothing_to_credit", NOTHING_TO_CREDIT)
+        elif ended:
+            detail = f"the payment is {min(ended)}: nothing of it can be credited; dismiss the item"
+            refused = ("payment_ended", detail)
         for _ in range(MAX_SAVE_ATTEMPTS):
             stored = await self.payments.get(item.payment_id)
             if stored is not None and (stored.order_id, stored.user_id) != (
@@ -148,7 +152,12 @@ class ReviewHandler:
                 return _another_order(item.payment_id, stored.order_id)
             state = stored.state if stored else PaymentState(payment_id=item.payment_id)
             decision = approve_review(
-                state, item.review_id, item.currency, item.cumulative, bound=item.bound
+                state,
+                item.review_id,
+                item.currency,
+                item.cumulative,
+                bound=item.bound,
+                refused=refused,
             )
             if decision.verdict == "ignored":
                 assert decision.review_code is not None

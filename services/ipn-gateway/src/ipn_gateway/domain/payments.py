@@ -397,7 +397,13 @@ def review_target(ipn: Ipn) -> tuple[str, Decimal] | None:
 
 
 def approve_review(
-    state: PaymentState, review_id: str, currency: str, cumulative: Decimal, *, bound: bool
+    state: PaymentState,
+    review_id: str,
+    currency: str,
+    cumulative: Decimal,
+    *,
+    bound: bool,
+    refused: tuple[str, str] | None = None,
 ) -> Decision:
     """An admin approved a review item of this payment: credit what brings it up to `cumulative`.
 
@@ -408,10 +414,14 @@ def approve_review(
     is what the payment reported, so one not above what the payment was credited already is
     refused (`already_credited`), not approved for nothing. Approving an item the payment records
     as approved credits nothing more; another currency than the payment's credits is refused
-    (`outcome_currency_changed`). A refusal (verdict `ignored`) carries its code and reason.
+    (`outcome_currency_changed`). A refusal (verdict `ignored`) carries its code and reason;
+    `refused` is one the caller found (an alert, a payment its items say ended), which an item
+    the payment already records as approved does not get: that approval is finished.
     """
     if review_id in state.approved_reviews:
         return Decision("duplicate")
+    if refused is not None:
+        return Decision("ignored", review_code=refused[0], review_detail=refused[1])
     if state.status in ENDED:
         detail = f"the payment is {state.status}: nothing of it can be credited; dismiss the item"
         return Decision("ignored", review_code="payment_ended", review_detail=detail)
