@@ -317,6 +317,7 @@ class MatcherConsumer:
                     message = self._read(record.value)
                     if message is not None:
                         by_market.setdefault(message.pair, []).append(message)
+            matchers: list[tuple[MarketMatcher, list[OrderMessage]]] = []
             for pair, messages in by_market.items():
                 matcher = self.matchers.get(pair)
                 if matcher is None:
@@ -328,7 +329,12 @@ class MatcherConsumer:
                     matcher = self._make_matcher(market)
                     await retrying(f"recover {pair}", matcher.recover)
                     self.matchers[pair] = matcher
-                await matcher.apply(messages)
+                matchers.append((matcher, messages))
+            # The markets at once: each waits on the wallet for its own batch, and one market's
+            # wait must not delay another's cancels and fills (their books share nothing).
+            async with asyncio.TaskGroup() as markets:
+                for matcher, messages in matchers:
+                    markets.create_task(matcher.apply(messages))
             try:
                 await self._consumer.commit()
             except CommitFailedError:

@@ -26,7 +26,7 @@ from trading.spot.domain.book import (
 )
 from trading.spot.domain.markets import Fees, Market, MarketError, get_market
 from trading.spot.messages import OrderMessage, encode
-from trading.spot.orders import OPEN_STATUSES, SpotOrder
+from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
 from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
 
@@ -221,20 +221,40 @@ class SpotOrders:
         if newer:
             shown = [(market.price(ticks), market.amount(n)) for ticks, n in newer[-1].asks]
         cost, left = _cost_of(shown, wanted)
-        if left > 0 and shown:  # (the resting orders show the batches the wallet applied)
+        if left > 0 and shown:
             # The market's snapshot shows the best levels only (the matcher's `levels`): priced
             # from them alone, the lock ran out there and the rest was cancelled as slippage
             # while the book still had asks.
-            asks = sorted(
-                (o.price, market.amount(o.remaining))
-                for o in await self._store.resting(market.pair)
-                if o.side is Side.SELL and o.price is not None and o.remaining
-            )
-            cost, left = _cost_of(asks, wanted)
+            cost, left = _cost_of(await self._resting_asks(market, newer), wanted)
         if cost == 0:
             return 0
         budget = LEDGER_CONTEXT.multiply(cost, 1 + self._margin)
         return int(budget.scaleb(market.quote.scale).to_integral_value(rounding=ROUND_CEILING))
+
+    async def _resting_asks(
+        self, market: Market, newer: list[SpotBatch]
+    ) -> list[tuple[Decimal, Decimal]]:
+        """Every resting ask (price, amount; best first) as the latest stored batch leaves them:
+        the resting orders show the batches the wallet applied, and `newer` (stored, not shown
+        yet) changes them further: orders it filled or cancelled leave, orders it rested come."""
+        asks: dict[str, tuple[Decimal, int]] = {
+            o.order_id: (o.price, o.remaining)
+            for o in await self._store.resting(market.pair)
+            if o.side is Side.SELL and o.price is not None and o.remaining
+        }
+        latest = {c.order_id: c for batch in newer for c in batch.changes if c.side is Side.SELL}
+        resting = {Status.OPEN, Status.PARTIALLY_FILLED}
+        arrived = [i for i, c in latest.items() if c.status in resting and i not in asks]
+        prices = (
+            {i: o.price for i, o in (await self._store.many(arrived)).items()} if arrived else {}
+        )
+        for order_id, change in latest.items():
+            price = asks[order_id][0] if order_id in asks else prices.get(order_id)
+            if change.status in resting and change.remaining and price is not None:
+                asks[order_id] = (price, change.remaining)
+            else:
+                asks.pop(order_id, None)
+        return sorted((price, market.amount(steps)) for price, steps in asks.values())
 
     async def get(self, order_id: str, user_id: str, *, admin: bool = False) -> SpotOrder:
         order = await self._store.get(order_id)
@@ -270,8 +290,12 @@ class SpotOrders:
         while asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
             current = await self.get(order_id, user_id)
-            if current.closed:
+            if current.status is Status.CANCELLED:
                 return current, True
+            if current.closed:
+                # Filled (or failed) before the cancel reached the matcher: an order shows its
+                # fills once the wallet applied them, so this race lasts a wallet round trip.
+                raise Conflict("order_not_open", f"the order is {current.status.value}")
         return order, False
 
     async def order_book(self, pair: str) -> dict[str, Any]:

@@ -8,10 +8,12 @@ projected: no resting quantity is filled twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,13 +22,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.testing.fixtures import unique_database_name
+from trading.errors import Conflict
 from trading.messaging import EventPublisher
 from trading.spot.adapters.memory import MemorySpotStore
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import OrderType, Side, Status
 from trading.spot.domain.markets import MARKETS, Fees, Market
-from trading.spot.matcher import MarketMatcher
-from trading.spot.messages import OrderMessage
+from trading.spot.matcher import MarketMatcher, MatcherConsumer
+from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import SpotBatch, SpotOrder
 from trading.spot.ports import SpotStore
 from trading.spot.service import SpotOrders
@@ -550,6 +553,147 @@ async def test_a_market_buy_is_priced_from_the_latest_batch_while_the_wallet_set
     wallet.release.set()
     await settling
     assert (await store.market_state(MARKET.pair) or {})["asks"] == [["100.00", "0.49"]]
+
+
+async def test_a_market_buy_beyond_the_shown_levels_is_priced_from_the_latest_batch_too(
+    empty_store: SpotStore,
+) -> None:
+    """Asks rested by a batch that waits on the wallet, more than the snapshot's levels hold:
+    before, the lock was priced from the resting orders as last shown (none), and the order
+    failed no_liquidity."""
+    asks = [
+        limit("deep-ask-1", "alice", Side.SELL, "100.00", "0.01"),
+        limit("deep-ask-2", "alice", Side.SELL, "101.00", "0.01"),
+    ]
+    bid = limit("deep-bid", "bob", Side.BUY, "99.00", "0.001")
+    seller = limit("deep-seller", "carol", Side.SELL, "99.00", "0.001")
+    store = await holding(empty_store, *asks, bid, seller)
+    wallet = WaitingOnTheWallet()
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now, levels=1)
+    await matcher.recover()
+    assert await matcher.apply([locked("deep-bid")]) is not None
+    # One batch: a fill (so it waits on the wallet) and both asks resting.
+    waiting = asyncio.create_task(
+        matcher.apply([locked("deep-seller"), *(locked(a.order_id) for a in asks)])
+    )
+    await wallet.entered.wait()
+    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
+
+    placed = await orders.place(
+        "dora",
+        pair=MARKET.pair,
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount="0.02",
+        price=None,
+        quote_amount=None,
+    )
+
+    # 0.01 × 100 + 0.01 × 101 = 2.01, plus 5 %: 2.1105, up
+    assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal("2.12"))
+    wallet.release.set()
+    await waiting
+
+
+async def test_a_cancel_that_loses_to_a_fill_is_refused_not_answered_as_done(
+    empty_store: SpotStore,
+) -> None:
+    """The order reads open until the wallet applied its fill: a cancel asked meanwhile found it
+    filled when it looked again, and answered 200 with the filled order."""
+    ask = limit("race-ask", "alice", Side.SELL, "100.00", "0.01")
+    bid = limit("race-bid", "bob", Side.BUY, "100.00", "0.01")
+    store = await holding(empty_store, ask, bid)
+    wallet = WaitingOnTheWallet()
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await matcher.recover()
+    assert await matcher.apply([locked("race-ask")]) is not None
+    filling = asyncio.create_task(matcher.apply([locked("race-bid")]))
+    await wallet.entered.wait()  # filled in the book; the order still reads open
+    orders = SpotOrders(
+        store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now, cancel_wait_seconds=5
+    )
+
+    async def wallet_answers() -> None:
+        await asyncio.sleep(0.1)
+        wallet.release.set()
+
+    answering = asyncio.create_task(wallet_answers())
+    with pytest.raises(Conflict) as refused:
+        await orders.cancel("race-ask", "alice")
+    assert refused.value.code == "order_not_open"
+    await asyncio.gather(filling, answering)
+    assert (await store.get("race-ask")).status is Status.FILLED  # type: ignore[union-attr]
+
+
+async def test_markets_decided_in_one_poll_wait_on_the_wallet_at_once(
+    empty_store: SpotStore,
+) -> None:
+    """Each market's batch waits on the wallet; one after another, a market's cancel waited for
+    every other market's round trip too."""
+    eth = MARKETS["ETH-GBP"]
+    btc_ask = limit("poll-btc-ask", "alice", Side.SELL, "100.00", "0.01")
+    eth_ask = replace(
+        limit("poll-eth-ask", "carol", Side.SELL, "100.00", "0.01"),
+        pair=eth.pair,
+        lock_currency="ETH",
+        remaining=eth.steps(Decimal("0.01")),
+        hold=eth.base_units(eth.steps(Decimal("0.01"))),
+    )
+    store = await holding(empty_store, btc_ask, eth_ask)
+    started = {MARKET.pair: asyncio.Event(), eth.pair: asyncio.Event()}
+
+    class MeetingAtTheWallet(RecordingWallet):
+        """Each market's dispatch waits until the other market's has begun: one after the
+        other, the first would wait for ever (the test's timeout fails it)."""
+
+        async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+            started[market.pair].set()
+            other = eth.pair if market.pair == MARKET.pair else MARKET.pair
+            await asyncio.wait_for(started[other].wait(), timeout=10)
+            await super().dispatch(batch, market)
+
+    wallet = MeetingAtTheWallet()
+    matchers = {
+        MARKET.pair: MarketMatcher(MARKET, FEES, store, wallet, now),
+        eth.pair: MarketMatcher(eth, FEES, store, wallet, now),
+    }
+    for matcher in matchers.values():
+        await matcher.recover()
+    records = [
+        SimpleNamespace(value=encode(OrderMessage(kind="locked", order_id=o.order_id, pair=o.pair)))
+        for o in (btc_ask, eth_ask)
+    ]
+
+    class OnePoll:
+        def __init__(self) -> None:
+            self.polled = False
+            self.committed = asyncio.Event()
+
+        async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, Any]:
+            if self.polled:
+                await asyncio.sleep(3600)
+            self.polled = True
+            return {"tp": records}
+
+        async def commit(self) -> None:
+            self.committed.set()
+
+    consumer = MatcherConsumer(
+        "unused", "t.trading.orders", lambda m: matchers[m.pair], group_id="g"
+    )
+    poll = OnePoll()
+    consumer._consumer = poll
+    consumer.matchers = dict(matchers)
+    running = asyncio.create_task(consumer._run())
+    try:
+        await asyncio.wait_for(poll.committed.wait(), timeout=15)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    stored = [b for p in (MARKET.pair, eth.pair) for b in await store.batches_after(p, 0)]
+    assert sorted(wallet.batches) == sorted(b.batch_id for b in stored)
+    assert len(stored) == 2
 
 
 async def test_the_expiries_of_orders_gone_from_the_book_are_dropped(
