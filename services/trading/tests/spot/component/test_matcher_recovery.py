@@ -537,17 +537,7 @@ async def test_a_market_buy_is_priced_from_the_latest_batch_while_the_wallet_set
     settling = asyncio.create_task(matcher.apply([locked("lag-ask")]))  # takes the bid, rests 0.49
     await wallet.entered.wait()
     assert (await store.market_state(MARKET.pair) or {})["asks"] == []  # not shown yet
-    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
-
-    placed = await orders.place(
-        "carol",
-        pair=MARKET.pair,
-        side=Side.BUY,
-        type=OrderType.MARKET,
-        amount="0.1",
-        price=None,
-        quote_amount=None,
-    )
+    placed = await market_buy(store, "carol", "0.1")
 
     assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal("10.50"))  # 10 + 5 %
     wallet.release.set()
@@ -577,17 +567,7 @@ async def test_a_market_buy_beyond_the_shown_levels_is_priced_from_the_latest_ba
         matcher.apply([locked("deep-seller"), *(locked(a.order_id) for a in asks)])
     )
     await wallet.entered.wait()
-    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
-
-    placed = await orders.place(
-        "dora",
-        pair=MARKET.pair,
-        side=Side.BUY,
-        type=OrderType.MARKET,
-        amount="0.02",
-        price=None,
-        quote_amount=None,
-    )
+    placed = await market_buy(store, "dora", "0.02")
 
     # 0.01 × 100 + 0.01 × 101 = 2.01, plus 5 %: 2.1105, up
     assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal("2.12"))
@@ -755,6 +735,20 @@ async def test_a_resting_order_past_its_expiry_is_cancelled_before_a_taker_can_f
     assert [o.order_id for o in matcher.book.resting()] == []
 
 
+async def market_buy(store: SpotStore, user: str, amount: str) -> SpotOrder:
+    """A market buy by amount placed through the service (its lock priced, not sent)."""
+    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
+    return await orders.place(
+        user,
+        pair=MARKET.pair,
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount=amount,
+        price=None,
+        quote_amount=None,
+    )
+
+
 class NoLocks(RecordingWallet):
     async def lock(self, order: SpotOrder) -> None:
         pass
@@ -783,17 +777,7 @@ async def test_a_market_buy_is_locked_for_asks_deeper_than_the_snapshot_shows(
     await matcher.recover()
     assert await matcher.apply([locked(o.order_id) for o in (*shallow, deep)]) is not None
     assert len((await store.market_state(MARKET.pair) or {})["asks"]) == 3
-    orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
-
-    placed = await orders.place(
-        "bob",
-        pair=MARKET.pair,
-        side=Side.BUY,
-        type=OrderType.MARKET,
-        amount="0.5",
-        price=None,
-        quote_amount=None,
-    )
+    placed = await market_buy(store, "bob", "0.5")
 
     # 0.001 × (100 + 101 + 102) + 0.497 × 110 = 54.973, plus the 5 % margin, rounded up
     assert placed.lock_amount == Decimal("57.73")
