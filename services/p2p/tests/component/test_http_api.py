@@ -373,7 +373,7 @@ async def test_text_utf8_cannot_encode_is_refused_and_nothing_moves(
     locked = memory_p2p.wallet.locked("sam", "BTC")
     headers = {**auth("bea"), "content-type": "application/json"}
     for route in ("cancel-trade", "dispute"):
-        body = '{"trade_id": "%s", "reason": "x\\ud800y"}' % trade_id
+        body = f'{{"trade_id": "{trade_id}", "reason": "x\\ud800y"}}'
         refused = await api.post(f"{P}/{route}", content=body, headers=headers)
         assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_text")
         assert "body.reason" in refused.json()["error"]["message"]
@@ -381,6 +381,6 @@ async def test_text_utf8_cannot_encode_is_refused_and_nothing_moves(
     assert (got.status_code, got.json()["status"]) == (200, "escrowed")
     assert memory_p2p.wallet.locked("sam", "BTC") == locked
     # A surrogate pair is one character (an emoji): text as any other.
-    body = '{"trade_id": "%s", "reason": "changed my mind \\ud83d\\ude00"}' % trade_id
+    body = f'{{"trade_id": "{trade_id}", "reason": "changed my mind \\ud83d\\ude00"}}'
     cancelled = await api.post(f"{P}/cancel-trade", content=body, headers=headers)
     assert cancelled.status_code in (200, 202), cancelled.text
