@@ -330,11 +330,18 @@ class MatcherConsumer:
                     await retrying(f"recover {pair}", matcher.recover)
                     self.matchers[pair] = matcher
                 matchers.append((matcher, messages))
-            # The markets at once: each waits on the wallet for its own batch, and one market's
-            # wait must not delay another's cancels and fills (their books share nothing).
-            async with asyncio.TaskGroup() as markets:
-                for matcher, messages in matchers:
-                    markets.create_task(matcher.apply(messages))
+            # The markets at once: each waits on the wallet for its own batch, so one market's
+            # wait does not delay another's decided in the same poll (their books share
+            # nothing). Each runs to its end: a market that fails stops no other half-way
+            # (sent to the wallet, not shown); then the first failure ends the loop, before
+            # any offset is committed.
+            outcomes = await asyncio.gather(
+                *(matcher.apply(messages) for matcher, messages in matchers),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             try:
                 await self._consumer.commit()
             except CommitFailedError:

@@ -605,6 +605,75 @@ async def test_a_cancel_that_loses_to_a_fill_is_refused_not_answered_as_done(
     assert (await store.get("race-ask")).status is Status.FILLED  # type: ignore[union-attr]
 
 
+class OnePoll:
+    """trading.orders as the matcher loop polls it: these records once, then nothing."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+        self.polled = False
+        self.committed = asyncio.Event()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, Any]:
+        if self.polled:
+            await asyncio.sleep(3600)
+        self.polled = True
+        return {"tp": self.records}
+
+    async def commit(self) -> None:
+        self.committed.set()
+
+
+async def test_a_market_that_fails_stops_no_other_market_of_the_poll_half_way(
+    empty_store: SpotStore,
+) -> None:
+    """One market's batch cannot be sent (an error no retry helps), while another's was sent and
+    waits on the wallet. Before, the failure cancelled the other: its money had moved and its
+    orders did not show it until a restart. It finishes; then the loop ends, nothing committed."""
+    eth = MARKETS["ETH-GBP"]
+    ask = limit("half-ask", "alice", Side.SELL, "100.00", "0.01")
+    bid = limit("half-bid", "bob", Side.BUY, "100.00", "0.01")
+    eth_ask = replace(
+        limit("half-eth", "carol", Side.SELL, "100.00", "0.01"),
+        pair=eth.pair,
+        lock_currency="ETH",
+        remaining=eth.steps(Decimal("0.01")),
+        hold=eth.base_units(eth.steps(Decimal("0.01"))),
+    )
+    store = await holding(empty_store, ask, bid, eth_ask)
+
+    class OneMarketUnsendable(RecordingWallet):
+        async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+            if market.pair == eth.pair:
+                raise RuntimeError("a command that cannot be built")
+            await asyncio.sleep(0.2)  # the wallet's answer takes a round trip
+            await super().dispatch(batch, market)
+
+    wallet = OneMarketUnsendable()
+    matchers = {
+        MARKET.pair: MarketMatcher(MARKET, FEES, store, wallet, now),
+        eth.pair: MarketMatcher(eth, FEES, store, wallet, now),
+    }
+    for matcher in matchers.values():
+        await matcher.recover()
+    messages = [
+        OrderMessage(kind="locked", order_id=o.order_id, pair=o.pair) for o in (eth_ask, ask, bid)
+    ]
+    poll = OnePoll([SimpleNamespace(value=encode(m)) for m in messages])
+    consumer = MatcherConsumer(
+        "unused", "t.trading.orders", lambda m: matchers[m.pair], group_id="g"
+    )
+    consumer._consumer = poll
+    consumer.matchers = dict(matchers)
+
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        await asyncio.wait_for(consumer._run(), timeout=15)
+
+    assert not poll.committed.is_set()
+    assert (await store.get("half-bid")).status is Status.FILLED  # type: ignore[union-attr]
+    assert await store.undispatched(MARKET.pair) == []
+    assert len(wallet.batches) == 1
+
+
 async def test_markets_decided_in_one_poll_wait_on_the_wallet_at_once(
     empty_store: SpotStore,
 ) -> None:
@@ -644,24 +713,10 @@ async def test_markets_decided_in_one_poll_wait_on_the_wallet_at_once(
         for o in (btc_ask, eth_ask)
     ]
 
-    class OnePoll:
-        def __init__(self) -> None:
-            self.polled = False
-            self.committed = asyncio.Event()
-
-        async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, Any]:
-            if self.polled:
-                await asyncio.sleep(3600)
-            self.polled = True
-            return {"tp": records}
-
-        async def commit(self) -> None:
-            self.committed.set()
-
     consumer = MatcherConsumer(
         "unused", "t.trading.orders", lambda m: matchers[m.pair], group_id="g"
     )
-    poll = OnePoll()
+    poll = OnePoll(records)
     consumer._consumer = poll
     consumer.matchers = dict(matchers)
     running = asyncio.create_task(consumer._run())
