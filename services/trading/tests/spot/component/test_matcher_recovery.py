@@ -605,6 +605,19 @@ async def test_a_cancel_that_loses_to_a_fill_is_refused_not_answered_as_done(
     assert (await store.get("race-ask")).status is Status.FILLED  # type: ignore[union-attr]
 
 
+def eth_sell(order_id: str, user: str) -> SpotOrder:
+    """A limit sell of 0.01 ETH at 100.00 GBP in the ETH-GBP market."""
+    eth = MARKETS["ETH-GBP"]
+    steps = eth.steps(Decimal("0.01"))
+    return replace(
+        limit(order_id, user, Side.SELL, "100.00", "0.01"),
+        pair=eth.pair,
+        lock_currency="ETH",
+        remaining=steps,
+        hold=eth.base_units(steps),
+    )
+
+
 class OnePoll:
     """trading.orders as the matcher loop polls it: these records once, then nothing."""
 
@@ -632,13 +645,7 @@ async def test_a_market_that_fails_stops_no_other_market_of_the_poll_half_way(
     eth = MARKETS["ETH-GBP"]
     ask = limit("half-ask", "alice", Side.SELL, "100.00", "0.01")
     bid = limit("half-bid", "bob", Side.BUY, "100.00", "0.01")
-    eth_ask = replace(
-        limit("half-eth", "carol", Side.SELL, "100.00", "0.01"),
-        pair=eth.pair,
-        lock_currency="ETH",
-        remaining=eth.steps(Decimal("0.01")),
-        hold=eth.base_units(eth.steps(Decimal("0.01"))),
-    )
+    eth_ask = eth_sell("half-eth", "carol")
     store = await holding(empty_store, ask, bid, eth_ask)
 
     class OneMarketUnsendable(RecordingWallet):
@@ -681,13 +688,7 @@ async def test_markets_decided_in_one_poll_wait_on_the_wallet_at_once(
     every other market's round trip too."""
     eth = MARKETS["ETH-GBP"]
     btc_ask = limit("poll-btc-ask", "alice", Side.SELL, "100.00", "0.01")
-    eth_ask = replace(
-        limit("poll-eth-ask", "carol", Side.SELL, "100.00", "0.01"),
-        pair=eth.pair,
-        lock_currency="ETH",
-        remaining=eth.steps(Decimal("0.01")),
-        hold=eth.base_units(eth.steps(Decimal("0.01"))),
-    )
+    eth_ask = eth_sell("poll-eth-ask", "carol")
     store = await holding(empty_store, btc_ask, eth_ask)
     started = {MARKET.pair: asyncio.Event(), eth.pair: asyncio.Event()}
 
