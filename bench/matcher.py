@@ -208,14 +208,22 @@ async def _drive(
         listening.cancel()
         await reader.stop()
     found = SpotFound()
-    found.takers = [
-        await order_of(http, buyers[n % TRADERS], order_id)
-        for n, (order_id, _) in enumerate(bought)
-    ]
-    found.makers = [
-        await order_of(http, sellers[n % TRADERS], order_id)
-        for n, (order_id, _) in enumerate(makers)
-    ]
+    # An order shows its fill once the matcher heard the wallet's result, a moment after the
+    # result is on wallet.results: read them once they all show it (or as they are, to be told).
+    deadline = time.time() + 60
+    while True:
+        found.takers = [
+            await order_of(http, buyers[n % TRADERS], order_id)
+            for n, (order_id, _) in enumerate(bought)
+        ]
+        found.makers = [
+            await order_of(http, sellers[n % TRADERS], order_id)
+            for n, (order_id, _) in enumerate(makers)
+        ]
+        shown = all(o["status"] == "filled" for o in (*found.takers, *found.makers))
+        if shown or time.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
     trades: dict[str, str] = {}
     for (order_id, _), order in zip(bought, found.takers, strict=True):
         if order["status"] != "filled":
