@@ -636,6 +636,34 @@ class OnePoll:
         self.committed.set()
 
 
+async def two_markets_polled_once(
+    store: SpotStore, wallet: RecordingWallet, *orders: SpotOrder
+) -> tuple[MatcherConsumer, OnePoll]:
+    """The BTC-GBP and ETH-GBP matchers, recovered, behind a consumer whose one poll brings the
+    `locked` messages of these orders."""
+    eth = MARKETS["ETH-GBP"]
+    matchers = {
+        MARKET.pair: MarketMatcher(MARKET, FEES, store, wallet, now),
+        eth.pair: MarketMatcher(eth, FEES, store, wallet, now),
+    }
+    for matcher in matchers.values():
+        await matcher.recover()
+    poll = OnePoll(
+        [
+            SimpleNamespace(
+                value=encode(OrderMessage(kind="locked", order_id=o.order_id, pair=o.pair))
+            )
+            for o in orders
+        ]
+    )
+    consumer = MatcherConsumer(
+        "unused", "t.trading.orders", lambda m: matchers[m.pair], group_id="g"
+    )
+    consumer._consumer = poll
+    consumer.matchers = dict(matchers)
+    return consumer, poll
+
+
 async def test_a_market_that_fails_stops_no_other_market_of_the_poll_half_way(
     empty_store: SpotStore,
 ) -> None:
@@ -656,21 +684,7 @@ async def test_a_market_that_fails_stops_no_other_market_of_the_poll_half_way(
             await super().dispatch(batch, market)
 
     wallet = OneMarketUnsendable()
-    matchers = {
-        MARKET.pair: MarketMatcher(MARKET, FEES, store, wallet, now),
-        eth.pair: MarketMatcher(eth, FEES, store, wallet, now),
-    }
-    for matcher in matchers.values():
-        await matcher.recover()
-    messages = [
-        OrderMessage(kind="locked", order_id=o.order_id, pair=o.pair) for o in (eth_ask, ask, bid)
-    ]
-    poll = OnePoll([SimpleNamespace(value=encode(m)) for m in messages])
-    consumer = MatcherConsumer(
-        "unused", "t.trading.orders", lambda m: matchers[m.pair], group_id="g"
-    )
-    consumer._consumer = poll
-    consumer.matchers = dict(matchers)
+    consumer, poll = await two_markets_polled_once(store, wallet, eth_ask, ask, bid)
 
     with pytest.raises(RuntimeError, match="cannot be built"):
         await asyncio.wait_for(consumer._run(), timeout=15)
@@ -703,23 +717,7 @@ async def test_markets_decided_in_one_poll_wait_on_the_wallet_at_once(
             await super().dispatch(batch, market)
 
     wallet = MeetingAtTheWallet()
-    matchers = {
-        MARKET.pair: MarketMatcher(MARKET, FEES, store, wallet, now),
-        eth.pair: MarketMatcher(eth, FEES, store, wallet, now),
-    }
-    for matcher in matchers.values():
-        await matcher.recover()
-    records = [
-        SimpleNamespace(value=encode(OrderMessage(kind="locked", order_id=o.order_id, pair=o.pair)))
-        for o in (btc_ask, eth_ask)
-    ]
-
-    consumer = MatcherConsumer(
-        "unused", "t.trading.orders", lambda m: matchers[m.pair], group_id="g"
-    )
-    poll = OnePoll(records)
-    consumer._consumer = poll
-    consumer.matchers = dict(matchers)
+    consumer, poll = await two_markets_polled_once(store, wallet, btc_ask, eth_ask)
     running = asyncio.create_task(consumer._run())
     try:
         await asyncio.wait_for(poll.committed.wait(), timeout=15)
