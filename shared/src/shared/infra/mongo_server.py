@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import decimal
 import os
 import signal
 from collections.abc import Sequence
@@ -83,9 +84,26 @@ def abort_refused_commits() -> None:
     WireSessionStore.commit_transaction = commit_over_the_wire  # type: ignore[method-assign,assignment]
 
 
+# MongoDB adds, subtracts and multiplies Decimal128 with Decimal128's 34 significant digits.
+DECIMAL128_DIGITS = 34
+
+
+def decimal128_arithmetic() -> None:
+    """Make `$inc` on Decimal128 keep 34 significant digits, as MongoDB does.
+
+    mongoeco computes `$inc` with Python's current decimal context, 28 digits unless told: a
+    platform account of an 18-decimal currency past ten billion came out rounded, so its currency
+    no longer summed to zero and `wallet verify` failed where MongoDB stays exact. Set before the
+    server starts any thread, so every thread's context starts from it.
+    """
+    decimal.DefaultContext.prec = DECIMAL128_DIGITS
+    decimal.getcontext().prec = DECIMAL128_DIGITS
+
+
 async def serve(host: str, port: int, parent_pid: int | None = None) -> None:
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
+    decimal128_arithmetic()
     abort_refused_commits()
     server = AsyncMongoEcoProxyServer(host=host, port=port)
     await server.start()
