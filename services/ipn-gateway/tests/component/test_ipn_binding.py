@@ -1,7 +1,8 @@
 """One deposit, one credit: an IPN is bound to the payment create-deposit stored for its order.
 
 The signature covers the parsed numbers, not their spelling: `5077125051`, `5077125051.0` and
-`50771250510e-1` carry the same valid signature. Only the canonical JavaScript spelling is taken.
+`50771250510e-1` carry the same valid signature, so each number means the value JavaScript reads:
+a respelled replay is the same payment, and an amount is the one that was signed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from ipn_gateway.adapters.memory import (
 )
 from ipn_gateway.application.ipn import IpnHandler, IpnRequest
 from ipn_gateway.application.records import CreatedPayment, DepositOrder
-from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
 from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentStatus
 from ipn_gateway.domain.signature import sign
@@ -90,17 +90,29 @@ async def test_a_respelled_payment_id_replayed_credits_once() -> None:
     spellings = ("5077125051", "5077125051.0", "50771250510e-1")
     signatures = {sign(finished(text), SECRET) for text in spellings}
     assert len(signatures) == 1  # the attack: one captured signature fits every spelling
-    answers: list[str] = []
-    for text in spellings:
-        try:
-            answers.append(await handler.handle(raw_with(text)))
-        except IpnRejected as refused:
-            answers.append(refused.code)
-    assert answers == ["credited", "non_canonical_number", "non_canonical_number"]
+    # One payment id, three spellings: the respelled replays are the same payment.
+    answers = [await handler.handle(raw_with(text)) for text in spellings]
+    assert answers == ["credited", "duplicate", "duplicate"]
     credits = [c for c in publisher.published if isinstance(c, CreditCommand)]
     assert [(c.reference_id, c.amount) for c in credits] == [
         (f"nowpayments:{PAYMENT_ID}", Decimal("0.0015"))
     ]
+
+
+async def test_an_amount_means_the_value_javascript_signed_whatever_its_spelling() -> None:
+    handler, publisher = world()
+    # `0.0015000000000000000312` is the double 0.0015 to JavaScript: same signature, same credit.
+    content = {**finished(PAYMENT_ID), "outcome_amount": JsonNumber("0.0015000000000000000312")}
+    signature = sign(content, SECRET)
+    assert signature == sign(finished(PAYMENT_ID), SECRET)
+    raw = js_stringify(finished(PAYMENT_ID)).replace(
+        '"outcome_amount":0.0015', '"outcome_amount":0.0015000000000000000312'
+    )
+    assert "0.0015000000000000000312" in raw
+    request = IpnRequest(raw.encode(), signature, {"x-nowpayments-sig": signature}, "10.0.0.1")
+    assert await handler.handle(request) == "credited"
+    [credit] = [c for c in publisher.published if isinstance(c, CreditCommand)]
+    assert credit.amount == Decimal("0.0015")
 
 
 def signed(content: dict[str, JsonValue]) -> IpnRequest:

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-import pytest
-
 from ipn_gateway.adapters.memory import (
     MemoryDepositOrders,
     MemoryIpnLog,
@@ -27,7 +25,6 @@ from ipn_gateway.adapters.memory import (
 )
 from ipn_gateway.application.ipn import IpnHandler, IpnRequest
 from ipn_gateway.application.records import CreatedPayment, DepositOrder
-from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue
 from ipn_gateway.domain.payments import STATUS_RANK, ConfirmationPolicy, PaymentStatus
 from ipn_gateway.domain.signature import sign
@@ -107,7 +104,7 @@ def request(content: dict[str, JsonValue]) -> IpnRequest:
 
 
 async def test_random_ipn_sequences_credit_each_deposit_once() -> None:
-    credited_lives = topped_up = refused = 0
+    credited_lives = topped_up = respelled_deliveries = 0
     for seed in SEEDS:
         rng = random.Random(seed)
         orders, payments, publisher = MemoryDepositOrders(), MemoryPayments(), RecordingPublisher()
@@ -141,13 +138,10 @@ async def test_random_ipn_sequences_credit_each_deposit_once() -> None:
         for life, status, respelled in deliveries:
             content: dict[str, Any] = body(life, status)
             if respelled:
+                # The same payment and amount: one meaning, whatever the spelling.
                 field = rng.choice(["payment_id", "outcome_amount"])
                 content[field] = JsonNumber(respell(content[field].text, rng))
-                with pytest.raises(IpnRejected) as refusal:
-                    await handler.handle(request(content))
-                assert refusal.value.code == "non_canonical_number", (seed, content)
-                refused += 1
-                continue
+                respelled_deliveries += 1
             await handler.handle(request(content))
             delivered[life.payment_id].add(status)
 
@@ -167,4 +161,4 @@ async def test_random_ipn_sequences_credit_each_deposit_once() -> None:
     # The sequences exercise what they claim to (a model never tried proves nothing).
     assert credited_lives >= 20
     assert topped_up >= 3
-    assert refused >= 20
+    assert respelled_deliveries >= 20

@@ -34,7 +34,7 @@ from ipn_gateway.application.records import (
     ReviewNote,
 )
 from ipn_gateway.domain.errors import Forbidden, GatewayError, IpnRejected
-from ipn_gateway.domain.js_json import require_canonical_numbers
+from ipn_gateway.domain.js_json import with_javascript_numbers
 from ipn_gateway.domain.payments import (
     DEPOSIT_TRANSACTION_TYPE,
     ConfirmationPolicy,
@@ -204,8 +204,7 @@ class IpnHandler:
         if not self._sender_allowed(request.client_ip):
             raise Forbidden("ip_not_allowed", "IPN sender address is not on the allow-list")
         body = verify_ipn(request.raw_body, request.signature, self.secret)
-        require_canonical_numbers(body)
-        return read_ipn(body)
+        return read_ipn(with_javascript_numbers(body))
 
     async def apply(self, ipn: Ipn) -> tuple[Verdict, str | None]:
         """What a verified IPN (or a polled status) does: the verdict and any review code."""

@@ -18,7 +18,7 @@ from ipn_gateway.application.ipn import IpnHandler
 from ipn_gateway.application.ports import DepositOrders, PaymentProvider
 from ipn_gateway.application.records import DepositOrder, IpnRecord, Payment
 from ipn_gateway.domain.errors import GatewayError
-from ipn_gateway.domain.js_json import js_stringify, require_canonical_numbers
+from ipn_gateway.domain.js_json import js_stringify, with_javascript_numbers
 from ipn_gateway.domain.payments import OPEN_STATUSES, PaymentState, read_ipn
 from shared.messaging import unsendable_reason
 from shared.paging import PageCursor, Position
@@ -94,8 +94,7 @@ class MissedIpnPoller:
             return False, True
         try:
             body = await self.provider.payment_status(payment_id)
-            require_canonical_numbers(body)
-            ipn = read_ipn(body)
+            ipn = read_ipn(with_javascript_numbers(body))
             if (
                 ipn.parent_payment_id is None
                 and known is not None

@@ -199,23 +199,24 @@ def js_canonical(value: JsonValue) -> str:
     return js_stringify(sort_object(value))
 
 
-def require_canonical_numbers(value: JsonValue) -> None:
-    """Refuse any number not written as JavaScript writes it (IpnRejected "non_canonical_number").
+def with_javascript_numbers(body: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """The body with every number as JavaScript reads and writes it: what the signature covers.
 
     The signature covers the parsed numbers, not their text: `5077125051`, `5077125051.0` and
-    `50771250510e-1` sign alike. NOWPayments' Node.js code only ever writes the first, so any
-    other spelling is a replay dressed up as a new IPN.
+    `50771250510e-1` sign alike, and so do `0.1` and `0.1000000000000000055511151231257827`. Each
+    number therefore means the double JavaScript makes of it, written as JavaScript writes it; a
+    respelled replay is the same payment id and the same amount, so it is a duplicate, never a new
+    payment. A number JavaScript reads as infinite is null, as `JSON.stringify` writes it.
     """
-    stack: list[JsonValue] = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, JsonNumber):
-            if js_stringify(current) != current.text:
-                raise IpnRejected(
-                    "non_canonical_number",
-                    f"number {current.text[:40]!r} is not written as JavaScript writes it",
-                )
-        elif isinstance(current, dict):
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
+    return {key: _javascript_number(value) for key, value in body.items()}
+
+
+def _javascript_number(value: JsonValue) -> JsonValue:
+    if isinstance(value, JsonNumber):
+        double = value.to_double()
+        return JsonNumber(js_number_to_string(double)) if math.isfinite(double) else None
+    if isinstance(value, list):
+        return [_javascript_number(item) for item in value]
+    if isinstance(value, dict):
+        return with_javascript_numbers(value)
+    return value
