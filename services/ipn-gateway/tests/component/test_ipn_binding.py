@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from ipn_gateway.adapters.memory import (
     MemoryDepositOrders,
     MemoryIpnLog,
@@ -19,6 +21,7 @@ from ipn_gateway.adapters.memory import (
 )
 from ipn_gateway.application.ipn import IpnHandler, IpnRequest
 from ipn_gateway.application.records import CreatedPayment, DepositOrder
+from ipn_gateway.domain.errors import IpnRejected
 from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
 from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentStatus
 from ipn_gateway.domain.signature import sign
@@ -145,6 +148,26 @@ async def test_a_re_deposit_linked_by_parent_payment_id_credits_under_its_own_id
     assert await handler.handle(signed(child)) == "duplicate"
     credits = [c.reference_id for c in publisher.published if isinstance(c, CreditCommand)]
     assert credits == [f"nowpayments:{PAYMENT_ID}", "nowpayments:5077125100"]
+
+
+async def test_a_re_deposit_naming_only_its_parent_credits_the_parents_order() -> None:
+    handler, publisher = world()
+    child = {**finished("5077125100"), "parent_payment_id": JsonNumber(PAYMENT_ID)}
+    del child["order_id"]
+    assert await handler.handle(signed(child)) == "credited"
+    [credit] = [c for c in publisher.published if isinstance(c, CreditCommand)]
+    assert (credit.user_id, credit.reference_id, credit.metadata["order_id"]) == (
+        "alice",
+        "nowpayments:5077125100",
+        "dep_alice",
+    )
+    # A parent no stored order holds names no order: refused, nothing credited.
+    orphan = {**child, "payment_id": JsonNumber("5077125101")}
+    orphan["parent_payment_id"] = JsonNumber("5077125999")
+    with pytest.raises(IpnRejected) as refused:
+        await handler.handle(signed(orphan))
+    assert refused.value.code == "missing_field"
+    assert len(publisher.published) == 1
 
 
 async def test_a_payment_in_another_coin_than_the_order_credits_nothing() -> None:

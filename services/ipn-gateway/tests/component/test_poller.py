@@ -341,3 +341,17 @@ async def test_deposits_open_for_days_do_not_keep_a_newer_one_from_being_asked_a
         await r.poller.run_once()
         r.clock["now"] += timedelta(minutes=11)  # each one asked is due again
     assert r.provider.asked == ["800", "801", "802", "800", "801"]
+
+
+async def test_a_status_answer_without_order_id_is_applied_to_the_polled_order() -> None:
+    r = rig()
+    created = CreatedPayment("611", "addr", "btc", "0.002", "100", "usd")
+    r.orders.orders["dep_quiet"] = DepositOrder(
+        "dep_quiet", "alice", "btc", "100", "usd", NOW - timedelta(hours=1), created
+    )
+    status = answer("611", "finished", "0.002", "dep_quiet")
+    del status["order_id"]  # the API's payment answer need not repeat the order
+    r.provider.status["611"] = status
+    assert await r.poller.run_once() == 1
+    credits = [c for c in r.publisher.published if isinstance(c, CreditCommand)]
+    assert [(c.user_id, c.reference_id) for c in credits] == [("alice", "nowpayments:611")]

@@ -45,6 +45,7 @@ from ipn_gateway.domain.payments import (
     approvable_target,
     binding_problem,
     decide,
+    parent_payment_id_of,
     read_ipn,
     review_target,
 )
@@ -168,7 +169,7 @@ class IpnHandler:
         """The verdict for a valid IPN; raises GatewayError (recorded first) for a refused one."""
         audit = _audit_base(request, self.clock())
         try:
-            ipn = self._verified(request)
+            ipn = await self._verified(request)
         except GatewayError as error:
             if error.code == "body_too_large":
                 log.warning("ipn.too_large", client_ip=request.client_ip, size=audit.body_size)
@@ -198,13 +199,19 @@ class IpnHandler:
         )
         return verdict
 
-    def _verified(self, request: IpnRequest) -> Ipn:
+    async def _verified(self, request: IpnRequest) -> Ipn:
         if request.too_large or len(request.raw_body) > MAX_IPN_BYTES:
             raise IpnRejected("body_too_large", f"an IPN body is at most {MAX_IPN_BYTES} bytes")
         if not self._sender_allowed(request.client_ip):
             raise Forbidden("ip_not_allowed", "IPN sender address is not on the allow-list")
-        body = verify_ipn(request.raw_body, request.signature, self.secret)
-        return read_ipn(with_javascript_numbers(body))
+        body = with_javascript_numbers(verify_ipn(request.raw_body, request.signature, self.secret))
+        stored_order_id = None
+        parent = parent_payment_id_of(body)
+        if body.get("order_id") is None and parent is not None:
+            # A re-deposit's IPN may name only its parent payment: its order is the one our
+            # records tie that payment to, never one taken from the text.
+            stored_order_id = await self.orders.holding(parent)
+        return read_ipn(body, stored_order_id)
 
     async def apply(self, ipn: Ipn) -> tuple[Verdict, str | None]:
         """What a verified IPN (or a polled status) does: the verdict and any review code."""

@@ -94,7 +94,7 @@ class MissedIpnPoller:
             return False, True
         try:
             body = await self.provider.payment_status(payment_id)
-            ipn = read_ipn(with_javascript_numbers(body))
+            ipn = read_ipn(with_javascript_numbers(body), order_id)
             if (
                 ipn.parent_payment_id is None
                 and known is not None

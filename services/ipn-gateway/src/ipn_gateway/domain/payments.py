@@ -165,13 +165,26 @@ def _known_status(text: str) -> PaymentStatus | None:
         return None
 
 
-def read_ipn(body: Mapping[str, JsonValue]) -> Ipn:
-    """The acted-on fields of a verified body; raises IpnRejected for missing or odd ones."""
+def parent_payment_id_of(body: Mapping[str, JsonValue]) -> str | None:
+    """The payment a re-deposit's IPN names as its parent, if it names one."""
+    return _payment_id(body, "parent_payment_id")
+
+
+def read_ipn(body: Mapping[str, JsonValue], stored_order_id: str | None = None) -> Ipn:
+    """The acted-on fields of a verified body; raises IpnRejected for missing or odd ones.
+
+    `stored_order_id` is the order our own records tie the payment to (a re-deposit's parent
+    payment, a polled payment): it stands in for an `order_id` the body does not carry.
+    """
     payment_id = _payment_id(body, "payment_id")
     if payment_id is None:
         raise IpnRejected("missing_field", "IPN field payment_id is missing")
     status_text = _required(body, "payment_status")
-    order_id = _required(body, "order_id")
+    order_id = _text(body, "order_id") or stored_order_id
+    if order_id is None:
+        raise IpnRejected(
+            "missing_field", "IPN field order_id is missing and no stored order holds its payment"
+        )
     pay_currency = _required(body, "pay_currency")
     return Ipn(
         payment_id=payment_id,
