@@ -21,11 +21,49 @@ def test_default_products() -> None:
     assert SavingsSettings().savings_apr["USDT"] == Decimal("0.05")
 
 
-@pytest.mark.parametrize("raw", ['{"USDT": "5"}', '{"XYZ": "0.05"}', '["USDT"]', '{"USDT": "x"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"USDT": "5"}',
+        '{"XYZ": "0.05"}',
+        '["USDT"]',
+        '{"USDT": "x"}',
+        '{"USDT": "-0.01"}',
+        '{"USDT": "NaN"}',
+        '{"USDT": "Infinity"}',
+        '{"USDT": "-Infinity"}',
+    ],
+)
 def test_bad_aprs_stop_the_service(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("SAVINGS_APR", raw)
     with pytest.raises(ValidationError):
         SavingsSettings()
+
+
+@pytest.mark.parametrize(
+    "apr", ["0.05000000000000000000000000000000000001", "0.0000000000000000001", "1E-19"]
+)
+def test_an_apr_with_more_than_18_decimals_stops_the_service(
+    monkeypatch: pytest.MonkeyPatch, apr: str
+) -> None:
+    # Every interest record stores its APR exactly (decimal128), so at most 18 decimals, as for the
+    # commission rate: an APR of 38 decimals was accepted at start, then every accrual of its
+    # currency failed to store its records and the scheduler retried that day forever.
+    monkeypatch.setenv("SAVINGS_APR", f'{{"USDT": "{apr}"}}')
+    with pytest.raises(ValidationError, match="APR of USDT has more than 18 decimal places"):
+        SavingsSettings()
+
+
+def test_an_apr_of_18_decimals_or_with_trailing_zeros_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "SAVINGS_APR", '{"USDT": "0.123456789012345678", "BTC": "0.0100000000000000000000"}'
+    )
+    assert SavingsSettings().savings_apr == {
+        "USDT": Decimal("0.123456789012345678"),
+        "BTC": Decimal("0.01"),
+    }
 
 
 def test_commission_rate(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,3 +95,15 @@ def test_aprs_are_checked_and_listed_by_currency() -> None:
     for bad in ({"USDT": "1.5"}, {"USDT": "-0.01"}, {"USDT": "abc"}, {"XYZ": "0.05"}):
         with pytest.raises(ValueError, match=r"."):
             parse_aprs(bad)
+
+
+def test_an_apr_a_stored_decimal_cannot_hold_exactly_is_refused() -> None:
+    # 38 decimals: every interest record of the currency would have failed to store its APR.
+    with pytest.raises(ValueError, match="APR of USDT has more than 18 decimal places"):
+        parse_aprs({"USDT": "0.05000000000000000000000000000000000001"})
+    for bad in ("NaN", "Infinity", "-Infinity", "-0.000001"):
+        with pytest.raises(ValueError, match="APR of USDT"):
+            parse_aprs({"USDT": bad})
+    assert parse_aprs({"USDT": Decimal("0.123456789012345678")}) == {
+        "USDT": Decimal("0.123456789012345678")
+    }
