@@ -111,6 +111,7 @@ async def test_a_day_pays_on_its_end_of_day_balance_once(rig: Rig) -> None:
         "pending": 0,
         "failed": 0,
         "unsendable": 0,
+        "claimed_earlier": 0,
     }
     command = rig.wallet.sent[0]
     assert (command.type, command.transaction_type) == ("credit", "savings_interest")
@@ -259,6 +260,7 @@ async def test_today_run_again_pays_no_one_who_started_saving_after_the_first_ru
         "pending": 0,
         "failed": 0,
         "unsendable": 0,
+        "claimed_earlier": 0,
     }
     # The scheduler's run for the day once it ended: the day is final, as the operator left it.
     rig.clock.now = datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)

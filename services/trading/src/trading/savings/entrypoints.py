@@ -110,6 +110,12 @@ class AccrualItem(BaseModel):
         description="payments whose credit cannot be built from what is stored (logged as "
         "savings.interest_unsendable; they stay pending and a rerun names them again)",
     )
+    claimed_earlier: int = Field(
+        0,
+        description="payments an interrupted run of the day claimed that the balances of the run "
+        "completing it no longer owe (the saver took savings out since): counted in "
+        "accounts_owed and sent with the figures they were claimed with",
+    )
 
 
 class AccrualReport(BaseModel):

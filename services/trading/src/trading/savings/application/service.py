@@ -253,27 +253,43 @@ class SavingsService:
         items = []
         for currency in sorted(self._aprs):
             apr = self._aprs[currency]
-            records = await self._claims(currency, day, apr, cutoff)
+            records, claimed_earlier = await self._claims(currency, day, apr, cutoff)
             outcomes = await _bounded(self._pay, records)
-            items.append(_summary(currency, apr, outcomes))
+            items.append(_summary(currency, apr, outcomes, claimed_earlier))
         log.info("savings.accrued", day=day.isoformat(), items=items)
         return {"date": day.isoformat(), "balances_at": cutoff.isoformat(), "items": items}
 
     async def _claims(
         self, currency: str, day: date, apr: Decimal, cutoff: datetime
-    ) -> list[AccrualRecord]:
-        """The day's payments in `currency`. Once a run has claimed every payment it owed, the
-        day is final: later runs (an operator's, the scheduler's after midnight) get the records
-        that run claimed, to send again those still pending, and pay no one and nothing more.
-        Until then each run claims what the balances at `cutoff` owe (a claim an interrupted
-        run made keeps its amount) and, all claimed, notes the run completed."""
+    ) -> tuple[list[AccrualRecord], int]:
+        """The day's payments in `currency`, and how many of them an earlier run claimed that
+        the balances at `cutoff` no longer owe. Once a run has claimed every payment it owed,
+        the day is final: later runs (an operator's, the scheduler's after midnight) get the
+        records that run claimed, to send again those still pending, and pay no one and nothing
+        more. Until then each run claims what the balances at `cutoff` owe (a claim an
+        interrupted run made keeps its amount) and, all claimed, notes the run completed.
+
+        A claim is decided once made: its amount never changes, and its payment may have been
+        sent already (a day begun by a version that sent each payment as it claimed it), which
+        voiding the record could not undo. So the run that completes the day also takes the
+        day's claims its balances do not owe (a saver who took their savings out after an
+        interrupted run of the day still running claimed their interest) and sends them with
+        their stored figures, as it sends every claim: none is left pending for the run after
+        midnight to send.
+        """
         if await self._accruals.run_completed(currency, day):
-            return await self._accruals.of_day(currency, day)
+            return await self._accruals.of_day(currency, day), 0
         balances = await self._history.balances(currency, cutoff)
         dues = accruals_due(currency, day, apr, balances)
         records = await _bounded(lambda due: self._accruals.claim(due, self._clock()), dues)
+        owed = {due.reference_id for due in dues}
+        earlier = [
+            record
+            for record in await self._accruals.of_day(currency, day)
+            if record["reference_id"] not in owed
+        ]
         await self._accruals.complete_run(currency, day, self._clock())
-        return records
+        return records + earlier, len(earlier)
 
     async def _pay(self, record: AccrualRecord) -> AccrualOutcome:
         """Sends a pending payment with the figures it was claimed with; a settled one is not."""
@@ -353,7 +369,9 @@ async def _bounded[T, R](work: Callable[[T], Awaitable[R]], items: Iterable[T]) 
     return await asyncio.gather(*(one(item) for item in items))
 
 
-def _summary(currency: str, apr: Decimal, outcomes: list[AccrualOutcome]) -> dict[str, Any]:
+def _summary(
+    currency: str, apr: Decimal, outcomes: list[AccrualOutcome], claimed_earlier: int
+) -> dict[str, Any]:
     paid_now = [o for o in outcomes if o.sent and o.status == "paid"]
     total = ZERO
     for outcome in paid_now:
@@ -368,4 +386,5 @@ def _summary(currency: str, apr: Decimal, outcomes: list[AccrualOutcome]) -> dic
         "pending": sum(1 for o in outcomes if o.status == "pending"),
         "failed": sum(1 for o in outcomes if o.sent and o.status == "failed"),
         "unsendable": sum(1 for o in outcomes if o.status == "unsendable"),
+        "claimed_earlier": claimed_earlier,
     }
