@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from shared.messaging import CommandResult, CreditCommand
 from shared.messaging.topics import PRODUCER_HEADER, Topics
-from shared.wallet_client import WalletClient, WalletTimeout
+from shared.wallet_client import WalletClient, WalletCommandPublisher, WalletTimeout
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,29 @@ async def test_no_result_in_time_is_a_timeout_and_fire_and_forget_returns_at_onc
         (b"seller", "transfer"),
     ]
     assert json.loads(records[1].value)["amount"] == "0.01"
+
+
+async def test_a_result_timeout_of_zero_does_not_wait_the_default(
+    kafka_bootstrap_servers: str, kafka_topics: Topics
+) -> None:
+    """0 means "publish, do not wait" (P2P_ACTION_WAIT_SECONDS=0), not the client's default."""
+    async with WalletClient(kafka_bootstrap_servers, topics=kafka_topics, timeout=30) as wallet:
+        command = CreditCommand(
+            user_id="u-zero",
+            currency="BTC",
+            amount="0.1",
+            transaction_type="deposit_nowpayments",
+            reference_id="dep-zero",
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(WalletTimeout, match="within 0s"):
+            await asyncio.wait_for(wallet.send(command, result_timeout=0), 10)
+        answer = await asyncio.wait_for(
+            WalletCommandPublisher(wallet).publish_and_wait(command, 0), 10
+        )
+        assert answer is None
+        assert loop.time() - started < 10
 
 
 async def test_amounts_are_validated_before_anything_is_sent(

@@ -184,7 +184,8 @@ class WalletClient:
             )
             if future is None:
                 return None
-            timeout = result_timeout or self._timeout
+            # 0 is a wait of its own (publish, then answer at once), not "the default".
+            timeout = self._timeout if result_timeout is None else result_timeout
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except TimeoutError:
