@@ -278,6 +278,32 @@ async def test_the_offer_list_refuses_a_parameter_it_does_not_take(api: httpx.As
     assert [o["offer_id"] for o in listed.json()["items"]] == [offer_id]
 
 
+async def test_the_offer_list_refuses_a_currency_an_offer_could_not_have(
+    api: httpx.AsyncClient,
+) -> None:
+    """A fiat as the coin, a coin as the fiat or an unknown code: 400 with the code a create
+    answers for the same value, not an empty list that reads as "no offers"."""
+    offer_id = await offer(api)
+    cases = [
+        ("currency", "GBP", "not_a_crypto_currency"),
+        ("fiat_currency", "BTC", "not_a_fiat_currency"),
+        ("currency", "XYZ", "unknown_currency"),
+        ("fiat_currency", "XYZ", "unknown_currency"),
+    ]
+    for name, value, code in cases:
+        listed = await api.get(f"{P}/offers", params={name: value}, headers=auth("bea"))
+        assert listed.status_code == 400, (name, value, listed.text)
+        assert listed.json()["error"]["code"] == code, (name, value)
+        created = await api.post(f"{P}/offers", json={**OFFER, name: value}, headers=auth("sam"))
+        assert (created.status_code, created.json()["error"]["code"]) == (400, code), (name, value)
+    for params in (
+        {"currency": "btc", "fiat_currency": "gbp"},
+        {"currency": "", "fiat_currency": ""},
+    ):
+        listed = await api.get(f"{P}/offers", params=params, headers=auth("bea"))
+        assert [o["offer_id"] for o in listed.json()["items"]] == [offer_id], params
+
+
 def test_openapi_never_documents_fastapis_own_validation_body(api: httpx.AsyncClient) -> None:
     """A path parameter makes FastAPI document its own 422 body unless the route declares 422;
     the service answers every error, 422 included, with the contract's error body."""

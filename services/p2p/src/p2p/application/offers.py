@@ -9,9 +9,8 @@ from datetime import datetime
 from typing import Final
 
 from p2p.application.ports import Offer, Offers
-from p2p.domain.errors import Conflict, Forbidden, NotFound, Refused
-from p2p.domain.offers import OfferStatus, validate_offer
-from shared.money import MoneyError, get_currency
+from p2p.domain.errors import Conflict, Forbidden, NotFound
+from p2p.domain.offers import OfferStatus, offered_coin, offered_fiat, validate_offer
 
 LIST_LIMIT: Final = 200
 
@@ -63,11 +62,11 @@ class OfferHandler:
         return stored  # withdrawn since or not: what that request created
 
     async def list_active(self, currency: str | None, fiat_currency: str | None) -> Sequence[Offer]:
-        try:
-            coin = get_currency(currency).code if currency else None
-            fiat = get_currency(fiat_currency).code if fiat_currency else None
-        except MoneyError as error:
-            raise Refused(error.code, error.message) from None
+        """The active offers, filtered by what a create takes and refusing what it refuses: a
+        filter no offer could match (`?currency=GBP`) is an error, not an empty list. An empty
+        one (`?currency=`, a form's "any") filters nothing."""
+        coin = offered_coin(currency).code if currency else None
+        fiat = offered_fiat(fiat_currency).code if fiat_currency else None
         return await self.offers.list_active(coin, fiat, LIST_LIMIT)
 
     async def get(self, offer_id: str) -> Offer:

@@ -73,6 +73,16 @@ def _currency(raw: object, kind: str, code: str) -> Currency:
     return currency
 
 
+def offered_coin(raw: object) -> Currency:
+    """The coin an offer sells (or a list asks for); raises Refused with a stable code."""
+    return _currency(raw, "crypto", "not_a_crypto_currency")
+
+
+def offered_fiat(raw: object) -> Currency:
+    """The fiat an offer is paid in (or a list asks for); raises Refused with a stable code."""
+    return _currency(raw, "fiat", "not_a_fiat_currency")
+
+
 def validate_offer(
     currency: object,
     fiat_currency: object,
@@ -83,8 +93,7 @@ def validate_offer(
     payment_window_minutes: object,
 ) -> OfferTerms:
     """Check every field of a new offer; raises Refused with a stable code."""
-    coin = _currency(currency, "crypto", "not_a_crypto_currency")
-    fiat = _currency(fiat_currency, "fiat", "not_a_fiat_currency")
+    coin, fiat = offered_coin(currency), offered_fiat(fiat_currency)
     price_value = _money(price, Currency(fiat.code, MAX_PRICE_DECIMALS, "fiat"))
     low, high = _money(min_amount, coin), _money(max_amount, coin)
     if low > high:
