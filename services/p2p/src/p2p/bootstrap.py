@@ -38,6 +38,18 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def to_the_millisecond(clock: Callable[[], datetime]) -> Callable[[], datetime]:
+    """`clock` as MongoDB keeps instants: whole milliseconds, rounded down. Every "now" the
+    handlers take is then what a later read shows: a create answers the timestamps a GET gives,
+    and a payment deadline is enforced at the instant the buyer was told."""
+
+    def now() -> datetime:
+        instant = clock()
+        return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+    return now
+
+
 def is_p2p_result(result: CommandResult) -> bool:
     return (
         result.transaction_type in TRANSACTION_TYPES
@@ -100,6 +112,7 @@ class P2p:
 
 
 def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) -> P2p:
+    clock = to_the_millisecond(clock)
     mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     database = mongo[settings.p2p_mongodb_database]
     offers, trades = MongoOffers(database), MongoTrades(database)

@@ -48,6 +48,9 @@ class System:
     clock: ShiftableClock
 
     async def offer(self, seller: str, **changes: Any) -> str:
+        return str((await self.offer_made(seller, **changes))["offer_id"])
+
+    async def offer_made(self, seller: str, **changes: Any) -> dict[str, Any]:
         body = {
             "currency": "BTC",
             "fiat_currency": "GBP",
@@ -62,7 +65,7 @@ class System:
             f"{self.url}{P}/offers", json=body, headers=self.wallet.auth(seller)
         )
         assert response.status_code == 201, response.text
-        return str(response.json()["offer_id"])
+        return dict(response.json())
 
     async def trade(self, seller: str, buyer: str, amount: str = "0.01") -> dict[str, Any]:
         offer_id = await self.offer(seller)
@@ -165,6 +168,24 @@ async def test_the_seeds_trade_end_to_end(system: System) -> None:
     again = await system.post("release-crypto", seller, trade_id=trade_id)
     assert (again.status_code, again.json()["status"]) == (200, "completed")
     assert await system.wallet.balance(buyer) == (D("0.01"), D(0))  # nothing moved twice
+
+
+async def test_a_create_answers_the_instants_a_later_read_shows(system: System) -> None:
+    """MongoDB keeps milliseconds: what a create answers (its timestamps, the payment deadline)
+    is what a later GET shows, so the deadline enforced is the one the buyer was told."""
+    seller, buyer = fresh("lou"), fresh("mia")
+    await system.wallet.fund(seller, "0.1")
+    made = await system.offer_made(seller)
+    read = await system.http.get(
+        f"{system.url}{P}/offers/{made['offer_id']}", headers=system.wallet.auth(buyer)
+    )
+    assert (read.status_code, read.json()) == (200, made)
+    trade = await system.trade(seller, buyer)
+    await system.becomes(trade["trade_id"], buyer, "escrowed")
+    stored = await system.get(trade["trade_id"], buyer)
+    for name in ("created_at", "payment_deadline"):
+        assert stored[name] == trade[name], name
+        assert datetime.fromisoformat(trade[name]).microsecond % 1000 == 0, name
 
 
 async def test_cancel_and_an_unfunded_seller(system: System) -> None:
