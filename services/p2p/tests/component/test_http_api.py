@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -104,7 +106,8 @@ async def test_the_seed_trade(api: httpx.AsyncClient, memory_p2p: Any) -> None:
     assert (cancel.status_code, cancel.json()["error"]["code"]) == (409, "trade_completed")
     mine = await api.get(f"{P}/trades", headers=auth("bea"))
     assert [t["trade_id"] for t in mine.json()["items"]] == [trade_id]
-    assert (await api.get(f"{P}/trades", headers=auth("eve"))).json() == {"items": []}
+    nothing: dict[str, Any] = {"items": [], "next_cursor": None}
+    assert (await api.get(f"{P}/trades", headers=auth("eve"))).json() == nothing
 
 
 async def test_refusals(api: httpx.AsyncClient, memory_p2p: Any) -> None:
@@ -410,3 +413,183 @@ async def test_text_utf8_cannot_encode_is_refused_and_nothing_moves(
     body = f'{{"trade_id": "{trade_id}", "reason": "changed my mind \\ud83d\\ude00"}}'
     cancelled = await api.post(f"{P}/cancel-trade", content=body, headers=headers)
     assert cancelled.status_code in (200, 202), cancelled.text
+
+
+async def pages_of(
+    api: httpx.AsyncClient, path: str, user: str, key: str, **params: Any
+) -> list[list[dict[str, Any]]]:
+    """Every page of a list, following `next_cursor` from the first page to the last."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor = None
+    while len(pages) < 100:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = await api.get(f"{P}{path}", params=query, headers=auth(user))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"items", "next_cursor"}
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+    raise AssertionError(f"{path} never reached its last page")
+
+
+def ids(pages: list[list[dict[str, Any]]], key: str) -> list[str]:
+    return [item[key] for page in pages for item in page]
+
+
+async def test_every_trade_of_a_user_is_reachable_a_page_after_another(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    """More than 200 trades: the list stopped at 200 and the rest could never be read."""
+    handler, clock = memory_p2p.trades, memory_p2p.clock
+    sams, beas = await memory_p2p.funded_offer("sam"), await memory_p2p.funded_offer("bea")
+    made = set()
+    for index in range(205):
+        if index % 10 == 0:
+            clock.advance(timedelta(milliseconds=1))  # the rest share an instant: ids decide
+        # bea buys most and sells a few
+        buyer, offer_id = ("sam", beas) if index % 50 == 0 else ("bea", sams)
+        made.add((await handler.create(buyer, offer_id, "0.001")).trade_id)
+    pages = await pages_of(api, "/trades", "bea", "trade_id")
+    assert [len(page) for page in pages] == [200, 5]
+    read = ids(pages, "trade_id")
+    assert (len(read), set(read)) == (205, made)
+    newest_first = [(t["created_at"], t["trade_id"]) for page in pages for t in page]
+    assert newest_first == sorted(newest_first, reverse=True)
+    small = await pages_of(api, "/trades", "bea", "trade_id", limit=60)
+    assert [len(page) for page in small] == [60, 60, 60, 25]
+    assert ids(small, "trade_id") == read
+    # Trades made while paging: none that was there is read twice or left out.
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": 70, **({"cursor": cursor} if cursor else {})}
+        body = (await api.get(f"{P}/trades", params=params, headers=auth("bea"))).json()
+        seen += [t["trade_id"] for t in body["items"]]
+        made.add((await handler.create("bea", sams, "0.001")).trade_id)
+        clock.advance(timedelta(milliseconds=1))
+        if (cursor := body["next_cursor"]) is None:
+            break
+    assert len(seen) == len(set(seen)) == 205
+    assert set(seen) == set(read)
+    nobody = await api.get(f"{P}/trades", headers=auth("eve"))
+    assert nobody.json() == {"items": [], "next_cursor": None}
+
+
+async def test_every_active_offer_is_reachable_a_page_after_another(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    """More than 200 active offers in a market: the list stopped at the 200 cheapest."""
+    clock, made = memory_p2p.clock, set()
+    for index in range(205):
+        if index % 10 == 0:
+            clock.advance(timedelta(milliseconds=1))
+        changes = {"price": str(52000 - index % 7), "currency": "BTC"}
+        response = await api.post(
+            f"{P}/offers", json={**OFFER, **changes}, headers=auth(f"seller{index % 3}")
+        )
+        made.add(response.json()["offer_id"])
+    for currency in ("ETH", "BTC"):  # another market, and offers taken down
+        other = await offer(api, currency=currency, price="1.00")
+        if currency == "BTC":
+            await api.delete(f"{P}/offers/{other}", headers=auth("sam"))
+    pages = await pages_of(api, "/offers", "bea", "offer_id", currency="BTC", fiat_currency="")
+    assert [len(page) for page in pages] == [200, 5]
+    read = ids(pages, "offer_id")
+    assert (len(read), set(read)) == (205, made)
+    cheapest_first = [
+        (Decimal(o["price"]), o["created_at"], o["offer_id"]) for page in pages for o in page
+    ]
+    assert cheapest_first == sorted(cheapest_first)
+    small = await pages_of(api, "/offers", "bea", "offer_id", currency="BTC", limit=41)
+    assert [len(page) for page in small] == [41] * 5
+    assert ids(small, "offer_id") == read
+    everything = await pages_of(api, "/offers", "bea", "offer_id", limit=200)
+    assert [len(page) for page in everything] == [200, 6]
+
+
+def encoded(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_a_cursor_this_api_did_not_return_is_400_invalid_cursor(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    trade_id = await escrowed_trade(api, memory_p2p)
+    at = "2026-11-30T12:00:00+00:00"
+    anywhere = [
+        "not a cursor",
+        "!!!!",
+        "a",
+        encoded(b"\xff\xfe|x"),
+        encoded("nothing of the kind"),
+        encoded(f"t|{at}"),
+        encoded(f"o|52000|{at}"),
+    ]
+    bad = {
+        "/trades": [
+            *anywhere,
+            encoded(f"o|52000|{at}|offer_1"),  # the offer list's
+            encoded(f"t|yesterday|{trade_id}"),
+            encoded(f"t|2026-11-30T12:00:00|{trade_id}"),  # no offset
+            encoded(f"t|0001-01-01T00:00:00+01:00|{trade_id}"),  # before year 1 in UTC
+            encoded(f"t|{at}|"),
+        ],
+        "/offers": [
+            *anywhere,
+            encoded(f"t|{at}|{trade_id}"),  # the trade list's
+            encoded(f"o|NaN|{at}|offer_1"),
+            encoded(f"o|Infinity|{at}|offer_1"),
+            encoded(f"o|1e5|{at}|offer_1"),
+            encoded(f"o|-1|{at}|offer_1"),
+            encoded(f"o|{'9' * 35}|{at}|offer_1"),  # more digits than a stored price has
+            encoded("o|52000|9999-12-31T23:00:00-02:00|offer_1"),  # after year 9999 in UTC
+            encoded(f"o|52000|{at}|"),
+        ],
+    }
+    for path, cursors in bad.items():
+        for cursor in cursors:
+            response = await api.get(f"{P}{path}", params={"cursor": cursor}, headers=auth("bea"))
+            assert response.status_code == 400, (path, cursor, response.text)
+            assert response.json() == {
+                "error": {
+                    "code": "invalid_cursor",
+                    "message": "cursor is not one this API returned",
+                }
+            }, (path, cursor)
+
+
+async def test_a_limit_out_of_range_is_422_validation_error(
+    api: httpx.AsyncClient, memory_p2p: Any
+) -> None:
+    await escrowed_trade(api, memory_p2p)
+    await escrowed_trade(api, memory_p2p)
+    for path in ("/trades", "/offers"):
+        for limit in ("0", "201", "-1", "ten", "1.5"):
+            response = await api.get(f"{P}{path}", params={"limit": limit}, headers=auth("bea"))
+            assert response.status_code == 422, (path, limit, response.text)
+            assert response.json()["error"]["code"] == "validation_error", (path, limit)
+            assert "limit" in response.json()["error"]["message"]
+        too_long = await api.get(f"{P}{path}", params={"cursor": "a" * 201}, headers=auth("bea"))
+        assert (too_long.status_code, too_long.json()["error"]["code"]) == (422, "validation_error")
+        first = (await api.get(f"{P}{path}", params={"limit": 1}, headers=auth("bea"))).json()
+        assert len(first["items"]) == 1
+        assert first["next_cursor"]
+        params = {"limit": "200", "cursor": first["next_cursor"]}
+        rest = (await api.get(f"{P}{path}", params=params, headers=auth("bea"))).json()
+        assert (len(rest["items"]), rest["next_cursor"]) == (1, None)
+        assert rest["items"] != first["items"]
+        # Left empty, as a form sends them: the first page, as long as the default.
+        blank = await api.get(f"{P}{path}", params={"limit": "", "cursor": ""}, headers=auth("bea"))
+        assert (len(blank.json()["items"]), blank.json()["next_cursor"]) == (2, None)
+
+
+def test_openapi_documents_the_lists_limit_and_cursor(api: httpx.AsyncClient) -> None:
+    paths = api.app.openapi()["paths"]  # type: ignore[attr-defined]
+    for path in (f"{P}/offers", f"{P}/trades"):
+        operation = paths[path]["get"]
+        parameters = {p["name"]: p for p in operation["parameters"]}
+        assert {"limit", "cursor"} <= set(parameters), path
+        assert {"200", "400", "401", "422"} <= set(operation["responses"]), path

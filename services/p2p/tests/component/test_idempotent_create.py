@@ -149,7 +149,7 @@ async def test_a_retry_that_takes_over_a_stalled_offer_request_finds_its_offer(
     first_answer = await first
     ids = {json.loads(a.body)["offer_id"] for a in (first_answer, second)}  # type: ignore[union-attr]
     assert len(ids) == 1
-    assert len(await memory_p2p.offers.list_active(None, None)) == 1
+    assert len((await memory_p2p.offers.list_active(None, None)).items) == 1
     with pytest.raises(Conflict) as refused:
         await create(price="53000")
     assert refused.value.code == "idempotency_conflict"

@@ -1,5 +1,6 @@
 """The store contract, run against the in-memory stores and against MongoDB: what the handlers
-rely on (conditional moves that change a trade once, the embedded outbox, the deadline query)."""
+rely on (conditional moves that change a trade once, the embedded outbox, the deadline query,
+the lists read a page at a time)."""
 
 from __future__ import annotations
 
@@ -428,3 +429,103 @@ async def test_offers(stores: Stores) -> None:
     assert withdrawn.status is OfferStatus.WITHDRAWN
     assert await stores.offers.withdraw("offer_1", later) is None
     assert [o.offer_id for o in await stores.offers.list_active(None, None, 10)] == ["offer_2"]
+
+
+def priced(offer_id: str, price: str, seconds: int, **changes: Any) -> Offer:
+    at = T0 + timedelta(seconds=seconds)
+    terms = replace(offer().terms, price=D(price), **changes)
+    return offer(offer_id, terms=terms, created_at=at, updated_at=at)
+
+
+def positioned(o: Offer) -> tuple[Decimal, datetime, str]:
+    return o.terms.price, o.created_at, o.offer_id
+
+
+async def test_active_offers_come_cheapest_then_oldest_then_by_id_a_page_after_another(
+    stores: Stores,
+) -> None:
+    for made in (
+        priced("offer_e", "52000", 0),
+        priced("offer_c", "51000.5", 2),
+        priced("offer_a", "52000", 1),
+        priced("offer_d", "52000.00", 1),  # the same price and instant: the id decides
+        priced("offer_b", "52000", 1),
+        priced("offer_f", "9", 5),
+        priced("offer_eth", "1", 0, currency="ETH"),
+        priced("offer_eur", "1", 0, fiat_currency="EUR"),
+    ):
+        await stores.offers.insert(made)
+    await stores.offers.insert(priced("offer_gone", "1", 0))
+    await stores.offers.withdraw("offer_gone", T0)
+    pages: list[list[str]] = []
+    after = None
+    while page := await stores.offers.list_active("BTC", "GBP", 2, after):
+        pages.append([o.offer_id for o in page])
+        after = positioned(page[-1])
+    assert pages == [["offer_f", "offer_c"], ["offer_e", "offer_a"], ["offer_b", "offer_d"]]
+    everything = await stores.offers.list_active(None, None, 20)
+    assert [o.offer_id for o in everything][:3] == ["offer_eth", "offer_eur", "offer_f"]
+    cheapest = ("offer_eth", "offer_eur")
+    after_cheapest = await stores.offers.list_active(None, None, 20, positioned(everything[1]))
+    assert [o.offer_id for o in after_cheapest] == [
+        o.offer_id for o in everything if o.offer_id not in cheapest
+    ]
+
+
+async def test_a_users_trades_come_newest_first_then_by_id_a_page_after_another(
+    stores: Stores,
+) -> None:
+    made = {"p2p_a": 1, "p2p_e": 0, "p2p_c": 1, "p2p_b": 2, "p2p_d": 1}
+    for index, (trade_id, seconds) in enumerate(made.items()):
+        at = T0 + timedelta(seconds=seconds)
+        # bea buys some and sells others
+        parties = {"buyer_id": "sam", "seller_id": "bea"} if index % 2 else {}
+        await stores.trades.insert(trade(trade_id, created_at=at, **parties))
+    await stores.trades.insert(trade("p2p_other", buyer_id="eve", created_at=T0))
+    pages: list[list[str]] = []
+    before = None
+    while page := await stores.trades.list_for("bea", 2, before):
+        pages.append([t.trade_id for t in page])
+        before = (page[-1].created_at, page[-1].trade_id)
+    assert pages == [["p2p_b", "p2p_d"], ["p2p_c", "p2p_a"], ["p2p_e"]]
+    assert [t.trade_id for t in await stores.trades.list_for("eve", 10)] == ["p2p_other"]
+
+
+async def test_what_arrives_while_paging_neither_repeats_nor_hides_what_was_there(
+    stores: Stores,
+) -> None:
+    """Trades and offers made between two pages, at the same instant as the last one read or
+    later, cheaper or dearer, with an id before or after its: every one there when paging began
+    is read exactly once, and none twice."""
+    trades_there = [f"p2p_{index}" for index in range(7)]
+    offers_there = [f"offer_{index}" for index in range(7)]
+    for index in range(7):
+        at = T0 + timedelta(milliseconds=index // 2)
+        await stores.trades.insert(trade(trades_there[index], created_at=at))
+        await stores.offers.insert(priced(offers_there[index], str(50000 + index // 3), index // 2))
+    trades_read: list[str] = []
+    before = None
+    while page := await stores.trades.list_for("bea", 2, before):
+        trades_read += [t.trade_id for t in page]
+        last, count = page[-1], len(trades_read)
+        for arrived in (f"{last.trade_id}_late", f"p2p_0_late_{count}"):
+            await stores.trades.insert(trade(arrived, created_at=last.created_at))
+        newer = T0 + timedelta(seconds=count)
+        await stores.trades.insert(trade(f"p2p_late_{count}", created_at=newer))
+        before = (last.created_at, last.trade_id)
+    assert len(trades_read) == len(set(trades_read))
+    assert sorted(t for t in trades_read if "late" not in t) == trades_there
+    offers_read: list[str] = []
+    after = None
+    while offers := await stores.offers.list_active("BTC", "GBP", 2, after):
+        offers_read += [o.offer_id for o in offers]
+        last_offer, count = offers[-1], len(offers_read)
+        after = positioned(last_offer)
+        if count > 6:  # what arrives after the last one read is read too: let paging end
+            continue
+        for arrived, price in ((f"offer_late_{count}", "1"), (f"offer_late_{count}_", "99999")):
+            await stores.offers.insert(priced(arrived, price, 0))
+        for arrived in (f"{last_offer.offer_id}_late", f"offer_0_late_{count}"):
+            await stores.offers.insert(replace(last_offer, offer_id=arrived))
+    assert len(offers_read) == len(set(offers_read))
+    assert sorted(o for o in offers_read if "late" not in o) == offers_there

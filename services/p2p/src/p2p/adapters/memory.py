@@ -9,6 +9,7 @@ from datetime import datetime
 from p2p.application.ports import (
     Expected,
     Offer,
+    OfferPosition,
     OutboxEntry,
     Trade,
     TradeChanges,
@@ -36,6 +37,10 @@ def matches(trade: Trade, expected: Expected) -> bool:
     )
 
 
+def _offer_position(offer: Offer) -> OfferPosition:
+    return offer.terms.price, offer.created_at, offer.offer_id
+
+
 class MemoryOffers:
     def __init__(self) -> None:
         self.offers: dict[str, Offer] = {}
@@ -51,7 +56,11 @@ class MemoryOffers:
         return self.offers.get(offer_id)
 
     async def list_active(
-        self, currency: str | None, fiat_currency: str | None, limit: int
+        self,
+        currency: str | None,
+        fiat_currency: str | None,
+        limit: int,
+        after: OfferPosition | None = None,
     ) -> Sequence[Offer]:
         found = [
             o
@@ -59,8 +68,9 @@ class MemoryOffers:
             if o.status is OfferStatus.ACTIVE
             and currency in (None, o.terms.currency)
             and fiat_currency in (None, o.terms.fiat_currency)
+            and (after is None or _offer_position(o) > after)
         ]
-        found.sort(key=lambda o: (o.terms.price, o.created_at))
+        found.sort(key=_offer_position)
         return found[:limit]
 
     async def withdraw(self, offer_id: str, now: datetime) -> Offer | None:
@@ -87,9 +97,16 @@ class MemoryTrades:
     async def get(self, trade_id: str) -> Trade | None:
         return self.trades.get(trade_id)
 
-    async def list_for(self, user_id: str, limit: int) -> Sequence[Trade]:
-        own = [t for t in self.trades.values() if user_id in (t.buyer_id, t.seller_id)]
-        own.sort(key=lambda t: t.created_at, reverse=True)
+    async def list_for(
+        self, user_id: str, limit: int, before: Position | None = None
+    ) -> Sequence[Trade]:
+        own = [
+            t
+            for t in self.trades.values()
+            if user_id in (t.buyer_id, t.seller_id)
+            and (before is None or (t.created_at, t.trade_id) < before)
+        ]
+        own.sort(key=lambda t: (t.created_at, t.trade_id), reverse=True)
         return own[:limit]
 
     async def move(

@@ -13,7 +13,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from p2p.application.ports import Expected, Offer, OutboxEntry, Trade, TradeChanges
+from p2p.application.ports import (
+    Expected,
+    Offer,
+    OfferPosition,
+    OutboxEntry,
+    Trade,
+    TradeChanges,
+)
 from p2p.domain.offers import OfferStatus, OfferTerms
 from p2p.domain.trades import IN_FLIGHT, UNPAID, TradeStatus
 from shared.http.idempotency import MongoIdempotencyStore
@@ -191,14 +198,29 @@ class MongoOffers:
         return _offer(document) if document else None
 
     async def list_active(
-        self, currency: str | None, fiat_currency: str | None, limit: int
+        self,
+        currency: str | None,
+        fiat_currency: str | None,
+        limit: int,
+        after: OfferPosition | None = None,
     ) -> Sequence[Offer]:
         query: Document = {"status": OfferStatus.ACTIVE.value}
         if currency is not None:
             query["currency"] = currency
         if fiat_currency is not None:
             query["fiat_currency"] = fiat_currency
-        cursor = self._offers.find(query).sort([("price", ASCENDING), ("created_at", ASCENDING)])
+        if after is not None:
+            # After (price, created_at, _id); the bound on price keeps the index scan short.
+            price, at, last_id = after
+            query["price"] = {"$gte": Decimal128(price)}
+            query["$or"] = [
+                {"price": {"$gt": Decimal128(price)}},
+                {"created_at": {"$gt": at}},
+                {"created_at": at, "_id": {"$gt": last_id}},
+            ]
+        cursor = self._offers.find(query).sort(
+            [("price", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+        )
         return [_offer(d) async for d in cursor.limit(limit)]
 
     async def withdraw(self, offer_id: str, now: datetime) -> Offer | None:
@@ -222,9 +244,21 @@ class MongoTrades:
         document = await self._trades.find_one({"_id": trade_id})
         return _trade(document) if document else None
 
-    async def list_for(self, user_id: str, limit: int) -> Sequence[Trade]:
-        query = {"$or": [{"buyer_id": user_id}, {"seller_id": user_id}]}
-        cursor = self._trades.find(query).sort("created_at", DESCENDING).limit(limit)
+    async def list_for(
+        self, user_id: str, limit: int, before: Position | None = None
+    ) -> Sequence[Trade]:
+        # One branch per party, each served by its index; before (created_at, _id) when given,
+        # the bound on created_at keeping the scan short.
+        branches: list[Document] = []
+        for party in ("buyer_id", "seller_id"):
+            branch: Document = {party: user_id}
+            if before is not None:
+                at, last_id = before
+                branch["created_at"] = {"$lte": at}
+                branch["$or"] = [{"created_at": {"$lt": at}}, {"_id": {"$lt": last_id}}]
+            branches.append(branch)
+        newest_first = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        cursor = self._trades.find({"$or": branches}).sort(newest_first).limit(limit)
         return [_trade(d) async for d in cursor]
 
     async def move(
@@ -284,9 +318,21 @@ class MongoTrades:
 
 
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
-    await database[OFFERS].create_index([("status", ASCENDING), ("currency", ASCENDING)])
-    await database[TRADES].create_index([("buyer_id", ASCENDING), ("created_at", DESCENDING)])
-    await database[TRADES].create_index([("seller_id", ASCENDING), ("created_at", DESCENDING)])
+    # a market's active offers, cheapest first, a page at a time (the offer list)
+    await database[OFFERS].create_index(
+        [
+            ("status", ASCENDING),
+            ("currency", ASCENDING),
+            ("price", ASCENDING),
+            ("created_at", ASCENDING),
+            ("_id", ASCENDING),
+        ]
+    )
+    # a user's trades as buyer and as seller, newest first, a page at a time (the trade list)
+    for party in ("buyer_id", "seller_id"):
+        await database[TRADES].create_index(
+            [(party, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
+        )
     # unpaid trades past their deadline, the earliest first, a page at a time (the sweeper)
     await database[TRADES].create_index(
         [("status", ASCENDING), ("payment_deadline", ASCENDING), ("_id", ASCENDING)]
@@ -301,7 +347,14 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     )
     await MongoIdempotencyStore(database).ensure_indexes()
     # Earlier versions' indexes that the paged ones above replaced (each a prefix of its successor).
+    await drop_replaced_indexes(database[OFFERS], ["status_1_currency_1"])
     await drop_replaced_indexes(
         database[TRADES],
-        ["status_1_payment_deadline_1", "status_1_updated_at_1", "outbox.published_1"],
+        [
+            "status_1_payment_deadline_1",
+            "status_1_updated_at_1",
+            "outbox.published_1",
+            "buyer_id_1_created_at_-1",
+            "seller_id_1_created_at_-1",
+        ],
     )

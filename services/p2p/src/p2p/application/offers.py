@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
+from p2p.application.paging import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    offer_cursor,
+    offer_position,
+    page_of,
+)
 from p2p.application.ports import Offer, Offers
 from p2p.domain.errors import Conflict, Forbidden, NotFound
 from p2p.domain.offers import OfferStatus, offered_coin, offered_fiat, validate_offer
-
-LIST_LIMIT: Final = 200
 
 
 @dataclass
@@ -61,13 +66,24 @@ class OfferHandler:
             raise Conflict("idempotency_conflict", "this Idempotency-Key created another offer")
         return stored  # withdrawn since or not: what that request created
 
-    async def list_active(self, currency: str | None, fiat_currency: str | None) -> Sequence[Offer]:
-        """The active offers, filtered by what a create takes and refusing what it refuses: a
-        filter no offer could match (`?currency=GBP`) is an error, not an empty list. An empty
-        one (`?currency=`, a form's "any") filters nothing."""
+    async def list_active(
+        self,
+        currency: str | None,
+        fiat_currency: str | None,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[Offer]:
+        """A page of the active offers, cheapest first (then the oldest, then by id), filtered
+        by what a create takes and refusing what it refuses: a filter no offer could match
+        (`?currency=GBP`) is an error, not an empty list. An empty one (`?currency=`, a form's
+        "any") filters nothing. `cursor` is the `next_cursor` of the page before."""
         coin = offered_coin(currency).code if currency else None
         fiat = offered_fiat(fiat_currency).code if fiat_currency else None
-        return await self.offers.list_active(coin, fiat, LIST_LIMIT)
+        check_limit(limit)
+        after = offer_position(cursor) if cursor else None
+        found = await self.offers.list_active(coin, fiat, limit + 1, after)
+        return page_of(found, limit, offer_cursor)
 
     async def get(self, offer_id: str) -> Offer:
         offer = await self.offers.get(offer_id)

@@ -21,6 +21,9 @@ from shared.money import LEDGER_CONTEXT, decimal_places, format_amount, get_curr
 from shared.outbox import RecordedCommand, Unpublished
 from shared.paging import Position
 
+# An offer's place in the list of active offers: its price, then when it was made, then its id.
+type OfferPosition = tuple[Decimal, datetime, str]
+
 
 def fiat_text(value: Decimal, currency: str) -> str:
     """A fiat figure with at least its currency's decimals ("520.00"), as money is shown."""
@@ -141,8 +144,17 @@ class Offers(Protocol):
 
     async def get(self, offer_id: str) -> Offer | None: ...
     async def list_active(
-        self, currency: str | None, fiat_currency: str | None, limit: int
-    ) -> Sequence[Offer]: ...
+        self,
+        currency: str | None,
+        fiat_currency: str | None,
+        limit: int,
+        after: OfferPosition | None = None,
+    ) -> Sequence[Offer]:
+        """The active offers (of `currency` and `fiat_currency` when given), cheapest first,
+        then the oldest, then by `offer_id`; only those after `after` (the `(price, created_at,
+        offer_id)` of one this returned) when given; at most `limit`. None of these values ever
+        changes on an offer: a page after another neither repeats nor skips one."""
+        ...
 
     async def withdraw(self, offer_id: str, now: datetime) -> Offer | None:
         """Active → withdrawn; None when it was not active."""
@@ -155,7 +167,13 @@ class Trades(Protocol):
         ...
 
     async def get(self, trade_id: str) -> Trade | None: ...
-    async def list_for(self, user_id: str, limit: int) -> Sequence[Trade]: ...
+    async def list_for(
+        self, user_id: str, limit: int, before: Position | None = None
+    ) -> Sequence[Trade]:
+        """The trades `user_id` is the buyer or the seller of, newest first (by `created_at`,
+        then `trade_id`, both descending); only those before `before` (the `(created_at,
+        trade_id)` of one this returned) when given; at most `limit`."""
+        ...
 
     async def move(
         self,

@@ -9,7 +9,7 @@ actions the second finds the status changed and is decided again against it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -18,6 +18,14 @@ from typing import Final
 import structlog
 from pydantic import JsonValue
 
+from p2p.application.paging import (
+    DEFAULT_PAGE_SIZE,
+    Page,
+    check_limit,
+    page_of,
+    trade_cursor,
+    trade_position,
+)
 from p2p.application.ports import (
     CommandPublisher,
     Expected,
@@ -62,7 +70,6 @@ from shared.paging import PageCursor
 
 log = structlog.get_logger(__name__)
 
-LIST_LIMIT: Final = 200
 MAX_REASON_LENGTH: Final = 500
 # Of racing actions each is decided again on the status the winner left; a handful suffices
 # because statuses only move forward (at most a few moves can happen in between).
@@ -188,8 +195,15 @@ class TradeHandler:
             raise NotFound("trade_not_found", f"no trade {trade_id[:64]!r}")
         return trade
 
-    async def list_own(self, caller: Caller) -> Sequence[Trade]:
-        return await self.trades.list_for(caller.user_id, LIST_LIMIT)
+    async def list_own(
+        self, caller: Caller, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page[Trade]:
+        """A page of the trades the caller is a party to (an admin's own only), newest first,
+        then by id; `cursor` is the `next_cursor` of the page before."""
+        check_limit(limit)
+        before = trade_position(cursor) if cursor else None
+        found = await self.trades.list_for(caller.user_id, limit + 1, before)
+        return page_of(found, limit, trade_cursor)
 
     async def act(
         self, caller: Caller | None, trade_id: str, action: Action, reason: str | None = None

@@ -10,12 +10,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from p2p.application.offers import OfferHandler
+from p2p.application.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from p2p.application.ports import Trade
 from p2p.application.trades import Caller, TradeHandler
 from p2p.domain.errors import Conflict, Forbidden, NotFound, P2pError
 from p2p.domain.offers import DEFAULT_PAYMENT_WINDOW_MINUTES
 from p2p.domain.trades import IN_FLIGHT, Action
-from shared.http import CurrentUser, TextCheckedRoute, User, error_response, error_responses
+from shared.http import (
+    CurrentUser,
+    QueryParameters,
+    TextCheckedRoute,
+    User,
+    error_response,
+    error_responses,
+)
 from shared.http.idempotency import (
     Idempotency,
     IdempotencyKey,
@@ -63,11 +71,23 @@ class OfferBody(_Body):
     payment_window_minutes: JsonValue = DEFAULT_PAYMENT_WINDOW_MINUTES
 
 
-class OffersQuery(_Body):
-    """The list's query parameters; an unknown one is refused (422), not silently ignored."""
+class PageQuery(QueryParameters):
+    """A list's query parameters, as the wallet's history and the gateway's withdrawals take
+    them: an unknown one is refused (422), not silently ignored, and one left empty is absent.
+    A `limit` out of range or a `cursor` too long is 422 `validation_error`; a `cursor` this API
+    did not return is 400 `invalid_cursor`."""
 
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
+
+
+class OffersQuery(PageQuery):
     currency: str | None = None
     fiat_currency: str | None = None
+
+
+class TradesQuery(PageQuery):
+    """The own trades' query parameters: which page only."""
 
 
 class CreateTradeBody(_Body):
@@ -143,8 +163,11 @@ def offers_router(handlers: Handlers) -> APIRouter:
     async def list_offers(
         user: CurrentUser, query: Annotated[OffersQuery, Query()]
     ) -> dict[str, Any]:
-        offers = await handlers.offers.list_active(query.currency, query.fiat_currency)
-        return {"items": [o.public() for o in offers]}
+        """The active offers, cheapest first, then the oldest; `next_cursor` pages."""
+        page = await handlers.offers.list_active(
+            query.currency, query.fiat_currency, limit=query.limit, cursor=query.cursor
+        )
+        return {"items": [o.public() for o in page.items], "next_cursor": page.next_cursor}
 
     @router.get("/offers/{offer_id}", responses=error_responses(404, 422))
     async def get_offer(offer_id: str, user: CurrentUser) -> dict[str, Any]:
@@ -220,10 +243,13 @@ def trades_router(handlers: Handlers) -> APIRouter:
     async def get_trade(trade_id: str, user: CurrentUser) -> dict[str, Any]:
         return (await handlers.trades.get(_caller(user), trade_id)).public()
 
-    @router.get("/trades")
-    async def list_trades(user: CurrentUser) -> dict[str, Any]:
-        trades = await handlers.trades.list_own(_caller(user))
-        return {"items": [t.public() for t in trades]}
+    @router.get("/trades", responses=error_responses(400, 422))
+    async def list_trades(
+        user: CurrentUser, query: Annotated[TradesQuery, Query()]
+    ) -> dict[str, Any]:
+        """The caller's own trades, newest first; `next_cursor` pages."""
+        page = await handlers.trades.list_own(_caller(user), limit=query.limit, cursor=query.cursor)
+        return {"items": [t.public() for t in page.items], "next_cursor": page.next_cursor}
 
     return router
 
