@@ -8,7 +8,10 @@ that ledger published (results, events: bytes, keys, order), dead-lettered, and 
 compares two revisions in full when they differ. It was written again only where a fix changed
 answers on purpose, the full dump compared first: a transaction type written other than as
 registered ones are (`UPPER`) is rejected `unknown_transaction_type`, as the contract names it,
-not `invalid_field` (the results and dead letters of those commands, nothing else).
+not `invalid_field` (the results and dead letters of those commands, nothing else); and a change
+to a wallet is stamped after the wallet's last change when the clock shows the same millisecond
+(the times of batches after the first under the fixed clock, nothing else: the two dumps are
+equal with their times left out).
 """
 
 from __future__ import annotations

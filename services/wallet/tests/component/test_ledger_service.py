@@ -427,6 +427,26 @@ async def test_a_wallets_times_grow_with_its_versions_whatever_the_writers_clock
     assert payer.timestamp == T0 + timedelta(milliseconds=41)
 
 
+async def test_a_wallets_times_grow_when_two_writers_share_a_millisecond(
+    store: InMemoryLedgerStore,
+) -> None:
+    """Two wallet processes whose clocks read the same millisecond: the second change was stamped
+    with the first's time, and the tie was broken by transaction id, which grows only within one
+    process. Here the second process's ids are smaller: ?at= showed the older balance and history
+    put the older row first. A change is stamped after its wallet's last one now."""
+    first_writer = LedgerService(store, clock=lambda: T0, new_id=lambda: "f" * 32)
+    second_writer = LedgerService(store, clock=lambda: T0, new_id=lambda: "0" * 32)
+    await first_writer.handle_batch([credit("una", "1", "dep-1")])
+    await second_writer.handle_batch([credit("una", "2", "dep-2")])
+    rows = await store.history_of("una", currency=None, limit=10, before=None)
+    assert [(r.reference_id, r.timestamp - T0) for r in rows] == [
+        ("dep-2", timedelta(milliseconds=1)),
+        ("dep-1", timedelta(0)),
+    ]
+    [then] = await balances_at(store, "una", T0 + timedelta(seconds=5))
+    assert then.balances.available == D("3")
+
+
 class LostCommitAnswerStore(InMemoryLedgerStore):
     """Commits, then reports a failure (a commit whose answer was lost on the way back; the
     embedded MongoDB also keeps commits it refuses)."""

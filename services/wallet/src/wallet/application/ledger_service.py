@@ -303,12 +303,12 @@ class LedgerService:
 
 def batch_time(clock_now: datetime, stored: StoredBalances) -> datetime:
     """When a batch is recorded: its clock's time, or just after the last change of a wallet it
-    touches if that is later (another wallet process's clock ahead, or this one stepped back). So
-    a wallet's history times never go back as its versions grow, as `?at=` and newest-first read
-    them; the batch's commit is conditional on the versions it read, so no change slips in
-    between."""
+    touches if that is not earlier (another wallet process's clock ahead or on the same
+    millisecond, or this one stepped back). So a wallet's times grow strictly with its versions,
+    as `?at=` and newest-first read them; the batch's commit is conditional on the versions it
+    read, so no change slips in between. Strictly: a tie would be broken by transaction id, which
+    grows only within one process."""
     latest = max((w.last_updated for w in stored.wallets.values()), default=None)
-    if latest is None or latest <= clock_now:
-        # The same millisecond as its last change: history orders the two by transaction id.
+    if latest is None or latest < clock_now:
         return clock_now
     return latest + _MILLISECOND
