@@ -12,6 +12,7 @@ from shared.money import format_amount
 from trading.spot.domain.book import OrderType, Side
 from trading.spot.domain.markets import MARKETS
 from trading.spot.orders import SpotOrder
+from trading.spot.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from trading.spot.service import SpotOrders
 
 OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
@@ -41,8 +42,10 @@ class ExecuteRequest(BaseModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="optional: placing again with the same one returns the same order",
     )
+    # Strict: JSON `true` or "60" is no number of seconds (lax, they were read as 1 and 60).
     expires_in_seconds: int | None = Field(
         None,
+        strict=True,
         ge=1,
         le=90 * 24 * 3600,
         description="limit only: cancelled (reason expired) and unlocked if still open then",
@@ -50,9 +53,23 @@ class ExecuteRequest(BaseModel):
 
 
 class OrdersQuery(QueryParameters):
-    """The list's query parameters."""
+    """The list's query parameters, a page at a time as the wallet's history and the P2P lists
+    take them: a `limit` out of range or a `cursor` too long is 422 `validation_error`; a `cursor`
+    this API did not return is 400 `invalid_cursor`."""
 
     status: Literal["open", "closed"] | None = None
+    limit: int = Field(
+        default=DEFAULT_PAGE_SIZE,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description=f"at most this many orders (default {DEFAULT_PAGE_SIZE}, what the list "
+        "answered before it paged)",
+    )
+    cursor: str | None = Field(
+        default=None,
+        max_length=MAX_CURSOR_LENGTH,
+        description="the next_cursor of the page before",
+    )
 
 
 class FillView(BaseModel):
@@ -112,6 +129,9 @@ class OrderView(BaseModel):
 
 class OrderList(BaseModel):
     items: list[OrderView]
+    next_cursor: str | None = Field(
+        description="the cursor of the next page; null on the last page"
+    )
 
 
 class MarketView(BaseModel):
@@ -167,13 +187,16 @@ def spot_routes(orders: SpotOrders) -> APIRouter:
         return OrderView.of(order)
 
     @router.get(
-        "/api/trading/orders", response_model=OrderList, responses=error_responses(401, 422)
+        "/api/trading/orders", response_model=OrderList, responses=error_responses(400, 401, 422)
     )
     async def list_orders(user: CurrentUser, query: Annotated[OrdersQuery, Query()]) -> OrderList:
-        """Own orders, newest first: open = pending, open, partially_filled; closed = the rest."""
-        return OrderList(
-            items=[OrderView.of(o) for o in await orders.of_user(user.user_id, query.status)]
+        """Own orders, newest first (then by order_id): open = pending, open, partially_filled;
+        closed = the rest. `next_cursor` pages; 400 invalid_cursor for a cursor this API did not
+        return."""
+        page = await orders.of_user(
+            user.user_id, query.status, limit=query.limit, cursor=query.cursor
         )
+        return OrderList(items=[OrderView.of(o) for o in page.items], next_cursor=page.next_cursor)
 
     @router.get(
         "/api/trading/orders/{order_id}",

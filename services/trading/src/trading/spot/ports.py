@@ -53,10 +53,16 @@ class SpotStore(Protocol):
         ...
 
     async def of_user(
-        self, user_id: str, statuses: Iterable[Status], limit: int = 500
+        self,
+        user_id: str,
+        statuses: Iterable[Status],
+        limit: int = 500,
+        before: Position | None = None,
     ) -> list[SpotOrder]:
-        """The user's orders in one of `statuses`, newest `created_at` first (orders created in
-        the same millisecond in no promised order), the newest `limit` of them."""
+        """The user's orders in one of `statuses`, newest first (by `created_at`, then by
+        `order_id`, both descending), only those before `before` (the `(created_at, order_id)` of
+        one this returned) when given, at most `limit`. Neither value ever changes on an order:
+        a page read before another neither repeats nor skips one."""
         ...
 
     async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:

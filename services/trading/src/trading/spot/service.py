@@ -27,6 +27,7 @@ from trading.spot.domain.book import (
 from trading.spot.domain.markets import Fees, Market, MarketError, get_market
 from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
+from trading.spot.paging import DEFAULT_PAGE_SIZE, Page, check_limit, order_position, page_of
 from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
 
@@ -138,6 +139,16 @@ class SpotOrders:
             await self._size(order, market)
         except MarketError as exc:
             raise Invalid(exc.code, exc.message) from None
+        if spend is not None:
+            try:
+                await self._check_buys_minimum(spend, market)
+            except Invalid:
+                # Refused on the book as it is now: the retry of an order placed while the book
+                # let it is answered with that order, as any retry is.
+                earlier = None if client_order_id is None else await self._store.get(order.order_id)
+                if earlier is None or not earlier.same_request(order):
+                    raise
+                return earlier
         if await self._store.add(order) is None:
             earlier = await self._store.get(order.order_id)
             if earlier is None or not earlier.same_request(order):
@@ -210,16 +221,39 @@ class SpotOrders:
             )
         order.lock_amount = Decimal(order.hold).scaleb(-currency.scale)
 
-    async def _market_buy_budget(self, market: Market, steps: int) -> int:
-        """Quote units to lock for buying `steps` now: the asks' cost of them plus the margin."""
+    async def _check_buys_minimum(self, spend: Decimal, market: Market) -> None:
+        """A market buy by `spend` (quote) must buy at least the market's minimum at the best ask,
+        as an order by amount must give it; with no asks shown it is not refused here (it fails
+        no_liquidity, or fills from asks that arrive before it reaches the book)."""
+        shown, _ = await self._shown_asks(market)
+        if not shown:
+            return
+        best = shown[0][0]
+        if spend < LEDGER_CONTEXT.multiply(best, market.min_amount):
+            raise Invalid(
+                "amount_below_minimum",
+                f"quote_amount {spend} {market.quote.code} buys less than {market.pair}'s minimum "
+                f"{market.min_amount} {market.base.code} at the best ask {best}",
+            )
+
+    async def _shown_asks(
+        self, market: Market
+    ) -> tuple[list[tuple[Decimal, Decimal]], list[SpotBatch]]:
+        """The market's asks as the book shows them now (price, amount; best first, the best
+        `levels` only), and the batches stored after its snapshot."""
         state = await self._store.market_state(market.pair) or {}
-        wanted = market.amount(steps)
         shown = [(Decimal(price), Decimal(amount)) for price, amount in state.get("asks", [])]
         # A batch is shown once the wallet applied it: the book after the latest batch the
         # matcher stored is in that batch (the snapshot may be a wallet round trip behind).
         newer = await self._store.batches_after(market.pair, int(state.get("sequence", 0)))
         if newer:
             shown = [(market.price(ticks), market.amount(n)) for ticks, n in newer[-1].asks]
+        return shown, newer
+
+    async def _market_buy_budget(self, market: Market, steps: int) -> int:
+        """Quote units to lock for buying `steps` now: the asks' cost of them plus the margin."""
+        wanted = market.amount(steps)
+        shown, newer = await self._shown_asks(market)
         cost, left = _cost_of(shown, wanted)
         if left > 0 and shown:
             # The market's snapshot shows the best levels only (the matcher's `levels`): priced
@@ -262,7 +296,16 @@ class SpotOrders:
             raise NotFound("order_not_found", "no such order")
         return order
 
-    async def of_user(self, user_id: str, status: str | None) -> list[SpotOrder]:
+    async def of_user(
+        self,
+        user_id: str,
+        status: str | None,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[SpotOrder]:
+        """A page of the user's orders (open, closed or all), newest first, then by id; `cursor`
+        is the `next_cursor` of the page before."""
         if status == "open":
             statuses: frozenset[Status] = OPEN_STATUSES
         elif status == "closed":
@@ -271,7 +314,10 @@ class SpotOrders:
             statuses = OPEN_STATUSES | CLOSED_STATUSES
         else:
             raise Invalid("invalid_status", "status is open or closed")
-        return await self._store.of_user(user_id, statuses)
+        check_limit(limit)
+        before = None if cursor is None else order_position(cursor)
+        found = await self._store.of_user(user_id, statuses, limit=limit + 1, before=before)
+        return page_of(found, limit)
 
     async def cancel(self, order_id: str, user_id: str) -> tuple[SpotOrder, bool]:
         """Ask the market's matcher to cancel; (the order, whether it is already cancelled)."""

@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.testing.fixtures import unique_database_name
-from trading.errors import Conflict
+from trading.errors import Conflict, Invalid
 from trading.messaging import EventPublisher
 from trading.spot.adapters.memory import MemorySpotStore
 from trading.spot.adapters.mongo import MongoSpotStore
@@ -789,8 +789,74 @@ async def test_a_resting_order_past_its_expiry_is_cancelled_before_a_taker_can_f
     assert [o.order_id for o in matcher.book.resting()] == []
 
 
-async def market_buy(store: SpotStore, user: str, amount: str) -> SpotOrder:
-    """A market buy by amount placed through the service (its lock priced, not sent)."""
+async def test_a_market_buy_by_quote_amount_buys_at_least_the_minimum_at_the_best_ask(
+    empty_store: SpotStore,
+) -> None:
+    """BTC-GBP orders are at least 0.0001 BTC. Before, only an order by amount was held to it:
+    a market buy of 0.53 GBP bought 0.00001 BTC from an ask at 52000."""
+    store = await holding(empty_store, limit("min-ask", "alice", Side.SELL, "52000.00", "0.01"))
+    # With no asks shown nothing is refused here: it fails no_liquidity, or meets an ask that
+    # arrives before it reaches the book.
+    early = await market_buy(store, "bob", spend="0.53", client_order_id="early")
+    assert early.status is Status.PENDING
+    matcher = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now)
+    await matcher.recover()
+    assert await matcher.apply([locked("min-ask")]) is not None
+
+    for spend in ("0.53", "5.19"):
+        with pytest.raises(Invalid) as refused:
+            await market_buy(store, "bob", spend=spend)
+        assert refused.value.code == "amount_below_minimum"
+        assert "best ask 52000.00" in refused.value.message
+    # 0.0001 × 52000: the minimum exactly
+    assert (await market_buy(store, "bob", spend="5.20")).status is Status.PENDING
+    # a retry of the order placed while no ask was shown is answered with that order
+    assert await market_buy(store, "bob", spend="0.53", client_order_id="early") == await store.get(
+        early.order_id
+    )
+
+
+async def test_a_market_buy_by_quote_amount_is_held_to_the_minimum_at_the_latest_batchs_best_ask(
+    empty_store: SpotStore,
+) -> None:
+    """The minimum is checked against the asks as a market buy's lock reads them: the latest
+    stored batch's while the wallet settles it, not the snapshot a wallet round trip behind."""
+    store = await holding(
+        empty_store,
+        limit("old-ask", "alice", Side.SELL, "52000.00", "0.01"),
+        limit("lag-bid", "bob", Side.BUY, "30000.00", "0.001"),
+        limit("new-ask", "carol", Side.SELL, "30000.00", "0.002"),
+    )
+    wallet = WaitingOnTheWallet()
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await matcher.recover()
+    assert await matcher.apply([locked("old-ask"), locked("lag-bid")]) is not None
+    # takes the bid and rests 0.001 at 30000, the best ask, while the wallet settles the fill
+    settling = asyncio.create_task(matcher.apply([locked("new-ask")]))
+    await wallet.entered.wait()
+    assert (await store.market_state(MARKET.pair) or {})["asks"] == [["52000.00", "0.01"]]
+
+    assert (
+        await market_buy(store, "dora", spend="3.00")
+    ).status is Status.PENDING  # 0.0001 × 30000
+    with pytest.raises(Invalid) as refused:
+        await market_buy(store, "dora", spend="2.99")
+    assert refused.value.code == "amount_below_minimum"
+    assert "best ask 30000.00" in refused.value.message
+    wallet.release.set()
+    await settling
+
+
+async def market_buy(
+    store: SpotStore,
+    user: str,
+    amount: str | None = None,
+    *,
+    spend: str | None = None,
+    client_order_id: str | None = None,
+) -> SpotOrder:
+    """A market buy by amount or by quote amount (`spend`) placed through the service (its lock
+    priced, not sent)."""
     orders = SpotOrders(store, NoLocks(), NoPublisher(), "t.trading.orders", FEES, now)
     return await orders.place(
         user,
@@ -799,7 +865,8 @@ async def market_buy(store: SpotStore, user: str, amount: str) -> SpotOrder:
         type=OrderType.MARKET,
         amount=amount,
         price=None,
-        quote_amount=None,
+        quote_amount=spend,
+        client_order_id=client_order_id,
     )
 
 

@@ -63,6 +63,12 @@ LIMIT = {"pair": "BTC-GBP", "side": "buy", "type": "limit", "amount": "0.01", "p
             "order_too_small",
         ),
         ({"expires_in_seconds": 0}, "validation_error"),
+        # A number of seconds is a JSON integer: lax, `true` was read as 1 s and "60" as 60 s.
+        ({"expires_in_seconds": True}, "validation_error"),
+        ({"expires_in_seconds": False}, "validation_error"),
+        ({"expires_in_seconds": "60"}, "validation_error"),
+        ({"expires_in_seconds": 60.0}, "validation_error"),
+        ({"expires_in_seconds": [60]}, "validation_error"),
         # what the order would lock is more than a wallet amount of its currency can be
         ({"pair": "ETH-GBP", "side": "sell", "amount": "1000000000000000"}, "amount_too_large"),
         ({"amount": "1000000", "price": "1000000000000.00"}, "amount_too_large"),
@@ -89,10 +95,25 @@ async def test_malformed_requests_and_missing_tokens(
         response = await http.post("/api/trading/execute", json=bad, headers=auth_headers("amy"))
         assert response.status_code == 422, response.text
         assert set(response.json()["error"]) >= {"code", "message"}
-    # An unknown status, or a parameter the list does not take, is refused, not ignored.
-    for params in ({"status": "done"}, {"": "0"}, {"user_id": "bob"}):
+    # An unknown status, or a parameter the list does not take, is refused, not ignored; so is
+    # a page size out of range or a cursor longer than any the list returns.
+    for params in (
+        {"status": "done"},
+        {"": "0"},
+        {"user_id": "bob"},
+        {"limit": "0"},
+        {"limit": "501"},
+        {"limit": "1.5"},
+        {"cursor": "c" * 201},
+    ):
         listed = await http.get("/api/trading/orders", params=params, headers=auth_headers("amy"))
         assert (listed.status_code, listed.json()["error"]["code"]) == (422, "validation_error")
+    # A cursor the list did not return: 400, before anything is read.
+    for cursor in ("nope", "c3w", "dHwxfHg"):
+        listed = await http.get(
+            "/api/trading/orders", params={"cursor": cursor}, headers=auth_headers("amy")
+        )
+        assert (listed.status_code, listed.json()["error"]["code"]) == (400, "invalid_cursor")
 
 
 async def test_markets_are_listed_without_a_token(http: httpx.AsyncClient) -> None:
@@ -114,7 +135,7 @@ def test_openapi_documents_every_error_answer(jwt_secret: str) -> None:
     paths = app(jwt_secret).openapi()["paths"]
     expected = {
         ("/api/trading/execute", "post"): {"401", "409", "422"},
-        ("/api/trading/orders", "get"): {"401", "422"},
+        ("/api/trading/orders", "get"): {"400", "401", "422"},
         ("/api/trading/orders/{order_id}", "get"): {"401", "404", "422"},
         ("/api/trading/orders/{order_id}", "delete"): {"401", "404", "409", "422"},
         ("/api/trading/orderbook/{pair}", "get"): {"404"},

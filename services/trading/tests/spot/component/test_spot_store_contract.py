@@ -269,6 +269,36 @@ async def test_a_users_orders_newest_first(store: SpotStore) -> None:
     assert await store.of_user("nobody", Status) == []
 
 
+async def test_a_users_orders_come_newest_first_a_page_at_a_time(store: SpotStore) -> None:
+    """(created_at, order_id) descending, whatever order they were added in, and `before` goes on
+    right after an order a page ended with, including past others of the same millisecond."""
+    second = T0 + timedelta(seconds=1)
+    await add_all(
+        store,
+        order("b1", created_at=second),
+        order("a", created_at=T0),
+        order("c", created_at=T0 + timedelta(seconds=2), status=Status.OPEN),
+        order("b2", created_at=second + timedelta(microseconds=300)),  # the same ms as b1
+        order("b3", created_at=second, status=Status.FILLED),
+        order("bobs", "bob", created_at=second),
+    )
+    assert ids(await store.of_user("amy", Status)) == ["c", "b3", "b2", "b1", "a"]
+    first = await store.of_user("amy", Status, limit=2)
+    assert ids(first) == ["c", "b3"]
+    after_b3 = (first[-1].created_at, first[-1].order_id)
+    page = await store.of_user("amy", Status, limit=2, before=after_b3)
+    assert ids(page) == ["b2", "b1"]
+    rest = await store.of_user("amy", Status, limit=2, before=(page[-1].created_at, "b1"))
+    assert ids(rest) == ["a"]
+    assert await store.of_user("amy", Status, before=(rest[0].created_at, "a")) == []
+    # the statuses still hold on a later page, and an order placed since is on none of them
+    await add_all(store, order("newer", created_at=T0 + timedelta(seconds=3)))
+    assert ids(await store.of_user("amy", OPEN_STATUSES, before=after_b3)) == ["b2", "b1", "a"]
+    # a position no stored order has (one that left the list) goes on from where it was
+    between = (second + timedelta(microseconds=900), "b15")
+    assert ids(await store.of_user("amy", Status, before=between)) == ["b1", "a"]
+
+
 async def test_pending_orders_created_before_an_instant(store: SpotStore) -> None:
     await add_all(
         store,
@@ -931,7 +961,7 @@ async def test_a_client_order_id_used_again_places_no_second_order(store: SpotSt
         await place("0.6")
     assert refused.value.code == "idempotency_conflict"
     assert locks.locked == [first.order_id]  # locked once
-    assert ids(await orders.of_user("amy", None)) == [first.order_id]
+    assert ids(list((await orders.of_user("amy", None)).items)) == [first.order_id]
     # its lock refused: failed once, whoever answers again
     answer = CommandResult.model_validate(
         {

@@ -84,15 +84,26 @@ class MemorySpotStore:
         return {i: order_from(doc) for i, doc in self._orders.items() if i in wanted}
 
     async def of_user(
-        self, user_id: str, statuses: Iterable[Status], limit: int = 500
+        self,
+        user_id: str,
+        statuses: Iterable[Status],
+        limit: int = 500,
+        before: Position | None = None,
     ) -> list[SpotOrder]:
         wanted = {s.value for s in statuses}
-        found = [
-            doc
-            for doc in self._orders.values()
-            if doc["user_id"] == user_id and doc["status"] in wanted
-        ]
-        found.sort(key=lambda doc: doc["created_at"], reverse=True)
+        if before is not None:
+            before = (stored_instant(before[0]), before[1])
+        found = sorted(
+            (
+                doc
+                for doc in self._orders.values()
+                if doc["user_id"] == user_id
+                and doc["status"] in wanted
+                and (before is None or (doc["created_at"], doc["_id"]) < before)
+            ),
+            key=lambda doc: (doc["created_at"], doc["_id"]),
+            reverse=True,
+        )
         return [order_from(doc) for doc in _first(limit, found)]
 
     async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:

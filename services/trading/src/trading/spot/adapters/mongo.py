@@ -42,7 +42,10 @@ class MongoSpotStore:
         self._markets: AsyncCollection[Document] = database["spot_markets"]
 
     async def ensure_indexes(self) -> None:
-        await self._orders.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
+        # a user's orders newest first, a page at a time (the order list)
+        await self._orders.create_index(
+            [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]
+        )
         await self._orders.create_index(
             [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
         )
@@ -60,8 +63,11 @@ class MongoSpotStore:
         # a market's last batch (`last_sequence`, the check in `add_batch`), and no two batches
         # of a market ending at one number
         await self._batches.create_index([("pair", ASCENDING), ("last", ASCENDING)], unique=True)
-        # An earlier version's index that the expiry sweep's replaced (a prefix of it).
-        await drop_replaced_indexes(self._orders, ["status_1_expires_at_1"])
+        # Earlier versions' indexes that the expiry sweep's and the order list's replaced (each a
+        # prefix of its successor).
+        await drop_replaced_indexes(
+            self._orders, ["status_1_expires_at_1", "user_id_1_created_at_-1"]
+        )
 
     # orders (the API's side)
 
@@ -82,13 +88,20 @@ class MongoSpotStore:
         return {doc["_id"]: order_from(doc) async for doc in cursor}
 
     async def of_user(
-        self, user_id: str, statuses: Iterable[Status], limit: int = 500
+        self,
+        user_id: str,
+        statuses: Iterable[Status],
+        limit: int = 500,
+        before: Position | None = None,
     ) -> list[SpotOrder]:
-        cursor = (
-            self._orders.find({"user_id": user_id, "status": {"$in": [s.value for s in statuses]}})
-            .sort("created_at", DESCENDING)
-            .limit(limit)
-        )
+        query: Document = {"user_id": user_id, "status": {"$in": [s.value for s in statuses]}}
+        if before is not None:
+            # Before (created_at, _id); the bound on created_at keeps the index scan short.
+            at, last_id = before
+            query["created_at"] = {"$lte": at}
+            query["$or"] = [{"created_at": {"$lt": at}}, {"_id": {"$lt": last_id}}]
+        newest_first = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        cursor = self._orders.find(query).sort(newest_first).limit(limit)
         return [order_from(doc) async for doc in cursor]
 
     async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:
