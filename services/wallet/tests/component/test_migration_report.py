@@ -232,3 +232,78 @@ async def test_a_line_the_command_refuses_is_one_rejected_outcome_not_a_dead_run
     assert outcomes[1].reason is not None
     assert outcomes[1].reason.startswith("unsendable: invalid_field: user_id")
     assert [c.user_id for c in wallet.sent] == ["alice", "carol"]
+
+
+FIAT = CollectionMapping("fiat_balances", "user_id", "currency", available_field="balance")
+LONG_GBP = ".005" + "1" * 60  # 64 characters, 61 significant digits: more than the ledger's 60
+
+
+async def test_a_rounding_past_the_ledgers_digits_is_reported_by_a_dry_run_and_a_real_one() -> None:
+    # The difference died with Inexact: the dry run with a traceback, the real run after crediting
+    # 0.01 GBP, with no report written.
+    legacy = Source([{"_id": "x", "user_id": "bob", "currency": "GBP", "balance": LONG_GBP}])
+    store = InMemoryLedgerStore()
+    difference = "0.004" + "8" * 59 + "9"
+    rounded = {
+        "collection": "fiat_balances",
+        "_id": "x",
+        "user_id": "bob",
+        "currency": "GBP",
+        "field": "balance",
+        "original": LONG_GBP,
+        "migrated": "0.01",
+        "difference": difference,
+    }
+    listed = f"  - fiat_balances x balance: {LONG_GBP} -> 0.01 ({difference})"
+
+    dry = await migrate([FIAT], legacy, store, None, dry_run=True)
+    assert dry.to_json()["rounded"] == [rounded]
+    assert listed in dry.tables().splitlines()
+    assert dry.exit_code == 0
+    assert await store.wallets_of("bob") == []
+
+    report = await migrate([FIAT], legacy, store, LedgerSender(LedgerService(store)))
+    assert (report.match, report.exit_code) == (True, 0)
+    assert report.to_json()["rounded"] == [rounded]
+    assert listed in report.tables().splitlines()
+    [wallet] = await store.wallets_of("bob")
+    assert wallet.balances.available == D("0.01")
+
+
+async def test_documents_whose_ids_read_the_same_block_the_run_or_are_skipped() -> None:
+    # `1` and `"1"` made one reference: the second credit came back a duplicate, counted as
+    # already applied with nothing failed, and its balance never came in, run after run.
+    legacy = Source(
+        [
+            {"_id": 1, "user_id": "alice", "coin": "btc", "balance": 1.0},
+            {"_id": "1", "user_id": "alice", "coin": "BTC", "balance": "1"},
+        ]
+    )
+    ambiguous = {
+        "collection": "crypto_balances",
+        "_id": "1",
+        "user_id": "alice",
+        "currency": "BTC",
+        "field": "_id",
+        "original": "1",
+        "reason": "ambiguous_document_id",
+    }
+    store = InMemoryLedgerStore()
+    blocked = await migrate([CRYPTO], legacy, store, LedgerSender(LedgerService(store)))
+    assert (blocked.blocked, blocked.exit_code) == (True, 1)
+    assert blocked.to_json()["invalid"] == [ambiguous]
+    assert "  - crypto_balances 1 _id: ambiguous_document_id (1)" in blocked.tables()
+    assert await store.wallets_of("alice") == []
+
+    for _ in range(2):
+        report = await migrate(
+            [CRYPTO], legacy, store, LedgerSender(LedgerService(store)), skip_invalid=True
+        )
+        assert (report.match, report.exit_code) == (True, 0)
+        report_json = report.to_json()
+        assert report_json["invalid"] == [ambiguous]
+        assert report_json["skipped_invalid"] is True
+        assert report_json["pre"]["totals"]["BTC"]["available"] == "1"
+        assert report_json["transactions"]["planned"] == 1
+    [wallet] = await store.wallets_of("alice")
+    assert wallet.balances.available == D(1)

@@ -125,9 +125,10 @@ def migrate_command(
     mongodb_url: str,
     legacy: AsyncDatabase[dict[str, Any]],
     *extra: str,
+    mapping_text: str = MAPPING,
 ) -> list[str]:
     mapping = tmp_path / "mapping.toml"
-    mapping.write_text(MAPPING)
+    mapping.write_text(mapping_text)
     return [
         sys.executable,
         "-m",
@@ -317,3 +318,100 @@ async def test_an_admin_releases_a_legacy_hold_once(
     assert code == 1
     assert "has no BTC held under" in err
     assert await verify(wallet_runtime.store) == []
+
+
+AWKWARD_MAPPING = """
+[[collection]]
+name = "crypto_balances"
+user_field = "user_id"
+currency_field = "coin"
+available_field = "balance"
+
+[[collection]]
+name = "fiat_balances"
+user_field = "user_id"
+currency_field = "currency"
+available_field = "balance"
+"""
+AMBIGUOUS_ID = ObjectId("65f000000000000000000b01")
+LONG_GBP = ".005" + "1" * 60  # 64 characters, 61 significant digits: more than the ledger's 60
+
+
+async def test_ids_that_read_the_same_and_digits_past_the_ledgers_are_reported(
+    tmp_path: Path,
+    mongodb_url: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    ledger_env: dict[str, str],
+    wallet_runtime: WalletRuntime,
+) -> None:
+    """`1` and `"1"` (an ObjectId and its hex) made one reference: the second document's credit was
+    answered as a duplicate and its balance never came in. A 61-digit amount was credited rounded,
+    then its difference raised: the dry run died and the real run wrote no report."""
+    legacy = mongo_client[unique_database_name("legacy")]
+    await legacy["crypto_balances"].insert_many(
+        [
+            {"_id": 1, "user_id": "amb-u1", "coin": "btc", "balance": 1.0},
+            {"_id": "1", "user_id": "amb-u1", "coin": "BTC", "balance": "1"},
+            # MongoDB sorts a string before an ObjectId: the ObjectId is the one listed
+            {"_id": AMBIGUOUS_ID, "user_id": "amb-u2", "coin": "ETH", "balance": "2"},
+            {"_id": str(AMBIGUOUS_ID), "user_id": "amb-u2", "coin": "ETH", "balance": "3"},
+        ]
+    )
+    await legacy["fiat_balances"].insert_one(
+        {"_id": "f1", "user_id": "amb-u3", "currency": "GBP", "balance": LONG_GBP}
+    )
+    rounded = [
+        {
+            "collection": "fiat_balances",
+            "_id": "f1",
+            "user_id": "amb-u3",
+            "currency": "GBP",
+            "field": "balance",
+            "original": LONG_GBP,
+            "migrated": "0.01",
+            "difference": "0.004" + "8" * 59 + "9",
+        }
+    ]
+    ambiguous = [
+        ("1", "amb-u1", "ambiguous_document_id"),
+        (str(AMBIGUOUS_ID), "amb-u2", "ambiguous_document_id"),
+    ]
+
+    def command(*extra: str) -> list[str]:
+        return migrate_command(tmp_path, mongodb_url, legacy, *extra, mapping_text=AWKWARD_MAPPING)
+
+    async def wallets() -> dict[tuple[str, str], tuple[str, str, str]]:
+        return {
+            (user, currency): values
+            for user in ("amb-u1", "amb-u2", "amb-u3")
+            for currency, values in (await balances(wallet_runtime, user)).items()
+        }
+
+    try:
+        code, out, err = await run_cli(command("--dry-run"), ledger_env)
+        assert code == 1, out + err
+        assert "Traceback" not in err
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["blocked"] is True
+        assert [(r["_id"], r["user_id"], r["reason"]) for r in report["invalid"]] == ambiguous
+        assert report["rounded"] == rounded
+        assert "  - crypto_balances 1 _id: ambiguous_document_id (1)" in out
+        assert await wallets() == {}
+
+        for applied, already in ((3, 0), (0, 3)):
+            code, out, err = await run_cli(command("--skip-invalid"), ledger_env)
+            assert code == 0, out + err
+            report = json.loads((tmp_path / "report.json").read_text())
+            assert report["match"] is True, report
+            assert [(r["_id"], r["user_id"], r["reason"]) for r in report["invalid"]] == ambiguous
+            assert report["rounded"] == rounded
+            transactions = report["transactions"]
+            assert (transactions["applied"], transactions["already_applied"]) == (applied, already)
+            assert await wallets() == {
+                ("amb-u1", "BTC"): ("1", "0", "0"),
+                ("amb-u2", "ETH"): ("3", "0", "0"),
+                ("amb-u3", "GBP"): ("0.01", "0", "0"),
+            }
+        assert await verify(wallet_runtime.store) == []
+    finally:
+        await mongo_client.drop_database(legacy.name)

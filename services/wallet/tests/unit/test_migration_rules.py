@@ -6,11 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from wallet.domain.migration import (
     CollectionMapping,
+    InvalidRow,
     MappingError,
     Plan,
+    exact_text,
     mismatches,
     opening_reference,
     parse_mapping,
@@ -89,6 +92,24 @@ def test_more_decimals_than_the_currency_holds_are_rounded_half_even_and_listed(
     )
     assert first.difference == Decimal("-0.000000005")
     assert second.difference == Decimal("0.000000005")
+
+
+def test_a_rounding_past_the_ledgers_digits_is_listed_with_its_exact_difference() -> None:
+    # 61 significant digits, 64 characters: read, rounded and credited, then the difference died
+    # with Inexact in the ledger's 60-digit context and no report was written.
+    original = ".005" + "1" * 60
+    read = read_document(CRYPTO, doc(coin="gbp", balance=original))
+    assert [(line.currency, line.amount) for line in read.lines] == [("GBP", Decimal("0.01"))]
+    [rounded] = read.rounded
+    assert (rounded.original, rounded.migrated) == (original, Decimal("0.01"))
+    assert rounded.difference == Decimal("0.004" + "8" * 59 + "9")
+    assert rounded.difference + Decimal(original) == rounded.migrated
+    assert exact_text(rounded.difference) == "0.004" + "8" * 59 + "9"
+    # one that rounds to nothing: no line, the whole amount listed as taken away
+    dust = "0." + "0" * 61 + "1"
+    read = read_document(CRYPTO, doc(balance=dust))
+    assert read.lines == ()
+    assert exact_text(read.rounded[0].difference) == "-" + dust
 
 
 def test_nowpayments_tickers_map_to_the_asset() -> None:
@@ -171,6 +192,58 @@ def test_plan_counts_valid_records_and_sums_per_user_and_currency() -> None:
     assert [str(m) for m in mismatches(expected, actual)] == [
         "alice BTC available: legacy 3, ledger 2.99999999",
         "alice ETH available: legacy 0, ledger 0.1",
+    ]
+
+
+HEX = "65f0000000000000000000a1"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(1, "1"), (ObjectId(HEX), HEX), (HEX, ObjectId(HEX)), (1.5, "1.5"), (Decimal("2.50"), "2.50")],
+    ids=["int-string", "objectid-hex", "hex-objectid", "float-string", "decimal-string"],
+)
+def test_documents_whose_ids_read_the_same_are_never_credited_under_one_reference(
+    first: object, second: object
+) -> None:
+    # Both made `legacy:crypto_balances:1`: the ledger answered the second's credit as a duplicate
+    # of the first's (`already_applied`, nothing failed), and its balance never came in.
+    plan = Plan()
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=1), "_id": first}))
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=2), "_id": second}))
+    text = str(first)
+    assert [(line.reference_id, line.amount) for line in plan.lines] == [
+        (f"legacy:crypto_balances:{text}", Decimal(1))
+    ]
+    assert plan.invalid == [
+        InvalidRow("crypto_balances", text, "alice", "BTC", "_id", text, "ambiguous_document_id")
+    ]
+    assert plan.records == {"crypto_balances": 1}
+    assert plan.totals()["BTC"]["available"] == Decimal(1)
+
+
+def test_an_invalid_document_keeps_its_reference_from_another_and_distinct_ids_pass() -> None:
+    plan = Plan()
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=-1), "_id": 7}))
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=2), "_id": "7"}))
+    assert plan.lines == []
+    assert [(row.document_id, row.field, row.reason) for row in plan.invalid] == [
+        ("7", "balance", "negative_amount"),
+        ("7", "_id", "ambiguous_document_id"),
+    ]
+    # The same _id in another collection is another reference; references are as they were.
+    plan = Plan()
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=1), "_id": 7}))
+    plan.add("crypto_balances", read_document(CRYPTO, {**doc(balance=1), "_id": ObjectId(HEX)}))
+    plan.add(
+        "savings_balances",
+        read_document(SAVINGS, {"_id": "7", "uid": "bob", "asset": "BTC", "amount": 1}),
+    )
+    assert plan.invalid == []
+    assert [line.reference_id for line in plan.lines] == [
+        "legacy:crypto_balances:7",
+        f"legacy:crypto_balances:{HEX}",
+        "legacy:savings_balances:7",
     ]
 
 

@@ -27,6 +27,7 @@ from wallet.domain.migration import (
     Mismatch,
     OpeningLine,
     Plan,
+    exact_text,
     mismatches,
     read_document,
     totals_by_currency,
@@ -134,7 +135,7 @@ class MigrationReport:
                     "field": row.field,
                     "original": row.original,
                     "migrated": format_amount(row.migrated),
-                    "difference": format_amount(row.difference),
+                    "difference": exact_text(row.difference),
                 }
                 for row in plan.rounded
             ],
@@ -191,7 +192,7 @@ class MigrationReport:
             lines.append(f"Rounded to the currency's scale: {len(plan.rounded)}")
             lines += [
                 f"  - {r.collection} {r.document_id} {r.field}: {r.original} -> "
-                f"{format_amount(r.migrated)} ({format_amount(r.difference)})"
+                f"{format_amount(r.migrated)} ({exact_text(r.difference)})"
                 for r in plan.rounded
             ]
         lines.append("")

@@ -4,16 +4,21 @@ A legacy collection maps a document to a user, a currency and up to three bucket
 locked, savings). Each (collection, document, bucket) with a non-zero amount becomes one opening
 credit from `external:legacy_migration` whose reference is `legacy:<collection>:<_id>`: the same
 document always gives the same commands, so running the migration again changes nothing. A locked
-amount is credited into the locked bucket under the hold of that same name.
+amount is credited into the locked bucket under the hold of that same name. Two documents whose
+`_id`s read the same (the number 1 and the string "1", an ObjectId and its hex string) would share
+that reference, so the ledger would take the second's credits for the first's: the second is
+invalid (`ambiguous_document_id`).
 
 Amounts are read exactly: a float as the shortest decimal that round-trips (what a person sees),
 strings and Decimal128 as written. More decimals than the currency holds are rounded half-even to
-its scale and listed, never dropped silently. A row that cannot be read is invalid: it blocks the
-migration unless the operator chooses to skip it.
+its scale and listed, never dropped silently, with the exact difference (an amount may have more
+significant digits than the ledger's arithmetic holds). A row that cannot be read is invalid: it
+blocks the migration unless the operator chooses to skip it.
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +35,6 @@ from shared.money import (
     get_currency,
     is_decimal_text,
     max_integer_digits,
-    subtract,
 )
 
 MigrationBucket = Literal["available", "locked", "savings"]
@@ -48,6 +52,11 @@ REFERENCE_PREFIX: Final = "legacy:"
 # The ledger's context traps Inexact; here rounding to the scale is the listed, intended step.
 _ROUNDING_CONTEXT: Final = LEDGER_CONTEXT.copy()
 _ROUNDING_CONTEXT.traps[Inexact] = False
+# A legacy string may have more significant digits (64 characters) than the ledger's 60, and its
+# difference with the rounded amount as many: subtracting in this context is always exact (a sum
+# only ever holds the digits its operands span), and Inexact still traps.
+_EXACT_CONTEXT: Final = LEDGER_CONTEXT.copy()
+_EXACT_CONTEXT.prec = decimal.MAX_PREC
 
 
 class MappingError(ValueError):
@@ -141,7 +150,16 @@ class RoundedAmount:
     @property
     def difference(self) -> Decimal:
         # What the migration added to (or, when negative, took from) the legacy value.
-        return subtract(self.migrated, Decimal(self.original))
+        return _EXACT_CONTEXT.subtract(self.migrated, Decimal(self.original))
+
+
+def exact_text(value: Decimal) -> str:
+    """Plain decimal text of a value, every digit kept: `format_amount` normalises in the ledger's
+    60 digits, which a rounding's difference may exceed."""
+    if value == 0:
+        return "0"
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +199,15 @@ class ReadDocument:
     lines: tuple[OpeningLine, ...] = ()
     rounded: tuple[RoundedAmount, ...] = ()
     invalid: tuple[InvalidRow, ...] = ()
+    # How the document is listed when another one's credits are (or would be) under its reference;
+    # None when its `_id` is unusable (it is listed for that).
+    ambiguous: InvalidRow | None = None
+
+    @property
+    def reference_id(self) -> str | None:
+        """The reference of the document's credits, valid or not; None for an unusable `_id`."""
+        row = self.ambiguous
+        return None if row is None else opening_reference(row.collection, row.document_id)
 
 
 def original_text(value: object) -> str | None:
@@ -261,24 +288,28 @@ def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> Re
     except MoneyError:
         currency = None
 
-    def refuse(field_name: str, original: object, reason: str) -> None:
-        invalid.append(
-            InvalidRow(
-                mapping.name,
-                document_id or original_text(document.get("_id")) or "",
-                user_id,
-                currency.code if currency else original_text(raw_currency),
-                field_name,
-                original_text(original),
-                reason,
-            )
+    def row(field_name: str, original: object, reason: str) -> InvalidRow:
+        return InvalidRow(
+            mapping.name,
+            document_id or original_text(document.get("_id")) or "",
+            user_id,
+            currency.code if currency else original_text(raw_currency),
+            field_name,
+            original_text(original),
+            reason,
         )
+
+    def refuse(field_name: str, original: object, reason: str) -> None:
+        invalid.append(row(field_name, original, reason))
 
     if document_id is not None and not is_identifier(opening_reference(mapping.name, document_id)):
         # Too long for a reference once prefixed: the credit's command would refuse it.
         document_id = None
     if document_id is None:
         refuse("_id", document.get("_id"), "unusable_document_id")
+    ambiguous = None
+    if document_id is not None:
+        ambiguous = row("_id", document.get("_id"), "ambiguous_document_id")
     if user_id is None:
         refuse(mapping.user_field, raw_user, "missing_user_id")
     if currency is None:
@@ -302,7 +333,7 @@ def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> Re
             amounts.append((bucket, field_name, raw, amount))
 
     if invalid or currency is None or user_id is None or document_id is None:
-        return ReadDocument(invalid=tuple(invalid))
+        return ReadDocument(invalid=tuple(invalid), ambiguous=ambiguous)
 
     lines: list[OpeningLine] = []
     rounded: list[RoundedAmount] = []
@@ -330,8 +361,8 @@ def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> Re
                 OpeningLine(mapping.name, document_id, user_id, currency.code, bucket, migrated)
             )
     if invalid:
-        return ReadDocument(invalid=tuple(invalid))
-    return ReadDocument(tuple(lines), tuple(rounded))
+        return ReadDocument(invalid=tuple(invalid), ambiguous=ambiguous)
+    return ReadDocument(tuple(lines), tuple(rounded), ambiguous=ambiguous)
 
 
 # How the seed's own `wallets` documents name their fields: migrating `wallets` in place maps them
@@ -378,11 +409,21 @@ class Plan:
     lines: list[OpeningLine] = field(default_factory=list)
     rounded: list[RoundedAmount] = field(default_factory=list)
     invalid: list[InvalidRow] = field(default_factory=list)
+    references: set[str] = field(default_factory=set)  # of every document so far, valid or not
 
     def add(self, collection: str, read: ReadDocument) -> None:
         self.records.setdefault(collection, 0)
-        if read.invalid:
-            self.invalid.extend(read.invalid)
+        invalid = read.invalid
+        reference = read.reference_id
+        if reference is not None and read.ambiguous is not None:
+            if reference in self.references:
+                # An earlier document's `_id` reads the same: the ledger would answer this one's
+                # credits as duplicates of that one's (or refuse them), and its balance would
+                # never come in. Listed instead, whether or not the earlier one is valid.
+                invalid = (*invalid, read.ambiguous)
+            self.references.add(reference)
+        if invalid:
+            self.invalid.extend(invalid)
             return
         self.records[collection] += 1
         self.lines.extend(read.lines)
