@@ -20,7 +20,7 @@ from ipn_gateway.application.rate_limit import RateLimiter
 from ipn_gateway.application.records import CreatedPayment, DepositOrder
 from ipn_gateway.application.relay import OutboxRelay
 from ipn_gateway.domain.errors import Forbidden, IpnRejected
-from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify
+from ipn_gateway.domain.js_json import JsonNumber, JsonValue, js_stringify, parse_json
 from ipn_gateway.domain.payments import ConfirmationPolicy, PaymentStatus
 from ipn_gateway.domain.signature import sign
 from shared.messaging import CreditCommand
@@ -301,6 +301,46 @@ async def test_unauthenticated_posts_are_capped_in_size_and_rate_before_being_st
     with pytest.raises(IpnRejected) as later:
         await world.handler.handle(IpnRequest(junk, "0" * 128, {}, "10.0.0.1"))
     assert later.value.code == "invalid_signature"
+
+
+async def test_a_signed_ipn_refused_after_its_signature_is_kept_whole_not_rate_limited() -> None:
+    """Refused after its signature matched (a field missing, text nothing could store, a
+    re-deposit whose parent payment no order holds): answered with its 4xx, kept whole and
+    trusted with that verdict, and never counted against the cap on unauthenticated posts (it
+    was, so after 30 a minute such IPNs were answered 429 and not kept, and each was cut to 2 KiB
+    and kept as untrusted)."""
+    world = World()
+    world.handler.untrusted_limit = RateLimiter(
+        per_sender=3, overall=5, window=timedelta(minutes=1), clock=world.clock
+    )
+    padding = "p" * 4000  # longer than what is kept of an unauthenticated body
+    no_order = {**body("finished"), "note": padding}
+    del no_order["order_id"]
+    orphan = {**no_order, "parent_payment_id": JsonNumber("5077125999")}  # no order holds it
+    raw_text = b'{"payment_id":5077125051,"order_id":"dep_alice_1","payment_status":"x\\ud800"}'
+    bad_text = parse_json(raw_text)
+    assert isinstance(bad_text, dict)
+    requests = [signed(no_order)] * 4 + [signed(orphan)] * 4
+    requests += [IpnRequest(raw_text, sign(bad_text, SECRET), {}, "10.0.0.1")] * 4
+    codes = []
+    for request in requests:
+        with pytest.raises(IpnRejected) as refused:
+            await world.handler.handle(request)
+        codes.append(refused.value.code)
+    assert codes == ["missing_field"] * 8 + ["invalid_text"] * 4
+    records = list(world.ipn_log.records)
+    assert [(r.verdict, r.trusted, r.truncated) for r in records] == [
+        (code, True, False) for code in codes
+    ]
+    assert [r.raw_body.encode() for r in records] == [r.raw_body for r in requests]
+    # The cap on unauthenticated posts is untouched: the sender's first three still come in.
+    unsigned = []
+    for _ in range(4):
+        with pytest.raises(IpnRejected) as refused:
+            await world.handler.handle(IpnRequest(b"{}", "0" * 128, {}, "10.0.0.1"))
+        unsigned.append(refused.value.code)
+    assert unsigned == ["invalid_signature"] * 3 + ["rate_limited"]
+    assert [r.trusted for r in world.ipn_log.records[len(records) :]] == [False] * 3
 
 
 async def test_missing_fields_of_a_signed_body_are_refused() -> None:

@@ -7,17 +7,23 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 
 from ipn_gateway.adapters.memory import MemoryWithdrawals, RecordingPublisher
 from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.domain.errors import Conflict, Forbidden, NotFound, WithdrawalRefused
 from ipn_gateway.domain.withdrawals import WithdrawalPolicy, WithdrawalStatus
+from ipn_gateway.entrypoints.http import include_routes
+from shared.http import create_app, make_token
+from shared.http.idempotency import MemoryIdempotencyStore
 from shared.messaging import LockCommand, ReleaseLockedCommand, UnlockCommand, WalletCommand
 
 BTC_ADDRESS = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
+JWT_SECRET = "component-jwt-secret-of-at-least-32-bytes"
 NOW = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 POLICY = WithdrawalPolicy(
     fees={"BTC": Decimal("0.0001"), "USDT": Decimal("1")},
@@ -241,6 +247,24 @@ async def test_a_release_the_wallet_refuses_leaves_the_withdrawal_actionable(set
     assert (await handler.apply_result(stale)).status is WithdrawalStatus.REJECTED  # type: ignore[union-attr]
 
 
+async def test_an_approval_after_a_refused_release_does_not_keep_the_refusal(setup: Any) -> None:
+    """The refusal the withdrawal was reopened with was its reason once approved, and stayed."""
+    handler, publisher, wallet = setup
+    withdrawal = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
+    await settle(handler, publisher, wallet)
+    real_apply = refuse_releases(publisher, wallet)
+    refused = await handler.approve("admin", withdrawal.withdrawal_id)
+    assert refused.reason == "release_locked_rejected: insufficient_locked_funds"
+    publisher.answer = real_apply
+    approved = await handler.approve("admin", withdrawal.withdrawal_id)
+    assert (approved.status, approved.decision, approved.reason) == (
+        WithdrawalStatus.APPROVED,
+        "approve",
+        None,
+    )
+    assert wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal("0"))
+
+
 async def test_admins_page_through_withdrawals_by_status(setup: Any) -> None:
     handler, publisher, wallet = setup
     wallet.fund("bob", "BTC", "1")
@@ -263,6 +287,57 @@ async def test_admins_page_through_withdrawals_by_status(setup: Any) -> None:
     for bad in ({"status": "nope"}, {"cursor": "not-a-cursor"}, {"limit": 0}):
         with pytest.raises(WithdrawalRefused):
             await handler.page("admin", True, **bad)  # type: ignore[arg-type]
+
+
+async def test_the_list_takes_its_query_parameters_as_the_other_lists_do(setup: Any) -> None:
+    """Left empty (`?status=&limit=&cursor=`, as the API's description writes it) a parameter is
+    absent, and an unknown one is 422 validation_error, as on the wallet's, spot and P2P lists
+    (empty ones answered 422, unknown ones were ignored)."""
+    handler, publisher, wallet = setup
+    made = [await handler.request("alice", "BTC", "0.01", BTC_ADDRESS) for _ in range(2)]
+    await settle(handler, publisher, wallet)
+    app = create_app(title="ipn-gateway", auth_secret=JWT_SECRET, ready=_ready)
+    handlers = SimpleNamespace(
+        withdrawals=handler, idempotency=MemoryIdempotencyStore(), trusted_proxies=()
+    )
+    include_routes(app, handlers)  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {make_token(JWT_SECRET, 'alice', ())}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+
+        async def listed(query: str) -> tuple[int, Any]:
+            answer = await client.get(f"/api/withdrawals{query}", headers=headers)
+            return answer.status_code, answer.json()
+
+        everything = {w.withdrawal_id for w in made}
+        for query in ("?status=&limit=&cursor=", "?status=", "?limit=", "?cursor=", ""):
+            status, page = await listed(query)
+            assert status == 200, (query, page)
+            assert ({w["withdrawal_id"] for w in page["items"]}, page["next_cursor"]) == (
+                everything,
+                None,
+            )
+        for query in ("?page=2", "?status=locked&user_id=bob", "?sort=", "?limit=1&offset=1"):
+            status, refused = await listed(query)
+            assert (status, refused["error"]["code"]) == (422, "validation_error"), query
+        # The parameters given still do what they did.
+        status, first = await listed("?status=locked&limit=1&cursor=")
+        assert (status, len(first["items"])) == (200, 1)
+        assert first["next_cursor"] is not None
+        for query, code in (
+            ("?status=nope", (400, "invalid_status")),
+            ("?cursor=nope", (400, "invalid_cursor")),
+            ("?limit=0", (422, "validation_error")),
+            ("?limit=201", (422, "validation_error")),
+            ("?limit=two", (422, "validation_error")),
+            (f"?cursor={'c' * 201}", (422, "validation_error")),
+        ):
+            status, refused = await listed(query)
+            assert (status, refused["error"]["code"]) == code, query
+
+
+async def _ready() -> bool:
+    return True
 
 
 async def test_unknown_withdrawal(setup: Any) -> None:
@@ -441,9 +516,9 @@ async def test_a_command_the_wallet_refused_is_not_asked_about_again(asking: Any
 async def test_a_decision_taken_again_after_a_refusal_is_asked_about_when_its_result_is_lost(
     asking: Any,
 ) -> None:
-    """The refusal of the first release stays the withdrawal's reason while an admin's second
-    approval waits on the wallet: it is that approval's release (its own reference) that is sent
-    again, and the wallet's duplicate answer approves the withdrawal."""
+    """An admin's second approval, after the wallet refused the first release, waits on the
+    wallet (the refusal no longer its reason): it is that approval's release (its own reference)
+    that is sent again, and the wallet's duplicate answer approves the withdrawal."""
     handler, publisher, wallet, clock = asking
     withdrawal = await handler.request("alice", "BTC", "0.1", BTC_ADDRESS)
     await settle(handler, publisher, wallet)
@@ -456,7 +531,7 @@ async def test_a_decision_taken_again_after_a_refusal_is_asked_about_when_its_re
         "approve",
         2,
     )
-    assert deciding.reason == "release_locked_rejected: insufficient_locked_funds"
+    assert deciding.reason is None
     release = publisher.published[-1]
     real_apply(release)
 
@@ -468,7 +543,7 @@ async def test_a_decision_taken_again_after_a_refusal_is_asked_about_when_its_re
         f"withdrawal:{withdrawal.withdrawal_id}:attempt:2",
     )
     approved = await answer_again(handler, wallet, resent)
-    assert approved.status is WithdrawalStatus.APPROVED
+    assert (approved.status, approved.reason) == (WithdrawalStatus.APPROVED, None)
     assert wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal(0))
 
 

@@ -4,7 +4,8 @@ Every guarantee a handler relies on is checked on both: conditional saves, outbo
 answers kept beside the credit they answer, the repeat payments the poller asks about, review
 items queued once and closed once (a claimed one only approved or released), withdrawal decisions
 taken once and undone only for the decision the wallet refused, the withdrawals waiting on the
-wallet's answer, paging.
+wallet's answer, paging. On MongoDB, a withdrawal an earlier version stored without `attempt` is
+decided, reopened and decided again like any other.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from bson import Decimal128
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -26,8 +28,10 @@ from ipn_gateway.adapters.memory import (
     MemoryPayments,
     MemoryReviews,
     MemoryWithdrawals,
+    RecordingPublisher,
 )
 from ipn_gateway.adapters.mongo import (
+    WITHDRAWALS,
     MongoDepositOrders,
     MongoPayments,
     MongoReviews,
@@ -43,10 +47,18 @@ from ipn_gateway.application.records import (
     ReviewNote,
     Withdrawal,
 )
+from ipn_gateway.application.withdrawals import WithdrawalHandler
 from ipn_gateway.domain.errors import Conflict
 from ipn_gateway.domain.payments import PaymentState, PaymentStatus
-from ipn_gateway.domain.withdrawals import WithdrawalStatus, reference_id
-from shared.messaging import CommandResult, CreditCommand, LockCommand, UnlockCommand
+from ipn_gateway.domain.withdrawals import WithdrawalPolicy, WithdrawalStatus, reference_id
+from shared.messaging import (
+    CommandResult,
+    CreditCommand,
+    LockCommand,
+    ReleaseLockedCommand,
+    UnlockCommand,
+    WalletCommand,
+)
 from shared.testing.fixtures import unique_database_name
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -599,6 +611,43 @@ async def test_withdrawal_decisions_once_and_reopened_only_for_the_refused_one(
     ]
 
 
+async def test_a_new_withdrawal_decision_replaces_the_reason_a_refusal_left(
+    stores: Stores,
+) -> None:
+    """Reopened with the wallet's refusal as its reason, then approved: the approval has no
+    reason, and the refusal no longer is the withdrawal's (it stayed, on the approved one too)."""
+    withdrawals = stores.withdrawals
+    await withdrawals.insert(withdrawal("wd_r", "alice", NOW))
+    await withdrawals.transition(
+        "wd_r", WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED, None, NOW
+    )
+    assert await withdrawals.decide("wd_r", "approve", "ops", None, unlock("wd_r", 1), NOW)
+    refusal = "release_locked_rejected: insufficient_locked_funds"
+    reopened = await withdrawals.reopen("wd_r", reference_id("wd_r", 1), refusal, NOW)
+    assert reopened is not None
+    assert reopened.reason == refusal
+    approved = await withdrawals.decide("wd_r", "approve", "ops", None, unlock("wd_r", 2), NOW)
+    assert approved is not None
+    assert (approved.decision, approved.reason) == ("approve", None)
+    moved = await withdrawals.transition(
+        "wd_r", WithdrawalStatus.LOCKED, WithdrawalStatus.APPROVED, None, NOW
+    )
+    assert moved is not None
+    assert (moved.status, moved.reason) == (WithdrawalStatus.APPROVED, None)
+    # A reject's reason replaces it the same way.
+    await withdrawals.insert(withdrawal("wd_s", "alice", NOW))
+    await withdrawals.transition(
+        "wd_s", WithdrawalStatus.PENDING, WithdrawalStatus.LOCKED, None, NOW
+    )
+    assert await withdrawals.decide("wd_s", "approve", "ops", None, unlock("wd_s", 1), NOW)
+    assert await withdrawals.reopen("wd_s", reference_id("wd_s", 1), refusal, NOW)
+    rejected = await withdrawals.decide(
+        "wd_s", "reject", "ops", "sanctions", unlock("wd_s", 2), NOW
+    )
+    assert rejected is not None
+    assert rejected.reason == "sanctions"
+
+
 async def test_withdrawals_awaiting_the_wallet_are_those_whose_last_command_is_unanswered(
     stores: Stores,
 ) -> None:
@@ -770,3 +819,198 @@ async def test_withdrawal_pages_counts_and_guard(stores: Stores) -> None:
             pass
     async with withdrawals.user_guard("alice", NOW):
         pass
+
+
+# A withdrawal as the version before `attempt` existed stored it on MongoDB: no `attempt`, and its
+# one decision (if any) under the lock's reference `withdrawal:<id>`. Read, it is at attempt 0
+# undecided and at attempt 1 decided; every conditional write took it as neither (MongoDB's
+# equality does not match a missing field), so its money stayed locked.
+OLD_ID = "wd_old"
+OLD_POLICY = WithdrawalPolicy(fees={"BTC": Decimal("0.0001")}, max_per_request={}, daily_limit={})
+REFUSED_RELEASE = "release_locked_rejected: insufficient_locked_funds"
+
+
+@dataclass
+class OldWithdrawal:
+    database: AsyncDatabase[dict[str, Any]]
+    handler: WithdrawalHandler
+    publisher: RecordingPublisher
+    wallet: Any
+    clock: list[datetime]
+    lock: LockCommand
+    release: ReleaseLockedCommand
+
+    async def store(self, *decided: WalletCommand, reason: str | None = None) -> None:
+        """The document as that version wrote it: locked, decided with `decided` (its command
+        sent) or not."""
+        await self.database[WITHDRAWALS].insert_one(
+            {
+                "_id": OLD_ID,
+                "withdrawal_id": OLD_ID,
+                "user_id": "alice",
+                "currency": "BTC",
+                "amount": Decimal128("0.1"),
+                "fee": Decimal128("0.0001"),
+                "address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+                "status": "locked",
+                "reason": reason,
+                "decision": "approve" if decided else None,
+                "decided_by": "ops" if decided else None,
+                "created_at": NOW,
+                "updated_at": NOW,
+                "outbox": [
+                    {
+                        "command_id": command.command_id,
+                        "reference_id": command.reference_id,
+                        "command": command.model_dump(mode="json"),
+                        "published": True,
+                        "created_at": NOW,
+                        "result": None,
+                    }
+                    for command in (self.lock, *decided)
+                ],
+            }
+        )
+
+    async def stored_attempt(self) -> int | None:
+        document = await self.database[WITHDRAWALS].find_one({"_id": OLD_ID})
+        assert document is not None
+        return document.get("attempt")
+
+    def refuse_releases(self) -> None:
+        """The wallet refuses every release from now on (its hold emptied behind our back)."""
+        self.publisher.answer = lambda command: (
+            self.wallet._result(command, "rejected", "insufficient_locked_funds")
+            if isinstance(command, ReleaseLockedCommand)
+            else self.wallet.apply(command)
+        )
+
+
+@pytest_asyncio.fixture
+async def old(
+    mongo_client: AsyncMongoClient[dict[str, Any]], fake_wallet: Any
+) -> AsyncIterator[OldWithdrawal]:
+    database = mongo_client[unique_database_name("gw_old_withdrawal")]
+    await ensure_indexes(database)
+    clock = [NOW]
+    publisher = RecordingPublisher(answer=fake_wallet.apply)
+    handler = WithdrawalHandler(
+        MongoWithdrawals(database), publisher, OLD_POLICY, clock=lambda: clock[0]
+    )
+    hold = reference_id(OLD_ID)
+    lock = LockCommand(
+        user_id="alice",
+        currency="BTC",
+        amount="0.1001",
+        transaction_type="withdrawal_lock",
+        reference_id=hold,
+        issued_at=NOW,
+    )
+    release = ReleaseLockedCommand(
+        user_id="alice",
+        currency="BTC",
+        amount="0.1001",
+        fee="0.0001",
+        destination="withdrawals",
+        transaction_type="withdrawal_release",
+        reference_id=hold,
+        hold_id=hold,
+        issued_at=NOW,
+    )
+    fake_wallet.fund("alice", "BTC", "1")
+    try:
+        yield OldWithdrawal(database, handler, publisher, fake_wallet, clock, lock, release)
+    finally:
+        await mongo_client.drop_database(database.name)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_an_undecided_withdrawal_stored_before_attempt_existed_is_decided(
+    old: OldWithdrawal, decision: str
+) -> None:
+    """It answered 409 withdrawal_changed to every approve and reject."""
+    await old.store()
+    assert old.wallet.apply(old.lock).status == "applied"
+    read = await old.handler.withdrawals.get(OLD_ID)
+    assert read is not None
+    assert (read.status, read.decision, read.attempt) == (WithdrawalStatus.LOCKED, None, 0)
+    if decision == "approve":
+        decided = await old.handler.approve("ops", OLD_ID)
+        assert (decided.status, decided.reason) == (WithdrawalStatus.APPROVED, None)
+        assert old.wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal(0))
+    else:
+        decided = await old.handler.reject("ops", OLD_ID, "sanctions")
+        assert (decided.status, decided.reason) == (WithdrawalStatus.REJECTED, "sanctions")
+        assert old.wallet.balance("alice", "BTC") == (Decimal(1), Decimal(0))
+    # Its first decision, under the lock's reference as that version's would have been.
+    assert old.publisher.published[-1].reference_id == reference_id(OLD_ID)
+    assert (decided.attempt, await old.stored_attempt()) == (1, 1)
+
+
+@pytest.mark.integration
+async def test_an_undecided_withdrawal_stored_before_attempt_existed_is_reopened_when_refused(
+    old: OldWithdrawal,
+) -> None:
+    await old.store()
+    assert old.wallet.apply(old.lock).status == "applied"
+    real = old.publisher.answer
+    old.refuse_releases()
+    refused = await old.handler.approve("ops", OLD_ID)
+    assert (refused.status, refused.decision, refused.reason) == (
+        WithdrawalStatus.LOCKED,
+        None,
+        REFUSED_RELEASE,
+    )
+    assert (refused.attempt, await old.stored_attempt()) == (1, 1)
+    old.clock[0] += old.handler.ask_again_after + timedelta(seconds=1)
+    assert await old.handler.ask_again() == 0  # nothing waits on the wallet: an admin decides
+    old.publisher.answer = real
+    rejected = await old.handler.reject("ops", OLD_ID, "sanctions")
+    assert (rejected.status, rejected.reason) == (WithdrawalStatus.REJECTED, "sanctions")
+    assert old.publisher.published[-1].reference_id == reference_id(OLD_ID, 2)
+    assert old.wallet.balance("alice", "BTC") == (Decimal(1), Decimal(0))
+
+
+@pytest.mark.integration
+async def test_a_refused_decision_stored_before_attempt_existed_is_reopened_and_decided_again(
+    old: OldWithdrawal,
+) -> None:
+    """Decided by that version, its release refused (noted as its reason, the decision kept, as
+    that version did): it was never reopened, approve and reject answered 409 already_decided, and
+    the ask-again pass sent the refused release again every period."""
+    # The wallet refused the release (the hold held nothing then), and keeps that answer for it.
+    assert old.wallet.apply(old.release).status == "rejected"
+    assert old.wallet.apply(old.lock).status == "applied"
+    await old.store(old.release, reason=REFUSED_RELEASE)
+    read = await old.handler.withdrawals.get(OLD_ID)
+    assert read is not None
+    assert (read.decision, read.attempt) == ("approve", 1)
+    with pytest.raises(Conflict) as waiting:
+        await old.handler.reject("ops2", OLD_ID, "sanctions")
+    assert waiting.value.code == "already_decided"  # its release's answer is awaited
+    # Its answer never came to this version: the release is sent again, the wallet answers it
+    # with the refusal, and the withdrawal is reopened for an admin.
+    old.clock[0] += old.handler.ask_again_after + timedelta(seconds=1)
+    assert await old.handler.ask_again() == 1
+    resent = old.publisher.published[-1]
+    assert resent.command_id == old.release.command_id
+    reopened = await old.handler.apply_result(old.wallet.apply(resent))
+    assert reopened is not None
+    assert (reopened.status, reopened.decision, reopened.reason) == (
+        WithdrawalStatus.LOCKED,
+        None,
+        REFUSED_RELEASE,
+    )
+    assert (reopened.attempt, await old.stored_attempt()) == (1, 1)
+    old.clock[0] += old.handler.ask_again_after + timedelta(seconds=1)
+    assert await old.handler.ask_again() == 0
+    # Decided again under a reference of its own: the wallet does not answer it with the refusal.
+    approved = await old.handler.approve("ops2", OLD_ID)
+    assert (approved.status, approved.decision, approved.reason) == (
+        WithdrawalStatus.APPROVED,
+        "approve",
+        None,
+    )
+    assert old.publisher.published[-1].reference_id == reference_id(OLD_ID, 2)
+    assert old.wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal(0))

@@ -338,7 +338,8 @@ class MemoryWithdrawals:
             current,
             decision=decision,
             decided_by=admin_id,
-            reason=reason if reason is not None else current.reason,
+            # A new decision replaces an earlier one's reason (a refusal it was reopened with).
+            reason=reason,
             updated_at=now,
             attempt=current.attempt + 1,
             outbox=(*current.outbox, OutboxEntry(command, created_at=now)),

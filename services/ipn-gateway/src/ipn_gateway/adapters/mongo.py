@@ -59,6 +59,9 @@ WITHDRAWALS: Final = "withdrawals"
 WITHDRAWAL_GUARDS: Final = "withdrawal_request_guards"
 # Long enough for one request's reads and insert; a crashed request frees the user after it.
 GUARD_LEASE: Final = timedelta(seconds=10)
+# The `attempt` of a withdrawal stored before the field existed (see `_attempt`).
+_UNDECIDED_WITHOUT_ATTEMPT: Final = 0
+_DECIDED_WITHOUT_ATTEMPT: Final = 1
 
 
 def _outbox_document(entry: OutboxEntry) -> Document:
@@ -433,6 +436,23 @@ class MongoIpnLog:
         return await self._ipns.find(query or {}).sort("received_at", ASCENDING).to_list()
 
 
+def _attempt(document: Document) -> int:
+    """A withdrawal's `attempt`. One stored before the field existed has none: that version sent
+    at most one decision (its reference `withdrawal:<id>`, attempt 1) and never reopened one the
+    wallet refused, so undecided it is at attempt 0 and decided at attempt 1."""
+    attempt = document.get("attempt")
+    if attempt is None:
+        undecided = document.get("decision") is None
+        return _UNDECIDED_WITHOUT_ATTEMPT if undecided else _DECIDED_WITHOUT_ATTEMPT
+    return int(attempt)
+
+
+def _attempt_is(attempt: int, without_attempt: int) -> object:
+    """A filter on `attempt` that also takes a document without one when it reads as `attempt`
+    (`without_attempt`: what such a document reads as in the filter's decision state)."""
+    return {"$in": [attempt, None]} if attempt == without_attempt else attempt
+
+
 def _withdrawal(document: Document) -> Withdrawal:
     asked_at = document.get("asked_at")
     return Withdrawal(
@@ -448,7 +468,7 @@ def _withdrawal(document: Document) -> Withdrawal:
         reason=document.get("reason"),
         decision=document.get("decision"),
         decided_by=document.get("decided_by"),
-        attempt=document.get("attempt", 0),
+        attempt=_attempt(document),
         outbox=_outbox(document.get("outbox", [])),
         asked_at=_utc(asked_at) if asked_at else None,
     )
@@ -529,16 +549,24 @@ class MongoWithdrawals:
         command: WalletCommand,
         now: datetime,
     ) -> Withdrawal | None:
-        changes: Document = {"decision": decision, "decided_by": admin_id, "decided_at": now}
-        if reason is not None:
-            changes["reason"] = reason
+        # A new decision replaces an earlier one's reason (a refusal it was reopened with).
+        changes: Document = {
+            "decision": decision,
+            "decided_by": admin_id,
+            "decided_at": now,
+            "reason": reason,
+        }
         document = await self._withdrawals.find_one_and_update(
             {
                 "_id": withdrawal_id,
                 "status": WithdrawalStatus.LOCKED.value,
                 "decision": None,
                 # The command was made for this attempt: a decision read before a reopen is stale.
-                "attempt": attempt_of(command.reference_id) - 1,
+                # Undecided and without `attempt` (stored before it existed): attempt 0, and the
+                # increment below writes 1.
+                "attempt": _attempt_is(
+                    attempt_of(command.reference_id) - 1, _UNDECIDED_WITHOUT_ATTEMPT
+                ),
             },
             {
                 "$set": {**changes, "updated_at": now},
@@ -552,14 +580,26 @@ class MongoWithdrawals:
     async def reopen(
         self, withdrawal_id: str, reference_id: str, reason: str, now: datetime
     ) -> Withdrawal | None:
+        attempt = attempt_of(reference_id)
         document = await self._withdrawals.find_one_and_update(
             {
                 "_id": withdrawal_id,
                 "status": WithdrawalStatus.LOCKED.value,
                 "decision": {"$ne": None},
-                "attempt": attempt_of(reference_id),
+                # Decided and without `attempt` (stored before it existed): attempt 1.
+                "attempt": _attempt_is(attempt, _DECIDED_WITHOUT_ATTEMPT),
             },
-            {"$set": {"decision": None, "decided_by": None, "reason": reason, "updated_at": now}},
+            {
+                "$set": {
+                    "decision": None,
+                    "decided_by": None,
+                    "reason": reason,
+                    "updated_at": now,
+                    # Written for one that had none, so the next decision is the next attempt
+                    # (read as 0 again, it would reuse the refused decision's reference).
+                    "attempt": attempt,
+                }
+            },
             return_document=ReturnDocument.AFTER,
         )
         return _withdrawal(document) if document else None

@@ -34,7 +34,7 @@ from ipn_gateway.application.records import (
     ReviewNote,
 )
 from ipn_gateway.domain.errors import Forbidden, GatewayError, IpnRejected
-from ipn_gateway.domain.js_json import with_javascript_numbers
+from ipn_gateway.domain.js_json import JsonValue, with_javascript_numbers
 from ipn_gateway.domain.payments import (
     DEPOSIT_TRANSACTION_TYPE,
     ConfirmationPolicy,
@@ -49,7 +49,7 @@ from ipn_gateway.domain.payments import (
     read_ipn,
     review_target,
 )
-from ipn_gateway.domain.signature import verify_ipn
+from ipn_gateway.domain.signature import check_text, signed_body
 from shared.messaging import CreditCommand
 from shared.money import format_amount
 
@@ -166,10 +166,17 @@ class IpnHandler:
     untrusted_limit: RateLimiter | None = None
 
     async def handle(self, request: IpnRequest) -> Verdict:
-        """The verdict for a valid IPN; raises GatewayError (recorded first) for a refused one."""
+        """The verdict for a valid IPN; raises GatewayError (recorded first) for a refused one.
+
+        Only a post refused before its signature matched (too large, from a sender not allowed,
+        not signed correctly) is unauthenticated: it counts against `untrusted_limit` and is kept
+        cut short. A correctly signed IPN, even one refused after (text that cannot be stored, a
+        field missing or odd, a re-deposit whose parent payment no order holds), is never rate
+        limited and is kept whole, trusted, with its verdict.
+        """
         audit = _audit_base(request, self.clock())
         try:
-            ipn = await self._verified(request)
+            body = self._signed(request)
         except GatewayError as error:
             if error.code == "body_too_large":
                 log.warning("ipn.too_large", client_ip=request.client_ip, size=audit.body_size)
@@ -182,6 +189,7 @@ class IpnHandler:
             await self.ipn_log.record(_untrusted(replace(audit, verdict=error.code)))
             raise
         try:
+            ipn = await self._read(body)
             verdict, review = await self.apply(ipn)
         except GatewayError as error:
             await self.ipn_log.record(replace(audit, trusted=True, verdict=error.code))
@@ -199,12 +207,17 @@ class IpnHandler:
         )
         return verdict
 
-    async def _verified(self, request: IpnRequest) -> Ipn:
+    def _signed(self, request: IpnRequest) -> dict[str, JsonValue]:
+        """The body of a post from an allowed sender whose signature matches."""
         if request.too_large or len(request.raw_body) > MAX_IPN_BYTES:
             raise IpnRejected("body_too_large", f"an IPN body is at most {MAX_IPN_BYTES} bytes")
         if not self._sender_allowed(request.client_ip):
             raise Forbidden("ip_not_allowed", "IPN sender address is not on the allow-list")
-        body = with_javascript_numbers(verify_ipn(request.raw_body, request.signature, self.secret))
+        return signed_body(request.raw_body, request.signature, self.secret)
+
+    async def _read(self, signed: dict[str, JsonValue]) -> Ipn:
+        """The IPN a correctly signed body reports."""
+        body = with_javascript_numbers(check_text(signed))
         stored_order_id = None
         parent = parent_payment_id_of(body)
         if body.get("order_id") is None and parent is not None:

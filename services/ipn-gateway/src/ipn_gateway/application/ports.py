@@ -200,7 +200,8 @@ class Withdrawals(Protocol):
         now: datetime,
     ) -> Withdrawal | None:
         """Record an admin's decision and its command if the withdrawal is locked, undecided, and
-        its `attempt` is still the one before the command's (it becomes the command's)."""
+        its `attempt` is still the one before the command's (it becomes the command's). Its
+        `reason` becomes `reason` (None for an approve), replacing a refusal it was reopened with."""
         ...
 
     async def reopen(

@@ -34,7 +34,14 @@ def signature_matches(body: JsonValue, signature: str | None, secret: str) -> bo
 
 
 def verify_ipn(raw_body: bytes, signature: str | None, secret: str) -> dict[str, JsonValue]:
-    """The parsed body of a correctly signed IPN; raises IpnRejected otherwise.
+    """The parsed body of a correctly signed IPN whose text can be stored; raises IpnRejected
+    otherwise (`signed_body`, then `check_text`)."""
+    return check_text(signed_body(raw_body, signature, secret))
+
+
+def signed_body(raw_body: bytes, signature: str | None, secret: str) -> dict[str, JsonValue]:
+    """The parsed body if its signature matches; raises IpnRejected (`invalid_signature`)
+    otherwise.
 
     The body is parsed before the signature is checked because the signature covers the parsed
     (re-serialised) form, not the raw bytes; nothing in it is trusted until the check passes.
@@ -52,6 +59,11 @@ def verify_ipn(raw_body: bytes, signature: str | None, secret: str) -> dict[str,
         raise IpnRejected("invalid_signature", "no signature can match: the body is not an object")
     if not signature_matches(body, signature, secret):
         raise IpnRejected("invalid_signature", "x-nowpayments-sig does not match the body")
+    return body
+
+
+def check_text(body: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """The signed body, if every text in it can be encoded; raises IpnRejected (`invalid_text`)."""
     where = unencodable_at(body)
     if where is not None:
         # Signed, but holding a lone UTF-16 surrogate: nothing could store or log it.

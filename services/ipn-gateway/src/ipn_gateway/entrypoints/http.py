@@ -8,7 +8,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from ipn_gateway.application.deposits import DepositHandler
 from ipn_gateway.application.ipn import MAX_IPN_BYTES, IpNetwork, IpnHandler, IpnRequest
@@ -29,7 +29,14 @@ from ipn_gateway.domain.errors import (
     UpstreamUnavailable,
 )
 from ipn_gateway.entrypoints.shapes import review_view, withdrawal_view
-from shared.http import AdminUser, CurrentUser, TextCheckedRoute, error_response, error_responses
+from shared.http import (
+    AdminUser,
+    CurrentUser,
+    QueryParameters,
+    TextCheckedRoute,
+    error_response,
+    error_responses,
+)
 from shared.http.idempotency import (
     Idempotency,
     IdempotencyKey,
@@ -98,6 +105,17 @@ class RejectBody(_Body):
 
 class DismissBody(_Body):
     reason: str
+
+
+class WithdrawalsQuery(QueryParameters):
+    """The list's query parameters, as the wallet's history and the P2P and spot lists take them:
+    an unknown one is refused (422 `validation_error`) and one left empty is absent. A `limit` out
+    of range or a `status` or `cursor` too long is 422 `validation_error`; an unknown status is
+    400 `invalid_status`, and a `cursor` this API did not return 400 `invalid_cursor`."""
+
+    status: str | None = Field(default=None, max_length=20)
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(default=None, max_length=200)
 
 
 @dataclass
@@ -248,14 +266,11 @@ def withdrawals_router(handlers: Handlers) -> APIRouter:
 
     @router.get("", responses=error_responses(400, 422))
     async def list_withdrawals(
-        user: CurrentUser,
-        status: str | None = Query(None, max_length=20),
-        limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
-        cursor: str | None = Query(None, max_length=200),
+        user: CurrentUser, query: Annotated[WithdrawalsQuery, Query()]
     ) -> dict[str, Any]:
         """A user's own withdrawals, everyone's for an admin; newest first, `next_cursor` pages."""
         page = await handlers.withdrawals.page(
-            user.user_id, user.is_admin, status=status, limit=limit, cursor=cursor
+            user.user_id, user.is_admin, status=query.status, limit=query.limit, cursor=query.cursor
         )
         return {"items": [withdrawal_view(w) for w in page.items], "next_cursor": page.next_cursor}
 
