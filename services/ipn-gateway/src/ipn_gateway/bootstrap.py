@@ -35,6 +35,7 @@ from ipn_gateway.entrypoints.http import Handlers, include_routes
 from ipn_gateway.entrypoints.results import ResultsConsumer
 from ipn_gateway.settings import GatewaySettings
 from shared.background import BackgroundTasks
+from shared.clock import to_the_millisecond
 from shared.http import create_app
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.mongo import MongoDeadLetters, connect
@@ -111,6 +112,8 @@ class Gateway:
 
 
 def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc_now) -> Gateway:
+    # Every instant a handler takes is as MongoDB keeps it: a create answers what a read shows.
+    clock = to_the_millisecond(clock)
     mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     database = mongo[settings.ipn_gateway_mongodb_database]
     orders, payments = MongoDepositOrders(database), MongoPayments(database)

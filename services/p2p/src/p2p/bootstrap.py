@@ -21,6 +21,7 @@ from p2p.domain.trades import TRANSACTION_TYPES
 from p2p.entrypoints.http import Handlers, include_routes
 from p2p.settings import P2pSettings
 from shared.background import BackgroundTasks
+from shared.clock import to_the_millisecond
 from shared.http import create_app
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult
@@ -36,18 +37,6 @@ DEAD_LETTERS: Final = "p2p_dead_letters"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def to_the_millisecond(clock: Callable[[], datetime]) -> Callable[[], datetime]:
-    """`clock` as MongoDB keeps instants: whole milliseconds, rounded down. Every "now" the
-    handlers take is then what a later read shows: a create answers the timestamps a GET gives,
-    and a payment deadline is enforced at the instant the buyer was told."""
-
-    def now() -> datetime:
-        instant = clock()
-        return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
-
-    return now
 
 
 def is_p2p_result(result: CommandResult) -> bool:

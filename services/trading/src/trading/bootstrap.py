@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 
+from shared.clock import to_the_millisecond
 from shared.http import create_app, error_response
 from shared.mongo import MongoDeadLetters, connect
 from shared.wallet_client import WalletClient
@@ -116,6 +117,8 @@ def build_service(
     features: Sequence[FeatureFactory] = FEATURES,
     clock: Clock = utc_now,
 ) -> TradingService:
+    # Every instant a feature takes is as MongoDB keeps it: a create answers what a read shows.
+    clock = to_the_millisecond(clock)
     mongo = connect(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     context = TradingContext(
         settings=settings,

@@ -131,6 +131,7 @@ class SpotOrders:
             lock_amount=Decimal(0),
             created_at=self._clock(),
         )
+        order.updated_at = order.created_at  # as stored: the create answers what a read shows
         if expires_in_seconds is not None:
             if type is not OrderType.LIMIT:
                 raise Invalid("expiry_not_allowed", "only a limit order rests, and can expire")

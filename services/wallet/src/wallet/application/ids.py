@@ -5,13 +5,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
+from shared.clock import utc_now_ms
 
-def utc_now_ms() -> datetime:
-    """Now, to the millisecond: what MongoDB stores, so replay and live agree to the digit."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+__all__ = ["TransactionIds", "new_transaction_id", "utc_now_ms"]
 
 
 class TransactionIds:
