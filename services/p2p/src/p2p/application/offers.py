@@ -9,15 +9,14 @@ from datetime import datetime
 
 from p2p.application.paging import (
     DEFAULT_PAGE_SIZE,
-    Page,
     check_limit,
     offer_cursor,
     offer_position,
-    page_of,
 )
 from p2p.application.ports import Offer, Offers
 from p2p.domain.errors import Conflict, Forbidden, NotFound
 from p2p.domain.offers import OfferStatus, offered_coin, offered_fiat, validate_offer
+from shared.paging import Page, page_of
 
 
 @dataclass

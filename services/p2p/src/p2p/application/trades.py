@@ -20,9 +20,7 @@ from pydantic import JsonValue
 
 from p2p.application.paging import (
     DEFAULT_PAGE_SIZE,
-    Page,
     check_limit,
-    page_of,
     trade_cursor,
     trade_position,
 )
@@ -66,7 +64,7 @@ from shared.messaging import (
 )
 from shared.money import add
 from shared.outbox import sendable
-from shared.paging import PageCursor
+from shared.paging import Page, PageCursor, page_of
 
 log = structlog.get_logger(__name__)
 

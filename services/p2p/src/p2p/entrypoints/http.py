@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from p2p.application.offers import OfferHandler
-from p2p.application.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
+from p2p.application.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from p2p.application.ports import Trade
 from p2p.application.trades import Caller, TradeHandler
 from p2p.domain.errors import Conflict, Forbidden, NotFound, P2pError
@@ -31,6 +31,7 @@ from shared.http.idempotency import (
     MemoryIdempotencyStore,
     idempotency_responses,
 )
+from shared.paging import MAX_CURSOR_LENGTH
 
 PREFIX: Final = "/api/p2p/enhanced"
 _STATUS_BY_KIND: Final[tuple[tuple[type[P2pError], int], ...]] = (

@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.http import CurrentUser, QueryParameters, TextCheckedRoute, error_responses
 from shared.money import format_amount
+from shared.paging import MAX_CURSOR_LENGTH
 from trading.spot.domain.book import OrderType, Side
 from trading.spot.domain.markets import MARKETS
 from trading.spot.orders import SpotOrder
-from trading.spot.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
+from trading.spot.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from trading.spot.service import SpotOrders
 
 OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]

@@ -13,7 +13,7 @@ import structlog
 
 from shared.messaging import CommandResult, unsendable_reason
 from shared.money import LEDGER_CONTEXT, MoneyError, max_integer_digits, parse_decimal
-from shared.paging import PageCursor, Position
+from shared.paging import Page, PageCursor, Position, page_of
 from trading.errors import Conflict, Invalid, NotFound
 from trading.feature import Clock
 from trading.messaging import EventPublisher
@@ -27,7 +27,7 @@ from trading.spot.domain.book import (
 from trading.spot.domain.markets import Fees, Market, MarketError, get_market
 from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
-from trading.spot.paging import DEFAULT_PAGE_SIZE, Page, check_limit, order_position, page_of
+from trading.spot.paging import DEFAULT_PAGE_SIZE, check_limit, order_cursor, order_position
 from trading.spot.ports import SpotStore
 from trading.spot.wallet import SpotWallet
 
@@ -318,7 +318,7 @@ class SpotOrders:
         check_limit(limit)
         before = None if cursor is None else order_position(cursor)
         found = await self._store.of_user(user_id, statuses, limit=limit + 1, before=before)
-        return page_of(found, limit)
+        return page_of(found, limit, order_cursor)
 
     async def cancel(self, order_id: str, user_id: str) -> tuple[SpotOrder, bool]:
         """Ask the market's matcher to cancel; (the order, whether it is already cancelled)."""

@@ -193,23 +193,24 @@ async def test_a_cursor_the_list_did_not_return_and_a_limit_out_of_range_are_ref
         "%%%",
         "é",
         page["next_cursor"] + "!",
-        _cursor("t|1796040000000|x"),  # another list's tag
-        _cursor("s|1796040000000|"),  # no order id
-        _cursor("s|1796040000.5|x"),
-        _cursor("s| 1796040000000|x"),
-        _cursor("s|1_764_504_000_000|x"),
-        _cursor("s|999999999999999|x"),  # an instant past year 9999
-        _cursor("s|-99999999999999|x"),  # before year 1
-        _cursor("s|9999999999999999|x"),
-        base64.b64encode(b"s|1796040000000|\xff").decode(),
-        _cursor("s|1796040000000|x") + "=",  # padded: not as this API writes one
+        _cursor("t|2026-11-30T12:00:00+00:00|x"),  # another list's tag
+        _cursor("s|2026-11-30T12:00:00+00:00|"),  # no order id
+        _cursor("s|2026-11-30T12:00:00|x"),  # no offset
+        _cursor("s|1796040000000|x"),
+        _cursor("s| 2026-11-30T12:00:00+00:00|x"),
+        _cursor("s|9999-12-31T23:59:59-01:00|x"),  # an instant past year 9999
+        _cursor("s|0001-01-01T00:00:00+01:00|x"),  # before year 1
+        base64.b64encode(b"s|2026-11-30T12:00:00+00:00|\xff").decode(),
+        _cursor("s|2026-11-30T12:00:00+00:00|x") + "=",  # padded: not as this API writes one
     ]
     for cursor in bad_cursors:
         response = await spot.listed("amy", cursor=cursor)
         assert response.status_code == 400, (cursor, response.text)
         assert response.json()["error"]["code"] == "invalid_cursor"
     # A cursor naming a place no order of the user has still reads from there on.
-    elsewhere = (await spot.listed("amy", cursor=_cursor("s|1796040000002|-"))).json()
+    elsewhere = (
+        await spot.listed("amy", cursor=_cursor("s|2026-11-30T12:00:00.002000+00:00|-"))
+    ).json()
     assert len(elsewhere["items"]) == 1
 
     for params in ({"limit": 0}, {"limit": 501}, {"limit": "ten"}, {"cursor": "x" * 201}):
