@@ -1,16 +1,14 @@
 """Kafka plumbing shared by the trading features: one producer, the wallet.results consumer and
-its dispatcher (consumer groups are shared.results_consumer's), and a group-less reader of a
-topic's recent messages (market.prices)."""
+its dispatcher (consumer groups are shared.results_consumer's; the group-less reader of
+market.prices is shared.recent_messages')."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from shared.messaging import CommandResult
 from shared.results_consumer import WalletResultsConsumer
@@ -78,66 +76,3 @@ class ResultsConsumer(WalletResultsConsumer):
         self, bootstrap_servers: str, dispatcher: ResultsDispatcher, **options: Any
     ) -> None:
         super().__init__(bootstrap_servers, dispatcher.dispatch, dispatcher.handles, **options)
-
-
-class RecentMessagesReader:
-    """Reads every partition of a topic without a consumer group, starting `lookback` messages
-    before the end of each, and hands each message to `handle`.
-
-    For topics whose latest message per key is what counts (market.prices): every process sees
-    every message, and startup costs neither a group join nor a replay of the whole history.
-    """
-
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        topic: str,
-        handle: Callable[[bytes, bytes | None], Awaitable[None]],
-        *,
-        lookback: int = 500,
-    ) -> None:
-        self._bootstrap_servers = bootstrap_servers
-        self._topic = topic
-        self._handle = handle
-        self._lookback = lookback
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap_servers, enable_auto_commit=False
-        )
-        await self._consumer.start()
-        await self._consumer.topics()  # fetches the cluster's metadata, partitions included
-        partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        if assigned:
-            ends = await self._consumer.end_offsets(assigned)
-            starts = await self._consumer.beginning_offsets(assigned)
-            for tp in assigned:
-                self._consumer.seek(tp, max(starts[tp], ends[tp] - self._lookback))
-        self._task = asyncio.create_task(self._run(), name=f"reader-{self._topic}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-        self._task = self._consumer = None
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        async for record in self._consumer:
-            if record.value is None:
-                continue
-            try:
-                await self._handle(record.value, record.key)
-            except Exception:
-                log.exception("reader.handle_failed", topic=self._topic)

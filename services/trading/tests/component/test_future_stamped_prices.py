@@ -9,7 +9,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from shared.messaging.topics import Topics
-from trading.messaging import EventPublisher, RecentMessagesReader
+from shared.recent_messages import RecentMessagesReader
+from trading.messaging import EventPublisher
 from trading.prices.adapters.kafka import PriceBookUpdater, encode_price
 from trading.prices.domain import Price, PriceBook
 from trading.testing import FakeClock

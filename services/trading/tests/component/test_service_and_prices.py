@@ -22,10 +22,10 @@ from structlog.testing import capture_logs
 from shared.infra.net import free_port
 from shared.messaging.topics import Topics
 from shared.money import CURRENCIES
+from shared.recent_messages import RecentMessagesReader
 from trading.bootstrap import TradingService, build_service, create_trading_app
 from trading.conversions.entrypoints import build_conversions_feature
 from trading.feature import utc_now
-from trading.messaging import RecentMessagesReader
 from trading.prices.adapters.kafka import PriceBookUpdater
 from trading.prices.adapters.mongo import MongoPins
 from trading.prices.domain import PriceBook

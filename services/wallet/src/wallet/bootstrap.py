@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,6 +17,7 @@ from pymongo import AsyncMongoClient
 from shared.http import configure_auth, health_router, install_error_handlers, metrics_router
 from shared.logging import get_logger
 from shared.mongo import connect
+from shared.recent_messages import RecentMessagesReader
 from wallet.adapters.kafka_publisher import KafkaOutcomePublisher
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.command_intake import CommandIntake
@@ -28,7 +28,7 @@ from wallet.entrypoints.consumer import AssignmentTracker, CommandLoop, describe
 from wallet.entrypoints.http import router as wallet_router
 from wallet.entrypoints.metrics import WalletMetrics
 from wallet.entrypoints.portfolio_api import router as portfolio_router
-from wallet.entrypoints.prices_consumer import register_prices_consumer
+from wallet.entrypoints.prices_consumer import describe_prices_channel, prices_reader
 from wallet.entrypoints.web import install_pages
 from wallet.settings import WalletSettings
 
@@ -37,12 +37,12 @@ log = get_logger(__name__)
 
 @dataclass
 class WalletRuntime:
-    # The prices read model (market.prices), fed by its own subscriber on this runtime's broker.
-    prices: PriceBook = field(init=False, default_factory=PriceBook)
     settings: WalletSettings
     store: LedgerStore
     mongo: AsyncMongoClient[dict[str, object]] | None
-    broker: KafkaBroker
+    # The prices read model (market.prices) and the reader that feeds it.
+    prices: PriceBook
+    prices_reader: RecentMessagesReader
     commands: CommandLoop
     registry: CollectorRegistry
     publisher: KafkaOutcomePublisher
@@ -58,13 +58,13 @@ class WalletRuntime:
         if ensure_indexes is not None:
             await ensure_indexes()
         await self.publisher.start()  # before the consumer: its first batch publishes
-        await self.broker.start()
+        await self.prices_reader.start()
         await self.commands.start()
         log.info("wallet_started", store=self.settings.store)
 
     async def stop(self) -> None:
         await self.commands.stop()  # its batch in flight is published and committed first
-        await self.broker.stop()
+        await self.prices_reader.stop()
         await self.publisher.stop()
         if self.mongo is not None:
             await self.mongo.close()
@@ -78,10 +78,6 @@ class WalletRuntime:
             await self.mongo.admin.command("ping")
         return True
 
-    def __post_init__(self) -> None:
-        register_prices_consumer(self.broker, self.prices, self.settings.topics)
-        register_prices_consumer(self.described, self.prices, self.settings.topics)
-
 
 def build_runtime(settings: WalletSettings) -> WalletRuntime:
     mongo: AsyncMongoClient[dict[str, object]] | None = None
@@ -93,16 +89,16 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
 
         mongo = connect(settings.mongodb_url)
         store = MongoLedgerStore(mongo[settings.mongodb_database])
-    broker = KafkaBroker(
+    prices = PriceBook()
+    reader = prices_reader(
         settings.kafka_bootstrap_servers,
-        acks="all",
-        client_id="wallet",
-        # FastStream logs every message it handles at this level: per-batch metrics say the same
-        # without a log line per batch on the hot path.
-        log_level=logging.DEBUG,
+        prices,
+        settings.topics,
+        lookback=settings.price_topic_lookback,
     )
     described = KafkaBroker(settings.kafka_bootstrap_servers)
     describe_command_channel(described, settings.topics)
+    describe_prices_channel(described, settings.topics)
     registry = CollectorRegistry()
     metrics = WalletMetrics(registry)
     publisher = KafkaOutcomePublisher(described, settings.topics, settings.kafka_bootstrap_servers)
@@ -116,7 +112,9 @@ def build_runtime(settings: WalletSettings) -> WalletRuntime:
         session_timeout_ms=settings.consumer_session_timeout_ms,
         heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
     )
-    return WalletRuntime(settings, store, mongo, broker, commands, registry, publisher, described)
+    return WalletRuntime(
+        settings, store, mongo, prices, reader, commands, registry, publisher, described
+    )
 
 
 def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:

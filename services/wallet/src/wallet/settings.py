@@ -24,6 +24,9 @@ class WalletSettings(ServiceSettings):
     consumer_heartbeat_interval_ms: int = Field(
         default=3_000, validation_alias="WALLET_CONSUMER_HEARTBEAT_INTERVAL_MS"
     )
+    # How many recent messages per partition of market.prices a starting wallet reads back (the
+    # trading service's setting of the same name).
+    price_topic_lookback: int = Field(default=500, ge=1, validation_alias="PRICE_TOPIC_LOOKBACK")
 
     @model_validator(mode="after")
     def _memory_store_only_in_staging(self) -> Self:

@@ -112,11 +112,42 @@ async def test_a_future_stamped_price_neither_stands_nor_holds_back_also_after_a
         await producer.stop()
     await _until_quote(wallet_runtime, "SOL", Decimal("111"))
 
-    # A wallet started now reads the topic from the beginning: the one from the future is still
+    # A wallet started now reads the topic's recent messages again: the one from the future is still
     # there, and is refused again.
     restarted = await started(build_runtime(wallet_runtime.settings))
     try:
         await _until_quote(restarted, "SOL", Decimal("111"))
         assert restarted.prices.snapshot().quotes["SOL"].as_of == now + timedelta(seconds=1)
+    finally:
+        await restarted.stop()
+
+
+async def test_a_starting_wallet_reads_only_the_recent_prices_not_the_topics_history(
+    kafka_bootstrap_servers: str, kafka_topics: Topics, wallet_runtime: WalletRuntime
+) -> None:
+    # The topic keeps days of quotes. A wallet that replayed them from the start valued every
+    # portfolio at old prices until it caught up (minutes on a real feed): a starting wallet
+    # reads PRICE_TOPIC_LOOKBACK messages per partition back from the end, no more.
+    lookback = 5
+    now = datetime.now(UTC)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        # Beyond the lookback: stamped newest, so a reader that saw it would keep it.
+        await producer.send_and_wait(kafka_topics.prices, price("LTC", "999", now), key=b"LTC")
+        for n in range(lookback):
+            stamped = now - timedelta(minutes=10) + timedelta(seconds=n)
+            await producer.send_and_wait(
+                kafka_topics.prices, price("LTC", f"{70 + n}", stamped), key=b"LTC"
+            )
+    finally:
+        await producer.stop()
+    await _until_quote(wallet_runtime, "LTC", Decimal("999"))  # the running one read them all
+
+    settings = wallet_runtime.settings.model_copy(update={"price_topic_lookback": lookback})
+    restarted = await started(build_runtime(settings))
+    try:
+        await _until_quote(restarted, "LTC", Decimal(f"{70 + lookback - 1}"))
+        assert restarted.prices.snapshot().quotes["LTC"].as_of == stamped
     finally:
         await restarted.stop()

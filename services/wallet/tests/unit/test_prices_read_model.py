@@ -66,6 +66,8 @@ def test_a_snapshot_does_not_change_under_its_reader() -> None:
         message(price="0"),
         message(price="-1"),
         message(price="NaN"),
+        message(price="1" * 61),  # more digits than any answer could write back: it was a 500
+        message(price="0." + "1" * 35),
         message(currency="DOGE"),
         message(as_of="2026-11-30T21:00:00"),  # no offset
         message(valuation_currency="EUR"),
@@ -118,7 +120,7 @@ def test_a_future_stamped_quote_read_back_from_the_topic_after_a_restart_holds_n
     None
 ):
     # The topic still holds a quote from the future, written before the rule: a wallet started
-    # now reads the whole topic again, refuses it and takes the correct quotes after it.
+    # now reads the topic's last messages again, refuses it and takes the correct quotes after it.
     written = [
         message(price="99000", as_of=(T + timedelta(hours=1)).isoformat()),
         message(price="52000", as_of=T.isoformat()),
@@ -127,3 +129,9 @@ def test_a_future_stamped_quote_read_back_from_the_topic_after_a_restart_holds_n
     restarted = PriceBook(clock=lambda: T + timedelta(seconds=3))
     assert [apply_price_message(restarted, raw) for raw in written] == [False, True, True]
     assert restarted.snapshot().quotes["BTC"].price == Decimal("52100")
+
+
+def test_a_price_of_decimal128s_34_significant_digits_is_kept() -> None:
+    book = PriceBook()
+    assert apply_price_message(book, message(price="1234567890.123456789012345678901234000"))
+    assert book.snapshot().quotes["BTC"].price == Decimal("1234567890.123456789012345678901234")

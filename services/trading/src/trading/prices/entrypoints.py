@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.background import BackgroundTasks
 from shared.http import AdminUser, ApiError, TextCheckedRoute, error_responses
 from shared.money import MoneyError, format_amount, get_currency, parse_decimal
+from shared.recent_messages import RecentMessagesReader
 from trading.feature import Feature, TradingContext
-from trading.messaging import RecentMessagesReader
 from trading.prices.adapters.builtin import BuiltinPriceSource
 from trading.prices.adapters.kafka import KafkaPricePublisher, PriceBookUpdater
 from trading.prices.adapters.market_data import BinancePriceSource, CoinGeckoPriceSource

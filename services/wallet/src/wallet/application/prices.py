@@ -1,6 +1,6 @@
 """The wallet's prices read model: the latest price of each currency from `market.prices`.
 
-Kept in memory and rebuilt from the topic at start (its consumer reads from the beginning):
+Kept in memory and rebuilt from the topic's recent messages at start:
 prices are the trading service's to keep; the wallet only values holdings with them.
 """
 

@@ -14,8 +14,8 @@ store. The guarantees do not move:
 - before its partitions move to another consumer (a rebalance) or the process stops, the batch
   in flight is finished and its offsets committed.
 
-FastStream still runs the wallet's other subscriber (`market.prices`) and describes this one in
-the AsyncAPI document (`describe_command_channel`).
+A FastStream broker that is never started describes this channel in the AsyncAPI document
+(`describe_command_channel`).
 """
 
 from __future__ import annotations

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 from datetime import UTC
-from typing import Any
+from typing import Any, Final
 
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
+from faststream.kafka import KafkaBroker
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
 from shared.logging import get_logger
 from shared.messaging.commands import CurrencyCode, WireDecimal
 from shared.messaging.topics import Topics
+from shared.recent_messages import RecentMessagesReader
 from wallet.application.prices import PriceBook, Quote
 
 log = get_logger(__name__)
+
+PRICE_SIGNIFICANT_DIGITS: Final = 34
+# Exact for any WireDecimal (at most 64 characters).
+_EXACT: Final = decimal.Context(prec=100)
 
 
 class PriceMessage(BaseModel):
@@ -36,6 +40,10 @@ class PriceMessage(BaseModel):
     def _positive(cls, value: Any) -> Any:
         if value <= 0:
             raise ValueError("a price is greater than zero")
+        # Decimal128's digits, far beyond any feed's (trading's has 8): a longer price could not
+        # be written back as the wire's decimal text, and every portfolio holding it would fail.
+        if len(value.normalize(_EXACT).as_tuple().digits) > PRICE_SIGNIFICANT_DIGITS:
+            raise ValueError(f"a price has at most {PRICE_SIGNIFICANT_DIGITS} significant digits")
         return value
 
 
@@ -59,24 +67,27 @@ def apply_price_message(book: PriceBook, raw: bytes | None) -> bool:
     return book.update(Quote(message.currency, message.price, as_of, message.source))
 
 
-async def _leave_undecoded(message: StreamMessage[Any]) -> None:
-    """apply_price_message decodes and checks each message itself."""
-
-
-def register_prices_consumer(broker: KafkaBroker, book: PriceBook, topics: Topics) -> None:
+def prices_reader(
+    bootstrap_servers: str, book: PriceBook, topics: Topics, *, lookback: int
+) -> RecentMessagesReader:
     """Every wallet process reads every price: no consumer group (so no offsets to commit), from
-    the beginning of the topic, so that a restarted wallet knows the latest prices at once."""
+    `lookback` messages before the end of each partition, so that a restarted wallet knows the
+    latest prices at once instead of serving the topic's days-old ones while it replays them."""
 
-    @broker.subscriber(
+    async def handle(value: bytes, key: bytes | None) -> None:
+        apply_price_message(book, value)
+
+    return RecentMessagesReader(bootstrap_servers, topics.prices, handle, lookback=lookback)
+
+
+def describe_prices_channel(described: KafkaBroker, topics: Topics) -> None:
+    """The reader above, as the AsyncAPI document shows it (this broker is never started)."""
+
+    @described.subscriber(
         topics.prices,
         group_id=None,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        decoder=_leave_undecoded,
         title="wallet-prices",
         description="Latest price per currency (in GBP) for the portfolio and the pages.",
     )
-    async def consume_prices(body: Any, message: KafkaMessage) -> None:
-        raw = message.raw_message
-        for record in raw if isinstance(raw, tuple) else (raw,):
-            apply_price_message(book, record.value)
+    async def consume_prices(body: Any) -> None:
+        """Described only: `prices_reader` reads the topic."""
