@@ -1,6 +1,7 @@
 """Every service that follows wallet.results keeps what it cannot apply in its own dead letters
-(after the shared consumer's retries) instead of holding its partition forever, and reports a
-stuck consumer on /healthz: the gateway, p2p and trading are wired alike."""
+(after the shared consumer's retries) instead of holding its partition forever: the gateway, p2p
+and trading are wired alike. That each reports a stuck consumer on /healthz is tested with each
+service running (`test_healthz_reports_a_stuck_results_consumer` in its own tests)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def test_each_service_dead_letters_into_its_own_collection() -> None:
         assert letters._letters.name == collection
 
 
-@pytest.mark.parametrize("collection", ["p2p_dead_letters", "trading_dead_letters"])
+@pytest.mark.parametrize(
+    "collection", ["ipn_gateway_dead_letters", "p2p_dead_letters", "trading_dead_letters"]
+)
 async def test_a_result_that_cannot_be_applied_is_kept_and_the_partition_moves_on(
     mongo_database: AsyncDatabase[dict[str, Any]], collection: str
 ) -> None:

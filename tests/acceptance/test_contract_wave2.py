@@ -1370,6 +1370,20 @@ def largest_remainder(values: dict[str, Decimal]) -> dict[str, str]:
 def test_admin_unpins_a_price(system: System) -> None:
     response = system.call("DELETE", f"{system.trading}/api/admin/prices/TRX", system.admin)
     assert response.status_code == 200, response.text
+    body = response.json()
+    # The built-in feed's own price takes the pin's place at once, and every reader sees it.
+    assert (body["currency"], body["pinned"]) == ("TRX", False), body
+    assert body["price"] is not None, body
+    assert body["price"]["source"] == "builtin", body
+
+    def trx_row() -> dict[str, Any]:
+        rows = system.ok("GET", f"{system.trading}/api/prices", None)["prices"]
+        return next(row for row in rows if row["currency"] == "TRX")
+
+    row = until(
+        "TRX priced by the feed again", lambda: (r := trx_row())["source"] != "pinned" and r
+    )
+    assert row["source"] == "builtin", row
 
 
 def test_spot_market_buy_walks_the_book_and_unlocks_what_it_did_not_spend(system: System) -> None:
@@ -1685,10 +1699,14 @@ def test_an_open_page_hears_of_a_balance_change_within_2_s(system: System) -> No
             assert "event: ready" in until_ready, until_ready
             system.deposit_bank(mia, "GBP", "3.00")
             changed = time.monotonic()
+            heard = False
             for line in lines:
                 if line == "event: wallet-changed":
+                    heard = True
                     break
                 assert time.monotonic() - changed < 2.0, "no wallet-changed within 2 s"
+            # A stream that ends without the event must fail too, not pass at once.
+            assert heard, "the stream ended without wallet-changed"
             assert time.monotonic() - changed <= 2.0
 
 

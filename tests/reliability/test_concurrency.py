@@ -1,8 +1,8 @@
 """Concurrent writers over one store: the version guards and the unique idempotency key make a
 losing batch retry against fresh state, and no command is ever applied twice.
 
-Over the in-memory store with injected interleavings; `test_concurrency_mongo.py` runs the same
-properties through the MongoDB store.
+Over the in-memory store with injected interleavings; `test_mongo_ledger.py` runs concurrent
+debits through the MongoDB store.
 """
 
 from __future__ import annotations

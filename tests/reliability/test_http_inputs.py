@@ -24,7 +24,7 @@ from shared.messaging import InvalidCommand, parse_command
 from shared.messaging.topics import Topics
 from shared.testing.fixtures import unique_database_name
 from tests.reliability.live_services import KEY, live_services
-from tests.reliability.services import ADMIN, OTHER, OWNER, SERVICES, Service
+from tests.reliability.services import ADMIN, OTHER, OWNER, SERVICES, AmountRoute, Service
 from wallet.adapters.memory_store import InMemoryLedgerStore
 from wallet.application.command_intake import CommandIntake, IncomingRecord
 from wallet.application.ledger_service import LedgerService
@@ -276,12 +276,20 @@ EXTRA_FIELDS: Final[list[dict[str, Any]]] = [
 ]
 
 
+def amount_routes_of(svc: Service) -> tuple[AmountRoute, ...]:
+    """The routes taking amounts: none on the wallet (skipped, saying so), some on every other."""
+    if svc.name == "wallet":
+        pytest.skip("the wallet's HTTP side takes no request body")
+    assert svc.amount_routes, svc.name
+    return svc.amount_routes
+
+
 async def test_bodies_with_extra_fields_are_refused(
     service: tuple[Service, httpx.AsyncClient],
 ) -> None:
     """Mass assignment: a field the route does not take is an error, never silently applied."""
     svc, http = service
-    for route in svc.amount_routes:
+    for route in amount_routes_of(svc):
         for extra in EXTRA_FIELDS:
             response = await http.post(
                 route.path, json={**route.body, **extra}, headers=svc.token(OWNER)
@@ -334,7 +342,7 @@ async def test_absurd_amounts_over_http_get_a_4xx_with_their_code(
 ) -> None:
     svc, http = service
     wrong = []
-    for route in svc.amount_routes:
+    for route in amount_routes_of(svc):
         for name in route.fields:
             response = await http.post(
                 route.path, json={**route.body, name: amount}, headers=svc.token(OWNER)

@@ -2,9 +2,13 @@
 overlapping users, one of them leaving halfway (a rebalance): every currency is conserved and
 every command has exactly one outcome.
 
-Needs a real Kafka and a real MongoDB replica set: concurrent transactions are what it exercises,
-and the embedded MongoDB stand-in runs only one at a time. Where Docker is missing it is skipped;
-`test_concurrency.py` proves the same property with injected interleavings.
+It runs on whatever `MONGODB_URL` and Kafka the fixtures give: the embedded stand-ins here, a
+replica set and a real broker with `USE_TESTCONTAINERS=1` or the URLs set. The stand-in refuses
+any commit that overlaps another, so there the two writers meet as write conflicts at commit
+(retried by the wallet) and this test proves conservation and one outcome per command through a
+rebalance, not the wallet's version guard against a stale read: that guard is proven by
+`test_mongo_ledger.py` (concurrent debits on MongoDB, where it fails without the guard) and
+`test_concurrency.py` (injected interleavings on the memory store).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ both ways, and a release racing a cancel. Balances are read from the wallet's HT
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import httpx
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from p2p.bootstrap import build_p2p, create_p2p_app
+from p2p.bootstrap import P2p, build_p2p, create_p2p_app
 from p2p.settings import P2pSettings
 from shared.infra.net import free_port
 from shared.messaging.topics import Topics
@@ -46,6 +47,7 @@ class System:
     http: httpx.AsyncClient
     wallet: Any  # the wallet_service fixture's Wallet
     clock: ShiftableClock
+    service: P2p
 
     async def offer(self, seller: str, **changes: Any) -> str:
         return str((await self.offer_made(seller, **changes))["offer_id"])
@@ -139,7 +141,7 @@ async def system(
             return (await http.get(f"{url}/healthz")).status_code == 200
 
         await wallet_service.eventually(healthy, within=60)
-        yield System(url, http, wallet_service, clock)
+        yield System(url, http, wallet_service, clock, p2p)
 
 
 async def test_the_seeds_trade_end_to_end(system: System) -> None:
@@ -303,3 +305,16 @@ async def test_a_double_clicked_create_trade_escrows_once(system: System) -> Non
     listed = await system.http.get(f"{system.url}{P}/trades", headers=system.wallet.auth(buyer))
     assert [t["trade_id"] for t in listed.json()["items"]] == [created["trade_id"]]
     assert await system.wallet.balance(seller) == (D("0.08999"), D("0.01001"))
+
+
+async def test_healthz_reports_a_stuck_results_consumer(system: System) -> None:
+    results = system.service.results
+    # One result has been failing (the database away) for longer than allowed.
+    results._failing_since = time.monotonic() - results._stuck_after - 1
+    try:
+        stuck = await system.http.get(f"{system.url}/healthz")
+        assert stuck.status_code == 503
+    finally:
+        results._failing_since = None
+    healthy = await system.http.get(f"{system.url}/healthz")
+    assert healthy.status_code == 200
