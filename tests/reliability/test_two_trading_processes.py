@@ -5,7 +5,8 @@ consumer group on trading.orders, over the embedded Kafka and one MongoDB databa
 writes the markets of the partitions it owns (it logs them, `spot.markets_owned`): BTC-GBP and
 ETH-GBP fall to different ones. Makers, then takers, of both markets are posted to both processes
 in turn, so each process takes orders of a market the other matches. Then the owner of BTC-GBP is
-killed (SIGKILL) the moment it has stored the decision of its next fill, before it acted on it;
+killed (SIGKILL) the moment it has stored the decision of its next fill, before it sent it to the
+wallet (`trading_process.py` hangs there and says so);
 the remaining takers go to the survivor, which takes over the dead one's partitions and finishes
 its market from the store.
 
@@ -125,11 +126,17 @@ async def test_two_trading_processes_trade_through_a_crash(
     )
     ports = [free_port(), free_port()]
     logs = [tmp_path / f"trading-{n}.log" for n in range(2)]
+    armed = [tmp_path / f"armed-{n}" for n in range(2)]
+    hanging = [tmp_path / f"hanging-{n}" for n in range(2)]
 
     async def start(n: int) -> ManagedProcess:
         env = trading_env(bootstrap, topics, mongodb_url, mongo_database.name, ports[n])
         env["LOG_LEVEL"] = "INFO"  # spot.markets_owned
-        argv = (sys.executable, "-m", "trading")
+        # `python -m trading` that hangs before sending a fill of the victim's market, once armed
+        env["TRADING_HANG_ARMED"] = str(armed[n])
+        env["TRADING_HANG_MARKER"] = str(hanging[n])
+        env["TRADING_HANG_PAIR"] = VICTIM_MARKET
+        argv = (sys.executable, str(Path(__file__).with_name("trading_process.py")))
         return await start_service(f"trading-{n}", argv, env, ports[n], logs[n], 90.0)
 
     started = await asyncio.gather(start(0), start(1), return_exceptions=True)
@@ -191,23 +198,24 @@ async def test_two_trading_processes_trade_through_a_crash(
             takers = await post("buy", range(FIRST_WAVE), alternately)
             await eventually(partial(closed, takers), within=30, interval=0.1)
             # one more to the survivor; the owner of BTC-GBP is killed the moment it has stored
-            # its decision (a fill), before it has acted on all of it: projected the orders, sent
-            # the fill to the wallet, committed the message
+            # its decision (a fill) and is about to send it: not sent to the wallet, not marked
+            # sent, the orders not projected, the message not committed
             batches = mongo_database["spot_batches"]
-            stored = {"pair": VICTIM_MARKET}
-            before = await batches.count_documents(stored)
+            armed[victim].touch()
             takers += await post("buy", range(FIRST_WAVE, FIRST_WAVE + 1), lambda _: survivor)
 
-            async def decided() -> bool:
-                return await batches.count_documents(stored) > before
+            async def about_to_send() -> bool:
+                return hanging[victim].exists()
 
-            await eventually(decided, within=30, interval=0.002)
+            await eventually(about_to_send, within=30, interval=0.01)
             os.kill(trading[victim].pid, signal.SIGKILL)
             crashed = time.monotonic()
             assert trading[victim].popen.wait(10) == -signal.SIGKILL
-            last = await batches.find_one(stored, sort=[("last", -1)])
+            trade_id = hanging[victim].read_text()
+            last = await batches.find_one({"pair": VICTIM_MARKET}, sort=[("last", -1)])
             assert last is not None
-            print(f"killed with its last batch stored, dispatched: {last['dispatched']}")
+            assert last["dispatched"] is False, last
+            print(f"killed with the batch of {trade_id} stored and not sent")
             # the rest to the survivor, which takes the dead one's markets over
             takers += await post("buy", range(FIRST_WAVE + 1, ORDERS), lambda _: survivor)
 
