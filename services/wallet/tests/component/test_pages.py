@@ -123,6 +123,28 @@ async def test_a_bad_cursor_is_a_notice_in_place(
     )
     assert response.status_code == 200
     assert "cursor is not one this API returned" in response.text
+    # The request is what is wrong: the notice neither asks again every 5 s nor echoes it.
+    assert "hx-get" not in notice_of(response.text)
+    assert "bm90LWEtY3Vyc29y" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/transactions", "/parts/transactions"])
+async def test_a_cursor_longer_than_any_the_api_makes_is_refused_not_echoed(
+    http: httpx.AsyncClient, runtime: WalletRuntime, path: str
+) -> None:
+    # A valid cursor padded past the API's 200 characters (base64 ignores nothing after "="):
+    # before, it was decoded, and 60 kB of it went into the page and its every-5-s re-poll.
+    cursor = "MTc2NDUzMzYwMDAwMHx0eF8x" + "=" * 60_000
+    response = await http.get(f"{path}?cursor={cursor}", headers=cookie(token(runtime, "finn")))
+    assert response.status_code == 200
+    assert "cursor is not one this API returned" in response.text
+    assert "=" * 1_000 not in response.text
+    assert "hx-get" not in notice_of(response.text)
+
+
+def notice_of(html: str) -> str:
+    (section,) = re.findall(r'<section class="card part unavailable".*?</section>', html, re.S)
+    return section
 
 
 async def test_the_home_page_is_the_wallet(http: httpx.AsyncClient) -> None:

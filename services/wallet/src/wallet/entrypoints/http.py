@@ -31,6 +31,7 @@ from shared.http import (
     error_responses,
 )
 from shared.money import MoneyError, format_amount, get_currency
+from shared.paging import MAX_CURSOR_LENGTH
 from wallet.application.balance_queries import BalancesAsOf, balances_at
 from wallet.application.ports import LedgerStore
 from wallet.domain.records import HistoryRow, WalletRecord
@@ -82,7 +83,7 @@ class TransactionsQuery(QueryParameters):
 
     currency: str | None = Field(default=None, max_length=20)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
-    cursor: str | None = Field(default=None, max_length=200)
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH)
     reference_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -193,6 +194,9 @@ def encode_cursor(row: HistoryRow) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    # The API's query refuses a longer one; the pages pass theirs here unchecked.
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
     try:
         millis, transaction_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         timestamp = _EPOCH + int(millis) * _MILLISECOND

@@ -145,11 +145,13 @@ async def render_part(request: Request, name: str, user: User, args: dict[str, s
         context |= await part.load(request, user.user_id, args)
         template = part.template
     except ApiError as error:  # a cursor this site did not make, for instance
-        context["notice"] = error.message
+        # The request is what is wrong: asking again would not help, nor echoing what it held.
+        context |= {"notice": error.message, "args": {}, "retry": False}
         template = "parts/unavailable.html"
     except Exception:
         log.exception("page_part_failed", part=name)
-        context["notice"] = f"{part.title} could not be loaded just now. Retrying shortly."
+        context |= {"notice": f"{part.title} could not be loaded just now. Retrying shortly."}
+        context["retry"] = True
         template = "parts/unavailable.html"
     return templates.get_template(template).render(context)
 
