@@ -341,7 +341,8 @@ class Funding:
 
 class Fundings(Protocol):
     """Liquidity fundings, one record per `reference_id`, never deleted; kept as `Quotes` keeps
-    its values (instants in UTC to the millisecond, amounts as decimal128 holds them)."""
+    its values (instants in UTC to the millisecond, amounts as decimal128 holds them). Besides the
+    funding, a record knows when its command was first sent (published) and last sent (asked)."""
 
     async def add(self, funding: Funding) -> Funding | None:
         """Stores a new funding and answers it as given (not read back); None when the
@@ -358,14 +359,48 @@ class Fundings(Protocol):
         for only; True if this call settled it. Once: a later or racing settle answers False."""
         ...
 
+    async def mark_published(self, reference_id: str, at: datetime) -> None:
+        """The first send went out at `at`: published, and last asked, at `at`. Only the first
+        call counts (a later one changes nothing); an unknown funding is no error."""
+        ...
+
+    async def unpublished(
+        self, older_than: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Funding]:
+        """Pending fundings never published that were stored before `older_than`, oldest first
+        (by `created_at`, then `reference_id`), only those after `after` (the `(created_at,
+        reference_id)` of a funding this returned) when given, at most `limit` (0: no limit)."""
+        ...
+
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Funding]:
+        """Pending fundings published and last asked before `asked_before` (never-published ones
+        are `unpublished`'s), in the order and from the place `unpublished` takes them, at most
+        `limit` (0: no limit)."""
+        ...
+
+    async def mark_asked(self, reference_id: str, at: datetime) -> None:
+        """The command was sent again at `at`: last asked at `at`, whatever the funding's status;
+        an unknown funding is no error."""
+        ...
+
 
 @dataclass
 class Liquidity:
-    """Admin funding of platform:liquidity from external:treasury, idempotent by reference_id."""
+    """Admin funding of platform:liquidity from external:treasury, idempotent by reference_id;
+    its command is relayed and asked about again as a conversion's is."""
 
     fundings: Fundings
     wallet: CommandSender
     clock: Callable[[], datetime]
+    # Where the next pass of each relay goes on, by (created_at, reference_id).
+    _resend_cursor: PageCursor[Funding] = field(
+        default_factory=lambda: PageCursor(_funding_position), init=False
+    )
+    _ask_cursor: PageCursor[Funding] = field(
+        default_factory=lambda: PageCursor(_funding_position), init=False
+    )
 
     async def fund(self, admin_id: str, code: str, raw_amount: str, reference_id: str) -> Funding:
         currency = _currency(code, "currency")
@@ -385,8 +420,17 @@ class Liquidity:
             funding = existing
         # Sent again on a repeat too: if the first send was lost this one counts, otherwise the
         # wallet answers duplicate and nothing moves twice.
-        await self.wallet.send(funding_command(funding))
+        try:
+            await self._send(funding)
+        except Exception:
+            # Stored: the relay sends it (same reference) once the broker is back, so the answer
+            # is still "pending".
+            log.exception("liquidity.send_failed", reference=reference_id)
         return funding
+
+    async def _send(self, funding: Funding) -> None:
+        await self.wallet.send(funding_command(funding))
+        await self.fundings.mark_published(funding.reference_id, self.clock())
 
     async def get(self, reference_id: str) -> Funding:
         funding = await self.fundings.get(reference_id)
@@ -402,6 +446,57 @@ class Liquidity:
             await self.fundings.settle(
                 result.reference_id, result.user_id, status, reason, self.clock()
             )
+
+    async def resend_unpublished(self, grace: timedelta) -> int:
+        """Send what was stored but never confirmed published (the broker was away, the process
+        stopped); the number sent. As `Conversions.resend_unpublished`: the wallet applies each
+        reference once, an unsendable funding is logged and skipped, a pass goes on after the
+        last one."""
+        page = await self.fundings.unpublished(
+            self.clock() - grace, limit=RELAY_PAGE, after=self._resend_cursor.after
+        )
+        self._resend_cursor.advance(page, RELAY_PAGE)
+        sent = 0
+        for funding in page:
+            try:
+                await self._send(funding)
+            except ValueError as error:
+                _unsendable_funding(funding, error)
+                continue
+            sent += 1
+        return sent
+
+    async def ask_again(self, after: timedelta) -> int:
+        """Send again the command of each funding still pending `after` it was last sent, as
+        `Conversions.ask_again` does: the wallet's `duplicate` carries the first outcome, so a
+        lost result settles the funding after all; at most once per `after`. The number sent."""
+        page = await self.fundings.awaiting_wallet(
+            self.clock() - after, limit=RELAY_PAGE, after=self._ask_cursor.after
+        )
+        self._ask_cursor.advance(page, RELAY_PAGE)
+        sent = 0
+        for funding in page:
+            try:
+                await self.wallet.send(funding_command(funding))
+            except ValueError as error:
+                _unsendable_funding(funding, error)
+                continue
+            await self.fundings.mark_asked(funding.reference_id, self.clock())
+            log.warning("liquidity.asked_again", reference=funding.reference_id)
+            sent += 1
+        return sent
+
+
+def _funding_position(funding: Funding) -> Position:
+    return (funding.created_at, funding.reference_id)
+
+
+def _unsendable_funding(funding: Funding, error: ValueError) -> None:
+    log.error(
+        "liquidity.command_unsendable",
+        reference_id=funding.reference_id,
+        reason=unsendable_reason(error),
+    )
 
 
 def funding_command(funding: Funding) -> CreditCommand:

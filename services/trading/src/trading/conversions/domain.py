@@ -125,6 +125,15 @@ class Quote:
         return now >= self.expires_at
 
 
+class QuoteUsed(Conflict):
+    """The quote was executed already: `execution_id` is the swap or order it became (a client
+    whose execute answer was lost follows that one)."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__("quote_used", "this quote was already executed")
+        self.execution_id = execution_id
+
+
 def refuse_same_currency(pay: Currency, receive: Currency) -> None:
     if pay.code == receive.code:
         raise Invalid("same_currency", "pay and receive currencies must differ")
@@ -182,7 +191,9 @@ def refusal_to_execute(
         # Another user's quote is as good as absent: no hint that it exists.
         return NotFound("quote_not_found", "no such quote")
     if quote.status is not Status.QUOTED:
-        return Conflict("quote_used", "this quote was already executed")
+        if quote.execution_id is None:  # a claim always sets one: without it, nothing to name
+            return Conflict("quote_used", "this quote was already executed")
+        return QuoteUsed(quote.execution_id)
     if quote.expired(now):
         return Conflict("quote_expired", "this quote has expired; ask for a new one")
     # Claimable after all, though the claim (at the same `now`) was refused: this read has not

@@ -6,15 +6,16 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.background import BackgroundTasks
-from shared.http import AdminUser, CurrentUser, TextCheckedRoute, error_responses
+from shared.http import AdminUser, CurrentUser, TextCheckedRoute, error_body, error_responses
 from shared.money import format_amount
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
 from trading.conversions.adapters.wallet import WalletCommandSender
 from trading.conversions.application import LIQUIDITY_FUNDING, Conversions, Funding, Liquidity
-from trading.conversions.domain import ConversionKind, Quote
+from trading.conversions.domain import ConversionKind, Quote, QuoteUsed
 from trading.conversions.settings import ConversionSettings
 from trading.feature import Feature, TradingContext
 
@@ -157,6 +158,15 @@ class FundingView(BaseModel):
         )
 
 
+def quote_used_answer(used: QuoteUsed, id_field: str) -> JSONResponse:
+    """409 quote_used with the error body, which also names what the quote became (`id_field`:
+    swap_id / order_id): a client whose execute answer was lost follows it with GET. The
+    error handlers answer code and message only, so this route builds the body itself."""
+    body = error_body(used.code, used.message)
+    body["error"][id_field] = used.execution_id
+    return JSONResponse(body, status_code=used.http_status)
+
+
 def conversion_routes(conversions: Conversions) -> APIRouter:
     router = APIRouter(route_class=TextCheckedRoute, tags=["swap and express buy"])
     swap, express = ConversionKind.SWAP, ConversionKind.EXPRESS_BUY
@@ -179,11 +189,15 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
         response_model=SwapView,
         responses=error_responses(400, 401, 404, 409, 422),
     )
-    async def swap_execute(body: ExecuteRequest, user: CurrentUser) -> SwapView:
-        """Execute once: 409 quote_used / quote_expired, or quote_busy (nothing executed: the
-        quote read as still open though a racing execute had claimed it; execute it again);
-        404 for someone else's quote."""
-        return SwapView.of(await conversions.execute(swap, user.user_id, body.quote_id))
+    async def swap_execute(body: ExecuteRequest, user: CurrentUser) -> SwapView | JSONResponse:
+        """Execute once: 409 quote_used (its error names the `swap_id`) / quote_expired, or
+        quote_busy (nothing executed: the quote read as still open though a racing execute had
+        claimed it; execute it again); 404 for someone else's quote."""
+        try:
+            executed = await conversions.execute(swap, user.user_id, body.quote_id)
+        except QuoteUsed as used:
+            return quote_used_answer(used, "swap_id")
+        return SwapView.of(executed)
 
     @router.get(
         "/api/swap/{swap_id}", response_model=SwapView, responses=error_responses(401, 404, 422)
@@ -209,11 +223,17 @@ def conversion_routes(conversions: Conversions) -> APIRouter:
         response_model=ExpressBuyView,
         responses=error_responses(400, 401, 404, 409, 422),
     )
-    async def express_execute(body: ExecuteRequest, user: CurrentUser) -> ExpressBuyView:
-        """Execute once: 409 quote_used / quote_expired, or quote_busy (nothing executed: the
-        quote read as still open though a racing execute had claimed it; execute it again);
-        404 for someone else's quote."""
-        return ExpressBuyView.of(await conversions.execute(express, user.user_id, body.quote_id))
+    async def express_execute(
+        body: ExecuteRequest, user: CurrentUser
+    ) -> ExpressBuyView | JSONResponse:
+        """Execute once: 409 quote_used (its error names the `order_id`) / quote_expired, or
+        quote_busy (nothing executed: the quote read as still open though a racing execute had
+        claimed it; execute it again); 404 for someone else's quote."""
+        try:
+            executed = await conversions.execute(express, user.user_id, body.quote_id)
+        except QuoteUsed as used:
+            return quote_used_answer(used, "order_id")
+        return ExpressBuyView.of(executed)
 
     @router.get(
         "/api/express-buy/{order_id}",
@@ -238,7 +258,8 @@ def liquidity_routes(liquidity: Liquidity) -> APIRouter:
     )
     async def fund(body: LiquidityRequest, admin: AdminUser) -> FundingView:
         """Move `amount` from external:treasury into platform:liquidity, once per reference_id
-        (a repeat with other figures: 409 idempotency_conflict)."""
+        (a repeat with other figures: 409 idempotency_conflict). 202 pending also when the
+        command could not be sent: the funding is stored and the relay sends it."""
         funding = await liquidity.fund(admin.user_id, body.currency, body.amount, body.reference_id)
         return FundingView.of(funding, accepted=True)
 
@@ -266,9 +287,8 @@ def build_conversions_feature(
         terms=settings.terms(),
         clock=context.clock,
     )
-    liquidity = Liquidity(
-        fundings=MongoFundings(context.database), wallet=sender, clock=context.clock
-    )
+    fundings = MongoFundings(context.database)
+    liquidity = Liquidity(fundings=fundings, wallet=sender, clock=context.clock)
     interval = context.settings.outbox_relay_interval_seconds
     ask_again_after = timedelta(seconds=settings.conversion_ask_again_after_seconds)
     background = BackgroundTasks()
@@ -277,11 +297,21 @@ def build_conversions_feature(
         await conversions.resend_unpublished(grace=timedelta(seconds=interval))
         await conversions.ask_again(after=ask_again_after)
 
+    async def relay_fundings() -> None:
+        await liquidity.resend_unpublished(grace=timedelta(seconds=interval))
+        await liquidity.ask_again(after=ask_again_after)
+
     async def start() -> None:
         await quotes.ensure_indexes()
+        await fundings.ensure_indexes()
         await conversions.resend_unpublished(grace=timedelta(0))
+        await liquidity.resend_unpublished(grace=timedelta(0))
         background.every(
             "conversions-relay", interval, relay, failure_event="conversions.relay_failed"
+        )
+        # Its own task: a pass of one relay that fails holds back no pass of the other.
+        background.every(
+            "liquidity-relay", interval, relay_fundings, failure_event="liquidity.relay_failed"
         )
 
     async def ready() -> bool:

@@ -119,18 +119,26 @@ PIN_LIMIT: Final = Decimal("1000000000")
 
 
 def pin_refusal(value: Decimal) -> tuple[str, str] | None:
-    """Why a price cannot be pinned (code, message), or None: pins are kept as given, never
-    rounded, so one the feed would not keep as it is is refused."""
+    """Why a price cannot be pinned (code, message), or None. Pins are kept as given, never
+    rounded, so one of more than PRICE_SIGNIFICANT_DIGITS significant digits is refused: the
+    digits are counted, not compared with `round_price`, which keeps 2 decimals from 1,000,000 up
+    (9 to 11 digits)."""
     if not value.is_finite() or value <= 0:
         return "amount_not_positive", "a price must be greater than zero"
     if not PIN_MIN <= value < PIN_LIMIT:
         return "price_out_of_range", f"a pinned price is at least {PIN_MIN} and below {PIN_LIMIT}"
-    if round_price(value) != value:
+    if _significant_digits(value) > PRICE_SIGNIFICANT_DIGITS:
         return (
             "price_too_precise",
-            f"prices keep {PRICE_SIGNIFICANT_DIGITS} significant digits (at least 2 decimals)",
+            f"a pinned price has at most {PRICE_SIGNIFICANT_DIGITS} significant digits",
         )
     return None
+
+
+def _significant_digits(value: Decimal) -> int:
+    """How many digits of a finite, nonzero `value` are significant (trailing zeros are not,
+    "50000.00" has 1), counted exactly, at any length."""
+    return len("".join(map(str, value.as_tuple().digits)).strip("0"))
 
 
 def round_price(value: Decimal) -> Decimal:

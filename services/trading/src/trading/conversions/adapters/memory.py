@@ -179,9 +179,25 @@ class MemoryQuotes:
         return False
 
 
+@dataclass
+class _FundingRecord:
+    funding: Funding
+    published_at: datetime | None = None
+    asked_at: datetime | None = None
+
+
+def _funding_page(found: list[Funding], limit: int, after: Position | None) -> list[Funding]:
+    """The relays' order: by when each funding was stored, then by reference; only those after
+    `after`."""
+    found = sorted(found, key=lambda f: (f.created_at, f.reference_id))
+    if after is not None:
+        found = [f for f in found if (f.created_at, f.reference_id) > after]
+    return _first(found, limit)
+
+
 class MemoryFundings:
     def __init__(self) -> None:
-        self._fundings: dict[str, Funding] = {}
+        self._records: dict[str, _FundingRecord] = {}
 
     async def add(self, funding: Funding) -> Funding | None:
         kept = replace(
@@ -189,20 +205,67 @@ class MemoryFundings:
             amount=stored_decimal(funding.amount),
             created_at=stored_instant(funding.created_at),
         )
-        if funding.reference_id in self._fundings:
+        if funding.reference_id in self._records:
             return None
-        self._fundings[funding.reference_id] = kept
+        self._records[funding.reference_id] = _FundingRecord(kept)
         # As the MongoDB store answers a new funding: what it was given, not read back.
         return funding
 
     async def get(self, reference_id: str) -> Funding | None:
-        return self._fundings.get(reference_id)
+        record = self._records.get(reference_id)
+        return record.funding if record else None
 
     async def settle(
         self, reference_id: str, admin_id: str, status: Status, reason: str | None, at: datetime
     ) -> bool:
-        funding = self._fundings.get(reference_id)
-        if funding is None or funding.admin_id != admin_id or funding.status is not Status.PENDING:
+        record = self._records.get(reference_id)
+        if (
+            record is None
+            or record.funding.admin_id != admin_id
+            or record.funding.status is not Status.PENDING
+        ):
             return False
-        self._fundings[reference_id] = replace(funding, status=status, reason=reason)
+        record.funding = replace(record.funding, status=status, reason=reason)
         return True
+
+    async def mark_published(self, reference_id: str, at: datetime) -> None:
+        record = self._records.get(reference_id)
+        if record is not None and record.published_at is None:
+            record.published_at = record.asked_at = stored_instant(at)
+
+    async def unpublished(
+        self, older_than: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Funding]:
+        cutoff = stored_instant(older_than)
+        return _funding_page(
+            [
+                r.funding
+                for r in self._records.values()
+                if r.funding.status is Status.PENDING
+                and r.published_at is None
+                and r.funding.created_at < cutoff
+            ],
+            limit,
+            after,
+        )
+
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Funding]:
+        cutoff = stored_instant(asked_before)
+        return _funding_page(
+            [
+                r.funding
+                for r in self._records.values()
+                if r.funding.status is Status.PENDING
+                and r.asked_at is not None
+                and r.asked_at < cutoff
+            ],
+            limit,
+            after,
+        )
+
+    async def mark_asked(self, reference_id: str, at: datetime) -> None:
+        record = self._records.get(reference_id)
+        if record is not None:
+            record.asked_at = stored_instant(at)

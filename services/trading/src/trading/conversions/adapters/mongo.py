@@ -186,9 +186,28 @@ class MongoQuotes:
         return updated.modified_count == 1
 
 
+def _funding(doc: Document) -> Funding:
+    return Funding(
+        reference_id=doc["_id"],
+        currency=doc["currency"],
+        amount=doc["amount"].to_decimal(),
+        admin_id=doc["admin_id"],
+        status=Status(doc["status"]),
+        reason=doc.get("reason"),
+        created_at=doc["created_at"],
+    )
+
+
 class MongoFundings:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._fundings: AsyncCollection[Document] = database["liquidity_fundings"]
+
+    async def ensure_indexes(self) -> None:
+        # pending fundings oldest first, a page at a time (the relays)
+        await self._fundings.create_index(
+            [("status", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        await self._fundings.create_index([("status", ASCENDING), ("asked_at", ASCENDING)])
 
     async def add(self, funding: Funding) -> Funding | None:
         try:
@@ -202,6 +221,7 @@ class MongoFundings:
                     "reason": funding.reason,
                     "created_at": funding.created_at,
                     "updated_at": funding.created_at,
+                    "published_at": None,
                 }
             )
         except DuplicateKeyError:
@@ -210,17 +230,7 @@ class MongoFundings:
 
     async def get(self, reference_id: str) -> Funding | None:
         doc = await self._fundings.find_one({"_id": reference_id})
-        if doc is None:
-            return None
-        return Funding(
-            reference_id=doc["_id"],
-            currency=doc["currency"],
-            amount=doc["amount"].to_decimal(),
-            admin_id=doc["admin_id"],
-            status=Status(doc["status"]),
-            reason=doc.get("reason"),
-            created_at=doc["created_at"],
-        )
+        return _funding(doc) if doc else None
 
     async def settle(
         self, reference_id: str, admin_id: str, status: Status, reason: str | None, at: datetime
@@ -230,3 +240,29 @@ class MongoFundings:
             {"$set": {"status": status.value, "reason": reason, "updated_at": at}},
         )
         return updated.modified_count == 1
+
+    async def mark_published(self, reference_id: str, at: datetime) -> None:
+        # A funding stored before fundings were relayed has no published_at: None matches it too.
+        await self._fundings.update_one(
+            {"_id": reference_id, "published_at": None},
+            {"$set": {"published_at": at, "asked_at": at}},
+        )
+
+    async def unpublished(
+        self, older_than: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Funding]:
+        query = {
+            "status": Status.PENDING.value,
+            "published_at": None,
+            "created_at": {"$lt": older_than},
+        }
+        return [_funding(doc) async for doc in oldest_first(self._fundings, query, limit, after)]
+
+    async def awaiting_wallet(
+        self, asked_before: datetime, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Funding]:
+        query = {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
+        return [_funding(doc) async for doc in oldest_first(self._fundings, query, limit, after)]
+
+    async def mark_asked(self, reference_id: str, at: datetime) -> None:
+        await self._fundings.update_one({"_id": reference_id}, {"$set": {"asked_at": at}})
