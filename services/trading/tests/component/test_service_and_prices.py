@@ -5,6 +5,7 @@ pin reaches another process's price book through market.prices within 2 s."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
@@ -255,4 +256,15 @@ async def test_a_failed_tick_is_logged_and_the_feed_goes_on(
         await until(published_after_the_failure, within=5)
     assert [e["task"] for e in logs if e["event"] == "prices.feed_failed"] == ["price-feed"]
     assert await running.service.ready()
+    assert (await running.http.get("/healthz")).status_code == 200
+
+
+async def test_healthz_reports_a_stuck_results_consumer(running: Running) -> None:
+    results = running.service.results
+    # One result has been failing (the database away) for longer than allowed.
+    results._failing_since = time.monotonic() - results._stuck_after - 1
+    try:
+        assert (await running.http.get("/healthz")).status_code == 503
+    finally:
+        results._failing_since = None
     assert (await running.http.get("/healthz")).status_code == 200
