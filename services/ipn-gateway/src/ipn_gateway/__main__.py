@@ -13,7 +13,7 @@ def main() -> None:
         "ipn-gateway",
         settings,
         lambda s: create_gateway_app(build_gateway(s)),
-        host=settings.ipn_gateway_http_host,
+        host=settings.listen_host,
         port=settings.ipn_gateway_http_port,
     )
 

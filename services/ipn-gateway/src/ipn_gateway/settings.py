@@ -72,7 +72,8 @@ def _is_local(url: str) -> bool:
 
 class GatewaySettings(ServiceSettings):
     ipn_gateway_http_port: int = 8002
-    ipn_gateway_http_host: str = "127.0.0.1"
+    # Unset: HTTP_HOST, as every service (the image sets HTTP_HOST=0.0.0.0 for all of them).
+    ipn_gateway_http_host: str | None = None
     ipn_gateway_mongodb_database: str = "exchange"
 
     nowpayments_ipn_secret: SecretStr = SecretStr("dev-only-ipn-secret")
@@ -161,6 +162,10 @@ class GatewaySettings(ServiceSettings):
         for entry in value:
             ipaddress.ip_network(entry, strict=False)
         return value
+
+    @property
+    def listen_host(self) -> str:
+        return self.ipn_gateway_http_host or self.http_host
 
     @property
     def ipn_callback_url(self) -> str:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from ipn_gateway.domain.payments import PaymentStatus
 from ipn_gateway.settings import GatewaySettings
+from ipn_gateway.simulator.app import SimulatorSettings
 
 
 def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,3 +107,30 @@ def test_withdrawal_limits_are_on_by_default() -> None:
     policy = GatewaySettings().withdrawal_policy()
     assert set(policy.max_per_request) == set(policy.fees) == set(policy.daily_limit)
     assert all(policy.daily_limit[c] >= policy.max_per_request[c] for c in policy.fees)
+
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (what a container listens on)
+
+
+@pytest.mark.parametrize(
+    ("environment", "host"),
+    [
+        ({}, "127.0.0.1"),
+        # The image sets HTTP_HOST=0.0.0.0 for every service: the gateway listened on the
+        # container's loopback all the same, out of reach of its published port.
+        ({"HTTP_HOST": ALL_INTERFACES}, ALL_INTERFACES),
+        ({"HTTP_HOST": ALL_INTERFACES, "IPN_GATEWAY_HTTP_HOST": "10.0.0.5"}, "10.0.0.5"),
+    ],
+)
+def test_the_gateway_and_the_simulator_listen_on_http_host_unless_told_their_own(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], host: str
+) -> None:
+    for name in ("HTTP_HOST", "IPN_GATEWAY_HTTP_HOST", "NOWPAYMENTS_SIMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert GatewaySettings().listen_host == host
+    simulator = SimulatorSettings()
+    assert simulator.listen_host == environment.get("HTTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NOWPAYMENTS_SIMULATOR_HOST", "10.0.0.6")
+    assert SimulatorSettings().listen_host == "10.0.0.6"

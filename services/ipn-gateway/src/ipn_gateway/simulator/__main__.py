@@ -13,7 +13,7 @@ def main() -> None:
     configure_logging("nowpayments-simulator", level=settings.log_level)
     uvicorn.run(
         create_simulator_app(settings),
-        host=settings.nowpayments_simulator_host,
+        host=settings.listen_host,
         port=settings.nowpayments_simulator_port,
         log_config=None,
         access_log=False,

@@ -43,11 +43,16 @@ FIAT_IN_USD: Final = {"USD": Decimal("1"), "EUR": Decimal("1.08"), "GBP": Decima
 
 
 class SimulatorSettings(ServiceSettings):
-    nowpayments_simulator_host: str = "127.0.0.1"
+    # Unset: HTTP_HOST, as every service.
+    nowpayments_simulator_host: str | None = None
     nowpayments_simulator_port: int = 8010
     nowpayments_ipn_secret: SecretStr = SecretStr("dev-only-ipn-secret")
     nowpayments_api_key: SecretStr = SecretStr("dev-only-api-key")
     nowpayments_simulator_ipn_url: str = "http://127.0.0.1:8002/api/nowpayments/ipn"
+
+    @property
+    def listen_host(self) -> str:
+        return self.nowpayments_simulator_host or self.http_host
 
 
 @dataclass
