@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from shared.paging import Position
@@ -33,6 +34,9 @@ from trading.spot.orders import SpotBatch, SpotOrder
 # `sequence` (the `last` of the batch projected), `bids` and `asks` (best first, as
 # [price with the tick's decimals, amount] strings) and `updated_at`. A copy.
 type MarketState = dict[str, Any]
+
+# Where a resting order is in its side of the book: its price, then its `book_sequence`.
+type BookPosition = tuple[Decimal, int]
 
 
 class SpotStore(Protocol):
@@ -115,6 +119,15 @@ class SpotStore(Protocol):
     async def resting(self, pair: str) -> list[SpotOrder]:
         """The market's open and partially filled orders in `book_sequence` order (time priority;
         an order without one first)."""
+        ...
+
+    async def resting_sells(
+        self, pair: str, limit: int = 200, after: BookPosition | None = None
+    ) -> list[SpotOrder]:
+        """The market's open and partially filled sell orders in the order the book fills them:
+        the lowest price first, then time priority (`book_sequence`); only those after `after`
+        (the `(price, book_sequence)` of one this returned) when given, at most `limit`. An order
+        without a price or a `book_sequence` is not among them (the matcher rests none)."""
         ...
 
     # the matcher's decisions

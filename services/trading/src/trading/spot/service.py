@@ -28,7 +28,7 @@ from trading.spot.domain.markets import Fees, Market, MarketError, get_market
 from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
 from trading.spot.paging import DEFAULT_PAGE_SIZE, check_limit, order_cursor, order_position
-from trading.spot.ports import SpotStore
+from trading.spot.ports import BookPosition, SpotStore
 from trading.spot.wallet import SpotWallet
 
 log = structlog.get_logger(__name__)
@@ -78,6 +78,7 @@ class SpotOrders:
         cancel_wait_seconds: float = 5.0,
         resend_page: int = 200,
         expire_page: int = 200,
+        ask_page: int = 200,
     ) -> None:
         self._store = store
         self._wallet = wallet
@@ -95,6 +96,8 @@ class SpotOrders:
         self._expire_page = expire_page
         # Where the next expiry sweep goes on, by (expires_at, order_id).
         self._expire_cursor: PageCursor[SpotOrder] = PageCursor(_expiry_position)
+        # Resting sells read per page while pricing a market buy beyond the snapshot's levels.
+        self._ask_page = ask_page
 
     async def place(
         self,
@@ -260,36 +263,47 @@ class SpotOrders:
             # The market's snapshot shows the best levels only (the matcher's `levels`): priced
             # from them alone, the lock ran out there and the rest was cancelled as slippage
             # while the book still had asks.
-            cost, left = _cost_of(await self._resting_asks(market, newer), wanted)
+            cost, left = _cost_of(await self._cheapest_asks(market, newer, steps), wanted)
         if cost == 0:
             return 0
         budget = LEDGER_CONTEXT.multiply(cost, 1 + self._margin)
         return int(budget.scaleb(market.quote.scale).to_integral_value(rounding=ROUND_CEILING))
 
-    async def _resting_asks(
-        self, market: Market, newer: list[SpotBatch]
+    async def _cheapest_asks(
+        self, market: Market, newer: list[SpotBatch], steps: int
     ) -> list[tuple[Decimal, Decimal]]:
-        """Every resting ask (price, amount; best first) as the latest stored batch leaves them:
-        the resting orders show the batches the wallet applied, and `newer` (stored, not shown
-        yet) changes them further: orders it filled or cancelled leave, orders it rested come."""
-        asks: dict[str, tuple[Decimal, int]] = {
-            o.order_id: (o.price, o.remaining)
-            for o in await self._store.resting(market.pair)
-            if o.side is Side.SELL and o.price is not None and o.remaining
-        }
+        """The resting asks (price, amount; best first) as the latest stored batch leaves them,
+        the cheapest only: all of them below the price at which they hold `steps`, and enough
+        at it (all of them if they never do). The stored orders show the batches the wallet
+        applied, and `newer` (stored, not shown yet) changes them further: orders it filled or
+        cancelled leave, orders it rested or filled in part rest as it left them. The stored
+        ones are read a page at a time, cheapest first, until they hold `steps`: a market buy
+        reads what it could take, not the whole book."""
         latest = {c.order_id: c for batch in newer for c in batch.changes if c.side is Side.SELL}
         resting = {Status.OPEN, Status.PARTIALLY_FILLED}
-        arrived = [i for i, c in latest.items() if c.status in resting and i not in asks]
-        prices = (
-            {i: o.price for i, o in (await self._store.many(arrived)).items()} if arrived else {}
-        )
-        for order_id, change in latest.items():
-            price = asks[order_id][0] if order_id in asks else prices.get(order_id)
-            if change.status in resting and change.remaining and price is not None:
-                asks[order_id] = (price, change.remaining)
-            else:
-                asks.pop(order_id, None)
-        return sorted((price, market.amount(steps)) for price, steps in asks.values())
+        # what `newer` left resting, priced from the stored orders (a price never changes)
+        left = {i: c.remaining for i, c in latest.items() if c.status in resting and c.remaining}
+        stored = await self._store.many(left) if left else {}
+        changed = sorted((o.price, left[i]) for i, o in stored.items() if o.price is not None)
+        asks: list[tuple[Decimal, int]] = []  # (price, steps) of the stored ones `newer` left be
+        read = 0  # their steps
+        after: BookPosition | None = None
+        while True:
+            page = await self._store.resting_sells(market.pair, self._ask_page, after)
+            for order in page:
+                if order.order_id not in latest and order.price is not None and order.remaining:
+                    asks.append((order.price, order.remaining))
+                    read += order.remaining
+            if len(page) < self._ask_page:
+                break  # every resting ask read
+            last = page[-1]
+            assert last.price is not None
+            assert last.book_sequence is not None
+            after = (last.price, last.book_sequence)
+            # The unread ones cost `last.price` or more: those read up to it are the cheapest.
+            if read + sum(n for price, n in changed if price <= last.price) >= steps:
+                break
+        return [(price, market.amount(n)) for price, n in sorted(asks + changed)]
 
     async def get(self, order_id: str, user_id: str, *, admin: bool = False) -> SpotOrder:
         order = await self._store.get(order_id)

@@ -906,3 +906,90 @@ async def test_a_market_buy_is_locked_for_asks_deeper_than_the_snapshot_shows(
     bought = await store.get(placed.order_id)
     assert bought is not None
     assert (bought.status, bought.filled_amount) == (Status.FILLED, Decimal("0.5"))
+
+
+class CountingReads:
+    """A store that counts the orders its reads hand out."""
+
+    READS = frozenset(
+        {"get", "many", "of_user", "pending_before", "expired", "resting", "resting_sells"}
+    )
+
+    def __init__(self, store: SpotStore) -> None:
+        self._store = store
+        self.read = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+        if name not in self.READS:
+            return method
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            found = await method(*args, **kwargs)
+            self.read += 1 if isinstance(found, SpotOrder) else len(found or ())
+            return found
+
+        return counted
+
+
+async def test_a_market_buy_beyond_the_snapshot_reads_only_the_asks_it_would_take(
+    empty_store: SpotStore,
+) -> None:
+    """Priced beyond the snapshot's levels, a market buy by amount read every resting order of
+    its market, bids included, before its funds were checked: any user could make each request
+    read the whole book. It reads the asks, cheapest first, a page at a time, until they hold
+    its amount."""
+    asks = [limit(f"ask-{i:03}", "alice", Side.SELL, f"{100 + i}.00", "0.001") for i in range(250)]
+    bids = [limit(f"bid-{i:03}", "bob", Side.BUY, f"{99 - i}.00", "0.001") for i in range(50)]
+    store = await holding(empty_store, *asks, *bids)
+    matcher = MarketMatcher(MARKET, FEES, store, RecordingWallet(), now, levels=3)
+    await matcher.recover()
+    assert await matcher.apply([locked(o.order_id) for o in (*asks, *bids)]) is not None
+    counting = CountingReads(store)
+    placed = await market_buy(counting, "carol", "0.01")
+
+    # 0.001 × (100 + 101 + … + 109) = 1.045, plus the 5 % margin: 1.09725, rounded up
+    assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal("1.10"))
+    assert counting.read <= 200  # one page of asks (the service's default), not the book
+
+
+async def test_a_market_buy_priced_a_page_at_a_time_takes_the_latest_batch_into_account(
+    empty_store: SpotStore,
+) -> None:
+    """The asks are read a page at a time while a batch waits on the wallet: the ask it filled
+    and the one it cancelled count for nothing, the one it filled in part for what is left."""
+    asks = [limit(f"ask-{i:02}", "alice", Side.SELL, f"{100 + i}.00", "0.001") for i in range(12)]
+    bid = limit("bid", "bob", Side.BUY, "101.00", "0.0015")  # takes ask-00 and half of ask-01
+    store = await holding(empty_store, *asks, bid)
+    wallet = WaitingOnTheWallet()
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now, levels=1)
+    await matcher.recover()
+    assert await matcher.apply([locked(o.order_id) for o in asks]) is not None
+    cancel = OrderMessage(kind="cancel", order_id="ask-03", pair=MARKET.pair)
+    waiting = asyncio.create_task(matcher.apply([locked("bid"), cancel]))
+    await wallet.entered.wait()
+    counting = CountingReads(store)
+    orders = SpotOrders(
+        counting,
+        NoLocks(),
+        NoPublisher(),
+        "t.trading.orders",
+        FEES,
+        now,
+        ask_page=2,
+    )
+    placed = await orders.place(
+        "carol",
+        pair=MARKET.pair,
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        amount="0.0045",
+        price=None,
+        quote_amount=None,
+    )
+
+    # 0.0005 × 101 + 0.001 × (102 + 104 + 105 + 106) = 0.4675, plus 5 %: 0.490875, rounded up
+    assert (placed.status, placed.lock_amount) == (Status.PENDING, Decimal("0.50"))
+    assert counting.read <= 1 + 8  # ask-01's price, and four pages of two: to ask-07
+    wallet.release.set()
+    await waiting

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from bson import Decimal128
 from pymongo import AsyncMongoClient
 
 from shared.messaging import CommandResult
@@ -432,6 +433,77 @@ async def test_resting_orders_of_a_market_in_time_priority(store: SpotStore) -> 
     assert ids(await store.resting(MARKET.pair)) == ["no-seq", "seq-2", "seq-5", "seq-9"]
     assert ids(await store.resting(OTHER.pair)) == ["eth"]
     assert await store.resting("ETH-BTC") == []
+
+
+async def test_resting_sells_of_a_market_cheapest_first_a_page_at_a_time(
+    store: SpotStore,
+) -> None:
+    """By price as a number ("9.00" before "10.00"), then time priority; buys, orders not resting,
+    another market's and an order never rested (no book_sequence) are not among them."""
+    await add_all(
+        store,
+        order("100-late", price="100.00", status=Status.OPEN, book_sequence=7),
+        order("10", price="10.00", status=Status.PARTIALLY_FILLED, book_sequence=9),
+        order("100-early", price="100.00", status=Status.OPEN, book_sequence=3),
+        order("9", price="9.00", status=Status.OPEN, book_sequence=8),
+        order("100-middle", price="100.00", status=Status.PARTIALLY_FILLED, book_sequence=5),
+        order("11", price="11.00", status=Status.OPEN, book_sequence=1),
+        order("buy", side=Side.BUY, price="1.00", status=Status.OPEN, book_sequence=2),
+        order("pending", price="1.00", book_sequence=4),
+        order("filled", price="1.00", status=Status.FILLED, book_sequence=6),
+        order("no-seq", price="1.00", status=Status.OPEN),
+        order("eth", pair=OTHER.pair, price="1.00", status=Status.OPEN, book_sequence=10),
+    )
+    everything = ["9", "10", "11", "100-early", "100-middle", "100-late"]
+    assert ids(await store.resting_sells(MARKET.pair)) == everything
+    pages, after = [], None
+    while page := await store.resting_sells(MARKET.pair, limit=2, after=after):
+        pages.append(ids(page))
+        last = page[-1]
+        assert last.price is not None
+        assert last.book_sequence is not None
+        after = (last.price, last.book_sequence)
+    assert pages == [["9", "10"], ["11", "100-early"], ["100-middle", "100-late"]]
+    # a position compares by value: 100 is 100.00
+    assert ids(await store.resting_sells(MARKET.pair, after=(D(100), 3))) == everything[4:]
+    assert ids(await store.resting_sells(OTHER.pair)) == ["eth"]
+    assert await store.resting_sells("ETH-BTC") == []
+
+
+@pytest.mark.integration
+async def test_open_orders_stored_before_the_price_number_are_given_it(
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """MongoDB only: orders an earlier version stored have no `price_number`, so a resting sell
+    among them would be missing from the page; starting up gives the open ones theirs."""
+    database = mongo_client[unique_database_name("spot_price_number")]
+    store = MongoSpotStore(database)
+    try:
+        await store.ensure_indexes()
+        await add_all(
+            store,
+            order("new", price="10.00", status=Status.OPEN, book_sequence=2),
+            order("old", price="9.00", status=Status.OPEN, book_sequence=1),
+            order("old-pending", price="8.00"),
+            order("old-filled", price="7.00", status=Status.FILLED, book_sequence=3),
+        )
+        stored_before = {"_id": {"$in": ["old", "old-pending", "old-filled"]}}
+        await database["spot_orders"].update_many(stored_before, {"$unset": {"price_number": ""}})
+        assert ids(await store.resting_sells(MARKET.pair)) == ["new"]
+
+        await store.ensure_indexes()
+        assert ids(await store.resting_sells(MARKET.pair)) == ["old", "new"]
+        given = {
+            doc["_id"]: doc.get("price_number")
+            async for doc in database["spot_orders"].find(stored_before)
+        }
+        assert given == {
+            "old": Decimal128("9.00"),
+            "old-pending": Decimal128("8.00"),
+            "old-filled": None,
+        }
+    finally:
+        await mongo_client.drop_database(database.name)
 
 
 # Orders: conditional transitions

@@ -10,6 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
+from bson import Decimal128
+
 from shared.money import format_amount
 from trading.spot.domain.book import OrderChange, OrderType, Side, Status
 from trading.spot.domain.markets import Market
@@ -45,6 +47,8 @@ def order_document(order: SpotOrder) -> Document:
         "side": order.side.value,
         "type": order.type.value,
         "price": None if order.price is None else format(order.price, "f"),  # tick's decimals
+        # `price` as a number: text sorts "9.00" after "10.00" (the resting sells, cheapest first)
+        "price_number": None if order.price is None else Decimal128(order.price),
         "amount": _text(order.amount),
         "quote_amount": _text(order.quote_amount),
         "lock_currency": order.lock_currency,

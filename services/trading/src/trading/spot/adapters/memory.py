@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from shared.paging import Position
@@ -29,10 +30,10 @@ from trading.spot.adapters.documents import (
     order_from,
     projected_fields,
 )
-from trading.spot.domain.book import Status
+from trading.spot.domain.book import Side, Status
 from trading.spot.domain.markets import Market
 from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
-from trading.spot.ports import MarketState
+from trading.spot.ports import BookPosition, MarketState
 
 _INT64: Final = range(-(2**63), 2**63)
 
@@ -55,6 +56,10 @@ def _first(limit: int, found: Iterable[Document]) -> list[Document]:
     as a cursor's does)."""
     found = list(found)
     return found[: abs(limit)] if limit else found
+
+
+def _book_position(doc: Document) -> tuple[Decimal, int]:
+    return doc["price_number"].to_decimal(), doc["book_sequence"]
 
 
 class MemorySpotStore:
@@ -187,6 +192,24 @@ class MemorySpotStore:
         # MongoDB sorts a missing (null) book_sequence before every number
         found.sort(key=lambda doc: (doc["book_sequence"] is not None, doc["book_sequence"] or 0))
         return [order_from(doc) for doc in found]
+
+    async def resting_sells(
+        self, pair: str, limit: int = 200, after: BookPosition | None = None
+    ) -> list[SpotOrder]:
+        found = sorted(
+            (
+                doc
+                for doc in self._orders.values()
+                if doc["pair"] == pair
+                and doc["side"] == Side.SELL.value
+                and doc["status"] in RESTING
+                and doc["price_number"] is not None
+                and doc["book_sequence"] is not None
+                and (after is None or _book_position(doc) > after)
+            ),
+            key=_book_position,
+        )
+        return [order_from(doc) for doc in _first(limit, found)]
 
     # the matcher's decisions
 

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 
+from bson import Decimal128
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,10 +28,10 @@ from trading.spot.adapters.documents import (
     order_from,
     projected_fields,
 )
-from trading.spot.domain.book import Status
+from trading.spot.domain.book import Side, Status
 from trading.spot.domain.markets import Market
 from trading.spot.orders import OPEN_STATUSES, SpotBatch, SpotOrder
-from trading.spot.ports import MarketState
+from trading.spot.ports import BookPosition, MarketState
 
 
 class MongoSpotStore:
@@ -48,6 +49,16 @@ class MongoSpotStore:
         )
         await self._orders.create_index(
             [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
+        )
+        # a market's resting sells, cheapest first, a page at a time (a market buy's lock)
+        await self._orders.create_index(
+            [
+                ("pair", ASCENDING),
+                ("side", ASCENDING),
+                ("status", ASCENDING),
+                ("price_number", ASCENDING),
+                ("book_sequence", ASCENDING),
+            ]
         )
         # expired resting orders, the earliest expiry first, a page at a time (the expiry sweep)
         await self._orders.create_index(
@@ -67,6 +78,16 @@ class MongoSpotStore:
         # prefix of its successor).
         await drop_replaced_indexes(
             self._orders, ["status_1_expires_at_1", "user_id_1_created_at_-1"]
+        )
+        # Open orders an earlier version stored have no `price_number`: without it a resting
+        # sell is missing from `resting_sells`.
+        await self._orders.update_many(
+            {
+                "status": {"$in": [s.value for s in OPEN_STATUSES]},
+                "price": {"$ne": None},
+                "price_number": {"$exists": False},
+            },
+            [{"$set": {"price_number": {"$toDecimal": "$price"}}}],
         )
 
     # orders (the API's side)
@@ -163,6 +184,28 @@ class MongoSpotStore:
         cursor = self._orders.find({"pair": pair, "status": {"$in": list(RESTING)}}).sort(
             "book_sequence", ASCENDING
         )
+        return [order_from(doc) async for doc in cursor]
+
+    async def resting_sells(
+        self, pair: str, limit: int = 200, after: BookPosition | None = None
+    ) -> list[SpotOrder]:
+        query: Document = {
+            "pair": pair,
+            "side": Side.SELL.value,
+            "status": {"$in": list(RESTING)},
+            "price_number": {"$ne": None},
+            "book_sequence": {"$ne": None},
+        }
+        if after is not None:
+            # After (price, book_sequence); the bound on the price keeps the index scan short.
+            price, sequence = Decimal128(after[0]), after[1]
+            query["price_number"] = {"$gte": price}
+            query["$or"] = [
+                {"price_number": {"$gt": price}},
+                {"price_number": price, "book_sequence": {"$gt": sequence}},
+            ]
+        cheapest_first = [("price_number", ASCENDING), ("book_sequence", ASCENDING)]
+        cursor = self._orders.find(query).sort(cheapest_first).limit(limit)
         return [order_from(doc) async for doc in cursor]
 
     # the matcher's decisions

@@ -2,7 +2,9 @@
 
 Pure and single-threaded: one matcher owns one book (one writer per market). Bids and asks are
 price levels in sorted maps (bids keyed by the negated price, so the best level of either side is
-the first key), each level a FIFO queue of resting orders.
+the first key), each level a FIFO queue of resting orders. A cancel takes its order off the book
+in O(1) (amortised) however many orders rest at its price: the queue keeps it, marked cancelled,
+until it reaches the front or the level is compacted.
 
 Money is tracked per order as `hold`: the units still locked for it in the wallet (base units for a
 sell, quote units for a buy). Each fill moves money out of both holds; whatever an order holds when
@@ -105,10 +107,16 @@ Decision = tuple[list[Fill], list[OrderChange]]
 
 
 class _Level:
-    __slots__ = ("orders", "total")
+    __slots__ = ("count", "orders", "total")
 
     def __init__(self) -> None:
+        # In arrival order. A cancelled order stays in it (searching the queue for it made
+        # cancelling the orders at one price quadratic) until it reaches the front, where it is
+        # dropped, or until the cancelled outnumber the resting, when the queue is rebuilt
+        # without them: it holds at most twice the level's orders, and each rebuild follows at
+        # least as many cancels as it keeps orders.
         self.orders: deque[Order] = deque()
+        self.count = 0  # orders resting at this price
         self.total = 0  # steps resting at this price
 
 
@@ -185,11 +193,14 @@ class OrderBook:
         side = self._bids if order.side is Side.BUY else self._asks
         key = -order.price if order.side is Side.BUY else order.price
         level = side[key]
-        level.orders.remove(order)
+        level.count -= 1
         level.total -= order.remaining
-        if not level.orders:
+        change = self._close(order, Status.CANCELLED, reason)
+        if not level.count:
             del side[key]
-        return self._close(order, Status.CANCELLED, reason)
+        elif len(level.orders) > 2 * level.count:
+            level.orders = deque(o for o in level.orders if o.status is not Status.CANCELLED)
+        return change
 
     def withdraw(self, order: Order, reason: str = USER_CANCELLED) -> OrderChange:
         """Close an order that never entered the book (cancelled while its lock was in flight)."""
@@ -217,6 +228,9 @@ class OrderBook:
             if taker.price is not None and (price > taker.price if buying else price < taker.price):
                 break
             maker: Order = level.orders[0]
+            if maker.status is Status.CANCELLED:  # cancelled while it queued
+                level.orders.popleft()
+                continue
             if maker.user_id == taker.user_id:
                 stop = SELF_TRADE
                 break
@@ -276,8 +290,9 @@ class OrderBook:
             level.total -= steps
             if maker.remaining == 0:
                 level.orders.popleft()
+                level.count -= 1
                 del self._resting[maker.order_id]
-                if not level.orders:
+                if not level.count:
                     del book[key]
                 changes.append(self._close(maker, Status.FILLED))
             else:
@@ -342,6 +357,7 @@ class OrderBook:
         if level is None:
             level = side[key] = _Level()
         level.orders.append(order)
+        level.count += 1
         level.total += order.remaining
         self._resting[order.order_id] = order
 
