@@ -81,3 +81,20 @@ def test_exceptions_are_structured(stream: io.StringIO) -> None:
         get_logger("wallet.test").exception("rejected")
     (line,) = lines(stream)
     assert line["exception"][0]["exc_type"] == "ValueError"
+
+
+def test_a_traceback_shows_no_local_variable(stream: io.StringIO) -> None:
+    # A frame's locals held secrets: the IPN handler (its HMAC key), a request's headers.
+    def verify(secret: str, authorization: str) -> None:
+        raise RuntimeError("the database is away")
+
+    try:
+        verify("prod-IPN-hmac-secret-7f3a9c2e", "Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig")
+    except RuntimeError:
+        get_logger("gateway.test").exception("ipn_failed")
+    (line,) = lines(stream)
+    assert line["exception"][0]["exc_value"] == "the database is away"
+    assert [frame["name"] for frame in line["exception"][0]["frames"]][-1] == "verify"
+    text = stream.getvalue()
+    assert "prod-IPN-hmac-secret" not in text
+    assert "eyJhbGciOiJIUzI1NiJ9" not in text

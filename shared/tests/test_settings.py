@@ -17,6 +17,9 @@ class GatewaySettings(ServiceSettings):
     http_port: int = Field(8002, validation_alias="IPN_GATEWAY_HTTP_PORT")
 
 
+REAL_JWT_SECRET = "a-real-secret-of-32-bytes-or-more!"
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
@@ -63,7 +66,7 @@ def test_production_refuses_every_development_secret_by_its_variable_name(
 
 def test_production_starts_with_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IS_STAGING", "false")
-    monkeypatch.setenv("AUTH_JWT_SECRET", "a-real-secret")
+    monkeypatch.setenv("AUTH_JWT_SECRET", REAL_JWT_SECRET)
     monkeypatch.setenv("NOWPAYMENTS_IPN_SECRET", "real-ipn")
     monkeypatch.setenv("NOWPAYMENTS_API_KEY", "real-key")
     monkeypatch.setenv("GATEWAY_SIGNING_KEY", "real-signing")
@@ -74,7 +77,7 @@ def test_production_starts_with_real_secrets(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.http_port == 9002
     assert settings.kafka_bootstrap_servers == "kafka-1:9092,kafka-2:9092"
     assert settings.development_secrets() == []
-    assert "a-real-secret" not in repr(settings)
+    assert REAL_JWT_SECRET not in repr(settings)
 
 
 def test_base_settings_alone_refuse_the_default_jwt_secret_in_production(
@@ -85,3 +88,35 @@ def test_base_settings_alone_refuse_the_default_jwt_secret_in_production(
         ServiceSettings()
     monkeypatch.setenv("IS_STAGING", "true")
     assert ServiceSettings().is_staging
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        " dev-only-jwt-secret-not-for-production",
+        "DEV-ONLY-JWT-SECRET-NOT-FOR-PRODUCTION",
+        "Dev-Only-anything",
+    ],
+)
+def test_production_refuses_the_development_marker_in_any_case_or_spacing(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("IS_STAGING", "false")
+    monkeypatch.setenv("AUTH_JWT_SECRET", secret + "-padded-past-thirty-two-bytes")
+    with pytest.raises(ValidationError, match="development defaults: AUTH_JWT_SECRET"):
+        ServiceSettings()
+
+
+@pytest.mark.parametrize("secret", ["secret", "changeme", "x" * 31])
+def test_production_refuses_a_jwt_secret_short_enough_to_guess(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    # With "secret" anyone holding a token of their own found the key offline and signed
+    # {"sub": anyone, "roles": ["admin"]}: HS256 is only as strong as its key.
+    monkeypatch.setenv("IS_STAGING", "false")
+    monkeypatch.setenv("AUTH_JWT_SECRET", secret)
+    with pytest.raises(ValidationError, match="AUTH_JWT_SECRET of at least 32 bytes") as caught:
+        ServiceSettings()
+    assert secret not in str(caught.value).replace("AUTH_JWT_SECRET", "")
+    monkeypatch.setenv("AUTH_JWT_SECRET", "x" * 32)
+    assert not ServiceSettings().is_staging

@@ -1793,6 +1793,8 @@ def test_zzz_admin_price_routes_answer_404_in_production(
         )
         assert_error(pin, 404)
         assert_error(system.http.delete(f"{base}/api/admin/prices/BTC", headers=admin), 404)
+        # Its built-in walk (PRICE_SOURCE unset) is public: production says so at start.
+        assert '"prices.builtin_feed_in_production"' in log.read_text(), log.read_text()
     finally:
         service.kill()
         service.wait(10)

@@ -6,10 +6,18 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+# Tracebacks as data, without each frame's local variables (structlog's default shows them): a
+# local can be a secret, a request's Authorization header or body, or an object that holds one
+# (the IPN handler's HMAC key was written out by any 500 on the IPN route).
+_DICT_TRACEBACKS: Final = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
 
 
 def configure_logging(
@@ -45,7 +53,7 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
+            _DICT_TRACEBACKS if json else structlog.processors.format_exc_info,
             renderer,
         ],
     )

@@ -11,6 +11,9 @@ from shared.messaging.topics import Topics
 
 # Every development default of a secret starts with this, so production mode can refuse all of them.
 DEV_SECRET_PREFIX: Final = "dev-only"  # noqa: S105 - a marker, not a secret
+# HS256 signs tokens with AUTH_JWT_SECRET: a shorter key can be found offline from any one token,
+# and then any token minted, an admin's included (RFC 7518: a key at least as long as the hash).
+MIN_JWT_SECRET_BYTES: Final = 32
 
 
 class DevelopmentSecretError(ValueError):
@@ -24,7 +27,8 @@ class ServiceSettings(BaseSettings):
     ``IS_STAGING=false``, so a subclass gets the production check for its secrets by declaring them.
     """
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # hide_input_in_errors: a refusal must never print the secrets it was given.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     is_staging: bool = True
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -46,6 +50,11 @@ class ServiceSettings(BaseSettings):
                 "IS_STAGING=false but these secrets are empty or hold development defaults: "
                 + ", ".join(offending)
             )
+        if len(self.auth_jwt_secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise DevelopmentSecretError(
+                f"IS_STAGING=false needs AUTH_JWT_SECRET of at least {MIN_JWT_SECRET_BYTES} bytes"
+                " (tokens are signed with it; a shorter key can be guessed from any token)"
+            )
         return self
 
     @property
@@ -59,7 +68,8 @@ class ServiceSettings(BaseSettings):
             if isinstance(value, SecretStr | SecretBytes):
                 secret = value.get_secret_value()
                 text = secret.decode(errors="replace") if isinstance(secret, bytes) else secret
-                if not text.strip() or text.startswith(DEV_SECRET_PREFIX):
+                # In any case and with any spacing: " Dev-Only-…" is the default all the same.
+                if not text.strip() or text.strip().casefold().startswith(DEV_SECRET_PREFIX):
                     found.append(name)
         return found
 

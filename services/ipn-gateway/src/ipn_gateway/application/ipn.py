@@ -10,7 +10,7 @@ import functools
 import hashlib
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final
@@ -153,7 +153,7 @@ async def publish_recorded(
 
 @dataclass
 class IpnHandler:
-    secret: str
+    secret: str = field(repr=False)  # the HMAC key: never in a repr, so never in a log line
     policy: ConfirmationPolicy
     orders: DepositOrders
     payments: Payments

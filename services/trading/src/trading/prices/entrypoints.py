@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 import httpx
+import structlog
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,8 @@ from trading.prices.domain import (
     pin_refusal,
 )
 from trading.prices.settings import PriceSettings
+
+log = structlog.get_logger(__name__)
 
 
 class PriceView(BaseModel):
@@ -162,6 +165,11 @@ def build_prices_feature(context: TradingContext, settings: PriceSettings | None
     background = BackgroundTasks()
 
     async def start() -> None:
+        builtin = settings.price_feed_enabled and settings.price_source is None
+        if builtin and not context.settings.is_staging:
+            # The contract lets the built-in walk run anywhere, so this is said, not refused: its
+            # seed and start are public, so anyone can compute the prices it will quote.
+            log.error("prices.builtin_feed_in_production", seed=settings.price_feed_seed)
         await reader.start()
         if settings.price_feed_enabled:
             await feed.tick()  # prices at once, before /healthz turns green
