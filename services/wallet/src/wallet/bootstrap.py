@@ -14,7 +14,13 @@ from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from shared.http import configure_auth, health_router, install_error_handlers, metrics_router
+from shared.http import (
+    configure_auth,
+    health_router,
+    install_error_handlers,
+    limit_request_bodies,
+    metrics_router,
+)
 from shared.logging import get_logger
 from shared.mongo import connect
 from shared.recent_messages import RecentMessagesReader
@@ -126,6 +132,7 @@ def build_http_app(runtime: WalletRuntime, **fastapi_options: Any) -> FastAPI:
         **fastapi_options,
     )
     install_error_handlers(app)
+    limit_request_bodies(app)
     configure_auth(app, runtime.settings.auth_jwt_secret)
     app.include_router(health_router(runtime.ready))
     app.include_router(metrics_router(runtime.registry))

@@ -30,6 +30,7 @@ from shared.http.errors import (
     install_error_handlers,
 )
 from shared.http.health import Readiness, health_router, metrics_router
+from shared.http.limits import limit_request_bodies
 from shared.http.query import QueryParameters
 from shared.http.text import TextCheckedRoute
 
@@ -53,6 +54,7 @@ __all__ = [
     "error_responses",
     "health_router",
     "install_error_handlers",
+    "limit_request_bodies",
     "make_token",
     "metrics_router",
     "require_admin",
@@ -70,6 +72,7 @@ def create_app(
     """A FastAPI app with the error handlers, bearer auth, ``/healthz`` and ``/metrics``."""
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     install_error_handlers(app)
+    limit_request_bodies(app)
     configure_auth(app, auth_secret)
     app.include_router(health_router(ready))
     app.include_router(metrics_router())
