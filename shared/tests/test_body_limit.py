@@ -8,9 +8,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import Request
+from pydantic import BaseModel
 
 from shared.http import create_app
 from shared.http.limits import MAX_BODY_BYTES
+
+
+class Named(BaseModel):
+    name: str
 
 
 def build() -> tuple[httpx.AsyncClient, list[int]]:
@@ -19,6 +24,11 @@ def build() -> tuple[httpx.AsyncClient, list[int]]:
 
     app = create_app(title="test", auth_secret="x" * 32, ready=ready)
     ran: list[int] = []
+
+    @app.post("/model")
+    async def model(body: Named) -> dict[str, int]:
+        ran.append(len(body.name))
+        return {"size": len(body.name)}
 
     @app.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
@@ -67,4 +77,21 @@ async def test_a_body_sent_without_a_length_stops_being_read_past_the_limit() ->
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
+    assert ran == []
+
+
+async def test_a_route_whose_body_fastapi_parses_refuses_it_too() -> None:
+    # FastAPI turns most errors while it reads a body into 400: the refusal must stay a 413.
+    async def document() -> AsyncIterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(10):
+            yield b"a" * (MAX_BODY_BYTES // 8)
+        yield b'"}'
+
+    http, ran = build()
+    async with http:
+        response = await http.post(
+            "/model", content=document(), headers={"content-type": "application/json"}
+        )
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "body_too_large")
     assert ran == []

@@ -150,8 +150,8 @@ async def render_part(request: Request, name: str, user: User, args: dict[str, s
         template = "parts/unavailable.html"
     except Exception:
         log.exception("page_part_failed", part=name)
-        context |= {"notice": f"{part.title} could not be loaded just now. Retrying shortly."}
-        context["retry"] = True
+        notice = f"{part.title} could not be loaded just now. Retrying shortly."
+        context |= {"notice": notice, "retry": True}
         template = "parts/unavailable.html"
     return templates.get_template(template).render(context)
 
