@@ -272,3 +272,15 @@ async def test_the_results_listener_goes_on_after_a_failure(
     await producer.stop()
     assert answered is not None
     assert answered.status == "applied"
+
+
+@pytest.mark.parametrize("name", ["", "p2p service", "p2p\n", "p" * 129, "prodücer"])
+def test_a_producer_name_the_wallet_would_not_copy_back_is_refused(name: str) -> None:
+    # The wallet drops such a header from the result: the client would wait for it in vain. An
+    # empty name means "pick one", as None does.
+    if not name:
+        assert WalletClient("localhost:9092", producer=name).producer.startswith("wallet-client-")
+        return
+    with pytest.raises(ValueError, match="printable ASCII"):
+        WalletClient("localhost:9092", producer=name)
+    assert WalletClient("localhost:9092", producer="p" * 128).producer == "p" * 128

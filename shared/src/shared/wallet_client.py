@@ -40,7 +40,13 @@ from shared.messaging import (
     WalletCommand,
     encode,
 )
-from shared.messaging.topics import CONTRACT_TOPICS, PRODUCER_HEADER, Topics
+from shared.messaging.topics import (
+    CONTRACT_TOPICS,
+    PRODUCER_HEADER,
+    PRODUCER_HEADER_MAX_BYTES,
+    Topics,
+    usable_producer,
+)
 
 Amount = Decimal | str
 Metadata = dict[str, JsonValue] | None
@@ -78,6 +84,11 @@ class WalletClient:
         self._topics = topics
         self._timeout = timeout
         self.producer = producer or f"wallet-client-{uuid.uuid4().hex[:12]}"
+        if usable_producer(self.producer.encode()) is None:
+            # The wallet would answer without the header, and this client would wait in vain.
+            raise ValueError(
+                f"a producer name is 1 to {PRODUCER_HEADER_MAX_BYTES} printable ASCII characters"
+            )
         self._producer_header = [(PRODUCER_HEADER, self.producer.encode())]
         self.results_decoded = 0  # how many results this client decoded (others' are skipped)
         self._producer: AIOKafkaProducer | None = None

@@ -28,6 +28,7 @@ class RecordingPublisher:
         self.events: list[LedgerTransaction] = []
         self.dead_letters: list[DeadLetter] = []
         self.wire: list[tuple[bytes | None, bytes]] = []
+        self.producers: dict[str, bytes] = {}
 
     async def publish(
         self,
@@ -44,6 +45,7 @@ class RecordingPublisher:
         self.results.extend(r for _, r in results)
         self.events.extend(events)
         self.dead_letters.extend(d for _, d in dead_letters)
+        self.producers.update(producers)
 
 
 class StoreRefusingOneCommand(InMemoryLedgerStore):
@@ -189,3 +191,80 @@ async def test_a_lone_surrogate_is_refused_at_intake_and_the_rest_applied() -> N
     assert len(publisher.events) == 2
     assert str(store.wallets[("alice", "BTC")].balances.available.normalize()) == "0.2"
     assert report.batch.count("applied") == 2
+
+
+def from_producer(
+    reference: str, offset: int, producer: bytes, command_id: str = ""
+) -> IncomingRecord:
+    sent = record(reference, offset)
+    value = sent.value or b""
+    if command_id:
+        value = value.replace(f'"c-{reference}"'.encode(), f'"{command_id}"'.encode())
+    return IncomingRecord(value, sent.key, sent.topic, sent.partition, offset, producer)
+
+
+async def test_a_producer_header_the_result_may_not_carry_back_is_dropped() -> None:
+    """A compressed command can carry megabytes of header, and a result the broker refuses as too
+    large would fail its batch on every delivery: only a short printable name is copied back."""
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(InMemoryLedgerStore(), backoff_seconds=0), publisher)
+    await intake.process(
+        [
+            from_producer("longest", 1, b"p" * 128),
+            from_producer("too-long", 2, b"p" * 129),
+            from_producer("huge", 3, b"x" * 5_000_000),
+            from_producer("spaced", 4, b"p2p service"),
+            from_producer("control", 5, b"p2p\x1b"),
+            from_producer("non-ascii", 6, "p2p-é".encode()),
+            from_producer("empty", 7, b""),
+            from_producer("named", 8, b"wallet-client-0123abcd"),
+        ]
+    )
+    assert [r.status for r in publisher.results] == ["applied"] * 8  # the money moves all the same
+    assert publisher.producers == {"c-longest": b"p" * 128, "c-named": b"wallet-client-0123abcd"}
+
+
+async def test_a_record_reusing_a_command_id_does_not_take_that_commands_result() -> None:
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(InMemoryLedgerStore(), backoff_seconds=0), publisher)
+    garbage = IncomingRecord(
+        b'{"command_id": "c-p1", "user_id": "alice", "amount": "NaN"}',
+        b"alice",
+        "wallet.commands",
+        2,
+        11,
+        b"intruder",
+    )
+    await intake.process(
+        [
+            from_producer("p1", 10, b"p2p"),
+            garbage,
+            from_producer("p1", 12, b"other-instance"),  # the same command sent again
+            IncomingRecord(garbage.value, b"bob", "wallet.commands", 2, 13, b"first"),
+            from_producer("p2", 14, b"trading", command_id="c-p3"),
+        ]
+    )
+    assert [(r.command_id, r.status) for r in publisher.results] == [
+        ("c-p1", "applied"),
+        ("c-p1", "duplicate"),
+        ("c-p3", "applied"),
+        ("c-p1", "rejected"),
+        ("c-p1", "rejected"),
+    ]
+    # The applied result goes back to the record that asked first; a refused record only names
+    # the producer of an id no valid record claimed.
+    assert publisher.producers == {"c-p1": b"p2p", "c-p3": b"trading"}
+
+
+async def test_a_refused_record_is_answered_to_its_own_producer() -> None:
+    publisher = RecordingPublisher()
+    intake = CommandIntake(LedgerService(InMemoryLedgerStore(), backoff_seconds=0), publisher)
+    refused = b'{"command_id": "c-x", "user_id": "alice", "amount": "NaN"}'
+    await intake.process(
+        [
+            IncomingRecord(refused, b"alice", "wallet.commands", 2, 1, b"p2p"),
+            IncomingRecord(refused, b"alice", "wallet.commands", 2, 2, b"later"),
+        ]
+    )
+    assert [(r.command_id, r.status) for r in publisher.results] == [("c-x", "rejected")] * 2
+    assert publisher.producers == {"c-x": b"p2p"}

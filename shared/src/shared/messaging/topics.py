@@ -1,5 +1,6 @@
 """Topic names of the public contract (CONTRACT.md, "Kafka topics")."""
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,6 +25,20 @@ ALL_TOPICS: Final = (
 # wallet copies it onto the command's result, so each producer reads only its own results without
 # decoding anyone else's. Results of commands sent without it carry none.
 PRODUCER_HEADER: Final = "producer"
+# What the wallet copies back: at most this many bytes of printable ASCII. A header is not bounded
+# by the broker's message limit the way the result it is copied onto is (a compressed command may
+# carry megabytes of it), and a result the broker refuses as too large would fail its batch on
+# every delivery. Any other header is dropped: the result then reaches every client.
+PRODUCER_HEADER_MAX_BYTES: Final = 128
+_USABLE_PRODUCER: Final = re.compile(rb"[\x21-\x7e]{1,%d}" % PRODUCER_HEADER_MAX_BYTES)
+
+
+def usable_producer(header: bytes | None) -> bytes | None:
+    """The `producer` header as a result may carry it back, or None for one it may not."""
+    if header is None or _USABLE_PRODUCER.fullmatch(header) is None:
+        return None
+    return header
+
 
 # Per-partition order is per-user order; more partitions let more wallet consumers share the load.
 DEFAULT_PARTITIONS: Final = 6

@@ -23,6 +23,7 @@ from shared.messaging import (
     WalletCommand,
     parse_command,
 )
+from shared.messaging.topics import usable_producer
 from wallet.application.ledger_service import BatchReport, LedgerService
 from wallet.application.ports import ConcurrencyConflict, TransientStoreError
 
@@ -140,14 +141,19 @@ class CommandIntake:
         report = IntakeReport(received=len(records))
         commands: list[tuple[IncomingRecord, WalletCommand]] = []
         refusals: list[tuple[str, CommandResult]] = []
+        # command_id → the `producer` header of the record its result answers: the first valid
+        # record with that id (a later one is its duplicate), else the first refused one, so that
+        # a record reusing another's id does not send that command's result elsewhere.
         producers: dict[str, bytes] = {}
+        refused_producers: dict[str, bytes] = {}
         for record in records:
+            producer = usable_producer(record.producer)
             try:
                 command = parse_command(record.value or b"")
             except InvalidCommand as error:
                 self._dead_letter(report, refusals, record, error)
-                if record.producer is not None and "command_id" in error.envelope:
-                    producers[error.envelope["command_id"]] = record.producer
+                if producer is not None and "command_id" in error.envelope:
+                    refused_producers.setdefault(error.envelope["command_id"], producer)
                 continue
             except Exception as error:
                 # A message the decoder itself fails on (a bug): dead-lettered like poison, so
@@ -159,8 +165,10 @@ class CommandIntake:
                 self._dead_letter(report, refusals, record, failure)
                 continue
             commands.append((record, command))
-            if record.producer is not None:
-                producers[command.command_id] = record.producer
+            if producer is not None:
+                producers.setdefault(command.command_id, producer)
+        for command_id, producer in refused_producers.items():
+            producers.setdefault(command_id, producer)
         try:
             report.batch = await self._ledger.handle_batch([c for _, c in commands])
         except (ConcurrencyConflict, TransientStoreError):

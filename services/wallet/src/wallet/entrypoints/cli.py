@@ -312,15 +312,25 @@ def dead_letters(
 def _dead_letter_text(stored: StoredDeadLetter) -> str:
     letter, where = stored.letter, f"{stored.partition}@{stored.offset}"
     if letter is None:
-        return f"[{where}] not a dead letter: {_shortened(stored.text)}"
+        return f"[{where}] not a dead letter: {_visible(_shortened(stored.text))}"
     source = (
-        f"{letter.source_topic} partition {letter.source_partition} offset {letter.source_offset}"
+        f"{_visible(letter.source_topic)} partition {letter.source_partition}"
+        f" offset {letter.source_offset}"
     )
     return (
-        f"[{where}] {letter.failed_at.isoformat()} {letter.reason}: {letter.detail}\n"
+        f"[{where}] {letter.failed_at.isoformat()} {_visible(letter.reason)}: "
+        f"{_visible(letter.detail)}\n"
         f"  from {source}, key {letter.key!r}\n"
-        f"  {_shortened(letter.raw_value)}"
+        f"  {_visible(_shortened(letter.raw_value))}"
     )
+
+
+def _visible(text: str) -> str:
+    """Text from a poison message as an operator's terminal may show it: every character that is
+    not printable (controls, escape sequences, bidirectional overrides) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _dead_letter_json(stored: StoredDeadLetter) -> str:
