@@ -25,9 +25,11 @@ from trading.savings.adapters.mongo import (
     MongoSavingsHistory,
     MongoTransfers,
 )
+from trading.savings.application.scheduler import AccrualScheduler
 from trading.savings.application.service import SavingsService
 from trading.savings.domain.accrual import AccrualDue, SavingsMovement
 from trading.savings.domain.errors import SavingsUnavailable
+from trading.savings.settings import SavingsSettings
 from trading.testing import AnsweringWallet, FakeClock, result_of
 
 DAY = date(2026, 11, 29)
@@ -312,3 +314,35 @@ async def test_a_run_stopped_before_it_claimed_every_payment_is_continued(rig: R
     await rig.save("ivy", "3650", datetime(2026, 11, 29, 23, 30, tzinfo=UTC))
     assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 3
     assert len(rig.wallet.sent) == 3
+
+
+class StopScheduler(BaseException):  # not an Exception: the scheduler retries those
+    pass
+
+
+async def test_a_restart_after_an_outage_longer_than_the_lookback_pays_every_missed_day(
+    rig: Rig,
+) -> None:
+    """Paid through 2 Nov, then down until 13 Nov at noon: with the default lookback of 7 days the
+    restarted scheduler still pays 3 to 12 Nov, each day once, at 1 USDT a day."""
+    await rig.save("amy", "7300", datetime(2026, 10, 31, 9, tzinfo=UTC))  # × 0.05 / 365 = 1
+    for day in (date(2026, 11, 1), date(2026, 11, 2)):
+        await rig.service.accrue(day)
+    rig.clock.now = datetime(2026, 11, 13, 12, tzinfo=UTC)
+
+    async def sleep(seconds: float) -> None:
+        raise StopScheduler  # the catch-up is done: the scheduler waits for midnight
+
+    scheduler = AccrualScheduler(
+        rig.service.accrue,
+        clock=rig.clock,
+        delay=timedelta(seconds=5),
+        lookback_days=SavingsSettings().savings_accrual_lookback_days,
+        sleep=sleep,
+        newest_completed=rig.service.newest_completed_days,
+    )
+    with pytest.raises(StopScheduler):
+        await scheduler.run()
+    paid = [reference for reference, _, _ in rig.paid()]
+    assert paid == [f"interest:USDT:2026-11-{day:02}:amy" for day in range(1, 13)]
+    assert {amount for _, _, amount in rig.paid()} == {Decimal(1)}

@@ -581,3 +581,15 @@ async def test_a_completed_run_is_noted_per_currency_and_day(stores: Stores) -> 
     await accruals.complete_run("ETH", DAY, T0)
     assert await accruals.run_completed("ETH", DAY)
     assert await accruals.of_day("ETH", DAY) == []
+
+
+async def test_a_currencys_newest_completed_run_is_found(stores: Stores) -> None:
+    accruals = stores.accruals
+    assert await accruals.newest_completed("USDT") is None
+    # Noted out of order, across a year and a month end, beside another currency's later runs.
+    for day in [DAY, DAY - timedelta(days=400), DAY + timedelta(days=3), DAY + timedelta(days=1)]:
+        await accruals.complete_run("USDT", day, T0)
+    await accruals.complete_run("ETH", DAY + timedelta(days=30), T0)
+    assert await accruals.newest_completed("USDT") == DAY + timedelta(days=3)
+    assert await accruals.newest_completed("ETH") == DAY + timedelta(days=30)
+    assert await accruals.newest_completed("BTC") is None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -54,13 +55,18 @@ class World:
         return {"items": [{"pending": 0}]}
 
 
-def _scheduler(world: World, lookback: int) -> AccrualScheduler:
+def _scheduler(
+    world: World,
+    lookback: int,
+    newest_completed: Callable[[], Awaitable[list[date | None]]] | None = None,
+) -> AccrualScheduler:
     return AccrualScheduler(
         world.accrue,
         clock=world.clock,
         delay=timedelta(seconds=5),
         lookback_days=lookback,
         sleep=world.sleep,
+        newest_completed=newest_completed,
     )
 
 
@@ -166,3 +172,41 @@ async def test_a_start_within_the_delay_after_midnight_waits_for_the_day_that_ju
         (date(2026, 11, 29), datetime(2026, 12, 1, 0, 0, 2, tzinfo=UTC)),
         (date(2026, 11, 30), datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)),
     ]
+
+
+async def test_a_restart_after_an_outage_longer_than_the_lookback_accrues_every_missed_day() -> (
+    None
+):
+    # The newest completed runs: USDT 2 Nov, ETH 10 Nov, BTC never. Restarted on 13 Nov at noon.
+    world = World(datetime(2026, 11, 13, 12, tzinfo=UTC), stop_after=12)
+    asked: list[datetime] = []
+
+    async def newest_completed() -> list[date | None]:
+        asked.append(world.now)
+        if len(asked) < 3:
+            raise ConnectionError("store away")  # read again, not skipped
+        return [date(2026, 11, 2), date(2026, 11, 10), None]
+
+    with capture_logs() as logs, pytest.raises(Stop):
+        await _scheduler(world, 7, newest_completed).run()
+    assert len(asked) == 3
+    assert [day for day, _ in world.accrued] == _days(date(2026, 11, 3), 12)
+    (catching_up,) = (log for log in logs if log["event"] == "savings.catching_up")
+    assert (catching_up["first"], catching_up["last"], catching_up["days"]) == (
+        "2026-11-03",
+        "2026-11-12",
+        10,
+    )
+    assert world.accrued[-1] == (date(2026, 11, 14), datetime(2026, 11, 15, 0, 0, 5, tzinfo=UTC))
+
+
+async def test_completed_runs_within_the_lookback_leave_the_catch_up_as_it_was() -> None:
+    world = World(datetime(2026, 11, 13, 12, tzinfo=UTC), stop_after=3)
+
+    async def newest_completed() -> list[date | None]:
+        return [date(2026, 11, 12), date(2026, 11, 11)]
+
+    with capture_logs() as logs, pytest.raises(Stop):
+        await _scheduler(world, 2, newest_completed).run()
+    assert [day for day, _ in world.accrued] == _days(date(2026, 11, 11), 3)
+    assert not [log for log in logs if log["event"] == "savings.catching_up"]

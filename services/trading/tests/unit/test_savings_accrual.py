@@ -239,6 +239,24 @@ def test_catch_up_covers_the_lookback_oldest_first() -> None:
     assert days_to_catch_up(date(2026, 3, 2), 0) == []
 
 
+def test_catch_up_goes_back_to_each_currencys_newest_completed_run() -> None:
+    # Down for longer than the lookback: every day after the oldest of the newest runs.
+    today = date(2026, 11, 13)
+    assert days_to_catch_up(today, 7, [date(2026, 11, 2), date(2026, 11, 10)]) == [
+        date(2026, 11, 3) + timedelta(days=n) for n in range(10)
+    ]
+    # A currency without a completed run has the lookback; runs within it change nothing.
+    assert days_to_catch_up(today, 2, [None, date(2026, 11, 11)]) == [
+        date(2026, 11, 11),
+        date(2026, 11, 12),
+    ]
+    assert days_to_catch_up(today, 0, [date(2026, 11, 12), None]) == []
+    assert days_to_catch_up(today, 0, [date(2026, 11, 13)]) == []  # an operator ran today's
+    assert days_to_catch_up(date(2025, 1, 2), 0, [date(2024, 2, 27)]) == [
+        date(2024, 2, 28) + timedelta(days=n) for n in range(309)
+    ]
+
+
 def test_a_day_is_due_once_its_midnight_plus_the_delay_has_come() -> None:
     delay = timedelta(seconds=5)
     assert last_day_due(datetime(2026, 12, 1, 0, 0, 4, tzinfo=UTC), delay) == date(2026, 11, 29)

@@ -236,6 +236,7 @@ def build_savings_feature(
         clock=context.clock,
         delay=timedelta(seconds=settings.savings_accrual_delay_seconds),
         lookback_days=settings.savings_accrual_lookback_days,
+        newest_completed=service.newest_completed_days,
     )
     background = BackgroundTasks()
 

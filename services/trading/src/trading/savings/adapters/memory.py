@@ -198,5 +198,9 @@ class MemoryAccruals:
     async def run_completed(self, currency: str, day: date) -> bool:
         return (currency, day.isoformat()) in self._runs
 
+    async def newest_completed(self, currency: str) -> date | None:
+        days = [day for (of, day) in self._runs if of == currency]
+        return date.fromisoformat(max(days)) if days else None
+
     def _view(self, reference_id: str) -> AccrualRecord:
         return self._records[reference_id] | {"reference_id": reference_id}

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from bson import Decimal128
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -50,6 +50,8 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[ACCRUALS].create_index(
         [("currency", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)]
     )
+    # a currency's newest completed run (where a restarted scheduler catches up from)
+    await database[ACCRUAL_RUNS].create_index([("currency", ASCENDING), ("date", DESCENDING)])
 
 
 class MongoTransfers:
@@ -221,3 +223,9 @@ class MongoAccruals(PayoutRecords):
 
     async def run_completed(self, currency: str, day: date) -> bool:
         return await self._runs.find_one({"_id": f"{currency}:{day.isoformat()}"}) is not None
+
+    async def newest_completed(self, currency: str) -> date | None:
+        newest = await self._runs.find_one(
+            {"currency": currency}, {"date": 1}, sort=[("date", DESCENDING)]
+        )
+        return None if newest is None else date.fromisoformat(newest["date"])

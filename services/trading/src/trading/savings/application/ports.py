@@ -129,3 +129,7 @@ class Accruals(Protocol):
     async def run_completed(self, currency: str, day: date) -> bool:
         """Whether a run of (`currency`, `day`) was noted completed."""
         ...
+
+    async def newest_completed(self, currency: str) -> date | None:
+        """The latest day of `currency` whose run was noted completed; None if none was."""
+        ...

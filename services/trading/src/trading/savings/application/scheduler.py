@@ -1,5 +1,6 @@
 """The daily accrual: at 00:00 UTC (plus a small delay) for the day that ended, and on start for
-every ended day of the lookback a stopped service may have missed. The scheduler remembers the
+every ended day a stopped service may have missed: each day after every currency's newest
+completed run, however long ago, and every day of the lookback. The scheduler remembers the
 last day it finished: each time it wakes it accrues every day due since, oldest first, so a run
 that goes on past midnight (a long catch-up, a history that stays behind) skips no day. Each
 payment has its own key, so catching up a day that was already paid sends nothing; a day whose
@@ -9,7 +10,7 @@ resends the payments whose result was lost."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
@@ -38,8 +39,10 @@ class AccrualScheduler:
         delay: timedelta,
         lookback_days: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        newest_completed: Callable[[], Awaitable[Iterable[date | None]]] | None = None,
     ) -> None:
         self._accrue = accrue
+        self._newest_completed = newest_completed
         self._clock = clock
         self._delay = delay
         self._lookback_days = lookback_days
@@ -52,7 +55,17 @@ class AccrualScheduler:
         # just ended is not due yet (events of its last moments may still be on their way), and
         # the loop below runs it at its run time.
         last = last_day_due(started, self._delay)
-        for day in days_to_catch_up(last + timedelta(days=1), self._lookback_days):
+        missed = days_to_catch_up(
+            last + timedelta(days=1), self._lookback_days, await self._completed_runs()
+        )
+        if len(missed) > self._lookback_days:
+            log.warning(
+                "savings.catching_up",
+                first=missed[0].isoformat(),
+                last=missed[-1].isoformat(),
+                days=len(missed),
+            )
+        for day in missed:
             await self._accrue_until_done(day)
         while True:
             due = days_due(last, self._clock(), self._delay)
@@ -64,6 +77,17 @@ class AccrualScheduler:
             at = next_run_at(self._clock(), self._delay)
             while (remaining := (at - self._clock()).total_seconds()) > 0:
                 await self._sleep(min(remaining, MAX_SLEEP_SECONDS))
+
+    async def _completed_runs(self) -> list[date | None]:
+        """Each currency's newest completed run, read until the store answers: a day missed
+        because the store was away at start would never be paid."""
+        while self._newest_completed is not None:
+            try:
+                return list(await self._newest_completed())
+            except Exception:
+                log.exception("savings.completed_runs_unreadable")
+                await self._sleep(RETRY_SECONDS)
+        return []
 
     async def _accrue_until_done(self, day: date) -> None:
         while True:

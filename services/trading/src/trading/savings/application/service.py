@@ -240,6 +240,10 @@ class SavingsService:
 
     # The daily accrual
 
+    async def newest_completed_days(self) -> list[date | None]:
+        """Each savings currency's newest day whose accrual run completed (None: never one)."""
+        return [await self._accruals.newest_completed(currency) for currency in sorted(self._aprs)]
+
     async def accrue(self, day: date) -> Document:
         """Runs `day`'s accrual for each currency, or finishes the run that completed it there;
         returns what it did."""

@@ -87,9 +87,18 @@ def parse_accrual_date(raw: object) -> date:
         raise SavingsRefused("invalid_date", f"not a date YYYY-MM-DD: {raw[:40]!r}") from None
 
 
-def days_to_catch_up(today: date, lookback_days: int) -> list[date]:
-    """The ended days a (re)started scheduler makes sure are accrued, oldest first."""
-    return [today - timedelta(days=n) for n in range(lookback_days, 0, -1)]
+def days_to_catch_up(
+    today: date, lookback_days: int, newest_completed: Iterable[date | None] = ()
+) -> list[date]:
+    """The ended days before `today` a (re)started scheduler makes sure are accrued, oldest
+    first: the last `lookback_days` (their payments still pending are sent again), and every day
+    after each currency's newest completed run (`newest_completed`, None for a currency that has
+    none), so that an outage longer than the lookback skips no day."""
+    first = today - timedelta(days=lookback_days)
+    for newest in newest_completed:
+        if newest is not None:
+            first = min(first, newest + timedelta(days=1))
+    return [first + timedelta(days=n) for n in range((today - first).days)]
 
 
 def last_day_due(now: datetime, delay: timedelta) -> date:
