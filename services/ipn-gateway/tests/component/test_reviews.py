@@ -695,3 +695,52 @@ async def test_an_item_whose_credit_cannot_be_built_is_refused_and_can_be_dismis
     assert logged["reason"].startswith("invalid_field: user_id")
     dismissed = await world.handler.dismiss("ops1", item.review_id, "a user id no wallet takes")
     assert dismissed.status == "dismissed"
+
+
+@pytest.mark.parametrize("early", ["waiting", "confirming"])
+async def test_an_item_of_an_estimate_credits_nothing_and_what_arrived_credits_once(
+    early: str,
+) -> None:
+    """NOWPayments sends `waiting` with the outcome the whole payment would bring (nothing has
+    arrived) and `confirming` before any confirmation; a payment not tied to its order queues
+    both for review. Before, approving it credited that estimate: the full amount for a payer who
+    then sent a part, or for a payment that expired unpaid."""
+    world = World()
+    assert await world.send(early, "0.0015", payment_id=UNBOUND) == "unmatched"
+    assert await world.send("partially_paid", "0.001", payment_id=UNBOUND) == "unmatched"
+    estimate, partial = sorted(
+        await world.items_of(UNBOUND, "open"), key=lambda item: item.payment_status != early
+    )
+    assert (estimate.payment_status, estimate.cumulative) == (early, None)
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", estimate.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    await world.handler.approve("ops", partial.review_id)
+    assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.001"))]
+
+
+async def test_a_waiting_item_of_a_payment_that_expired_unpaid_credits_nothing() -> None:
+    world = World()
+    assert await world.send("waiting", "0.0015", payment_id=UNBOUND) == "unmatched"
+    assert await world.send("expired", "0.0015", payment_id=UNBOUND) == "unmatched"
+    for item in await world.items_of(UNBOUND, "open"):
+        with pytest.raises(Conflict):
+            await world.handler.approve("ops", item.review_id)
+    assert world.credits == []
+
+
+async def test_a_waiting_ipn_that_overtook_the_payments_record_tops_nothing_up() -> None:
+    """`waiting` arrived before create-deposit recorded its payment: held for review. The
+    payment's later IPNs credit what arrived; the stale item must not raise it to the estimate."""
+    world = World()
+    world.orders.orders["dep_b"] = DepositOrder("dep_b", "bob", "btc", "100", "usd", NOW)
+    assert await world.send("waiting", "0.00153846", UNBOUND, order_id="dep_b") == "unmatched"
+    await world.orders.attach_payment(
+        "dep_b", CreatedPayment(UNBOUND, "addr", "btc", "0.00153846", "100", "usd")
+    )
+    assert await world.send("finished", "0.0014", UNBOUND, order_id="dep_b") == "credited"
+    [stale] = await world.items_of(UNBOUND, "open")
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", stale.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.0014"))]

@@ -372,6 +372,10 @@ ALERT_ONLY: Final = frozenset({"status_after_credit", "outcome_decreased"})
 # Statuses after which nothing of the payment may be credited, approved or not: its coins went
 # back to the payer (refunded) or never arrived (failed).
 ENDED: Final = frozenset({PaymentStatus.FAILED, PaymentStatus.REFUNDED})
+# Statuses whose outcome is not what arrived: `waiting` comes with actually_paid 0 and the outcome
+# the whole payment would bring, `confirming` with coins no confirmation backs yet (no policy
+# credits before `confirmed`). Approving an item of one could credit money that never arrives.
+ESTIMATED: Final = frozenset({PaymentStatus.WAITING, PaymentStatus.CONFIRMING})
 
 
 def approvable_target(ipn: Ipn, code: str) -> tuple[str, Decimal] | None:
@@ -381,8 +385,8 @@ def approvable_target(ipn: Ipn, code: str) -> tuple[str, Decimal] | None:
     An outcome with more decimals than the coin has (`amount_too_precise`: NOWPayments works its
     outcomes out in doubles after its fees) is approvable rounded down to the coin's scale: what
     a user receives rounds down, and only an admin's approval credits it."""
-    if code in ALERT_ONLY or ipn.payment_status in NEVER_CREDITED:
-        return None  # a refund, a failure or an expiry reports nothing to credit
+    if code in ALERT_ONLY or ipn.payment_status in NEVER_CREDITED | ESTIMATED:
+        return None  # a refund, a failure, an expiry or an estimate reports nothing to credit
     target = review_target(ipn)
     if target is not None or code != "amount_too_precise":
         return target
