@@ -131,8 +131,14 @@ def test_nowpayments_tickers_map_to_the_asset() -> None:
         ({"balance": 1e30}, "balance", "amount_too_large"),
         # what no wallet command carries: a control character, an id too long once prefixed;
         # the dry run passed them and the real run died on its first such credit
-        ({"user_id": "bob\x01", "balance": 1}, "user_id", "missing_user_id"),
-        ({"user_id": "é" * 201, "balance": 1}, "user_id", "missing_user_id"),
+        ({"user_id": "bob\x01", "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": "é" * 201, "balance": 1}, "user_id", "unusable_user_id"),
+        # present but not an id: told apart from a missing one, so that nobody skips a real user
+        ({"user_id": 12345.5, "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": 2.0**60, "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": float("nan"), "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": ["bob"], "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": False, "balance": 1}, "user_id", "unusable_user_id"),
         ({"_id": "x" * 180, "balance": 1}, "_id", "unusable_document_id"),
     ],
 )
@@ -260,6 +266,23 @@ def test_the_mapping_file_is_checked() -> None:
         parse_mapping({"collection": [{**good["collection"][0], "balance": "x"}]})
     with pytest.raises(MappingError, match="twice"):
         parse_mapping({"collection": good["collection"] * 2})
+    # A misspelt table would leave its collection out; one field read into two buckets would
+    # credit its amount twice.
+    with pytest.raises(MappingError, match="unknown keys colection"):
+        parse_mapping({**good, "colection": good["collection"]})
+    with pytest.raises(MappingError, match="field l named twice"):
+        parse_mapping({"collection": [{**good["collection"][0], "savings_field": "l"}]})
+    with pytest.raises(MappingError, match="field u named twice"):
+        parse_mapping({"collection": [{**good["collection"][0], "available_field": "u"}]})
     # The name is in every opening credit's reference, which no space may be in.
     with pytest.raises(MappingError, match="reference"):
         parse_mapping({"collection": [{**good["collection"][0], "name": "old wallets"}]})
+
+
+@pytest.mark.parametrize(
+    ("stored", "user_id"),
+    [(12345, "12345"), (12345.0, "12345"), (Decimal("12345.00"), "12345"), ("u-7", "u-7")],
+)
+def test_a_user_id_is_the_same_whatever_number_type_spells_it(stored: object, user_id: str) -> None:
+    [line] = read_document(CRYPTO, doc(user_id=stored, balance=1)).lines
+    assert line.user_id == user_id

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from bson import encode
+from bson import ObjectId, encode
 from bson.decimal128 import Decimal128
 from pymongo import ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -35,9 +35,12 @@ def replaced_in_place(source_database: str, ledger_database: str) -> tuple[str, 
 
 
 def _plain(value: Any) -> Any:
-    # Decimal128 becomes the exact Decimal it stores; embedded documents are read the same way.
+    # Decimal128 becomes the exact Decimal it stores; an ObjectId (a user's, referring to their
+    # document) its hex, as an `_id` is read; embedded documents are read the same way.
     if isinstance(value, Decimal128):
         return value.to_decimal()
+    if isinstance(value, ObjectId):
+        return str(value)
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
@@ -93,12 +96,13 @@ class MongoLegacySource:
     async def documents(self, collection: str) -> AsyncIterator[Mapping[str, Any]]:
         # Sorted by _id so a report lists rows in the same order on every run.
         seen: set[bytes] = set()
+        in_place = collection in self._in_place
         async for document in self._database[collection].find({}).sort("_id", 1):
-            if _is_ledgers(document):
-                continue
+            if in_place and _is_ledgers(document):
+                continue  # elsewhere a row shaped like a ledger wallet is still a legacy row
             seen.add(id_key(document))
             yield plain_document(document)
-        if collection not in self._in_place:
+        if not in_place:
             return
         # Then the legacy documents the ledger has replaced since they were kept, by _id too.
         snapshot = self._database[snapshot_collection(collection)]

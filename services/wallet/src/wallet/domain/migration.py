@@ -84,6 +84,10 @@ class CollectionMapping:
 
 def parse_mapping(document: Mapping[str, Any]) -> tuple[CollectionMapping, ...]:
     """The collections of a parsed TOML mapping, checked: names unique, every field a string."""
+    unknown_tables = sorted(set(document) - {"collection"})
+    if unknown_tables:
+        # A misspelt `[[collection]]` would leave its collection out without a word.
+        raise MappingError(f"unknown keys {', '.join(unknown_tables)} (only [[collection]])")
     entries = document.get("collection")
     if not isinstance(entries, list) or not entries:
         raise MappingError("the mapping lists no [[collection]]")
@@ -108,6 +112,11 @@ def parse_mapping(document: Mapping[str, Any]) -> tuple[CollectionMapping, ...]:
         for required in ("name", "user_field", "currency_field"):
             if required not in entry:
                 raise MappingError(f"collection #{index}: {required} is missing")
+        fields = [value for key, value in entry.items() if key != "name"]
+        repeated = sorted({f for f in fields if fields.count(f) > 1})
+        if repeated:
+            # One amount read into two buckets would be credited twice.
+            raise MappingError(f"collection #{index}: field {', '.join(repeated)} named twice")
         mapping = CollectionMapping(**entry)
         if not is_identifier(opening_reference(mapping.name, "0")):
             # Its name is part of every opening credit's reference, which no space may be in.
@@ -253,9 +262,23 @@ def document_id_text(raw: object) -> str | None:
     return text if is_identifier(text) else None
 
 
+# Integers a float holds exactly: a user id stored as a double (as JavaScript and older shells
+# write numbers) is the integer it spells; past this a double may spell another one.
+_EXACT_FLOAT_INTEGER: Final = 2**53
+
+
+def _integer_of(raw: float | Decimal) -> int | None:
+    if isinstance(raw, float):
+        exact = math.isfinite(raw) and raw.is_integer() and abs(raw) <= _EXACT_FLOAT_INTEGER
+        return int(raw) if exact else None
+    return int(raw) if raw.is_finite() and raw == raw.to_integral_value() else None
+
+
 def _user_text(raw: object) -> str | None:
     if isinstance(raw, bool) or raw is None:
         return None
+    if isinstance(raw, float | Decimal):
+        raw = _integer_of(raw)
     if isinstance(raw, str | int):
         text = str(raw)
         if is_identifier(text):  # what a wallet command carries (no space, no control character)
@@ -311,7 +334,10 @@ def read_document(mapping: CollectionMapping, document: Mapping[str, Any]) -> Re
     if document_id is not None:
         ambiguous = row("_id", document.get("_id"), "ambiguous_document_id")
     if user_id is None:
-        refuse(mapping.user_field, raw_user, "missing_user_id")
+        # Absent (or empty) is missing; present but no id a wallet command can carry (another
+        # type, a fraction, a control character) is unusable: someone must read it.
+        missing = raw_user is None or raw_user == ""
+        refuse(mapping.user_field, raw_user, "missing_user_id" if missing else "unusable_user_id")
     if currency is None:
         refuse(mapping.currency_field, raw_currency, "unknown_currency")
 
