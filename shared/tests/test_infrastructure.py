@@ -8,12 +8,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from bson import Decimal128
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -24,6 +27,7 @@ from shared.infra import (
     Infrastructure,
     ManagedProcess,
     StartupError,
+    ensure_topics,
     kafka_ready,
     mongo_ready,
     pid_alive,
@@ -31,7 +35,7 @@ from shared.infra import (
     wait_until_gone,
 )
 from shared.infra.net import free_port
-from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS, WALLET_COMMANDS
+from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS, WALLET_COMMANDS, Topics
 from shared.testing.fixtures import unique_database_name
 
 
@@ -221,3 +225,25 @@ def test_children_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> 
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+async def test_wallet_events_is_created_to_be_kept_for_ever(kafka_bootstrap_servers: str) -> None:
+    """Read models are built from its first offset: with Kafka's default retention a consumer
+    group started after 7 days would miss the oldest movements."""
+    topics = Topics(prefix=f"retention-{uuid.uuid4().hex[:8]}-")
+    await ensure_topics(kafka_bootstrap_servers, topics.all)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in (topics.events, topics.results)]
+        )
+    finally:
+        await admin.close()
+    retention = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("retention.ms")
+        for response in described
+        for resource in response.resources
+    }
+    assert retention[topics.events] == "-1"
+    assert retention[topics.results] != "-1"  # the others keep the broker's default

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.infra.net import wait_for_address, wait_until
 from shared.infra.processes import EmbeddedServer
-from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS
+from shared.messaging.topics import ALL_TOPICS, DEFAULT_PARTITIONS, topic_configs
 
 _TOPIC_ALREADY_EXISTS: Final = 36
 _MAX_REPLICATION: Final = 3
@@ -73,7 +73,8 @@ async def ensure_topics(
     """Create whichever of ``topics`` is missing, then wait until all of them are visible.
 
     Runs before any consumer starts, so no topic is auto-created with the broker's default
-    partition count. Existing topics are left as they are (an operator owns their layout).
+    partition count. A topic is created with its `topic_configs` (wallet.events kept for ever).
+    Existing topics are left as they are (an operator owns their layout).
     """
     admin = _admin(bootstrap_servers)
     try:
@@ -84,7 +85,10 @@ async def ensure_topics(
             cluster: dict[str, Any] = await admin.describe_cluster()
             replication = max(1, min(_MAX_REPLICATION, len(cluster["brokers"])))
             response = await admin.create_topics(
-                [NewTopic(t, partitions, replication) for t in missing],
+                [
+                    NewTopic(t, partitions, replication, topic_configs=topic_configs(t))
+                    for t in missing
+                ],
                 timeout_ms=int(within * 1000),
             )
             for topic, code, message in response.topic_errors:

@@ -1,6 +1,7 @@
 """Topic names of the public contract (CONTRACT.md, "Kafka topics")."""
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,6 +43,20 @@ def usable_producer(header: bytes | None) -> bytes | None:
 
 # Per-partition order is per-user order; more partitions let more wallet consumers share the load.
 DEFAULT_PARTITIONS: Final = 6
+
+# Settings a contract topic is created with, beyond the broker's defaults. `wallet.events` is kept
+# for ever: read models are built from its first offset (trading's savings history and referral
+# commissions), and a consumer group started after Kafka's default 7 days would find the oldest
+# movements deleted and pay on balances that miss them.
+TOPIC_CONFIGS: Final[Mapping[str, Mapping[str, str]]] = {WALLET_EVENTS: {"retention.ms": "-1"}}
+
+
+def topic_configs(topic: str) -> dict[str, str]:
+    """The settings `topic` (the contract's name, under any prefix) is created with."""
+    for name, configs in TOPIC_CONFIGS.items():
+        if topic.endswith(name):
+            return dict(configs)
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
