@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.prices import FUTURE_TOLERANCE
 from trading.conversions.adapters.memory import MemoryFundings, MemoryQuotes
 from trading.conversions.adapters.mongo import MongoFundings, MongoQuotes
 from trading.conversions.application import Funding, Fundings, QuoteExists, Quotes
@@ -233,6 +234,26 @@ async def test_a_quote_is_claimed_only_before_it_expires_to_the_millisecond(
         read = await quotes.get(quote_id)
         assert read is not None
         assert (read.status, read.execution_id) == (Status.QUOTED, None)
+
+
+async def test_a_quote_made_further_ahead_of_the_clock_than_hosts_differ_is_not_claimed(
+    stores: Stores,
+) -> None:
+    """The clock stepped back 10 minutes after the quote was made: by it the quote would stay
+    executable for its TTL plus the step. Within the tolerance (another host's clock a little
+    behind the one that made it) the quote is claimed as usual."""
+    quotes = stores.quotes
+    await quotes.add(_quote("stepped-back"))
+    await quotes.add(_quote("skewed"))
+    assert (
+        await quotes.claim("stepped-back", SWAP, "amy", "x-1", T0 - timedelta(minutes=10)) is None
+    )
+    edge = T0 - FUTURE_TOLERANCE
+    assert await quotes.claim("stepped-back", SWAP, "amy", "x-2", edge - MS) is None
+    assert await quotes.claim("skewed", SWAP, "amy", "x-3", edge) is not None
+    read = await quotes.get("stepped-back")
+    assert read is not None
+    assert (read.status, read.execution_id) == (Status.QUOTED, None)
 
 
 async def test_racing_claims_of_one_quote_claim_it_once(stores: Stores) -> None:

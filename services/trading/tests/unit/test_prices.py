@@ -111,6 +111,26 @@ def test_a_source_whose_clock_steps_back_is_held_back_no_longer_than_the_toleran
     assert book.current("BTC", t).price == Decimal("52200")
 
 
+def test_a_clock_stepped_back_freezes_no_price() -> None:
+    """This process's clock stepped back 10 minutes: the price it held read as fresh for the
+    whole step (its age negative) and refused every newer price, each stamped before it, so
+    swaps were quoted at a rate the market had left."""
+    book = PriceBook(max_age=timedelta(seconds=60))
+    assert book.update(Price("BTC", Decimal("52000"), NOW, "builtin"), NOW)
+    back = NOW - timedelta(minutes=10)
+    with pytest.raises(PriceUnavailable):
+        book.current("BTC", back)
+    assert [p.currency for p in book.current_prices(back)] == ["GBP"]
+    assert book.update(Price("BTC", Decimal("43000"), back, "builtin"), back)
+    assert book.current("BTC", back).price == Decimal("43000")
+    # Within the tolerance (hosts' clocks a little apart) nothing changes: the newer one holds.
+    near = NOW - FUTURE_TOLERANCE
+    book = PriceBook(max_age=timedelta(seconds=60))
+    book.update(Price("BTC", Decimal("52000"), NOW, "builtin"), NOW)
+    assert book.current("BTC", near).price == Decimal("52000")
+    assert not book.update(Price("BTC", Decimal("51000"), near, "builtin"), near)
+
+
 def test_the_walk_prices_every_crypto_currency_and_repeats_with_its_seed() -> None:
     cryptos = {c.code for c in CURRENCIES.values() if c.kind == "crypto"}
     assert set(STARTING_PRICES) == cryptos

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Final
 
 from shared.money import Currency, format_amount, max_integer_digits
+from shared.prices import FUTURE_TOLERANCE
 from trading.errors import Conflict, Invalid, NotFound
 from trading.prices.domain import Price
 
@@ -122,7 +123,9 @@ class Quote:
         return replace(self, status=Status.PENDING, execution_id=execution_id, executed_at=at)
 
     def expired(self, now: datetime) -> bool:
-        return now >= self.expires_at
+        # Made further ahead of this clock than hosts' clocks differ: the clock stepped back
+        # since, and by it the quote would live its TTL plus the step.
+        return now >= self.expires_at or self.created_at - now > FUTURE_TOLERANCE
 
 
 class QuoteUsed(Conflict):

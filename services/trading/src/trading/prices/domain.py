@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
+from shared.prices import FUTURE_TOLERANCE
 from shared.prices import stamped_ahead as stamped_ahead_of
 from trading.errors import Unavailable
 
@@ -67,9 +68,11 @@ class PriceBook:
         if stamped_ahead(price, now):
             return False
         current = self._latest.get(price.currency)
-        if current is not None and current.as_of > price.as_of:
+        # A held price the clock has stepped back behind gives way to the next one.
+        ahead = current is not None and self._ahead(current, now)
+        if current is not None and current.as_of > price.as_of and not ahead:
             return False
-        if current is None or current.as_of < price.as_of:
+        if current is None or current.as_of < price.as_of or ahead:
             self._taken_at[price.currency] = now  # a redelivery does not make it fresh again
         self._latest[price.currency] = price
         return True
@@ -95,7 +98,15 @@ class PriceBook:
 
     def _fresh(self, price: Price, now: datetime) -> bool:
         since = min(price.as_of, self._taken_at[price.currency])
-        return now - since <= self.max_age
+        return now - since <= self.max_age and not self._ahead(price, now)
+
+    def _ahead(self, price: Price, now: datetime) -> bool:
+        """Whether a held price is now further ahead of this clock than FUTURE_TOLERANCE: the
+        clock stepped back since it was taken. Such a price is not fresh (its age would read
+        negative, fresh for as long as the step) and the next price replaces it, though stamped
+        before it."""
+        taken_at = self._taken_at[price.currency]
+        return max(price.as_of, taken_at) - now > FUTURE_TOLERANCE
 
 
 # Where the built-in feed starts (GBP); it wanders around these and is pulled back towards them.

@@ -106,7 +106,7 @@ class MemoryQuotes:
             or record.quote.kind is not kind
             or record.quote.user_id != user_id
             or record.quote.status is not Status.QUOTED
-            or not record.quote.expires_at > at
+            or record.quote.expired(at)
         ):
             return None
         record.quote = replace(

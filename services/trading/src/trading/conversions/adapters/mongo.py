@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.money import format_amount
 from shared.paging import Position
+from shared.prices import FUTURE_TOLERANCE
 from trading.conversions.application import Funding, QuoteExists
 from trading.conversions.domain import ConversionKind, Quote, Status, Terms
 from trading.mongo_values import oldest_first
@@ -127,6 +128,8 @@ class MongoQuotes:
                 "user_id": user_id,
                 "status": Status.QUOTED.value,
                 "expires_at": {"$gt": now},
+                # not made further ahead of this clock than hosts differ (Quote.expired)
+                "created_at": {"$lte": now + FUTURE_TOLERANCE},
             },
             {
                 "$set": {
