@@ -21,8 +21,9 @@ class P2pSettings(ServiceSettings):
     p2p_fee_rate: Decimal = Decimal("0.001")
     # How long an action waits for the wallet before answering 202 with the trade as it is.
     p2p_action_wait_seconds: float = Field(5.0, ge=0)
-    # The deadline sweeper runs this often; the contract allows 10 s after a deadline.
-    p2p_sweep_interval_seconds: float = Field(1.0, gt=0, le=5)
+    # The deadline sweeper runs this often, and takes a deadline as passed 5 s after it by its
+    # clock (FUTURE_TOLERANCE, for a host's clock running fast): the contract allows 10 s.
+    p2p_sweep_interval_seconds: float = Field(1.0, gt=0, le=4)
     p2p_outbox_relay_interval_seconds: float = Field(2.0, gt=0)
     # A trade waiting on the wallet this long gets its last command sent again (the wallet answers
     # with the first outcome): a result lost or dead-lettered on its way back cannot strand it.

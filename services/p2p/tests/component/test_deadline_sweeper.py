@@ -10,7 +10,9 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from p2p.application.ports import Trade
-from p2p.domain.trades import TradeStatus
+from p2p.application.trades import Caller
+from p2p.domain.trades import Action, TradeStatus
+from shared.prices import FUTURE_TOLERANCE
 
 
 async def escrowed_trade(memory_p2p: Any, *, seller_id: str | None = None) -> Trade:
@@ -59,3 +61,25 @@ async def test_trades_that_cannot_be_cancelled_do_not_take_every_sweep(memory_p2
     assert await memory_p2p.trades.expire_due(limit=2) == 1  # on after it
     assert memory_p2p.store.trades[due.trade_id].status is TradeStatus.CANCELLING
     assert await memory_p2p.trades.expire_due(limit=2) == 0  # back to the start
+
+
+async def test_a_sweeper_whose_clock_runs_fast_cancels_no_trade_before_its_deadline(
+    memory_p2p: Any,
+) -> None:
+    """Every p2p process sweeps by its own clock. One running 3 s fast cancelled a trade 3 s
+    before the deadline its buyer was shown, and the buyer's mark-paid just before it was
+    refused. The sweeper takes a deadline as passed FUTURE_TOLERANCE after it."""
+    trade = await escrowed_trade(memory_p2p)
+    deadline = trade.payment_deadline
+    memory_p2p.clock.now = deadline + timedelta(seconds=3)  # the fast host, at the deadline
+    assert await memory_p2p.trades.expire_due() == 0
+    memory_p2p.clock.now = deadline - timedelta(milliseconds=1)  # the buyer's host
+    paid = await memory_p2p.trades.act(Caller("bea"), trade.trade_id, Action.MARK_PAID)
+    assert paid.status is TradeStatus.PAID
+
+    other = await escrowed_trade(memory_p2p)
+    memory_p2p.clock.now = other.payment_deadline + FUTURE_TOLERANCE - timedelta(milliseconds=1)
+    assert await memory_p2p.trades.expire_due() == 0
+    memory_p2p.clock.now += timedelta(milliseconds=1)
+    assert await memory_p2p.trades.expire_due() == 1
+    assert memory_p2p.store.trades[other.trade_id].status is TradeStatus.CANCELLING

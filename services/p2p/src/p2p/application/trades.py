@@ -65,6 +65,7 @@ from shared.messaging import (
 from shared.money import add
 from shared.outbox import sendable
 from shared.paging import Page, PageCursor, page_of
+from shared.prices import FUTURE_TOLERANCE
 
 log = structlog.get_logger(__name__)
 
@@ -253,7 +254,9 @@ class TradeHandler:
         on after them: however many such trades stay unpaid past their deadline, every other one
         gets its turn."""
         cancelled = 0
-        page = await self.trades.due(self.clock(), limit, after=self._expire_cursor.after)
+        page = await self.trades.due(
+            self._deadlines_passed_by(), limit, after=self._expire_cursor.after
+        )
         self._expire_cursor.advance(page, limit)
         for trade in page:
             try:
@@ -268,6 +271,14 @@ class TradeHandler:
                 log.info("trade.expired", trade_id=trade.trade_id)
                 cancelled += 1
         return cancelled
+
+    def _deadlines_passed_by(self) -> datetime:
+        """The instant the sweeper takes a deadline before as passed: this clock less
+        FUTURE_TOLERANCE. Every p2p process sweeps, each by its own clock; one running a few
+        seconds fast would cancel a trade before the deadline its buyer was shown, and refuse the
+        buyer's mark-paid just before it. The sweep interval plus this stays within the 10 s the
+        contract allows after a deadline."""
+        return self.clock() - FUTURE_TOLERANCE
 
     async def apply_result(self, result: CommandResult) -> Trade | None:
         """Move a trade as the wallet's result says; a redelivered result changes nothing."""
@@ -337,7 +348,7 @@ class TradeHandler:
                 )
             expected = Expected(trade.status, deadline_open_at=now)
         elif action is Action.EXPIRE:
-            expected = Expected(trade.status, deadline_passed_at=now)
+            expected = Expected(trade.status, deadline_passed_at=self._deadlines_passed_by())
         try:
             command = self._command(trade, move.command, acting)
         except ValueError as error:  # a value an earlier version stored; nothing has moved yet
