@@ -10,6 +10,7 @@ import asyncio
 from datetime import datetime
 
 from pymongo.errors import AutoReconnect
+from structlog.testing import capture_logs
 
 from shared.messaging import CommandResult
 from shared.results_consumer import WalletResultsConsumer
@@ -109,3 +110,24 @@ def test_only_wanted_and_readable_results_are_handled() -> None:
     assert results._read(theirs.model_dump_json().encode()) is None
     assert results._read(b"not json") is None
     assert results._read(None) is None
+
+
+def test_a_refusal_the_wallet_did_not_record_is_no_answer() -> None:
+    """`processing_failed`: the wallet failed on the command and stored no outcome, so the same
+    command sent again may still be applied. Taken as a refusal, it set records to failed that a
+    later `applied` then could not move (a hold locked for good, a swap shown failed though done);
+    skipped, the record stays as it is and the service asks again."""
+    results = consumer(None)
+    unrecorded = RESULT.model_copy(
+        update={"status": "rejected", "reason": "processing_failed", "detail": "LockTimeout"}
+    )
+    refused = RESULT.model_copy(update={"status": "rejected", "reason": "insufficient_funds"})
+    assert (unrecorded.final, refused.final, RESULT.final) == (False, True, True)
+    with capture_logs() as logs:
+        assert results._read(unrecorded.model_dump_json().encode()) is None
+    assert [(e["event"], e["reason"]) for e in logs] == [("results.not_final", "processing_failed")]
+    assert results._read(refused.model_dump_json().encode()) == refused
+    # A duplicate's first outcome was recorded, whatever it was.
+    duplicate = RESULT.model_copy(update={"status": "duplicate", "original_status": "rejected"})
+    assert duplicate.final
+    assert results._read(duplicate.model_dump_json().encode()) == duplicate

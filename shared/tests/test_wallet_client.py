@@ -12,7 +12,12 @@ from pydantic import ValidationError
 
 from shared.messaging import CommandResult, CreditCommand
 from shared.messaging.topics import PRODUCER_HEADER, Topics
-from shared.wallet_client import WalletClient, WalletCommandPublisher, WalletTimeout
+from shared.wallet_client import (
+    WalletClient,
+    WalletCommandPublisher,
+    WalletResultNotFinal,
+    WalletTimeout,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -284,3 +289,35 @@ def test_a_producer_name_the_wallet_would_not_copy_back_is_refused(name: str) ->
     with pytest.raises(ValueError, match="printable ASCII"):
         WalletClient("localhost:9092", producer=name)
     assert WalletClient("localhost:9092", producer="p" * 128).producer == "p" * 128
+
+
+async def test_a_refusal_the_wallet_did_not_record_is_told_at_once_as_no_answer(
+    kafka_bootstrap_servers: str, kafka_topics: Topics
+) -> None:
+    """The caller hears at once that the command is not answered for good (a WalletTimeout:
+    every caller already takes that as "ask again later"), not a refusal it would act on."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        async with WalletClient(kafka_bootstrap_servers, topics=kafka_topics, timeout=30) as wallet:
+            waiting = asyncio.create_task(
+                wallet.lock_balance(
+                    user_id="seller",
+                    currency="BTC",
+                    amount="0.05",
+                    lock_type="p2p_escrow",
+                    reference_id="trade_9",
+                )
+            )
+            command = await _next_command(kafka_bootstrap_servers, kafka_topics, "trade_9")
+            unrecorded = json.loads(_result_for(command, "rejected"))
+            unrecorded.update(reason="processing_failed", detail="OperationFailure: LockTimeout")
+            await producer.send_and_wait(
+                kafka_topics.results, json.dumps(unrecorded).encode(), key=b"seller"
+            )
+            async with asyncio.timeout(10):  # not the client's 30 s
+                with pytest.raises(WalletResultNotFinal, match="LockTimeout"):
+                    await waiting
+            assert issubclass(WalletResultNotFinal, WalletTimeout)
+    finally:
+        await producer.stop()

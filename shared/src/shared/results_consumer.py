@@ -257,7 +257,20 @@ class WalletResultsConsumer(GroupConsumer[CommandResult]):
         except ValidationError:
             log.warning("results.unreadable", value=value[:200])
             return None
-        return result if self._wanted(result) else None
+        if not self._wanted(result):
+            return None
+        if not result.final:
+            # No outcome for good (the wallet recorded none): the record stays as it is, and
+            # the service asks again with the same command, which may still be applied.
+            log.warning(
+                "results.not_final",
+                reference=result.reference_id[:120],
+                command_id=result.command_id[:120],
+                reason=result.reason,
+                detail=(result.detail or "")[:200],
+            )
+            return None
+        return result
 
     async def _handle(self, message: CommandResult) -> None:
         await self._dispatch(message)

@@ -58,6 +58,11 @@ class WalletTimeout(TimeoutError):
     """No result arrived in time; the command may still be applied (idempotently) later."""
 
 
+class WalletResultNotFinal(WalletTimeout):
+    """The wallet answered with a refusal it did not record (`CommandResult.final` is False):
+    as good as no answer yet, said at once. Sending the same command again may still apply it."""
+
+
 class WalletClient:
     """Publishes wallet commands and, on request, waits for their results.
 
@@ -168,7 +173,22 @@ class WalletClient:
                 continue  # not ours to judge; the wallet publishes only valid results
             future = self._waiting.get(result.command_id)
             if future is not None and not future.done():
-                future.set_result(result)
+                if result.final:
+                    future.set_result(result)
+                else:
+                    log.warning(
+                        "wallet_client.result_not_final",
+                        command_id=result.command_id,
+                        reference=result.reference_id,
+                        reason=result.reason,
+                    )
+                    future.set_exception(
+                        WalletResultNotFinal(
+                            f"the wallet could not process command {result.command_id} "
+                            f"({result.type} {result.reference_id}) and recorded nothing: "
+                            f"{result.detail or result.reason}"
+                        )
+                    )
 
     async def send(
         self, command: WalletCommand, *, wait: bool = True, result_timeout: float | None = None
@@ -199,6 +219,8 @@ class WalletClient:
             timeout = self._timeout if result_timeout is None else result_timeout
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except WalletResultNotFinal:
+                raise  # a TimeoutError too, but an answer: said as it is
             except TimeoutError:
                 raise WalletTimeout(
                     f"no result for command {command_id} "

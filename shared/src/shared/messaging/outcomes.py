@@ -82,6 +82,10 @@ class BalanceSnapshot(_Message):
     total_balance: WireDecimal
 
 
+# The one refusal the wallet does not record under the command's idempotency key.
+UNRECORDED_REFUSAL: Final = "processing_failed"
+
+
 class CommandResult(_Message):
     """The outcome of one command delivery on `wallet.results` (key: the command's key)."""
 
@@ -99,6 +103,15 @@ class CommandResult(_Message):
     transaction_id: str | None = None
     balances: list[BalanceSnapshot] = Field(default_factory=list)
     processed_at: AwareDatetime = Field(default_factory=_now)
+
+    @property
+    def final(self) -> bool:
+        """Whether this is the command's outcome for good. A `processing_failed` refusal is not:
+        the wallet failed on the command (a bug, a database error it could not class as passing)
+        and recorded no outcome for it, so the same command sent again may still be applied. A
+        service takes such an answer as none (its record stays pending and is asked again), never
+        as a refusal that a later `applied` would contradict."""
+        return not (self.status == "rejected" and self.reason == UNRECORDED_REFUSAL)
 
     def answers(self, command: WalletCommand) -> bool:
         """Whether this is the answer to `command` (a WalletCommand a service recorded): its id,

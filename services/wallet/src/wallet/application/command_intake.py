@@ -23,6 +23,7 @@ from shared.messaging import (
     WalletCommand,
     parse_command,
 )
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from shared.messaging.topics import usable_producer
 from wallet.application.ledger_service import BatchReport, LedgerService
 from wallet.application.ports import ConcurrencyConflict, TransientStoreError
@@ -160,7 +161,7 @@ class CommandIntake:
                 # that it cannot fail its batch on every delivery and stop the partition.
                 log.exception("command_decoding_failed", partition=record.partition)
                 failure = InvalidCommand(
-                    "processing_failed", f"{type(error).__name__}: {str(error)[:300]}", {}
+                    UNRECORDED_REFUSAL, f"{type(error).__name__}: {str(error)[:300]}", {}
                 )
                 self._dead_letter(report, refusals, record, failure)
                 continue
@@ -213,9 +214,9 @@ class CommandIntake:
             except (ConcurrencyConflict, TransientStoreError):
                 raise
             except Exception as error:
-                log.exception("command_dead_lettered", reason="processing_failed")
+                log.exception("command_dead_lettered", reason=UNRECORDED_REFUSAL)
                 failure = InvalidCommand(
-                    "processing_failed",
+                    UNRECORDED_REFUSAL,
                     f"{type(error).__name__}: {str(error)[:300]}",
                     {
                         "command_id": command.command_id,
