@@ -744,3 +744,36 @@ async def test_a_waiting_ipn_that_overtook_the_payments_record_tops_nothing_up()
         await world.handler.approve("ops", stale.review_id)
     assert refused.value.code == "nothing_to_credit"
     assert world.credits == [(f"nowpayments:{UNBOUND}", Decimal("0.0014"))]
+
+
+@pytest.mark.parametrize("early", ["waiting", "confirming"])
+async def test_an_estimate_queued_with_an_amount_by_an_earlier_version_credits_nothing(
+    early: str,
+) -> None:
+    world = World()
+    estimate = ReviewItem(
+        review_id=f"rv_old_{early}",
+        reason="payment_not_recorded",
+        detail="no order holds this payment",
+        order_id="dep_a",
+        payment_id=UNBOUND,
+        payment_status=early,
+        user_id="alice",
+        bound=False,
+        currency="BTC",
+        cumulative=Decimal("0.0015"),
+        created_at=NOW,
+    )
+    await world.reviews.add(estimate)
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", estimate.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    # One an earlier version left `approving` (claimed, nothing credited yet) goes back to open.
+    await world.reviews.claim(estimate.review_id, "ops", NOW)
+    with pytest.raises(Conflict) as again:
+        await world.handler.approve("ops", estimate.review_id)
+    assert again.value.code == "nothing_to_credit"
+    assert (await world.handler.dismiss("ops", estimate.review_id, "estimate")).status == (
+        "dismissed"
+    )
+    assert world.credits == []

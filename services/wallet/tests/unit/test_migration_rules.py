@@ -139,6 +139,9 @@ def test_nowpayments_tickers_map_to_the_asset() -> None:
         ({"user_id": float("nan"), "balance": 1}, "user_id", "unusable_user_id"),
         ({"user_id": ["bob"], "balance": 1}, "user_id", "unusable_user_id"),
         ({"user_id": False, "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": Decimal("1E+5000"), "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": Decimal("1E+200"), "balance": 1}, "user_id", "unusable_user_id"),
+        ({"user_id": Decimal("sNaN"), "balance": 1}, "user_id", "unusable_user_id"),
         ({"_id": "x" * 180, "balance": 1}, "_id", "unusable_document_id"),
     ],
 )

@@ -36,6 +36,7 @@ from ipn_gateway.domain.errors import Conflict, Forbidden, GatewayError, NotFoun
 from ipn_gateway.domain.payments import (
     ALERT_ONLY,
     ENDED,
+    ESTIMATED,
     Credit,
     PaymentState,
     approve_review,
@@ -47,6 +48,7 @@ log = structlog.get_logger(__name__)
 LIST_LIMIT: Final = 200
 MAX_NOTE_LENGTH: Final = 500
 ENDED_TEXTS: Final = frozenset(status.value for status in ENDED)
+ESTIMATED_TEXTS: Final = frozenset(status.value for status in ESTIMATED)
 NOTHING_TO_CREDIT: Final = "this item has no amount the ledger can credit"
 
 
@@ -68,7 +70,10 @@ class ReviewHandler:
         if item.user_id == admin_id:
             raise Forbidden("self_approval_forbidden", "an admin cannot approve their own deposit")
         if (
-            (item.reason in ALERT_ONLY and item.status == "open")  # an earlier version's: amount
+            # Earlier versions queued these with an amount: an alert's, and a waiting or
+            # confirming IPN's estimate (domain.payments.ESTIMATED).
+            (item.reason in ALERT_ONLY and item.status == "open")
+            or (item.payment_status in ESTIMATED_TEXTS and item.status == "open")
             or item.currency is None
             or item.cumulative is None
             or item.user_id is None
@@ -138,7 +143,8 @@ class ReviewHandler:
         refused: tuple[str, str] | None = None
         # A payment not tied to its order keeps no state: what its IPNs reported is its items.
         ended = ENDED_TEXTS & await self.reviews.payment_statuses(item.payment_id)
-        if item.reason in ALERT_ONLY:  # an earlier version's alert, left `approving`
+        if item.reason in ALERT_ONLY or item.payment_status in ESTIMATED_TEXTS:
+            # an earlier version's alert or estimate, left `approving`
             refused = ("nothing_to_credit", NOTHING_TO_CREDIT)
         elif ended:
             detail = f"the payment is {min(ended)}: nothing of it can be credited; dismiss the item"

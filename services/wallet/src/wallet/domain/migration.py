@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, Inexact
 from typing import Any, Final, Literal
 
-from shared.messaging.commands import is_identifier
+from shared.messaging.commands import IDENTIFIER_MAX_LENGTH, is_identifier
 from shared.money import (
     LEDGER_CONTEXT,
     Currency,
@@ -271,7 +271,9 @@ def _integer_of(raw: float | Decimal) -> int | None:
     if isinstance(raw, float):
         exact = math.isfinite(raw) and raw.is_integer() and abs(raw) <= _EXACT_FLOAT_INTEGER
         return int(raw) if exact else None
-    return int(raw) if raw.is_finite() and raw == raw.to_integral_value() else None
+    if not raw.is_finite() or raw.adjusted() >= IDENTIFIER_MAX_LENGTH:
+        return None  # no id: more digits than an id holds (or so many int() would refuse them)
+    return int(raw) if raw == raw.to_integral_value() else None
 
 
 def _user_text(raw: object) -> str | None:
