@@ -7,6 +7,7 @@ goes through; while one result keeps failing the consumer reports itself stuck (
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 from pymongo.errors import AutoReconnect
@@ -34,12 +35,16 @@ class Letters:
 
 
 def consumer(
-    dispatch: object, letters: Letters | None = None, stuck_after: float = 60
+    dispatch: object,
+    letters: Letters | None = None,
+    stuck_after: float = 60,
+    asked_again: Callable[[CommandResult], bool] | None = None,
 ) -> WalletResultsConsumer:
     return WalletResultsConsumer(
         "127.0.0.1:1",
         dispatch,  # type: ignore[arg-type]
         lambda result: result.reference_id.startswith("p2p:"),
+        asked_again=asked_again,
         topic="wallet.results",
         group_id="test",
         dead_letters=letters,
@@ -117,7 +122,7 @@ def test_a_refusal_the_wallet_did_not_record_is_no_answer() -> None:
     command sent again may still be applied. Taken as a refusal, it set records to failed that a
     later `applied` then could not move (a hold locked for good, a swap shown failed though done);
     skipped, the record stays as it is and the service asks again."""
-    results = consumer(None)
+    results = consumer(None, asked_again=lambda result: result.type == "lock")
     unrecorded = RESULT.model_copy(
         update={"status": "rejected", "reason": "processing_failed", "detail": "LockTimeout"}
     )
@@ -131,3 +136,8 @@ def test_a_refusal_the_wallet_did_not_record_is_no_answer() -> None:
     duplicate = RESULT.model_copy(update={"status": "duplicate", "original_status": "rejected"})
     assert duplicate.final
     assert results._read(duplicate.model_dump_json().encode()) == duplicate
+    # Where nothing asks again (a deposit's credit, a day's interest), the refusal is handed over
+    # as it says, to be recorded where a person sees it.
+    unlock = unrecorded.model_copy(update={"type": "unlock"})
+    assert results._read(unlock.model_dump_json().encode()) == unlock
+    assert consumer(None)._read(unrecorded.model_dump_json().encode()) == unrecorded

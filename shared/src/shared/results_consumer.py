@@ -243,11 +243,17 @@ class WalletResultsConsumer(GroupConsumer[CommandResult]):
         bootstrap_servers: str,
         dispatch: Callable[[CommandResult], Awaitable[object]],
         wanted: Callable[[CommandResult], bool],
+        *,
+        asked_again: Callable[[CommandResult], bool] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(bootstrap_servers, **options)
         self._dispatch = dispatch
         self._wanted = wanted
+        # The results whose records the service asks the wallet again about while they wait (a
+        # pass that resends the same command): a not-final answer to one is skipped. Any other
+        # is dispatched as the refusal it says, recorded where a person sees it.
+        self._asked_again = asked_again
 
     def _read(self, value: bytes | None) -> CommandResult | None:
         if value is None:
@@ -259,7 +265,7 @@ class WalletResultsConsumer(GroupConsumer[CommandResult]):
             return None
         if not self._wanted(result):
             return None
-        if not result.final:
+        if not result.final and self._asked_again is not None and self._asked_again(result):
             # No outcome for good (the wallet recorded none): the record stays as it is, and
             # the service asks again with the same command, which may still be applied.
             log.warning(

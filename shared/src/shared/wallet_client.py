@@ -58,11 +58,6 @@ class WalletTimeout(TimeoutError):
     """No result arrived in time; the command may still be applied (idempotently) later."""
 
 
-class WalletResultNotFinal(WalletTimeout):
-    """The wallet answered with a refusal it did not record (`CommandResult.final` is False):
-    as good as no answer yet, said at once. Sending the same command again may still apply it."""
-
-
 class WalletClient:
     """Publishes wallet commands and, on request, waits for their results.
 
@@ -173,22 +168,7 @@ class WalletClient:
                 continue  # not ours to judge; the wallet publishes only valid results
             future = self._waiting.get(result.command_id)
             if future is not None and not future.done():
-                if result.final:
-                    future.set_result(result)
-                else:
-                    log.warning(
-                        "wallet_client.result_not_final",
-                        command_id=result.command_id,
-                        reference=result.reference_id,
-                        reason=result.reason,
-                    )
-                    future.set_exception(
-                        WalletResultNotFinal(
-                            f"the wallet could not process command {result.command_id} "
-                            f"({result.type} {result.reference_id}) and recorded nothing: "
-                            f"{result.detail or result.reason}"
-                        )
-                    )
+                future.set_result(result)
 
     async def send(
         self, command: WalletCommand, *, wait: bool = True, result_timeout: float | None = None
@@ -219,8 +199,6 @@ class WalletClient:
             timeout = self._timeout if result_timeout is None else result_timeout
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
-            except WalletResultNotFinal:
-                raise  # a TimeoutError too, but an answer: said as it is
             except TimeoutError:
                 raise WalletTimeout(
                     f"no result for command {command_id} "
@@ -539,7 +517,18 @@ class WalletCommandPublisher:
         self, command: WalletCommand, wait_seconds: float
     ) -> CommandResult | None:
         try:
-            return await self._client.send(command, wait=True, result_timeout=wait_seconds)
+            result = await self._client.send(command, wait=True, result_timeout=wait_seconds)
         except WalletTimeout:
             # Published but unanswered so far: the service's results consumer applies the answer.
             return None
+        if result is not None and not result.final:
+            # A refusal the wallet recorded nowhere: no answer yet. The callers (the gateway's
+            # withdrawals, p2p's trades) ask again with the same command, which may still apply.
+            log.warning(
+                "wallet_client.result_not_final",
+                command_id=result.command_id,
+                reference=result.reference_id,
+                reason=result.reason,
+            )
+            return None
+        return result

@@ -45,3 +45,18 @@ async def test_reads_its_own_results_and_dead_letters_what_it_cannot_apply() -> 
     [(raw, reason, _)] = letters.letters
     assert (raw, reason) == (b'{"raw": 1}', "ValueError: no such withdrawal state")
     assert results.dead_lettered == 1
+
+
+def test_an_unrecorded_refusal_is_no_answer_for_a_withdrawal_and_recorded_for_a_deposit() -> None:
+    """A withdrawal waiting on the wallet is asked again: a `processing_failed` answer (recorded
+    nowhere, the same command may still apply) leaves it waiting. A payment's credit is sent
+    once: its refusal is recorded on the payment, where a person sees it."""
+
+    async def dispatch(result: CommandResult) -> None:
+        return None
+
+    results = ResultsConsumer("127.0.0.1:1", dispatch, topic="wallet.results", group_id="test")
+    unrecorded = RESULT.model_copy(update={"status": "rejected", "reason": "processing_failed"})
+    deposit = unrecorded.model_copy(update={"reference_id": "nowpayments:np_1", "type": "credit"})
+    assert results._read(unrecorded.model_dump_json().encode()) is None
+    assert results._read(deposit.model_dump_json().encode()) == deposit

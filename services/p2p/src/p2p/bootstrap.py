@@ -134,6 +134,8 @@ def build_p2p(settings: P2pSettings, clock: Callable[[], datetime] = utc_now) ->
             settings.kafka_bootstrap_servers,
             trade_handler.apply_result,
             is_p2p_result,
+            # Every trade waiting on the wallet is asked again (`TradeHandler.ask_again`).
+            asked_again=is_p2p_result,
             topic=settings.topics.results,
             group_id=settings.topics.group(settings.p2p_results_consumer_group),
             session_timeout_ms=settings.p2p_results_session_timeout_ms,

@@ -135,7 +135,9 @@ def build_service(
     built = [factory(context) for factory in features]
     dispatcher = ResultsDispatcher()
     for feature in built:
-        dispatcher.register(feature.result_handlers, owner=feature.name)
+        dispatcher.register(
+            feature.result_handlers, owner=feature.name, asked_again=feature.asked_again
+        )
     results = ResultsConsumer(
         settings.kafka_bootstrap_servers,
         dispatcher,

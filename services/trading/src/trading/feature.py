@@ -62,11 +62,15 @@ class Feature:
     result_handlers: wallet.results whose transaction_type is a key go to that handler (each
     transaction_type belongs to exactly one feature; the dispatcher refuses a second owner).
     A handler must be idempotent: results are delivered at least once.
+    asked_again: those of its transaction types whose records a pass of the feature asks the
+    wallet again about while they wait: a not-final answer (`CommandResult.final`) to one is no
+    answer yet and is not handed to the handler. Any other is handled as the refusal it says.
     """
 
     name: str
     routers: Sequence[APIRouter] = ()
     result_handlers: Mapping[str, ResultHandler] = field(default_factory=dict)
+    asked_again: frozenset[str] = frozenset()
     start: Hook = _nothing
     stop: Hook = _nothing
     ready: ReadinessCheck = _always_ready

@@ -50,8 +50,17 @@ class ResultsDispatcher:
 
     def __init__(self) -> None:
         self._handlers: dict[str, ResultHandler] = {}
+        self._asked_again: set[str] = set()
 
-    def register(self, handlers: Mapping[str, ResultHandler], owner: str) -> None:
+    def register(
+        self,
+        handlers: Mapping[str, ResultHandler],
+        owner: str,
+        asked_again: frozenset[str] = frozenset(),
+    ) -> None:
+        if not asked_again <= set(handlers):
+            raise ValueError(f"{owner}: asked_again names a transaction_type it does not handle")
+        self._asked_again |= asked_again
         for transaction_type, handler in handlers.items():
             if transaction_type in self._handlers:
                 raise ValueError(
@@ -61,6 +70,9 @@ class ResultsDispatcher:
 
     def handles(self, result: CommandResult) -> bool:
         return result.transaction_type in self._handlers
+
+    def asked_again(self, result: CommandResult) -> bool:
+        return result.transaction_type in self._asked_again
 
     async def dispatch(self, result: CommandResult) -> None:
         handler = self._handlers.get(result.transaction_type)
@@ -75,4 +87,10 @@ class ResultsConsumer(WalletResultsConsumer):
     def __init__(
         self, bootstrap_servers: str, dispatcher: ResultsDispatcher, **options: Any
     ) -> None:
-        super().__init__(bootstrap_servers, dispatcher.dispatch, dispatcher.handles, **options)
+        super().__init__(
+            bootstrap_servers,
+            dispatcher.dispatch,
+            dispatcher.handles,
+            asked_again=dispatcher.asked_again,
+            **options,
+        )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from shared.messaging import CommandResult, CreditCommand
+from trading.bootstrap import build_service
 from trading.messaging import ResultsDispatcher
+from trading.settings import TradingSettings
 from trading.testing import result_of
 
 
@@ -47,3 +49,46 @@ def test_a_transaction_type_has_one_owner() -> None:
     dispatcher.register({"swap": handler}, owner="conversions")
     with pytest.raises(ValueError, match="spot: transaction_type 'swap' already has a handler"):
         dispatcher.register({"swap": handler}, owner="spot")
+
+
+def test_a_feature_names_the_results_it_asks_again_about() -> None:
+    async def handler(result: CommandResult) -> None:
+        return None
+
+    dispatcher = ResultsDispatcher()
+    dispatcher.register({"swap": handler}, owner="conversions", asked_again=frozenset({"swap"}))
+    dispatcher.register({"savings_interest": handler}, owner="savings")
+    assert dispatcher.asked_again(_result("swap"))
+    assert not dispatcher.asked_again(_result("savings_interest"))
+    assert not dispatcher.asked_again(_result("deposit_nowpayments"))
+    with pytest.raises(ValueError, match="spot: asked_again names a transaction_type"):
+        dispatcher.register({"spot_order": handler}, owner="spot", asked_again=frozenset({"x"}))
+
+
+def test_the_service_asks_again_about_what_its_features_resend() -> None:
+    """Each of these has a pass sending the same command again while its record waits; a day's
+    interest and a spot trade's settlement do not (their refusals are recorded or logged)."""
+    settings = TradingSettings(
+        auth_jwt_secret="x" * 32,
+        kafka_bootstrap_servers="127.0.0.1:1",
+        mongodb_url="mongodb://127.0.0.1:1",
+    )
+    service = build_service(settings)  # built, never started: nothing connects
+    asked_again = service.results._asked_again
+    assert asked_again is not None
+    asked = {t for t in ALL_TYPES if asked_again(_result(t))}
+    assert asked == set(ALL_TYPES) - {"savings_interest", "spot_trade", "deposit_nowpayments"}
+
+
+ALL_TYPES = (
+    "swap",
+    "express_buy",
+    "liquidity_funding",
+    "referral_commission",
+    "savings_deposit",
+    "savings_withdrawal",
+    "savings_interest",
+    "spot_order",
+    "spot_trade",
+    "deposit_nowpayments",
+)

@@ -18,6 +18,13 @@ def is_gateway_result(result: CommandResult) -> bool:
     return result.reference_id.startswith(OUR_REFERENCES)
 
 
+def is_asked_again(result: CommandResult) -> bool:
+    """A withdrawal's commands are asked again while they wait: a not-final answer to one is
+    no answer yet. A payment's credit is not (nothing sends it again): such an answer is
+    recorded as the refusal it says, on the payment, where a person sees it."""
+    return result.reference_id.startswith("withdrawal:")
+
+
 class ResultsConsumer(WalletResultsConsumer):
     def __init__(
         self,
@@ -25,4 +32,6 @@ class ResultsConsumer(WalletResultsConsumer):
         dispatch: Callable[[CommandResult], Awaitable[None]],
         **options: Any,
     ) -> None:
-        super().__init__(bootstrap_servers, dispatch, is_gateway_result, **options)
+        super().__init__(
+            bootstrap_servers, dispatch, is_gateway_result, asked_again=is_asked_again, **options
+        )

@@ -325,6 +325,10 @@ def build_conversions_feature(
             ConversionKind.EXPRESS_BUY.value: conversions.apply_result,
             LIQUIDITY_FUNDING: liquidity.apply_result,
         },
+        # Pending swaps, express buys and fundings are asked again (`ask_again` passes).
+        asked_again=frozenset(
+            {ConversionKind.SWAP.value, ConversionKind.EXPRESS_BUY.value, LIQUIDITY_FUNDING}
+        ),
         start=start,
         stop=background.stop,
         ready=ready,

@@ -113,6 +113,7 @@ def build_referrals_feature(
         name="referrals",
         routers=[referral_routes(service)],
         result_handlers={COMMISSION_TRANSACTION_TYPE: service.on_commission_result},
+        asked_again=frozenset({COMMISSION_TRANSACTION_TYPE}),  # pending ones are asked again
         start=start,
         stop=stop,
         ready=ready,

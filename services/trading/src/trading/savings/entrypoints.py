@@ -273,6 +273,9 @@ def build_savings_feature(
             WITHDRAWAL_TRANSACTION_TYPE: service.on_transfer_result,
             INTEREST_TRANSACTION_TYPE: service.on_interest_result,
         },
+        # Pending transfers are sent again (`resend_pending`). Interest is not asked again
+        # between runs: its refusal is recorded, and the day's run does not wait on it.
+        asked_again=frozenset({DEPOSIT_TRANSACTION_TYPE, WITHDRAWAL_TRANSACTION_TYPE}),
         start=start,
         stop=stop,
         ready=ready,

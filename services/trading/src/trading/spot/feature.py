@@ -73,6 +73,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         name="spot",
         routers=[spot_routes(orders)],
         result_handlers={SPOT_ORDER: orders.apply_result, SPOT_TRADE: orders.apply_result},
+        asked_again=frozenset({SPOT_ORDER}),  # an order's lock is sent again while it waits
         start=start,
         stop=stop,
         ready=ready,

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 
 import structlog
 
-from shared.wallet_client import WalletClient, WalletResultNotFinal, WalletTimeout
+from shared.wallet_client import WalletClient, WalletTimeout
 from trading.spot.domain.book import Side
 from trading.spot.domain.markets import Market
 from trading.spot.orders import (
@@ -87,14 +87,11 @@ class SpotWallet:
                 )
             )
         # Concurrently: the producer batches them into few requests. A send the broker refused
-        # raises (the matcher sends the batch again; the wallet applies each reference once), as
-        # does an answer the wallet did not record (it may apply the same command sent again); a
+        # raises (the matcher sends the batch again; the wallet applies each reference once); a
         # result not back in time is logged, and the batch is shown anyway (a refusal is logged
         # where results are read, `SpotOrders.apply_result`).
         answers = await asyncio.gather(*sends, return_exceptions=True)
         for answer in answers:
-            if isinstance(answer, WalletResultNotFinal):
-                raise answer
             if isinstance(answer, WalletTimeout):
                 log.warning("spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer))
             elif isinstance(answer, BaseException):
