@@ -40,3 +40,10 @@ def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch)
         P2pSettings()
     monkeypatch.setenv("AUTH_JWT_SECRET", "a-real-secret-of-enough-length-for-hs256")
     assert not P2pSettings().is_staging
+
+
+def test_a_sweep_interval_that_would_pass_the_contracts_10_s_is_refused() -> None:
+    # The sweeper takes a deadline as passed 5 s after it (FUTURE_TOLERANCE): 4 s at most more.
+    assert P2pSettings(p2p_sweep_interval_seconds=4).p2p_sweep_interval_seconds == 4
+    with pytest.raises(ValidationError):
+        P2pSettings(p2p_sweep_interval_seconds=4.5)
