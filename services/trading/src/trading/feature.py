@@ -32,6 +32,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def of_types(*transaction_types: str) -> Callable[[CommandResult], bool]:
+    """`asked_again` for a feature that asks again about every command of these types."""
+    wanted = frozenset(transaction_types)
+    return lambda result: result.transaction_type in wanted
+
+
+def _asks_again_about_nothing(result: CommandResult) -> bool:
+    return False
+
+
 async def _nothing() -> None:
     return None
 
@@ -62,15 +72,16 @@ class Feature:
     result_handlers: wallet.results whose transaction_type is a key go to that handler (each
     transaction_type belongs to exactly one feature; the dispatcher refuses a second owner).
     A handler must be idempotent: results are delivered at least once.
-    asked_again: those of its transaction types whose records a pass of the feature asks the
-    wallet again about while they wait: a not-final answer (`CommandResult.final`) to one is no
-    answer yet and is not handed to the handler. Any other is handled as the refusal it says.
+    asked_again: whether a result of the feature's is the answer to a command a pass of the
+    feature sends again while its record waits: a not-final answer (`CommandResult.final`) to one
+    is no answer yet and is not handed to the handler. Any other is handled as the refusal it
+    says.
     """
 
     name: str
     routers: Sequence[APIRouter] = ()
     result_handlers: Mapping[str, ResultHandler] = field(default_factory=dict)
-    asked_again: frozenset[str] = frozenset()
+    asked_again: Callable[[CommandResult], bool] = _asks_again_about_nothing
     start: Hook = _nothing
     stop: Hook = _nothing
     ready: ReadinessCheck = _always_ready

@@ -50,17 +50,16 @@ class ResultsDispatcher:
 
     def __init__(self) -> None:
         self._handlers: dict[str, ResultHandler] = {}
-        self._asked_again: set[str] = set()
+        self._asked_again: dict[str, Callable[[CommandResult], bool]] = {}
 
     def register(
         self,
         handlers: Mapping[str, ResultHandler],
         owner: str,
-        asked_again: frozenset[str] = frozenset(),
+        asked_again: Callable[[CommandResult], bool] | None = None,
     ) -> None:
-        if not asked_again <= set(handlers):
-            raise ValueError(f"{owner}: asked_again names a transaction_type it does not handle")
-        self._asked_again |= asked_again
+        if asked_again is not None:
+            self._asked_again.update(dict.fromkeys(handlers, asked_again))
         for transaction_type, handler in handlers.items():
             if transaction_type in self._handlers:
                 raise ValueError(
@@ -72,7 +71,9 @@ class ResultsDispatcher:
         return result.transaction_type in self._handlers
 
     def asked_again(self, result: CommandResult) -> bool:
-        return result.transaction_type in self._asked_again
+        """Whether the result's owner sends its command again while the record waits."""
+        owner_asks = self._asked_again.get(result.transaction_type)
+        return owner_asks is not None and owner_asks(result)
 
     async def dispatch(self, result: CommandResult) -> None:
         handler = self._handlers.get(result.transaction_type)

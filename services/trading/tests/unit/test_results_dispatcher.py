@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.messaging import CommandResult, CreditCommand
+from shared.messaging import CommandResult, CreditCommand, LockCommand, UnlockCommand
 from trading.bootstrap import build_service
+from trading.feature import of_types
 from trading.messaging import ResultsDispatcher
 from trading.settings import TradingSettings
 from trading.testing import result_of
@@ -56,13 +57,11 @@ def test_a_feature_names_the_results_it_asks_again_about() -> None:
         return None
 
     dispatcher = ResultsDispatcher()
-    dispatcher.register({"swap": handler}, owner="conversions", asked_again=frozenset({"swap"}))
+    dispatcher.register({"swap": handler}, owner="conversions", asked_again=of_types("swap"))
     dispatcher.register({"savings_interest": handler}, owner="savings")
     assert dispatcher.asked_again(_result("swap"))
     assert not dispatcher.asked_again(_result("savings_interest"))
     assert not dispatcher.asked_again(_result("deposit_nowpayments"))
-    with pytest.raises(ValueError, match="spot: asked_again names a transaction_type"):
-        dispatcher.register({"spot_order": handler}, owner="spot", asked_again=frozenset({"x"}))
 
 
 def test_the_service_asks_again_about_what_its_features_resend() -> None:
@@ -77,7 +76,30 @@ def test_the_service_asks_again_about_what_its_features_resend() -> None:
     asked_again = service.results._asked_again
     assert asked_again is not None
     asked = {t for t in ALL_TYPES if asked_again(_result(t))}
-    assert asked == set(ALL_TYPES) - {"savings_interest", "spot_trade", "deposit_nowpayments"}
+    assert asked == set(ALL_TYPES) - {
+        "savings_interest",
+        "spot_order",  # a credit: neither a lock nor a lock's reference
+        "spot_trade",
+        "deposit_nowpayments",
+    }
+    # An order's lock is asked again; its unlocks are sent once, by the matcher, and logged.
+    lock = LockCommand(
+        user_id="amy",
+        currency="GBP",
+        amount="1",
+        transaction_type="spot_order",
+        reference_id="o1:lock",
+    )
+    unlock = UnlockCommand(
+        user_id="amy",
+        currency="GBP",
+        amount="1",
+        transaction_type="spot_order",
+        reference_id="o1:unlock:cancelled",
+        hold_id="o1",
+    )
+    assert asked_again(result_of(lock, "rejected"))
+    assert not asked_again(result_of(unlock, "rejected"))
 
 
 ALL_TYPES = (

@@ -17,7 +17,7 @@ from trading.conversions.adapters.wallet import WalletCommandSender
 from trading.conversions.application import LIQUIDITY_FUNDING, Conversions, Funding, Liquidity
 from trading.conversions.domain import ConversionKind, Quote, QuoteUsed
 from trading.conversions.settings import ConversionSettings
-from trading.feature import Feature, TradingContext
+from trading.feature import Feature, TradingContext, of_types
 
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
 AmountText = Annotated[str, Field(description="decimal string", examples=["0.01"])]
@@ -326,8 +326,8 @@ def build_conversions_feature(
             LIQUIDITY_FUNDING: liquidity.apply_result,
         },
         # Pending swaps, express buys and fundings are asked again (`ask_again` passes).
-        asked_again=frozenset(
-            {ConversionKind.SWAP.value, ConversionKind.EXPRESS_BUY.value, LIQUIDITY_FUNDING}
+        asked_again=of_types(
+            ConversionKind.SWAP.value, ConversionKind.EXPRESS_BUY.value, LIQUIDITY_FUNDING
         ),
         start=start,
         stop=background.stop,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.background import BackgroundTasks
 from shared.http import CurrentUser, TextCheckedRoute, error_responses
-from trading.feature import Feature, TradingContext
+from trading.feature import Feature, TradingContext, of_types
 from trading.ledger_events import LedgerEventsConsumer
 from trading.referrals.adapters.mongo import MongoBindings, MongoCommissions, ensure_indexes
 from trading.referrals.application.service import ReferralService
@@ -113,7 +113,7 @@ def build_referrals_feature(
         name="referrals",
         routers=[referral_routes(service)],
         result_handlers={COMMISSION_TRANSACTION_TYPE: service.on_commission_result},
-        asked_again=frozenset({COMMISSION_TRANSACTION_TYPE}),  # pending ones are asked again
+        asked_again=of_types(COMMISSION_TRANSACTION_TYPE),  # pending ones are asked again
         start=start,
         stop=stop,
         ready=ready,

@@ -21,7 +21,7 @@ from shared.http.idempotency import (
 )
 from shared.money import format_amount
 from trading.errors import TradingError
-from trading.feature import Feature, TradingContext
+from trading.feature import Feature, TradingContext, of_types
 from trading.ledger_events import LedgerEventsConsumer
 from trading.savings.adapters.mongo import (
     MongoAccruals,
@@ -275,7 +275,7 @@ def build_savings_feature(
         },
         # Pending transfers are sent again (`resend_pending`). Interest is not asked again
         # between runs: its refusal is recorded, and the day's run does not wait on it.
-        asked_again=frozenset({DEPOSIT_TRANSACTION_TYPE, WITHDRAWAL_TRANSACTION_TYPE}),
+        asked_again=of_types(DEPOSIT_TRANSACTION_TYPE, WITHDRAWAL_TRANSACTION_TYPE),
         start=start,
         stop=stop,
         ready=ready,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.background import BackgroundTasks
+from shared.messaging import CommandResult
 from trading.feature import Feature, TradingContext
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.api import spot_routes
@@ -15,6 +16,17 @@ from trading.spot.orders import SPOT_ORDER, SPOT_TRADE
 from trading.spot.service import SpotOrders
 from trading.spot.settings import SpotSettings
 from trading.spot.wallet import SpotWallet
+
+
+def is_lock_result(result: CommandResult) -> bool:
+    """An order's lock is sent again while the order waits (`SpotOrders.resend_locks`); its
+    unlocks and its trades' settlements are sent once, by the matcher, and their refusals logged
+    (`spot.wallet_refused`)."""
+    return (
+        result.transaction_type == SPOT_ORDER
+        and result.type == "lock"
+        and result.reference_id.endswith(":lock")
+    )
 
 
 def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
@@ -73,7 +85,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         name="spot",
         routers=[spot_routes(orders)],
         result_handlers={SPOT_ORDER: orders.apply_result, SPOT_TRADE: orders.apply_result},
-        asked_again=frozenset({SPOT_ORDER}),  # an order's lock is sent again while it waits
+        asked_again=is_lock_result,
         start=start,
         stop=stop,
         ready=ready,
