@@ -777,3 +777,30 @@ async def test_an_estimate_queued_with_an_amount_by_an_earlier_version_credits_n
         "dismissed"
     )
     assert world.credits == []
+
+
+@pytest.mark.parametrize("late", ["finished", "partially_paid", "confirmed"])
+async def test_funds_reported_after_a_payment_expired_are_an_alert_that_credits_nothing(
+    late: str,
+) -> None:
+    """Before, such an IPN was answered `ignored` and nothing else: had NOWPayments completed a
+    late payment after all, its coins arrived and nobody was told."""
+    world = World()
+    assert await world.send("expired", "0") == "ignored"
+    assert await world.handler.list("open") == []
+    assert await world.send(late, "0.0015") == "ignored"
+    [alert] = await world.handler.list("open")
+    assert (alert.reason, alert.cumulative, alert.payment_status) == (
+        "status_after_end",
+        None,
+        late,
+    )
+    assert alert.detail == f"{late} after the payment was expired"
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", alert.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    assert world.credits == []
+    # The same IPN again is the same item; a waiting one after the end is no alert.
+    assert await world.send(late, "0.0015") == "ignored"
+    assert await world.send("waiting", "0.0015") == "ignored"
+    assert [i.review_id for i in await world.handler.list("open")] == [alert.review_id]

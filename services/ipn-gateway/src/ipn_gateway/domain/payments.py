@@ -73,6 +73,8 @@ OPEN_STATUSES: Final = frozenset(
 )
 # Statuses of the main chain at or after which a coin may be credited.
 CREDITABLE_FROM: Final = (PaymentStatus.CONFIRMED, PaymentStatus.SENDING, PaymentStatus.FINISHED)
+# Statuses that say coins arrived (what a policy may credit, and a partial payment).
+FUNDS_REPORTED: Final = frozenset({*CREDITABLE_FROM, PaymentStatus.PARTIALLY_PAID})
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,11 @@ def decide(state: PaymentState, ipn: Ipn, policy: ConfirmationPolicy) -> Decisio
         or (STATUS_RANK[status] == STATUS_RANK[state.status] and status is not state.status)
     ):
         # An older status arriving late (or a rival terminal one) changes nothing.
+        if state.status in NEVER_CREDITED and status in FUNDS_REPORTED:
+            # Funds reported for a payment that ended uncredited (a late payment NOWPayments
+            # completed after all?): nothing is credited on it, but a person is told.
+            detail = f"{status} after the payment was {state.status}"
+            return Decision("ignored", review_code="status_after_end", review_detail=detail)
         return Decision("ignored")
     moved = replace(state, status=status, seen=state.seen | {status.value})
     unresolved = replace(state, status=status)
@@ -368,7 +375,7 @@ def _credit(
 
 # Review reasons that are alerts about a payment already credited: an admin looks and dismisses;
 # approving one could only credit more (a refund's amount, say), so they carry no amount.
-ALERT_ONLY: Final = frozenset({"status_after_credit", "outcome_decreased"})
+ALERT_ONLY: Final = frozenset({"status_after_credit", "outcome_decreased", "status_after_end"})
 # Statuses after which nothing of the payment may be credited, approved or not: its coins went
 # back to the payer (refunded) or never arrived (failed).
 ENDED: Final = frozenset({PaymentStatus.FAILED, PaymentStatus.REFUNDED})
