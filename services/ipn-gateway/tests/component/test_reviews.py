@@ -380,6 +380,23 @@ async def test_an_approval_that_credited_before_a_refund_arrived_is_finished(bou
         await world.handler.dismiss("ops2", item.review_id, "refunded")
 
 
+async def an_earlier_versions_item_credits_nothing(world: World, item: ReviewItem) -> None:
+    """An item an earlier version queued with an amount it must not credit: refused while open,
+    and, left `approving` (claimed, nothing credited yet), refused again and back to open, to
+    be dismissed instead of staying approving for good."""
+    credits = list(world.credits)
+    await world.reviews.add(item)
+    with pytest.raises(Conflict) as refused:
+        await world.handler.approve("ops", item.review_id)
+    assert refused.value.code == "nothing_to_credit"
+    await world.reviews.claim(item.review_id, "ops", NOW)
+    with pytest.raises(Conflict) as again:
+        await world.handler.approve("ops", item.review_id)
+    assert again.value.code == "nothing_to_credit"
+    assert (await world.handler.dismiss("ops", item.review_id, "seen")).status == "dismissed"
+    assert world.credits == credits
+
+
 async def test_an_alert_queued_with_an_amount_by_an_earlier_version_credits_nothing() -> None:
     world = World()
     assert await world.send("finished", "0.001") == "credited"
@@ -396,18 +413,7 @@ async def test_an_alert_queued_with_an_amount_by_an_earlier_version_credits_noth
         cumulative=Decimal("0.0012"),
         created_at=NOW,
     )
-    await world.reviews.add(alert)
-    with pytest.raises(Conflict) as refused:
-        await world.handler.approve("ops", alert.review_id)
-    assert refused.value.code == "nothing_to_credit"
-    assert world.credits == [("nowpayments:5077125051", Decimal("0.001"))]
-    # One an earlier version left `approving` (claimed, nothing credited yet) goes back to open,
-    # to be dismissed, instead of staying approving for good.
-    await world.reviews.claim(alert.review_id, "ops", NOW)
-    with pytest.raises(Conflict) as again:
-        await world.handler.approve("ops", alert.review_id)
-    assert again.value.code == "nothing_to_credit"
-    assert (await world.handler.dismiss("ops", alert.review_id, "refund")).status == "dismissed"
+    await an_earlier_versions_item_credits_nothing(world, alert)
     assert world.credits == [("nowpayments:5077125051", Decimal("0.001"))]
 
 
@@ -764,18 +770,7 @@ async def test_an_estimate_queued_with_an_amount_by_an_earlier_version_credits_n
         cumulative=Decimal("0.0015"),
         created_at=NOW,
     )
-    await world.reviews.add(estimate)
-    with pytest.raises(Conflict) as refused:
-        await world.handler.approve("ops", estimate.review_id)
-    assert refused.value.code == "nothing_to_credit"
-    # One an earlier version left `approving` (claimed, nothing credited yet) goes back to open.
-    await world.reviews.claim(estimate.review_id, "ops", NOW)
-    with pytest.raises(Conflict) as again:
-        await world.handler.approve("ops", estimate.review_id)
-    assert again.value.code == "nothing_to_credit"
-    assert (await world.handler.dismiss("ops", estimate.review_id, "estimate")).status == (
-        "dismissed"
-    )
+    await an_earlier_versions_item_credits_nothing(world, estimate)
     assert world.credits == []
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from ipn_gateway.domain.withdrawals import REFERENCE_PREFIX as WITHDRAWAL_REFERENCE_PREFIX
 from shared.messaging import CommandResult
 from shared.results_consumer import WalletResultsConsumer
 
-OUR_REFERENCES: Final = ("withdrawal:", "nowpayments:")
+OUR_REFERENCES: Final = (WITHDRAWAL_REFERENCE_PREFIX, "nowpayments:")
 
 
 def is_gateway_result(result: CommandResult) -> bool:
@@ -22,7 +23,7 @@ def is_asked_again(result: CommandResult) -> bool:
     """A withdrawal's commands are asked again while they wait: a not-final answer to one is
     no answer yet. A payment's credit is not (nothing sends it again): such an answer is
     recorded as the refusal it says, on the payment, where a person sees it."""
-    return result.reference_id.startswith("withdrawal:")
+    return result.reference_id.startswith(WITHDRAWAL_REFERENCE_PREFIX)
 
 
 class ResultsConsumer(WalletResultsConsumer):

@@ -77,8 +77,8 @@ class Quotes(Protocol):
         """quoted → pending, with `execution_id` and `executed_at` = `now`: only if it is this
         user's quote of this kind, still quoted and unexpired at `now` (`Quote.expired`:
         `expires_at` > `now`, at millisecond precision, and made no further than
-        FUTURE_TOLERANCE ahead of `now`). The claimed quote as now stored, else None and nothing changes.
-        One conditional update: of racing claims of a quote exactly one gets it; a second claim
+        FUTURE_TOLERANCE ahead of `now`). The claimed quote as now stored, else None and nothing
+        changes. One conditional update: of racing claims of a quote exactly one gets it; a second claim
         gets None and leaves the first one's execution as it was."""
         ...
 
