@@ -29,6 +29,7 @@ from shared.messaging import (
     encode,
     parse_command,
 )
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from shared.messaging.topics import Topics
 
 
@@ -38,6 +39,9 @@ class FakeWallet:
     locked: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     outcomes: dict[tuple[str, str, str], tuple[str, CommandResult]] = field(default_factory=dict)
     commands: list[WalletCommand] = field(default_factory=list)
+    # References whose next command the wallet fails on (a bug, a database error it cannot
+    # class): answered `rejected / processing_failed`, recorded nowhere, as the real wallet does.
+    fail_next: set[str] = field(default_factory=set)
 
     def fund(self, user: str, currency: str, amount: str) -> None:
         key = (user, currency)
@@ -49,6 +53,9 @@ class FakeWallet:
 
     def apply(self, command: WalletCommand) -> CommandResult:
         self.commands.append(command)
+        if command.reference_id in self.fail_next:
+            self.fail_next.discard(command.reference_id)
+            return self._result(command, "rejected", UNRECORDED_REFUSAL)
         key = command.idempotency_key
         if key in self.outcomes:
             fingerprint, first = self.outcomes[key]

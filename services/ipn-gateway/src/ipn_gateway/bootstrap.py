@@ -24,6 +24,7 @@ from ipn_gateway.adapters.mongo import (
 )
 from ipn_gateway.adapters.nowpayments import NowPaymentsClient
 from ipn_gateway.adapters.wallet import WalletCommandPublisher
+from ipn_gateway.application.credits import UnansweredCredits
 from ipn_gateway.application.deposits import DepositHandler
 from ipn_gateway.application.ipn import IpnHandler
 from ipn_gateway.application.poller import MissedIpnPoller
@@ -58,6 +59,7 @@ class Gateway:
     http: httpx.AsyncClient
     handlers: Handlers
     relay: OutboxRelay
+    credits: UnansweredCredits
     results: ResultsConsumer
     ipn_log: MongoIpnLog
     poller: MissedIpnPoller | None = None
@@ -91,6 +93,12 @@ class Gateway:
             settings.withdrawal_ask_again_after_seconds,
             self.handlers.withdrawals.ask_again,
             failure_event="withdrawal.ask_again_failed",
+        )
+        self.background.every(
+            "credit-ask-again",
+            settings.deposit_credit_ask_again_after_seconds,
+            self.credits.ask_again,
+            failure_event="payment.ask_again_failed",
         )
         if self.poller is not None:
             self.background.every(
@@ -182,6 +190,12 @@ def build_gateway(settings: GatewaySettings, clock: Callable[[], datetime] = utc
         http=http,
         handlers=handlers,
         relay=OutboxRelay([payments, withdrawals, reviews], publisher, clock),
+        credits=UnansweredCredits(
+            payments,
+            publisher,
+            clock,
+            ask_again_after=timedelta(seconds=settings.deposit_credit_ask_again_after_seconds),
+        ),
         results=ResultsConsumer(
             settings.kafka_bootstrap_servers,
             dispatcher.dispatch,

@@ -117,6 +117,10 @@ class GatewaySettings(ServiceSettings):
     # dead-lettered) has its last command sent again, once per period; the wallet answers with
     # the first outcome.
     withdrawal_ask_again_after_seconds: float = Field(60.0, gt=0)
+    # A deposit's credit the wallet has not answered this long after it was recorded (its
+    # result lost, or a failure the wallet recorded no outcome for) is sent again, once per
+    # period per payment.
+    deposit_credit_ask_again_after_seconds: float = Field(60.0, gt=0)
 
     outbox_relay_interval_seconds: float = Field(
         5.0, gt=0, validation_alias="IPN_GATEWAY_OUTBOX_RELAY_INTERVAL_SECONDS"

@@ -226,6 +226,45 @@ async def test_unpublished_credit_is_published_by_the_relay(stack: Stack) -> Non
     assert await stack.gateway.relay.run_once(grace=timedelta(0)) == 0
 
 
+async def test_a_credit_the_wallet_failed_on_is_sent_again_and_credited_once(stack: Stack) -> None:
+    """The wallet answers the credit `rejected / processing_failed` (it failed on it and
+    recorded nothing): the gateway takes that as no answer, and its ask-again pass sends the
+    credit again, which the wallet applies. Before, the refusal was recorded and the deposit
+    stayed uncredited."""
+    deposit = await stack.deposit("frank")
+    payment_id = str(deposit["payment_id"])
+    stack.wallet.wallet.fail_next.add(f"nowpayments:{payment_id}")
+    assert (await stack.fire(payment_id, "finished"))["response"] == {"status": "credited"}
+
+    async def answered_once() -> bool:
+        return len(stack.credits_for(payment_id)) == 1
+
+    await stack.until(answered_once)
+    assert await stack.gateway.results.caught_up(within=10)
+    payments = stack.gateway.credits.payments
+    [entry] = (await payments.get(payment_id)).outbox  # type: ignore[union-attr]
+    assert (entry.published, entry.result_status) == (True, None)  # no answer yet
+    assert stack.wallet.wallet.balance("frank", "BTC")[0] == 0
+
+    credits = stack.gateway.credits
+    period, credits.ask_again_after = credits.ask_again_after, timedelta(0)
+    try:
+        assert await credits.ask_again() >= 1
+    finally:
+        credits.ask_again_after = period
+
+    async def credited() -> bool:
+        stored = await payments.get(payment_id)
+        return stored is not None and stored.outbox[0].result_status == "applied"
+
+    await stack.until(credited)
+    assert stack.wallet.wallet.balance("frank", "BTC")[0] == Decimal(deposit["pay_amount"])
+    assert [c.command_id for c in stack.credits_for(payment_id)] == [entry.command_id] * 2
+    stored = await payments.get(payment_id)
+    assert stored is not None
+    assert stored.reviews == ()
+
+
 class _Failing:
     async def publish(self, command: Any) -> None:
         raise ConnectionError("broker unavailable")

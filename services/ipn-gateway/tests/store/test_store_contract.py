@@ -220,6 +220,95 @@ async def test_payment_outbox_and_the_wallets_answers(stores: Stores) -> None:
     assert stored.outbox[0].published
 
 
+async def test_a_credits_answer_is_its_first_final_one_a_duplicate_as_the_outcome_it_repeats(
+    stores: Stores,
+) -> None:
+    """A `processing_failed` refusal is no answer (the wallet recorded none; the credit is asked
+    about again); a resend's `duplicate` is kept as the outcome it carries."""
+    payments = stores.payments
+    for payment_id in ("511", "512"):
+        entry = await unpublished_credit(payments, payment_id, NOW)
+        await payments.mark_published(payment_id, entry.command_id)
+        reference = f"nowpayments:{payment_id}"
+        await payments.record_result(
+            result(reference, "rejected", "processing_failed", command_id=entry.command_id)
+        )
+        assert await payments.result_of(payment_id, reference) is None
+        repeated = result(reference, "duplicate", command_id=entry.command_id)
+        original = "applied" if payment_id == "511" else "rejected"
+        reason = None if original == "applied" else "unknown_currency"
+        await payments.record_result(
+            repeated.model_copy(update={"original_status": original, "reason": reason})
+        )
+        assert await payments.result_of(payment_id, reference) == (original, reason)
+    refused = await payments.get("512")
+    assert refused is not None
+    assert [n.code for n in refused.reviews] == ["credit_rejected"]
+    applied = await payments.get("511")
+    assert applied is not None
+    assert applied.reviews == ()
+
+
+async def test_payments_awaiting_the_wallet_have_a_published_credit_it_has_not_answered(
+    stores: Stores,
+) -> None:
+    """Published before the cutoff and unanswered, not asked about since the cutoff; oldest
+    first. An unpublished credit is the outbox relay's; an answered one waits on nothing."""
+    payments = stores.payments
+    earlier = NOW - timedelta(minutes=1)
+    names = ("pay_old", "pay_sent", "pay_unpublished", "pay_answered", "pay_asked", "pay_young")
+    for name in names:
+        at = {"pay_old": earlier, "pay_young": NOW + timedelta(minutes=2)}.get(name, NOW)
+        entry = await unpublished_credit(payments, name, at)
+        if name != "pay_unpublished":
+            await payments.mark_published(name, entry.command_id)
+        if name == "pay_answered":
+            await payments.record_result(
+                result(f"nowpayments:{name}", "applied", command_id=entry.command_id)
+            )
+    await payments.mark_asked("pay_asked", NOW + timedelta(minutes=2))
+    cutoff = NOW + timedelta(minutes=1)
+
+    waiting = await payments.awaiting_wallet(cutoff, 10)
+    assert [p.state.payment_id for p in waiting] == ["pay_old", "pay_sent"]
+    assert [p.state.payment_id for p in await payments.awaiting_wallet(cutoff, 1)] == ["pay_old"]
+    assert [p.state.payment_id for p in await payments.awaiting_wallet(NOW, 10)] == ["pay_old"]
+    later = await payments.awaiting_wallet(NOW + timedelta(minutes=3), 10)
+    assert [p.state.payment_id for p in later] == ["pay_old", "pay_asked", "pay_sent", "pay_young"]
+    # Asking changes nothing else: not the state, nor the version.
+    asked = await payments.get("pay_asked")
+    assert asked is not None
+    assert (asked.asked_at, asked.version, asked.created_at) == (NOW + timedelta(minutes=2), 0, NOW)
+    # A later IPN's save keeps when it was asked.
+    assert await payments.save(
+        asked.state,
+        order_id="x",
+        user_id="alice",
+        expected_version=0,
+        credit=None,
+        review=None,
+        now=NOW,
+    )
+    saved = await payments.get("pay_asked")
+    assert saved is not None
+    assert (saved.asked_at, saved.version) == (NOW + timedelta(minutes=2), 1)
+
+
+async def test_payments_awaiting_the_wallet_come_oldest_first_a_page_after_another(
+    stores: Stores,
+) -> None:
+    payments = stores.payments
+    for payment_id, at in scattered("pay_"):
+        entry = await unpublished_credit(payments, payment_id, at)
+        await payments.mark_published(payment_id, entry.command_id)
+    since = NOW + timedelta(seconds=3)  # pay_e's credit is younger
+    pages = await pages_of_two(
+        lambda limit, after: payments.awaiting_wallet(since, limit, after),
+        lambda p: (p.created_at or NOW, p.state.payment_id),
+    )
+    assert pages == [["pay_b", "pay_a"], ["pay_c", "pay_d"]]
+
+
 def scattered(prefix: str) -> list[tuple[str, datetime]]:
     """Five ids with instants, in no order: oldest first, then by id, they are the prefix and b,
     a, c, d, e."""

@@ -47,10 +47,11 @@ async def test_reads_its_own_results_and_dead_letters_what_it_cannot_apply() -> 
     assert results.dead_lettered == 1
 
 
-def test_an_unrecorded_refusal_is_no_answer_for_a_withdrawal_and_recorded_for_a_deposit() -> None:
-    """A withdrawal waiting on the wallet is asked again: a `processing_failed` answer (recorded
-    nowhere, the same command may still apply) leaves it waiting. A payment's credit is sent
-    once: its refusal is recorded on the payment, where a person sees it."""
+def test_an_unrecorded_refusal_is_no_answer_for_a_withdrawal_nor_for_a_deposit() -> None:
+    """A withdrawal waiting on the wallet and a deposit's credit are both asked again: a
+    `processing_failed` answer (recorded nowhere, the same command may still apply) leaves them
+    waiting. Before, the deposit's was recorded as its credit's refusal, and nothing sent the
+    credit again. A final refusal still reaches them."""
 
     async def dispatch(result: CommandResult) -> None:
         return None
@@ -59,4 +60,6 @@ def test_an_unrecorded_refusal_is_no_answer_for_a_withdrawal_and_recorded_for_a_
     unrecorded = RESULT.model_copy(update={"status": "rejected", "reason": "processing_failed"})
     deposit = unrecorded.model_copy(update={"reference_id": "nowpayments:np_1", "type": "credit"})
     assert results._read(unrecorded.model_dump_json().encode()) is None
-    assert results._read(deposit.model_dump_json().encode()) == deposit
+    assert results._read(deposit.model_dump_json().encode()) is None
+    refused = deposit.model_copy(update={"reason": "unknown_currency"})
+    assert results._read(refused.model_dump_json().encode()) == refused

@@ -31,6 +31,7 @@ from ipn_gateway.domain.withdrawals import (
     WithdrawalStatus,
     attempt_of,
     awaits_wallet,
+    outcome_of,
 )
 from shared.messaging import CommandResult, WalletCommand
 from shared.money import add
@@ -128,6 +129,7 @@ class MemoryPayments:
             created_at=stored.created_at if stored else now,
             polled_at=stored.polled_at if stored else None,
             poll_closed=stored.poll_closed if stored else False,
+            asked_at=stored.asked_at if stored else None,
         )
         return True
 
@@ -166,18 +168,39 @@ class MemoryPayments:
         owners = ((i, p.created_at or _EARLIEST, p.outbox) for i, p in self.payments.items())
         return unpublished_page(owners, older_than, limit, after)
 
+    async def awaiting_wallet(
+        self, unanswered_since: datetime, limit: int, after: Position | None = None
+    ) -> Sequence[Payment]:
+        found = [
+            p
+            for p in self.payments.values()
+            if any(
+                e.published and e.result_status is None and e.created_at < unanswered_since
+                for e in p.outbox
+            )
+            and (p.asked_at is None or p.asked_at < unanswered_since)
+            and (after is None or (p.created_at or _EARLIEST, p.state.payment_id) > after)
+        ]
+        return sorted(found, key=lambda p: (p.created_at or _EARLIEST, p.state.payment_id))[:limit]
+
+    async def mark_asked(self, payment_id: str, now: datetime) -> None:
+        self.payments[payment_id] = replace(self.payments[payment_id], asked_at=now)
+
     async def record_result(self, result: CommandResult) -> None:
+        if not result.final:
+            return
+        status = outcome_of(result.status, result.reason, result.original_status)
         for payment_id, payment in self.payments.items():
             if not any(_first_answer(result, e) for e in payment.outbox):
                 continue
             outbox = tuple(
-                replace(e, result_status=result.status, result_reason=result.reason)
+                replace(e, result_status=status, result_reason=result.reason)
                 if _first_answer(result, e)
                 else e
                 for e in payment.outbox
             )
             reviews = payment.reviews
-            if result.status == "rejected":
+            if status == "rejected":
                 detail = f"{result.reference_id}: {result.reason}"
                 reviews = (*reviews, ReviewNote("credit_rejected", detail, result.processed_at))
             self.payments[payment_id] = replace(payment, outbox=outbox, reviews=reviews)

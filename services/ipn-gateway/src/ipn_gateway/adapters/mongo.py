@@ -38,6 +38,7 @@ from ipn_gateway.domain.withdrawals import (
     Decision,
     WithdrawalStatus,
     attempt_of,
+    outcome_of,
 )
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand
@@ -174,6 +175,7 @@ def _payment(document: Document) -> Payment:
         ReviewNote(r["code"], r["detail"], _utc(r["at"])) for r in document.get("reviews", [])
     )
     created_at, polled_at = document.get("created_at"), document.get("polled_at")
+    asked_at = document.get("asked_at")
     return Payment(
         state=state,
         order_id=document["order_id"],
@@ -185,6 +187,7 @@ def _payment(document: Document) -> Payment:
         created_at=_utc(created_at) if created_at else None,
         polled_at=_utc(polled_at) if polled_at else None,
         poll_closed=bool(document.get("poll_closed", False)),
+        asked_at=_utc(asked_at) if asked_at else None,
     )
 
 
@@ -280,20 +283,43 @@ class MongoPayments:
     ) -> Sequence[Unpublished]:
         return await unpublished(self._payments, older_than, limit, after)
 
+    async def awaiting_wallet(
+        self, unanswered_since: datetime, limit: int, after: Position | None = None
+    ) -> Sequence[Payment]:
+        query: Document = {
+            "outbox": {
+                "$elemMatch": {
+                    "result": None,
+                    "published": True,
+                    "created_at": {"$lt": unanswered_since},
+                }
+            },
+            "$or": [{"asked_at": None}, {"asked_at": {"$lt": unanswered_since}}],
+        }
+        return [_payment(d) async for d in oldest_first(self._payments, query, limit, after)]
+
+    async def mark_asked(self, payment_id: str, now: datetime) -> None:
+        await self._payments.update_one({"_id": payment_id}, {"$set": {"asked_at": now}})
+
     async def record_result(self, result: CommandResult) -> None:
-        """Keep the wallet's first answer beside the credit it answers (`CommandResult.answers`:
-        its command id, type and user); a refused credit is flagged for review. A later answer
-        (a redelivery, a resend's duplicate) changes nothing."""
+        """Keep the wallet's first final answer beside the credit it answers
+        (`CommandResult.answers`: its command id, type and user), a resend's `duplicate` as the
+        outcome it repeats; a refused credit is flagged for review. A later answer (a
+        redelivery, another resend's duplicate) changes nothing, and an answer that is not final
+        (`CommandResult.final`) is none: the credit is asked about again."""
+        if not result.final:
+            return
+        status = outcome_of(result.status, result.reason, result.original_status)
         update: Document = {
             "$set": {
                 "outbox.$.result": {
-                    "status": result.status,
+                    "status": status,
                     "reason": result.reason,
                     "at": result.processed_at,
                 }
             }
         }
-        if result.status == "rejected":
+        if status == "rejected":
             note = {
                 "code": "credit_rejected",
                 "detail": f"{result.reference_id}: {result.reason}",
@@ -700,6 +726,16 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     # unpublished commands, oldest first, a page at a time (the outbox relay)
     await database[PAYMENTS].create_index(
         [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+    )
+    # credits the wallet has not answered, oldest payment first, a page at a time (ask-again):
+    # an answered credit's `result` is a document, so the pass reads only the unanswered ones.
+    await database[PAYMENTS].create_index(
+        [
+            ("outbox.result", ASCENDING),
+            ("outbox.published", ASCENDING),
+            ("created_at", ASCENDING),
+            ("_id", ASCENDING),
+        ]
     )
     await database[IPNS].create_index([("payment_id", ASCENDING), ("payment_status", ASCENDING)])
     await database[IPNS].create_index([("received_at", DESCENDING)])

@@ -105,8 +105,22 @@ class Payments(Protocol):
         """`shared.outbox.Outbox.unpublished`."""
         ...
 
+    async def awaiting_wallet(
+        self, unanswered_since: datetime, limit: int, after: Position | None = None
+    ) -> Sequence[Payment]:
+        """Payments with a credit published before `unanswered_since` that the wallet has not
+        answered, not asked about since then either (`mark_asked`); oldest first (by
+        `created_at`, then payment id), only those after `after` when given."""
+        ...
+
+    async def mark_asked(self, payment_id: str, now: datetime) -> None:
+        """Note that the payment's unanswered credits were sent again at `now`; nothing else
+        changes (not its state, nor its version)."""
+        ...
+
     async def record_result(self, result: CommandResult) -> None:
-        """Keep the wallet's answer beside the credit it answers (found by reference_id)."""
+        """Keep the wallet's first final answer beside the credit it answers (`answers`: its
+        command id, type and user); a resend's `duplicate` is kept as the outcome it carries."""
         ...
 
     async def result_of(self, payment_id: str, reference_id: str) -> tuple[str, str | None] | None:

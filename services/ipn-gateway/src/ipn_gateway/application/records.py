@@ -82,6 +82,8 @@ class Payment:
     # whether it stopped asking (the payment ended, or it gave up).
     polled_at: datetime | None = None
     poll_closed: bool = False
+    # When its credits the wallet had not answered were last sent again (`UnansweredCredits`).
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

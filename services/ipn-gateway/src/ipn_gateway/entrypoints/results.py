@@ -20,10 +20,10 @@ def is_gateway_result(result: CommandResult) -> bool:
 
 
 def is_asked_again(result: CommandResult) -> bool:
-    """A withdrawal's commands are asked again while they wait: a not-final answer to one is
-    no answer yet. A payment's credit is not (nothing sends it again): such an answer is
-    recorded as the refusal it says, on the payment, where a person sees it."""
-    return result.reference_id.startswith(WITHDRAWAL_REFERENCE_PREFIX)
+    """Every command of the gateway is asked again while it waits (a withdrawal's by
+    `WithdrawalHandler.ask_again`, a deposit's credit by `UnansweredCredits`): a not-final
+    answer to one is no answer yet."""
+    return is_gateway_result(result)
 
 
 class ResultsConsumer(WalletResultsConsumer):
