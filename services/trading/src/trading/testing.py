@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.messaging import CommandResult, WalletCommand
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from shared.wallet_client import WalletClient, WalletTimeout
 
 
@@ -56,7 +57,8 @@ def result_of(command: WalletCommand, status: str, **extra: Any) -> CommandResul
 
 class AnsweringWallet(WalletClient):
     """A WalletClient that answers every command itself, without Kafka: `applied` unless a test
-    queued another answer in `answers` (`rejected`, `duplicate` of an applied one, `timeout`)."""
+    queued another answer in `answers` (`rejected`, `duplicate` of an applied one, `timeout`,
+    `failed`: a `processing_failed` refusal)."""
 
     def __init__(self) -> None:
         super().__init__("unused:9092")
@@ -73,6 +75,8 @@ class AnsweringWallet(WalletClient):
         extra: dict[str, Any] = {"transaction_id": uuid.uuid4().hex}
         if answer == "rejected":
             extra["reason"] = "insufficient_platform_funds"
+        if answer == "failed":  # the wallet failed on it and recorded no outcome
+            answer, extra["reason"] = "rejected", UNRECORDED_REFUSAL
         if answer == "duplicate":
             extra["original_status"] = "applied"
         result = result_of(command, answer, **extra)

@@ -90,6 +90,7 @@ async def rig(mongo_database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[Ri
         clock=clock,
         history_caught_up=history_caught_up,
         result_timeout=1.0,
+        unrecorded_refusal_pause=0.0,
     )
     yield Rig(service, wallet, history, clock, accruals, caught_up)
 
@@ -198,6 +199,50 @@ async def test_a_refused_payment_is_not_sent_again(rig: Rig) -> None:
     assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 1
     assert len(rig.wallet.sent) == 1
     assert (await rig.service.positions("dee"))[0]["interest_earned"] == "0"
+
+
+async def test_a_payment_the_wallet_failed_on_is_sent_again_and_paid_once(rig: Rig) -> None:
+    """A `processing_failed` answer (the wallet recorded no outcome; the same credit may still
+    apply) was taken as the payment's refusal: the day's interest failed for good after one
+    passing database error. The run sends it again and the later answer pays it; the same
+    answer read from `wallet.results` meanwhile settles nothing."""
+    await rig.save("fay", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["failed"]
+    with capture_logs() as logs:
+        report = await rig.service.accrue(DAY)
+    assert (report["items"][0]["paid"], report["items"][0]["failed"]) == (1, 0)
+    first, again = rig.wallet.sent
+    assert (again.reference_id, again.amount) == (first.reference_id, first.amount)
+    [not_final] = [e for e in logs if e["event"] == "savings.interest_not_final"]
+    assert (not_final["reference"], not_final["attempt"]) == (first.reference_id, 1)
+    assert (await rig.service.positions("fay"))[0]["interest_earned"] == "0.5"
+    assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 1
+
+
+async def test_an_unrecorded_refusal_read_from_the_results_settles_nothing(rig: Rig) -> None:
+    await rig.save("hal", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["timeout"]
+    assert (await rig.service.accrue(DAY))["items"][0]["pending"] == 1
+    [sent] = rig.wallet.sent
+    await rig.service.on_interest_result(result_of(sent, "rejected", reason="processing_failed"))
+    [record] = await rig.accruals.of_day("USDT", DAY)
+    assert record["status"] == "pending"
+    rerun = await rig.service.accrue(DAY)  # sent again; this time the wallet applies it
+    assert (rerun["items"][0]["paid"], rerun["items"][0]["failed"]) == (1, 0)
+
+
+async def test_a_payment_the_wallet_fails_on_every_time_fails_after_a_few_tries(rig: Rig) -> None:
+    """No day waits for good on it: after the last try it is failed with the wallet's reason,
+    for a person to look at, and not sent again."""
+    await rig.save("gus", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["failed"] * 3
+    report = await rig.service.accrue(DAY)
+    assert (report["items"][0]["failed"], report["items"][0]["pending"]) == (1, 0)
+    assert len(rig.wallet.sent) == 3
+    [record] = await rig.accruals.of_day("USDT", DAY)
+    assert (record["status"], record["reason"]) == ("failed", "processing_failed")
+    assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 1
+    assert len(rig.wallet.sent) == 3
 
 
 async def test_today_pays_on_the_balance_at_the_moment_of_the_run(rig: Rig) -> None:

@@ -53,6 +53,10 @@ ZERO: Final = Decimal(0)
 ACCRUAL_CONCURRENCY: Final = 16
 # Pending transfers a resend pass takes (the next pass goes on after them).
 RESEND_PAGE: Final = 100
+# A day's payment the wallet answers `processing_failed` (no outcome recorded) is sent this many
+# times in all, pausing this long times the try's number between tries, before it is failed.
+UNRECORDED_REFUSAL_TRIES: Final = 3
+UNRECORDED_REFUSAL_PAUSE_SECONDS: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class SavingsService:
         clock: Clock,
         history_caught_up: Callable[[], Awaitable[bool]],
         result_timeout: float,
+        unrecorded_refusal_pause: float = UNRECORDED_REFUSAL_PAUSE_SECONDS,
     ) -> None:
         self._transfers = transfers
         self._history = history
@@ -87,6 +92,7 @@ class SavingsService:
         self._clock = clock
         self._history_caught_up = history_caught_up
         self._result_timeout = result_timeout
+        self._unrecorded_refusal_pause = unrecorded_refusal_pause
         # Where the next resend pass goes on, by (created_at, transfer_id).
         self._resend_cursor: PageCursor[TransferRecord] = PageCursor(
             lambda transfer: (transfer["created_at"], transfer["transfer_id"])
@@ -301,19 +307,30 @@ class SavingsService:
         if record["status"] != "pending":
             return AccrualOutcome(reference, currency, amount, record["status"], False)
         try:
-            result = await self._wallet.credit(
-                user_id=record["user_id"],
-                currency=currency,
-                amount=amount,
-                transaction_type=INTEREST_TRANSACTION_TYPE,
-                reference_id=reference,
-                metadata={
-                    "date": record["date"],
-                    "apr": format_amount(record["apr"]),
-                    "savings_balance": format_amount(record["balance"]),
-                },
-                result_timeout=self._result_timeout,
-            )
+            for attempt in range(1, UNRECORDED_REFUSAL_TRIES + 1):
+                result = await self._wallet.credit(
+                    user_id=record["user_id"],
+                    currency=currency,
+                    amount=amount,
+                    transaction_type=INTEREST_TRANSACTION_TYPE,
+                    reference_id=reference,
+                    metadata={
+                        "date": record["date"],
+                        "apr": format_amount(record["apr"]),
+                        "savings_balance": format_amount(record["balance"]),
+                    },
+                    result_timeout=self._result_timeout,
+                )
+                assert result is not None
+                if result.final:
+                    break
+                # The wallet failed on the credit and recorded no outcome: the same payment
+                # sent again may still apply (a passing database error). Tried a few times;
+                # then it is failed as that refusal says, so that no day waits for good on a
+                # credit the wallet fails on every time.
+                log.warning("savings.interest_not_final", reference=reference, attempt=attempt)
+                if attempt < UNRECORDED_REFUSAL_TRIES:
+                    await asyncio.sleep(self._unrecorded_refusal_pause * attempt)
         except WalletTimeout:
             log.warning("savings.interest_result_timeout", reference=reference)
             return AccrualOutcome(reference, currency, amount, "pending", True)
@@ -325,19 +342,24 @@ class SavingsService:
             )
             return AccrualOutcome(reference, currency, amount, "unsendable", False)
         assert result is not None
-        status = await self.settle_interest(result)
+        status = await self.settle_interest(result, last_try=True)
         return AccrualOutcome(reference, currency, amount, status or "pending", True)
 
     async def on_interest_result(self, result: CommandResult) -> None:
         await self.settle_interest(result)
 
-    async def settle_interest(self, result: CommandResult) -> str | None:
-        """Settles the accrual record (and the history) from the wallet's answer to a payment."""
+    async def settle_interest(self, result: CommandResult, *, last_try: bool = False) -> str | None:
+        """Settles the accrual record (and the history) from the wallet's answer to a payment.
+        An answer that is not final (`CommandResult.final`) settles nothing unless it answers
+        the run's last try (`_pay`): one read from `wallet.results` while the run is still
+        trying must not fail a payment a later try applies."""
         if not result.reference_id.startswith(INTEREST_REFERENCE_PREFIX):
             return None
         record = await self._accruals.get(result.reference_id)
         if record is None or result.type != "credit" or result.user_id != record["user_id"]:
             return None  # not the answer to this payment's credit: it says nothing of it
+        if not (result.final or last_try):
+            return None
         outcome = result.original_status if result.status == "duplicate" else result.status
         if outcome == "applied":
             if result.transaction_id:
