@@ -44,6 +44,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         context.clock,
         market_buy_margin=settings.spot_market_buy_margin,
         cancel_wait_seconds=settings.spot_cancel_wait_seconds,
+        max_open_per_user=settings.spot_max_open_orders_per_user,
     )
 
     def make_matcher(market: Market) -> MarketMatcher:

@@ -69,6 +69,10 @@ class SpotStore(Protocol):
         a page read before another neither repeats nor skips one."""
         ...
 
+    async def open_count(self, user_id: str) -> int:
+        """How many of the user's orders are pending, open or partially filled."""
+        ...
+
     async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:
         """Flags the order of `user_id` for cancelling if it is pending, open or partially filled
         (`cancel_requested`, `updated_at` = `at`; nothing else changes) and answers it as stored

@@ -56,6 +56,13 @@ def _order_id(user_id: str, client_order_id: str | None) -> str:
     return uuid.uuid5(_CLIENT_ORDER_IDS, f"{user_id}\x00{client_order_id}").hex
 
 
+def _same_request(earlier: SpotOrder | None, order: SpotOrder) -> SpotOrder:
+    """The order a client_order_id placed before, when this request is that one again."""
+    if earlier is None or not earlier.same_request(order):
+        raise Conflict("idempotency_conflict", "client_order_id was used for a different order")
+    return earlier
+
+
 def _fits(market: Market, fees: Fees, ticks: int, steps: int) -> bool:
     """Whether an order of `steps` at `ticks` can trade at all (a quote amount, fees below it)."""
     quote = market.quote_floor(ticks, steps)
@@ -79,6 +86,7 @@ class SpotOrders:
         resend_page: int = 200,
         expire_page: int = 200,
         ask_page: int = 200,
+        max_open_per_user: int = 1000,
     ) -> None:
         self._store = store
         self._wallet = wallet
@@ -98,6 +106,7 @@ class SpotOrders:
         self._expire_cursor: PageCursor[SpotOrder] = PageCursor(_expiry_position)
         # Resting sells read per page while pricing a market buy beyond the snapshot's levels.
         self._ask_page = ask_page
+        self._max_open = max_open_per_user
 
     async def place(
         self,
@@ -153,13 +162,21 @@ class SpotOrders:
                 if earlier is None or not earlier.same_request(order):
                     raise
                 return earlier
-        if await self._store.add(order) is None:
-            earlier = await self._store.get(order.order_id)
-            if earlier is None or not earlier.same_request(order):
+        if type is OrderType.LIMIT and await self._store.open_count(user_id) >= self._max_open:
+            # A limit order may rest; a market order never does. The retry of an order placed
+            # before the cap was reached is answered with it, as any retry is. Two racing
+            # requests may both pass at the cap less one: the cap bounds a user's orders, it is
+            # not a balance.
+            earlier = None if client_order_id is None else await self._store.get(order.order_id)
+            if earlier is None:
                 raise Conflict(
-                    "idempotency_conflict", "client_order_id was used for a different order"
+                    "too_many_open_orders",
+                    f"at most {self._max_open} of your orders can be open at once: cancel one, "
+                    "or wait for one to fill",
                 )
-            return earlier
+            return _same_request(earlier, order)
+        if await self._store.add(order) is None:
+            return _same_request(await self._store.get(order.order_id), order)
         if order.status is Status.PENDING:
             try:
                 await self._wallet.lock(order)

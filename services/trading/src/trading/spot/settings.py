@@ -23,6 +23,9 @@ class SpotSettings(BaseSettings):
     spot_matcher_heartbeat_interval_ms: int = 1000
     spot_matcher_batch_size: int = Field(500, ge=1)
     spot_book_levels: int = Field(50, ge=1)
+    # A limit order is refused (409 too_many_open_orders) while the user has this many orders
+    # pending, open or partially filled: each rests in the matcher's memory and every snapshot.
+    spot_max_open_orders_per_user: int = Field(1000, ge=1)
     # A cancel answers 200 with the cancelled order when it shows cancelled within this time (the
     # matcher decided it and the wallet unlocked), else 202 with the order as it is (the cancel is
     # on its way). As long as p2p's actions wait for the wallet.

@@ -270,6 +270,24 @@ async def test_a_users_orders_newest_first(store: SpotStore) -> None:
     assert await store.of_user("nobody", Status) == []
 
 
+async def test_a_users_open_orders_are_counted(store: SpotStore) -> None:
+    await add_all(
+        store,
+        order("pending"),
+        order("open", status=Status.OPEN),
+        order("partly", status=Status.PARTIALLY_FILLED),
+        order("filled", status=Status.FILLED),
+        order("cancelled", status=Status.CANCELLED),
+        order("failed", status=Status.FAILED),
+        order("bobs", "bob", status=Status.OPEN),
+    )
+    assert await store.open_count("amy") == 3
+    assert await store.open_count("bob") == 1
+    assert await store.open_count("nobody") == 0
+    assert await store.fail_pending("pending", "amy", "insufficient_funds", T0)
+    assert await store.open_count("amy") == 2
+
+
 async def test_a_users_orders_come_newest_first_a_page_at_a_time(store: SpotStore) -> None:
     """(created_at, order_id) descending, whatever order they were added in, and `before` goes on
     right after an order a page ended with, including past others of the same millisecond."""

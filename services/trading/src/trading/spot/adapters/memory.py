@@ -111,6 +111,14 @@ class MemorySpotStore:
         )
         return [order_from(doc) for doc in _first(limit, found)]
 
+    async def open_count(self, user_id: str) -> int:
+        open_statuses = {s.value for s in OPEN_STATUSES}
+        return sum(
+            1
+            for doc in self._orders.values()
+            if doc["user_id"] == user_id and doc["status"] in open_statuses
+        )
+
     async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:
         changes = _stored({"cancel_requested": True, "updated_at": at})
         doc = self._orders.get(order_id)

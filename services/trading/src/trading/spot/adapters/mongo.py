@@ -50,6 +50,8 @@ class MongoSpotStore:
         await self._orders.create_index(
             [("pair", ASCENDING), ("status", ASCENDING), ("book_sequence", ASCENDING)]
         )
+        # a user's open orders counted (the cap on them)
+        await self._orders.create_index([("user_id", ASCENDING), ("status", ASCENDING)])
         # a market's resting sells, cheapest first, a page at a time (a market buy's lock)
         await self._orders.create_index(
             [
@@ -124,6 +126,11 @@ class MongoSpotStore:
         newest_first = [("created_at", DESCENDING), ("_id", DESCENDING)]
         cursor = self._orders.find(query).sort(newest_first).limit(limit)
         return [order_from(doc) async for doc in cursor]
+
+    async def open_count(self, user_id: str) -> int:
+        return await self._orders.count_documents(
+            {"user_id": user_id, "status": {"$in": [s.value for s in OPEN_STATUSES]}}
+        )
 
     async def request_cancel(self, order_id: str, user_id: str, at: datetime) -> SpotOrder | None:
         """Flag an open order for cancelling (one conditional update); None when it is not open."""
