@@ -14,18 +14,13 @@ import httpx
 import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.http import create_app
-from trading.bootstrap import install_trading_errors
-from trading.spot.adapters.memory import MemorySpotStore
-from trading.spot.adapters.mongo import MongoSpotStore
-from trading.spot.api import spot_routes
 from trading.spot.domain.markets import Fees
 from trading.spot.orders import SpotOrder
 from trading.spot.ports import SpotStore
 from trading.spot.service import SpotOrders
 from trading.testing import FakeClock
 
-from .test_spot_order_list import Auth, _Locks, _Published
+from .test_spot_order_list import Auth, _Locks, _Published, spot_api, spot_store
 
 EXECUTE = "/api/trading/execute"
 CAP = 3
@@ -57,26 +52,13 @@ class Capped:
 async def capped(
     store_database: AsyncDatabase[dict[str, Any]] | None, jwt_secret: str, auth_headers: Auth
 ) -> AsyncIterator[Capped]:
-    store: SpotStore
-    if store_database is None:
-        store = MemorySpotStore()
-    else:
-        store = MongoSpotStore(store_database)
-        await store.ensure_indexes()
+    store = await spot_store(store_database)
     clock, locks = FakeClock(), _CountedLocks()
     fees = Fees.of("0.001", "0.002")
     orders = SpotOrders(
         store, locks, _Published(), "t.trading.orders", fees, clock, max_open_per_user=CAP
     )
-
-    async def ready() -> bool:
-        return True
-
-    app = create_app(title="trading", auth_secret=jwt_secret, ready=ready)
-    install_trading_errors(app)
-    app.include_router(spot_routes(orders))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://trading") as http:
+    async with spot_api(orders, jwt_secret) as http:
         yield Capped(http, store, locks, clock, auth_headers)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,20 +78,18 @@ class Spot:
         return await self.http.get(ORDERS, params=params, headers=self.auth(user))
 
 
-@pytest_asyncio.fixture
-async def spot(
-    store_database: AsyncDatabase[dict[str, Any]] | None, jwt_secret: str, auth_headers: Auth
-) -> AsyncIterator[Spot]:
-    store: SpotStore
+async def spot_store(store_database: AsyncDatabase[dict[str, Any]] | None) -> SpotStore:
+    """The store of a store suite's run: in memory, or over its MongoDB database."""
     if store_database is None:
-        store = MemorySpotStore()
-    else:
-        store = MongoSpotStore(store_database)
-        await store.ensure_indexes()
-    clock = FakeClock()
-    orders = SpotOrders(
-        store, _Locks(), _Published(), "t.trading.orders", Fees.of("0.001", "0.002"), clock
-    )
+        return MemorySpotStore()
+    store = MongoSpotStore(store_database)
+    await store.ensure_indexes()
+    return store
+
+
+@asynccontextmanager
+async def spot_api(orders: SpotOrders, jwt_secret: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The spot routes over `orders`, called in process."""
 
     async def ready() -> bool:
         return True
@@ -100,6 +99,19 @@ async def spot(
     app.include_router(spot_routes(orders))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://trading") as http:
+        yield http
+
+
+@pytest_asyncio.fixture
+async def spot(
+    store_database: AsyncDatabase[dict[str, Any]] | None, jwt_secret: str, auth_headers: Auth
+) -> AsyncIterator[Spot]:
+    store = await spot_store(store_database)
+    clock = FakeClock()
+    orders = SpotOrders(
+        store, _Locks(), _Published(), "t.trading.orders", Fees.of("0.001", "0.002"), clock
+    )
+    async with spot_api(orders, jwt_secret) as http:
         yield Spot(http, orders, store, clock, auth_headers)
 
 
