@@ -31,12 +31,14 @@ from ipn_gateway.adapters.memory import (
     RecordingPublisher,
 )
 from ipn_gateway.adapters.mongo import (
+    PAYMENTS,
     WITHDRAWALS,
     MongoDepositOrders,
     MongoPayments,
     MongoReviews,
     MongoWithdrawals,
     ensure_indexes,
+    reopen_unrecorded_refusals,
 )
 from ipn_gateway.application.ports import DepositOrders, Payments, Reviews, Withdrawals
 from ipn_gateway.application.records import (
@@ -1103,3 +1105,50 @@ async def test_a_refused_decision_stored_before_attempt_existed_is_reopened_and_
     )
     assert old.publisher.published[-1].reference_id == reference_id(OLD_ID, 2)
     assert old.wallet.balance("alice", "BTC") == (Decimal("0.8999"), Decimal(0))
+
+
+@pytest.mark.integration
+async def test_a_credit_an_earlier_version_recorded_as_refused_unrecorded_is_asked_again(
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """Earlier versions stored a `rejected / processing_failed` answer as the credit's outcome
+    (and noted it): the wallet had recorded none, and nothing sent the credit again. Starting
+    the gateway (`ensure_indexes`) clears such answers, and only those, so the ask-again pass
+    finds the credit; the note stays."""
+    database = mongo_client[unique_database_name("gw_old_refusal")]
+    try:
+        await ensure_indexes(database)
+        payments = MongoPayments(database)
+        for payment_id in ("701", "702", "703"):
+            entry = await unpublished_credit(payments, payment_id, NOW)
+            await payments.mark_published(payment_id, entry.command_id)
+            reason = {"701": "processing_failed", "702": "unknown_currency"}.get(payment_id)
+            if reason is not None:  # 703: not answered yet
+                # as an earlier version recorded the answer
+                await database[PAYMENTS].update_one(
+                    {"_id": payment_id, "outbox.command_id": entry.command_id},
+                    {
+                        "$set": {
+                            "outbox.$.result": {"status": "rejected", "reason": reason, "at": NOW}
+                        },
+                        "$push": {
+                            "reviews": {"code": "credit_rejected", "detail": reason, "at": NOW}
+                        },
+                    },
+                )
+        later = NOW + timedelta(minutes=5)
+        assert [p.state.payment_id for p in await payments.awaiting_wallet(later, 10)] == ["703"]
+
+        await ensure_indexes(database)  # the gateway starts
+        waiting = await payments.awaiting_wallet(later, 10)
+        assert [p.state.payment_id for p in waiting] == ["701", "703"]
+        assert await payments.result_of("702", "nowpayments:702") == (
+            "rejected",
+            "unknown_currency",
+        )
+        reopened = await database[PAYMENTS].find_one({"_id": "701"})
+        assert reopened is not None
+        assert [n["code"] for n in reopened["reviews"]] == ["credit_rejected"]
+        assert await reopen_unrecorded_refusals(database) == 0  # once
+    finally:
+        await mongo_client.drop_database(database.name)

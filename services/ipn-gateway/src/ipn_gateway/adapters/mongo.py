@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+import structlog
 from bson import Decimal128
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -42,6 +43,7 @@ from ipn_gateway.domain.withdrawals import (
 )
 from shared.http.idempotency import MongoIdempotencyStore
 from shared.messaging import CommandResult, WalletCommand
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from shared.money import add
 from shared.mongo import decimal_of as _decimal
 from shared.mongo import drop_replaced_indexes, oldest_first, unpublished
@@ -50,6 +52,8 @@ from shared.outbox import Unpublished
 from shared.paging import Position
 
 type Document = dict[str, Any]
+
+log = structlog.get_logger(__name__)
 
 ORDERS: Final = "nowpayments_deposit_orders"
 PAYMENTS: Final = "nowpayments_payments"
@@ -720,6 +724,24 @@ class MongoWithdrawals:
             )
 
 
+async def reopen_unrecorded_refusals(database: AsyncDatabase[Document]) -> int:
+    """Earlier versions recorded a `rejected / processing_failed` answer to a deposit's credit
+    as its outcome, though the wallet recorded none: the credit may still apply, and nothing
+    sent it again. Such answers are cleared (their `credit_rejected` note stays, as what
+    happened), so the ask-again pass sends those credits again. Idempotent; how many payments
+    it reopened."""
+    unrecorded = {"status": "rejected", "reason": UNRECORDED_REFUSAL}
+    found = {f"result.{field}": value for field, value in unrecorded.items()}
+    updated = await database[PAYMENTS].update_many(
+        {"outbox": {"$elemMatch": found}},
+        {"$set": {"outbox.$[refused].result": None}},
+        array_filters=[{f"refused.{key}": value for key, value in found.items()}],
+    )
+    if updated.modified_count:
+        log.warning("payments.unrecorded_refusals_reopened", payments=updated.modified_count)
+    return updated.modified_count
+
+
 async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     await database[ORDERS].create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
     await database[PAYMENTS].create_index([("order_id", ASCENDING)])
@@ -771,6 +793,7 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
         [("outbox.published", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
     )
     await MongoIdempotencyStore(database).ensure_indexes()
+    await reopen_unrecorded_refusals(database)
     # Earlier versions' indexes that the paged ones above replaced (each a prefix of its successor).
     await drop_replaced_indexes(database[ORDERS], ["closed_1_created_at_1"])
     await drop_replaced_indexes(
