@@ -273,9 +273,11 @@ def build_savings_feature(
             WITHDRAWAL_TRANSACTION_TYPE: service.on_transfer_result,
             INTEREST_TRANSACTION_TYPE: service.on_interest_result,
         },
-        # Pending transfers are sent again (`resend_pending`). Interest is not asked again
-        # between runs: its refusal is recorded, and the day's run does not wait on it.
-        asked_again=of_types(DEPOSIT_TRANSACTION_TYPE, WITHDRAWAL_TRANSACTION_TYPE),
+        # Pending transfers are sent again (`resend_pending`); a day's interest payment by its
+        # run, which waits for its own answer and tries a not-final one again (`_pay`).
+        asked_again=of_types(
+            DEPOSIT_TRANSACTION_TYPE, WITHDRAWAL_TRANSACTION_TYPE, INTEREST_TRANSACTION_TYPE
+        ),
         start=start,
         stop=stop,
         ready=ready,

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.background import BackgroundTasks
-from shared.messaging import CommandResult
-from trading.feature import Feature, TradingContext
+from trading.feature import Feature, TradingContext, of_types
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.api import spot_routes
 from trading.spot.domain.markets import Market
@@ -17,16 +16,10 @@ from trading.spot.service import SpotOrders
 from trading.spot.settings import SpotSettings
 from trading.spot.wallet import SpotWallet
 
-
-def is_lock_result(result: CommandResult) -> bool:
-    """An order's lock is sent again while the order waits (`SpotOrders.resend_locks`); its
-    unlocks and its trades' settlements are sent once, by the matcher, and their refusals logged
-    (`spot.wallet_refused`)."""
-    return (
-        result.transaction_type == SPOT_ORDER
-        and result.type == "lock"
-        and result.reference_id.endswith(":lock")
-    )
+# An order's lock is sent again while the order waits (`SpotOrders.resend_locks`); its unlocks
+# and its trades' settlements by the matcher, which waits for their answers and tries a not-final
+# one again (`SpotWallet.dispatch`). A final refusal of those is logged (`spot.wallet_refused`).
+is_spot_result = of_types(SPOT_ORDER, SPOT_TRADE)
 
 
 def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
@@ -86,7 +79,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         name="spot",
         routers=[spot_routes(orders)],
         result_handlers={SPOT_ORDER: orders.apply_result, SPOT_TRADE: orders.apply_result},
-        asked_again=is_lock_result,
+        asked_again=is_spot_result,
         start=start,
         stop=stop,
         ready=ready,

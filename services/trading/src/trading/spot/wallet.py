@@ -6,10 +6,13 @@ matcher shows them on the orders only once the wallet has applied them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final
 
 import structlog
 
+from shared.messaging import CommandResult
 from shared.wallet_client import WalletClient, WalletTimeout
 from trading.spot.domain.book import Side
 from trading.spot.domain.markets import Market
@@ -24,11 +27,25 @@ from trading.spot.orders import (
 
 log = structlog.get_logger(__name__)
 
+# A batch's command the wallet answers `processing_failed` (it failed on it and recorded no
+# outcome) is sent this many times in all, pausing this long times the try's number between.
+UNRECORDED_REFUSAL_TRIES: Final = 3
+UNRECORDED_REFUSAL_PAUSE_SECONDS: Final = 1.0
+
+type Send = Callable[[], Awaitable[CommandResult | None]]
+
 
 class SpotWallet:
-    def __init__(self, client: WalletClient, *, settle_wait_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: WalletClient,
+        *,
+        settle_wait_seconds: float = 5.0,
+        unrecorded_refusal_pause: float = UNRECORDED_REFUSAL_PAUSE_SECONDS,
+    ) -> None:
         self._client = client
         self._settle_wait = settle_wait_seconds
+        self._unrecorded_refusal_pause = unrecorded_refusal_pause
 
     async def lock(self, order: SpotOrder) -> None:
         await self._client.lock_balance(
@@ -44,10 +61,11 @@ class SpotWallet:
 
     async def dispatch(self, batch: SpotBatch, market: Market) -> None:
         """Every command the batch's decisions need (the wallet applies each reference once)."""
-        sends: list[Awaitable[object]] = []
+        sends: list[Send] = []
         for fill in batch.fills:
             sends.append(
-                self._client.settle_trade(
+                partial(
+                    self._client.settle_trade,
                     buyer_id=fill.buyer_id,
                     seller_id=fill.seller_id,
                     quote_currency=market.quote.code,
@@ -75,7 +93,8 @@ class SpotWallet:
                 continue
             buying = change.side is Side.BUY
             sends.append(
-                self._client.unlock_balance(
+                partial(
+                    self._client.unlock_balance,
                     user_id=change.user_id,
                     currency=market.quote.code if buying else market.base.code,
                     amount=(market.quote_amount if buying else market.base_amount)(change.released),
@@ -89,10 +108,28 @@ class SpotWallet:
         # Concurrently: the producer batches them into few requests. A send the broker refused
         # raises (the matcher sends the batch again; the wallet applies each reference once); a
         # result not back in time is logged, and the batch is shown anyway (a refusal is logged
-        # where results are read, `SpotOrders.apply_result`).
-        answers = await asyncio.gather(*sends, return_exceptions=True)
-        for answer in answers:
-            if isinstance(answer, WalletTimeout):
-                log.warning("spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer))
-            elif isinstance(answer, BaseException):
-                raise answer
+        # where results are read, `SpotOrders.apply_result`). A command the wallet failed on
+        # without recording an outcome may still apply: it is sent again a few times (a passing
+        # database error must not leave a fill unsettled or a release locked), then the batch is
+        # shown as any batch whose wallet answer did not come.
+        for attempt in range(1, UNRECORDED_REFUSAL_TRIES + 1):
+            answers = await asyncio.gather(*(send() for send in sends), return_exceptions=True)
+            again: list[Send] = []
+            for send, answer in zip(sends, answers, strict=True):
+                if isinstance(answer, WalletTimeout):
+                    log.warning(
+                        "spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer)
+                    )
+                elif isinstance(answer, BaseException):
+                    raise answer
+                elif answer is not None and not answer.final:
+                    again.append(send)
+            if not again:
+                return
+            log.warning(
+                "spot.wallet_not_final", batch=batch.batch_id, commands=len(again), attempt=attempt
+            )
+            if attempt < UNRECORDED_REFUSAL_TRIES:
+                await asyncio.sleep(self._unrecorded_refusal_pause * attempt)
+            sends = again
+        log.error("spot.wallet_failed_on_batch", batch=batch.batch_id, commands=len(sends))
