@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.background import BackgroundTasks
-from trading.feature import Feature, TradingContext, of_types
+from shared.messaging import CommandResult
+from trading.feature import Feature, TradingContext
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.api import spot_routes
 from trading.spot.domain.markets import Market
@@ -16,10 +17,18 @@ from trading.spot.service import SpotOrders
 from trading.spot.settings import SpotSettings
 from trading.spot.wallet import SpotWallet
 
-# An order's lock is sent again while the order waits (`SpotOrders.resend_locks`); its unlocks
-# and its trades' settlements by the matcher, which waits for their answers and tries a not-final
-# one again (`SpotWallet.dispatch`). A final refusal of those is logged (`spot.wallet_refused`).
-is_spot_result = of_types(SPOT_ORDER, SPOT_TRADE)
+
+def is_lock_result(result: CommandResult) -> bool:
+    """An order's lock is sent again while the order waits (`SpotOrders.resend_locks`). Its
+    unlocks and its trades' settlements are not asked about again once their batch is shown: the
+    matcher tries a not-final answer it got within its wait again (`SpotWallet.dispatch`), but
+    one that came later is nobody's to send again, so every refusal of those reaches
+    `SpotOrders.apply_result` and is logged (`spot.wallet_refused`)."""
+    return (
+        result.transaction_type == SPOT_ORDER
+        and result.type == "lock"
+        and result.reference_id.endswith(":lock")
+    )
 
 
 def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
@@ -79,7 +88,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         name="spot",
         routers=[spot_routes(orders)],
         result_handlers={SPOT_ORDER: orders.apply_result, SPOT_TRADE: orders.apply_result},
-        asked_again=is_spot_result,
+        asked_again=is_lock_result,
         start=start,
         stop=stop,
         ready=ready,
