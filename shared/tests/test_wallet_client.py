@@ -14,8 +14,15 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from shared.messaging import CommandResult, CreditCommand, LockCommand
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from shared.messaging.topics import PRODUCER_HEADER, Topics
-from shared.wallet_client import WalletClient, WalletCommandPublisher, WalletTimeout
+from shared.wallet_client import (
+    UNRECORDED_REFUSAL_TRIES,
+    WalletClient,
+    WalletCommandPublisher,
+    WalletTimeout,
+    send_until_final,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -332,3 +339,45 @@ async def test_a_refusal_the_wallet_did_not_record_is_no_answer_to_publish_and_w
             )
     finally:
         await producer.stop()
+
+
+def _answer(status: str, reason: str | None = None) -> CommandResult:
+    return CommandResult(
+        command_id="c1",
+        type="credit",
+        transaction_type="savings_interest",
+        reference_id="interest:USDT:2026-11-29:amy",
+        user_id="amy",
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+    )
+
+
+async def test_a_command_is_sent_again_while_the_wallet_answers_it_not_final() -> None:
+    """Until a final answer (applied, or a refusal the wallet recorded), at most
+    UNRECORDED_REFUSAL_TRIES sends; the last answer is returned whatever it is."""
+    failed = _answer("rejected", UNRECORDED_REFUSAL)
+
+    def sender(*answers: CommandResult | None) -> tuple[list[int], Any]:
+        sent: list[int] = []
+
+        async def send() -> CommandResult | None:
+            sent.append(1)
+            return answers[len(sent) - 1]
+
+        return sent, send
+
+    applied, refused = _answer("applied"), _answer("rejected", "insufficient_funds")
+    for answers, sends in (
+        ((applied,), 1),
+        ((refused,), 1),
+        ((None,), 1),  # sent without waiting: nothing to judge
+        ((failed, applied), 2),
+        ((failed,) * UNRECORDED_REFUSAL_TRIES, UNRECORDED_REFUSAL_TRIES),
+    ):
+        sent, send = sender(*answers)
+        with capture_logs() as logs:
+            answer = await send_until_final(send, event="x.not_final", pause=0)
+        assert (answer, len(sent)) == (answers[-1], sends)
+        # each send again is logged, with the try whose answer was not final
+        assert [e["attempt"] for e in logs if e["event"] == "x.not_final"] == list(range(1, sends))

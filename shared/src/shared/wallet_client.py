@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -56,6 +57,35 @@ log = structlog.get_logger(__name__)
 
 class WalletTimeout(TimeoutError):
     """No result arrived in time; the command may still be applied (idempotently) later."""
+
+
+# How many times in all a sender that waits for its own answer sends a command the wallet
+# answers `processing_failed` (`send_until_final`).
+UNRECORDED_REFUSAL_TRIES: Final = 3
+
+
+async def send_until_final(
+    send: Callable[[], Awaitable[CommandResult | None]],
+    *,
+    event: str,
+    pause: float,
+    tries: int = UNRECORDED_REFUSAL_TRIES,
+) -> CommandResult | None:
+    """The answer to `send` (a command sent, its answer awaited), sent again while the wallet
+    answers it with a refusal that is not final (`CommandResult.final`: it failed on the command
+    and recorded no outcome, so the same command may still apply), `tries` times in all, pausing
+    `pause` × the try's number between tries, each logged as `event` (a warning). The last
+    answer, final or not: the caller takes a not-final one as the refusal it says, so that
+    nothing waits for good on a command the wallet fails on every time. Errors (`WalletTimeout`,
+    the broker's) propagate."""
+    attempt = 1
+    while True:
+        result = await send()
+        if result is None or result.final or attempt >= tries:
+            return result
+        log.warning(event, reference=result.reference_id, attempt=attempt)
+        await asyncio.sleep(pause * attempt)
+        attempt += 1
 
 
 class WalletClient:

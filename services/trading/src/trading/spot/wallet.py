@@ -13,7 +13,7 @@ from typing import Final
 import structlog
 
 from shared.messaging import CommandResult
-from shared.wallet_client import WalletClient, WalletTimeout
+from shared.wallet_client import WalletClient, WalletTimeout, send_until_final
 from trading.spot.domain.book import Side
 from trading.spot.domain.markets import Market
 from trading.spot.orders import (
@@ -28,8 +28,7 @@ from trading.spot.orders import (
 log = structlog.get_logger(__name__)
 
 # A batch's command the wallet answers `processing_failed` (it failed on it and recorded no
-# outcome) is sent this many times in all, pausing this long times the try's number between.
-UNRECORDED_REFUSAL_TRIES: Final = 3
+# outcome) is sent again, pausing this long times the try's number (`send_until_final`).
 UNRECORDED_REFUSAL_PAUSE_SECONDS: Final = 1.0
 
 type Send = Callable[[], Awaitable[CommandResult | None]]
@@ -112,24 +111,22 @@ class SpotWallet:
         # without recording an outcome may still apply: it is sent again a few times (a passing
         # database error must not leave a fill unsettled or a release locked), then the batch is
         # shown as any batch whose wallet answer did not come.
-        for attempt in range(1, UNRECORDED_REFUSAL_TRIES + 1):
-            answers = await asyncio.gather(*(send() for send in sends), return_exceptions=True)
-            again: list[Send] = []
-            for send, answer in zip(sends, answers, strict=True):
-                if isinstance(answer, WalletTimeout):
-                    log.warning(
-                        "spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer)
-                    )
-                elif isinstance(answer, BaseException):
-                    raise answer
-                elif answer is not None and not answer.final:
-                    again.append(send)
-            if not again:
-                return
-            log.warning(
-                "spot.wallet_not_final", batch=batch.batch_id, commands=len(again), attempt=attempt
-            )
-            if attempt < UNRECORDED_REFUSAL_TRIES:
-                await asyncio.sleep(self._unrecorded_refusal_pause * attempt)
-            sends = again
-        log.error("spot.wallet_failed_on_batch", batch=batch.batch_id, commands=len(sends))
+        answers = await asyncio.gather(
+            *(
+                send_until_final(
+                    send, event="spot.wallet_not_final", pause=self._unrecorded_refusal_pause
+                )
+                for send in sends
+            ),
+            return_exceptions=True,
+        )
+        unapplied = 0
+        for answer in answers:
+            if isinstance(answer, WalletTimeout):
+                log.warning("spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif answer is not None and not answer.final:
+                unapplied += 1
+        if unapplied:
+            log.error("spot.wallet_failed_on_batch", batch=batch.batch_id, commands=unapplied)

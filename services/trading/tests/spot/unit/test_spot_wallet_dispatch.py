@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
+from shared.wallet_client import UNRECORDED_REFUSAL_TRIES
 from trading.spot.domain.book import Fill, OrderChange, Side, Status
 from trading.spot.domain.markets import MARKETS
 from trading.spot.orders import SpotBatch
-from trading.spot.wallet import UNRECORDED_REFUSAL_TRIES, SpotWallet
+from trading.spot.wallet import SpotWallet
 from trading.testing import AnsweringWallet
 
 MARKET = MARKETS["BTC-GBP"]
@@ -49,7 +50,7 @@ async def test_a_command_the_wallet_failed_on_is_sent_again_until_it_applies() -
         ("settle_trade", "t-1"),
     ]
     [not_final] = [e for e in logs if e["event"] == "spot.wallet_not_final"]
-    assert (not_final["commands"], not_final["attempt"]) == (1, 1)
+    assert (not_final["reference"], not_final["attempt"]) == ("t-1", 1)
     assert not [e for e in logs if e["log_level"] == "error"]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final
 
 import structlog
@@ -16,7 +17,7 @@ import structlog
 from shared.messaging import CommandResult, unsendable_reason
 from shared.money import add, format_amount, negate
 from shared.paging import PageCursor
-from shared.wallet_client import WalletClient, WalletTimeout
+from shared.wallet_client import WalletClient, WalletTimeout, send_until_final
 from trading.savings.application.ports import (
     AccrualRecord,
     Accruals,
@@ -53,9 +54,8 @@ ZERO: Final = Decimal(0)
 ACCRUAL_CONCURRENCY: Final = 16
 # Pending transfers a resend pass takes (the next pass goes on after them).
 RESEND_PAGE: Final = 100
-# A day's payment the wallet answers `processing_failed` (no outcome recorded) is sent this many
-# times in all, pausing this long times the try's number between tries, before it is failed.
-UNRECORDED_REFUSAL_TRIES: Final = 3
+# A day's payment the wallet answers `processing_failed` (no outcome recorded) is sent again,
+# pausing this long times the try's number (`send_until_final`), before it is failed.
 UNRECORDED_REFUSAL_PAUSE_SECONDS: Final = 2.0
 
 
@@ -306,31 +306,26 @@ class SavingsService:
         reference, currency, amount = record["reference_id"], record["currency"], record["amount"]
         if record["status"] != "pending":
             return AccrualOutcome(reference, currency, amount, record["status"], False)
+        send = partial(
+            self._wallet.credit,
+            user_id=record["user_id"],
+            currency=currency,
+            amount=amount,
+            transaction_type=INTEREST_TRANSACTION_TYPE,
+            reference_id=reference,
+            metadata={
+                "date": record["date"],
+                "apr": format_amount(record["apr"]),
+                "savings_balance": format_amount(record["balance"]),
+            },
+            result_timeout=self._result_timeout,
+        )
         try:
-            for attempt in range(1, UNRECORDED_REFUSAL_TRIES + 1):
-                result = await self._wallet.credit(
-                    user_id=record["user_id"],
-                    currency=currency,
-                    amount=amount,
-                    transaction_type=INTEREST_TRANSACTION_TYPE,
-                    reference_id=reference,
-                    metadata={
-                        "date": record["date"],
-                        "apr": format_amount(record["apr"]),
-                        "savings_balance": format_amount(record["balance"]),
-                    },
-                    result_timeout=self._result_timeout,
-                )
-                assert result is not None
-                if result.final:
-                    break
-                # The wallet failed on the credit and recorded no outcome: the same payment
-                # sent again may still apply (a passing database error). Tried a few times;
-                # then it is failed as that refusal says, so that no day waits for good on a
-                # credit the wallet fails on every time.
-                log.warning("savings.interest_not_final", reference=reference, attempt=attempt)
-                if attempt < UNRECORDED_REFUSAL_TRIES:
-                    await asyncio.sleep(self._unrecorded_refusal_pause * attempt)
+            # A passing failure the wallet recorded no outcome for is tried again; the last
+            # such answer fails the payment, so no day waits for good on it.
+            result = await send_until_final(
+                send, event="savings.interest_not_final", pause=self._unrecorded_refusal_pause
+            )
         except WalletTimeout:
             log.warning("savings.interest_result_timeout", reference=reference)
             return AccrualOutcome(reference, currency, amount, "pending", True)
