@@ -35,10 +35,10 @@ class Hang:
         return False
 
 
-async def _dispatch_or_hang(self: SpotWallet, batch: SpotBatch, market: Market) -> None:
+async def _dispatch_or_hang(self: SpotWallet, batch: SpotBatch, market: Market) -> bool:
     if HANG.here(batch, market):
         await asyncio.Event().wait()  # never returns: the process is killed here
-    await _send(self, batch, market)
+    return await _send(self, batch, market)
 
 
 if __name__ == "__main__":

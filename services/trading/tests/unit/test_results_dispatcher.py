@@ -66,8 +66,8 @@ def test_a_feature_names_the_results_it_asks_again_about() -> None:
 
 def test_the_service_asks_again_about_what_its_features_resend() -> None:
     """Each of these is sent again by whoever sent it while its record waits (a pass, a day's
-    run): a not-final answer read from the results is no answer. A deposit's credit is the
-    gateway's, not trading's."""
+    run, the matcher's resend pass): a not-final answer read from the results is no answer. A
+    deposit's credit is the gateway's, not trading's."""
     settings = TradingSettings(
         auth_jwt_secret="x" * 32,
         kafka_bootstrap_servers="127.0.0.1:1",
@@ -77,14 +77,9 @@ def test_the_service_asks_again_about_what_its_features_resend() -> None:
     asked_again = service.results._asked_again
     assert asked_again is not None
     asked = {t for t in ALL_TYPES if asked_again(_result(t))}
-    assert asked == set(ALL_TYPES) - {
-        "spot_order",  # a credit: neither a lock nor a lock's reference
-        "spot_trade",
-        "deposit_nowpayments",
-    }
-    # An order's lock is asked again by the relay. Its unlocks (and its trades' settlements) are
-    # tried again by the matcher only while it waits for them: a later not-final answer must
-    # reach the service, to be logged as the refusal it may be.
+    assert asked == set(ALL_TYPES) - {"deposit_nowpayments"}
+    # An order's lock is asked again by the relay; its unlocks and its trades' settlements by the
+    # matcher's pass over the batches the wallet has not answered in full.
     lock = LockCommand(
         user_id="amy",
         currency="GBP",
@@ -101,7 +96,7 @@ def test_the_service_asks_again_about_what_its_features_resend() -> None:
         hold_id="o1",
     )
     assert asked_again(result_of(lock, "rejected"))
-    assert not asked_again(result_of(unlock, "rejected"))
+    assert asked_again(result_of(unlock, "rejected"))
 
 
 ALL_TYPES = (

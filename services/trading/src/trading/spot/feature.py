@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.background import BackgroundTasks
-from shared.messaging import CommandResult
-from trading.feature import Feature, TradingContext
+from trading.feature import Feature, TradingContext, of_types
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.api import spot_routes
 from trading.spot.domain.markets import Market
@@ -16,19 +15,6 @@ from trading.spot.orders import SPOT_ORDER, SPOT_TRADE
 from trading.spot.service import SpotOrders
 from trading.spot.settings import SpotSettings
 from trading.spot.wallet import SpotWallet
-
-
-def is_lock_result(result: CommandResult) -> bool:
-    """An order's lock is sent again while the order waits (`SpotOrders.resend_locks`). Its
-    unlocks and its trades' settlements are not asked about again once their batch is shown: the
-    matcher tries a not-final answer it got within its wait again (`SpotWallet.dispatch`), but
-    one that came later is nobody's to send again, so every refusal of those reaches
-    `SpotOrders.apply_result` and is logged (`spot.wallet_refused`)."""
-    return (
-        result.transaction_type == SPOT_ORDER
-        and result.type == "lock"
-        and result.reference_id.endswith(":lock")
-    )
 
 
 def build_spot_feature(context: TradingContext, settings: SpotSettings | None = None) -> Feature:
@@ -60,6 +46,7 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         make_matcher,
         group_id=context.settings.topics.group(settings.spot_matcher_group),
         batch_size=settings.spot_matcher_batch_size,
+        resend_every=settings.spot_unconfirmed_resend_seconds,
         session_timeout_ms=settings.spot_matcher_session_timeout_ms,
         heartbeat_interval_ms=settings.spot_matcher_heartbeat_interval_ms,
     )
@@ -88,7 +75,10 @@ def build_spot_feature(context: TradingContext, settings: SpotSettings | None = 
         name="spot",
         routers=[spot_routes(orders)],
         result_handlers={SPOT_ORDER: orders.apply_result, SPOT_TRADE: orders.apply_result},
-        asked_again=is_lock_result,
+        # Every command spot sends is sent again while its record waits: an order's lock by the
+        # relay (`resend_locks`), a batch's settlements and unlocks by the matcher's resend pass
+        # (`MarketMatcher.resend_unconfirmed`). A not-final answer read here is no answer.
+        asked_again=of_types(SPOT_ORDER, SPOT_TRADE),
         start=start,
         stop=stop,
         ready=ready,

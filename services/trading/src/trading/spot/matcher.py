@@ -11,6 +11,10 @@ replays safely:
 - decisions not stored were never acted on: the messages are consumed again and decided again
   (a `locked` message only enters the book while its order is still `pending`);
 - commands of a stored batch not marked dispatched are sent again.
+A batch is marked dispatched once the wallet answered each of its commands for good. One shown
+without that (the wallet slower than the matcher's wait, a result lost, a failure the wallet
+recorded no outcome for) stays unconfirmed and is sent again by `resend_unconfirmed`, which the
+consumer runs every `resend_every` seconds between polls, until the wallet answers it in full.
 After a restart the book is the stored resting orders in their time priority: nothing open is
 lost, and an order is in the book only once its lock is applied (it came from a `locked` message).
 """
@@ -42,6 +46,9 @@ from trading.spot.wallet import SpotWallet
 log = structlog.get_logger(__name__)
 
 RETRY_DELAY_SECONDS: Final = 0.5
+# Unconfirmed batches a resend pass sends at once (concurrently: the pass waits about one
+# wallet wait, whatever the page); the next pass goes on after them.
+UNCONFIRMED_PAGE: Final = 20
 T = TypeVar("T")
 
 
@@ -93,6 +100,8 @@ class MarketMatcher:
         # The resting orders that have an expiry, the earliest first (an entry whose order has
         # left the book since is dropped when its time comes).
         self._expiries: list[tuple[datetime, str]] = []
+        # Where the next resend pass goes on: the `last` of the page the pass before ended on.
+        self._unconfirmed_after = 0
 
     async def recover(self) -> None:
         """Rebuild the book from the store: project the batches stored after the market's
@@ -113,9 +122,11 @@ class MarketMatcher:
         # Read after the batches: one an old owner stores meanwhile is not in `stored`, and one
         # listed is found here unless it was marked sent (by then the wallet applied it).
         unsent = {batch.batch_id for batch in await self._store.undispatched(pair)}
+        sent: set[str] = set()
         for batch in stored:
             if batch.batch_id in unsent:  # the wallet first, as `apply` does
                 await self._dispatch(batch)
+                sent.add(batch.batch_id)
             await self._store.project(batch, self.market, self._clock())
             projected = max(projected, batch.last)
         book = OrderBook(self.market, self._fees, sequence=projected)
@@ -126,8 +137,10 @@ class MarketMatcher:
         self.book = book
         self._expiries = [(o.expires_at, o.order_id) for o in resting if o.expires_at is not None]
         heapq.heapify(self._expiries)
-        for batch in await self._store.undispatched(pair):
-            await self._dispatch(batch)  # projected by a version that sent after projecting
+        # Projected by a version that sent after projecting, or shown before the wallet answered
+        # in full: the oldest page now, the rest by the consumer's resend passes.
+        self._unconfirmed_after = 0
+        await self.resend_unconfirmed(skip=frozenset(sent))
         log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
 
     async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
@@ -216,9 +229,38 @@ class MarketMatcher:
         bids, asks = book.depth(self._levels)
         return SpotBatch(self.market.pair, first, book.sequence, fills, changes, bids, asks)
 
-    async def _dispatch(self, batch: SpotBatch) -> None:
-        await retrying("send wallet commands", lambda: self._wallet.dispatch(batch, self.market))
-        await retrying("mark dispatched", lambda: self._store.mark_dispatched(batch))
+    async def resend_unconfirmed(
+        self, *, page: int = UNCONFIRMED_PAGE, skip: frozenset[str] = frozenset()
+    ) -> int:
+        """Sends the commands of stored batches not yet answered in full by the wallet again
+        (the wallet applies each reference once), at most `page` batches, oldest first, going on
+        after the page the pass before took; `skip` names batches just sent. The number the
+        wallet has now answered in full (marked dispatched).
+
+        Never beside `apply` of this market: the consumer runs both from its one loop."""
+        pair = self.market.pair
+        found = await retrying(
+            "read unconfirmed batches",
+            lambda: self._store.undispatched(pair, after=self._unconfirmed_after, limit=page),
+        )
+        self._unconfirmed_after = found[-1].last if len(found) == page else 0
+        batches = [batch for batch in found if batch.batch_id not in skip]
+        if not batches:
+            return 0
+        confirmed = await asyncio.gather(*(self._dispatch(batch) for batch in batches))
+        log.info("spot.unconfirmed_resent", pair=pair, sent=len(batches), confirmed=sum(confirmed))
+        return sum(confirmed)
+
+    async def _dispatch(self, batch: SpotBatch) -> bool:
+        """Sends the batch's commands; marks it dispatched if the wallet answered each for good."""
+        confirmed = await retrying(
+            "send wallet commands", lambda: self._wallet.dispatch(batch, self.market)
+        )
+        if confirmed:
+            await retrying("mark dispatched", lambda: self._store.mark_dispatched(batch))
+        else:
+            log.warning("spot.batch_unconfirmed", pair=self.market.pair, batch=batch.batch_id)
+        return confirmed
 
 
 def partition_of(pair: str, partitions: Sequence[int]) -> int:
@@ -252,6 +294,7 @@ class MatcherConsumer:
         *,
         group_id: str,
         batch_size: int = 500,
+        resend_every: float = 30.0,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
         markets: Mapping[str, Market] = MARKETS,
@@ -260,6 +303,7 @@ class MatcherConsumer:
         self._make_matcher = make_matcher
         self._markets = markets
         self._batch_size = batch_size
+        self._resend_every = resend_every
         self._options = {
             "bootstrap_servers": bootstrap_servers,
             "group_id": group_id,
@@ -307,7 +351,12 @@ class MatcherConsumer:
 
     async def _run(self) -> None:
         assert self._consumer is not None
+        clock = asyncio.get_running_loop().time
+        resend_at = clock() + self._resend_every
         while True:
+            if clock() >= resend_at:
+                await self._resend_unconfirmed()
+                resend_at = clock() + self._resend_every
             batches = await self._consumer.getmany(timeout_ms=100, max_records=self._batch_size)
             if not batches:
                 continue
@@ -346,6 +395,17 @@ class MatcherConsumer:
                 await self._consumer.commit()
             except CommitFailedError:
                 log.warning("spot.commit_failed_after_rebalance")
+
+    async def _resend_unconfirmed(self) -> None:
+        """Every market's pass at once, between polls (never beside the market's `apply`); as
+        with `apply`, each runs to its end before the first failure ends the loop."""
+        outcomes = await asyncio.gather(
+            *(matcher.resend_unconfirmed() for matcher in list(self.matchers.values())),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     @staticmethod
     def _read(value: bytes | None) -> OrderMessage | None:

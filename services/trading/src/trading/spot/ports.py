@@ -155,8 +155,11 @@ class SpotStore(Protocol):
         """The market's batches whose `last` is above `sequence`, by `last`, ascending."""
         ...
 
-    async def undispatched(self, pair: str) -> list[SpotBatch]:
-        """The market's batches not marked dispatched, by `last`, ascending."""
+    async def undispatched(
+        self, pair: str, *, after: int = 0, limit: int | None = None
+    ) -> list[SpotBatch]:
+        """The market's batches not marked dispatched whose `last` is above `after`, by `last`,
+        ascending; at most `limit` of them when given."""
         ...
 
     async def mark_dispatched(self, batch: SpotBatch) -> None:

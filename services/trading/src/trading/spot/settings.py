@@ -34,6 +34,10 @@ class SpotSettings(BaseSettings):
     # commands (settle_trade, unlock), so that a `filled` or `cancelled` order's money has moved;
     # a wallet slower than this is not waited for longer (the commands still apply, once).
     spot_settle_wait_seconds: float = Field(5.0, gt=0)
+    # A batch shown before the wallet answered each of its commands for good (slower than the
+    # wait above, a result lost, a failure it recorded no outcome for) is sent again this often,
+    # until it is.
+    spot_unconfirmed_resend_seconds: float = Field(30.0, gt=0)
     # An order still pending this long gets its lock sent again (a send lost in a crash); well
     # above the wallet's usual answer time, so a busy wallet is not sent every lock twice.
     spot_lock_resend_after_seconds: float = Field(30.0, gt=0)

@@ -1,7 +1,8 @@
 """The wallet commands of spot trading: one lock per order, one settle_trade per fill, one unlock
 per release. A lock is sent without waiting: its outcome comes back on wallet.results (see
 `feature`). A batch's settlements and unlocks are waited for (up to `settle_wait_seconds`): the
-matcher shows them on the orders only once the wallet has applied them."""
+matcher shows them on the orders once the wallet has applied them, and a batch not answered in
+full is sent again later (`MarketMatcher.resend_unconfirmed`)."""
 
 from __future__ import annotations
 
@@ -58,8 +59,11 @@ class SpotWallet:
             wait=False,
         )
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
-        """Every command the batch's decisions need (the wallet applies each reference once)."""
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
+        """Sends every command the batch's decisions need (the wallet applies each reference
+        once); whether the wallet answered each one for good (applied, or refused and recorded).
+        False when an answer did not come in time or stayed not final: the batch is to be sent
+        again."""
         sends: list[Send] = []
         for fill in batch.fills:
             sends.append(
@@ -106,11 +110,11 @@ class SpotWallet:
             )
         # Concurrently: the producer batches them into few requests. A send the broker refused
         # raises (the matcher sends the batch again; the wallet applies each reference once); a
-        # result not back in time is logged, and the batch is shown anyway (a refusal is logged
-        # where results are read, `SpotOrders.apply_result`). A command the wallet failed on
-        # without recording an outcome may still apply: it is sent again a few times (a passing
-        # database error must not leave a fill unsettled or a release locked), then the batch is
-        # shown as any batch whose wallet answer did not come.
+        # result not back in time is logged, and the batch is shown anyway but stays unconfirmed
+        # (a refusal is logged where results are read, `SpotOrders.apply_result`). A command the
+        # wallet failed on without recording an outcome may still apply: it is sent again a few
+        # times (a passing database error must not leave a fill unsettled or a release locked),
+        # then the batch is shown as any batch whose wallet answer did not come.
         answers = await asyncio.gather(
             *(
                 send_until_final(
@@ -120,13 +124,17 @@ class SpotWallet:
             ),
             return_exceptions=True,
         )
-        unapplied = 0
+        unanswered = unapplied = 0
         for answer in answers:
             if isinstance(answer, WalletTimeout):
                 log.warning("spot.settlement_unconfirmed", batch=batch.batch_id, error=str(answer))
+                unanswered += 1
             elif isinstance(answer, BaseException):
                 raise answer
-            elif answer is not None and not answer.final:
+            elif answer is None:
+                unanswered += 1  # not waited for: only a client built to send without waiting
+            elif not answer.final:
                 unapplied += 1
         if unapplied:
             log.error("spot.wallet_failed_on_batch", batch=batch.batch_id, commands=unapplied)
+        return unanswered == unapplied == 0

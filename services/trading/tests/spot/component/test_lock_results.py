@@ -50,7 +50,7 @@ class Locks(SpotWallet):
     async def lock(self, order: SpotOrder) -> None:
         self.locked.append(order.order_id)
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         raise AssertionError("not the API's job")
 
 

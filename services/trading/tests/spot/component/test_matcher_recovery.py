@@ -49,9 +49,10 @@ class RecordingWallet(SpotWallet):
     async def lock(self, order: SpotOrder) -> None:
         raise AssertionError("the matcher never locks")
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         self.batches.append(batch.batch_id)
         self.released += [(c.order_id, c.released) for c in batch.changes if c.released]
+        return True
 
 
 class CrashBeforeProjection(MongoSpotStore):
@@ -133,7 +134,7 @@ def empty_store(request: pytest.FixtureRequest) -> SpotStore:
 
 
 class KilledBeforeTheWallet(RecordingWallet):
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         raise RuntimeError("killed")
 
 
@@ -145,12 +146,12 @@ class SeeingTheOrders(RecordingWallet):
         self.store = store
         self.shown: list[tuple[str, Status]] = []
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         for change in batch.changes:
             order = await self.store.get(change.order_id)
             assert order is not None
             self.shown.append((change.order_id, order.status))
-        await super().dispatch(batch, market)
+        return await super().dispatch(batch, market)
 
 
 @pytest.mark.parametrize("killed", ["before-the-wallet", "before-projection"])
@@ -361,8 +362,8 @@ class Rebuilding:
         await self._once("resting")
         return await self._store.resting(pair)
 
-    async def undispatched(self, pair: str) -> list[SpotBatch]:
-        found = await self._store.undispatched(pair)
+    async def undispatched(self, pair: str, **page: Any) -> list[SpotBatch]:
+        found = await self._store.undispatched(pair, **page)
         await self._once("undispatched")
         return found
 
@@ -476,11 +477,11 @@ class WaitingOnTheWallet(RecordingWallet):
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         if batch.fills:
             self.entered.set()
             await self.release.wait()
-        await super().dispatch(batch, market)
+        return await super().dispatch(batch, market)
 
 
 @pytest.mark.parametrize("at", ["batches_after", "undispatched"])
@@ -677,11 +678,11 @@ async def test_a_market_that_fails_stops_no_other_market_of_the_poll_half_way(
     store = await holding(empty_store, ask, bid, eth_ask)
 
     class OneMarketUnsendable(RecordingWallet):
-        async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+        async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
             if market.pair == eth.pair:
                 raise RuntimeError("a command that cannot be built")
             await asyncio.sleep(0.2)  # the wallet's answer takes a round trip
-            await super().dispatch(batch, market)
+            return await super().dispatch(batch, market)
 
     wallet = OneMarketUnsendable()
     consumer, poll = await two_markets_polled_once(store, wallet, eth_ask, ask, bid)
@@ -710,11 +711,11 @@ async def test_markets_decided_in_one_poll_wait_on_the_wallet_at_once(
         """Each market's dispatch waits until the other market's has begun: one after the
         other, the first would wait for ever (the test's timeout fails it)."""
 
-        async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+        async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
             started[market.pair].set()
             other = eth.pair if market.pair == MARKET.pair else MARKET.pair
             await asyncio.wait_for(started[other].wait(), timeout=10)
-            await super().dispatch(batch, market)
+            return await super().dispatch(batch, market)
 
     wallet = MeetingAtTheWallet()
     consumer, poll = await two_markets_polled_once(store, wallet, btc_ask, eth_ask)
@@ -993,3 +994,137 @@ async def test_a_market_buy_priced_a_page_at_a_time_takes_the_latest_batch_into_
     assert counting.read <= 1 + 8  # ask-01's price, and four pages of two: to ask-07
     wallet.release.set()
     await waiting
+
+
+class AnsweringInPart(RecordingWallet):
+    """A wallet whose answer to each batch is scripted: False (not every command answered for
+    good: slower than the wait, a result lost, a failure it recorded no outcome for) while
+    `answers` says so, True after."""
+
+    def __init__(self, *answers: bool) -> None:
+        super().__init__()
+        self.answers = list(answers)
+
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
+        await super().dispatch(batch, market)
+        return self.answers.pop(0) if self.answers else True
+
+
+def ask_and_bid(prefix: str) -> tuple[SpotOrder, SpotOrder]:
+    """alice's ask and bob's bid of 0.01 BTC at 100.00: they cross in full."""
+    return (
+        limit(f"{prefix}-ask", "alice", Side.SELL, "100.00", "0.01"),
+        limit(f"{prefix}-bid", "bob", Side.BUY, "100.00", "0.01"),
+    )
+
+
+async def test_a_batch_the_wallet_did_not_answer_in_full_is_sent_again_until_it_is(
+    empty_store: SpotStore,
+) -> None:
+    """Before, a batch was marked sent whatever the wallet answered: a fill whose settlement
+    timed out (or failed without an outcome) showed filled, its money never moved, and nothing
+    sent it again."""
+    store = await holding(empty_store, *ask_and_bid("resend"))
+    wallet = AnsweringInPart(False, False)
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await matcher.recover()
+    batch = await matcher.apply([locked("resend-ask"), locked("resend-bid")])
+    assert batch is not None
+    assert batch.fills
+
+    # shown (the matcher does not hold the market for the wallet), yet unconfirmed
+    assert (await store.get("resend-bid")).status is Status.FILLED  # type: ignore[union-attr]
+    assert await store.undispatched(MARKET.pair) == [batch]
+
+    assert await matcher.resend_unconfirmed() == 0  # answered in part again: kept
+    assert await store.undispatched(MARKET.pair) == [batch]
+    assert await matcher.resend_unconfirmed() == 1
+    assert await store.undispatched(MARKET.pair) == []
+    assert await matcher.resend_unconfirmed() == 0  # nothing left to send
+    assert wallet.batches == [batch.batch_id] * 3
+
+
+async def test_a_resend_pass_takes_a_page_and_the_next_goes_on_after_it(
+    empty_store: SpotStore,
+) -> None:
+    """A batch the wallet never answers in full holds back no other: the passes go round."""
+    asks = [limit(f"page-ask-{n}", "alice", Side.SELL, f"10{n}.00", "0.01") for n in range(3)]
+    store = await holding(empty_store, *asks)
+    wallet = AnsweringInPart(*[False] * 12)
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await matcher.recover()
+    batches = [await matcher.apply([locked(ask.order_id)]) for ask in asks]
+    ids = [b.batch_id for b in batches if b is not None]
+    assert len(ids) == 3
+    assert wallet.batches == ids
+    wallet.batches.clear()
+
+    for _ in range(3):
+        assert await matcher.resend_unconfirmed(page=2) == 0
+    assert wallet.batches == [ids[0], ids[1], ids[2], ids[0], ids[1]]
+
+
+async def test_a_rebuilt_matcher_sends_unconfirmed_batches_again_each_once(
+    empty_store: SpotStore,
+) -> None:
+    """On a rebuild, a batch shown unconfirmed is sent again; one stored and never sent (a crash
+    before the wallet) is sent once, before it is shown, not a second time by the same rebuild's
+    resend pass."""
+    store = await holding(empty_store, *ask_and_bid("rebuild"))
+    first = MarketMatcher(MARKET, FEES, store, AnsweringInPart(False), now)
+    await first.recover()
+    shown = await first.apply([locked("rebuild-ask")])
+    crashed = MarketMatcher(MARKET, FEES, store, AnsweringInPart(False), now)
+    await crashed.recover()  # sends the shown batch again: still not answered in full
+    crashed._wallet = KilledBeforeTheWallet()
+    with pytest.raises(RuntimeError, match="killed"):
+        await crashed.apply([locked("rebuild-bid")])
+    [shown_again, stored_only] = await store.undispatched(MARKET.pair)
+    assert shown is not None
+    assert shown_again == shown
+
+    wallet = AnsweringInPart(False, False)
+    rebuilt = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await rebuilt.recover()
+    assert sorted(wallet.batches) == sorted([shown.batch_id, stored_only.batch_id])
+    assert (await store.get("rebuild-bid")).status is Status.FILLED  # type: ignore[union-attr]
+    assert await store.undispatched(MARKET.pair) == [shown, stored_only]  # still unconfirmed
+
+
+class QuietPolls:
+    """trading.orders with nothing new: each poll waits its timeout and brings nothing."""
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, Any]:
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    async def commit(self) -> None:
+        raise AssertionError("nothing was consumed")
+
+
+async def test_the_consumer_sends_unconfirmed_batches_again_between_polls(
+    empty_store: SpotStore,
+) -> None:
+    store = await holding(empty_store, *ask_and_bid("loop"))
+    wallet = AnsweringInPart(False)
+    matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
+    await matcher.recover()
+    batch = await matcher.apply([locked("loop-ask"), locked("loop-bid")])
+    assert batch is not None
+    consumer = MatcherConsumer(
+        "unused", "t.trading.orders", lambda m: matcher, group_id="g", resend_every=0.2
+    )
+    consumer._consumer = QuietPolls()
+    consumer.matchers = {MARKET.pair: matcher}
+    running = asyncio.create_task(consumer._run())
+    try:
+        for _ in range(100):
+            if not await store.undispatched(MARKET.pair):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert await store.undispatched(MARKET.pair) == []
+    assert wallet.batches == [batch.batch_id] * 2

@@ -49,7 +49,7 @@ class _Locks(SpotWallet):
     async def lock(self, order: SpotOrder) -> None:
         pass
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         raise AssertionError("not the API's job")
 
 

@@ -778,6 +778,21 @@ async def test_batches_are_undispatched_until_marked(store: SpotStore) -> None:
     assert [b.first for b in await store.batches_after(MARKET.pair, 0)] == [1, 2, 3]
 
 
+async def test_undispatched_batches_are_read_a_page_at_a_time(store: SpotStore) -> None:
+    for first in range(1, 7):
+        assert await store.add_batch(batch(first), T0) is True
+    await store.mark_dispatched(batch(2))
+    await store.mark_dispatched(batch(5))
+
+    async def page(after: int, limit: int | None) -> list[int]:
+        return [b.last for b in await store.undispatched(MARKET.pair, after=after, limit=limit)]
+
+    assert await page(0, 2) == [1, 3]
+    assert await page(3, 2) == [4, 6]
+    assert await page(6, 2) == []
+    assert await page(1, None) == [3, 4, 6]
+
+
 async def test_the_last_sequence_of_a_market(store: SpotStore) -> None:
     assert await store.last_sequence(MARKET.pair) == 0
     for each in (batch(1, 4), batch(5, 6), batch(1, 9, pair=OTHER.pair)):
@@ -988,7 +1003,7 @@ class _Locks(SpotWallet):
     async def lock(self, order: SpotOrder) -> None:
         self.locked.append(order.order_id)
 
-    async def dispatch(self, batch: SpotBatch, market: Market) -> None:
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
         raise AssertionError("not the API's job")
 
 

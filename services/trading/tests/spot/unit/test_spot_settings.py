@@ -28,3 +28,12 @@ def test_a_period_that_is_not_positive_stops_the_service(
     monkeypatch.setenv("SPOT_EXPIRY_CANCEL_AGAIN_AFTER_SECONDS", raw)
     with pytest.raises(ValidationError):
         SpotSettings()
+
+
+def test_the_unconfirmed_batches_resend_has_its_own_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SpotSettings().spot_unconfirmed_resend_seconds == 30
+    monkeypatch.setenv("SPOT_UNCONFIRMED_RESEND_SECONDS", "2.5")
+    assert SpotSettings().spot_unconfirmed_resend_seconds == 2.5
+    monkeypatch.setenv("SPOT_UNCONFIRMED_RESEND_SECONDS", "0")
+    with pytest.raises(ValidationError):
+        SpotSettings()

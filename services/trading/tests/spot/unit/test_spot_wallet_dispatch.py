@@ -1,10 +1,12 @@
 """A matcher batch's wallet commands: one the wallet failed on without recording an outcome
 (`processing_failed`: it may still apply) is sent again, a few times, before the batch is shown
 anyway. Before, such an answer left the fill unsettled (shown filled, nothing moved) or the
-release locked for good after one passing database error."""
+release locked for good after one passing database error. The dispatch says whether the wallet
+answered every command for good: a batch it did not is sent again later by the matcher."""
 
 from __future__ import annotations
 
+import pytest
 from structlog.testing import capture_logs
 
 from shared.wallet_client import UNRECORDED_REFUSAL_TRIES
@@ -43,7 +45,8 @@ async def test_a_command_the_wallet_failed_on_is_sent_again_until_it_applies() -
     client = AnsweringWallet()
     client.answers = ["failed", "applied", "applied"]  # the settle first, then the unlock
     with capture_logs() as logs:
-        await SpotWallet(client, unrecorded_refusal_pause=0).dispatch(batch(), MARKET)
+        confirmed = await SpotWallet(client, unrecorded_refusal_pause=0).dispatch(batch(), MARKET)
+    assert confirmed
     assert [(c.type, c.reference_id) for c in client.sent] == [
         ("settle_trade", "t-1"),
         ("unlock", "sell-1:unlock:filled"),
@@ -58,8 +61,28 @@ async def test_a_command_the_wallet_fails_on_every_time_holds_the_batch_back_onl
     client = AnsweringWallet()
     client.answers = ["failed", "applied"] + ["failed"] * (UNRECORDED_REFUSAL_TRIES - 1)
     with capture_logs() as logs:
-        await SpotWallet(client, unrecorded_refusal_pause=0).dispatch(batch(), MARKET)
+        confirmed = await SpotWallet(client, unrecorded_refusal_pause=0).dispatch(batch(), MARKET)
+    assert not confirmed
     settles = [c for c in client.sent if c.type == "settle_trade"]
     assert len(settles) == UNRECORDED_REFUSAL_TRIES
     [failed] = [e for e in logs if e["event"] == "spot.wallet_failed_on_batch"]
     assert (failed["commands"], failed["log_level"]) == (1, "error")
+
+
+@pytest.mark.parametrize(
+    ("answers", "confirmed"),
+    [
+        (["applied", "applied"], True),
+        (["duplicate", "applied"], True),
+        (["rejected", "applied"], True),  # refused and recorded: final (logged where read)
+        (["applied", "timeout"], False),  # the unlock's answer did not come in time
+        (["timeout", "applied"], False),
+    ],
+)
+async def test_the_dispatch_says_whether_the_wallet_answered_every_command_for_good(
+    answers: list[str], confirmed: bool
+) -> None:
+    client = AnsweringWallet()
+    client.answers = list(answers)
+    wallet = SpotWallet(client, unrecorded_refusal_pause=0)
+    assert await wallet.dispatch(batch(), MARKET) is confirmed

@@ -244,8 +244,11 @@ class MemorySpotStore:
     async def batches_after(self, pair: str, sequence: int) -> list[SpotBatch]:
         return [batch_from(doc) for doc in self._of_market(pair) if doc["last"] > sequence]
 
-    async def undispatched(self, pair: str) -> list[SpotBatch]:
-        return [batch_from(doc) for doc in self._of_market(pair) if not doc["dispatched"]]
+    async def undispatched(
+        self, pair: str, *, after: int = 0, limit: int | None = None
+    ) -> list[SpotBatch]:
+        found = [d for d in self._of_market(pair) if not d["dispatched"] and d["last"] > after]
+        return [batch_from(doc) for doc in found[:limit]]
 
     async def mark_dispatched(self, batch: SpotBatch) -> None:
         stored = self._batches.get(batch.batch_id)

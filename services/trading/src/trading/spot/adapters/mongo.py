@@ -244,8 +244,11 @@ class MongoSpotStore:
         )
         return [batch_from(doc) async for doc in cursor]
 
-    async def undispatched(self, pair: str) -> list[SpotBatch]:
-        cursor = self._batches.find({"pair": pair, "dispatched": False}).sort("last", ASCENDING)
+    async def undispatched(
+        self, pair: str, *, after: int = 0, limit: int | None = None
+    ) -> list[SpotBatch]:
+        query = {"pair": pair, "dispatched": False, "last": {"$gt": after}}
+        cursor = self._batches.find(query).sort("last", ASCENDING).limit(limit or 0)
         return [batch_from(doc) async for doc in cursor]
 
     async def mark_dispatched(self, batch: SpotBatch) -> None:
