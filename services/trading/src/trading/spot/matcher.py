@@ -14,7 +14,9 @@ replays safely:
 A batch is marked dispatched once the wallet answered each of its commands for good. One shown
 without that (the wallet slower than the matcher's wait, a result lost, a failure the wallet
 recorded no outcome for) stays unconfirmed and is sent again by `resend_unconfirmed`, which the
-consumer runs every `resend_every` seconds between polls, until the wallet answers it in full.
+consumer runs between polls, right after each rebalance and then every `resend_every` seconds,
+until the wallet answers it in full. Never from the rebalance listener: no heartbeat goes out
+while it runs, and a wallet that is down would hold each rebalance past the session timeout.
 After a restart the book is the stored resting orders in their time priority: nothing open is
 lost, and an order is in the book only once its lock is applied (it came from a `locked` message).
 """
@@ -121,12 +123,10 @@ class MarketMatcher:
         stored = await self._store.batches_after(pair, projected)
         # Read after the batches: one an old owner stores meanwhile is not in `stored`, and one
         # listed is found here unless it was marked sent (by then the wallet applied it).
-        unsent = {batch.batch_id for batch in await self._store.undispatched(pair)}
-        sent: set[str] = set()
+        unsent = {b.batch_id for b in await self._store.undispatched(pair, after=projected)}
         for batch in stored:
             if batch.batch_id in unsent:  # the wallet first, as `apply` does
                 await self._dispatch(batch)
-                sent.add(batch.batch_id)
             await self._store.project(batch, self.market, self._clock())
             projected = max(projected, batch.last)
         book = OrderBook(self.market, self._fees, sequence=projected)
@@ -137,10 +137,9 @@ class MarketMatcher:
         self.book = book
         self._expiries = [(o.expires_at, o.order_id) for o in resting if o.expires_at is not None]
         heapq.heapify(self._expiries)
-        # Projected by a version that sent after projecting, or shown before the wallet answered
-        # in full: the oldest page now, the rest by the consumer's resend passes.
+        # The batches shown before the wallet answered them in full are the consumer's resend
+        # passes' (the first right after this rebalance), from the oldest.
         self._unconfirmed_after = 0
-        await self.resend_unconfirmed(skip=frozenset(sent))
         log.info("spot.recovered", pair=pair, resting=len(book), sequence=book.sequence)
 
     async def apply(self, messages: Sequence[OrderMessage]) -> SpotBatch | None:
@@ -229,22 +228,25 @@ class MarketMatcher:
         bids, asks = book.depth(self._levels)
         return SpotBatch(self.market.pair, first, book.sequence, fills, changes, bids, asks)
 
-    async def resend_unconfirmed(
-        self, *, page: int = UNCONFIRMED_PAGE, skip: frozenset[str] = frozenset()
-    ) -> int:
+    async def resend_unconfirmed(self, *, page: int = UNCONFIRMED_PAGE) -> int:
         """Sends the commands of stored batches not yet answered in full by the wallet again
         (the wallet applies each reference once), at most `page` batches, oldest first, going on
-        after the page the pass before took; `skip` names batches just sent. The number the
+        after the page the pass before took (from the oldest again after the last). The number the
         wallet has now answered in full (marked dispatched).
 
         Never beside `apply` of this market: the consumer runs both from its one loop."""
         pair = self.market.pair
-        found = await retrying(
-            "read unconfirmed batches",
-            lambda: self._store.undispatched(pair, after=self._unconfirmed_after, limit=page),
-        )
-        self._unconfirmed_after = found[-1].last if len(found) == page else 0
-        batches = [batch for batch in found if batch.batch_id not in skip]
+
+        async def page_after(after: int) -> list[SpotBatch]:
+            return await retrying(
+                "read unconfirmed batches",
+                lambda: self._store.undispatched(pair, after=after, limit=page),
+            )
+
+        batches = await page_after(self._unconfirmed_after)
+        if not batches and self._unconfirmed_after:
+            batches = await page_after(0)  # the pass before ended on the last one: round again
+        self._unconfirmed_after = batches[-1].last if len(batches) == page else 0
         if not batches:
             return 0
         confirmed = await asyncio.gather(*(self._dispatch(batch) for batch in batches))
@@ -304,6 +306,8 @@ class MatcherConsumer:
         self._markets = markets
         self._batch_size = batch_size
         self._resend_every = resend_every
+        # When the next resend pass is due (the event loop's clock); 0 right after a rebalance.
+        self._resend_at = 0.0
         self._options = {
             "bootstrap_servers": bootstrap_servers,
             "group_id": group_id,
@@ -346,17 +350,17 @@ class MatcherConsumer:
                 matcher = self._make_matcher(market)
                 await retrying(f"recover {pair}", matcher.recover)
                 self.matchers[pair] = matcher
+        self._resend_at = 0.0  # their unconfirmed batches: in the loop, between two polls
         # which instance writes which market, after every rebalance
         log.info("spot.markets_owned", markets=sorted(self.matchers), partitions=sorted(partitions))
 
     async def _run(self) -> None:
         assert self._consumer is not None
         clock = asyncio.get_running_loop().time
-        resend_at = clock() + self._resend_every
         while True:
-            if clock() >= resend_at:
+            if clock() >= self._resend_at:
                 await self._resend_unconfirmed()
-                resend_at = clock() + self._resend_every
+                self._resend_at = clock() + self._resend_every
             batches = await self._consumer.getmany(timeout_ms=100, max_records=self._batch_size)
             if not batches:
                 continue
@@ -378,6 +382,7 @@ class MatcherConsumer:
                     matcher = self._make_matcher(market)
                     await retrying(f"recover {pair}", matcher.recover)
                     self.matchers[pair] = matcher
+                    self._resend_at = 0.0
                 matchers.append((matcher, messages))
             # The markets at once: each waits on the wallet for its own batch, so one market's
             # wait does not delay another's decided in the same poll (their books share

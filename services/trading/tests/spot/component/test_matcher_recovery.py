@@ -1047,52 +1047,59 @@ async def test_a_batch_the_wallet_did_not_answer_in_full_is_sent_again_until_it_
 async def test_a_resend_pass_takes_a_page_and_the_next_goes_on_after_it(
     empty_store: SpotStore,
 ) -> None:
-    """A batch the wallet never answers in full holds back no other: the passes go round."""
-    asks = [limit(f"page-ask-{n}", "alice", Side.SELL, f"10{n}.00", "0.01") for n in range(3)]
+    """A batch the wallet never answers in full holds back no other: the passes go round, and
+    one after a page that ended on the last batch starts from the oldest again (it sent
+    nothing)."""
+    asks = [limit(f"page-ask-{n}", "alice", Side.SELL, f"10{n}.00", "0.01") for n in range(4)]
     store = await holding(empty_store, *asks)
     wallet = AnsweringInPart(*[False] * 12)
     matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
     await matcher.recover()
     batches = [await matcher.apply([locked(ask.order_id)]) for ask in asks]
     ids = [b.batch_id for b in batches if b is not None]
-    assert len(ids) == 3
+    assert len(ids) == 4
     assert wallet.batches == ids
     wallet.batches.clear()
 
     for _ in range(3):
         assert await matcher.resend_unconfirmed(page=2) == 0
-    assert wallet.batches == [ids[0], ids[1], ids[2], ids[0], ids[1]]
+    assert wallet.batches == [*ids, ids[0], ids[1]]
 
 
 async def test_a_rebuilt_matcher_sends_unconfirmed_batches_again_each_once(
     empty_store: SpotStore,
 ) -> None:
-    """On a rebuild, a batch shown unconfirmed is sent again; one stored and never sent (a crash
-    before the wallet) is sent once, before it is shown, not a second time by the same rebuild's
-    resend pass."""
+    """A rebuild sends a batch stored and never sent (a crash before the wallet) before it shows
+    it, and only that: it runs in the rebalance listener, where no heartbeat goes out, so the
+    batches shown unconfirmed are left to the resend pass (before, a wallet that is down held
+    each rebalance past the session timeout)."""
     store = await holding(empty_store, *ask_and_bid("rebuild"))
     first = MarketMatcher(MARKET, FEES, store, AnsweringInPart(False), now)
     await first.recover()
     shown = await first.apply([locked("rebuild-ask")])
-    crashed = MarketMatcher(MARKET, FEES, store, AnsweringInPart(False), now)
-    await crashed.recover()  # sends the shown batch again: still not answered in full
-    crashed._wallet = KilledBeforeTheWallet()
+    crashed = MarketMatcher(MARKET, FEES, store, KilledBeforeTheWallet(), now)
+    await crashed.recover()
     with pytest.raises(RuntimeError, match="killed"):
         await crashed.apply([locked("rebuild-bid")])
     [shown_again, stored_only] = await store.undispatched(MARKET.pair)
     assert shown is not None
     assert shown_again == shown
 
-    wallet = AnsweringInPart(False, False)
+    wallet = AnsweringInPart(False)
     rebuilt = MarketMatcher(MARKET, FEES, store, wallet, now)
     await rebuilt.recover()
-    assert sorted(wallet.batches) == sorted([shown.batch_id, stored_only.batch_id])
+    assert wallet.batches == [stored_only.batch_id]
     assert (await store.get("rebuild-bid")).status is Status.FILLED  # type: ignore[union-attr]
     assert await store.undispatched(MARKET.pair) == [shown, stored_only]  # still unconfirmed
+    assert await rebuilt.resend_unconfirmed() == 2
+    assert wallet.batches == [stored_only.batch_id, shown.batch_id, stored_only.batch_id]
 
 
 class QuietPolls:
     """trading.orders with nothing new: each poll waits its timeout and brings nothing."""
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(6))
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, Any]:
         await asyncio.sleep(timeout_ms / 1000)
@@ -1102,9 +1109,13 @@ class QuietPolls:
         raise AssertionError("nothing was consumed")
 
 
+@pytest.mark.parametrize(
+    ("resend_every", "after_a_rebalance"), [(0.2, False), (3600, True)], ids=["period", "rebalance"]
+)
 async def test_the_consumer_sends_unconfirmed_batches_again_between_polls(
-    empty_store: SpotStore,
+    empty_store: SpotStore, resend_every: float, after_a_rebalance: bool
 ) -> None:
+    """Every `resend_every` seconds, and right after a rebalance (whatever the period)."""
     store = await holding(empty_store, *ask_and_bid("loop"))
     wallet = AnsweringInPart(False)
     matcher = MarketMatcher(MARKET, FEES, store, wallet, now)
@@ -1112,10 +1123,19 @@ async def test_the_consumer_sends_unconfirmed_batches_again_between_polls(
     batch = await matcher.apply([locked("loop-ask"), locked("loop-bid")])
     assert batch is not None
     consumer = MatcherConsumer(
-        "unused", "t.trading.orders", lambda m: matcher, group_id="g", resend_every=0.2
+        "unused",
+        "t.trading.orders",
+        lambda m: MarketMatcher(m, FEES, store, wallet, now),
+        group_id="g",
+        resend_every=resend_every,
     )
     consumer._consumer = QuietPolls()
-    consumer.matchers = {MARKET.pair: matcher}
+    if after_a_rebalance:
+        # the loop's first pass (no market owned yet), then a rebalance hands it every market
+        consumer._resend_at = asyncio.get_running_loop().time() + resend_every
+        await consumer.take_over(set(range(6)))
+    else:
+        consumer.matchers = {MARKET.pair: matcher}
     running = asyncio.create_task(consumer._run())
     try:
         for _ in range(100):
