@@ -15,8 +15,9 @@ A batch is marked dispatched once the wallet answered each of its commands for g
 without that (the wallet slower than the matcher's wait, a result lost, a failure the wallet
 recorded no outcome for) stays unconfirmed and is sent again by `resend_unconfirmed`, which the
 consumer runs between polls, right after each rebalance and then every `resend_every` seconds,
-until the wallet answers it in full. Never from the rebalance listener: no heartbeat goes out
-while it runs, and a wallet that is down would hold each rebalance past the session timeout.
+until the wallet answers it in full. The consumer's loop also rebuilds the markets of each
+assignment (`take_over`): never the rebalance listener, as no heartbeat goes out while it runs,
+and a wallet or a MongoDB that is down would hold each rebalance past the session timeout.
 After a restart the book is the stored resting orders in their time priority: nothing open is
 lost, and an order is in the book only once its lock is applied (it came from a `locked` message).
 """
@@ -276,12 +277,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner = owner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._owner.joined.clear()
-        self._owner.matchers.clear()  # their next owner rebuilds them from the store
+        self._owner.revoked()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._owner.take_over({tp.partition for tp in assigned})
-        self._owner.joined.set()
+        # Noted only: the consumer's loop rebuilds the markets (`take_over`). No heartbeat goes
+        # out while a listener runs, and a rebuild may wait on the wallet (a batch stored and
+        # never sent) or on MongoDB: here it could outlast the session and rebalance the group
+        # again, for as long as either is down.
+        self._owner.assigned({tp.partition for tp in assigned})
 
 
 class MatcherConsumer:
@@ -308,6 +311,8 @@ class MatcherConsumer:
         self._resend_every = resend_every
         # When the next resend pass is due (the event loop's clock); 0 right after a rebalance.
         self._resend_at = 0.0
+        # The partitions of the latest assignment, until the loop has taken their markets over.
+        self._assigned: set[int] | None = None
         self._options = {
             "bootstrap_servers": bootstrap_servers,
             "group_id": group_id,
@@ -341,6 +346,20 @@ class MatcherConsumer:
             await self._consumer.stop()
         self._task = self._consumer = None
 
+    def revoked(self) -> None:
+        self.joined.clear()
+        self.matchers.clear()  # their next owner rebuilds them from the store
+        self._assigned = None
+
+    def assigned(self, partitions: set[int]) -> None:
+        self._assigned = partitions
+
+    async def _take_over_assigned(self) -> None:
+        if self._assigned is not None:
+            partitions, self._assigned = self._assigned, None
+            await self.take_over(partitions)
+            self.joined.set()
+
     async def take_over(self, partitions: set[int]) -> None:
         assert self._consumer is not None
         every = self._consumer.partitions_for_topic(self._topic) or partitions
@@ -358,10 +377,13 @@ class MatcherConsumer:
         assert self._consumer is not None
         clock = asyncio.get_running_loop().time
         while True:
+            await self._take_over_assigned()
             if clock() >= self._resend_at:
                 await self._resend_unconfirmed()
                 self._resend_at = clock() + self._resend_every
             batches = await self._consumer.getmany(timeout_ms=100, max_records=self._batch_size)
+            # a rebalance within this poll: its markets are rebuilt before its records are decided
+            await self._take_over_assigned()
             if not batches:
                 continue
             by_market: dict[str, list[OrderMessage]] = {}

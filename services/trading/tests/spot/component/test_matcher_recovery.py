@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -28,7 +29,7 @@ from trading.spot.adapters.memory import MemorySpotStore
 from trading.spot.adapters.mongo import MongoSpotStore
 from trading.spot.domain.book import OrderType, Side, Status
 from trading.spot.domain.markets import MARKETS, Fees, Market
-from trading.spot.matcher import MarketMatcher, MatcherConsumer
+from trading.spot.matcher import MarketMatcher, MatcherConsumer, _Rebalance
 from trading.spot.messages import OrderMessage, encode
 from trading.spot.orders import SpotBatch, SpotOrder
 from trading.spot.ports import SpotStore
@@ -1148,3 +1149,64 @@ async def test_the_consumer_sends_unconfirmed_batches_again_between_polls(
             await running
     assert await store.undispatched(MARKET.pair) == []
     assert wallet.batches == [batch.batch_id] * 2
+
+
+class HeldWallet(RecordingWallet):
+    """A wallet that does not answer until `release` is set (down, or slower than the session)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def dispatch(self, batch: SpotBatch, market: Market) -> bool:
+        await self.release.wait()
+        return await super().dispatch(batch, market)
+
+
+async def test_an_assignment_is_taken_over_by_the_loop_not_the_rebalance_listener(
+    empty_store: SpotStore,
+) -> None:
+    """Rebuilding a market may wait on the wallet (a batch stored and never sent). Before, the
+    rebalance listener rebuilt the markets, and no heartbeat goes out while it runs: a wallet
+    down for longer than the session timeout got the member evicted at each rebalance."""
+    store = await holding(empty_store, *ask_and_bid("assign"))
+    crashed = MarketMatcher(MARKET, FEES, store, KilledBeforeTheWallet(), now)
+    await crashed.recover()
+    with pytest.raises(RuntimeError, match="killed"):
+        await crashed.apply([locked("assign-ask"), locked("assign-bid")])
+    [stored_only] = await store.undispatched(MARKET.pair)
+
+    wallet = HeldWallet()
+    consumer = MatcherConsumer(
+        "unused",
+        "t.trading.orders",
+        lambda m: MarketMatcher(m, FEES, store, wallet, now),
+        group_id="g",
+    )
+    consumer._consumer = QuietPolls()
+    listener = _Rebalance(consumer)
+    await asyncio.wait_for(
+        listener.on_partitions_assigned({TopicPartition("t.trading.orders", p) for p in range(6)}),
+        timeout=1,
+    )
+    assert consumer.matchers == {}  # noted only
+    assert not consumer.ready
+
+    running = asyncio.create_task(consumer._run())
+    consumer._task = running
+    try:
+        await asyncio.sleep(0.3)
+        assert not consumer.joined.is_set()  # the loop waits on the wallet, not the listener
+        wallet.release.set()
+        await asyncio.wait_for(consumer.joined.wait(), timeout=10)
+        assert consumer.ready
+        assert set(consumer.matchers) == set(MARKETS)
+        assert wallet.batches == [stored_only.batch_id]
+        assert (await store.get("assign-bid")).status is Status.FILLED  # type: ignore[union-attr]
+        await listener.on_partitions_revoked(set())
+        assert consumer.matchers == {}
+        assert not consumer.ready
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
