@@ -311,8 +311,10 @@ class MatcherConsumer:
         self._resend_every = resend_every
         # When the next resend pass is due (the event loop's clock); 0 right after a rebalance.
         self._resend_at = 0.0
-        # The partitions of the latest assignment, until the loop has taken their markets over.
+        # The partitions of the latest assignment, until the loop has taken their markets over,
+        # and how many revocations there were (a rebuild that saw one meanwhile is void).
         self._assigned: set[int] | None = None
+        self._revocations = 0
         self._options = {
             "bootstrap_servers": bootstrap_servers,
             "group_id": group_id,
@@ -350,6 +352,7 @@ class MatcherConsumer:
         self.joined.clear()
         self.matchers.clear()  # their next owner rebuilds them from the store
         self._assigned = None
+        self._revocations += 1
 
     def assigned(self, partitions: set[int]) -> None:
         self._assigned = partitions
@@ -357,21 +360,30 @@ class MatcherConsumer:
     async def _take_over_assigned(self) -> None:
         if self._assigned is not None:
             partitions, self._assigned = self._assigned, None
-            await self.take_over(partitions)
-            self.joined.set()
+            if await self.take_over(partitions):
+                self.joined.set()
 
-    async def take_over(self, partitions: set[int]) -> None:
+    async def take_over(self, partitions: set[int]) -> bool:
+        """Rebuilds the markets of `partitions`; False, keeping none of them, if the partitions
+        were revoked meanwhile (the listener runs while a rebuild waits on MongoDB or the
+        wallet): the next assignment's rebuild comes next."""
         assert self._consumer is not None
+        revocations = self._revocations
         every = self._consumer.partitions_for_topic(self._topic) or partitions
         self.matchers.clear()
         for pair, market in self._markets.items():
             if partition_of(pair, list(every)) in partitions:
                 matcher = self._make_matcher(market)
                 await retrying(f"recover {pair}", matcher.recover)
+                if self._revocations != revocations:
+                    log.info("spot.take_over_revoked", partitions=sorted(partitions))
+                    self.matchers.clear()
+                    return False
                 self.matchers[pair] = matcher
         self._resend_at = 0.0  # their unconfirmed batches: in the loop, between two polls
         # which instance writes which market, after every rebalance
         log.info("spot.markets_owned", markets=sorted(self.matchers), partitions=sorted(partitions))
+        return True
 
     async def _run(self) -> None:
         assert self._consumer is not None

@@ -21,6 +21,7 @@ import pytest_asyncio
 from aiokafka import TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from structlog.testing import capture_logs
 
 from shared.testing.fixtures import unique_database_name
 from trading.errors import Conflict, Invalid
@@ -1206,6 +1207,62 @@ async def test_an_assignment_is_taken_over_by_the_loop_not_the_rebalance_listene
         await listener.on_partitions_revoked(set())
         assert consumer.matchers == {}
         assert not consumer.ready
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+class SlowStates:
+    """The store as a rebuild sees it while MongoDB is slow: each market's state waits on
+    `release`."""
+
+    def __init__(self, store: SpotStore) -> None:
+        self._store = store
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def market_state(self, pair: str) -> Any:
+        self.reading.set()
+        await self.release.wait()
+        return await self._store.market_state(pair)
+
+
+async def test_a_rebuild_whose_partitions_are_revoked_meanwhile_is_dropped() -> None:
+    """The listener runs while the loop's rebuild waits. Before, the rebuild went on after a
+    revoke, kept the revoked markets and reported the consumer ready mid-rebalance (and through
+    the next assignment's rebuild)."""
+    store = SlowStates(MemorySpotStore())
+    consumer = MatcherConsumer(
+        "unused",
+        "t.trading.orders",
+        lambda m: MarketMatcher(m, FEES, store, RecordingWallet(), now),  # type: ignore[arg-type]
+        group_id="g",
+    )
+    consumer._consumer = QuietPolls()
+    listener = _Rebalance(consumer)
+    every = {TopicPartition("t.trading.orders", p) for p in range(6)}
+    await listener.on_partitions_assigned(every)
+    running = asyncio.create_task(consumer._run())
+    consumer._task = running
+    try:
+        with capture_logs() as logs:
+            await asyncio.wait_for(store.reading.wait(), timeout=5)
+            await listener.on_partitions_revoked(every)
+            store.release.set()
+            await asyncio.sleep(0.3)
+            assert (consumer.matchers, consumer.ready) == ({}, False)
+            assert not [e for e in logs if e["event"] == "spot.markets_owned"]
+
+            await listener.on_partitions_assigned(every)  # the next generation's
+            await asyncio.wait_for(consumer.joined.wait(), timeout=10)
+        assert consumer.ready
+        assert set(consumer.matchers) == set(MARKETS)
+        [owned] = [e for e in logs if e["event"] == "spot.markets_owned"]
+        assert owned["markets"] == sorted(MARKETS)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
