@@ -3,9 +3,9 @@ run by test_two_trading_processes.py, which SIGKILLs it while it hangs. Configur
 environment like `python -m trading`.
 
 Once the file named by TRADING_HANG_ARMED exists, the next batch of fills of TRADING_HANG_PAIR
-that the matcher has stored and is about to send stops there: the process writes the batch's first
-trade id to the file named by TRADING_HANG_MARKER and never sends it, so the test kills the
-process at exactly that point (decided and stored, not sent, not marked sent).
+that the matcher has stored and is about to send for the first time stops there: the process
+writes the batch's first trade id to the file named by TRADING_HANG_MARKER and never sends it, so
+the test kills the process at exactly that point (decided and stored, not sent, not marked sent).
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ class Hang:
         self.armed = Path(os.environ["TRADING_HANG_ARMED"])
         self.marker = Path(os.environ["TRADING_HANG_MARKER"])
         self.pair = os.environ["TRADING_HANG_PAIR"]
+        self.sent: set[str] = set()
 
     def here(self, batch: SpotBatch, market: Market) -> bool:
-        if batch.fills and market.pair == self.pair and self.armed.exists():
+        # Only a batch's first sending: a resend pass's (a batch the wallet was slow on before the
+        # test armed this) is not the decision the test waits for.
+        first = batch.batch_id not in self.sent
+        self.sent.add(batch.batch_id)
+        if first and batch.fills and market.pair == self.pair and self.armed.exists():
             self.marker.write_text(batch.fills[0].trade_id)
             return True
         return False
