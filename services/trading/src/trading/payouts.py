@@ -1,7 +1,9 @@
 """Payouts the service sends the wallet (savings interest, referral commissions) are recorded
 before they are sent: one document per wallet reference, `pending` until the wallet's result
 makes it `paid` or `failed`. The insert on the reference decides once what is paid under it, so
-a rerun or a redelivered event resends the very same command, or nothing once it is settled."""
+a rerun or a redelivered event resends the very same command, or nothing once it is settled.
+
+A payout failed with `processing_failed` is not settled for good (`trading.payout_status`)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ from typing import Any, Final
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from trading.mongo_values import decimal_of
+from trading.payout_status import FAILED, PENDING
 
 type Document = dict[str, Any]
 
-PENDING: Final = "pending"
+# `unsettled`, as a MongoDB filter.
+UNSETTLED: Final = {"$or": [{"status": PENDING}, {"status": FAILED, "reason": UNRECORDED_REFUSAL}]}
 
 
 class PayoutRecords:
@@ -44,9 +49,10 @@ class PayoutRecords:
     async def settle(
         self, reference_id: str, status: str, reason: str | None, at: datetime
     ) -> None:
-        """pending → paid | failed, once (the filter expects it still pending)."""
+        """unsettled → paid | failed (the filter expects it `unsettled`): a settled record is not
+        changed again."""
         await self._collection.update_one(
-            {"_id": reference_id, "status": PENDING},
+            {"_id": reference_id, **UNSETTLED},
             {"$set": {"status": status, "reason": reason, "updated_at": at}},
         )
 

@@ -261,6 +261,22 @@ async def test_a_commission_is_settled_once(stores: Stores) -> None:
     assert await commissions.get("referral:tx-unknown:BTC") is None
 
 
+async def test_a_commission_failed_without_an_outcome_is_settled_again(stores: Stores) -> None:
+    """`processing_failed` (an earlier version recorded it as a refusal): the wallet recorded
+    no outcome, so a later answer settles it."""
+    commissions = stores.commissions
+    await commissions.claim(_due("tx-1"), T0)
+    await commissions.settle("referral:tx-1:BTC", "failed", "processing_failed", T0)
+    later = T0 + timedelta(seconds=1)
+    await commissions.settle("referral:tx-1:BTC", "paid", None, later)
+    await commissions.settle(
+        "referral:tx-1:BTC", "failed", "processing_failed", later + timedelta(seconds=1)
+    )
+    record = await commissions.get("referral:tx-1:BTC")
+    assert record is not None
+    assert (record["status"], record["reason"], record["updated_at"]) == ("paid", None, later)
+
+
 async def test_commissions_awaiting_the_wallet_since_they_were_last_sent(
     stores: Stores,
 ) -> None:

@@ -232,8 +232,10 @@ async def test_an_unrecorded_refusal_read_from_the_results_settles_nothing(rig: 
 
 
 async def test_a_payment_the_wallet_fails_on_every_time_fails_after_a_few_tries(rig: Rig) -> None:
-    """No day waits for good on it: after the last try it is failed with the wallet's reason,
-    for a person to look at, and not sent again."""
+    """No day waits for good on it: after the last try it is failed with the wallet's reason.
+    Not for good: the wallet recorded no outcome, so the next run of the day (the scheduler's
+    at its start, an operator's) sends it again. Before, it was never sent again and the saver
+    was never paid that day."""
     await rig.save("gus", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
     rig.wallet.answers = ["failed"] * 3
     report = await rig.service.accrue(DAY)
@@ -241,8 +243,28 @@ async def test_a_payment_the_wallet_fails_on_every_time_fails_after_a_few_tries(
     assert len(rig.wallet.sent) == 3
     [record] = await rig.accruals.of_day("USDT", DAY)
     assert (record["status"], record["reason"]) == ("failed", "processing_failed")
+
+    rerun = await rig.service.accrue(DAY)  # the wallet applies it this time
+    assert (rerun["items"][0]["paid"], rerun["items"][0]["already_settled"]) == (1, 0)
+    assert len(rig.wallet.sent) == 4
+    assert {c.reference_id for c in rig.wallet.sent} == {record["reference_id"]}
+    assert (await rig.service.positions("gus"))[0]["interest_earned"] == "0.5"
     assert (await rig.service.accrue(DAY))["items"][0]["already_settled"] == 1
-    assert len(rig.wallet.sent) == 3
+    assert len(rig.wallet.sent) == 4
+
+
+async def test_a_later_answer_pays_a_payment_failed_without_an_outcome(rig: Rig) -> None:
+    """Another trading instance's run of the day got it applied after this one's last try
+    failed: the applied result read from `wallet.results` pays it. Before, the record stayed
+    failed while the saver's history showed the interest."""
+    await rig.save("ivy", "3650", datetime(2026, 11, 29, 9, tzinfo=UTC))
+    rig.wallet.answers = ["failed"] * 3
+    await rig.service.accrue(DAY)
+    sent = rig.wallet.sent[-1]
+    await rig.service.on_interest_result(result_of(sent, "applied", transaction_id="tx-ivy"))
+    [record] = await rig.accruals.of_day("USDT", DAY)
+    assert (record["status"], record["reason"]) == ("paid", None)
+    assert (await rig.service.positions("ivy"))[0]["interest_earned"] == "0.5"
 
 
 async def test_today_pays_on_the_balance_at_the_moment_of_the_run(rig: Rig) -> None:

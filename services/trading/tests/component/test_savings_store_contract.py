@@ -518,6 +518,23 @@ async def test_an_interest_record_is_settled_once(stores: Stores) -> None:
     assert await accruals.get("interest:USDT:2026-11-29:nobody") is None
 
 
+async def test_an_interest_record_failed_without_an_outcome_is_settled_again(
+    stores: Stores,
+) -> None:
+    """`processing_failed`: the wallet recorded no outcome, so the payment may still apply; a
+    later answer settles it (before, it stayed failed while the wallet paid it)."""
+    accruals = stores.accruals
+    await accruals.claim(_due(), T0)
+    reference = _due().reference_id
+    await accruals.settle(reference, "failed", "processing_failed", T0 + MS)
+    await accruals.settle(reference, "failed", "processing_failed", T0 + 2 * MS)  # again
+    await accruals.settle(reference, "paid", None, T0 + 3 * MS)
+    await accruals.settle(reference, "failed", "processing_failed", T0 + 4 * MS)  # paid: kept
+    record = await accruals.get(reference)
+    assert record is not None
+    assert (record["status"], record["reason"], record["updated_at"]) == ("paid", None, T0 + 3 * MS)
+
+
 async def test_racing_results_settle_an_interest_record_once(stores: Stores) -> None:
     await stores.accruals.claim(_due(), T0)
     reference = _due().reference_id

@@ -19,6 +19,7 @@ from typing import Any, Final
 from shared.money import add
 from shared.paging import Position
 from trading.memory_values import stored_decimal, stored_instant
+from trading.payout_status import unsettled
 from trading.referrals.application.ports import CommissionRecord
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
@@ -94,7 +95,7 @@ class MemoryCommissions:
         self, reference_id: str, status: str, reason: str | None, at: datetime
     ) -> None:
         record = self._records.get(reference_id)
-        if record is not None and record["status"] == PENDING:
+        if record is not None and unsettled(record["status"], record["reason"]):
             record |= {"status": status, "reason": reason, "updated_at": stored_instant(at)}
 
     async def awaiting_wallet(

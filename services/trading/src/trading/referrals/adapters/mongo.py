@@ -25,7 +25,8 @@ from pymongo.errors import DuplicateKeyError
 from shared.money import add
 from shared.paging import Position
 from trading.mongo_values import decimal_of, oldest_first, utc
-from trading.payouts import PENDING, PayoutRecords
+from trading.payout_status import PENDING
+from trading.payouts import PayoutRecords
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
 

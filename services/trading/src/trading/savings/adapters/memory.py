@@ -19,6 +19,7 @@ from shared.messaging import LedgerTransaction
 from shared.money import add
 from shared.paging import Position
 from trading.memory_values import stored_decimal, stored_instant
+from trading.payout_status import unsettled
 from trading.savings.application.ports import AccrualRecord, TransferRecord
 from trading.savings.domain.accrual import (
     INTEREST_TRANSACTION_TYPE,
@@ -182,7 +183,7 @@ class MemoryAccruals:
         self, reference_id: str, status: str, reason: str | None, at: datetime
     ) -> None:
         record = self._records.get(reference_id)
-        if record is not None and record["status"] == PENDING:
+        if record is not None and unsettled(record["status"], record["reason"]):
             record |= {"status": status, "reason": reason, "updated_at": stored_instant(at)}
 
     async def of_day(self, currency: str, day: date) -> list[AccrualRecord]:

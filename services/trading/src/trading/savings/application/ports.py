@@ -114,7 +114,9 @@ class Accruals(Protocol):
     async def settle(
         self, reference_id: str, status: str, reason: str | None, at: datetime
     ) -> None:
-        """pending → `status` (paid | failed), once: a settled record is not changed again."""
+        """pending, or failed with `processing_failed` (the wallet recorded no outcome: the
+        payment may still apply) → `status` (paid | failed); a record settled otherwise is not
+        changed again."""
         ...
 
     async def of_day(self, currency: str, day: date) -> list[AccrualRecord]:

@@ -18,6 +18,7 @@ from shared.messaging import CommandResult, unsendable_reason
 from shared.money import add, format_amount, negate
 from shared.paging import PageCursor
 from shared.wallet_client import WalletClient, WalletTimeout, send_until_final
+from trading.payout_status import unsettled
 from trading.savings.application.ports import (
     AccrualRecord,
     Accruals,
@@ -302,9 +303,11 @@ class SavingsService:
         return records + earlier, len(earlier)
 
     async def _pay(self, record: AccrualRecord) -> AccrualOutcome:
-        """Sends a pending payment with the figures it was claimed with; a settled one is not."""
+        """Sends an unsettled payment (pending, or failed only because the wallet failed on it
+        without recording an outcome) with the figures it was claimed with; a settled one is
+        not sent."""
         reference, currency, amount = record["reference_id"], record["currency"], record["amount"]
-        if record["status"] != "pending":
+        if not unsettled(record["status"], record["reason"]):
             return AccrualOutcome(reference, currency, amount, record["status"], False)
         send = partial(
             self._wallet.credit,
@@ -322,7 +325,8 @@ class SavingsService:
         )
         try:
             # A passing failure the wallet recorded no outcome for is tried again; the last
-            # such answer fails the payment, so no day waits for good on it.
+            # such answer fails the payment for now, so no day waits for good on it: the next
+            # run of the day sends it again, and a later answer settles it.
             result = await send_until_final(
                 send, event="savings.interest_not_final", pause=self._unrecorded_refusal_pause
             )
