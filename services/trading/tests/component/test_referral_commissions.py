@@ -269,6 +269,29 @@ async def test_a_refused_commission_is_not_asked_again(rig: Rig) -> None:
     assert rig.wallet.sent == [command]
 
 
+async def test_a_commission_an_earlier_version_failed_without_an_outcome_is_paid(
+    rig: Rig,
+) -> None:
+    """Earlier versions recorded a `processing_failed` answer (the wallet recorded no outcome)
+    as the commission's refusal, and it was never sent again: that referrer was never paid. It
+    is asked again like a pending one, and the wallet's answer pays it; a redelivered fee event
+    sends it again too."""
+    await rig.service.bind("uma", "una")
+    await rig.service.on_ledger_transaction(_swap("uma", "tx-unrecorded", rig.clock.now))
+    [command] = rig.wallet.sent
+    await rig.commissions.settle(command.reference_id, "failed", "processing_failed", rig.clock.now)
+    await rig.service.on_ledger_transaction(_swap("uma", "tx-unrecorded", rig.clock.now))
+    assert [c.reference_id for c in rig.wallet.sent] == [command.reference_id] * 2
+    rig.clock.advance(61)
+    [again] = await _asked_again(rig, command.reference_id)
+    await rig.service.on_commission_result(result_of(again, "applied"))
+    assert (await rig.service.summary("una"))["earned"] == [
+        {"currency": "BTC", "amount": "0.000002"}
+    ]
+    rig.clock.advance(3600)
+    assert await _asked_again(rig, command.reference_id) == []  # paid: nothing awaited
+
+
 async def _unsendable_commission(rig: Rig, invitee: str, tx_id: str) -> str:
     """A commission owed to a referrer an earlier version bound with an id no wallet command can
     carry (a space): its credit cannot be built, its first send failed as every send will. Its

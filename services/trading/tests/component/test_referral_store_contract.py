@@ -277,6 +277,29 @@ async def test_a_commission_failed_without_an_outcome_is_settled_again(stores: S
     assert (record["status"], record["reason"], record["updated_at"]) == ("paid", None, later)
 
 
+async def test_a_commission_failed_without_an_outcome_is_awaiting_the_wallet(
+    stores: Stores,
+) -> None:
+    """Asked again like a pending one (before, such a referrer was never paid); a commission
+    the wallet refused for good is not."""
+    commissions = stores.commissions
+    unrecorded, refused = _due("tx-unrecorded"), _due("tx-refused")
+    for due in (unrecorded, refused):
+        await commissions.claim(due, T0)
+    await commissions.settle(unrecorded.reference_id, "failed", "processing_failed", T0)
+    await commissions.settle(refused.reference_id, "failed", "insufficient_platform_funds", T0)
+    cutoff = T0 + timedelta(seconds=30)
+    assert _references(await commissions.awaiting_wallet(cutoff)) == {unrecorded.reference_id}
+    await commissions.mark_asked(unrecorded.reference_id, cutoff)
+    await commissions.mark_asked(refused.reference_id, cutoff)  # settled: not touched
+    assert await commissions.awaiting_wallet(cutoff) == []
+    asked = await commissions.get(unrecorded.reference_id)
+    untouched = await commissions.get(refused.reference_id)
+    assert asked is not None
+    assert untouched is not None
+    assert (asked["asked_at"], "asked_at" in untouched) == (cutoff, False)
+
+
 async def test_commissions_awaiting_the_wallet_since_they_were_last_sent(
     stores: Stores,
 ) -> None:

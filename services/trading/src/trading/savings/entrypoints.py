@@ -194,7 +194,8 @@ def savings_routes(
         """Accrue one day's interest (ops backfill). A past day pays on the balances at its end,
         today on those at this moment; a payment already made is never made again, and once a
         run of the day completed, a run again only resends the payments whose result was lost
-        (today too: savers who started later are not paid for it). 400: invalid_date,
+        or that the wallet failed on without recording an outcome (today too: savers who
+        started later are not paid for it). 400: invalid_date,
         date_in_future; 503: ledger_history_behind (retry)."""
         report = await service.accrue(parse_accrual_date(body.date))
         return AccrualReport.model_validate(report)

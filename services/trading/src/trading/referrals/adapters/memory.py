@@ -107,7 +107,7 @@ class MemoryCommissions:
             (
                 self._view(reference_id)
                 for reference_id, record in self._records.items()
-                if record["status"] == PENDING
+                if unsettled(record["status"], record["reason"])
                 and (record.get("asked_at") or record["created_at"]) < cutoff
                 and (start is None or (record["created_at"], reference_id) > start)
             ),
@@ -118,7 +118,7 @@ class MemoryCommissions:
 
     async def mark_asked(self, reference_id: str, at: datetime) -> None:
         record = self._records.get(reference_id)
-        if record is not None and record["status"] == PENDING:
+        if record is not None and unsettled(record["status"], record["reason"]):
             record["asked_at"] = stored_instant(at)
 
     async def earned_by(self, referrer_id: str) -> dict[str, Decimal]:

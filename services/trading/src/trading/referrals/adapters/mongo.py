@@ -25,8 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.money import add
 from shared.paging import Position
 from trading.mongo_values import decimal_of, oldest_first, utc
-from trading.payout_status import PENDING
-from trading.payouts import PayoutRecords
+from trading.payouts import UNSETTLED, PayoutRecords
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
 
@@ -120,22 +119,26 @@ class MongoCommissions(PayoutRecords):
     async def awaiting_wallet(
         self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[Document]:
-        """Commissions still pending whose command was last sent before `asked_before`: when
+        """Commissions still unsettled whose command was last sent before `asked_before`: when
         asked again (`asked_at`), else when claimed (it is sent right after its claim); oldest
         first, a page after `after`."""
         query = {
-            "status": PENDING,
-            "$or": [
-                {"asked_at": {"$lt": asked_before}},
-                {"asked_at": None, "created_at": {"$lt": asked_before}},
-            ],
+            "$and": [
+                UNSETTLED,
+                {
+                    "$or": [
+                        {"asked_at": {"$lt": asked_before}},
+                        {"asked_at": None, "created_at": {"$lt": asked_before}},
+                    ]
+                },
+            ]
         }
         page = oldest_first(self._collection, query, limit, after)
         return [self._view(document) async for document in page]
 
     async def mark_asked(self, reference_id: str, at: datetime) -> None:
         await self._collection.update_one(
-            {"_id": reference_id, "status": PENDING}, {"$set": {"asked_at": at}}
+            {"_id": reference_id, **UNSETTLED}, {"$set": {"asked_at": at}}
         )
 
     async def earned_by(self, referrer_id: str) -> dict[str, Decimal]:

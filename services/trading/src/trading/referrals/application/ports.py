@@ -66,14 +66,16 @@ class Commissions(Protocol):
     async def awaiting_wallet(
         self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> list[CommissionRecord]:
-        """Pending records whose command was last sent before `asked_before` (when asked again,
+        """Unsettled records (`trading.payout_status.unsettled`: pending, or failed with
+        `processing_failed`) whose command was last sent before `asked_before` (when asked again,
         `asked_at`, else when claimed), oldest first (by `created_at`, then `reference_id`), only
         those after `after` (the `(created_at, reference_id)` of one this returned) when given,
         at most `limit` of them (0: no limit)."""
         ...
 
     async def mark_asked(self, reference_id: str, at: datetime) -> None:
-        """The command of a pending record was sent again at `at` (a settled one is untouched)."""
+        """The command of an unsettled record was sent again at `at` (a settled one is
+        untouched)."""
         ...
 
     async def earned_by(self, referrer_id: str) -> dict[str, Decimal]:

@@ -14,6 +14,7 @@ from shared.messaging import CommandResult, LedgerTransaction, unsendable_reason
 from shared.money import format_amount
 from shared.paging import PageCursor
 from shared.wallet_client import WalletClient
+from trading.payout_status import unsettled
 from trading.referrals.application.ports import Bindings, CommissionRecord, Commissions
 from trading.referrals.domain.bindings import Binding, already_bound, check_binding
 from trading.referrals.domain.commissions import (
@@ -82,7 +83,7 @@ class ReferralService:
         bindings = await self._bindings.of_many(c.payer_id for c in charges)
         for due in commissions_due(transaction, bindings.get, self._rate):
             record = await self._commissions.claim(due, self._clock())
-            if record["status"] != "pending":
+            if not unsettled(record["status"], record["reason"]):
                 continue  # paid (or refused) the first time this event was read
             try:
                 await self._send(record)
@@ -92,10 +93,11 @@ class ReferralService:
                 _unsendable(record, error)
 
     async def ask_again(self, after: timedelta) -> int:
-        """Send again the command of each commission still pending `after` it was last sent: the
+        """Send again the command of each commission still unsettled `after` it was last sent: the
         wallet answers with the first outcome (a `duplicate` carrying it), so a result lost or
         dead-lettered on its way back settles the commission after all; at most once per `after`.
-        A refused one is `failed`, not pending: it is not asked again. The number sent.
+        A refused one is `failed` and not asked again, unless it failed with `processing_failed`
+        (recorded so by earlier versions: the wallet recorded no outcome). The number sent.
 
         A commission whose command cannot be built from what is stored (a value the wallet's
         command refuses) is logged as `referrals.commission_unsendable` and left pending, and the

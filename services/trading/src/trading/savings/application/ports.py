@@ -101,7 +101,8 @@ class Accruals(Protocol):
     """One interest record per payment reference (currency, day, user), `pending` until the
     wallet's result settles it: the amount sent under a reference is decided once. And the runs
     of each (currency, day) that completed: once one has claimed every payment it owed, the
-    day's records are final (a later run only sends those still pending again)."""
+    day's records are final (a later run only sends those still unsettled again:
+    `trading.payout_status.unsettled`)."""
 
     async def claim(self, due: AccrualDue, at: datetime) -> AccrualRecord:
         """The record of `due`'s reference: new (pending, created at `at`; answered as given, not

@@ -5,7 +5,8 @@ last day it finished: each time it wakes it accrues every day due since, oldest 
 that goes on past midnight (a long catch-up, a history that stays behind) skips no day. Each
 payment has its own key, so catching up a day that was already paid sends nothing; a day whose
 run completed (the scheduler's or an operator's, today's included) is final: its run again only
-resends the payments whose result was lost."""
+resends the payments whose result was lost or that the wallet failed on without recording an
+outcome."""
 
 from __future__ import annotations
 

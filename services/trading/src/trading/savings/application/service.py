@@ -276,9 +276,10 @@ class SavingsService:
         """The day's payments in `currency`, and how many of them an earlier run claimed that
         the balances at `cutoff` no longer owe. Once a run has claimed every payment it owed,
         the day is final: later runs (an operator's, the scheduler's after midnight) get the
-        records that run claimed, to send again those still pending, and pay no one and nothing
-        more. Until then each run claims what the balances at `cutoff` owe (a claim an
-        interrupted run made keeps its amount) and, all claimed, notes the run completed.
+        records that run claimed, to send again those still unsettled (pending, or failed
+        without an outcome), and pay no one and nothing more. Until then each run claims what
+        the balances at `cutoff` owe (a claim an interrupted run made keeps its amount) and, all
+        claimed, notes the run completed.
 
         A claim is decided once made: its amount never changes, and its payment may have been
         sent already (a day begun by a version that sent each payment as it claimed it), which
