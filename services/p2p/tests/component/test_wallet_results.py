@@ -126,6 +126,30 @@ async def test_a_command_the_wallet_refused_is_not_asked_about_again(memory_p2p:
     assert await memory_p2p.relay.ask_again() == 0  # ops must look; asking would repeat it
 
 
+async def test_a_release_noted_refused_without_an_outcome_is_asked_about_again(
+    memory_p2p: Any,
+) -> None:
+    """Earlier versions noted a `processing_failed` answer (the wallet recorded no outcome) as
+    the release's refusal, and the trade waited for ops for good with the seller's coins locked,
+    although the same release sent again applies."""
+    trade = await pending_trade(memory_p2p)
+    await memory_p2p.deliver_all()
+    await memory_p2p.trades.act(Caller("bea"), trade.trade_id, Action.MARK_PAID)
+    memory_p2p.publisher.answer_now = False
+    await memory_p2p.trades.act(Caller("sam"), trade.trade_id, Action.RELEASE)
+    memory_p2p.publisher.queue.clear()  # failed on by the wallet: nothing applied
+    memory_p2p.publisher.answer_now = True
+    note = "transfer_locked_rejected: processing_failed"
+    await memory_p2p.store.note(trade.trade_id, note, memory_p2p.clock())
+
+    memory_p2p.clock.advance(memory_p2p.relay.ask_again_after * 2)
+    assert await memory_p2p.relay.ask_again() == 1
+    await memory_p2p.deliver_all()
+    completed = memory_p2p.store.trades[trade.trade_id]
+    assert completed.status is TradeStatus.COMPLETED
+    assert memory_p2p.wallet.locked("sam", "BTC") == Decimal(0)
+
+
 async def test_refused_trades_waiting_for_ops_do_not_keep_a_lost_result_from_being_asked_about(
     memory_p2p: Any,
 ) -> None:

@@ -11,6 +11,7 @@ from typing import Final
 import structlog
 
 from p2p.application.ports import CommandPublisher, Trade, Trades
+from shared.messaging.outcomes import UNRECORDED_REFUSAL
 from shared.outbox import OUTBOX_PAGE, OutboxRelayPass, sendable
 from shared.paging import PageCursor
 
@@ -61,7 +62,9 @@ class OutboxRelay:
         The wallet answers a resend with the first outcome (a `duplicate` carrying it), so a
         result that was lost or dead-lettered on the way back moves the trade after all. A trade
         whose command the wallet refused (noted `<type>_rejected`) waits for ops instead: asking
-        again would only repeat the refusal. Run every `ask_again_after`, so a trade is asked at
+        again would only repeat the refusal. Not one noted refused with `processing_failed` (as
+        earlier versions noted that answer): the wallet recorded no outcome, so it is asked again
+        like any other. Run every `ask_again_after`, so a trade is asked at
         most once per period. A pass takes at most `ask_again_page` trades, unmoved the longest
         first, and the next pass goes on after them: however many refused trades wait for ops
         (they stay in flight, unmoved), every other trade gets its turn. A trade whose command
@@ -78,7 +81,7 @@ class OutboxRelay:
             if not trade.outbox or not trade.outbox[-1].published:
                 continue  # never sent: run_once sends it
             last = trade.outbox[-1]
-            if any(note.startswith(f"{last.type}_rejected") for note in trade.notes):
+            if any(_refused(note, last.type) for note in trade.notes):
                 continue
             command = sendable(last, "trade.command_unsendable", trade_id=trade.trade_id)
             if command is None:
@@ -87,3 +90,10 @@ class OutboxRelay:
             log.warning("outbox.asked_again", trade_id=trade.trade_id, type=command.type)
             asked += 1
         return asked
+
+
+def _refused(note: str, command_type: str | None) -> bool:
+    """Whether `note` records the wallet's refusal of the trade's `command_type` command for
+    good (a `processing_failed` answer, noted so by earlier versions, is not one)."""
+    prefix = f"{command_type}_rejected"
+    return note.startswith(prefix) and note != f"{prefix}: {UNRECORDED_REFUSAL}"
