@@ -503,3 +503,27 @@ async def test_racing_results_settle_a_funding_once(stores: Stores) -> None:
     assert settled.count(True) == 1
     status, reason = outcomes[settled.index(True)]
     assert await stores.fundings.get("fund-1") == _funding(status=status, reason=reason)
+
+
+async def test_records_an_earlier_version_published_without_asked_at_await_the_wallet(
+    mongo_database: Database,
+) -> None:
+    """Versions before the ask-again pass published a swap, an express buy or a funding without
+    `asked_at`: such a record whose result was lost stayed pending for good (the pass matched
+    only `asked_at`). It awaits the wallet from when it was published. MongoDB only: the memory
+    store holds no earlier version's records."""
+    quotes, fundings = MongoQuotes(mongo_database), MongoFundings(mongo_database)
+    await quotes.ensure_indexes()
+    await fundings.ensure_indexes()
+    await _claimed(quotes, "old-q")
+    await quotes.mark_published("old-q", T0)
+    await fundings.add(_funding("old-f"))
+    await fundings.mark_published("old-f", T0)
+    for collection, key in ((quotes._quotes, "old-q"), (fundings._fundings, "old-f")):
+        await collection.update_one({"_id": key}, {"$unset": {"asked_at": ""}})
+
+    assert await quotes.awaiting_wallet(T0) == []  # published at T0: not before it
+    assert _ids(await quotes.awaiting_wallet(T0 + MS)) == {"old-q"}
+    assert [f.reference_id for f in await fundings.awaiting_wallet(T0 + MS)] == ["old-f"]
+    await quotes.mark_asked("old-q", T0 + timedelta(seconds=30))
+    assert await quotes.awaiting_wallet(T0 + timedelta(seconds=30)) == []

@@ -92,6 +92,17 @@ def quote_from(doc: Document) -> Quote:
     )
 
 
+def _sent_before(instant: datetime) -> dict[str, Any]:
+    """Last sent before `instant`: asked again then (`asked_at`), or, for a record an earlier
+    version published without `asked_at`, published then (it was never asked again)."""
+    return {
+        "$or": [
+            {"asked_at": {"$lt": instant}},
+            {"asked_at": None, "published_at": {"$ne": None, "$lt": instant}},
+        ]
+    }
+
+
 class MongoQuotes:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._quotes: AsyncCollection[Document] = database["conversion_quotes"]
@@ -152,7 +163,7 @@ class MongoQuotes:
     async def awaiting_wallet(
         self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> Sequence[Quote]:
-        query = {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
+        query = {"status": Status.PENDING.value, **_sent_before(asked_before)}
         return [quote_from(doc) async for doc in oldest_first(self._quotes, query, limit, after)]
 
     async def mark_asked(self, quote_id: str, at: datetime) -> None:
@@ -264,7 +275,7 @@ class MongoFundings:
     async def awaiting_wallet(
         self, asked_before: datetime, limit: int = 100, after: Position | None = None
     ) -> Sequence[Funding]:
-        query = {"status": Status.PENDING.value, "asked_at": {"$lt": asked_before}}
+        query = {"status": Status.PENDING.value, **_sent_before(asked_before)}
         return [_funding(doc) async for doc in oldest_first(self._fundings, query, limit, after)]
 
     async def mark_asked(self, reference_id: str, at: datetime) -> None:
