@@ -375,9 +375,8 @@ class MatcherConsumer:
             if partition_of(pair, list(every)) in partitions:
                 matcher = self._make_matcher(market)
                 await retrying(f"recover {pair}", matcher.recover)
-                if self._revocations != revocations:
+                if self._revocations != revocations:  # `revoked` emptied `matchers`
                     log.info("spot.take_over_revoked", partitions=sorted(partitions))
-                    self.matchers.clear()
                     return False
                 self.matchers[pair] = matcher
         self._resend_at = 0.0  # their unconfirmed batches: in the loop, between two polls

@@ -159,7 +159,7 @@ class SpotStore(Protocol):
         self, pair: str, *, after: int = 0, limit: int | None = None
     ) -> list[SpotBatch]:
         """The market's batches not marked dispatched whose `last` is above `after`, by `last`,
-        ascending; at most `limit` of them when given."""
+        ascending; at most `limit` of them when given (0 or None: no limit, as MongoDB's)."""
         ...
 
     async def mark_dispatched(self, batch: SpotBatch) -> None:

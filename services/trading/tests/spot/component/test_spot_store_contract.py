@@ -791,6 +791,7 @@ async def test_undispatched_batches_are_read_a_page_at_a_time(store: SpotStore) 
     assert await page(3, 2) == [4, 6]
     assert await page(6, 2) == []
     assert await page(1, None) == [3, 4, 6]
+    assert await page(1, 0) == [3, 4, 6]  # no limit
 
 
 async def test_the_last_sequence_of_a_market(store: SpotStore) -> None:

@@ -248,7 +248,7 @@ class MemorySpotStore:
         self, pair: str, *, after: int = 0, limit: int | None = None
     ) -> list[SpotBatch]:
         found = [d for d in self._of_market(pair) if not d["dispatched"] and d["last"] > after]
-        return [batch_from(doc) for doc in found[:limit]]
+        return [batch_from(doc) for doc in (found[:limit] if limit else found)]
 
     async def mark_dispatched(self, batch: SpotBatch) -> None:
         stored = self._batches.get(batch.batch_id)
