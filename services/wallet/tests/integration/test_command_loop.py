@@ -25,7 +25,7 @@ from shared.messaging import CommandResult, DeadLetter, LedgerTransaction
 from shared.messaging.topics import Topics
 from wallet.adapters.kafka_publisher import KafkaOutcomePublisher
 from wallet.adapters.memory_store import InMemoryLedgerStore
-from wallet.application.command_intake import CommandIntake
+from wallet.application.command_intake import CommandIntake, DecidedBatch, IncomingRecord
 from wallet.application.ledger_service import LedgerService
 from wallet.application.ports import TransientStoreError
 from wallet.domain.records import LedgerBatch
@@ -96,7 +96,9 @@ class Harness:
 
     def loop(self, **ledger_options: Any) -> CommandLoop:
         ledger = LedgerService(self.store, **ledger_options)
-        intake = CommandIntake(ledger, self.publisher)
+        return self.loop_over(CommandIntake(ledger, self.publisher))
+
+    def loop_over(self, intake: CommandIntake) -> CommandLoop:
         loop = CommandLoop(
             intake,
             WalletMetrics(CollectorRegistry()),
@@ -319,3 +321,35 @@ class _Fetched:
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
+
+
+class SizeRecordingIntake(CommandIntake):
+    """The real intake, noting how many records each batch it decides holds."""
+
+    def __init__(self, ledger: LedgerService, publisher: GatedPublisher) -> None:
+        super().__init__(ledger, publisher)
+        self.sizes: list[int] = []
+
+    async def decide(self, records: Sequence[IncomingRecord]) -> DecidedBatch:
+        self.sizes.append(len(records))
+        return await super().decide(records)
+
+
+async def test_a_slow_database_makes_each_poll_one_commit_so_its_offsets_follow_it(
+    harness: Harness,
+) -> None:
+    """Once the ledger commits at most N commands at a time (it split a batch the database ran
+    out of time on), the loop reads at most N records per batch: each commit's offsets are
+    committed before the next batch is decided, instead of after a whole poll of commits."""
+    ledger = LedgerService(harness.store, grow_after=10_000)
+    ledger.commit_limit = 5  # as a split leaves it
+    intake = SizeRecordingIntake(ledger, harness.publisher)
+    loop = harness.loop_over(intake)
+    # Everything waits on the broker before the loop starts: a poll could take BATCH at once.
+    await harness.send_credits(120, "slowdb")
+    await started(loop)
+    await harness.wait_committed()
+    statuses = await harness.check_exactly_once()
+    assert statuses == Counter({"applied": 120})
+    assert sum(intake.sizes) == 120
+    assert max(intake.sizes) == 5, intake.sizes

@@ -125,6 +125,12 @@ class CommandIntake:
         self._ledger = ledger
         self._publisher = publisher
 
+    @property
+    def records_per_commit(self) -> int | None:
+        """The most commands one store commit carries now (None: no limit): a database that ran
+        out of time made the ledger split its batches, and they grow back while commits succeed."""
+        return self._ledger.commit_limit
+
     async def process(self, records: Sequence[IncomingRecord]) -> IntakeReport:
         """Decide the batch (the store commits it), then publish its outcomes."""
         decided = await self.decide(records)

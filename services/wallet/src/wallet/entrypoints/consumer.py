@@ -215,7 +215,7 @@ class CommandLoop:
             generation = self._generation
             try:
                 fetched = await self._consumer.getmany(
-                    timeout_ms=self._batch_timeout_ms, max_records=self._max_records
+                    timeout_ms=self._batch_timeout_ms, max_records=self._poll_size()
                 )
             except Exception:
                 log.exception("command_fetch_failed")
@@ -241,6 +241,15 @@ class CommandLoop:
                         await self._recover()
                     except Exception:
                         log.exception("command_recovery_failed")
+
+    def _poll_size(self) -> int:
+        # No more records than one store commit carries: when a slow database has made the
+        # ledger split its batches, each commit's offsets are committed before the next batch is
+        # decided. A poll of many commits would commit its offsets only after all of them, and
+        # a process dropped from the group meanwhile (its poll interval passed) would do all of
+        # them again, and again, without moving its offsets.
+        limit = self._intake.records_per_commit
+        return self._max_records if limit is None else max(1, min(limit, self._max_records))
 
     async def _handle(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         records = [
