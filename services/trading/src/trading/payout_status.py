@@ -12,6 +12,7 @@ from typing import Final
 from shared.messaging.outcomes import UNRECORDED_REFUSAL
 
 PENDING: Final = "pending"
+PAID: Final = "paid"
 FAILED: Final = "failed"
 
 

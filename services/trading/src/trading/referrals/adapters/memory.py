@@ -14,18 +14,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from shared.money import add
 from shared.paging import Position
 from trading.memory_values import stored_decimal, stored_instant
-from trading.payout_status import unsettled
+from trading.payout_status import PAID, PENDING, unsettled
 from trading.referrals.application.ports import CommissionRecord
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
-
-PENDING: Final = "pending"
-PAID: Final = "paid"
 
 
 @dataclass

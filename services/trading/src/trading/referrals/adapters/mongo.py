@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.money import add
 from shared.paging import Position
 from trading.mongo_values import decimal_of, oldest_first, utc
+from trading.payout_status import PAID
 from trading.payouts import UNSETTLED, PayoutRecords
 from trading.referrals.domain.bindings import Binding
 from trading.referrals.domain.commissions import CommissionDue
@@ -144,7 +145,7 @@ class MongoCommissions(PayoutRecords):
     async def earned_by(self, referrer_id: str) -> dict[str, Decimal]:
         """What the referrer has been paid, per currency (commissions the wallet applied)."""
         earned: dict[str, Decimal] = {}
-        async for row in self._collection.find({"referrer_id": referrer_id, "status": "paid"}):
+        async for row in self._collection.find({"referrer_id": referrer_id, "status": PAID}):
             currency = row["currency"]
             earned[currency] = add(earned.get(currency, Decimal(0)), decimal_of(row["amount"]))
         return earned

@@ -14,7 +14,7 @@ from shared.messaging import CommandResult, LedgerTransaction, unsendable_reason
 from shared.money import format_amount
 from shared.paging import PageCursor
 from shared.wallet_client import WalletClient
-from trading.payout_status import unsettled
+from trading.payout_status import PAID, unsettled
 from trading.referrals.application.ports import Bindings, CommissionRecord, Commissions
 from trading.referrals.domain.bindings import Binding, already_bound, check_binding
 from trading.referrals.domain.commissions import (
@@ -154,7 +154,7 @@ class ReferralService:
             return
         outcome = result.original_status if result.status == "duplicate" else result.status
         if outcome == "applied":
-            await self._commissions.settle(result.reference_id, "paid", None, self._clock())
+            await self._commissions.settle(result.reference_id, PAID, None, self._clock())
         elif outcome == "rejected":
             log.error(
                 "referrals.commission_rejected",

@@ -19,7 +19,7 @@ from shared.messaging import LedgerTransaction
 from shared.money import add
 from shared.paging import Position
 from trading.memory_values import stored_decimal, stored_instant
-from trading.payout_status import unsettled
+from trading.payout_status import PENDING, unsettled
 from trading.savings.application.ports import AccrualRecord, TransferRecord
 from trading.savings.domain.accrual import (
     INTEREST_TRANSACTION_TYPE,
@@ -29,7 +29,6 @@ from trading.savings.domain.accrual import (
 )
 from trading.savings.domain.transfers import TransferStatus
 
-PENDING: Final = "pending"
 ZERO: Final = Decimal(0)
 
 

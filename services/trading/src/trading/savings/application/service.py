@@ -18,7 +18,7 @@ from shared.messaging import CommandResult, unsendable_reason
 from shared.money import add, format_amount, negate
 from shared.paging import PageCursor
 from shared.wallet_client import WalletClient, WalletTimeout, send_until_final
-from trading.payout_status import unsettled
+from trading.payout_status import PAID, unsettled
 from trading.savings.application.ports import (
     AccrualRecord,
     Accruals,
@@ -373,8 +373,8 @@ class SavingsService:
                         occurred_at=result.processed_at,
                     )
                 )
-            await self._accruals.settle(result.reference_id, "paid", None, self._clock())
-            return "paid"
+            await self._accruals.settle(result.reference_id, PAID, None, self._clock())
+            return PAID
         if outcome == "rejected":
             log.error(
                 "savings.interest_rejected", reference=result.reference_id, reason=result.reason
